@@ -1,0 +1,303 @@
+"""Settings: one frozen object built from a mapping (the environment plus ``.env``).
+
+Nothing here reads the environment at import time; ``load_settings`` takes a mapping so tests
+and the CLI pass exactly what they mean. Every problem becomes one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bot.errors import ConfigError
+
+DEFAULT_DISCORD_API_BASE = "https://discord.com/api/v10"
+DEFAULT_SPOTIFY_ACCOUNTS_BASE = "https://accounts.spotify.com"
+DEFAULT_SPOTIFY_API_BASE = "https://api.spotify.com/v1"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    discord_token: str
+    spotify_client_id: str
+    spotify_client_secret: str
+    spotify_redirect_uri: str
+    token_encryption_keys: tuple[bytes, ...]
+    database_path: Path = Path("data/bot.db")
+    web_host: str = "0.0.0.0"  # noqa: S104 - the callback must be reachable from outside
+    web_port: int = 8080
+    discord_api_base: str = DEFAULT_DISCORD_API_BASE
+    spotify_accounts_base: str = DEFAULT_SPOTIFY_ACCOUNTS_BASE
+    spotify_api_base: str = DEFAULT_SPOTIFY_API_BASE
+    dev_guild_id: int | None = None
+    enable_presence: bool = False
+    log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_enabled: bool = False
+    spotify_request_budget: int = 120
+
+    @property
+    def redirect_path(self) -> str:
+        """The web route that serves the OAuth callback: the path of the redirect URI."""
+        return urlsplit(self.spotify_redirect_uri).path or "/"
+
+    @property
+    def redirect_is_loopback(self) -> bool:
+        return is_loopback_redirect(self.spotify_redirect_uri)
+
+    @property
+    def uses_default_discord(self) -> bool:
+        return self.discord_api_base.rstrip("/") == DEFAULT_DISCORD_API_BASE
+
+    def __repr__(self) -> str:  # never print secrets, even by accident
+        return (
+            f"Settings(redirect_uri={self.spotify_redirect_uri!r}, "
+            f"database_path={str(self.database_path)!r}, web={self.web_host}:{self.web_port}, "
+            f"presence={self.enable_presence})"
+        )
+
+
+def decode_key(text: str) -> bytes:
+    """Decode one TOKEN_ENCRYPTION_KEY entry; raise ValueError unless it is 32 bytes."""
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("empty key")
+    try:
+        raw = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not URL-safe base64") from exc
+    if any(c not in _URLSAFE_ALPHABET for c in stripped.rstrip("=")):
+        raise ValueError("not URL-safe base64")
+    if len(raw) != 32:
+        raise ValueError(f"decodes to {len(raw)} bytes, expected 32")
+    return raw
+
+
+_URLSAFE_ALPHABET = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+)
+
+
+def generate_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+
+
+def is_loopback_redirect(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1")
+
+
+def _check_redirect_uri(uri: str) -> str | None:
+    """Return a problem description, or None when Spotify would accept the URI."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL"
+    host = (parts.hostname or "").lower()
+    if not parts.scheme or not host:
+        return "is not a full URL (expected e.g. https://np.example.org/callback)"
+    if host == "localhost" or host.endswith(".localhost"):
+        return (
+            "uses 'localhost', which Spotify rejects; use the loopback literal "
+            f"http://127.0.0.1:{port or 8080}{parts.path or '/callback'} instead"
+        )
+    if parts.fragment:
+        return "must not contain a #fragment"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http":
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is not None and address.is_loopback and str(address) in ("127.0.0.1", "::1"):
+            if port is None:
+                return "needs an explicit port for a loopback address, e.g. http://127.0.0.1:8080/callback"
+            return None
+        return (
+            "must use https, or be a loopback literal (http://127.0.0.1:PORT/... or "
+            "http://[::1]:PORT/...)"
+        )
+    return f"has scheme '{parts.scheme}'; it must be https (or http on 127.0.0.1 / [::1])"
+
+
+def _check_base_url(name: str, value: str, problems: list[str]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        problems.append(f"{name}: '{value}' is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _bool(name: str, raw: str | None, default: bool, problems: list[str]) -> bool:
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    problems.append(f"{name}: '{raw}' is not true or false")
+    return default
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build Settings from a mapping. Raises ConfigError listing every problem at once."""
+    problems: list[str] = []
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value if value != "" else None
+
+    def required(name: str, meaning: str) -> str:
+        value = get(name)
+        if value is None:
+            problems.append(f"{name}: missing; set it to {meaning}")
+            return ""
+        return value
+
+    discord_token = required("DISCORD_TOKEN", "the bot token from the Discord Developer Portal")
+    client_id = required("SPOTIFY_CLIENT_ID", "the client id of your Spotify app")
+    client_secret = required("SPOTIFY_CLIENT_SECRET", "the client secret of your Spotify app")
+    redirect_uri = required(
+        "SPOTIFY_REDIRECT_URI", "the callback URL registered in your Spotify app"
+    )
+    if redirect_uri:
+        problem = _check_redirect_uri(redirect_uri)
+        if problem:
+            problems.append(f"SPOTIFY_REDIRECT_URI: '{redirect_uri}' {problem}")
+
+    keys: list[bytes] = []
+    raw_keys = required(
+        "TOKEN_ENCRYPTION_KEY", "a key printed by `python -m bot gen-key` (comma-separated to rotate)"
+    )
+    if raw_keys:
+        for position, entry in enumerate(raw_keys.split(","), start=1):
+            try:
+                keys.append(decode_key(entry))
+            except ValueError as exc:
+                problems.append(
+                    f"TOKEN_ENCRYPTION_KEY: key #{position} is invalid ({exc}); each key must be "
+                    "32 random bytes in URL-safe base64, as printed by `python -m bot gen-key`"
+                )
+
+    database_path = Path(get("DATABASE_PATH") or "data/bot.db")
+    web_host = get("WEB_HOST") or "0.0.0.0"  # noqa: S104
+    web_port = 8080
+    raw_port = get("WEB_PORT")
+    if raw_port is not None:
+        if raw_port.isdigit() and 1 <= int(raw_port) <= 65535:
+            web_port = int(raw_port)
+        else:
+            problems.append(f"WEB_PORT: '{raw_port}' is not a port number (1-65535)")
+
+    discord_api_base = _check_base_url(
+        "DISCORD_API_BASE", get("DISCORD_API_BASE") or DEFAULT_DISCORD_API_BASE, problems
+    )
+    accounts_base = _check_base_url(
+        "SPOTIFY_ACCOUNTS_BASE",
+        get("SPOTIFY_ACCOUNTS_BASE") or DEFAULT_SPOTIFY_ACCOUNTS_BASE,
+        problems,
+    )
+    api_base = _check_base_url(
+        "SPOTIFY_API_BASE", get("SPOTIFY_API_BASE") or DEFAULT_SPOTIFY_API_BASE, problems
+    )
+
+    dev_guild_id: int | None = None
+    raw_guild = get("DEV_GUILD_ID")
+    if raw_guild is not None:
+        if raw_guild.isdigit():
+            dev_guild_id = int(raw_guild)
+        else:
+            problems.append(f"DEV_GUILD_ID: '{raw_guild}' is not a numeric Discord server id")
+
+    enable_presence = _bool("ENABLE_PRESENCE", get("ENABLE_PRESENCE"), False, problems)
+    metrics_enabled = _bool("METRICS_ENABLED", get("METRICS_ENABLED"), False, problems)
+
+    log_level = (get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        problems.append(f"LOG_LEVEL: '{log_level}' is not one of {', '.join(LOG_LEVELS)}")
+        log_level = "INFO"
+    log_format = (get("LOG_FORMAT") or "text").lower()
+    if log_format not in LOG_FORMATS:
+        problems.append(f"LOG_FORMAT: '{log_format}' is not one of {', '.join(LOG_FORMATS)}")
+        log_format = "text"
+
+    budget = 120
+    raw_budget = get("SPOTIFY_REQUEST_BUDGET")
+    if raw_budget is not None:
+        if raw_budget.isdigit() and int(raw_budget) >= 1:
+            budget = int(raw_budget)
+        else:
+            problems.append(
+                f"SPOTIFY_REQUEST_BUDGET: '{raw_budget}' is not a positive whole number"
+            )
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(
+        discord_token=discord_token,
+        spotify_client_id=client_id,
+        spotify_client_secret=client_secret,
+        spotify_redirect_uri=redirect_uri,
+        token_encryption_keys=tuple(keys),
+        database_path=database_path,
+        web_host=web_host,
+        web_port=web_port,
+        discord_api_base=discord_api_base,
+        spotify_accounts_base=accounts_base,
+        spotify_api_base=api_base,
+        dev_guild_id=dev_guild_id,
+        enable_presence=enable_presence,
+        log_level=log_level,
+        log_format=log_format,
+        metrics_enabled=metrics_enabled,
+        spotify_request_budget=budget,
+    )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file: KEY=VALUE lines, ``#`` comments, optional quotes and ``export``."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return values
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export ") :].lstrip()
+        name, sep, value = stripped.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[name.strip()] = value
+    return values
+
+
+def environment_with_dotenv(
+    environ: Mapping[str, str] | None = None, dotenv: Path = Path(".env")
+) -> dict[str, str]:
+    """The environment wins over ``.env``, so a deployment can override a file value."""
+    merged = read_env_file(dotenv)
+    merged.update(os.environ if environ is None else environ)
+    return merged

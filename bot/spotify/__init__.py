@@ -1,0 +1,1 @@
+"""Spotify accounts + Web API client: endpoints build requests, one sender does HTTP."""
