@@ -83,9 +83,7 @@ def decode_key(text: str) -> bytes:
     return raw
 
 
-_URLSAFE_ALPHABET = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-)
+_URLSAFE_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def generate_key() -> str:
@@ -182,7 +180,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
     keys: list[bytes] = []
     raw_keys = required(
-        "TOKEN_ENCRYPTION_KEY", "a key printed by `python -m bot gen-key` (comma-separated to rotate)"
+        "TOKEN_ENCRYPTION_KEY",
+        "a key printed by `python -m bot gen-key` (comma-separated to rotate)",
     )
     if raw_keys:
         for position, entry in enumerate(raw_keys.split(","), start=1):

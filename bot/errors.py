@@ -73,8 +73,7 @@ class InvalidGrant(SpotifyAuthError):
     """Bad, used or expired code; revoked, expired or unknown refresh token."""
 
     user_message = (
-        "Spotify no longer accepts your link (it was revoked or expired). "
-        "Please run /link again."
+        "Spotify no longer accepts your link (it was revoked or expired). Please run /link again."
     )
 
 

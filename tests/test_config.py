@@ -1,0 +1,285 @@
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from bot.config import (
+    Settings,
+    decode_key,
+    environment_with_dotenv,
+    generate_key,
+    load_settings,
+    read_env_file,
+)
+from bot.errors import ConfigError
+
+KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
+OTHER_KEY = base64.urlsafe_b64encode(b"o" * 32).decode()
+
+
+def valid_env(**overrides: str) -> dict[str, str]:
+    env = {
+        "DISCORD_TOKEN": "discord-token",
+        "SPOTIFY_CLIENT_ID": "client-id",
+        "SPOTIFY_CLIENT_SECRET": "client-secret",
+        "SPOTIFY_REDIRECT_URI": "https://np.example.org/callback",
+        "TOKEN_ENCRYPTION_KEY": KEY,
+    }
+    env.update(overrides)
+    return env
+
+
+def problems_for(**overrides: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(valid_env(**overrides))
+    return caught.value.problems
+
+
+def test_defaults() -> None:
+    settings = load_settings(valid_env())
+    assert settings.database_path == Path("data/bot.db")
+    assert settings.web_host == "0.0.0.0"
+    assert settings.web_port == 8080
+    assert settings.discord_api_base == "https://discord.com/api/v10"
+    assert settings.spotify_accounts_base == "https://accounts.spotify.com"
+    assert settings.spotify_api_base == "https://api.spotify.com/v1"
+    assert settings.dev_guild_id is None
+    assert settings.enable_presence is False
+    assert settings.log_level == "INFO"
+    assert settings.log_format == "text"
+    assert settings.metrics_enabled is False
+    assert settings.token_encryption_keys == (b"k" * 32,)
+    assert settings.redirect_path == "/callback"
+    assert settings.uses_default_discord
+    assert not settings.redirect_is_loopback
+
+
+def test_every_value_read() -> None:
+    settings = load_settings(
+        valid_env(
+            TOKEN_ENCRYPTION_KEY=f"{KEY}, {OTHER_KEY}",
+            DATABASE_PATH="/tmp/x/bot.db",
+            WEB_HOST="127.0.0.1",
+            WEB_PORT="9000",
+            DISCORD_API_BASE="http://127.0.0.1:5000/api/v10/",
+            SPOTIFY_ACCOUNTS_BASE="http://127.0.0.1:5001",
+            SPOTIFY_API_BASE="http://127.0.0.1:5001/v1",
+            DEV_GUILD_ID="123456789012345678",
+            ENABLE_PRESENCE="true",
+            LOG_LEVEL="debug",
+            LOG_FORMAT="JSON",
+            METRICS_ENABLED="1",
+            SPOTIFY_REDIRECT_URI="http://127.0.0.1:8080/oauth/done",
+            SPOTIFY_REQUEST_BUDGET="60",
+        )
+    )
+    assert settings.token_encryption_keys == (b"k" * 32, b"o" * 32)
+    assert settings.database_path == Path("/tmp/x/bot.db")
+    assert settings.web_port == 9000
+    assert settings.discord_api_base == "http://127.0.0.1:5000/api/v10"
+    assert not settings.uses_default_discord
+    assert settings.dev_guild_id == 123456789012345678
+    assert settings.enable_presence is True
+    assert settings.log_level == "DEBUG"
+    assert settings.log_format == "json"
+    assert settings.metrics_enabled is True
+    assert settings.redirect_path == "/oauth/done"
+    assert settings.redirect_is_loopback
+    assert settings.spotify_request_budget == 60
+
+
+def test_settings_are_frozen_and_repr_hides_secrets() -> None:
+    settings = load_settings(valid_env())
+    with pytest.raises(AttributeError):
+        settings.web_port = 1  # type: ignore[misc]
+    text = repr(settings)
+    assert "discord-token" not in text
+    assert "client-secret" not in text
+    assert KEY not in text
+    assert isinstance(settings, Settings)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DISCORD_TOKEN",
+        "SPOTIFY_CLIENT_ID",
+        "SPOTIFY_CLIENT_SECRET",
+        "SPOTIFY_REDIRECT_URI",
+        "TOKEN_ENCRYPTION_KEY",
+    ],
+)
+def test_missing_required(name: str) -> None:
+    env = valid_env()
+    del env[name]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(f"{name}: missing")
+
+
+def test_blank_counts_as_missing() -> None:
+    assert problems_for(DISCORD_TOKEN="   ")[0].startswith("DISCORD_TOKEN: missing")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("short", "not URL-safe base64"),
+        ("c2hvcnQ=", "decodes to 5 bytes"),
+        (base64.urlsafe_b64encode(b"x" * 31).decode(), "decodes to 31 bytes"),
+        (base64.urlsafe_b64encode(b"x" * 33).decode(), "decodes to 33 bytes"),
+        ("!!!!" * 11, "not URL-safe base64"),
+        (base64.b64encode(b"\xfb" * 32).decode(), "not URL-safe base64"),  # '+' and '/'
+    ],
+)
+def test_bad_key(value: str, reason: str) -> None:
+    (problem,) = problems_for(TOKEN_ENCRYPTION_KEY=value)
+    assert problem.startswith("TOKEN_ENCRYPTION_KEY: key #1 is invalid")
+    assert reason in problem
+    assert "gen-key" in problem
+
+
+def test_second_key_bad_named_by_position() -> None:
+    (problem,) = problems_for(TOKEN_ENCRYPTION_KEY=f"{KEY},nope")
+    assert problem.startswith("TOKEN_ENCRYPTION_KEY: key #2 is invalid")
+
+
+def test_key_without_padding_accepted() -> None:
+    assert decode_key(KEY.rstrip("=")) == b"k" * 32
+
+
+def test_generated_key_is_valid_and_random() -> None:
+    first, second = generate_key(), generate_key()
+    assert first != second
+    assert len(decode_key(first)) == 32
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://np.example.org/callback",
+        "http://127.0.0.1:8080/callback",
+        "http://[::1]:8080/callback",
+    ],
+)
+def test_redirect_uri_accepted(uri: str) -> None:
+    assert load_settings(valid_env(SPOTIFY_REDIRECT_URI=uri)).spotify_redirect_uri == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("http://np.example.org/callback", "must use https"),
+        ("http://192.168.1.5:8080/callback", "must use https"),
+        ("ftp://example.org/callback", "scheme 'ftp'"),
+        ("np.example.org/callback", "not a full URL"),
+        ("http://127.0.0.1/callback", "explicit port"),
+        ("http://127.0.0.1:99999/callback", "not a valid URL"),
+    ],
+)
+def test_redirect_uri_rejected(uri: str, reason: str) -> None:
+    (problem,) = problems_for(SPOTIFY_REDIRECT_URI=uri)
+    assert problem.startswith("SPOTIFY_REDIRECT_URI:")
+    assert reason in problem
+
+
+def test_localhost_redirect_explains_alternative() -> None:
+    (problem,) = problems_for(SPOTIFY_REDIRECT_URI="http://localhost:8080/callback")
+    assert "SPOTIFY_REDIRECT_URI" in problem
+    assert "Spotify rejects" in problem
+    assert "http://127.0.0.1:8080/callback" in problem
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "eighty", "-1"])
+def test_bad_port(port: str) -> None:
+    (problem,) = problems_for(WEB_PORT=port)
+    assert problem.startswith("WEB_PORT:")
+
+
+def test_non_numeric_guild() -> None:
+    (problem,) = problems_for(DEV_GUILD_ID="my-server")
+    assert problem.startswith("DEV_GUILD_ID:")
+    assert "numeric" in problem
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ENABLE_PRESENCE", "maybe"),
+        ("METRICS_ENABLED", "sure"),
+        ("LOG_LEVEL", "LOUD"),
+        ("LOG_FORMAT", "xml"),
+        ("DISCORD_API_BASE", "discord.com"),
+        ("SPOTIFY_ACCOUNTS_BASE", "ws://x"),
+        ("SPOTIFY_API_BASE", "nope"),
+        ("SPOTIFY_REQUEST_BUDGET", "0"),
+    ],
+)
+def test_other_bad_values(name: str, value: str) -> None:
+    (problem,) = problems_for(**{name: value})
+    assert problem.startswith(f"{name}:")
+
+
+def test_all_problems_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"WEB_PORT": "x", "DEV_GUILD_ID": "y"})
+    names = [line.split(":", 1)[0] for line in caught.value.problems]
+    assert names == [
+        "DISCORD_TOKEN",
+        "SPOTIFY_CLIENT_ID",
+        "SPOTIFY_CLIENT_SECRET",
+        "SPOTIFY_REDIRECT_URI",
+        "TOKEN_ENCRYPTION_KEY",
+        "WEB_PORT",
+        "DEV_GUILD_ID",
+    ]
+
+
+def test_dotenv_parsing_and_precedence(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# comment\n"
+        "DISCORD_TOKEN=from-file\n"
+        "export SPOTIFY_CLIENT_ID='quoted id'\n"
+        'SPOTIFY_CLIENT_SECRET="with # hash"\n'
+        "WEB_PORT=9001 # trailing comment\n"
+        "not a line\n"
+        "\n",
+        encoding="utf-8",
+    )
+    values = read_env_file(dotenv)
+    assert values == {
+        "DISCORD_TOKEN": "from-file",
+        "SPOTIFY_CLIENT_ID": "quoted id",
+        "SPOTIFY_CLIENT_SECRET": "with # hash",
+        "WEB_PORT": "9001",
+    }
+    merged = environment_with_dotenv({"DISCORD_TOKEN": "from-env"}, dotenv)
+    assert merged["DISCORD_TOKEN"] == "from-env"
+    assert merged["WEB_PORT"] == "9001"
+    assert read_env_file(tmp_path / "absent") == {}
+
+
+def test_env_example_lists_every_variable() -> None:
+    example = read_env_file(Path(__file__).parent.parent / ".env.example")
+    for name in valid_env():
+        assert name in example
+    for name in [
+        "DATABASE_PATH",
+        "WEB_HOST",
+        "WEB_PORT",
+        "DISCORD_API_BASE",
+        "SPOTIFY_ACCOUNTS_BASE",
+        "SPOTIFY_API_BASE",
+        "DEV_GUILD_ID",
+        "ENABLE_PRESENCE",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "METRICS_ENABLED",
+    ]:
+        assert name in example
+    assert os.environ.get("NOWPLAYING_NEVER_SET") is None
