@@ -1,0 +1,329 @@
+"""The one place that talks HTTP to Spotify: timeouts, bounded retries and the app-wide hold.
+
+Endpoints (``auth.py``, ``api.py``) only build a :class:`SpotifyRequest` and read the
+:class:`SpotifyResponse`; everything about *how* a request is sent lives here:
+
+* every attempt has a timeout;
+* 5xx answers, connection errors and timeouts are retried at most twice with jittered
+  exponential backoff, the sleeping bounded per caller, then :class:`SpotifyUnavailable`;
+* a 429 is never slept on: it raises :class:`SpotifyRateLimited` at once and starts an
+  app-wide hold (Spotify limits are per app), during which every request fails at once
+  without touching the network;
+* a rolling count of the requests actually sent, for the auto-poster's budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from bot.errors import SpotifyBadResponse, SpotifyRateLimited, SpotifyUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 2
+BACKOFF_BASE = 0.5  # seconds before the first retry, doubled each time, then jittered
+BACKOFF_CAP = 2.0  # no single sleep is longer than this
+RETRY_SLEEP_BUDGET = 2.0  # a caller never sleeps longer than this in total (SPOTIFY.md: <= 5 s)
+DEFAULT_RETRY_AFTER = 5.0  # a 429 without a usable Retry-After header
+RATE_WINDOW = 30.0  # Spotify's rolling rate-limit window
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[Any]]
+ResponseHook = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SpotifyRequest:
+    """What an endpoint wants sent. ``endpoint`` is a short label for metrics and logs.
+
+    ``headers`` and ``data`` hold tokens, codes and secrets, so they stay out of ``repr``.
+    ``idempotent=False`` (token requests) limits retries to failures where the server surely
+    did not act on the request: a refused connection or a 5xx answer, never a timeout, since a
+    retried refresh could present a refresh token the first attempt already rotated out.
+    """
+
+    method: str
+    url: str
+    endpoint: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    params: Mapping[str, str] | None = None
+    data: Mapping[str, str] | None = field(default=None, repr=False)
+    idempotent: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SpotifyResponse:
+    """A non-429, non-5xx answer. ``content_type`` is ``""`` when the header is absent."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str] = field(repr=False)
+    endpoint: str = ""
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type == "application/json" or self.content_type.endswith("+json")
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """Decode the body as JSON whatever the Content-Type; raise SpotifyBadResponse."""
+        if not self.body:
+            raise SpotifyBadResponse(
+                f"{self.endpoint}: empty body where JSON was expected", status=self.status
+            )
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise SpotifyBadResponse(
+                f"{self.endpoint}: answer is not JSON", status=self.status
+            ) from exc
+
+    def json_or_none(self) -> Any:
+        """The decoded JSON body, or None when the body is empty or not JSON."""
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def parse_retry_after(value: str | None, default: float = DEFAULT_RETRY_AFTER) -> float:
+    """Seconds from a Retry-After header; ``default`` when missing, negative or garbage."""
+    if value is None:
+        return default
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return default
+    if not math.isfinite(seconds) or seconds < 0:
+        return default
+    return seconds
+
+
+def _is_quota_exceeded(body: bytes) -> bool:
+    if b"QUOTA_EXCEEDED" not in body:  # cheap test first; the body is small anyway
+        return False
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(payload, dict):
+        return False
+    if payload.get("reason") == "QUOTA_EXCEEDED":
+        return True
+    error = payload.get("error")
+    return isinstance(error, dict) and error.get("reason") == "QUOTA_EXCEEDED"
+
+
+class _Retryable(Exception):
+    """Internal: one attempt failed in a way that may be retried."""
+
+    def __init__(self, reason: str, status: int | None, *, may_have_acted: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.may_have_acted = may_have_acted
+
+
+class SpotifySender:
+    """Sends every Spotify request over one shared ``ClientSession`` (owned by the caller)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+        on_response: ResponseHook | None = None,
+        max_retries: int = MAX_RETRIES,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_cap: float = BACKOFF_CAP,
+        retry_sleep_budget: float = RETRY_SLEEP_BUDGET,
+    ) -> None:
+        self._session = session
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._timeout = timeout if timeout is not None else aiohttp.ClientTimeout(total=10)
+        self._on_response = on_response
+        self._max_retries = max_retries
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._retry_sleep_budget = retry_sleep_budget
+        self._hold_until = 0.0
+        self._hold_quota_exceeded = False
+        self._sent_at: deque[float] = deque()
+        self._window_retention = RATE_WINDOW
+
+    # --- what the scheduler reads ---------------------------------------------------------
+
+    @property
+    def clock(self) -> Clock:
+        """The monotonic clock this sender measures holds with (shared with token code)."""
+        return self._clock
+
+    @property
+    def hold_until(self) -> float:
+        """``clock()`` value before which every request fails at once; 0.0 when none."""
+        return self._hold_until
+
+    @property
+    def hold_quota_exceeded(self) -> bool:
+        """Whether the current (or last) hold came from a QUOTA_EXCEEDED answer."""
+        return self._hold_quota_exceeded
+
+    def hold_remaining(self) -> float:
+        return max(0.0, self._hold_until - self._clock())
+
+    def requests_in_window(self, window: float = RATE_WINDOW) -> int:
+        """How many HTTP attempts were actually sent in the last ``window`` seconds."""
+        if window > self._window_retention:
+            self._window_retention = window  # keep enough history from now on
+        now = self._clock()
+        self._prune(now)
+        threshold = now - window
+        if not self._sent_at or self._sent_at[0] > threshold:
+            return len(self._sent_at)
+        return len(self._sent_at) - bisect.bisect_right(self._sent_at, threshold)
+
+    def _prune(self, now: float) -> None:
+        oldest_kept = now - self._window_retention
+        sent_at = self._sent_at
+        while sent_at and sent_at[0] <= oldest_kept:
+            sent_at.popleft()
+
+    # --- sending --------------------------------------------------------------------------
+
+    def check_hold(self) -> None:
+        """Raise SpotifyRateLimited (seconds left) while the app-wide hold lasts."""
+        if self._hold_until:
+            now = self._clock()
+            if now < self._hold_until:
+                raise SpotifyRateLimited(
+                    self._hold_until - now,
+                    self._hold_until,
+                    quota_exceeded=self._hold_quota_exceeded,
+                )
+
+    async def send(self, request: SpotifyRequest) -> SpotifyResponse:
+        """Send with bounded retries. Raises SpotifyRateLimited or SpotifyUnavailable."""
+        slept = 0.0
+        attempt = 0
+        while True:
+            # Checked before every attempt: another request may have hit a 429 meanwhile.
+            self.check_hold()
+            try:
+                return await self._attempt(request)
+            except _Retryable as failure:
+                if request.idempotent is False and failure.may_have_acted:
+                    raise SpotifyUnavailable(
+                        f"{request.endpoint}: {failure.reason} (not retried: the request "
+                        "may have been acted on)",
+                        status=failure.status,
+                    ) from None
+                delay = min(self._backoff(attempt), self._retry_sleep_budget - slept)
+                if attempt >= self._max_retries or delay <= 0:
+                    raise SpotifyUnavailable(
+                        f"{request.endpoint}: {failure.reason} after {attempt + 1} attempts",
+                        status=failure.status,
+                    ) from None
+                log.info(
+                    "spotify %s: %s, retrying in %.2fs", request.endpoint, failure.reason, delay
+                )
+                await self._sleep(delay)
+                slept += delay
+                attempt += 1
+
+    def _backoff(self, attempt: int) -> float:
+        # "Equal jitter": half of the exponential step is fixed, half random, so concurrent
+        # callers spread out but none retries immediately.
+        step = min(self._backoff_cap, self._backoff_base * (2.0**attempt))
+        return step / 2 + self._rng.uniform(0, step / 2)
+
+    def _record(self, endpoint: str, outcome: str) -> None:
+        if self._on_response is None:
+            return
+        try:
+            self._on_response(endpoint, outcome)
+        except Exception:  # a metrics bug must not break a member's request
+            log.exception("on_response hook failed for %s", endpoint)
+
+    async def _attempt(self, request: SpotifyRequest) -> SpotifyResponse:
+        now = self._clock()
+        self._sent_at.append(now)
+        self._prune(now)
+        try:
+            async with self._session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                params=request.params,
+                data=request.data,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        except aiohttp.ClientConnectorError as exc:
+            self._record(request.endpoint, "connection_error")
+            raise _Retryable(
+                f"cannot connect ({exc.os_error.strerror or exc})", None, may_have_acted=False
+            ) from exc
+        except TimeoutError as exc:  # aiohttp's timeouts subclass TimeoutError too
+            self._record(request.endpoint, "timeout")
+            raise _Retryable("timed out", None, may_have_acted=True) from exc
+        except aiohttp.ClientError as exc:
+            self._record(request.endpoint, "connection_error")
+            raise _Retryable(
+                f"connection failed ({type(exc).__name__})", None, may_have_acted=True
+            ) from exc
+
+        self._record(request.endpoint, str(status))
+        if status == 429:
+            raise self._start_hold(request, headers.get("Retry-After"), body)
+        if status >= 500:
+            raise _Retryable(f"HTTP {status}", status, may_have_acted=False)
+        content_type = headers.get("Content-Type", "")
+        return SpotifyResponse(
+            status=status,
+            body=b"" if status == 204 else body,
+            content_type=content_type.split(";", 1)[0].strip().lower(),
+            headers=headers,
+            endpoint=request.endpoint,
+        )
+
+    def _start_hold(
+        self, request: SpotifyRequest, retry_after_header: str | None, body: bytes
+    ) -> SpotifyRateLimited:
+        retry_after = parse_retry_after(retry_after_header)
+        quota_exceeded = _is_quota_exceeded(body)
+        retry_at = self._clock() + retry_after
+        if retry_at >= self._hold_until:
+            self._hold_until = retry_at
+            self._hold_quota_exceeded = quota_exceeded
+        log.warning(
+            "spotify %s: rate limited, holding every request for %.0fs%s",
+            request.endpoint,
+            retry_after,
+            " (quota exceeded)" if quota_exceeded else "",
+        )
+        return SpotifyRateLimited(retry_after, retry_at, quota_exceeded=quota_exceeded)
