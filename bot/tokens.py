@@ -1,0 +1,228 @@
+"""Members' access tokens: a memory-only cache, one refresh at a time per member.
+
+* A token counts as expired 60 s early; expiry is computed from the local receive time.
+* One ``asyncio.Lock`` per member with a second check inside it, so a crowd of concurrent
+  requests for one member causes exactly one refresh (and a rotated refresh token is never
+  lost to a race). A member's lock exists only while someone waits on it.
+* A refresh answer without a refresh token keeps the stored one; a new one replaces it,
+  encrypted. ``invalid_grant`` marks the link broken and raises :class:`LinkBroken`.
+* :meth:`TokenManager.call` retries a Web API call once, with a fresh token, after a 401.
+
+Token values never reach a log line; every value seen is announced to the secret listeners
+(the log-masking filter) before anything else can log it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+from bot.crypto import TokenCipher
+from bot.errors import InvalidGrant, LinkBroken, NotLinked, SpotifyBadResponse, SpotifyUnauthorized
+from bot.spotify.auth import SpotifyAuth
+from bot.spotify.models import SpotifyUser, TokenGrant
+from bot.storage import LinkedAccount, Storage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+EARLY_REFRESH_SECONDS = 60.0
+SecretListener = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedToken:
+    access_token: str
+    expires_at: float  # on the manager's clock
+    spotify_account_id: str
+
+
+class _LockEntry:
+    """A member's refresh lock, counted so it is dropped when nobody holds or awaits it."""
+
+    __slots__ = ("forgotten", "lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+        self.forgotten = False  # forget() ran while a refresh was in flight
+
+
+class TokenManager:
+    def __init__(
+        self,
+        storage: Storage,
+        cipher: TokenCipher,
+        auth: SpotifyAuth,
+        *,
+        clock: Callable[[], float] | None = None,
+        early_refresh: float = EARLY_REFRESH_SECONDS,
+    ) -> None:
+        self._storage = storage
+        self._cipher = cipher
+        self._auth = auth
+        # TokenGrant.received_at comes from the auth client's clock; expiry must use the same.
+        self._clock = clock if clock is not None else auth.clock
+        self._early_refresh = early_refresh
+        self._cache: dict[int, _CachedToken] = {}
+        self._locks: dict[int, _LockEntry] = {}
+        self._secret_listeners: list[SecretListener] = []
+
+    # --- secrets for the log filter -------------------------------------------------------
+
+    def register_secret_listener(self, listener: SecretListener) -> None:
+        """``listener(value)`` is called with every access and refresh token value seen."""
+        self._secret_listeners.append(listener)
+
+    def _announce(self, *values: str | None) -> None:
+        for value in values:
+            if not value:
+                continue
+            for listener in self._secret_listeners:
+                try:
+                    listener(value)
+                except Exception:  # the masker failing must not break a member's request
+                    log.exception("secret listener failed")
+
+    # --- cache and locks ------------------------------------------------------------------
+
+    def _fresh(self, user_id: int) -> _CachedToken | None:
+        cached = self._cache.get(user_id)
+        if cached is not None and self._clock() < cached.expires_at - self._early_refresh:
+            return cached
+        return None
+
+    @asynccontextmanager
+    async def _member_lock(self, user_id: int) -> AsyncIterator[_LockEntry]:
+        entry = self._locks.get(user_id)
+        if entry is None:
+            entry = self._locks[user_id] = _LockEntry()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield entry
+        finally:
+            entry.users -= 1
+            if entry.users == 0 and self._locks.get(user_id) is entry:
+                del self._locks[user_id]
+
+    @property
+    def cached_members(self) -> int:
+        return len(self._cache)
+
+    @property
+    def active_locks(self) -> int:
+        return len(self._locks)
+
+    def forget(self, user_id: int) -> None:
+        """Drop the member's cached token (unlink); an in-flight refresh will not re-cache."""
+        self._cache.pop(user_id, None)
+        entry = self._locks.get(user_id)
+        if entry is not None:
+            entry.forgotten = True
+
+    # --- public API -----------------------------------------------------------------------
+
+    async def access_token(self, user_id: int, *, force_refresh: bool = False) -> str:
+        """A usable access token for the member. Raises NotLinked or LinkBroken.
+
+        Spotify errors of the refresh (SpotifyUnavailable, SpotifyRateLimited, InvalidClient)
+        propagate unchanged; DecryptionError too (the keys changed: not the member's fault).
+        """
+        if not force_refresh:
+            cached = self._fresh(user_id)
+            if cached is not None:
+                return cached.access_token
+        return await self._refreshed_token(user_id, rejected=None, force=force_refresh)
+
+    async def call(self, user_id: int, fn: Callable[[str], Awaitable[T]]) -> T:
+        """Run ``fn(access_token)``; after a 401, refresh once and retry exactly once."""
+        token = await self.access_token(user_id)
+        try:
+            return await fn(token)
+        except SpotifyUnauthorized:
+            log.info("spotify rejected the access token of member %s; refreshing once", user_id)
+        token = await self._refreshed_token(user_id, rejected=token, force=True)
+        return await fn(token)
+
+    async def store_new_link(
+        self, user_id: int, user: SpotifyUser, grant: TokenGrant
+    ) -> LinkedAccount:
+        """Save a completed link (refresh token encrypted) and cache its access token."""
+        self._announce(grant.access_token, grant.refresh_token)
+        if grant.refresh_token is None:
+            raise SpotifyBadResponse("the code exchange answered without a refresh token")
+        account = LinkedAccount(
+            discord_user_id=user_id,
+            spotify_account_id=user.account_id,
+            spotify_user_id=user.id,
+            display_name=user.display_name,
+            refresh_token=self._cipher.encrypt(user_id, grant.refresh_token),
+            scopes=grant.scope,
+            linked_at=time.time(),
+            status="active",
+        )
+        async with self._member_lock(user_id) as entry:
+            await self._storage.save_link(account)
+            entry.forgotten = False
+            # save_link takes the Spotify account away from any other member: drop their
+            # cached token too, or they would keep seeing this account until it expires.
+            for other_id, cached in list(self._cache.items()):
+                if other_id != user_id and cached.spotify_account_id == user.account_id:
+                    del self._cache[other_id]
+            self._cache[user_id] = _CachedToken(
+                grant.access_token, grant.received_at + grant.expires_in, user.account_id
+            )
+        return account
+
+    # --- refreshing -----------------------------------------------------------------------
+
+    async def _refreshed_token(self, user_id: int, *, rejected: str | None, force: bool) -> str:
+        async with self._member_lock(user_id) as entry:
+            # Second check inside the lock: whoever held it before us may have refreshed.
+            cached = self._fresh(user_id)
+            if cached is not None:
+                if not force:
+                    return cached.access_token
+                if rejected is not None and cached.access_token != rejected:
+                    return cached.access_token  # someone refreshed after our token failed
+            return await self._refresh(user_id, entry)
+
+    async def _refresh(self, user_id: int, entry: _LockEntry) -> str:
+        entry.forgotten = False
+        link = await self._storage.get_link(user_id)
+        if link is None:
+            self._cache.pop(user_id, None)
+            raise NotLinked(f"member {user_id} has no Spotify link")
+        if link.status != "active" or link.refresh_token is None:
+            self._cache.pop(user_id, None)
+            raise LinkBroken(f"the Spotify link of member {user_id} is broken")
+        refresh_token = self._cipher.decrypt(user_id, link.refresh_token)
+        self._announce(refresh_token)
+        try:
+            grant = await self._auth.refresh(refresh_token)
+        except InvalidGrant as exc:
+            self._cache.pop(user_id, None)
+            await self._storage.mark_link_broken(user_id)
+            log.info(
+                "spotify refused the refresh token of member %s (%s); link marked broken",
+                user_id,
+                exc.description or exc.error,
+            )
+            raise LinkBroken(f"refresh refused for member {user_id}: {exc.description}") from exc
+        self._announce(grant.access_token, grant.refresh_token)
+        if entry.forgotten:
+            # Unlinked while we were refreshing: do not bring the member's token back.
+            raise NotLinked(f"member {user_id} unlinked during a token refresh")
+        if grant.refresh_token is not None and grant.refresh_token != refresh_token:
+            encrypted = self._cipher.encrypt(user_id, grant.refresh_token)
+            await self._storage.update_refresh_token(user_id, encrypted)
+        self._cache[user_id] = _CachedToken(
+            grant.access_token, grant.received_at + grant.expires_in, link.spotify_account_id
+        )
+        return grant.access_token
