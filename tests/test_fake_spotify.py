@@ -1,0 +1,220 @@
+"""The fake Spotify itself behaves as SPOTIFY.md says (raw HTTP, no client code involved)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.fakes.spotify import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    NEW_401_MESSAGE,
+    NOT_REGISTERED_TEXT,
+    FakeSpotify,
+    track_payload,
+)
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    encoded = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {encoded}"}
+
+
+BASIC = basic(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSpotify]:
+    async with FakeSpotify.running() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def get(
+    session: aiohttp.ClientSession, url: str, token: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.get(url, headers=headers) as response:
+        return response.status, dict(response.headers), await response.read()
+
+
+async def test_binds_loopback_only(fake: FakeSpotify) -> None:
+    assert fake.accounts_base.startswith("http://127.0.0.1:")
+    assert fake.api_base == fake.accounts_base + "/v1"
+
+
+async def test_204_has_no_body_and_no_content_type(
+    fake: FakeSpotify, session: aiohttp.ClientSession
+) -> None:
+    token = fake.grant_tokens("alice")[0]
+    status, headers, body = await get(
+        session, f"{fake.api_base}/me/player/currently-playing", token
+    )
+    assert status == 204
+    assert body == b""
+    assert "Content-Type" not in headers
+
+
+async def test_default_failure_bodies(fake: FakeSpotify, session: aiohttp.ClientSession) -> None:
+    token = fake.grant_tokens("alice")[0]
+    url = f"{fake.api_base}/me"
+    fake.fail_next("me", 502)
+    fake.fail_next("/v1/me", 503)  # paths work as well as labels
+    fake.fail_next("me", 429, retry_after=3600)
+    status, _, body = await get(session, url, token)
+    assert (status, body) == (502, b'{"error": {"status": 502, "message": "Bad gateway."}}')
+    status, headers, body = await get(session, url, token)
+    assert (status, body) == (503, b"")
+    assert "Content-Type" not in headers
+    status, headers, body = await get(session, url, token)
+    assert status == 429
+    assert headers["Retry-After"] == "3600"
+    assert b"API rate limit exceeded" in body
+    assert (await get(session, url, token))[0] == 200
+
+
+async def test_quota_exceeded_body(fake: FakeSpotify, session: aiohttp.ClientSession) -> None:
+    fake.fail_next("me", 429, retry_after=86400, quota_exceeded=True)
+    status, headers, body = await get(session, f"{fake.api_base}/me", fake.grant_tokens("bob")[0])
+    assert status == 429
+    assert headers["Retry-After"] == "86400"
+    assert b'"reason": "QUOTA_EXCEEDED"' in body
+
+
+@pytest.mark.parametrize(
+    ("style", "expired", "invalid"),
+    [
+        ("old", "The access token expired", "Invalid access token"),
+        ("new", NEW_401_MESSAGE, NEW_401_MESSAGE),
+    ],
+)
+async def test_401_message_styles(
+    fake: FakeSpotify, session: aiohttp.ClientSession, style: str, expired: str, invalid: str
+) -> None:
+    fake.unauthorized_style = style  # type: ignore[assignment]
+    token = fake.grant_tokens("alice")[0]
+    fake.expire_access_tokens("alice")
+    status, _, body = await get(session, f"{fake.api_base}/me", token)
+    assert status == 401
+    assert expired.encode() in body
+    status, _, body = await get(session, f"{fake.api_base}/me", "bogus")
+    assert status == 401
+    assert invalid.encode() in body
+
+
+async def test_unregistered_user_gets_plain_text_403(
+    fake: FakeSpotify, session: aiohttp.ClientSession
+) -> None:
+    fake.add_user("stranger", registered=False)
+    status, headers, body = await get(
+        session, f"{fake.api_base}/me", fake.grant_tokens("stranger")[0]
+    )
+    assert status == 403
+    assert headers["Content-Type"].startswith("text/plain")
+    assert body.decode() == NOT_REGISTERED_TEXT
+
+
+async def test_client_credentials_token_is_not_a_user(
+    fake: FakeSpotify, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(
+        f"{fake.accounts_base}/api/token", data={"grant_type": "client_credentials"}, headers=BASIC
+    ) as response:
+        token = (await response.json())["access_token"]
+    assert (await get(session, f"{fake.api_base}/me", token))[0] == 401
+
+
+async def test_token_error_rows(fake: FakeSpotify, session: aiohttp.ClientSession) -> None:
+    async def post(form: dict[str, str], auth: dict[str, str] = BASIC) -> Any:
+        async with session.post(
+            f"{fake.accounts_base}/api/token", data=form, headers=auth
+        ) as response:
+            assert response.status == 400
+            return await response.json()
+
+    code = fake.issue_code("alice")
+    wrong = basic(DEFAULT_CLIENT_ID, "nope")
+    assert (await post({"grant_type": "authorization_code", "code": code}, wrong))[
+        "error_description"
+    ] == "Invalid client secret"
+    assert (await post({"code": code}))["error"] == "unsupported_grant_type"
+    assert (await post({"grant_type": "password"}))["error"] == "unsupported_grant_type"
+    assert (await post({"grant_type": "refresh_token", "refresh_token": "x"}))[
+        "error_description"
+    ] == "Invalid refresh token"
+
+
+async def test_failures_for_one_user_leave_others_alone(
+    fake: FakeSpotify, session: aiohttp.ClientSession
+) -> None:
+    fake.fail_next("me", 500, user="bob")
+    assert (await get(session, f"{fake.api_base}/me", fake.grant_tokens("alice")[0]))[0] == 200
+    assert (await get(session, f"{fake.api_base}/me", fake.grant_tokens("bob")[0]))[0] == 500
+    assert fake.calls == {("me", "alice"): 1, ("me", "bob"): 1}
+    assert fake.call_count("me") == 2
+    assert [(r.user, r.status) for r in fake.requests] == [("alice", 200), ("bob", 500)]
+    fake.reset_calls()
+    assert fake.call_count("me") == 0
+
+
+async def test_rate_limit_window(fake: FakeSpotify, session: aiohttp.ClientSession) -> None:
+    fake.rate_limit(3, window=30, retry_after=7)
+    token = fake.grant_tokens("alice")[0]
+    statuses = [(await get(session, f"{fake.api_base}/me", token))[0] for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    fake.advance(31)
+    assert (await get(session, f"{fake.api_base}/me", token))[0] == 200
+
+
+async def test_authorize_keeps_existing_query_and_optional_state(
+    session: aiohttp.ClientSession,
+) -> None:
+    redirect = "https://np.example.org/cb?x=1"
+    async with FakeSpotify.running(redirect_uris=[redirect]) as fake:
+        url = f"{fake.accounts_base}/authorize?" + "&".join(
+            [f"client_id={DEFAULT_CLIENT_ID}", "response_type=code", f"redirect_uri={redirect}"]
+        )
+        async with session.get(url, allow_redirects=False) as response:
+            location = response.headers["Location"]
+        assert location.startswith(redirect + "&code=")
+        assert "state" not in parse_qs(urlsplit(location).query)
+
+
+async def test_player_callable_and_fixture_shape(
+    fake: FakeSpotify, session: aiohttp.ClientSession
+) -> None:
+    calls: list[int] = []
+
+    def state() -> dict[str, Any]:
+        calls.append(1)
+        return track_payload("t1", "One", 1000, 10)
+
+    fake.set_playing("alice", state)
+    token = fake.grant_tokens("alice")[0]
+    url = f"{fake.api_base}/me/player/currently-playing?additional_types=episode"
+    status, headers, _ = await get(session, url, token)
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/json")
+    assert calls == [1]
+
+
+async def test_works_with_pytest_aiohttp_server(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+    session: aiohttp.ClientSession,
+) -> None:
+    fake = FakeSpotify()
+    server = await aiohttp_server(fake.app)
+    fake.set_base_url(str(server.make_url("")))
+    assert (await get(session, f"{fake.api_base}/me", fake.grant_tokens("carol")[0]))[0] == 200
