@@ -1,0 +1,99 @@
+"""Maintenance of stored secrets: key rotation (``rotate-keys``) and per-key counts (``check``).
+
+Rotation is all or nothing. Every secret is decrypted first; if any secret decrypts with none
+of the configured keys, ``rotate_keys`` raises ``UndecryptableSecrets`` and writes nothing,
+because the likely cause is an old key removed from TOKEN_ENCRYPTION_KEY too early, and the fix
+(putting it back) should not be made harder by a half-done rotation. Nothing is ever deleted:
+``skip_undecryptable=True`` rotates the rest and leaves those rows exactly as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from bot.crypto import TokenCipher
+from bot.errors import DecryptionError
+from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+_SHOWN_IDS = 10
+
+
+class UndecryptableSecrets(DecryptionError):
+    """Stored secrets that no configured key decrypts. ``user_ids`` names their members."""
+
+    def __init__(self, user_ids: Sequence[int]) -> None:
+        self.user_ids = tuple(user_ids)
+        shown = ", ".join(str(user_id) for user_id in self.user_ids[:_SHOWN_IDS])
+        more = len(self.user_ids) - _SHOWN_IDS
+        if more > 0:
+            shown += f", and {more} more"
+        super().__init__(
+            f"{len(self.user_ids)} stored secret(s) could not be decrypted with any configured "
+            f"key (Discord user ids: {shown}); nothing was changed. Put the old key back into "
+            "TOKEN_ENCRYPTION_KEY (after the new one) and run again, or rotate with those "
+            "secrets skipped and have those members run /link again."
+        )
+
+
+async def rotate_keys(
+    storage: Storage, cipher: TokenCipher, *, skip_undecryptable: bool = False
+) -> int:
+    """Re-encrypt every stored secret with the first key, in one transaction.
+
+    Returns the number of rows changed (0 when everything already uses the first key, so
+    running it twice is harmless). Raises UndecryptableSecrets, before writing anything, when
+    a secret decrypts with no configured key, unless ``skip_undecryptable`` is set: then those
+    rows are left untouched and logged. A token refreshed by the running bot between the read
+    and the write is not overwritten (compare-and-swap on the old blob).
+    """
+    secrets = await storage.list_encrypted_secrets()
+    updates: list[tuple[int, bytes]] = []
+    expected: dict[int, bytes] = {}
+    undecryptable: list[int] = []
+    for user_id, blob in secrets:
+        try:
+            new_blob = cipher.reencrypt(user_id, blob)
+        except DecryptionError:
+            undecryptable.append(user_id)
+            continue
+        if new_blob is not None:
+            updates.append((user_id, new_blob))
+            expected[user_id] = blob
+    if undecryptable:
+        if not skip_undecryptable:
+            raise UndecryptableSecrets(undecryptable)
+        log.warning(
+            "key rotation skipped %d secret(s) that no configured key decrypts", len(undecryptable)
+        )
+    changed = await storage.replace_encrypted_secrets(updates, expected=expected)
+    if changed < len(updates):
+        log.info(
+            "%d secret(s) changed during rotation and were left as written by the bot",
+            len(updates) - changed,
+        )
+    return changed
+
+
+async def count_secrets_by_key(storage: Storage, cipher: TokenCipher) -> tuple[int, int, int]:
+    """(under the first key, under an older key, undecryptable) over every stored secret.
+
+    Each secret is authenticated, not just looked up by its key id.
+    """
+    current = older = undecryptable = 0
+    for user_id, blob in await storage.list_encrypted_secrets():
+        try:
+            index = cipher.key_index(user_id, blob)
+        except DecryptionError:
+            undecryptable += 1
+            continue
+        if index == 0:
+            current += 1
+        else:
+            older += 1
+    return current, older, undecryptable
+
+
+__all__ = ["UndecryptableSecrets", "count_secrets_by_key", "rotate_keys"]

@@ -1,0 +1,610 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bot import db
+from bot.storage import (
+    GuildSettings,
+    LastPost,
+    LinkedAccount,
+    LinkStateResult,
+    Storage,
+    hash_link_state,
+)
+
+NOW = 1_750_000_000.0
+
+
+def account(user_id: int, spotify: str | None = None, **changes: object) -> LinkedAccount:
+    spotify = spotify or f"acct-{user_id}"
+    base = LinkedAccount(
+        discord_user_id=user_id,
+        spotify_account_id=spotify,
+        spotify_user_id=f"user-{spotify}",
+        display_name=f"Name {spotify}",
+        refresh_token=f"secret-{user_id}".encode(),
+        scopes="user-read-currently-playing user-read-playback-state",
+        linked_at=NOW,
+        status="active",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def file_modes(folder: Path) -> dict[str, int]:
+    return {name: mode(folder / name) for name in os.listdir(folder)}
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "bot.db"
+
+
+@pytest.fixture
+async def storage(db_path: Path) -> AsyncIterator[Storage]:
+    async with await Storage.open(db_path) as opened:
+        yield opened
+
+
+def table_names(path: Path) -> set[str]:
+    with sqlite3.connect(path) as raw:
+        rows = raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    raw.close()
+    return {row[0] for row in rows}
+
+
+# --- opening, files, PRAGMAs, migrations ----------------------------------------------------
+
+
+async def test_fresh_database_is_migrated_to_latest(db_path: Path) -> None:
+    assert not db_path.parent.exists()
+    async with await Storage.open(db_path) as storage:
+        assert await storage.schema_version() == db.LATEST_SCHEMA_VERSION
+        assert storage.applied_migrations == tuple(range(1, db.LATEST_SCHEMA_VERSION + 1))
+        assert await storage.ping()
+    assert db.LATEST_SCHEMA_VERSION >= 2
+    assert {
+        "linked_accounts",
+        "link_states",
+        "guild_settings",
+        "member_settings",
+        "last_posts",
+    } <= table_names(db_path)
+
+
+async def test_folder_created_0700_and_files_0600(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "bot.db"
+    async with await Storage.open(path) as storage:
+        await storage.set_autopost_opt_in(1, True)
+        assert mode(tmp_path / "a") == 0o700
+        assert mode(tmp_path / "a" / "b") == 0o700
+        modes = file_modes(path.parent)
+        assert modes["bot.db"] == 0o600
+        assert set(modes) <= {"bot.db", "bot.db-wal", "bot.db-shm"}
+        assert set(modes.values()) == {0o600}
+
+
+async def test_existing_file_is_tightened_and_existing_folder_left_alone(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)
+    path = tmp_path / "bot.db"
+    path.touch()
+    path.chmod(0o644)
+    async with await Storage.open(path):
+        pass
+    assert mode(path) == 0o600
+    assert mode(tmp_path) == 0o755
+
+
+async def test_connection_pragmas(db_path: Path) -> None:
+    connection = await db.open_database(db_path)
+    try:
+        values = {}
+        for pragma in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous"):
+            async with connection.execute(f"PRAGMA {pragma}") as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            values[pragma] = row[0]
+    finally:
+        await connection.close()
+    assert values == {
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "busy_timeout": db.BUSY_TIMEOUT_MS,
+        "synchronous": 1,  # NORMAL
+    }
+
+
+async def test_reopen_keeps_data_and_does_not_rerun_migrations(db_path: Path) -> None:
+    async with await Storage.open(db_path) as storage:
+        await storage.save_link(account(1))
+        await storage.set_music_channel(10, 100)
+    async with await Storage.open(db_path) as storage:
+        assert storage.applied_migrations == ()
+        assert await storage.schema_version() == db.LATEST_SCHEMA_VERSION
+        assert await storage.get_link(1) == account(1)
+        assert await storage.list_music_channels() == {10: 100}
+    connection = await db.open_database(db_path, run_migrations=False)
+    try:
+        assert await db.migrate(connection) == []
+    finally:
+        await connection.close()
+
+
+# Rows that exist from each schema version on, written with plain SQL as an old bot would.
+SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
+    1: [
+        (
+            "INSERT INTO linked_accounts (discord_user_id, spotify_account_id, spotify_user_id, "
+            "display_name, refresh_token, scopes, linked_at, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (1, "acct-1", "user-acct-1", "Name acct-1", b"secret-1", "s", NOW, "active"),
+        ),
+        (
+            "INSERT INTO link_states (state_hash, discord_user_id, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?)",
+            (hash_link_state("old-state"), 1, NOW, NOW + 600),
+        ),
+    ],
+    2: [
+        (
+            "INSERT INTO guild_settings (guild_id, music_channel_id, autopost_notice, updated_at) "
+            "VALUES (?, ?, ?, ?)",
+            (10, 100, None, NOW),
+        ),
+        (
+            "INSERT INTO member_settings (discord_user_id, autopost_opt_in, updated_at) "
+            "VALUES (?, ?, ?)",
+            (1, 0, NOW),
+        ),
+        (
+            "INSERT INTO last_posts (discord_user_id, channel_id, item_key, message_id, "
+            "posted_at) VALUES (?, ?, ?, ?, ?)",
+            (1, 100, "track-1", 555, NOW),
+        ),
+    ],
+}
+
+
+def test_seed_sql_covers_every_version() -> None:
+    assert set(SEED_SQL) == set(range(1, db.LATEST_SCHEMA_VERSION + 1))
+
+
+async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
+    if version >= 1:
+        link = await storage.get_link(1)
+        assert link is not None
+        assert (link.spotify_account_id, link.refresh_token, link.status) == (
+            "acct-1",
+            b"secret-1",
+            "active",
+        )
+        assert await storage.consume_link_state("old-state", now=NOW + 1) == LinkStateResult(
+            "ok", 1
+        )
+    if version >= 2:
+        assert await storage.get_guild_settings(10) == GuildSettings(10, 100, None)
+        assert await storage.get_autopost_opt_in(1) is False
+        assert await storage.get_last_post(1, 100) == LastPost(1, 100, "track-1", 555, NOW)
+
+
+@pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))
+async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) -> None:
+    await db.create_database_at_version(db_path, version)
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == version
+        for step in range(1, version + 1):
+            for sql, params in SEED_SQL[step]:
+                raw.execute(sql, params)
+    raw.close()
+
+    async with await Storage.open(db_path) as storage:
+        assert await storage.schema_version() == db.LATEST_SCHEMA_VERSION
+        assert storage.applied_migrations == tuple(range(version + 1, db.LATEST_SCHEMA_VERSION + 1))
+        await assert_seeded_data_intact(storage, version)
+        # Every feature works after the upgrade.
+        await storage.save_link(account(2))
+        await storage.record_post(LastPost(2, 100, "t", 1, NOW))
+        await storage.set_autopost_opt_in(2, True)
+        assert await storage.get_link(2) == account(2)
+
+
+async def test_database_newer_than_the_code_is_refused(db_path: Path) -> None:
+    await db.create_database_at_version(db_path, db.LATEST_SCHEMA_VERSION)
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(f"PRAGMA user_version = {db.LATEST_SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(db.SchemaVersionError, match="newer"):
+        await Storage.open(db_path)
+
+
+async def test_failed_migration_rolls_back_alone(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = db.Migration(
+        version=db.LATEST_SCHEMA_VERSION + 1,
+        description="broken on purpose",
+        statements=("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL"),
+    )
+    monkeypatch.setattr(db, "MIGRATIONS", (*db.MIGRATIONS, broken))
+    monkeypatch.setattr(db, "LATEST_SCHEMA_VERSION", broken.version)
+    with pytest.raises(sqlite3.OperationalError):
+        await Storage.open(db_path)
+    monkeypatch.undo()
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == db.LATEST_SCHEMA_VERSION
+    raw.close()
+    assert "half_done" not in table_names(db_path)
+
+
+async def test_concurrent_opens_of_a_fresh_file_migrate_once(db_path: Path) -> None:
+    opened = await asyncio.gather(*(Storage.open(db_path) for _ in range(4)))
+    try:
+        applied = [storage.applied_migrations for storage in opened]
+        all_versions = sorted(v for versions in applied for v in versions)
+        assert all_versions == list(range(1, db.LATEST_SCHEMA_VERSION + 1))
+        for storage in opened:
+            assert await storage.schema_version() == db.LATEST_SCHEMA_VERSION
+    finally:
+        for storage in opened:
+            await storage.close()
+
+
+async def test_in_memory_database(tmp_path: Path) -> None:
+    async with await Storage.open(":memory:") as storage:
+        await storage.save_link(account(1))
+        assert await storage.count_links() == 1
+    assert os.listdir(tmp_path) == []
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+async def test_concurrent_writers_lose_nothing(db_path: Path) -> None:
+    first = await Storage.open(db_path)
+    second = await Storage.open(db_path)
+    try:
+        members = range(1, 121)
+
+        async def work(user_id: int) -> None:
+            storage = first if user_id % 2 else second
+            await storage.save_link(account(user_id))
+            await storage.set_autopost_opt_in(user_id, user_id % 3 == 0)
+            await storage.record_post(LastPost(user_id, 100, f"item-{user_id}", user_id, NOW))
+            await storage.update_refresh_token(user_id, f"rotated-{user_id}".encode())
+
+        await asyncio.wait_for(asyncio.gather(*(work(u) for u in members)), timeout=60)
+
+        for storage in (first, second):
+            assert await storage.count_links() == len(members)
+            assert await storage.list_active_user_ids() == list(members)
+            assert len(await storage.load_last_posts()) == len(members)
+        secrets = dict(await first.list_encrypted_secrets())
+        assert secrets == {u: f"rotated-{u}".encode() for u in members}
+        for user_id in members:
+            assert await second.get_autopost_opt_in(user_id) is (user_id % 3 == 0)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_link_state_is_consumed_once_across_instances(db_path: Path) -> None:
+    first = await Storage.open(db_path)
+    second = await Storage.open(db_path)
+    try:
+        await first.create_link_state("race", 7, now=NOW)
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    (first if i % 2 else second).consume_link_state("race", now=NOW + 1)
+                    for i in range(20)
+                )
+            ),
+            timeout=30,
+        )
+        assert results.count(LinkStateResult("ok", 7)) == 1
+        assert results.count(LinkStateResult("used", 7)) == 19
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_failed_multi_statement_change_rolls_back(storage: Storage) -> None:
+    await storage.save_link(account(1, "shared"))
+    # The DELETE of member 1's row runs, then the INSERT fails to bind its token.
+    bad = account(2, "shared", refresh_token=object())
+    with pytest.raises(sqlite3.Error):
+        await storage.save_link(bad)
+    assert await storage.get_link(1) == account(1, "shared")
+    assert await storage.get_link(2) is None
+    # The connection is usable afterwards (no transaction left open).
+    await storage.save_link(account(3))
+    assert await storage.count_links() == 2
+
+
+async def test_cancelled_writers_leave_no_open_transaction(db_path: Path) -> None:
+    first = await Storage.open(db_path)
+    second = await Storage.open(db_path)
+    try:
+        for round_ in range(20):
+            tasks = [
+                asyncio.create_task(first.save_link(account(user_id, f"a{round_}-{user_id}")))
+                for user_id in range(10)
+            ]
+            for _ in range(round_ % 5):
+                await asyncio.sleep(0)
+            for task in tasks[::2]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Neither this instance nor another connection is left behind a dangling write lock.
+            await asyncio.wait_for(first.set_autopost_opt_in(round_, True), timeout=10)
+            await asyncio.wait_for(second.set_autopost_opt_in(round_, False), timeout=10)
+        assert await first.get_autopost_opt_in(19) is False
+    finally:
+        await first.close()
+        await second.close()
+
+
+# --- links ----------------------------------------------------------------------------------
+
+
+async def test_link_round_trip_and_updates(storage: Storage) -> None:
+    assert await storage.get_link(1) is None
+    await storage.save_link(account(1))
+    assert await storage.get_link(1) == account(1)
+
+    relinked = account(1, display_name="New name", refresh_token=b"new", linked_at=NOW + 5)
+    await storage.save_link(relinked)
+    assert await storage.get_link(1) == relinked
+
+    await storage.update_refresh_token(1, b"rotated")
+    stored = await storage.get_link(1)
+    assert stored is not None
+    assert stored.refresh_token == b"rotated"
+
+    await storage.update_refresh_token(999, b"nobody")  # not linked: nothing is created
+    assert await storage.get_link(999) is None
+
+
+async def test_refresh_token_hidden_from_repr() -> None:
+    assert "secret-1" not in repr(account(1))
+
+
+async def test_save_link_moves_a_spotify_account(storage: Storage) -> None:
+    await storage.save_link(account(1, "shared"))
+    await storage.save_link(account(2, "other"))
+    await storage.save_link(account(3, "shared"))
+    assert await storage.get_link(1) is None
+    assert await storage.get_link(3) == account(3, "shared")
+    assert await storage.get_link(2) == account(2, "other")
+    assert await storage.list_active_user_ids() == [2, 3]
+
+    # A member switching to another Spotify account keeps one row.
+    await storage.save_link(account(3, "third"))
+    assert await storage.count_links() == 2
+    assert (await storage.get_link(3)) == account(3, "third")
+
+
+async def test_mark_link_broken_and_counts(storage: Storage) -> None:
+    for user_id in (1, 2, 3):
+        await storage.save_link(account(user_id))
+    await storage.mark_link_broken(2)
+    broken = await storage.get_link(2)
+    assert broken is not None
+    assert broken.status == "broken"
+    assert broken.refresh_token is None
+    assert await storage.count_links() == 2
+    assert await storage.count_links("broken") == 1
+    assert await storage.list_active_user_ids() == [1, 3]
+    assert [user for user, _ in await storage.list_encrypted_secrets()] == [1, 3]
+
+    # Linking again makes it active.
+    await storage.save_link(account(2))
+    assert await storage.count_links() == 3
+
+
+async def test_replace_encrypted_secrets(storage: Storage) -> None:
+    for user_id in (1, 2, 3):
+        await storage.save_link(account(user_id))
+    assert await storage.replace_encrypted_secrets([]) == 0
+    changed = await storage.replace_encrypted_secrets([(1, b"a"), (2, b"b"), (404, b"x")])
+    assert changed == 2
+    # Compare-and-swap: only rows still holding the expected blob change.
+    changed = await storage.replace_encrypted_secrets(
+        [(1, b"a2"), (3, b"c2")], expected={1: b"stale", 3: b"secret-3"}
+    )
+    assert changed == 1
+    assert await storage.list_encrypted_secrets() == [(1, b"a"), (2, b"b"), (3, b"c2")]
+
+
+async def test_delete_member(storage: Storage) -> None:
+    await storage.save_link(account(1))
+    await storage.save_link(account(2))
+    await storage.set_autopost_opt_in(1, False)
+    await storage.record_post(LastPost(1, 100, "k", 5, NOW))
+    await storage.record_post(LastPost(2, 100, "k", 6, NOW))
+    await storage.create_link_state("pending", 1, now=NOW)
+
+    assert await storage.delete_member(1) is True
+    assert await storage.get_link(1) is None
+    assert await storage.get_autopost_opt_in(1) is None
+    assert await storage.get_last_post(1, 100) is None
+    assert await storage.consume_link_state("pending", now=NOW + 1) == LinkStateResult(
+        "unknown", None
+    )
+    # Others are untouched.
+    assert await storage.get_link(2) == account(2)
+    assert await storage.get_last_post(2, 100) is not None
+
+    assert await storage.delete_member(1) is False
+    await storage.set_autopost_opt_in(5, True)  # settings alone count as "something existed"
+    assert await storage.delete_member(5) is True
+
+
+# --- link states ----------------------------------------------------------------------------
+
+
+async def test_link_state_single_use(storage: Storage) -> None:
+    await storage.create_link_state("abc", 42, now=NOW, ttl=600)
+    assert await storage.consume_link_state("abc", now=NOW + 10) == LinkStateResult("ok", 42)
+    assert await storage.consume_link_state("abc", now=NOW + 11) == LinkStateResult("used", 42)
+    # Still "used" (not "expired") after the expiry, so a reload says "already linked".
+    assert await storage.consume_link_state("abc", now=NOW + 10_000) == LinkStateResult("used", 42)
+
+
+async def test_link_state_expiry_and_unknown(storage: Storage) -> None:
+    await storage.create_link_state("late", 42, now=NOW, ttl=600)
+    assert await storage.consume_link_state("late", now=NOW + 600) == LinkStateResult("expired", 42)
+    assert await storage.consume_link_state("late", now=NOW + 599) == LinkStateResult("ok", 42)
+    assert await storage.consume_link_state("nope", now=NOW) == LinkStateResult("unknown", None)
+
+
+async def test_link_state_stored_only_as_hash(storage: Storage, db_path: Path) -> None:
+    state = "very-secret-state-value"
+    await storage.create_link_state(state, 1, now=NOW)
+    with sqlite3.connect(db_path) as raw:
+        rows = raw.execute("SELECT state_hash FROM link_states").fetchall()
+    raw.close()
+    assert rows == [(hash_link_state(state),)]
+    files = [db_path, Path(f"{db_path}-wal")]
+    assert all(state.encode() not in f.read_bytes() for f in files if f.exists())
+
+
+async def test_purge_link_states(storage: Storage) -> None:
+    day = 86400
+    await storage.create_link_state("fresh", 1, now=NOW, ttl=600)
+    await storage.create_link_state("expired-recently", 2, now=NOW - 1000, ttl=600)
+    await storage.create_link_state("expired-long-ago", 3, now=NOW - 2 * day, ttl=600)
+    await storage.create_link_state("used-recently", 4, now=NOW - 100, ttl=600)
+    await storage.create_link_state("used-long-ago", 5, now=NOW - 2 * day, ttl=600)
+    await storage.consume_link_state("used-recently", now=NOW - 50)
+    await storage.consume_link_state("used-long-ago", now=NOW - 2 * day + 10)
+
+    assert await storage.purge_link_states(now=NOW) == 2
+    assert await storage.get_link_state_owner("expired-long-ago") is None
+    assert await storage.get_link_state_owner("used-long-ago") is None
+    # Recently finished states still explain themselves.
+    assert (await storage.consume_link_state("expired-recently", now=NOW)).status == "expired"
+    assert (await storage.consume_link_state("used-recently", now=NOW)).status == "used"
+    assert (await storage.consume_link_state("fresh", now=NOW)).status == "ok"
+
+    # With no grace, everything finished goes; a state still open stays.
+    await storage.create_link_state("open", 6, now=NOW, ttl=600)
+    assert await storage.purge_link_states(now=NOW + 1, keep_used_for=0) == 3
+    assert await storage.get_link_state_owner("open") == 6
+
+
+async def test_link_state_owner_peek_does_not_consume(storage: Storage) -> None:
+    assert await storage.get_link_state_owner("abc") is None
+    await storage.create_link_state("abc", 42, now=NOW)
+    assert await storage.get_link_state_owner("abc") == 42
+    assert await storage.consume_link_state("abc", now=NOW + 1) == LinkStateResult("ok", 42)
+    assert await storage.get_link_state_owner("abc") == 42
+
+
+# --- guild and member settings --------------------------------------------------------------
+
+
+async def test_guild_settings_and_notices(storage: Storage) -> None:
+    assert await storage.get_guild_settings(10) is None
+    assert await storage.list_music_channels() == {}
+
+    await storage.set_music_channel(10, 100)
+    await storage.set_music_channel(20, 200)
+    assert await storage.get_guild_settings(10) == GuildSettings(10, 100, None)
+    assert await storage.list_music_channels() == {10: 100, 20: 200}
+
+    await storage.disable_autopost(10, "I lost permission to post in #music.")
+    assert await storage.get_guild_settings(10) == GuildSettings(
+        10, None, "I lost permission to post in #music."
+    )
+    assert await storage.list_music_channels() == {20: 200}
+
+    await storage.clear_autopost_notice(10)
+    assert await storage.get_guild_settings(10) == GuildSettings(10, None, None)
+
+    await storage.disable_autopost(10, "again")
+    await storage.set_music_channel(10, 101)  # setting a channel clears the notice
+    assert await storage.get_guild_settings(10) == GuildSettings(10, 101, None)
+
+    await storage.set_music_channel(20, None)
+    assert await storage.list_music_channels() == {10: 101}
+
+    await storage.clear_autopost_notice(999)  # unknown guild: nothing happens
+    assert await storage.get_guild_settings(999) is None
+
+
+async def test_changing_channel_forgets_its_last_posts(storage: Storage) -> None:
+    await storage.set_music_channel(10, 100)
+    await storage.record_post(LastPost(1, 100, "k", 1, NOW))
+    await storage.record_post(LastPost(1, 300, "k", 2, NOW))  # another guild's channel
+    await storage.set_music_channel(10, 100)  # same channel: kept
+    assert await storage.get_last_post(1, 100) is not None
+    await storage.set_music_channel(10, 200)
+    assert await storage.get_last_post(1, 100) is None
+    assert await storage.get_last_post(1, 300) is not None
+
+
+async def test_autopost_opt_in(storage: Storage) -> None:
+    assert await storage.get_autopost_opt_in(1) is None
+    await storage.set_autopost_opt_in(1, False)
+    assert await storage.get_autopost_opt_in(1) is False
+    await storage.set_autopost_opt_in(1, True)
+    assert await storage.get_autopost_opt_in(1) is True
+
+
+# --- last posts -----------------------------------------------------------------------------
+
+
+async def test_last_posts_round_trip(storage: Storage, db_path: Path) -> None:
+    assert await storage.get_last_post(1, 100) is None
+    first = LastPost(1, 100, "spotify:track:a", 900000000000000001, NOW)
+    await storage.record_post(first)
+    await storage.record_post(LastPost(2, 100, "b", 2, NOW))
+    await storage.record_post(LastPost(1, 200, "c", 3, NOW))
+    assert await storage.get_last_post(1, 100) == first
+
+    newer = LastPost(1, 100, "spotify:track:z", 900000000000000009, NOW + 60)
+    await storage.record_post(newer)
+    assert await storage.get_last_post(1, 100) == newer
+
+    assert await storage.delete_last_posts_for_channel(100) == 2
+    assert await storage.load_last_posts() == [LastPost(1, 200, "c", 3, NOW)]
+
+    # Survives a restart.
+    await storage.close()
+    async with await Storage.open(db_path) as reopened:
+        assert await reopened.load_last_posts() == [LastPost(1, 200, "c", 3, NOW)]
+
+
+# --- health ---------------------------------------------------------------------------------
+
+
+async def test_ping_and_close(db_path: Path) -> None:
+    storage = await Storage.open(db_path)
+    assert await storage.ping()
+    await storage.close()
+    await storage.close()  # idempotent
+    assert storage.closed
+    assert not await storage.ping()
+    with pytest.raises(RuntimeError, match="closed"):
+        await storage.get_link(1)
+
+
+async def test_files_stay_private_after_writes(db_path: Path) -> None:
+    async with await Storage.open(db_path) as storage:
+        for user_id in range(5):
+            await storage.save_link(account(user_id))
+    modes = file_modes(db_path.parent)
+    assert "bot.db" in modes
+    assert set(modes.values()) == {0o600}, modes
