@@ -53,7 +53,6 @@ NEW_401_MESSAGE = "Missing/invalid/expired access token"
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
-Endpoint = Literal["authorize", "token", "me", "currently_playing"]
 PlayerState = Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None
 
 _PATH_TO_ENDPOINT: dict[str, str] = {
@@ -189,7 +188,7 @@ def local_track_payload(
 ) -> dict[str, Any]:
     """A local file: ``is_local``, null id/href, an album without images, spotify:local URI."""
     uri = f"spotify:local:{artist}:{album}:{name}:{duration_ms // 1000}".replace(" ", "+")
-    item = {
+    item: dict[str, Any] = {
         "id": None,
         "href": None,
         "external_urls": {},
