@@ -1,0 +1,245 @@
+"""Start-up and shutdown in one place: settings -> session, database, cipher, services,
+web server and bot; everything is closed in reverse order, whatever stopped the bot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from aiohttp import web
+
+from bot.client import NowPlayingBot
+from bot.config import Settings
+from bot.crypto import TokenCipher
+from bot.linking import LinkService
+from bot.logs import SecretMasker
+from bot.services import PlaybackService, Services
+from bot.spotify.api import SpotifyApi
+from bot.spotify.auth import SpotifyAuth
+from bot.spotify.http import SpotifySender
+from bot.storage import Storage
+from bot.tokens import TokenManager
+from bot.web import QuietAccessLogger, WebDependencies, create_app
+
+log = logging.getLogger(__name__)
+
+FIRST_CONNECT_RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one clear line for the self-hoster."""
+
+
+async def discover_gateway(session: aiohttp.ClientSession, settings: Settings) -> yarl.URL:
+    """discord.py never asks /gateway/bot; when DISCORD_API_BASE is not Discord's, we do."""
+    url = f"{settings.discord_api_base}/gateway/bot"
+    headers = {"Authorization": f"Bot {settings.discord_token}"}
+    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        if resp.status == 401:
+            raise StartupError("DISCORD_TOKEN was rejected by Discord (401 at /gateway/bot)")
+        if resp.status != 200:
+            raise StartupError(f"{url} answered HTTP {resp.status}; is DISCORD_API_BASE right?")
+        payload = await resp.json(content_type=None)
+    gateway = payload.get("url") if isinstance(payload, dict) else None
+    if not isinstance(gateway, str) or not gateway:
+        raise StartupError(f"{url} did not say where the gateway is")
+    return yarl.URL(gateway)
+
+
+def point_discord_at(api_base: str, gateway: yarl.URL | None) -> None:
+    """discord.py keeps both addresses as class attributes; set them before connecting."""
+    discord.http.Route.BASE = api_base
+    if gateway is not None:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+
+
+class Application:
+    """Owns every resource. ``async with Application(settings):`` starts the web server and
+    connects the bot; leaving the block shuts everything down cleanly."""
+
+    def __init__(
+        self, settings: Settings, *, masker: SecretMasker | None = None, **bot_options: Any
+    ) -> None:
+        self.settings = settings
+        self.masker = masker
+        self._bot_options = bot_options
+        self._stack = contextlib.AsyncExitStack()
+        self._bot_task: asyncio.Task[None] | None = None
+        self.bot: NowPlayingBot
+        self.services: Services
+        self.web_runner: web.AppRunner
+        self.web_port: int = settings.web_port
+
+    async def __aenter__(self) -> Application:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        session = await self._stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        )
+        storage = await Storage.open(settings.database_path)
+        self._stack.push_async_callback(storage.close)
+        cipher = TokenCipher(settings.token_encryption_keys)
+        sender = SpotifySender(session)
+        auth = SpotifyAuth(
+            sender,
+            client_id=settings.spotify_client_id,
+            client_secret=settings.spotify_client_secret,
+            redirect_uri=settings.spotify_redirect_uri,
+            accounts_base=settings.spotify_accounts_base,
+        )
+        api = SpotifyApi(sender, api_base=settings.spotify_api_base)
+        tokens = TokenManager(storage, cipher, auth)
+        if self.masker is not None:
+            tokens.register_secret_listener(self.masker.add_secret)
+        links = LinkService(storage, auth, api, tokens)
+        playback = PlaybackService(tokens, api)
+        self.services = Services(
+            settings=settings,
+            storage=storage,
+            cipher=cipher,
+            tokens=tokens,
+            links=links,
+            playback=playback,
+        )
+        self.services.extras["sender"] = sender
+        self.services.extras["api"] = api
+
+        gateway = None
+        if not settings.uses_default_discord:
+            gateway = await discover_gateway(session, settings)
+        point_discord_at(settings.discord_api_base, gateway)
+
+        self.bot = NowPlayingBot(self.services, **self._bot_options)
+        self._stack.push_async_callback(self._close_bot)
+
+        app = create_app(
+            WebDependencies(
+                links=links,
+                redirect_path=settings.redirect_path,
+                database_ok=storage.ping,
+                gateway_ok=self.bot.gateway_connected,
+            )
+        )
+        self.web_runner = web.AppRunner(
+            app, access_log_class=QuietAccessLogger, handle_signals=False
+        )
+        await self.web_runner.setup()
+        self._stack.push_async_callback(self.web_runner.cleanup)
+        site = web.TCPSite(self.web_runner, settings.web_host, settings.web_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(
+                f"WEB_PORT: cannot listen on {settings.web_host}:{settings.web_port} "
+                f"({exc.strerror})"
+            ) from exc
+        self.web_port = _bound_port(self.web_runner, settings.web_port)
+        log.info("Web server listening on %s:%s", settings.web_host, self.web_port)
+
+        await self.bot.login(settings.discord_token)
+        self._bot_task = asyncio.create_task(self._connect_forever(), name="discord-gateway")
+
+    async def _connect_forever(self) -> None:
+        """Keep the gateway up. discord.py reconnects by itself once connected, but a failed
+        *first* connection ends ``connect`` with an odd AttributeError: retry that here."""
+        attempt = 0
+        while not self.bot.is_closed():
+            try:
+                await self.bot.connect(reconnect=True)
+                return
+            except discord.PrivilegedIntentsRequired:
+                log.critical(
+                    "Discord refused the privileged intents. ENABLE_PRESENCE=true needs the "
+                    "Presence and Server Members intents switched on in the Developer Portal "
+                    "(Bot -> Privileged Gateway Intents)."
+                )
+                raise
+            except (OSError, aiohttp.ClientError, discord.GatewayNotFound, AttributeError) as exc:
+                if self.bot.is_closed():
+                    return
+                delay = FIRST_CONNECT_RETRY_SECONDS[
+                    min(attempt, len(FIRST_CONNECT_RETRY_SECONDS) - 1)
+                ]
+                attempt += 1
+                log.warning(
+                    "Could not connect to the Discord gateway (%s); retrying in %.0f s",
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    @property
+    def bot_task(self) -> asyncio.Task[None] | None:
+        return self._bot_task
+
+    async def _close_bot(self) -> None:
+        await self.bot.close()
+        if self._bot_task is not None:
+            if not self._bot_task.done():
+                self._bot_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._bot_task
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+    async def run_until_stopped(self) -> None:
+        """Run until SIGINT/SIGTERM or until the bot stops on its own."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            tasks: list[asyncio.Task[Any]] = [waiter]
+            if self._bot_task is not None:
+                tasks.append(self._bot_task)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                log.info("Shutting down")
+            elif self._bot_task is not None and self._bot_task.exception() is not None:
+                raise self._bot_task.exception()  # type: ignore[misc]
+        finally:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.remove_signal_handler(sig)
+
+
+def _bound_port(runner: web.AppRunner, fallback: int) -> int:
+    for site_address in runner.addresses:
+        if isinstance(site_address, tuple) and len(site_address) >= 2:
+            return int(site_address[1])
+    return fallback
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, **bot_options: Any) -> AsyncIterator[Application]:
+    async with Application(settings, **bot_options) as app:
+        yield app

@@ -1,0 +1,121 @@
+"""The ``commands.Bot`` subclass: holds the services, loads the cogs, handles command errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import BotError
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.linking", "cogs.nowplaying")
+
+APOLOGY = "Sorry, something went wrong on our side. The bot owner can find the details in the log."
+
+
+def intents_for(enable_presence: bool) -> discord.Intents:
+    """Only what the bot uses: guilds (channels, permissions). Presence mode adds the two
+    privileged intents: without members, presence updates for uncached members are dropped."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    if enable_presence:
+        intents.presences = True
+        intents.members = True
+    return intents
+
+
+def user_message_for(error: BaseException) -> str | None:
+    """The plain words for an expected error, or None for a bug."""
+    if isinstance(error, app_commands.CommandInvokeError | commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, BotError):
+        return error.user_message
+    if isinstance(error, app_commands.MissingPermissions):
+        wanted = ", ".join(
+            p.replace("_", " ").replace("guild", "server") for p in error.missing_permissions
+        )
+        return f"You need the {wanted} permission to do that."
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command only works in a server."
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Slow down a little: try again in {error.retry_after:.0f} s."
+    if isinstance(error, app_commands.CheckFailure):
+        return "You can't use this command here."
+    return None
+
+
+async def reply_privately(interaction: discord.Interaction[Any], message: str) -> None:
+    """Answer ephemerally whether or not the interaction was already answered or deferred."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("Could not deliver an error message for interaction %s", interaction.id)
+
+
+async def handle_interaction_error(
+    interaction: discord.Interaction[Any], error: BaseException
+) -> None:
+    """The one place that turns an exception into words for the member."""
+    message = user_message_for(error)
+    if message is None:
+        command = interaction.command.qualified_name if interaction.command else "component"
+        log.error("Unexpected error in %s", command, exc_info=error)
+        message = APOLOGY
+    await reply_privately(interaction, message)
+
+
+class BotTree(app_commands.CommandTree["NowPlayingBot"]):
+    async def on_error(
+        self, interaction: discord.Interaction[NowPlayingBot], error: app_commands.AppCommandError
+    ) -> None:
+        await handle_interaction_error(interaction, error)
+
+
+class NowPlayingBot(commands.Bot):
+    def __init__(self, services: Services, **options: Any) -> None:
+        settings = services.settings
+        # The bot never joins voice; don't warn self-hosters about missing voice libraries.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
+        options.setdefault("intents", intents_for(settings.enable_presence))
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            tree_cls=BotTree,
+            **options,
+        )
+        self.services = services
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        guild_id = self.services.settings.dev_guild_id
+        if guild_id is not None:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("Synced %d commands to server %s", len(synced), guild_id)
+        else:
+            synced = await self.tree.sync()
+            log.info("Synced %d global commands (may take up to an hour to appear)", len(synced))
+
+    async def on_ready(self) -> None:
+        user = self.user
+        log.info(
+            "Connected to Discord as %s (%s) in %d servers",
+            user,
+            user.id if user else "?",
+            len(self.guilds),
+        )
+
+    def gateway_connected(self) -> bool:
+        return self.is_ready() and not self.is_closed() and self.ws is not None

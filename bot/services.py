@@ -1,0 +1,49 @@
+"""The services the cogs use, built once in ``bot.app`` and handed to each cog's constructor."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot.config import Settings
+from bot.crypto import TokenCipher
+from bot.linking import LinkService
+from bot.spotify.api import SpotifyApi
+from bot.spotify.models import CurrentlyPlaying
+from bot.storage import Storage
+from bot.tokens import TokenManager
+
+
+class PlaybackService:
+    """Interactive "what is this member playing?": one Spotify call, refreshed token if needed."""
+
+    def __init__(
+        self,
+        tokens: TokenManager,
+        api: SpotifyApi,
+        *,
+        on_request: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tokens = tokens
+        self._api = api
+        self._on_request = on_request
+        self._clock = clock
+
+    async def now_playing(self, discord_user_id: int) -> CurrentlyPlaying:
+        if self._on_request is not None:
+            # Interactive calls count toward the app-wide budget but never wait for it.
+            self._on_request(self._clock())
+        return await self._tokens.call(discord_user_id, self._api.currently_playing)
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    storage: Storage
+    cipher: TokenCipher
+    tokens: TokenManager
+    links: LinkService
+    playback: PlaybackService
+    extras: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,165 @@
+"""/link, /unlink, the DM with the authorize button, and the paste-the-link modal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import NowPlayingBot, handle_interaction_error
+from bot.linking import LinkFailure, LinkService, LinkSource, parse_pasted_address
+from bot.spotify.models import SpotifyUser
+
+log = logging.getLogger(__name__)
+
+PASTE_BUTTON_ID = "nowplaying:paste-link"
+DM_TIMEOUT_SECONDS = 2.0  # leave room inside Discord's 3 s for the reply itself
+CANNOT_DM = 50007
+
+
+class PasteLinkModal(discord.ui.Modal, title="Finish linking Spotify"):
+    address: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        label="Address from your browser's address bar",
+        style=discord.TextStyle.paragraph,
+        placeholder="http://127.0.0.1:8080/callback?code=...&state=...",
+        max_length=4000,
+    )
+
+    def __init__(self, links: LinkService) -> None:
+        super().__init__(timeout=600)
+        self._links = links
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        # Two Spotify calls follow; answer "thinking" first so Discord's 3 s never run out.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            result = await self._links.complete(
+                parse_pasted_address(self.address.value), pasted_by=interaction.user.id
+            )
+        except LinkFailure as failure:
+            await interaction.followup.send(
+                f"**{failure.title}.** {failure.message}", ephemeral=True
+            )
+            return
+        if result.already_linked:
+            text = f"Your Spotify account **{result.display_name}** is already linked."
+        else:
+            text = f"Linked as **{result.display_name}**. Try /np to show what you are playing."
+        await interaction.followup.send(discord.utils.escape_mentions(text), ephemeral=True)
+
+    async def on_error(  # type: ignore[override]  # Modal's signature differs from BaseView's
+        self, interaction: discord.Interaction[Any], error: Exception
+    ) -> None:
+        await handle_interaction_error(interaction, error)
+
+
+class LinkButtons(discord.ui.View):
+    """The authorize link and the paste button. Registered without a URL as a persistent view
+    so the paste button keeps working in old DMs after a restart."""
+
+    def __init__(self, links: LinkService, authorize_url: str | None = None) -> None:
+        super().__init__(timeout=None)
+        self._links = links
+        if authorize_url is not None:
+            self.add_item(discord.ui.Button(label="Link Spotify", url=authorize_url))
+        paste: discord.ui.Button[LinkButtons] = discord.ui.Button(
+            label="Paste the link", style=discord.ButtonStyle.secondary, custom_id=PASTE_BUTTON_ID
+        )
+        paste.callback = self._open_paste_modal  # type: ignore[method-assign]
+        self.add_item(paste)
+
+    async def _open_paste_modal(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.send_modal(PasteLinkModal(self._links))
+
+    async def on_error(
+        self, interaction: discord.Interaction[Any], error: Exception, item: Any
+    ) -> None:
+        await handle_interaction_error(interaction, error)
+
+
+LINK_INSTRUCTIONS = (
+    "**Connect your Spotify account**\n"
+    "1. Press **Link Spotify** and approve access on Spotify (the link works once, for 10 "
+    "minutes, and only for you).\n"
+    "2. If your browser then shows a page that does not load, copy the address from its "
+    "address bar, press **Paste the link** and paste it there."
+)
+
+
+class LinkingCog(commands.Cog):
+    def __init__(self, bot: NowPlayingBot, links: LinkService) -> None:
+        self.bot = bot
+        self.links = links
+        links.add_linked_listener(self._tell_member_linked)
+
+    async def cog_load(self) -> None:
+        self.bot.add_view(LinkButtons(self.links))
+
+    async def _tell_member_linked(
+        self, user_id: int, spotify_user: SpotifyUser, source: LinkSource
+    ) -> None:
+        if source == "paste":
+            return  # the modal's own answer says it
+        user = self.bot.get_user(user_id) or await self.bot.fetch_user(user_id)
+        text = discord.utils.escape_mentions(
+            f"Linked as **{spotify_user.display_name}**. Try /np to show what you are playing."
+        )
+        try:
+            await user.send(text)
+        except discord.HTTPException as exc:
+            log.info("Could not DM member %s after linking (%s)", user_id, exc.code)
+
+    @app_commands.command(name="link", description="Connect your Spotify account")
+    async def link(self, interaction: discord.Interaction[Any]) -> None:
+        user = interaction.user
+        existing = await self.links.current_link(user.id)
+        authorize_url = await self.links.start(user.id)
+        relink_note = (
+            f"\nYou are linked as **{existing.display_name}** now; finishing this replaces it."
+            if existing is not None
+            else ""
+        )
+        try:
+            await asyncio.wait_for(
+                user.send(LINK_INSTRUCTIONS, view=LinkButtons(self.links, authorize_url)),
+                timeout=DM_TIMEOUT_SECONDS,
+            )
+        except (discord.Forbidden, TimeoutError) as exc:
+            if isinstance(exc, discord.Forbidden) and exc.code != CANNOT_DM:
+                raise
+            await interaction.response.send_message(
+                discord.utils.escape_mentions(
+                    "I couldn't send you a direct message, so here is your link. "
+                    "It works once, for 10 minutes, and only for you." + relink_note
+                ),
+                view=LinkButtons(self.links, authorize_url),
+                ephemeral=True,
+            )
+            return
+        await interaction.response.send_message(
+            discord.utils.escape_mentions(
+                "Check your direct messages: I sent you a link to connect Spotify." + relink_note
+            ),
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="unlink", description="Forget your Spotify account and settings")
+    async def unlink(self, interaction: discord.Interaction[Any]) -> None:
+        existed = await self.links.unlink(interaction.user.id)
+        if existed:
+            text = (
+                "Done: your Spotify tokens and settings are deleted. You can also remove the "
+                "bot's access at spotify.com/account/apps."
+            )
+        else:
+            text = "There was nothing to unlink: you had no Spotify account linked."
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+async def setup(bot: commands.Bot) -> None:
+    assert isinstance(bot, NowPlayingBot)
+    await bot.add_cog(LinkingCog(bot, bot.services.links))

@@ -1,0 +1,172 @@
+"""The whole bot, in-process, against the fake Discord and the fake Spotify on 127.0.0.1.
+
+``async with Stack.running(tmp_path) as stack:`` starts both fakes, builds real Settings
+pointing at them, runs ``bot.app.Application`` (the same start-up code ``python -m bot`` uses)
+and waits until the bot is ready and its commands are synced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import discord.gateway
+import discord.http
+
+from bot.app import Application
+from bot.config import Settings, load_settings
+from tests.fakes.discord import FakeDiscord, SentInteraction
+from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user
+from tests.fakes.spotify import FakeSpotify
+
+GUILD_ID = 700000000000000001
+GENERAL_ID = 700000000000000010
+MUSIC_ID = 700000000000000011
+ALICE_ID = 800000000000000001  # linked as Spotify "alice" in most tests
+BOB_ID = 800000000000000002
+CAROL_ID = 800000000000000003
+ADMIN_ID = 800000000000000009
+KEY = base64.urlsafe_b64encode(b"e2e-test-key-0123456789abcdefghi"[:32]).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def default_guild() -> dict[str, Any]:
+    return make_guild(
+        id=GUILD_ID,
+        name="Listening Club",
+        channels=[
+            make_channel(id=GENERAL_ID, name="general"),
+            make_channel(id=MUSIC_ID, name="music", position=1),
+        ],
+        members=[
+            make_member(make_user(ALICE_ID, "alice", global_name="Alice")),
+            make_member(make_user(BOB_ID, "bob", global_name="Bob")),
+            make_member(make_user(CAROL_ID, "carol", global_name="Carol")),
+            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
+        ],
+        owner_id=ADMIN_ID,
+    )
+
+
+@dataclass
+class Stack:
+    discord: FakeDiscord
+    spotify: FakeSpotify
+    settings: Settings
+    app: Application
+    http: aiohttp.ClientSession
+
+    @property
+    def web_base(self) -> str:
+        return f"http://127.0.0.1:{self.app.web_port}"
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(
+        cls,
+        tmp_path: Path,
+        *,
+        guilds: Sequence[dict[str, Any]] | None = None,
+        env: dict[str, str] | None = None,
+        spotify_options: dict[str, Any] | None = None,
+        discord_options: dict[str, Any] | None = None,
+    ) -> AsyncIterator[Stack]:
+        saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        port = free_port()
+        redirect_uri = f"http://127.0.0.1:{port}/callback"
+        try:
+            async with (
+                FakeSpotify.running(redirect_uris=[redirect_uri], **(spotify_options or {})) as sp,
+                FakeDiscord.running(
+                    guilds=list(guilds) if guilds is not None else [default_guild()],
+                    **(discord_options or {}),
+                ) as dc,
+                aiohttp.ClientSession() as http,
+            ):
+                values = {
+                    "DISCORD_TOKEN": dc.token,
+                    "SPOTIFY_CLIENT_ID": sp.client_id,
+                    "SPOTIFY_CLIENT_SECRET": sp.client_secret,
+                    "SPOTIFY_REDIRECT_URI": redirect_uri,
+                    "TOKEN_ENCRYPTION_KEY": KEY,
+                    "DATABASE_PATH": str(tmp_path / "data" / "bot.db"),
+                    "WEB_HOST": "127.0.0.1",
+                    "WEB_PORT": str(port),
+                    "DISCORD_API_BASE": dc.api_url,
+                    "SPOTIFY_ACCOUNTS_BASE": sp.accounts_base,
+                    "SPOTIFY_API_BASE": sp.api_base,
+                    "DEV_GUILD_ID": str(GUILD_ID),
+                }
+                values.update(env or {})
+                settings = load_settings(values)
+                async with Application(settings, guild_ready_timeout=0.05) as app:
+                    stack = cls(dc, sp, settings, app, http)
+                    await asyncio.wait_for(app.bot.wait_until_ready(), 10)
+                    await dc.wait_for_command_sync(str(GUILD_ID))
+                    yield stack
+        finally:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+    # --- flows used by many tests ---------------------------------------------------------
+
+    async def follow(self, url: str) -> tuple[int, str, str]:
+        """Visit a URL like a browser: follow redirects; return (status, final URL, body)."""
+        async with self.http.get(url, allow_redirects=True) as response:
+            return response.status, str(response.url), await response.text()
+
+    async def start_link(self, user_id: int) -> str:
+        """Run /link as the member; return the authorize URL from the DM's link button."""
+        before = len(self.discord.dms_to(str(user_id)))
+        sent = await self.discord.send_slash_command("link", {}, user_id=str(user_id))
+        await sent.wait_for_reply()
+        dms = await self.discord.wait_for(
+            lambda: self.discord.dms_to(str(user_id))[before:] or None
+        )
+        return authorize_url_of(dms[-1].components)
+
+    async def link(self, user_id: int, spotify_user: str) -> None:
+        """The whole /link flow through the browser; asserts the success page."""
+        url = await self.start_link(user_id)
+        self.spotify.approve_as(spotify_user)
+        status, _, body = await self.follow(url)
+        assert status == 200, body
+        assert "Linked as" in body
+
+    async def np(self, user_id: int, member_id: int | None = None) -> SentInteraction:
+        from tests.fakes.discord import UserArg
+
+        options: dict[str, Any] = {}
+        if member_id is not None:
+            options["member"] = UserArg(str(member_id))
+        return await self.discord.send_slash_command("np", options, user_id=str(user_id))
+
+
+def components_flat(components: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    flat: list[dict[str, Any]] = []
+    for row in components:
+        flat.extend(row.get("components", [row]))
+    return flat
+
+
+def authorize_url_of(components: Sequence[dict[str, Any]]) -> str:
+    for component in components_flat(components):
+        if component.get("style") == 5 and "url" in component:
+            return str(component["url"])
+    raise AssertionError(f"no link button in {components!r}")
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
