@@ -441,3 +441,25 @@ async def test_a_failing_metrics_hook_does_not_break_requests(
     response = await sender.send(me(fake, "alice"))
     assert response.status == 200
     assert "on_response hook failed" in caplog.text
+
+
+async def test_no_retry_starts_after_five_seconds_in_all(
+    fake: FakeSpotify, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    # Each slow 502 "takes" 2.2 s on the fake clock: after the second one, 4.4 s have passed
+    # and another backoff would end past the 5 s budget, so the sender gives up.
+    async def slow_sleep(seconds: float) -> None:
+        clock.advance(seconds)
+
+    def outcome(endpoint: str, status: str) -> None:
+        clock.advance(2.2)
+
+    sender = SpotifySender(
+        session, clock=clock, sleep=slow_sleep, rng=random.Random(1), on_response=outcome
+    )
+    fake.fail_next("currently_playing", 502, times=10)
+    started = clock()
+    with pytest.raises(SpotifyUnavailable):
+        await sender.send(now_playing(fake, "alice"))
+    assert fake.call_count("currently_playing") == 2
+    assert clock() - started <= 5.0

@@ -36,6 +36,10 @@ MAX_RETRIES = 2
 BACKOFF_BASE = 0.5  # seconds before the first retry, doubled each time, then jittered
 BACKOFF_CAP = 2.0  # no single sleep is longer than this
 RETRY_SLEEP_BUDGET = 2.0  # a caller never sleeps longer than this in total (SPOTIFY.md: <= 5 s)
+RETRY_TOTAL_BUDGET = 5.0  # no retry starts after a request has taken this long in all
+# Each attempt: Spotify answers in well under a second; a stuck connection must not hold a
+# member's /np (or a poll slot) for long.
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=5, sock_connect=3)
 DEFAULT_RETRY_AFTER = 5.0  # a 429 without a usable Retry-After header
 RATE_WINDOW = 30.0  # Spotify's rolling rate-limit window
 
@@ -157,17 +161,20 @@ class SpotifySender:
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,
         retry_sleep_budget: float = RETRY_SLEEP_BUDGET,
+        retry_total_budget: float = RETRY_TOTAL_BUDGET,
     ) -> None:
         self._session = session
         self._clock = clock
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
-        self._timeout = timeout if timeout is not None else aiohttp.ClientTimeout(total=10)
+        self._timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
         self._on_response = on_response
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._retry_sleep_budget = retry_sleep_budget
+        # No retry starts once a request has taken this long in all: bounded to 5 s in total.
+        self._retry_total_budget = retry_total_budget
         self._hold_until = 0.0
         self._hold_quota_exceeded = False
         self._sent_at: deque[float] = deque()
@@ -227,6 +234,7 @@ class SpotifySender:
         """Send with bounded retries. Raises SpotifyRateLimited or SpotifyUnavailable."""
         slept = 0.0
         attempt = 0
+        started = self._clock()
         while True:
             # Checked before every attempt: another request may have hit a 429 meanwhile.
             self.check_hold()
@@ -240,7 +248,12 @@ class SpotifySender:
                         status=failure.status,
                     ) from None
                 delay = min(self._backoff(attempt), self._retry_sleep_budget - slept)
-                if attempt >= self._max_retries or delay <= 0:
+                elapsed = self._clock() - started
+                if (
+                    attempt >= self._max_retries
+                    or delay <= 0
+                    or elapsed + delay > self._retry_total_budget
+                ):
                     raise SpotifyUnavailable(
                         f"{request.endpoint}: {failure.reason} after {attempt + 1} attempts",
                         status=failure.status,
