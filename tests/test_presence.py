@@ -62,7 +62,8 @@ def test_spotify_activity_is_found_among_others() -> None:
     custom = discord.CustomActivity(name="busy")
     game = discord.Game(name="chess")
     found = spotify_activity([custom, game, spotify()])
-    assert found is not None and found.track_id == "4uLU6hMCjMI75M1A2tKUQC"
+    assert found is not None
+    assert found.track_id == "4uLU6hMCjMI75M1A2tKUQC"
     assert spotify_activity([custom, game]) is None
 
 
