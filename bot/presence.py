@@ -26,6 +26,8 @@ def spotify_activity(activities: Iterable[object]) -> discord.Spotify | None:
 
 def playback_from_activity(activity: discord.Spotify, *, now: float) -> Playback:
     """A Playback marked ``source="presence"``; progress is extrapolated from ``start``."""
+    start: float | None
+    end: float | None
     try:
         start = activity.start.timestamp()
         end = activity.end.timestamp()
