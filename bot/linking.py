@@ -81,9 +81,10 @@ def parse_pasted_address(text: str) -> dict[str, str]:
     cleaned = text.strip().strip("<>").strip()
     if len(cleaned) > MAX_PASTE_LENGTH:
         return {}
+    # The fragment goes first: it may itself hold a "?" (everything after "#" is the fragment).
+    cleaned = cleaned.split("#", 1)[0]
     if "?" in cleaned:
         cleaned = cleaned.split("?", 1)[1]
-    cleaned = cleaned.split("#", 1)[0]
     return dict(parse_qsl(cleaned, keep_blank_values=False))
 
 
@@ -155,6 +156,15 @@ class LinkService:
                 "This link is incomplete",
                 "The address is missing part of what Spotify sends back. " + _RELINK,
             )
+        if not error and not code:
+            # Checked before the state is used up: a member who pasted a cut-off address can
+            # still paste the whole one.
+            raise LinkFailure(
+                "missing",
+                "This link is incomplete",
+                "Spotify did not send an authorization code. Paste the whole address from "
+                "your browser's address bar, or run /link in Discord to get a fresh link.",
+            )
 
         if pasted_by is not None:
             owner = await self._storage.get_link_state_owner(state)
@@ -196,12 +206,6 @@ class LinkService:
             )
         if error:
             raise self._denied()
-        if not code:
-            raise LinkFailure(
-                "missing",
-                "This link is incomplete",
-                "Spotify did not send an authorization code. " + _RELINK,
-            )
 
         try:
             grant = await self._auth.exchange_code(code)

@@ -1,0 +1,365 @@
+"""LinkService: the one code path of the web callback and the paste modal.
+
+Real Storage on tmp_path, real TokenCipher, real Spotify clients against the fake Spotify on
+loopback; only the LinkService clock is a fake (state expiry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from bot.crypto import TokenCipher
+from bot.linking import MAX_PASTE_LENGTH, LinkFailure, LinkService, parse_pasted_address
+from bot.spotify.api import SpotifyApi
+from bot.spotify.auth import SpotifyAuth
+from bot.spotify.http import SpotifySender
+from bot.storage import Storage
+from bot.tokens import TokenManager
+from tests.fakes.spotify import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REDIRECT_URI,
+    FakeSpotify,
+)
+
+ALICE = 111_111_111_111_111_111
+BOB = 222_222_222_222_222_222
+
+
+class WallClock:
+    """The LinkService clock (Unix time); moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def no_sleep(seconds: float) -> None:
+    return None
+
+
+class LinkWorld:
+    """A LinkService wired as ``bot.app`` wires it; shared with tests/test_web.py."""
+
+    def __init__(
+        self,
+        fake: FakeSpotify,
+        storage: Storage,
+        session: aiohttp.ClientSession,
+        db_path: Path,
+    ) -> None:
+        self.fake = fake
+        self.storage = storage
+        self.session = session
+        self.db_path = db_path
+        self.cipher = TokenCipher([os.urandom(32)])
+        self.clock = WallClock()
+        # Retries of 5xx answers happen, but without sleeping: the tests stay fast.
+        self.sender = SpotifySender(session, sleep=no_sleep)
+        self.auth = SpotifyAuth(
+            self.sender,
+            client_id=DEFAULT_CLIENT_ID,
+            client_secret=DEFAULT_CLIENT_SECRET,
+            redirect_uri=DEFAULT_REDIRECT_URI,
+            accounts_base=fake.accounts_base,
+        )
+        self.api = SpotifyApi(self.sender, api_base=fake.api_base)
+        self.tokens = TokenManager(storage, self.cipher, self.auth)
+        self.links = LinkService(storage, self.auth, self.api, self.tokens, clock=self.clock)
+
+    async def redirect_after_consent(self, authorize_url: str) -> str:
+        """What the browser is sent to after the consent screen (not followed)."""
+        async with self.session.get(authorize_url, allow_redirects=False) as response:
+            assert response.status == 302, await response.text()
+            return response.headers["Location"]
+
+    async def approved_query(self, member: int, spotify_user: str = "alice") -> dict[str, str]:
+        """Run /link's start, approve as ``spotify_user``; the callback's query parameters."""
+        self.fake.approve_as(spotify_user)
+        location = await self.redirect_after_consent(await self.links.start(member))
+        return query_of(location)
+
+    async def stored_refresh_token(self, member: int) -> str | None:
+        link = await self.storage.get_link(member)
+        if link is None or link.refresh_token is None:
+            return None
+        return self.cipher.decrypt(member, link.refresh_token)
+
+    def database_bytes(self) -> bytes:
+        """Everything SQLite wrote: the database file and its write-ahead log."""
+        data = b""
+        for suffix in ("", "-wal"):
+            path = Path(str(self.db_path) + suffix)
+            if path.exists():
+                data += path.read_bytes()
+        return data
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSpotify]:
+    async with FakeSpotify.running() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def world(fake: FakeSpotify, tmp_path: Path) -> AsyncIterator[LinkWorld]:
+    db_path = tmp_path / "bot.db"
+    async with aiohttp.ClientSession() as session, await Storage.open(db_path) as storage:
+        yield LinkWorld(fake, storage, session, db_path)
+
+
+# --- parse_pasted_address ------------------------------------------------------------------
+
+EXPECTED = {"code": "AQB-code_1", "state": "s7at3-_x"}
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "http://127.0.0.1:8080/callback?code=AQB-code_1&state=s7at3-_x",
+        "https://np.example.org/callback?state=s7at3-_x&code=AQB-code_1",
+        "/callback?code=AQB-code_1&state=s7at3-_x",
+        "127.0.0.1:8080/callback?code=AQB-code_1&state=s7at3-_x",
+        "code=AQB-code_1&state=s7at3-_x",
+        "?code=AQB-code_1&state=s7at3-_x",
+        "  http://127.0.0.1:8080/callback?code=AQB-code_1&state=s7at3-_x \n",
+        "<http://127.0.0.1:8080/callback?code=AQB-code_1&state=s7at3-_x>",
+        " < code=AQB-code_1&state=s7at3-_x > ",
+        "http://127.0.0.1:8080/callback?code=AQB-code_1&state=s7at3-_x#_=_",
+        "code=AQB-code_1&state=s7at3-_x#fragment?code=other&state=other",
+        "http://127.0.0.1:8080/callback?code=AQB-code_1&state=s7at3-_x&empty=",
+    ],
+)
+def test_parse_pasted_address_accepts_what_members_copy(pasted: str) -> None:
+    assert parse_pasted_address(pasted) == EXPECTED
+
+
+def test_parse_pasted_address_decodes_percent_escapes() -> None:
+    parsed = parse_pasted_address("/callback?error=access_denied&state=a%2Db%5F")
+    assert parsed == {"error": "access_denied", "state": "a-b_"}
+
+
+@pytest.mark.parametrize("pasted", ["", "   ", "<>", "http://127.0.0.1:8080/callback", "hello"])
+def test_parse_pasted_address_without_a_query(pasted: str) -> None:
+    assert "state" not in parse_pasted_address(pasted)
+    assert "code" not in parse_pasted_address(pasted)
+
+
+def test_parse_pasted_address_refuses_over_long_input() -> None:
+    base = "http://127.0.0.1:8080/callback?code=AQB-code_1&state=s7at3-_x&pad="
+    fits = base + "x" * (MAX_PASTE_LENGTH - len(base))
+    assert parse_pasted_address(fits)["state"] == "s7at3-_x"
+    assert parse_pasted_address(fits + "x") == {}
+    assert parse_pasted_address("code=a&state=b&" + "x=y&" * 100_000) == {}
+
+
+# --- the state -----------------------------------------------------------------------------
+
+
+async def test_state_has_at_least_128_random_bits_and_is_in_the_authorize_url(
+    world: LinkWorld,
+) -> None:
+    urls = [await world.links.start(ALICE) for _ in range(50)]
+    states = [query_of(url)["state"] for url in urls]
+    assert len(set(states)) == len(states)
+    for url, state in zip(urls, states, strict=True):
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", state), state
+        assert len(state) * 6 >= 128  # base64url: 6 bits a character
+        query = query_of(url)
+        assert query["client_id"] == DEFAULT_CLIENT_ID
+        assert query["redirect_uri"] == DEFAULT_REDIRECT_URI
+        assert query["response_type"] == "code"
+    # The characters look random: no position is (nearly) constant across 50 states, and
+    # the pool of characters has close to 6 bits of Shannon entropy.
+    length = min(len(s) for s in states)
+    for position in range(length):
+        assert len({s[position] for s in states}) > 10
+    counts = Counter("".join(states))
+    total = sum(counts.values())
+    entropy = -sum(n / total * math.log2(n / total) for n in counts.values())
+    assert entropy > 5.5
+
+
+async def test_only_a_hash_of_the_state_is_stored(world: LinkWorld) -> None:
+    state = query_of(await world.links.start(ALICE))["state"]
+    assert state.encode() not in world.database_bytes()
+
+
+async def test_state_is_single_use(world: LinkWorld) -> None:
+    query = await world.approved_query(ALICE)
+    first = await world.links.complete(query)
+    assert (first.discord_user_id, first.display_name, first.already_linked) == (
+        ALICE,
+        "Alice",
+        False,
+    )
+    assert world.fake.call_count("token") == 1
+    # The same state again (a reload, or the modal after the browser): no second exchange.
+    again = await world.links.complete(query)
+    assert again.already_linked
+    assert again.display_name == "Alice"
+    assert world.fake.call_count("token") == 1
+
+
+async def test_a_used_state_without_a_link_is_refused(world: LinkWorld) -> None:
+    query = await world.approved_query(ALICE)
+    world.fake.fail_next("token", 400, body={"error": "invalid_grant", "error_description": "x"})
+    with pytest.raises(LinkFailure) as first:
+        await world.links.complete(query)
+    assert first.value.kind == "exchange_failed"
+    with pytest.raises(LinkFailure) as second:
+        await world.links.complete(query)
+    assert second.value.kind == "used_state"
+    assert second.value.status == 410
+    assert await world.storage.get_link(ALICE) is None
+
+
+async def test_state_expires_after_ten_minutes(world: LinkWorld) -> None:
+    early = await world.approved_query(ALICE)
+    late = await world.approved_query(BOB, "bob")
+    world.clock.advance(599)
+    assert (await world.links.complete(early)).display_name == "Alice"
+    world.clock.advance(2)  # 601 s after start
+    with pytest.raises(LinkFailure) as caught:
+        await world.links.complete(late)
+    assert caught.value.kind == "expired_state"
+    assert "10 minutes" in caught.value.message
+    assert "/link" in caught.value.message
+    assert await world.storage.get_link(BOB) is None
+    assert world.fake.call_count("token") == 1  # the expired one never reached Spotify
+
+
+async def test_unknown_state(world: LinkWorld) -> None:
+    with pytest.raises(LinkFailure) as caught:
+        await world.links.complete({"code": "whatever", "state": "not-a-state"})
+    assert caught.value.kind == "unknown_state"
+    assert world.fake.call_count("token") == 0
+
+
+async def test_a_state_pasted_by_another_member_is_refused_without_using_it(
+    world: LinkWorld,
+) -> None:
+    query = await world.approved_query(ALICE)
+    with pytest.raises(LinkFailure) as caught:
+        await world.links.complete(query, pasted_by=BOB)
+    assert caught.value.kind == "wrong_member"
+    assert caught.value.status == 403
+    assert world.fake.call_count("token") == 0
+    assert await world.storage.get_link(BOB) is None
+    # The owner can still finish with it.
+    result = await world.links.complete(query, pasted_by=ALICE)
+    assert (result.discord_user_id, result.already_linked) == (ALICE, False)
+    assert await world.storage.get_link(ALICE) is not None
+
+
+async def test_a_used_state_pasted_by_another_member_reveals_nothing(world: LinkWorld) -> None:
+    query = await world.approved_query(ALICE)
+    await world.links.complete(query)
+    with pytest.raises(LinkFailure) as caught:
+        await world.links.complete(query, pasted_by=BOB)
+    assert caught.value.kind == "wrong_member"
+    assert "Alice" not in caught.value.message
+
+
+async def test_a_paste_without_the_code_does_not_use_up_the_state(world: LinkWorld) -> None:
+    query = await world.approved_query(ALICE)
+    with pytest.raises(LinkFailure) as caught:
+        await world.links.complete({"state": query["state"]}, pasted_by=ALICE)
+    assert caught.value.kind == "missing"
+    result = await world.links.complete(query, pasted_by=ALICE)
+    assert not result.already_linked
+
+
+async def test_denied_consent_stores_nothing(world: LinkWorld) -> None:
+    world.fake.deny_next()
+    query = query_of(await world.redirect_after_consent(await world.links.start(ALICE)))
+    assert query["error"] == "access_denied"
+    with pytest.raises(LinkFailure) as caught:
+        await world.links.complete(query)
+    assert caught.value.kind == "denied"
+    assert await world.storage.get_link(ALICE) is None
+
+
+async def test_success_stores_the_refresh_token_encrypted(world: LinkWorld) -> None:
+    await world.links.complete(await world.approved_query(ALICE))
+    [refresh_token] = world.fake.refresh_tokens_of("alice")
+    assert await world.stored_refresh_token(ALICE) == refresh_token
+    assert refresh_token.encode() not in world.database_bytes()
+    link = await world.links.current_link(ALICE)
+    assert link is not None
+    assert (link.spotify_account_id, link.spotify_user_id, link.display_name) == (
+        "acct-alice",
+        "alice",
+        "Alice",
+    )
+
+
+async def test_listeners_hear_of_a_link_and_their_failure_does_not_undo_it(
+    world: LinkWorld,
+) -> None:
+    heard: list[tuple[int, str, str]] = []
+
+    async def listener(member: int, user: object, source: str) -> None:
+        heard.append((member, getattr(user, "id", ""), source))
+        raise RuntimeError("a listener bug")
+
+    world.links.add_linked_listener(listener)
+    await world.links.complete(await world.approved_query(ALICE))
+    await world.links.complete(await world.approved_query(BOB, "bob"), pasted_by=BOB)
+    assert heard == [(ALICE, "alice", "web"), (BOB, "bob", "paste")]
+    assert await world.links.current_link(ALICE) is not None
+
+
+# --- unlink --------------------------------------------------------------------------------
+
+
+async def test_unlink(world: LinkWorld) -> None:
+    assert await world.links.unlink(ALICE) is False
+    await world.links.complete(await world.approved_query(ALICE))
+    unlinked: list[int] = []
+    world.links.add_unlinked_listener(unlinked.append)
+    assert await world.links.unlink(ALICE) is True
+    assert await world.storage.get_link(ALICE) is None
+    assert await world.links.current_link(ALICE) is None
+    assert await world.links.unlink(ALICE) is False
+    assert unlinked == [ALICE, ALICE]
+
+
+async def test_unlink_forgets_pending_states(world: LinkWorld) -> None:
+    query = await world.approved_query(ALICE)
+    await world.links.unlink(ALICE)
+    with pytest.raises(LinkFailure) as caught:
+        await world.links.complete(query)
+    assert caught.value.kind == "unknown_state"
+
+
+def test_database_bytes_reads_sqlite(tmp_path: Path) -> None:
+    # The helper above must see what SQLite writes, or the "not stored" asserts prove nothing.
+    path = tmp_path / "probe.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("CREATE TABLE t (v BLOB)")
+        connection.execute("INSERT INTO t VALUES (?)", (b"needle-1234",))
+        connection.commit()
+    world = LinkWorld.__new__(LinkWorld)
+    world.db_path = path
+    assert b"needle-1234" in world.database_bytes()
