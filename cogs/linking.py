@@ -123,23 +123,30 @@ class LinkingCog(commands.Cog):
             if existing is not None
             else ""
         )
+        # The persistent LinkButtons added in cog_load answers "Paste the link" on every
+        # message. discord.py would keep each sent view (no timeout) for good, so every view
+        # is stopped once sent: the message keeps its buttons, memory does not grow per /link.
+        dm_view = LinkButtons(self.links, authorize_url)
         try:
             await asyncio.wait_for(
-                user.send(LINK_INSTRUCTIONS, view=LinkButtons(self.links, authorize_url)),
-                timeout=DM_TIMEOUT_SECONDS,
+                user.send(LINK_INSTRUCTIONS, view=dm_view), timeout=DM_TIMEOUT_SECONDS
             )
         except (discord.Forbidden, TimeoutError) as exc:
             if isinstance(exc, discord.Forbidden) and exc.code != CANNOT_DM:
                 raise
+            reply_view = LinkButtons(self.links, authorize_url)
             await interaction.response.send_message(
                 discord.utils.escape_mentions(
                     "I couldn't send you a direct message, so here is your link. "
                     "It works once, for 10 minutes, and only for you." + relink_note
                 ),
-                view=LinkButtons(self.links, authorize_url),
+                view=reply_view,
                 ephemeral=True,
             )
+            reply_view.stop()
             return
+        finally:
+            dm_view.stop()
         await interaction.response.send_message(
             discord.utils.escape_mentions(
                 "Check your direct messages: I sent you a link to connect Spotify." + relink_note

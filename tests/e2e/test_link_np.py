@@ -593,3 +593,25 @@ async def test_sigterm_stops_the_bot_cleanly(tmp_path: Path) -> None:
         gc.collect()
     relevant = [w for w in caught if "audioop" not in str(w.message)]
     assert relevant == [], [str(w.message) for w in relevant]
+
+
+async def test_link_messages_keep_no_view_of_their_own(tmp_path: Path) -> None:
+    # One persistent "Paste the link" handler serves every /link message, also after a
+    # restart; a view kept per message (they never time out) would pile up with each /link.
+    async with Stack.running(tmp_path) as stack:
+        assert len(stack.app.bot.persistent_views) == 1
+        dms = [await link_dm(stack, ALICE_ID) for _ in range(3)]
+        stack.discord.dms_closed = True
+        sent = await stack.discord.send_slash_command("link", {}, user_id=str(BOB_ID))
+        ephemeral = await sent.wait_for_reply()
+        assert len(stack.app.bot.persistent_views) == 1
+
+        # The button still works on every one of those messages.
+        stack.spotify.approve_as("alice")
+        location = await redirect_location(stack, authorize_url_of(dms[-1].components))
+        answer = await paste(stack, dms[0], ALICE_ID, location)
+        assert answer.content.startswith("Linked as **Alice**")
+        stack.spotify.approve_as("bob")
+        location = await redirect_location(stack, authorize_url_of(ephemeral.components))
+        answer = await paste(stack, ephemeral, BOB_ID, location)
+        assert answer.content.startswith("Linked as **Bob**")
