@@ -104,14 +104,22 @@ class LinkingCog(commands.Cog):
     ) -> None:
         if source == "paste":
             return  # the modal's own answer says it
-        user = self.bot.get_user(user_id) or await self.bot.fetch_user(user_id)
         text = discord.utils.escape_mentions(
             f"Linked as **{spotify_user.display_name}**. Try /np to show what you are playing."
         )
-        try:
+
+        async def send() -> None:
+            user = self.bot.get_user(user_id) or await self.bot.fetch_user(user_id)
             await user.send(text)
+
+        # The callback page waits for this: a slow or failing Discord (discord.py retries a
+        # 5xx for many seconds) must not hold the member's browser; the page says it anyway.
+        try:
+            await asyncio.wait_for(send(), timeout=DM_TIMEOUT_SECONDS)
         except discord.HTTPException as exc:
             log.info("Could not DM member %s after linking (%s)", user_id, exc.code)
+        except TimeoutError:
+            log.info("Gave up sending member %s the linked DM: Discord was too slow", user_id)
 
     @app_commands.command(name="link", description="Connect your Spotify account")
     async def link(self, interaction: discord.Interaction[Any]) -> None:
