@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -466,3 +468,15 @@ async def test_the_access_log_leaves_the_code_and_state_out(
         assert query["code"] not in message, record.name
         assert query["state"] not in message, record.name
     assert not [r for r in caplog.records if r.name == "aiohttp.access"]
+
+
+def test_the_web_module_never_imports_discord() -> None:
+    code = (
+        "import sys, bot.web\n"
+        "sys.exit(1 if any(m.split('.')[0] == 'discord' for m in sys.modules) else 0)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=False, cwd=root, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()
