@@ -21,6 +21,7 @@ from bot.config import Settings
 from bot.crypto import TokenCipher
 from bot.linking import LinkService
 from bot.logs import SecretMasker
+from bot.metrics import Metrics
 from bot.services import PlaybackService, Services
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
@@ -102,7 +103,8 @@ class Application:
         storage = await Storage.open(settings.database_path)
         self._stack.push_async_callback(storage.close)
         cipher = TokenCipher(settings.token_encryption_keys)
-        sender = SpotifySender(session)
+        metrics = Metrics() if settings.metrics_enabled else None
+        sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(
             sender,
             client_id=settings.spotify_client_id,
@@ -111,11 +113,18 @@ class Application:
             accounts_base=settings.spotify_accounts_base,
         )
         api = SpotifyApi(sender, api_base=settings.spotify_api_base)
-        tokens = TokenManager(storage, cipher, auth)
+        tokens = TokenManager(
+            storage, cipher, auth, on_refresh=metrics.token_refresh if metrics else None
+        )
         if self.masker is not None:
             tokens.register_secret_listener(self.masker.add_secret)
         links = LinkService(storage, auth, api, tokens)
         playback = PlaybackService(tokens, api)
+        if metrics is not None:
+            metrics.watch_links(links)
+            await self._stack.enter_async_context(
+                metrics.linked_members_refresher(storage.count_links)
+            )
         self.services = Services(
             settings=settings,
             storage=storage,
@@ -123,6 +132,7 @@ class Application:
             tokens=tokens,
             links=links,
             playback=playback,
+            metrics=metrics,
         )
         self.services.extras["sender"] = sender
         self.services.extras["api"] = api
@@ -134,6 +144,9 @@ class Application:
 
         self.bot = NowPlayingBot(self.services, **self._bot_options)
         self._stack.push_async_callback(self._close_bot)
+        if metrics is not None:
+            self.bot.command_outcome_hook = metrics.command_completed
+            metrics.set_gateway_latency_source(lambda: self.bot.latency)
 
         app = create_app(
             WebDependencies(
@@ -141,6 +154,7 @@ class Application:
                 redirect_path=settings.redirect_path,
                 database_ok=storage.ping,
                 gateway_ok=self.bot.gateway_connected,
+                metrics=metrics.render if metrics else None,
             )
         )
         self.web_runner = web.AppRunner(

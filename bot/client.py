@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ("cogs.linking", "cogs.nowplaying")
 
 APOLOGY = "Sorry, something went wrong on our side. The bot owner can find the details in the log."
+
+# Called with (command name, outcome) after every slash command: the metrics counter.
+CommandOutcomeHook = Callable[[str, str], None]
 
 
 def intents_for(enable_presence: bool) -> discord.Intents:
@@ -50,6 +54,11 @@ def user_message_for(error: BaseException) -> str | None:
     return None
 
 
+def command_outcome_for(error: BaseException) -> str:
+    """``user_error`` when the member was told what went wrong, ``error`` for a bug."""
+    return "error" if user_message_for(error) is None else "user_error"
+
+
 async def reply_privately(interaction: discord.Interaction[Any], message: str) -> None:
     """Answer ephemerally whether or not the interaction was already answered or deferred."""
     try:
@@ -77,6 +86,7 @@ class BotTree(app_commands.CommandTree["NowPlayingBot"]):
     async def on_error(
         self, interaction: discord.Interaction[NowPlayingBot], error: app_commands.AppCommandError
     ) -> None:
+        self.client.record_command_outcome(interaction, command_outcome_for(error))
         await handle_interaction_error(interaction, error)
 
 
@@ -94,6 +104,7 @@ class NowPlayingBot(commands.Bot):
             **options,
         )
         self.services = services
+        self.command_outcome_hook: CommandOutcomeHook | None = None
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
@@ -116,6 +127,22 @@ class NowPlayingBot(commands.Bot):
             user.id if user else "?",
             len(self.guilds),
         )
+
+    async def on_app_command_completion(
+        self,
+        interaction: discord.Interaction[Any],
+        command: app_commands.Command[Any, ..., Any] | app_commands.ContextMenu,
+    ) -> None:
+        self.record_command_outcome(interaction, "ok")
+
+    def record_command_outcome(self, interaction: discord.Interaction[Any], outcome: str) -> None:
+        if self.command_outcome_hook is None:
+            return
+        command = interaction.command.qualified_name if interaction.command else "unknown"
+        try:
+            self.command_outcome_hook(command, outcome)
+        except Exception:  # a metrics bug must not change what the member sees
+            log.exception("command outcome hook failed")
 
     def gateway_connected(self) -> bool:
         return self.is_ready() and not self.is_closed() and self.ws is not None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from bot.config import Settings
 from bot.crypto import TokenCipher
 from bot.linking import LinkService
+from bot.metrics import Metrics
 from bot.spotify.api import SpotifyApi
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
@@ -46,4 +47,5 @@ class Services:
     tokens: TokenManager
     links: LinkService
     playback: PlaybackService
+    metrics: Metrics | None = None  # None when METRICS_ENABLED is off
     extras: dict[str, object] = field(default_factory=dict)

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 EARLY_REFRESH_SECONDS = 60.0
 SecretListener = Callable[[str], None]
+# Called after every refresh with its outcome: "ok", "invalid_grant" or "error" (metrics).
+RefreshHook = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class TokenManager:
         *,
         clock: Callable[[], float] | None = None,
         early_refresh: float = EARLY_REFRESH_SECONDS,
+        on_refresh: RefreshHook | None = None,
     ) -> None:
         self._storage = storage
         self._cipher = cipher
@@ -72,6 +75,7 @@ class TokenManager:
         self._cache: dict[int, _CachedToken] = {}
         self._locks: dict[int, _LockEntry] = {}
         self._secret_listeners: list[SecretListener] = []
+        self._on_refresh = on_refresh
 
     # --- secrets for the log filter -------------------------------------------------------
 
@@ -88,6 +92,14 @@ class TokenManager:
                     listener(value)
                 except Exception:  # the masker failing must not break a member's request
                     log.exception("secret listener failed")
+
+    def _report_refresh(self, outcome: str) -> None:
+        if self._on_refresh is None:
+            return
+        try:
+            self._on_refresh(outcome)
+        except Exception:  # a metrics bug must not break a member's request
+            log.exception("on_refresh hook failed")
 
     # --- cache and locks ------------------------------------------------------------------
 
@@ -209,12 +221,17 @@ class TokenManager:
         except InvalidGrant as exc:
             self._cache.pop(user_id, None)
             await self._storage.mark_link_broken(user_id)
+            self._report_refresh("invalid_grant")  # after the write: metrics recount links
             log.info(
                 "spotify refused the refresh token of member %s (%s); link marked broken",
                 user_id,
                 exc.description or exc.error,
             )
             raise LinkBroken(f"refresh refused for member {user_id}: {exc.description}") from exc
+        except Exception:
+            self._report_refresh("error")
+            raise
+        self._report_refresh("ok")
         self._announce(grant.access_token, grant.refresh_token)
         if entry.forgotten:
             # Unlinked while we were refreshing: do not bring the member's token back.

@@ -1,0 +1,228 @@
+"""Prometheus metrics, served at ``GET /metrics`` only when METRICS_ENABLED is true.
+
+One :class:`Metrics` per application, each with its own ``CollectorRegistry`` (never the
+process-wide default one), so tests and several apps in one process never collide. When
+METRICS_ENABLED is off no ``Metrics`` exists at all: ``Services.metrics`` is None and every
+hook below is simply not installed.
+
+Families (all prefixed ``nowplaying_``):
+
+* ``commands_total{command,outcome}``: slash commands; outcome ``ok``, ``user_error`` (an
+  expected refusal the member was told about, e.g. not linked) or ``error`` (a bug);
+* ``spotify_requests_total{endpoint,status}``: every HTTP attempt sent to Spotify; status is
+  the HTTP status, ``connection_error`` or ``timeout``;
+* ``token_refreshes_total{outcome}``: members' token refreshes, ``ok``, ``invalid_grant``
+  (the link is now broken) or ``error``;
+* ``spotify_rate_limit_holds_total``: app-wide holds started by a real 429 answer;
+* ``autopost_lag_seconds`` (histogram): auto-post detection latency;
+* ``autopost_posts_total{action}``: auto-post messages, ``posted`` or ``edited``;
+* ``linked_members`` (gauge): members with an active link, a cached count;
+* ``gateway_latency_seconds`` (gauge): Discord heartbeat latency, read at scrape time.
+
+For the auto-poster (``Services.metrics``, None when metrics are off)::
+
+    if services.metrics is not None:
+        services.metrics.observe_autopost_lag(seconds)   # change seen -> detected, in seconds
+        services.metrics.autopost_post("posted")         # or "edited"
+
+A scrape never touches the database: ``linked_members`` is a cached count, refreshed by
+:meth:`Metrics.linked_members_refresher` once a minute and right after a link, an unlink or a
+refresh refused with ``invalid_grant`` (the events that change it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+if TYPE_CHECKING:
+    from bot.linking import LinkService
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "nowplaying"
+COMMAND_OUTCOMES: Final = ("ok", "user_error", "error")
+REFRESH_OUTCOMES: Final = ("ok", "invalid_grant", "error")
+AUTOPOST_ACTIONS: Final = ("posted", "edited")
+# Detection latency of a track change: polls land at a track's predicted end or every few
+# tens of seconds for skips; anything past a few minutes is "broken", not "slow".
+AUTOPOST_LAG_BUCKETS: Final = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300)
+LINKED_MEMBERS_REFRESH_SECONDS: Final = 60.0
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.commands = Counter(
+            f"{PREFIX}_commands",
+            "Slash commands handled, by command and outcome (ok, user_error, error).",
+            ["command", "outcome"],
+            registry=registry,
+        )
+        self.spotify_requests = Counter(
+            f"{PREFIX}_spotify_requests",
+            "HTTP attempts sent to Spotify, by endpoint and HTTP status (or connection_error, "
+            "timeout).",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.token_refreshes = Counter(
+            f"{PREFIX}_token_refreshes",
+            "Members' access-token refreshes, by outcome (ok, invalid_grant, error).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.rate_limit_holds = Counter(
+            f"{PREFIX}_spotify_rate_limit_holds",
+            "App-wide Spotify holds started by a 429 answer.",
+            registry=registry,
+        )
+        self.autopost_lag = Histogram(
+            f"{PREFIX}_autopost_lag_seconds",
+            "Auto-post detection latency: from a playback change to the bot noticing it.",
+            buckets=AUTOPOST_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.autopost_posts = Counter(
+            f"{PREFIX}_autopost_posts",
+            "Auto-post messages, by action (posted, edited).",
+            ["action"],
+            registry=registry,
+        )
+        self.linked_members = Gauge(
+            f"{PREFIX}_linked_members",
+            "Members with an active Spotify link (a cached count, refreshed every minute and "
+            "on link changes).",
+            registry=registry,
+        )
+        self.gateway_latency = Gauge(
+            f"{PREFIX}_gateway_latency_seconds",
+            "Discord gateway heartbeat latency (NaN while disconnected).",
+            registry=registry,
+        )
+        # Known label values start at 0, so rates and alerts work before the first event.
+        for outcome in REFRESH_OUTCOMES:
+            self.token_refreshes.labels(outcome=outcome)
+        for action in AUTOPOST_ACTIONS:
+            self.autopost_posts.labels(action=action)
+
+        self._linked_members = math.nan  # until the first count
+        self.linked_members.set_function(lambda: self._linked_members)
+        self._gateway_latency_source: Callable[[], float] | None = None
+        self.gateway_latency.set_function(self._read_gateway_latency)
+        self._linked_members_stale = asyncio.Event()
+
+    # --- hooks the application installs --------------------------------------------------
+
+    def command_completed(self, command: str, outcome: str) -> None:
+        """NowPlayingBot's command hook: ``outcome`` is ok, user_error or error."""
+        self.commands.labels(command=command, outcome=outcome).inc()
+
+    def spotify_response(self, endpoint: str, status: str) -> None:
+        """SpotifySender's ``on_response`` hook, called once per HTTP attempt."""
+        self.spotify_requests.labels(endpoint=endpoint, status=status).inc()
+        if status == "429":  # a real 429 answer: the sender starts an app-wide hold
+            self.rate_limit_holds.inc()
+
+    def token_refresh(self, outcome: str) -> None:
+        """TokenManager's ``on_refresh`` hook: ok, invalid_grant or error."""
+        self.token_refreshes.labels(outcome=outcome).inc()
+        if outcome == "invalid_grant":  # the link was just marked broken
+            self.mark_linked_members_stale()
+
+    def set_gateway_latency_source(self, source: Callable[[], float]) -> None:
+        """``source()`` (e.g. ``lambda: bot.latency``) is read at every scrape."""
+        self._gateway_latency_source = source
+
+    def _read_gateway_latency(self) -> float:
+        if self._gateway_latency_source is None:
+            return math.nan
+        try:
+            return float(self._gateway_latency_source())
+        except Exception:  # a scrape must never fail because of one gauge
+            log.debug("gateway latency unavailable", exc_info=True)
+            return math.nan
+
+    # --- for the auto-poster ---------------------------------------------------------------
+
+    def observe_autopost_lag(self, seconds: float) -> None:
+        """Seconds from a member's playback change to the auto-poster noticing it."""
+        self.autopost_lag.observe(max(0.0, seconds))
+
+    def autopost_post(self, action: str) -> None:
+        """One auto-post message: ``posted`` (a new message) or ``edited`` (an existing one)."""
+        self.autopost_posts.labels(action=action).inc()
+
+    # --- linked members ----------------------------------------------------------------------
+
+    def set_linked_members(self, count: int) -> None:
+        self._linked_members = float(count)
+
+    def mark_linked_members_stale(self) -> None:
+        """Ask the refresher to count again now (cheap; call from any event handler)."""
+        self._linked_members_stale.set()
+
+    def watch_links(self, links: LinkService) -> None:
+        """Recount after every link and unlink."""
+
+        async def linked(*_: object) -> None:
+            self.mark_linked_members_stale()
+
+        links.add_linked_listener(linked)
+        links.add_unlinked_listener(lambda _user_id: self.mark_linked_members_stale())
+
+    async def keep_linked_members_fresh(
+        self,
+        count: Callable[[], Awaitable[int]],
+        *,
+        interval: float = LINKED_MEMBERS_REFRESH_SECONDS,
+    ) -> None:
+        """Count now, then again after every change and at least every ``interval`` s."""
+        while True:
+            self._linked_members_stale.clear()  # before counting: no change is missed
+            try:
+                self.set_linked_members(await count())
+            except Exception:
+                log.warning("Could not count linked members for the metrics", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._linked_members_stale.wait()
+
+    @contextlib.asynccontextmanager
+    async def linked_members_refresher(
+        self,
+        count: Callable[[], Awaitable[int]],
+        *,
+        interval: float = LINKED_MEMBERS_REFRESH_SECONDS,
+    ) -> AsyncIterator[None]:
+        """Run :meth:`keep_linked_members_fresh` in a task for the duration of the block."""
+        task = asyncio.create_task(
+            self.keep_linked_members_fresh(count, interval=interval),
+            name="metrics-linked-members",
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- exposition ----------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text format and its content type (``WebDependencies.metrics``)."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
