@@ -18,6 +18,7 @@ from bot.errors import (
     LinkBroken,
     NotLinked,
     SpotifyForbidden,
+    SpotifyUnauthorized,
 )
 from bot.services import PlaybackService
 from bot.spotify.models import CurrentlyPlaying
@@ -75,7 +76,13 @@ class NowPlayingCog(commands.Cog):
     async def _lookup(self, target: discord.abc.User, *, is_self: bool) -> CurrentlyPlaying:
         try:
             return await self.playback.now_playing(target.id)
-        except (NotLinked, LinkBroken, DecryptionError, SpotifyForbidden) as exc:
+        except (
+            NotLinked,
+            LinkBroken,
+            DecryptionError,
+            SpotifyForbidden,
+            SpotifyUnauthorized,  # a 401 even after a refresh: the target's link, not the caller's
+        ) as exc:
             if is_self:
                 raise
             # About someone else, say only that there is nothing to show: never why.

@@ -106,3 +106,17 @@ async def test_np_of_another_member_while_spotify_rate_limits(tmp_path: Path) ->
         reply = await sent.wait_for_reply()
         assert reply.ephemeral
         assert reply.content == "Spotify asks us to wait, try again in 7 s."
+
+
+async def test_np_of_another_member_whose_token_spotify_keeps_refusing(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path) as stack:
+        await stack.link(ALICE_ID, "alice")
+        # 401, refresh, 401 again: Alice's link is in trouble; Bob must not be told to relink.
+        stack.spotify.reset_calls()
+        stack.spotify.fail_next("currently_playing", 401, times=2)
+        sent = await stack.np(BOB_ID, ALICE_ID)
+        reply = await sent.wait_for_reply()
+        assert reply.ephemeral
+        assert "your" not in reply.content.lower()
+        assert reply.content.startswith("Alice has not linked a Spotify account")
+        assert stack.spotify.call_count("token", "alice") == 1
