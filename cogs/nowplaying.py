@@ -20,6 +20,7 @@ from bot.errors import (
     SpotifyForbidden,
     SpotifyUnauthorized,
 )
+from bot.presence import member_playback
 from bot.services import PlaybackService
 from bot.spotify.models import CurrentlyPlaying
 
@@ -28,8 +29,9 @@ DEFER_AFTER_SECONDS = 1.5
 
 
 class NowPlayingCog(commands.Cog):
-    def __init__(self, playback: PlaybackService) -> None:
+    def __init__(self, playback: PlaybackService, *, presence_enabled: bool = False) -> None:
         self.playback = playback
+        self.presence_enabled = presence_enabled
 
     @app_commands.command(
         name="np", description="Show what you, or another member, play on Spotify"
@@ -48,7 +50,15 @@ class NowPlayingCog(commands.Cog):
             )
             return
 
-        lookup = asyncio.ensure_future(self._lookup(target, is_self=is_self))
+        # The interaction's own user/member objects carry no activities: the cached member does.
+        cached_member = (
+            interaction.guild.get_member(target.id)
+            if self.presence_enabled and interaction.guild is not None
+            else None
+        )
+        lookup = asyncio.ensure_future(
+            self._lookup(target, is_self=is_self, cached_member=cached_member)
+        )
         try:
             playback = await asyncio.wait_for(asyncio.shield(lookup), DEFER_AFTER_SECONDS)
         except TimeoutError:
@@ -73,11 +83,25 @@ class NowPlayingCog(commands.Cog):
         else:
             await interaction.response.send_message(**kwargs)
 
-    async def _lookup(self, target: discord.abc.User, *, is_self: bool) -> CurrentlyPlaying:
+    async def _lookup(
+        self,
+        target: discord.abc.User,
+        *,
+        is_self: bool,
+        cached_member: discord.Member | None,
+    ) -> CurrentlyPlaying:
         try:
             return await self.playback.now_playing(target.id)
+        except NotLinked:
+            # Never linked: the Discord status may still show Spotify (presence mode), at no
+            # Spotify cost. A linked member keeps the API: it knows pause state and progress.
+            from_status = member_playback(cached_member, now=time.time())
+            if from_status is not None:
+                return from_status
+            if is_self:
+                raise
+            raise self._not_linked(target) from None
         except (
-            NotLinked,
             LinkBroken,
             DecryptionError,
             SpotifyForbidden,
@@ -85,15 +109,24 @@ class NowPlayingCog(commands.Cog):
         ) as exc:
             if is_self:
                 raise
+            from_status = member_playback(cached_member, now=time.time())
+            if from_status is not None:
+                return from_status
             # About someone else, say only that there is nothing to show: never why.
-            raise BotError(
-                user_message=(
-                    f"{target.display_name} has not linked a Spotify account, so I can't "
-                    "show what they are playing. They can run /link to connect one."
-                )
-            ) from exc
+            raise self._not_linked(target) from exc
+
+    @staticmethod
+    def _not_linked(target: discord.abc.User) -> BotError:
+        return BotError(
+            user_message=(
+                f"{target.display_name} has not linked a Spotify account, so I can't "
+                "show what they are playing. They can run /link to connect one."
+            )
+        )
 
 
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
-    await bot.add_cog(NowPlayingCog(bot.services.playback))
+    await bot.add_cog(
+        NowPlayingCog(bot.services.playback, presence_enabled=bot.services.settings.enable_presence)
+    )
