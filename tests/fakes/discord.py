@@ -67,6 +67,7 @@ from .discord_payloads import (
     EPHEMERAL,
     GUILD_TEXT,
     INTENT_GUILD_MEMBERS,
+    INTENT_GUILD_MESSAGES,
     INTENT_GUILD_PRESENCES,
     JSON,
     LOADING,
@@ -147,6 +148,7 @@ _EVENT_INTENTS = {
     "GUILD_MEMBER_ADD": INTENT_GUILD_MEMBERS,
     "GUILD_MEMBER_UPDATE": INTENT_GUILD_MEMBERS,
     "GUILD_MEMBER_REMOVE": INTENT_GUILD_MEMBERS,
+    "MESSAGE_CREATE": INTENT_GUILD_MESSAGES,
 }
 
 T = TypeVar("T")
@@ -910,6 +912,35 @@ class FakeDiscord:
         guild["member_count"] = len(guild["members"])
         event = {"guild_id": str(guild_id), "user": self.user(user_id)}
         await self._dispatch_if_connected("GUILD_MEMBER_REMOVE", event)
+
+    async def post_as_member(
+        self, channel_id: str | int, user_id: str | int, content: str = "nice song"
+    ) -> FakeMessage:
+        """A member (not the bot) posts in a guild channel: it becomes the channel's
+        ``last_message_id``. MESSAGE_CREATE goes only to sessions with the GUILD_MESSAGES intent,
+        as on Discord. Not a bot post, so not in :attr:`channel_posts`."""
+        channel = self.channels[str(channel_id)]
+        guild_id = channel.get("guild_id")
+        message = FakeMessage(
+            id=new_snowflake(),
+            channel_id=str(channel["id"]),
+            guild_id=guild_id,
+            author=self.user(user_id),
+            content=content,
+            embeds=[],
+            components=[],
+            flags=0,
+            attachments=[],
+            created_at=time.monotonic(),
+        )
+        self.messages[message.id] = message
+        channel["last_message_id"] = message.id
+        payload = message.to_payload()
+        if guild_id is not None and (member := self.member(guild_id, user_id)) is not None:
+            payload["member"] = {k: v for k, v in member.items() if k != "user"}
+        await self._dispatch_if_connected("MESSAGE_CREATE", payload)
+        self._notify()
+        return message
 
     async def update_channel(self, channel_id: str | int, **changes: Any) -> JSON:
         """Change a guild channel's fields and dispatch CHANNEL_UPDATE."""

@@ -71,6 +71,7 @@ LOADING = 1 << 7
 # Gateway intents that the fake honours when building GUILD_CREATE and filtering dispatches.
 INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_PRESENCES = 1 << 8
+INTENT_GUILD_MESSAGES = 1 << 9
 PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | (1 << 15)
 
 _snowflake_counter = itertools.count()

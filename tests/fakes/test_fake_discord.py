@@ -347,6 +347,21 @@ async def test_missing_permissions_then_post_edit_and_upload(
     assert posted.edits[-1]["content"] == "edited"
 
 
+async def test_a_member_post_becomes_the_last_message(fake: FakeDiscord, bot: SampleBot) -> None:
+    music = bot.get_channel(MUSIC_ID)
+    assert isinstance(music, discord.TextChannel)
+    ours = await music.send("now playing")
+    fetched = await bot.fetch_channel(MUSIC_ID)
+    assert isinstance(fetched, discord.TextChannel)
+    assert fetched.last_message_id == ours.id
+    theirs = await fake.post_as_member(MUSIC_ID, ANN_ID, "great song")
+    fetched = await bot.fetch_channel(MUSIC_ID)
+    assert isinstance(fetched, discord.TextChannel)
+    assert fetched.last_message_id == int(theirs.id)
+    assert [m.id for m in fake.channel_posts] == [str(ours.id)]  # only the bot's posts
+    assert fake.messages[theirs.id].author["id"] == str(ANN_ID)
+
+
 async def test_reconnect_is_resumed(fake: FakeDiscord, bot: SampleBot) -> None:
     await fake.request_reconnect()
 
