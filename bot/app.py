@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +17,9 @@ import discord
 import yarl
 from aiohttp import web
 
+from bot.autopost.discord_side import DiscordPySide
+from bot.autopost.scheduler import PollScheduler, SchedulerConfig
+from bot.autopost.service import AutopostConfig, AutopostService, PostAction
 from bot.client import NowPlayingBot
 from bot.config import Settings
 from bot.crypto import TokenCipher
@@ -26,6 +30,7 @@ from bot.services import PlaybackService, Services
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
+from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
 from bot.tokens import TokenManager
 from bot.web import QuietAccessLogger, WebDependencies, create_app
@@ -67,10 +72,19 @@ class Application:
     connects the bot; leaving the block shuts everything down cleanly."""
 
     def __init__(
-        self, settings: Settings, *, masker: SecretMasker | None = None, **bot_options: Any
+        self,
+        settings: Settings,
+        *,
+        masker: SecretMasker | None = None,
+        autopost_config: AutopostConfig | None = None,
+        **bot_options: Any,
     ) -> None:
         self.settings = settings
         self.masker = masker
+        # Default: the scheduler's defaults with SPOTIFY_REQUEST_BUDGET; tests pass short intervals.
+        self.autopost_config = autopost_config or AutopostConfig(
+            scheduler=SchedulerConfig(budget_per_window=settings.spotify_request_budget)
+        )
         self._bot_options = bot_options
         self._stack = contextlib.AsyncExitStack()
         self._bot_task: asyncio.Task[None] | None = None
@@ -119,7 +133,9 @@ class Application:
         if self.masker is not None:
             tokens.register_secret_listener(self.masker.add_secret)
         links = LinkService(storage, auth, api, tokens)
-        playback = PlaybackService(tokens, api)
+        scheduler = PollScheduler(self.autopost_config.scheduler)
+        # Interactive /np counts toward the polling budget, and is never held back by it.
+        playback = PlaybackService(tokens, api, on_request=scheduler.note_request)
         if metrics is not None:
             metrics.watch_links(links)
             await self._stack.enter_async_context(
@@ -148,6 +164,23 @@ class Application:
             self.bot.command_outcome_hook = metrics.command_completed
             metrics.set_gateway_latency_source(lambda: self.bot.latency)
 
+        async def poll(member_id: int) -> CurrentlyPlaying:
+            return await tokens.call(member_id, api.currently_playing)
+
+        autopost = AutopostService(
+            storage,
+            poll,
+            DiscordPySide(self.bot),
+            scheduler=scheduler,
+            config=self.autopost_config,
+            hold_until=lambda: sender.hold_until,
+            on_post=_autopost_metrics(metrics) if metrics is not None else None,
+        )
+        self.services.autopost = autopost
+        self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
+        links.add_linked_listener(autopost.member_linked)
+        links.add_unlinked_listener(autopost.member_unlinked)
+
         app = create_app(
             WebDependencies(
                 links=links,
@@ -175,6 +208,7 @@ class Application:
 
         await self.bot.login(settings.discord_token)
         self._bot_task = asyncio.create_task(self._connect_forever(), name="discord-gateway")
+        await autopost.start()  # its loop waits for the gateway to be ready
 
     async def _connect_forever(self) -> None:
         """Keep the gateway up. discord.py reconnects by itself once connected, but a failed
@@ -244,6 +278,15 @@ class Application:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
                     loop.remove_signal_handler(sig)
+
+
+def _autopost_metrics(metrics: Metrics) -> Callable[[PostAction, float], None]:
+    def on_post(action: PostAction, lag: float) -> None:
+        metrics.autopost_post(action)
+        if not math.isnan(lag):
+            metrics.observe_autopost_lag(lag)
+
+    return on_post
 
 
 def _bound_port(runner: web.AppRunner, fallback: int) -> int:

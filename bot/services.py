@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.crypto import TokenCipher
@@ -14,6 +15,9 @@ from bot.spotify.api import SpotifyApi
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
 from bot.tokens import TokenManager
+
+if TYPE_CHECKING:
+    from bot.autopost.service import AutopostService
 
 
 class PlaybackService:
@@ -48,4 +52,5 @@ class Services:
     links: LinkService
     playback: PlaybackService
     metrics: Metrics | None = None  # None when METRICS_ENABLED is off
+    autopost: AutopostService | None = None  # set by bot.app once the bot exists
     extras: dict[str, object] = field(default_factory=dict)

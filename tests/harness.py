@@ -83,13 +83,24 @@ class Stack:
         env: dict[str, str] | None = None,
         spotify_options: dict[str, Any] | None = None,
         discord_options: dict[str, Any] | None = None,
+        app_options: dict[str, Any] | None = None,
+        spotify: FakeSpotify | None = None,
     ) -> AsyncIterator[Stack]:
+        """``app_options`` go to ``Application`` (e.g. ``autopost_config``). Pass a running
+        ``spotify`` to keep its users and tokens across two runs (a restart on the same DB)."""
         saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
         port = free_port()
         redirect_uri = f"http://127.0.0.1:{port}/callback"
+        if spotify is not None:
+            spotify.redirect_uris.append(redirect_uri)  # so /link works in this run too
         try:
+            spotify_context: contextlib.AbstractAsyncContextManager[FakeSpotify] = (
+                contextlib.nullcontext(spotify)
+                if spotify is not None
+                else FakeSpotify.running(redirect_uris=[redirect_uri], **(spotify_options or {}))
+            )
             async with (
-                FakeSpotify.running(redirect_uris=[redirect_uri], **(spotify_options or {})) as sp,
+                spotify_context as sp,
                 FakeDiscord.running(
                     guilds=list(guilds) if guilds is not None else [default_guild()],
                     **(discord_options or {}),
@@ -112,7 +123,9 @@ class Stack:
                 }
                 values.update(env or {})
                 settings = load_settings(values)
-                async with Application(settings, guild_ready_timeout=0.05) as app:
+                async with Application(
+                    settings, guild_ready_timeout=0.05, **(app_options or {})
+                ) as app:
                     stack = cls(dc, sp, settings, app, http)
                     await asyncio.wait_for(app.bot.wait_until_ready(), 10)
                     await dc.wait_for_command_sync(str(GUILD_ID))
