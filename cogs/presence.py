@@ -1,0 +1,63 @@
+"""Presence mode (ENABLE_PRESENCE): members' Discord Spotify status feeds auto-posting.
+
+Loaded only in presence mode. A PRESENCE_UPDATE that shows Spotify is handed to the auto-poster
+as an observation (no Spotify call). While a member's status shows Spotify, polling is
+suspended for them; when Spotify disappears from the status (paused, stopped, hidden), polling
+resumes. The same update arrives once per shared guild: the auto-poster's duplicate check
+(checked and marked with no await in between) posts it once per music channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import discord
+from discord.ext import commands
+
+from bot.autopost.service import AutopostService
+from bot.client import NowPlayingBot
+from bot.presence import playback_from_activity, spotify_activity
+
+log = logging.getLogger(__name__)
+
+
+class PresenceCog(commands.Cog):
+    def __init__(self, autopost: AutopostService) -> None:
+        self.autopost = autopost
+        self._covered: set[int] = set()  # members whose status shows Spotify right now
+
+    async def observe_member(self, member: discord.Member) -> None:
+        if member.bot:
+            return
+        activity = spotify_activity(member.activities)
+        if activity is None:
+            if member.id in self._covered:
+                self._covered.discard(member.id)
+                self.autopost.resume_polling(member.id)
+            return
+        if member.id not in self._covered:
+            self._covered.add(member.id)
+            self.autopost.suspend_polling(member.id)
+        playback = playback_from_activity(activity, now=time.time())
+        await self.autopost.observe(member.id, playback, source="presence")
+
+    @commands.Cog.listener()
+    async def on_presence_update(self, before: discord.Member, after: discord.Member) -> None:
+        await self.observe_member(after)
+
+    @commands.Cog.listener()
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        # After a reconnect, presences arrive inside GUILD_CREATE with no presence event:
+        # look at every cached member once so a track that changed meanwhile is not missed.
+        for member in list(guild.members):
+            if spotify_activity(member.activities) is not None or member.id in self._covered:
+                await self.observe_member(member)
+
+
+async def setup(bot: commands.Bot) -> None:
+    assert isinstance(bot, NowPlayingBot)
+    autopost = bot.services.autopost
+    if not bot.services.settings.enable_presence or autopost is None:
+        return
+    await bot.add_cog(PresenceCog(autopost))
