@@ -1,0 +1,716 @@
+"""Auto-post benchmark: our poll scheduler against a poll-everyone-every-10-s baseline.
+
+Run: ``.venv/bin/python bench/autopost.py`` (about 7.5 minutes; ``--duration`` is the measured
+minutes, 6.5 by default).
+
+One process serves the fake Spotify and the fake Discord on loopback and plays the listeners;
+each poller runs in its own process, as the real bot would: a discord.py client connected to
+the fake gateway, the real token manager and Spotify client, and ``AutopostService`` with
+either our ``PollScheduler`` or the baseline. Both follow the same 500 simulated listeners
+(the same timelines, under two Spotify accounts each so calls are attributable) and post in
+two separate guilds, so every post is attributable too.
+
+Listeners: real track lengths (2 to 5 minutes), 25% of tracks skipped at a random point, 20%
+of listeners idle (Spotify answers 204). Detection latency is from a track's start on the fake
+to the first post or edit showing it arriving at the fake Discord (both on this process's
+monotonic clock). Calls are counted after a warm-up (``--warmup``, 30 s: every listener's
+first check and token refresh), and also from the start; tracks are judged from 30 s after the
+start, except those starting in the last 35 s (their detection may not be due yet).
+
+``--scale 10000`` instead schedules 10,000 linked members (no Spotify, no posting: stub
+sources) in this process for ``--scale-seconds`` and prints the peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import bisect
+import contextlib
+import heapq
+import json
+import logging
+import math
+import os
+import random
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import discord
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.autopost.discord_side import DiscordPySide
+from bot.autopost.scheduler import (
+    Gone,
+    Observation,
+    PollScheduler,
+    RateLimited,
+    RecordResult,
+    SchedulerConfig,
+)
+from bot.autopost.service import (
+    AutopostConfig,
+    AutopostService,
+    ChannelCheck,
+    ChannelState,
+    MemberView,
+    PollScheduling,
+)
+from bot.client import intents_for
+from bot.crypto import TokenCipher
+from bot.embeds import NowPlayingMessage
+from bot.spotify.api import SpotifyApi
+from bot.spotify.auth import SpotifyAuth
+from bot.spotify.http import SpotifySender
+from bot.spotify.models import CurrentlyPlaying, NothingPlaying, parse_currently_playing
+from bot.storage import LinkedAccount, Storage
+from bot.tokens import TokenManager
+from tests.fakes.discord import FakeDiscord, make_channel, make_guild, make_member, make_user
+from tests.fakes.discord import run_client as run_discord_client
+from tests.fakes.spotify import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REDIRECT_URI,
+    FakeSpotify,
+    track_payload,
+)
+
+POLLERS = ("ours", "baseline")
+GUILD_IDS = {"ours": 710_000_000_000_000_001, "baseline": 720_000_000_000_000_001}
+CHANNEL_IDS = {"ours": 710_000_000_000_000_011, "baseline": 720_000_000_000_000_011}
+MEMBER_BASE = {"ours": 810_000_000_000_000_000, "baseline": 820_000_000_000_000_000}
+SPOTIFY_PREFIX = {"ours": "o", "baseline": "b"}
+KEY = base64.urlsafe_b64encode(b"bench-autopost-key-0123456789abc"[:32]).decode()
+SETTLE_MARGIN = 35.0  # tracks starting this close to the end are not judged
+TRACKS_FROM = 30.0  # tracks are judged from this long after the start (first checks done)
+MIN_COUNTED_PLAY = 30.0
+
+
+# --- the baseline ----------------------------------------------------------------------------
+
+
+class FixedIntervalScheduler:
+    """What other bots do: ask about every member every ``interval`` seconds, whatever they
+    play. First checks are spread over one interval; a 429 holds everyone."""
+
+    def __init__(self, interval: float = 10.0, rng: random.Random | None = None) -> None:
+        self.interval = interval
+        self._rng = rng or random.Random()
+        self._due: dict[int, float] = {}  # math.inf while in flight
+        self._heap: list[tuple[float, int]] = []
+        self._hold = -math.inf
+
+    def add(self, member_id: int, now: float) -> float:
+        if member_id in self._due:
+            return self._due[member_id]
+        return self._plan(member_id, now + self._rng.uniform(0.0, self.interval))
+
+    def remove(self, member_id: int) -> bool:
+        return self._due.pop(member_id, None) is not None
+
+    def __contains__(self, member_id: object) -> bool:
+        return member_id in self._due
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def _plan(self, member_id: int, due: float) -> float:
+        self._due[member_id] = due
+        heapq.heappush(self._heap, (due, member_id))
+        return due
+
+    def _peek(self) -> tuple[float, int] | None:
+        while self._heap:
+            due, member_id = self._heap[0]
+            if self._due.get(member_id) == due:
+                return due, member_id
+            heapq.heappop(self._heap)
+        return None
+
+    def pop_due(self, now: float, limit: int | None = None) -> list[int]:
+        popped: list[int] = []
+        if now < self._hold:
+            return popped
+        while limit is None or len(popped) < limit:
+            top = self._peek()
+            if top is None or top[0] > now:
+                break
+            heapq.heappop(self._heap)
+            self._due[top[1]] = math.inf
+            popped.append(top[1])
+        return popped
+
+    def next_wakeup(self, now: float) -> float | None:
+        top = self._peek()
+        return None if top is None else max(top[0], self._hold)
+
+    def record(self, member_id: int, observation: Observation, now: float) -> RecordResult:
+        if member_id not in self._due:
+            return RecordResult(None)
+        if isinstance(observation, Gone):
+            self.remove(member_id)
+            return RecordResult(None)
+        if isinstance(observation, RateLimited):
+            self.hold_all_until(observation.retry_at)
+        return RecordResult(self._plan(member_id, max(now, self._hold) + self.interval))
+
+    def hold_all_until(self, until: float) -> None:
+        self._hold = max(self._hold, until)
+
+
+# --- simulated listeners ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Play:
+    track_id: str
+    start: float
+    duration: float
+    played: float
+    skipped: bool
+    after_skip: bool
+    first: bool
+
+
+def make_plays(rng: random.Random, index: int, begin: float, until: float) -> list[Play]:
+    plays: list[Play] = []
+    at = begin
+    previous_skipped = False
+    number = 0
+    while at < until:
+        duration = rng.uniform(120.0, 300.0)
+        skipped = rng.random() < 0.25
+        played = rng.uniform(3.0, duration - 3.0) if skipped else duration
+        if number == 0:
+            at = begin - rng.uniform(0.0, played)  # already playing when the bench starts
+        plays.append(
+            Play(
+                f"L{index:04d}N{number:03d}",
+                at,
+                duration,
+                played,
+                skipped,
+                previous_skipped,
+                number == 0,
+            )
+        )
+        at += played
+        previous_skipped = skipped
+        number += 1
+    return plays
+
+
+class Timeline:
+    """The fake Spotify's answer for one listener, computed from real time at each call."""
+
+    def __init__(self, plays: list[Play]) -> None:
+        self.plays = plays
+        self.starts = [play.start for play in plays]
+
+    def __call__(self) -> dict[str, Any]:
+        now = time.monotonic()
+        play = self.plays[max(0, bisect.bisect_right(self.starts, now) - 1)]
+        progress = min(play.duration, max(0.0, now - play.start))
+        return track_payload(
+            play.track_id, f"Track {play.track_id}", int(play.duration * 1000), int(progress * 1000)
+        )
+
+
+# --- a poller process ------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+async def worker(config: dict[str, Any]) -> None:
+    """One poller: discord.py client + storage + tokens + AutopostService, until SIGTERM."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    scheduler: PollScheduling
+    if config["poller"] == "ours":
+        scheduler = PollScheduler(SchedulerConfig(budget_per_window=config["budget"]))
+    else:
+        scheduler = FixedIntervalScheduler(config["baseline_interval"])
+    client = discord.Client(intents=intents_for(False), guild_ready_timeout=0.05)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        storage = await Storage.open(config["database"])
+        sender = SpotifySender(session)
+        auth = SpotifyAuth(
+            sender,
+            client_id=DEFAULT_CLIENT_ID,
+            client_secret=DEFAULT_CLIENT_SECRET,
+            redirect_uri=DEFAULT_REDIRECT_URI,
+            accounts_base=config["spotify_base"],
+        )
+        api = SpotifyApi(sender, api_base=f"{config['spotify_base']}/v1")
+        tokens = TokenManager(storage, TokenCipher([base64.urlsafe_b64decode(KEY)]), auth)
+
+        async def poll(member_id: int) -> CurrentlyPlaying:
+            return await tokens.call(member_id, api.currently_playing)
+
+        service = AutopostService(
+            storage,
+            poll,
+            DiscordPySide(client),
+            scheduler=scheduler,
+            config=AutopostConfig(max_concurrent_polls=config["concurrency"]),
+            hold_until=lambda: sender.hold_until,
+        )
+        fake = SimpleNamespace(token=config["discord_token"], base_url=config["discord_base"])
+        async with run_discord_client(client, fake, ready_timeout=60.0):  # type: ignore[arg-type]
+            await service.start()
+            await service.settle()
+            print(f"READY {service.followed_count}", flush=True)
+            await stop.wait()
+            await service.stop()
+        await storage.close()
+    print("RESULT " + json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+
+@dataclass
+class PollerProcess:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    result: dict[str, Any] | None = None
+
+
+async def start_poller(name: str, config: dict[str, Any], folder: Path) -> PollerProcess:
+    log_path = folder / f"{name}.log"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--worker",
+        json.dumps(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log_path.open("wb"),
+    )
+    poller = PollerProcess(name, process, log_path)
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 120)
+    if not line.startswith(b"READY"):
+        raise RuntimeError(f"{name} did not start: {line!r}; see {log_path}")
+    print(f"  {name}: following {line.split()[1].decode()} members", flush=True)
+    return poller
+
+
+async def stop_poller(poller: PollerProcess) -> None:
+    poller.process.send_signal(signal.SIGTERM)
+    assert poller.process.stdout is not None
+    async with asyncio.timeout(60):
+        async for line in poller.process.stdout:
+            if line.startswith(b"RESULT "):
+                poller.result = json.loads(line[len(b"RESULT ") :])
+        await poller.process.wait()
+    if poller.result is None:
+        raise RuntimeError(f"{poller.name} gave no result; see {poller.log_path}")
+
+
+async def prepare_database(
+    path: Path, poller: str, listeners: int, spotify: FakeSpotify, cipher: TokenCipher
+) -> None:
+    async with await Storage.open(path) as storage:
+        for index in range(listeners):
+            member_id = MEMBER_BASE[poller] + index
+            user = f"{SPOTIFY_PREFIX[poller]}{index}"
+            spotify.add_user(user)
+            _, refresh = spotify.grant_tokens(user)
+            await storage.save_link(
+                LinkedAccount(
+                    discord_user_id=member_id,
+                    spotify_account_id=f"acct-{user}",
+                    spotify_user_id=user,
+                    display_name=user,
+                    refresh_token=cipher.encrypt(member_id, refresh),
+                    scopes="user-read-currently-playing user-read-playback-state",
+                    linked_at=time.time(),
+                )
+            )
+        await storage.set_music_channel(GUILD_IDS[poller], CHANNEL_IDS[poller])
+
+
+def bench_guild(poller: str, listeners: int) -> dict[str, Any]:
+    members = [
+        make_member(make_user(MEMBER_BASE[poller] + index, f"{poller}{index}"))
+        for index in range(listeners)
+    ]
+    return make_guild(
+        GUILD_IDS[poller],
+        f"{poller} guild",
+        channels=[make_channel(CHANNEL_IDS[poller], "music")],
+        members=members,
+    )
+
+
+@dataclass
+class Figures:
+    calls_active_hour: float
+    calls_idle_hour: float
+    calls_active_hour_whole: float
+    calls_idle_hour_whole: float
+    natural: list[float]
+    after_skip: list[float]
+    missed: int
+    judged: int
+    duplicates: int
+    posts: int
+    edits: int
+    peak_rss_mb: float
+
+
+def display_events(discord_fake: FakeDiscord, channel_id: int) -> list[tuple[float, str]]:
+    """(arrival, track id) of every post and edit that reached the channel, in order."""
+    prefix = f"/channels/{channel_id}/messages"
+    events = []
+    for request in discord_fake.requests:
+        if request.status != 200 or not request.path.startswith(prefix):
+            continue
+        if request.method not in ("POST", "PATCH") or not isinstance(request.json, dict):
+            continue
+        embeds = request.json.get("embeds") or []
+        url = embeds[0].get("url") if embeds else None
+        if isinstance(url, str):
+            events.append((request.received_at, url.rsplit("/", 1)[-1]))
+    return sorted(events)
+
+
+def poll_counts(spotify: FakeSpotify) -> Counter[str]:
+    """currently-playing calls so far, per Spotify user."""
+    return Counter(
+        {
+            user: count
+            for (endpoint, user), count in spotify.calls.items()
+            if endpoint == "currently_playing" and user
+        }
+    )
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def judge(
+    poller: str,
+    timelines: dict[int, list[Play]],
+    idle: list[int],
+    calls: tuple[Counter[str], float],
+    whole_run: tuple[Counter[str], float],
+    events: list[tuple[float, str]],
+    window: tuple[float, float],
+    rss: float,
+) -> Figures:
+    """``calls``: polls per Spotify user since a time; ``window``: tracks starting in it."""
+    begin, end = window
+    prefix = SPOTIFY_PREFIX[poller]
+
+    def rate(counted: tuple[Counter[str], float], members: Iterable[int]) -> float:
+        counts, since = counted
+        indexes = list(members)
+        hours = (end - since) / 3600.0
+        total = sum(counts[f"{prefix}{index}"] for index in indexes)
+        return total / (len(indexes) * hours) if indexes else math.nan
+
+    first_seen: dict[str, float] = {}
+    shown = Counter(track_id for _, track_id in events)
+    for at, track_id in events:
+        first_seen.setdefault(track_id, at)
+    natural: list[float] = []
+    after_skip: list[float] = []
+    missed = judged = 0
+    for plays in timelines.values():
+        for play in plays:
+            if play.first or not begin <= play.start <= end - SETTLE_MARGIN:
+                continue
+            seen = first_seen.get(play.track_id)
+            if play.played >= MIN_COUNTED_PLAY:
+                judged += 1
+                if seen is None:
+                    missed += 1
+            if seen is not None:
+                (after_skip if play.after_skip else natural).append(seen - play.start)
+    return Figures(
+        calls_active_hour=rate(calls, timelines),
+        calls_idle_hour=rate(calls, idle),
+        calls_active_hour_whole=rate(whole_run, timelines),
+        calls_idle_hour_whole=rate(whole_run, idle),
+        natural=natural,
+        after_skip=after_skip,
+        missed=missed,
+        judged=judged,
+        duplicates=sum(count - 1 for count in shown.values() if count > 1),
+        posts=0,
+        edits=0,
+        peak_rss_mb=rss,
+    )
+
+
+def report(figures: dict[str, Figures], args: argparse.Namespace, interval: float) -> None:
+    ours, base = figures["ours"], figures["baseline"]
+
+    def lat(values: list[float]) -> str:
+        return f"{percentile(values, 0.5):6.2f} / {percentile(values, 0.95):6.2f}"
+
+    rows = [
+        ("Spotify calls per active listener-hour", lambda f: f"{f.calls_active_hour:15.1f}"),
+        ("Spotify calls per idle listener-hour", lambda f: f"{f.calls_idle_hour:15.1f}"),
+        (
+            "  the same from the start (active/idle)",
+            lambda f: f"{f.calls_active_hour_whole:7.1f} / {f.calls_idle_hour_whole:<5.1f}",
+        ),
+        ("latency natural end p50 / p95 (s)", lambda f: f"{lat(f.natural):>15}"),
+        ("latency after a skip p50 / p95 (s)", lambda f: f"{lat(f.after_skip):>15}"),
+        (
+            "tracks timed (natural / after skip)",
+            lambda f: f"{len(f.natural):>7} / {len(f.after_skip):<5}",
+        ),
+        ("missed tracks that played >= 30 s", lambda f: f"{f.missed:>9} of {f.judged:<4}"),
+        ("duplicate posts", lambda f: f"{f.duplicates:15d}"),
+        ("posts / edits", lambda f: f"{f.posts:>7} / {f.edits:<5}"),
+        ("peak RSS of the poller process (MB)", lambda f: f"{f.peak_rss_mb:15.1f}"),
+    ]
+    print()
+    print(f"{'':40} {'ours':>15}   {f'baseline ({interval:g} s)':>18}")
+    for label, cell in rows:
+        print(f"{label:40} {cell(ours):>15}   {cell(base):>18}")
+    ratio = ours.calls_active_hour / base.calls_active_hour
+    print()
+    print("targets for ours:")
+    checks = [
+        (
+            f"natural p95 <= 3 s: {percentile(ours.natural, 0.95):.2f}",
+            percentile(ours.natural, 0.95) <= 3,
+        ),
+        (
+            f"after-skip p95 <= 30 s: {percentile(ours.after_skip, 0.95):.2f}",
+            percentile(ours.after_skip, 0.95) <= 30,
+        ),
+        (f"active calls <= 40% of the baseline's: {ratio:.1%}", ratio <= 0.40),
+        (f"idle calls <= 40 per hour: {ours.calls_idle_hour:.1f}", ours.calls_idle_hour <= 40),
+        (f"missed == 0: {ours.missed}", ours.missed == 0),
+        (f"duplicates == 0: {ours.duplicates}", ours.duplicates == 0),
+    ]
+    for text, ok in checks:
+        print(f"  [{'ok' if ok else 'MISSED'}] {text}")
+
+
+async def run_bench(args: argparse.Namespace) -> None:
+    rng = random.Random(args.seed)
+    listeners = args.listeners
+    idle = sorted(rng.sample(range(listeners), round(listeners * args.idle_share)))
+    idle_set = set(idle)
+    total = args.duration * 60.0
+    print(
+        f"{listeners} listeners ({listeners - len(idle)} active, {len(idle)} idle), "
+        f"{total / 60:.1f} min after a {args.warmup:.0f} s warm-up, seed {args.seed}, "
+        f"our budget {args.budget} requests / 30 s",
+        flush=True,
+    )
+    guilds = [bench_guild(poller, listeners) for poller in POLLERS]
+    cipher = TokenCipher([base64.urlsafe_b64decode(KEY)])
+    async with (
+        FakeSpotify.running(users=(), record_requests=False) as spotify,
+        FakeDiscord.running(guilds=guilds) as discord_fake,
+    ):
+        begin = time.monotonic() + 20.0  # the pollers are up by then
+        until = begin + args.warmup + total + 120.0
+        timelines = {
+            index: make_plays(rng, index, begin, until)
+            for index in range(listeners)
+            if index not in idle_set
+        }
+        with tempfile.TemporaryDirectory(prefix="bench-autopost-") as folder_name:
+            folder = Path(folder_name)
+            for poller in POLLERS:
+                await prepare_database(folder / f"{poller}.db", poller, listeners, spotify, cipher)
+            for index in range(listeners):
+                timeline = Timeline(timelines[index]) if index in timelines else None
+                for poller in POLLERS:
+                    spotify.set_playing(f"{SPOTIFY_PREFIX[poller]}{index}", timeline)
+            print("starting the pollers", flush=True)
+            processes = []
+            for poller in POLLERS:
+                config = {
+                    "poller": poller,
+                    "database": str(folder / f"{poller}.db"),
+                    "spotify_base": spotify.base_url,
+                    "discord_base": discord_fake.base_url,
+                    "discord_token": discord_fake.token,
+                    "budget": args.budget,
+                    "baseline_interval": args.baseline_interval,
+                    "concurrency": args.concurrency,
+                }
+                processes.append(await start_poller(poller, config, folder))
+            try:
+                started = max(begin, time.monotonic())
+                await asyncio.sleep(max(0.0, started - time.monotonic()))
+                calls_at_start = poll_counts(spotify)
+                warm = started + args.warmup
+                await asyncio.sleep(warm - time.monotonic())
+                calls_before = poll_counts(spotify)
+                print(f"warm-up done; measuring for {total / 60:.1f} min", flush=True)
+                end = warm + total
+                while (left := end - time.monotonic()) > 0:
+                    await asyncio.sleep(min(60.0, left))
+                    if left > 60:
+                        print(f"  {int((end - time.monotonic()) // 60) + 1} min left", flush=True)
+                calls_after = poll_counts(spotify)
+                await asyncio.sleep(1.0)  # posts of checks made just before the end land
+            finally:
+                for process in processes:
+                    await stop_poller(process)
+        calls = calls_after - calls_before
+        whole_run = calls_after - calls_at_start
+        figures = {}
+        for poller, process in zip(POLLERS, processes, strict=True):
+            events = display_events(discord_fake, CHANNEL_IDS[poller])
+            result = judge(
+                poller,
+                timelines,
+                idle,
+                (calls, warm),
+                (whole_run, started),
+                events,
+                (started + TRACKS_FROM, end),
+                float((process.result or {}).get("peak_rss_mb", math.nan)),
+            )
+            prefix = f"/channels/{CHANNEL_IDS[poller]}/messages"
+            ours_requests = [
+                r for r in discord_fake.requests if r.status == 200 and r.path.startswith(prefix)
+            ]
+            result.posts = sum(r.method == "POST" for r in ours_requests)
+            result.edits = sum(r.method == "PATCH" for r in ours_requests)
+            figures[poller] = result
+    report(figures, args, args.baseline_interval)
+
+
+# --- 10,000 members, scheduled --------------------------------------------------------------
+
+
+class SilentSide:
+    """Discord for the scale run: everyone is a member, and nothing is ever posted."""
+
+    async def wait_until_ready(self) -> None:
+        return None
+
+    def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
+        return ChannelCheck(ChannelState.UNAVAILABLE)  # skip posting, quietly
+
+    async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
+        return MemberView(f"member{user_id}")
+
+    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
+        raise AssertionError("the scale run never posts")
+
+    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+        raise AssertionError("the scale run never posts")
+
+    async def last_message_id(self, channel_id: int) -> int | None:
+        return None
+
+
+async def run_scale(args: argparse.Namespace) -> None:
+    members = args.scale
+    rng = random.Random(args.seed)
+    before = peak_rss_mb()
+    with tempfile.TemporaryDirectory(prefix="bench-autopost-scale-") as folder:
+        async with await Storage.open(Path(folder) / "scale.db") as storage:
+            for index in range(members):
+                await storage.save_link(
+                    LinkedAccount(
+                        discord_user_id=900_000 + index,
+                        spotify_account_id=f"acct-{index}",
+                        spotify_user_id=f"user{index}",
+                        display_name=f"user{index}",
+                        refresh_token=os.urandom(120),
+                        scopes="user-read-currently-playing",
+                        linked_at=time.time(),
+                    )
+                )
+            await storage.set_music_channel(1, 2)
+            idle = {900_000 + index for index in rng.sample(range(members), members // 5)}
+            polls = Counter[str]()
+
+            async def fetch(member_id: int) -> CurrentlyPlaying:
+                polls["calls"] += 1
+                if member_id in idle:
+                    return NothingPlaying(received_at=time.time())
+                payload = track_payload(
+                    f"m{member_id}t{int(time.time() // 200)}", "Song", 200_000, 50_000
+                )
+                return parse_currently_playing(payload, received_at=time.time())
+
+            service = AutopostService(
+                storage,
+                fetch,
+                SilentSide(),
+                config=AutopostConfig(
+                    scheduler=SchedulerConfig(budget_per_window=args.budget), membership_lookups=8
+                ),
+            )
+            started = time.monotonic()
+            await service.start()
+            await service.settle()
+            scheduled = len(service.scheduler)
+            await asyncio.sleep(max(0.0, args.scale_seconds - (time.monotonic() - started)))
+            await service.stop()
+    print(f"linked members: {members}; scheduled: {scheduled}; followed: {service.followed_count}")
+    print(
+        f"polls made in {args.scale_seconds:.0f} s (budget {args.budget} / 30 s): {polls['calls']}"
+    )
+    print(
+        f"peak RSS: {peak_rss_mb():.1f} MB (at start of the run: {before:.1f} MB); target <= 150 MB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--listeners", type=int, default=500)
+    parser.add_argument("--idle-share", type=float, default=0.2)
+    parser.add_argument("--duration", type=float, default=6.5, help="measured minutes")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=30.0,
+        help="seconds before calls are counted (first checks, token refreshes)",
+    )
+    parser.add_argument("--budget", type=int, default=1000, help="our requests per 30 s")
+    parser.add_argument("--baseline-interval", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=8, help="polls in flight per poller")
+    parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--scale", type=int, default=0, help="members for the memory run")
+    parser.add_argument("--scale-seconds", type=float, default=60.0)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        asyncio.run(worker(json.loads(args.worker)))
+    elif args.scale:
+        if args.budget == parser.get_default("budget"):
+            args.budget = 120  # the bot's default SPOTIFY_REQUEST_BUDGET
+        asyncio.run(run_scale(args))
+    else:
+        asyncio.run(run_bench(args))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
