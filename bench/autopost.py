@@ -17,6 +17,9 @@ monotonic clock). Calls are counted after a warm-up (``--warmup``, 30 s: every l
 first check and token refresh), and also from the start; tracks are judged from 30 s after the
 start, except those starting in the last 35 s (their detection may not be due yet).
 
+``--presence`` runs the presence benchmark instead (``bench/autopost_presence.py``): the real
+bot in presence mode, PRESENCE_UPDATE -> post latency and Spotify calls for covered members.
+
 ``--scale 10000`` instead schedules 10,000 linked members (no Spotify, no posting: stub
 sources) in this process for ``--scale-seconds`` and prints the peak RSS.
 """
@@ -51,6 +54,8 @@ import discord
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.autopost_presence import add_arguments as add_presence_arguments
+from bench.autopost_presence import run_presence
 from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.scheduler import (
     Gone,
@@ -700,8 +705,17 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=0, help="members for the memory run")
     parser.add_argument("--scale-seconds", type=float, default=60.0)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--presence",
+        action="store_true",
+        help="the presence run instead: PRESENCE_UPDATE -> post latency, Spotify calls",
+    )
+    add_presence_arguments(parser)
     args = parser.parse_args()
-    if args.worker:
+    if args.presence:
+        if not asyncio.run(run_presence(args)):
+            raise SystemExit(1)
+    elif args.worker:
         asyncio.run(worker(json.loads(args.worker)))
     elif args.scale:
         if args.budget == parser.get_default("budget"):
