@@ -43,8 +43,9 @@ class AutopostCog(commands.Cog):
         guild_only=True,
     )
 
-    def __init__(self, service: AutopostService) -> None:
+    def __init__(self, service: AutopostService, *, presence_enabled: bool = False) -> None:
         self.service = service
+        self.presence_enabled = presence_enabled
 
     async def _notice_for(self, interaction: discord.Interaction[Any]) -> str:
         """The notice left when auto-posting turned itself off, for admins, once."""
@@ -116,7 +117,13 @@ class AutopostCog(commands.Cog):
                 else:
                     text += f" Here that is <#{channel_id}>."
             if not self.service.is_linked(interaction.user.id):
-                text += " Link your Spotify account with /link so I can see what you play."
+                if self.presence_enabled:
+                    text += (
+                        " I see what you play while your Discord status shows Spotify, or "
+                        "always once you link your account with /link."
+                    )
+                else:
+                    text += " Link your Spotify account with /link so I can see what you play."
         await interaction.response.send_message(notice + text, ephemeral=True)
 
     @commands.Cog.listener()
@@ -129,4 +136,4 @@ async def setup(bot: commands.Bot) -> None:
     service = bot.services.autopost
     if service is None:
         raise RuntimeError("cogs.autopost needs services.autopost (built by bot.app)")
-    await bot.add_cog(AutopostCog(service))
+    await bot.add_cog(AutopostCog(service, presence_enabled=bot.services.settings.enable_presence))

@@ -132,6 +132,7 @@ async def test_presence_only_member_posts_after_opting_in_without_spotify_calls(
 
         reply = await command(stack, "me", {"enabled": True}, user_id=BOB_ID)
         assert reply.ephemeral
+        assert "Discord status shows Spotify" in reply.content
         start = len(stack.discord.channel_posts)
         sent_at = time.monotonic()
         await stack.discord.update_user_presence(BOB_ID, [listening("trackBBBB", "After")])
