@@ -14,16 +14,15 @@ Token values never reach a log line; every value seen is announced to the secret
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from bot.crypto import TokenCipher
 from bot.errors import InvalidGrant, LinkBroken, NotLinked, SpotifyBadResponse, SpotifyUnauthorized
+from bot.keyed_locks import KeyedLocks, LockEntry
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.models import SpotifyUser, TokenGrant
 from bot.storage import LinkedAccount, Storage
@@ -44,14 +43,13 @@ class _CachedToken:
     spotify_account_id: str
 
 
-class _LockEntry:
-    """A member's refresh lock, counted so it is dropped when nobody holds or awaits it."""
+class _LockEntry(LockEntry):
+    """A member's refresh lock, dropped when nobody holds or awaits it."""
 
-    __slots__ = ("forgotten", "lock", "users")
+    __slots__ = ("forgotten",)
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
+        super().__init__()
         self.forgotten = False  # forget() ran while a refresh was in flight
 
 
@@ -73,7 +71,7 @@ class TokenManager:
         self._clock = clock if clock is not None else auth.clock
         self._early_refresh = early_refresh
         self._cache: dict[int, _CachedToken] = {}
-        self._locks: dict[int, _LockEntry] = {}
+        self._locks: KeyedLocks[int, _LockEntry] = KeyedLocks(_LockEntry)
         self._secret_listeners: list[SecretListener] = []
         self._on_refresh = on_refresh
 
@@ -108,20 +106,6 @@ class TokenManager:
         if cached is not None and self._clock() < cached.expires_at - self._early_refresh:
             return cached
         return None
-
-    @asynccontextmanager
-    async def _member_lock(self, user_id: int) -> AsyncIterator[_LockEntry]:
-        entry = self._locks.get(user_id)
-        if entry is None:
-            entry = self._locks[user_id] = _LockEntry()
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield entry
-        finally:
-            entry.users -= 1
-            if entry.users == 0 and self._locks.get(user_id) is entry:
-                del self._locks[user_id]
 
     @property
     def cached_members(self) -> int:
@@ -179,7 +163,7 @@ class TokenManager:
             linked_at=time.time(),
             status="active",
         )
-        async with self._member_lock(user_id) as entry:
+        async with self._locks.hold(user_id) as entry:
             await self._storage.save_link(account)
             entry.forgotten = False
             # save_link takes the Spotify account away from any other member: drop their
@@ -195,7 +179,7 @@ class TokenManager:
     # --- refreshing -----------------------------------------------------------------------
 
     async def _refreshed_token(self, user_id: int, *, rejected: str | None, force: bool) -> str:
-        async with self._member_lock(user_id) as entry:
+        async with self._locks.hold(user_id) as entry:
             # Second check inside the lock: whoever held it before us may have refreshed.
             cached = self._fresh(user_id)
             if cached is not None:

@@ -38,8 +38,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -55,6 +54,7 @@ from bot.autopost.scheduler import (
 )
 from bot.embeds import NowPlayingMessage, render_now_playing
 from bot.errors import BotError
+from bot.keyed_locks import KeyedLocks, LockEntry
 from bot.spotify.models import CurrentlyPlaying, Playback
 from bot.storage import LastPost, Storage
 
@@ -184,14 +184,6 @@ class AutopostConfig:
 # --- the service ---------------------------------------------------------------------------
 
 
-class _LockEntry:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
 class AutopostService:
     """Follows members, polls Spotify for them, and posts their new items. See the module doc.
 
@@ -233,7 +225,7 @@ class AutopostService:
         self._membership: dict[tuple[int, int], tuple[bool, float]] = {}  # (guild, member)
         self._observed: dict[int, str] = {}  # member -> last item seen playing
         self._last_posts: dict[tuple[int, int], LastPost] = {}  # (member, channel)
-        self._member_locks: dict[int, _LockEntry] = {}
+        self._member_locks: KeyedLocks[int, LockEntry] = KeyedLocks(LockEntry)
         self._settings_lock = asyncio.Lock()
 
         self._lookups: asyncio.Queue[int] = asyncio.Queue()
@@ -305,7 +297,7 @@ class AutopostService:
         if self._observed.get(member_id) == key:
             return
         self._observed[member_id] = key
-        async with self._member_lock(member_id):
+        async with self._member_locks.hold(member_id):
             if self._observed.get(member_id) != key:
                 return  # a newer item came in while we waited: that one is posted instead
             posted_everywhere = await self._post_everywhere(member_id, playback, key, source)
@@ -616,20 +608,6 @@ class AutopostService:
             log.warning("auto-post: poll of member %s failed: %r", member_id, error)
 
     # --- posting --------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _member_lock(self, member_id: int) -> AsyncIterator[None]:
-        entry = self._member_locks.get(member_id)
-        if entry is None:
-            entry = self._member_locks[member_id] = _LockEntry()
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._member_locks[member_id]
 
     async def _post_everywhere(
         self, member_id: int, playback: Playback, key: str, source: Source
