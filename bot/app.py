@@ -8,6 +8,7 @@ import contextlib
 import logging
 import math
 import signal
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
@@ -23,6 +24,7 @@ from bot.autopost.service import AutopostConfig, AutopostService, PostAction
 from bot.client import NowPlayingBot
 from bot.config import Settings
 from bot.crypto import TokenCipher
+from bot.db import SchemaVersionError
 from bot.linking import LinkService
 from bot.logs import SecretMasker
 from bot.metrics import Metrics
@@ -114,7 +116,17 @@ class Application:
         session = await self._stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         )
-        storage = await Storage.open(settings.database_path)
+        try:
+            storage = await Storage.open(settings.database_path)
+        except SchemaVersionError as exc:
+            raise StartupError(
+                f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
+                "bot; upgrade the bot (or restore a backup)"
+            ) from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(
+                f"DATABASE_PATH: cannot open {settings.database_path} ({exc})"
+            ) from exc
         self._stack.push_async_callback(storage.close)
         cipher = TokenCipher(settings.token_encryption_keys)
         metrics = Metrics() if settings.metrics_enabled else None
@@ -150,8 +162,6 @@ class Application:
             playback=playback,
             metrics=metrics,
         )
-        self.services.extras["sender"] = sender
-        self.services.extras["api"] = api
 
         gateway = None
         if not settings.uses_default_discord:
@@ -206,7 +216,13 @@ class Application:
         self.web_port = _bound_port(self.web_runner, settings.web_port)
         log.info("Web server listening on %s:%s", settings.web_host, self.web_port)
 
-        await self.bot.login(settings.discord_token)
+        try:
+            await self.bot.login(settings.discord_token)
+        except discord.LoginFailure as exc:
+            raise StartupError(
+                "DISCORD_TOKEN was rejected by Discord; copy it again from the Developer Portal "
+                "(your application -> Bot -> Reset Token)"
+            ) from exc
         self._bot_task = asyncio.create_task(self._connect_forever(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
 
@@ -218,13 +234,13 @@ class Application:
             try:
                 await self.bot.connect(reconnect=True)
                 return
-            except discord.PrivilegedIntentsRequired:
-                log.critical(
-                    "Discord refused the privileged intents. ENABLE_PRESENCE=true needs the "
+            except discord.PrivilegedIntentsRequired as exc:
+                raise StartupError(
+                    "Discord refused the privileged intents: ENABLE_PRESENCE=true needs the "
                     "Presence and Server Members intents switched on in the Developer Portal "
-                    "(Bot -> Privileged Gateway Intents)."
-                )
-                raise
+                    "(your application -> Bot -> Privileged Gateway Intents), or set "
+                    "ENABLE_PRESENCE=false"
+                ) from exc
             except (OSError, aiohttp.ClientError, discord.GatewayNotFound, AttributeError) as exc:
                 if self.bot.is_closed():
                     return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
@@ -53,4 +53,3 @@ class Services:
     playback: PlaybackService
     metrics: Metrics | None = None  # None when METRICS_ENABLED is off
     autopost: AutopostService | None = None  # set by bot.app once the bot exists
-    extras: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,146 @@
+"""``python -m bot`` as a self-hoster runs it: one clear line and an exit status, no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.spotify import FakeSpotify
+from tests.harness import KEY, default_guild, free_port
+
+PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+async def run_cli(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SPOTIFY_"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": PROJECT_ROOT, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+def bot_env(tmp_path: Path, discord: FakeDiscord, spotify: FakeSpotify, **extra: str) -> dict:
+    port = free_port()
+    return {
+        "DISCORD_TOKEN": discord.token,
+        "SPOTIFY_CLIENT_ID": spotify.client_id,
+        "SPOTIFY_CLIENT_SECRET": spotify.client_secret,
+        "SPOTIFY_REDIRECT_URI": f"http://127.0.0.1:{port}/callback",
+        "TOKEN_ENCRYPTION_KEY": KEY,
+        "DATABASE_PATH": str(tmp_path / "data" / "bot.db"),
+        "WEB_HOST": "127.0.0.1",
+        "WEB_PORT": str(port),
+        "DISCORD_API_BASE": discord.api_url,
+        "SPOTIFY_ACCOUNTS_BASE": spotify.accounts_base,
+        "SPOTIFY_API_BASE": spotify.api_base,
+        **extra,
+    }
+
+
+async def test_bad_settings_exit_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    status, output = await run_cli(
+        {"WEB_PORT": "eighty", "SPOTIFY_REDIRECT_URI": "http://localhost:8080/callback"}, tmp_path
+    )
+    assert status == 2
+    assert "Traceback" not in output
+    lines = [line.strip() for line in output.splitlines()]
+    assert any(line.startswith("DISCORD_TOKEN: missing") for line in lines)
+    assert any(line.startswith("WEB_PORT: 'eighty'") for line in lines)
+    assert any("Spotify rejects" in line for line in lines)
+
+
+async def test_rejected_discord_token_is_one_clear_line(tmp_path: Path) -> None:
+    async with FakeSpotify.running() as spotify, FakeDiscord.running() as discord:
+        env = bot_env(tmp_path, discord, spotify, DISCORD_TOKEN="not-the-token")
+        status, output = await run_cli(env, tmp_path)
+    assert status == 1
+    assert "Traceback" not in output
+    assert "DISCORD_TOKEN was rejected by Discord" in output
+    assert "not-the-token" not in output
+
+
+async def test_privileged_intents_refused_is_one_clear_line(tmp_path: Path) -> None:
+    async with (
+        FakeSpotify.running() as spotify,
+        FakeDiscord.running(guilds=[default_guild()], enabled_privileged_intents=0) as discord,
+    ):
+        env = bot_env(tmp_path, discord, spotify, ENABLE_PRESENCE="true")
+        status, output = await run_cli(env, tmp_path)
+    assert status == 1
+    assert "Traceback" not in output
+    assert "Presence and Server Members intents" in output
+    assert "must be switched on" in output or "switched on in the Developer Portal" in output
+
+
+async def test_database_from_a_newer_bot_is_refused_clearly(tmp_path: Path) -> None:
+    import sqlite3
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with sqlite3.connect(folder / "bot.db") as connection:
+        connection.execute("PRAGMA user_version = 999")
+    async with FakeSpotify.running() as spotify, FakeDiscord.running() as discord:
+        status, output = await run_cli(bot_env(tmp_path, discord, spotify), tmp_path)
+    assert status == 1
+    assert "Traceback" not in output
+    assert "written by a newer version of the bot" in output
+
+
+async def test_gen_key_prints_a_usable_key(tmp_path: Path) -> None:
+    status, output = await run_cli({}, tmp_path, "gen-key")
+    assert status == 0
+    from bot.config import decode_key
+
+    assert len(decode_key(output.strip())) == 32
+
+
+async def test_rotate_keys_reencrypts_with_the_first_key(tmp_path: Path) -> None:
+    import base64
+
+    from bot.crypto import TokenCipher
+    from bot.storage import LinkedAccount, Storage
+
+    old = base64.urlsafe_b64decode(KEY)
+    new_text = base64.urlsafe_b64encode(b"n" * 32).decode()
+    database = tmp_path / "data" / "bot.db"
+    async with await Storage.open(database) as storage:
+        blob = TokenCipher([old]).encrypt(42, "refresh-token-value")
+        await storage.save_link(
+            LinkedAccount(42, "acct", "user", "User", blob, "scope", 0.0, "active")
+        )
+    env = {
+        "DISCORD_TOKEN": "t",
+        "SPOTIFY_CLIENT_ID": "id",
+        "SPOTIFY_CLIENT_SECRET": "secret",
+        "SPOTIFY_REDIRECT_URI": "http://127.0.0.1:8080/callback",
+        "TOKEN_ENCRYPTION_KEY": f"{new_text},{KEY}",
+        "DATABASE_PATH": str(database),
+    }
+    status, output = await run_cli(env, tmp_path, "rotate-keys")
+    assert status == 0, output
+    assert "Re-encrypted 1 stored secret(s)" in output
+    async with await Storage.open(database) as storage:
+        link = await storage.get_link(42)
+    assert link is not None
+    assert link.refresh_token is not None
+    new_only = TokenCipher([base64.urlsafe_b64decode(new_text)])
+    assert new_only.decrypt(42, link.refresh_token) == "refresh-token-value"
+    status, output = await run_cli(env, tmp_path, "rotate-keys")
+    assert "Re-encrypted 0 stored secret(s)" in output
