@@ -91,14 +91,21 @@ def page_response(
     )
 
 
+# Probes (Docker's HEALTHCHECK every 30 s, a Prometheus scraper) would drown the log at INFO.
+_PROBE_PATHS = frozenset({"/healthz", "/metrics"})
+
+
 class QuietAccessLogger(AbstractAccessLogger):
     """Access log without query strings: the callback's query carries the OAuth code."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        access_log.info(
+        path = request.rel_url.path
+        level = logging.DEBUG if path in _PROBE_PATHS and response.status < 400 else logging.INFO
+        access_log.log(
+            level,
             "%s %s %s %.1fms",
             request.method,
-            request.rel_url.path,
+            path,
             response.status,
             time * 1000,
         )

@@ -470,6 +470,17 @@ async def test_the_access_log_leaves_the_code_and_state_out(
     assert not [r for r in caplog.records if r.name == "aiohttp.access"]
 
 
+async def test_health_probes_are_logged_at_debug_only(
+    site: Web, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="bot.web.access"):
+        async with site.client.get("/healthz") as response:
+            assert response.status == 200
+    (record,) = [r for r in caplog.records if r.name == "bot.web.access"]
+    assert record.levelno == logging.DEBUG
+    assert record.getMessage().startswith("GET /healthz 200 ")
+
+
 def test_the_web_module_never_imports_discord() -> None:
     code = (
         "import sys, bot.web\n"
