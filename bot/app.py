@@ -9,7 +9,7 @@ import logging
 import math
 import signal
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -310,9 +310,3 @@ def _bound_port(runner: web.AppRunner, fallback: int) -> int:
         if isinstance(site_address, tuple) and len(site_address) >= 2:
             return int(site_address[1])
     return fallback
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, **bot_options: Any) -> AsyncIterator[Application]:
-    async with Application(settings, **bot_options) as app:
-        yield app
