@@ -9,6 +9,7 @@ Nothing is stored unless every step succeeded.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 STATE_TTL_SECONDS = 600.0
 # A pasted address longer than this is not a callback URL; refuse before parsing it.
 MAX_PASTE_LENGTH = 4000
+# Spotify refresh tokens stop working 6 months after the member authorized; refreshing does
+# not extend that (SPOTIFY.md). Remind members in the last two weeks.
+REFRESH_TOKEN_LIFETIME_DAYS = 182
+EXPIRY_WARNING_DAYS = 14
 
 FailureKind = Literal[
     "denied",
@@ -86,6 +91,19 @@ def parse_pasted_address(text: str) -> dict[str, str]:
     if "?" in cleaned:
         cleaned = cleaned.split("?", 1)[1]
     return dict(parse_qsl(cleaned, keep_blank_values=False))
+
+
+def expiry_reminder(linked_at: float, now: float) -> str | None:
+    """Words for a member whose link runs out soon (or None): Spotify ends it 6 months after
+    they authorized, however often the bot refreshes."""
+    days_left = REFRESH_TOKEN_LIFETIME_DAYS - (now - linked_at) / 86400
+    if days_left > EXPIRY_WARNING_DAYS:
+        return None
+    when = "within a day" if days_left <= 1 else f"in {math.ceil(days_left)} days"
+    return (
+        f"Heads-up: Spotify ends your link {when} (links last six months). "
+        "Run /link to renew it; it takes a few seconds."
+    )
 
 
 _RELINK = "Run /link in Discord to get a fresh link."

@@ -20,6 +20,7 @@ from bot.errors import (
     SpotifyForbidden,
     SpotifyUnauthorized,
 )
+from bot.linking import LinkService, expiry_reminder
 from bot.presence import member_playback
 from bot.services import PlaybackService
 from bot.spotify.models import CurrentlyPlaying
@@ -29,8 +30,15 @@ DEFER_AFTER_SECONDS = 1.5
 
 
 class NowPlayingCog(commands.Cog):
-    def __init__(self, playback: PlaybackService, *, presence_enabled: bool = False) -> None:
+    def __init__(
+        self,
+        playback: PlaybackService,
+        links: LinkService,
+        *,
+        presence_enabled: bool = False,
+    ) -> None:
         self.playback = playback
+        self.links = links
         self.presence_enabled = presence_enabled
 
     @app_commands.command(
@@ -82,6 +90,14 @@ class NowPlayingCog(commands.Cog):
             await interaction.followup.send(**kwargs)
         else:
             await interaction.response.send_message(**kwargs)
+        if is_self and playback.source == "spotify":
+            await self._remind_if_expiring(interaction)
+
+    async def _remind_if_expiring(self, interaction: discord.Interaction[Any]) -> None:
+        link = await self.links.current_link(interaction.user.id)
+        reminder = expiry_reminder(link.linked_at, time.time()) if link is not None else None
+        if reminder is not None:
+            await interaction.followup.send(reminder, ephemeral=True)
 
     async def _lookup(
         self,
@@ -128,5 +144,9 @@ class NowPlayingCog(commands.Cog):
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
     await bot.add_cog(
-        NowPlayingCog(bot.services.playback, presence_enabled=bot.services.settings.enable_presence)
+        NowPlayingCog(
+            bot.services.playback,
+            bot.services.links,
+            presence_enabled=bot.services.settings.enable_presence,
+        )
     )

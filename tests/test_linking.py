@@ -363,3 +363,19 @@ def test_database_bytes_reads_sqlite(tmp_path: Path) -> None:
     world = LinkWorld.__new__(LinkWorld)
     world.db_path = path
     assert b"needle-1234" in world.database_bytes()
+
+
+def test_expiry_reminder_only_in_the_last_two_weeks() -> None:
+    from bot.linking import expiry_reminder
+
+    day = 86400.0
+    linked = 1_000_000.0
+    assert expiry_reminder(linked, linked + 10 * day) is None
+    assert expiry_reminder(linked, linked + 167 * day) is None
+    soon = expiry_reminder(linked, linked + 170.5 * day)
+    assert soon is not None
+    assert "in 12 days" in soon
+    assert "/link" in soon
+    assert "in 2 days" in (expiry_reminder(linked, linked + 180.5 * day) or "")
+    assert "within a day" in (expiry_reminder(linked, linked + 181.5 * day) or "")
+    assert "within a day" in (expiry_reminder(linked, linked + 200 * day) or "")

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -618,3 +619,27 @@ async def test_link_messages_keep_no_view_of_their_own(tmp_path: Path) -> None:
         location = await redirect_location(stack, authorize_url_of(ephemeral.components))
         answer = await paste(stack, ephemeral, BOB_ID, location)
         assert answer.content.startswith("Linked as **Bob**")
+
+
+async def test_np_reminds_privately_when_the_link_runs_out_soon(tmp_path: Path) -> None:
+    import dataclasses
+
+    from tests.fakes.spotify import track_payload as payload
+
+    async with Stack.running(tmp_path) as stack:
+        await stack.link(ALICE_ID, "alice")
+        stack.spotify.set_playing("alice", payload("t1", "Song", 200_000, 10_000))
+        fresh = await stack.np(ALICE_ID)
+        await fresh.wait_for_reply()
+
+        storage = stack.app.services.storage
+        link = await storage.get_link(ALICE_ID)
+        assert link is not None
+        await storage.save_link(dataclasses.replace(link, linked_at=time.time() - 175 * 86400))
+        old = await stack.np(ALICE_ID)
+        reply = await old.wait_for_reply()
+        assert reply.embeds[0]["title"] == "Song"
+        reminder = await old.wait_for_followup(0)
+        assert reminder.ephemeral
+        assert "Spotify ends your link in 7 days" in reminder.content
+        assert not fresh.followups  # a fresh link gets no reminder
