@@ -40,6 +40,9 @@ from bot.web import QuietAccessLogger, WebDependencies, create_app
 log = logging.getLogger(__name__)
 
 FIRST_CONNECT_RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0, 60.0)
+# discord.py names the tasks that run slash commands and component/modal callbacks so.
+INTERACTION_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
+INTERACTION_DRAIN_SECONDS = 3.0
 
 
 class StartupError(Exception):
@@ -260,6 +263,15 @@ class Application:
         return self._bot_task
 
     async def _close_bot(self) -> None:
+        # Let commands, buttons and modals already running answer their member (and finish
+        # their own follow-ups) before the HTTP session goes away; then close the gateway.
+        running = [
+            task
+            for task in asyncio.all_tasks()
+            if task.get_name().startswith(INTERACTION_TASK_PREFIXES) and not task.done()
+        ]
+        if running:
+            await asyncio.wait(running, timeout=INTERACTION_DRAIN_SECONDS)
         await self.bot.close()
         if self._bot_task is not None:
             if not self._bot_task.done():
