@@ -643,3 +643,17 @@ async def test_np_reminds_privately_when_the_link_runs_out_soon(tmp_path: Path) 
         assert reminder.ephemeral
         assert "Spotify ends your link in 7 days" in reminder.content
         assert not fresh.followups  # a fresh link gets no reminder
+
+
+async def test_shutdown_lets_a_running_command_answer(tmp_path: Path) -> None:
+    from tests.fakes.spotify import track_payload as payload
+
+    async with Stack.running(tmp_path) as stack:
+        await stack.link(ALICE_ID, "alice")
+        stack.spotify.set_playing("alice", payload("t1", "Late Song", 200_000, 10_000))
+        stack.spotify.delay_next("currently_playing", 0.5)
+        sent = await stack.np(ALICE_ID)
+        await asyncio.sleep(0.1)  # the command is now waiting for the slow answer
+        await stack.app.close()  # SIGTERM arrives while /np waits for Spotify
+        reply = await sent.wait_for_reply(timeout=5)
+        assert reply.embeds[0]["title"] == "Late Song"
