@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -71,7 +72,14 @@ class NowPlayingCog(commands.Cog):
             playback = await asyncio.wait_for(asyncio.shield(lookup), DEFER_AFTER_SECONDS)
         except TimeoutError:
             await interaction.response.defer(thinking=True)
-            playback = await lookup
+            try:
+                playback = await lookup
+            except Exception:
+                # The public "thinking" message would turn into the error for everyone to see:
+                # remove it, so the error handler's follow-up is a private message instead.
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.delete_original_response()
+                raise
         message = render_now_playing(
             playback,
             member_name=target.display_name,

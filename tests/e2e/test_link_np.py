@@ -657,3 +657,18 @@ async def test_shutdown_lets_a_running_command_answer(tmp_path: Path) -> None:
         await stack.app.close()  # SIGTERM arrives while /np waits for Spotify
         reply = await sent.wait_for_reply(timeout=5)
         assert reply.embeds[0]["title"] == "Late Song"
+
+
+async def test_np_error_after_a_defer_stays_private(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path) as stack:
+        await stack.link(ALICE_ID, "alice")
+        # Slow, then a plain-text 403: the answer comes after the public "thinking" message.
+        stack.spotify.fail_next("currently_playing", 403, delay=2.0)
+        sent = await stack.np(ALICE_ID)
+        callback = await sent.wait_for_callback(timeout=3)
+        assert callback.type == 5
+        error = await sent.wait_for_followup(0, timeout=5)
+        assert error.ephemeral
+        assert "allow-list" in error.content
+        assert sent.original is not None
+        assert sent.original.deleted  # nobody else sees a stuck or failed "thinking" message

@@ -1900,6 +1900,7 @@ class FakeDiscord:
         if (
             original is not None
             and original.loading
+            and not original.deleted  # deleted "thinking": the follow-up is a new message
             and interaction.callback is not None
             and interaction.callback.type == DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE
         ):
