@@ -34,7 +34,8 @@ from bot.spotify.models import (
     Playback,
     Track,
 )
-from bot.storage import LastPost, LinkedAccount, Storage
+from bot.storage import LastPost, Storage
+from tests.helpers import ManualClock, linked_account
 
 GUILD = 1001
 OTHER_GUILD = 1002
@@ -166,32 +167,12 @@ class Spotify:
         return answer
 
 
-class WallClock:
-    def __init__(self) -> None:
-        self.now = 1_750_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def linked_account(user_id: int) -> LinkedAccount:
-    return LinkedAccount(
-        discord_user_id=user_id,
-        spotify_account_id=f"acct-{user_id}",
-        spotify_user_id=f"user-{user_id}",
-        display_name=f"User {user_id}",
-        refresh_token=b"encrypted",
-        scopes="user-read-currently-playing",
-        linked_at=1_750_000_000.0,
-    )
-
-
 @dataclass
 class World:
     storage: Storage
     side: FakeSide
     spotify: Spotify
-    wall: WallClock
+    wall: ManualClock
     service: AutopostService
     posted: list[tuple[str, float]]
 
@@ -223,7 +204,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await storage.save_link(linked_account(BOB))
     await storage.set_music_channel(GUILD, MUSIC)
     spotify = Spotify()
-    built = World(storage, FakeSide(), spotify, WallClock(), None, [])  # type: ignore[arg-type]
+    built = World(storage, FakeSide(), spotify, ManualClock(1_750_000_000.0), None, [])  # type: ignore[arg-type]
     built.service = make_service(built)
     await built.service.start()
     await built.service.settle()

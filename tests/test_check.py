@@ -21,10 +21,11 @@ from aiohttp import web
 from bot import db
 from bot.check import check_async, invite_url
 from bot.crypto import TokenCipher
-from bot.storage import LinkedAccount, Storage
+from bot.storage import Storage
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
 from tests.harness import KEY, free_port
+from tests.helpers import linked_account
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OLD_KEY = base64.urlsafe_b64encode(b"old-key-for-check-tests-32-bytes"[:32]).decode()
@@ -91,18 +92,6 @@ def assert_no_secrets(text: str, env: dict[str, str]) -> None:
             assert value not in text, name
 
 
-def linked(user_id: int, token: bytes | None) -> LinkedAccount:
-    return LinkedAccount(
-        discord_user_id=user_id,
-        spotify_account_id=f"acct-{user_id}",
-        spotify_user_id=f"user-{user_id}",
-        display_name=f"User {user_id}",
-        refresh_token=token,
-        scopes="user-read-currently-playing",
-        linked_at=1_750_000_000.0,
-    )
-
-
 def raw_key(text: str) -> bytes:
     return base64.urlsafe_b64decode(text)
 
@@ -111,7 +100,9 @@ async def seed(path: Path, key: str, user_ids: range) -> None:
     cipher = TokenCipher([raw_key(key)])
     async with await Storage.open(path) as storage:
         for user_id in user_ids:
-            await storage.save_link(linked(user_id, cipher.encrypt(user_id, f"RT-{user_id}")))
+            await storage.save_link(
+                linked_account(user_id, cipher.encrypt(user_id, f"RT-{user_id}"))
+            )
 
 
 # --- success -----------------------------------------------------------------------------------

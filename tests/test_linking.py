@@ -32,26 +32,10 @@ from tests.fakes.spotify import (
     DEFAULT_REDIRECT_URI,
     FakeSpotify,
 )
+from tests.helpers import ManualClock, no_sleep
 
 ALICE = 111_111_111_111_111_111
 BOB = 222_222_222_222_222_222
-
-
-class WallClock:
-    """The LinkService clock (Unix time); moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-async def no_sleep(seconds: float) -> None:
-    return None
 
 
 class LinkWorld:
@@ -69,7 +53,7 @@ class LinkWorld:
         self.session = session
         self.db_path = db_path
         self.cipher = TokenCipher([os.urandom(32)])
-        self.clock = WallClock()
+        self.clock = ManualClock(1_800_000_000.0)
         # Retries of 5xx answers happen, but without sleeping: the tests stay fast.
         self.sender = SpotifySender(session, sleep=no_sleep)
         self.auth = SpotifyAuth(

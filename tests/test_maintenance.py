@@ -9,23 +9,11 @@ import pytest
 from bot.crypto import TokenCipher
 from bot.errors import DecryptionError
 from bot.maintenance import UndecryptableSecrets, count_secrets_by_key, rotate_keys
-from bot.storage import LinkedAccount, Storage
+from bot.storage import Storage
+from tests.helpers import linked_account
 
 OLD_KEY = os.urandom(32)
 NEW_KEY = os.urandom(32)
-
-
-def linked(user_id: int, token: bytes | None) -> LinkedAccount:
-    return LinkedAccount(
-        discord_user_id=user_id,
-        spotify_account_id=f"acct-{user_id}",
-        spotify_user_id=f"user-{user_id}",
-        display_name=f"User {user_id}",
-        refresh_token=token,
-        scopes="user-read-currently-playing",
-        linked_at=1_750_000_000.0,
-        status="active",
-    )
 
 
 @pytest.fixture
@@ -36,7 +24,9 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
 
 async def seed(storage: Storage, cipher: TokenCipher, user_ids: range) -> None:
     for user_id in user_ids:
-        await storage.save_link(linked(user_id, cipher.encrypt(user_id, f"refresh-{user_id}")))
+        await storage.save_link(
+            linked_account(user_id, cipher.encrypt(user_id, f"refresh-{user_id}"))
+        )
 
 
 async def plaintexts(storage: Storage, cipher: TokenCipher) -> dict[int, str]:
@@ -50,7 +40,7 @@ async def test_rotate_keys_counts_and_is_idempotent(storage: Storage) -> None:
     await seed(storage, TokenCipher([OLD_KEY]), range(1, 4))
     rotating = TokenCipher([NEW_KEY, OLD_KEY])
     await seed(storage, rotating, range(4, 6))  # already under the new key
-    await storage.save_link(linked(6, None))  # broken link: nothing to rotate
+    await storage.save_link(linked_account(6, None))  # broken link: nothing to rotate
     assert await count_secrets_by_key(storage, rotating) == (2, 3, 0)
 
     assert await rotate_keys(storage, rotating) == 3
@@ -71,7 +61,7 @@ async def test_rotation_with_nothing_stored(storage: Storage) -> None:
 async def test_undecryptable_secret_stops_rotation_and_changes_nothing(storage: Storage) -> None:
     await seed(storage, TokenCipher([OLD_KEY]), range(1, 3))
     lost_key_blob = TokenCipher([os.urandom(32)]).encrypt(3, "refresh-3")
-    await storage.save_link(linked(3, lost_key_blob))
+    await storage.save_link(linked_account(3, lost_key_blob))
     rotating = TokenCipher([NEW_KEY, OLD_KEY])
     before = await storage.list_encrypted_secrets()
     assert await count_secrets_by_key(storage, rotating) == (0, 2, 1)
@@ -89,7 +79,7 @@ async def test_skip_undecryptable_keeps_them_untouched(storage: Storage) -> None
     await seed(storage, TokenCipher([OLD_KEY]), range(1, 3))
     # A secret copied onto another member's row does not authenticate either.
     copied = (await storage.list_encrypted_secrets())[0][1]
-    await storage.save_link(linked(3, copied))
+    await storage.save_link(linked_account(3, copied))
     rotating = TokenCipher([NEW_KEY, OLD_KEY])
 
     assert await rotate_keys(storage, rotating, skip_undecryptable=True) == 2

@@ -32,10 +32,7 @@ from tests.fakes.spotify import (
     track_payload,
     unknown_payload,
 )
-
-
-async def no_sleep(seconds: float) -> None:
-    return None
+from tests.helpers import no_sleep
 
 
 @pytest.fixture

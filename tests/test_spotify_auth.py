@@ -26,18 +26,7 @@ from tests.fakes.spotify import (
     DEFAULT_REDIRECT_URI,
     FakeSpotify,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def no_sleep(seconds: float) -> None:
-    return None
+from tests.helpers import ManualClock, no_sleep
 
 
 @pytest.fixture
@@ -55,12 +44,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(500.0)
 
 
 @pytest.fixture
-def sender(session: aiohttp.ClientSession, clock: FakeClock) -> SpotifySender:
+def sender(session: aiohttp.ClientSession, clock: ManualClock) -> SpotifySender:
     return SpotifySender(session, clock=clock, sleep=no_sleep)
 
 
@@ -128,7 +117,7 @@ async def test_approve_then_exchange_code(
     fake: FakeSpotify,
     session: aiohttp.ClientSession,
     sender: SpotifySender,
-    clock: FakeClock,
+    clock: ManualClock,
 ) -> None:
     fake.approve_as("bob")
     query = await approve(session, auth.authorize_url("st-1"))
@@ -302,7 +291,7 @@ async def test_token_answer_without_access_token_is_a_bad_response(
 
 
 async def test_refresh_without_rotation_keeps_no_new_refresh_token(
-    auth: SpotifyAuth, fake: FakeSpotify, clock: FakeClock
+    auth: SpotifyAuth, fake: FakeSpotify, clock: ManualClock
 ) -> None:
     _, refresh_token = fake.grant_tokens("alice")
     clock.now = 900.0

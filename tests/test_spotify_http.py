@@ -18,17 +18,7 @@ from bot.spotify.http import (
     parse_retry_after,
 )
 from tests.fakes.spotify import FakeSpotify, track_payload
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.helpers import ManualClock
 
 
 class RecordingSleep:
@@ -54,8 +44,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -71,7 +61,7 @@ def outcomes() -> list[tuple[str, str]]:
 @pytest.fixture
 def sender(
     session: aiohttp.ClientSession,
-    clock: FakeClock,
+    clock: ManualClock,
     sleeps: RecordingSleep,
     outcomes: list[tuple[str, str]],
 ) -> SpotifySender:
@@ -183,7 +173,7 @@ async def test_429_raises_at_once_even_with_retry_after_3600(
 async def test_429_holds_every_request_app_wide_without_touching_the_network(
     fake: FakeSpotify,
     sender: SpotifySender,
-    clock: FakeClock,
+    clock: ManualClock,
     outcomes: list[tuple[str, str]],
 ) -> None:
     fake.fail_next("currently_playing", 429, retry_after=120, user="alice")
@@ -205,7 +195,7 @@ async def test_429_holds_every_request_app_wide_without_touching_the_network(
 
 
 async def test_hold_lifts_after_retry_after(
-    fake: FakeSpotify, sender: SpotifySender, clock: FakeClock
+    fake: FakeSpotify, sender: SpotifySender, clock: ManualClock
 ) -> None:
     fake.fail_next("me", 429, retry_after=30)
     with pytest.raises(SpotifyRateLimited):
@@ -220,7 +210,7 @@ async def test_hold_lifts_after_retry_after(
 
 
 async def test_quota_exceeded_flag(
-    fake: FakeSpotify, sender: SpotifySender, clock: FakeClock
+    fake: FakeSpotify, sender: SpotifySender, clock: ManualClock
 ) -> None:
     fake.fail_next("currently_playing", 429, retry_after=86_400, quota_exceeded=True)
     with pytest.raises(SpotifyRateLimited) as caught:
@@ -395,7 +385,7 @@ async def test_non_idempotent_request_is_retried_after_5xx_and_refused_connectio
 
 
 async def test_requests_in_window_counts_attempts_in_a_rolling_window(
-    fake: FakeSpotify, sender: SpotifySender, clock: FakeClock
+    fake: FakeSpotify, sender: SpotifySender, clock: ManualClock
 ) -> None:
     assert sender.requests_in_window() == 0
     await sender.send(me(fake, "alice"))
@@ -411,7 +401,7 @@ async def test_requests_in_window_counts_attempts_in_a_rolling_window(
 
 
 async def test_requests_in_window_keeps_history_for_a_longer_window(
-    fake: FakeSpotify, sender: SpotifySender, clock: FakeClock
+    fake: FakeSpotify, sender: SpotifySender, clock: ManualClock
 ) -> None:
     assert sender.requests_in_window(60) == 0  # asks for more history from now on
     await sender.send(me(fake, "alice"))
@@ -422,7 +412,7 @@ async def test_requests_in_window_keeps_history_for_a_longer_window(
 
 
 async def test_requests_in_window_stays_small_under_load(
-    fake: FakeSpotify, sender: SpotifySender, clock: FakeClock
+    fake: FakeSpotify, sender: SpotifySender, clock: ManualClock
 ) -> None:
     for _ in range(200):
         await sender.send(me(fake, "alice"))
@@ -444,7 +434,7 @@ async def test_a_failing_metrics_hook_does_not_break_requests(
 
 
 async def test_no_retry_starts_after_five_seconds_in_all(
-    fake: FakeSpotify, session: aiohttp.ClientSession, clock: FakeClock
+    fake: FakeSpotify, session: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     # Each slow 502 "takes" 2.2 s on the fake clock: after the second one, 4.4 s have passed
     # and another backoff would end past the 5 s budget, so the sender gives up.

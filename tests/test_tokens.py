@@ -36,24 +36,10 @@ from tests.fakes.spotify import (
     FakeSpotify,
     track_payload,
 )
+from tests.helpers import ManualClock, no_sleep
 
 ALICE = 111_111_111_111_111_111
 BOB = 222_222_222_222_222_222
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-async def no_sleep(seconds: float) -> None:
-    return None
 
 
 class World:
@@ -71,7 +57,7 @@ class World:
         self.storage = storage
         self.cipher = cipher
         self.db_path = db_path
-        self.clock = FakeClock()
+        self.clock = ManualClock(10_000.0)
         self.sender = SpotifySender(session, clock=self.clock, sleep=no_sleep)
         self.auth = SpotifyAuth(
             self.sender,
