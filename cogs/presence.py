@@ -25,20 +25,15 @@ log = logging.getLogger(__name__)
 class PresenceCog(commands.Cog):
     def __init__(self, autopost: AutopostService) -> None:
         self.autopost = autopost
-        self._covered: set[int] = set()  # members whose status shows Spotify right now
 
     async def observe_member(self, member: discord.Member) -> None:
         if member.bot:
             return
         activity = spotify_activity(member.activities)
         if activity is None:
-            if member.id in self._covered:
-                self._covered.discard(member.id)
-                self.autopost.resume_polling(member.id)
+            self.autopost.resume_polling(member.id)  # a no-op unless it was suspended
             return
-        if member.id not in self._covered:
-            self._covered.add(member.id)
-            self.autopost.suspend_polling(member.id)
+        self.autopost.suspend_polling(member.id)  # idempotent
         playback = playback_from_activity(activity, now=time.time())
         await self.autopost.observe(member.id, playback, source="presence")
 
@@ -51,8 +46,7 @@ class PresenceCog(commands.Cog):
         # After a reconnect, presences arrive inside GUILD_CREATE with no presence event:
         # look at every cached member once so a track that changed meanwhile is not missed.
         for member in list(guild.members):
-            if spotify_activity(member.activities) is not None or member.id in self._covered:
-                await self.observe_member(member)
+            await self.observe_member(member)
 
 
 async def setup(bot: commands.Bot) -> None:

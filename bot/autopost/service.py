@@ -311,7 +311,10 @@ class AutopostService:
         self.scheduler.remove(member_id)
 
     def resume_polling(self, member_id: int) -> None:
-        """Poll again when the other source went away (e.g. the presence lost Spotify)."""
+        """Poll again when the other source went away (e.g. the presence lost Spotify).
+        A no-op for a member who was not suspended."""
+        if member_id not in self._suspended:
+            return
         self._suspended.discard(member_id)
         if member_id in self._followed and member_id not in self.scheduler:
             self.scheduler.add(member_id, self._clock())
