@@ -104,6 +104,46 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX last_posts_channel_id ON last_posts (channel_id)",
         ),
     ),
+    Migration(
+        version=3,
+        description="listening log: plays and the servers each member was seen in",
+        statements=(
+            # One row per play: the member, the track and when it started. Names are kept as
+            # they were then, so the log reads without a Spotify call. ``artist`` is the first
+            # artist (what /recap counts); ``artists`` every name, joined with "; ".
+            """
+            CREATE TABLE plays (
+                id              INTEGER PRIMARY KEY,
+                discord_user_id INTEGER NOT NULL,
+                track_id        TEXT    NOT NULL,
+                started_at      REAL    NOT NULL,
+                track_name      TEXT    NOT NULL,
+                artist          TEXT    NOT NULL,
+                artists         TEXT    NOT NULL,
+                album_id        TEXT,
+                album_name      TEXT,
+                image_url       TEXT,
+                duration_ms     INTEGER NOT NULL,
+                source          TEXT    NOT NULL
+            )
+            """,
+            # A member's history and the duplicate check (member, track near a start time).
+            "CREATE INDEX plays_member_started ON plays (discord_user_id, started_at)",
+            # /recap: a range of start times, covering the member, track and artist, so the
+            # aggregate never touches the table rows; retention deletes by the same range.
+            "CREATE INDEX plays_started_cover ON plays "
+            "(started_at, discord_user_id, track_id, artist)",
+            """
+            CREATE TABLE listening_guilds (
+                guild_id        INTEGER NOT NULL,
+                discord_user_id INTEGER NOT NULL,
+                seen_at         REAL    NOT NULL,
+                PRIMARY KEY (guild_id, discord_user_id)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX listening_guilds_member ON listening_guilds (discord_user_id)",
+        ),
+    ),
 )
 
 LATEST_SCHEMA_VERSION: Final = len(MIGRATIONS)

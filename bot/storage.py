@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import sqlite3
 import time
@@ -73,6 +74,64 @@ class LastPost:
     item_key: str
     message_id: int
     posted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    """One play in the listening log. ``artists`` in Spotify's order (the first is the one
+    /recap counts); ``started_at`` is Unix time."""
+
+    discord_user_id: int
+    track_id: str
+    started_at: float
+    track_name: str
+    artists: tuple[str, ...]
+    duration_ms: int
+    source: str
+    album_id: str | None = None
+    album_name: str | None = None
+    image_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecapEntry:
+    """A track (``key`` is its id) or an artist (``key`` is the name) and its play count."""
+
+    key: str
+    name: str
+    plays: int
+    artists: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Recap:
+    tracks: tuple[RecapEntry, ...]
+    artists: tuple[RecapEntry, ...]
+    listeners: int
+    plays: int
+
+
+ARTIST_SEPARATOR: Final = "; "
+_PLAY_COLUMNS: Final = (
+    "discord_user_id, track_id, started_at, track_name, artist, artists, album_id, album_name, "
+    "image_url, duration_ms, source"
+)
+PRUNE_BATCH: Final = 5000
+
+
+def _play_from_row(row: sqlite3.Row) -> Play:
+    return Play(
+        discord_user_id=int(row[0]),
+        track_id=str(row[1]),
+        started_at=float(row[2]),
+        track_name=str(row[3]),
+        artists=tuple(name for name in str(row[5]).split(ARTIST_SEPARATOR) if name),
+        album_id=str(row[6]) if row[6] is not None else None,
+        album_name=str(row[7]) if row[7] is not None else None,
+        image_url=str(row[8]) if row[8] is not None else None,
+        duration_ms=int(row[9]),
+        source=str(row[10]),
+    )
 
 
 def hash_link_state(state: str) -> bytes:
@@ -300,7 +359,14 @@ class Storage:
         """
         async with self._transaction() as tx:
             removed = 0
-            for table in ("linked_accounts", "member_settings", "last_posts", "link_states"):
+            for table in (
+                "linked_accounts",
+                "member_settings",
+                "last_posts",
+                "link_states",
+                "plays",
+                "listening_guilds",
+            ):
                 removed += await tx.execute(
                     f"DELETE FROM {table} WHERE discord_user_id = ?",  # noqa: S608
                     (user_id,),
@@ -546,6 +612,167 @@ class Storage:
         """Forget every last post in a channel; return how many there were."""
         return await self._write("DELETE FROM last_posts WHERE channel_id = ?", (channel_id,))
 
+    # --- listening log -------------------------------------------------------------------------
+
+    async def record_play(self, play: Play, *, match_from: float, match_to: float) -> bool:
+        """Insert ``play`` unless the member already has a play of that track that started
+        between ``match_from`` and ``match_to`` (the caller's rule for "the same play").
+
+        The check and the insert share one transaction, so two sources (or two processes)
+        recording the same play at once leave one row. True when a row was inserted.
+        """
+        artists = ARTIST_SEPARATOR.join(name.replace(ARTIST_SEPARATOR, ";") for name in play.artists)
+        first = play.artists[0] if play.artists else ""
+        async with self._transaction() as tx:
+            existing = await tx.fetchone(
+                "SELECT 1 FROM plays WHERE discord_user_id = ? AND started_at BETWEEN ? AND ? "
+                "AND track_id = ? LIMIT 1",
+                (play.discord_user_id, match_from, match_to, play.track_id),
+            )
+            if existing is not None:
+                return False
+            await tx.execute(
+                f"INSERT INTO plays ({_PLAY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (
+                    play.discord_user_id,
+                    play.track_id,
+                    play.started_at,
+                    play.track_name,
+                    first,
+                    artists,
+                    play.album_id,
+                    play.album_name,
+                    play.image_url,
+                    play.duration_ms,
+                    play.source,
+                ),
+            )
+        return True
+
+    async def recent_plays(self, user_id: int, *, limit: int = 10) -> list[Play]:
+        """The member's latest plays, newest first."""
+        rows = await self._fetchall(
+            f"SELECT {_PLAY_COLUMNS} FROM plays WHERE discord_user_id = ? "  # noqa: S608
+            "ORDER BY started_at DESC LIMIT ?",
+            (user_id, limit),
+        )
+        return [_play_from_row(row) for row in rows]
+
+    async def latest_play_at(self, user_id: int) -> float | None:
+        row = await self._fetchone(
+            "SELECT max(started_at) FROM plays WHERE discord_user_id = ?", (user_id,)
+        )
+        return float(row[0]) if row is not None and row[0] is not None else None
+
+    async def delete_plays(self, user_id: int) -> int:
+        """Forget the member's listening log (and where they were seen); return the plays."""
+        async with self._transaction() as tx:
+            removed = await tx.execute("DELETE FROM plays WHERE discord_user_id = ?", (user_id,))
+            await tx.execute("DELETE FROM listening_guilds WHERE discord_user_id = ?", (user_id,))
+        return removed
+
+    async def prune_plays(self, *, before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete plays that started before ``before``, ``batch`` rows per transaction so a
+        large prune never holds the write lock for long. Returns how many were deleted."""
+        total = 0
+        while True:
+            removed = await self._write(
+                "DELETE FROM plays WHERE id IN "
+                "(SELECT id FROM plays WHERE started_at < ? LIMIT ?)",
+                (before, batch),
+            )
+            total += removed
+            if removed < batch:
+                return total
+            await asyncio.sleep(0)  # let other queries in between batches
+
+    async def count_plays(self) -> int:
+        row = await self._fetchone("SELECT count(*) FROM plays")
+        return int(row[0]) if row is not None else 0
+
+    async def note_listening_guild(self, guild_id: int, user_id: int, *, now: float) -> None:
+        """Remember that the member was seen in the server (their plays count there)."""
+        await self._write(
+            """
+            INSERT INTO listening_guilds (guild_id, discord_user_id, seen_at) VALUES (?, ?, ?)
+            ON CONFLICT (guild_id, discord_user_id) DO UPDATE SET seen_at = excluded.seen_at
+            """,
+            (guild_id, user_id, now),
+        )
+
+    async def forget_listening_guild(self, guild_id: int, user_id: int) -> None:
+        await self._write(
+            "DELETE FROM listening_guilds WHERE guild_id = ? AND discord_user_id = ?",
+            (guild_id, user_id),
+        )
+
+    async def list_listening_guilds(self) -> list[tuple[int, int]]:
+        """Every (guild id, member id) pair the log knows."""
+        rows = await self._fetchall("SELECT guild_id, discord_user_id FROM listening_guilds")
+        return [(int(row[0]), int(row[1])) for row in rows]
+
+    async def recap(
+        self, member_ids: Iterable[int], *, since: float, limit: int = 10
+    ) -> Recap:
+        """The most-played tracks and artists of these members since ``since``, with how many
+        of them listened.
+
+        One pass over the covering index of start times counts plays per track (the ``+``
+        keeps SQLite from choosing the per-member index, which would visit table rows); the
+        artists' totals are summed from the per-track counts.
+        """
+        members = json.dumps(sorted(set(member_ids)))
+        where = "started_at >= ? AND +discord_user_id IN (SELECT value FROM json_each(?))"
+        async with self._lock:
+            connection = self._require_connection()
+            # One seek per member in the per-member index: far cheaper than a DISTINCT pass.
+            listeners = list(
+                await connection.execute_fetchall(
+                    "SELECT count(*) FROM json_each(?) AS m WHERE EXISTS (SELECT 1 FROM plays "
+                    "WHERE discord_user_id = m.value AND started_at >= ?)",
+                    (members, since),
+                )
+            )
+            per_track = list(
+                await connection.execute_fetchall(
+                    f"SELECT track_id, artist, count(*), max(id) FROM plays WHERE {where} "  # noqa: S608
+                    "GROUP BY track_id",
+                    (since, members),
+                )
+            )
+            per_track.sort(key=lambda row: (-int(row[2]), str(row[0])))
+            top = per_track[:limit]
+            names: dict[int, tuple[str, str]] = {}
+            if top:
+                rows = await connection.execute_fetchall(
+                    "SELECT id, track_name, artists FROM plays WHERE id IN "
+                    "(SELECT value FROM json_each(?))",
+                    (json.dumps([int(row[3]) for row in top]),),
+                )
+                names = {int(row[0]): (str(row[1]), str(row[2])) for row in rows}
+        by_artist: dict[str, int] = {}
+        for row in per_track:
+            artist = str(row[1])
+            if artist:
+                by_artist[artist] = by_artist.get(artist, 0) + int(row[2])
+        tracks = []
+        for row in top:
+            name, artists = names.get(int(row[3]), (str(row[0]), ""))
+            tracks.append(
+                RecapEntry(
+                    key=str(row[0]),
+                    name=name,
+                    plays=int(row[2]),
+                    artists=tuple(a for a in artists.split(ARTIST_SEPARATOR) if a),
+                )
+            )
+        top_artists = sorted(by_artist.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        return Recap(
+            tracks=tuple(tracks),
+            artists=tuple(RecapEntry(key=a, name=a, plays=n) for a, n in top_artists),
+            listeners=int(listeners[0][0]) if listeners else 0,
+            plays=sum(int(row[2]) for row in per_track),
+        )
 
 __all__ = [
     "GuildSettings",
@@ -553,6 +780,9 @@ __all__ = [
     "LinkStateResult",
     "LinkStatus",
     "LinkedAccount",
+    "Play",
+    "Recap",
+    "RecapEntry",
     "Storage",
     "hash_link_state",
 ]
