@@ -28,6 +28,7 @@ from bot.db import SchemaVersionError
 from bot.linking import LinkService
 from bot.logs import SecretMasker
 from bot.metrics import Metrics
+from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
@@ -156,6 +157,8 @@ class Application:
             await self._stack.enter_async_context(
                 metrics.linked_members_refresher(storage.count_links)
             )
+        privacy = PrivacyService(storage)
+        await privacy.start()
         self.services = Services(
             settings=settings,
             storage=storage,
@@ -163,6 +166,7 @@ class Application:
             tokens=tokens,
             links=links,
             playback=playback,
+            privacy=privacy,
             metrics=metrics,
         )
 
