@@ -25,7 +25,9 @@ from bot.client import NowPlayingBot
 from bot.config import Settings
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
+from bot.history import AutopostFeed, ListeningLog
 from bot.linking import LinkService
+from bot.listening import SpotifyListening
 from bot.logs import SecretMasker
 from bot.metrics import Metrics
 from bot.privacy import PrivacyService
@@ -197,6 +199,7 @@ class Application:
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)
+        await self._start_listening_log(storage, tokens, api, scheduler, autopost)
 
         app = create_app(
             WebDependencies(
@@ -232,6 +235,42 @@ class Application:
             ) from exc
         self._bot_task = asyncio.create_task(self._connect_forever(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
+
+    async def _start_listening_log(
+        self,
+        storage: Storage,
+        tokens: TokenManager,
+        api: SpotifyApi,
+        scheduler: PollScheduler,
+        autopost: AutopostService,
+    ) -> ListeningLog:
+        """The listening log, fed by every source that observes a play (see bot.history)."""
+        services = self.services
+
+        async def recently_played(member_id: int, after_ms: int | None) -> Any:
+            return await listening.recently_played(member_id, after_ms)
+
+        history = ListeningLog(
+            storage,
+            services.privacy,
+            keep_days=self.settings.listening_log_days,
+            recently_played=recently_played,
+        )
+        listening = SpotifyListening(
+            tokens, api, storage, history, on_request=scheduler.note_request
+        )
+        services.history = history
+        services.listening = listening
+        feed = AutopostFeed(history)
+        autopost.add_play_listener(feed.on_play)
+        autopost.add_gap_listener(feed.on_gap)
+        services.playback.add_listener(feed.on_np)
+        services.links.add_unlinked_listener(history.member_unlinked)
+        services.links.add_linked_listener(history.member_linked)
+        services.privacy.add_private_listener(history.member_went_private)
+        await history.start()
+        self._stack.push_async_callback(history.stop)
+        return history
 
     async def _connect_forever(self) -> None:
         """Keep the gateway up. discord.py reconnects by itself once connected, but a failed

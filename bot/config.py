@@ -45,6 +45,7 @@ class Settings:
     log_format: str = "text"
     metrics_enabled: bool = False
     spotify_request_budget: int = 120
+    listening_log_days: int = 90
 
     @property
     def redirect_path(self) -> str:
@@ -245,6 +246,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                 f"SPOTIFY_REQUEST_BUDGET: '{raw_budget}' is not a positive whole number"
             )
 
+    listening_log_days = 90
+    raw_days = get("LISTENING_LOG_DAYS")
+    if raw_days is not None:
+        if raw_days.isdigit() and int(raw_days) <= 36500:
+            listening_log_days = int(raw_days)
+        else:
+            problems.append(
+                f"LISTENING_LOG_DAYS: '{raw_days}' is not a whole number of days "
+                "(0 keeps no listening history)"
+            )
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -265,6 +277,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_format=log_format,
         metrics_enabled=metrics_enabled,
         spotify_request_budget=budget,
+        listening_log_days=listening_log_days,
     )
 
 

@@ -46,8 +46,10 @@ __all__ = [
     "embed_limit_problems",
     "embed_total_length",
     "escape_markdown",
+    "fit_markdown",
     "format_duration",
     "make_view",
+    "markdown_link",
     "pick_image",
     "progress_bar",
     "render_now_playing",
@@ -567,3 +569,14 @@ def make_view(buttons: Sequence[LinkButton]) -> discord.ui.View | None:
             )
         )
     return view
+
+
+def markdown_link(text: str, url: str | None, *, text_limit: int = LINK_TEXT_LIMIT) -> str:
+    """``[text](url)`` for other pure builders: escaped, shortened text; a URL that cannot
+    break the link (plain escaped text when the URL is unusable)."""
+    return _link(text, url, text_limit=text_limit)
+
+
+def fit_markdown(text: str, limit: int) -> str:
+    """One line of escaped text, shortened to fit ``limit`` characters once escaped."""
+    return _fit_markdown(text, limit)

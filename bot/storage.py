@@ -368,10 +368,14 @@ class Storage:
                 "member_guild_settings",
                 "last_posts",
                 "link_states",
-                "plays",
-                "listening_guilds",
             ):
                 removed += await tx.execute(
+                    f"DELETE FROM {table} WHERE discord_user_id = ?",  # noqa: S608
+                    (user_id,),
+                )
+            # The listening log goes too; it alone is not "anything to unlink".
+            for table in ("plays", "listening_guilds"):
+                await tx.execute(
                     f"DELETE FROM {table} WHERE discord_user_id = ?",  # noqa: S608
                     (user_id,),
                 )
@@ -731,7 +735,9 @@ class Storage:
         The check and the insert share one transaction, so two sources (or two processes)
         recording the same play at once leave one row. True when a row was inserted.
         """
-        artists = ARTIST_SEPARATOR.join(name.replace(ARTIST_SEPARATOR, ";") for name in play.artists)
+        artists = ARTIST_SEPARATOR.join(
+            name.replace(ARTIST_SEPARATOR, ";") for name in play.artists
+        )
         first = play.artists[0] if play.artists else ""
         async with self._transaction() as tx:
             existing = await tx.fetchone(
@@ -787,8 +793,7 @@ class Storage:
         total = 0
         while True:
             removed = await self._write(
-                "DELETE FROM plays WHERE id IN "
-                "(SELECT id FROM plays WHERE started_at < ? LIMIT ?)",
+                "DELETE FROM plays WHERE id IN (SELECT id FROM plays WHERE started_at < ? LIMIT ?)",
                 (before, batch),
             )
             total += removed
@@ -821,9 +826,7 @@ class Storage:
         rows = await self._fetchall("SELECT guild_id, discord_user_id FROM listening_guilds")
         return [(int(row[0]), int(row[1])) for row in rows]
 
-    async def recap(
-        self, member_ids: Iterable[int], *, since: float, limit: int = 10
-    ) -> Recap:
+    async def recap(self, member_ids: Iterable[int], *, since: float, limit: int = 10) -> Recap:
         """The most-played tracks and artists of these members since ``since``, with how many
         of them listened.
 
@@ -883,6 +886,7 @@ class Storage:
             listeners=int(listeners[0][0]) if listeners else 0,
             plays=sum(int(row[2]) for row in per_track),
         )
+
 
 __all__ = [
     "GuildSettings",

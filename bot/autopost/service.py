@@ -40,7 +40,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bot.autopost.scheduler import (
     Gone,
@@ -65,6 +65,10 @@ PostAction = Literal["posted", "edited"]
 # (action, seconds from the item's start to the post): the metrics hook.
 PostHook = Callable[[PostAction, float], None]
 Fetch = Callable[[int], Awaitable[CurrentlyPlaying]]
+# Every observation, from any source, before the posting rules (the listening log).
+PlayListener = Callable[[int, CurrentlyPlaying, Source], None]
+# (member, Unix time since when nobody looked): a poll found a stretch that may hide a play.
+GapListener = Callable[[int, float], None]
 
 
 # --- what the service needs from its surroundings ------------------------------------------
@@ -238,6 +242,8 @@ class AutopostService:
         self._ready = asyncio.Event()
         self._stopping = False
         self._next_sweep = 0.0
+        self._play_listeners: list[PlayListener] = []
+        self._gap_listeners: list[GapListener] = []
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -282,10 +288,26 @@ class AutopostService:
 
     # --- what sources call ----------------------------------------------------------------
 
+    def add_play_listener(self, listener: PlayListener) -> None:
+        """``listener(member, playback, source)`` hears every observation (must not block)."""
+        self._play_listeners.append(listener)
+
+    def add_gap_listener(self, listener: GapListener) -> None:
+        """``listener(member, since)`` hears of stretches a poll found nobody watched."""
+        self._gap_listeners.append(listener)
+
+    def _tell(self, listeners: list[Any], *args: object) -> None:
+        for listener in listeners:
+            try:
+                listener(*args)
+            except Exception:  # a listener's bug must not stop auto-posting
+                log.exception("auto-post: a listener failed")
+
     async def observe(
         self, member_id: int, playback: CurrentlyPlaying, *, source: Source = "spotify"
     ) -> None:
         """A new fact about what a member plays, from any source: post it if it is new."""
+        self._tell(self._play_listeners, member_id, playback, source)
         if not isinstance(playback, Playback) or playback.item is None:
             return
         if not playback.is_playing:
@@ -583,7 +605,10 @@ class AutopostService:
                 self._log_poll_failure(member_id, exc, observation)
             else:
                 observation = observation_from_playback(current)
-            self.scheduler.record(member_id, observation, self._clock())
+            recorded = self.scheduler.record(member_id, observation, self._clock())
+            if recorded.unseen_since is not None:
+                since = self._wall_clock() - (self._clock() - recorded.unseen_since)
+                self._tell(self._gap_listeners, member_id, since)
             if isinstance(observation, Gone):
                 self._linked.discard(member_id)
                 self._unfollow(member_id)

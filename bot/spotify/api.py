@@ -121,9 +121,7 @@ class SpotifyApi:
         params = {"limit": str(max(1, min(limit, RECENTLY_PLAYED_LIMIT)))}
         if after_ms is not None:
             params["after"] = str(max(0, after_ms))
-        request = self._get(
-            "recently_played", "/me/player/recently-played", access_token, params
-        )
+        request = self._get("recently_played", "/me/player/recently-played", access_token, params)
         response = await self._sender.send(request)
         raise_for_status(response)
         return parse_recently_played(response.json())

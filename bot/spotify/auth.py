@@ -35,6 +35,7 @@ def has_scope(granted: str, scope: str) -> bool:
     """Whether a stored grant (Spotify's space-separated ``scope``) includes ``scope``."""
     return scope in granted.split()
 
+
 _AUTH_ERRORS: dict[str, type[SpotifyAuthError]] = {
     "invalid_grant": InvalidGrant,
     "invalid_client": InvalidClient,

@@ -315,7 +315,9 @@ def parse_top_items(payload: Any, kind: TopKind, time_range: TimeRange) -> TopIt
     if not isinstance(payload, Mapping):
         raise SpotifyBadResponse("top items answer is not a JSON object")
     raw_items = payload.get("items")
-    entries = [e for e in raw_items if isinstance(e, Mapping)] if isinstance(raw_items, list) else []
+    entries = (
+        [e for e in raw_items if isinstance(e, Mapping)] if isinstance(raw_items, list) else []
+    )
     if kind == "tracks":
         return TopItems(kind, time_range, tracks=tuple(parse_track(e) for e in entries))
     artists = tuple(

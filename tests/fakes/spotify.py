@@ -247,7 +247,7 @@ def played_item(
 ) -> dict[str, Any]:
     """One recently-played entry; ``played_at`` (Unix seconds) in Spotify's ISO form."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(played_at))
-    millis = int(round((played_at % 1) * 1000)) % 1000
+    millis = round((played_at % 1) * 1000) % 1000
     return {"track": dict(track), "played_at": f"{stamp}.{millis:03d}Z", "context": context}
 
 
@@ -987,9 +987,9 @@ class FakeSpotify:
                 return _api_error(400, "Invalid limit")
             if not 1 <= limit <= 50 or (after is not None and before is not None):
                 return _api_error(400, "Invalid limit" if after is None else "Only one cursor")
-            entries = sorted(
-                user.recently_played, key=lambda e: str(e["played_at"]), reverse=True
-            )[:50]  # Spotify keeps the last 50
+            entries = sorted(user.recently_played, key=lambda e: str(e["played_at"]), reverse=True)[
+                :50
+            ]  # Spotify keeps the last 50
             if after is not None:
                 entries = [e for e in entries if _iso_ms(e["played_at"]) > after]
             if before is not None:
@@ -1013,9 +1013,7 @@ class FakeSpotify:
                 }
             )
 
-        return await self._api(
-            "recently_played", request, answer, scope=RECENTLY_PLAYED_SCOPE
-        )
+        return await self._api("recently_played", request, answer, scope=RECENTLY_PLAYED_SCOPE)
 
     async def _handle_top(self, request: web.Request) -> web.StreamResponse:
         kind = request.match_info["kind"]

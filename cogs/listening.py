@@ -1,0 +1,214 @@
+"""/listening, /recent, /top and /recap, and the gateway events the listening log needs.
+
+Thin: parse the interaction, apply the one visibility rule (``PrivacyService.ensure_visible``,
+before any Spotify call or log read about someone else), call a service, render with
+``bot.listening_embeds``. Answers are public; errors and privacy notes are private (the tree's
+error handler). Anything that may take over 1.5 s shows "thinking" first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import NowPlayingBot
+from bot.errors import BotError
+from bot.history import ListeningLog
+from bot.listening import SpotifyListening
+from bot.listening_embeds import (
+    Rendered,
+    render_listening,
+    render_recap,
+    render_recent,
+    render_top,
+)
+from bot.presence import spotify_activity
+from bot.privacy import PrivacyService
+
+DEFER_AFTER_SECONDS = 1.5
+GUILD_ONLY = "This command only works in a server."
+
+
+def _name(target: discord.abc.User) -> str:
+    return target.display_name
+
+
+async def send_rendered(
+    interaction: discord.Interaction[Any], work: Callable[[], Awaitable[Rendered]]
+) -> None:
+    """Answer publicly with what ``work`` renders; "thinking" first when it takes over 1.5 s.
+    An error after "thinking" removes that public message, so the error answer is private."""
+    task = asyncio.ensure_future(work())
+    try:
+        rendered = await asyncio.wait_for(asyncio.shield(task), DEFER_AFTER_SECONDS)
+    except TimeoutError:
+        await interaction.response.defer(thinking=True)
+        try:
+            rendered = await task
+        except Exception:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+            raise
+    kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
+    if rendered.content is not None:
+        kwargs["content"] = rendered.content
+    if rendered.embed is not None:
+        kwargs["embed"] = rendered.embed
+    if interaction.response.is_done():
+        await interaction.followup.send(**kwargs)
+    else:
+        await interaction.response.send_message(**kwargs)
+
+
+class ListeningCog(commands.Cog):
+    def __init__(
+        self,
+        history: ListeningLog,
+        spotify: SpotifyListening,
+        privacy: PrivacyService,
+        *,
+        presence_enabled: bool = False,
+    ) -> None:
+        self.history = history
+        self.spotify = spotify
+        self.privacy = privacy
+        self.presence_enabled = presence_enabled
+
+    async def _target(
+        self,
+        interaction: discord.Interaction[Any],
+        member: discord.Member | discord.User | None,
+    ) -> discord.abc.User:
+        target: discord.abc.User = member or interaction.user
+        if target.bot and target.id != interaction.user.id:
+            raise BotError(user_message=f"{_name(target)} is a bot and does not listen to Spotify.")
+        await self.privacy.ensure_visible(interaction, member)
+        return target
+
+    # --- commands -------------------------------------------------------------------------
+
+    @app_commands.command(name="listening", description="Who in this server is listening now")
+    @app_commands.guild_only()
+    async def listening(self, interaction: discord.Interaction[Any]) -> None:
+        guild = interaction.guild
+        if guild is None:
+            raise BotError(user_message=GUILD_ONLY)
+        is_member: Callable[[int], bool] | None = None
+        if self.presence_enabled:
+            # With the members intent the cache knows everyone in the server.
+            def is_member(member_id: int) -> bool:
+                return guild.get_member(member_id) is not None
+
+        entries = self.history.listening_in(guild.id, is_member)
+        if self.presence_enabled:
+            entries = [e for e in entries if guild.get_member(e.member_id) is not None]
+
+        async def work() -> Rendered:
+            return render_listening(entries, guild_name=guild.name)
+
+        await send_rendered(interaction, work)
+
+    @app_commands.command(name="recent", description="The last 10 tracks you (or a member) played")
+    @app_commands.describe(member="Whose tracks to show (default: you)")
+    async def recent(
+        self,
+        interaction: discord.Interaction[Any],
+        member: discord.Member | discord.User | None = None,
+    ) -> None:
+        target = await self._target(interaction, member)
+        is_self = target.id == interaction.user.id
+
+        async def work() -> Rendered:
+            answer = await self.spotify.recent(target.id, is_self=is_self)
+            return render_recent(answer, member_name=_name(target), is_self=is_self)
+
+        await send_rendered(interaction, work)
+
+    @app_commands.command(name="top", description="Your (or a member's) top tracks or artists")
+    @app_commands.describe(
+        kind="Tracks or artists (default: tracks)",
+        period="month, half-year or all-time (default: month)",
+        member="Whose top list to show (default: you)",
+    )
+    async def top(
+        self,
+        interaction: discord.Interaction[Any],
+        kind: Literal["tracks", "artists"] = "tracks",
+        period: Literal["month", "half-year", "all-time"] = "month",
+        member: discord.Member | discord.User | None = None,
+    ) -> None:
+        target = await self._target(interaction, member)
+        is_self = target.id == interaction.user.id
+
+        async def work() -> Rendered:
+            items = await self.spotify.top(target.id, kind, period, is_self=is_self)
+            return render_top(items, member_name=_name(target), period=period)
+
+        await send_rendered(interaction, work)
+
+    @app_commands.command(name="recap", description="What this server played lately")
+    @app_commands.describe(period="week or month (default: week)")
+    @app_commands.guild_only()
+    async def recap(
+        self,
+        interaction: discord.Interaction[Any],
+        period: Literal["week", "month"] = "week",
+    ) -> None:
+        guild = interaction.guild
+        if guild is None:
+            raise BotError(user_message=GUILD_ONLY)
+        still_member: Callable[[int], bool] | None = None
+        if self.presence_enabled:
+
+            def still_member(member_id: int) -> bool:
+                return guild.get_member(member_id) is not None
+
+        async def work() -> Rendered:
+            recap = await self.history.recap(guild.id, period, still_member=still_member)
+            return render_recap(recap, guild_name=guild.name, period=period)
+
+        await send_rendered(interaction, work)
+
+    # --- where members are seen -----------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        # A member who runs any command in a server is in it: their plays count there.
+        if interaction.guild_id is not None and not interaction.user.bot:
+            await self.history.note_member(
+                interaction.guild_id, interaction.user.id, only_if_logged=False
+            )
+
+    @commands.Cog.listener()
+    async def on_presence_update(self, before: discord.Member, after: discord.Member) -> None:
+        if after.bot:
+            return
+        if spotify_activity(after.activities) is None:
+            self.history.now_listening.clear(after.id)  # paused, stopped or hidden
+            return
+        await self.history.note_member(after.guild.id, after.id)
+
+    @commands.Cog.listener()
+    async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
+        await self.history.roster.forget(payload.guild_id, payload.user.id)
+
+
+async def setup(bot: commands.Bot) -> None:
+    assert isinstance(bot, NowPlayingBot)
+    services = bot.services
+    if services.history is None or services.listening is None:
+        raise RuntimeError("cogs.listening needs services.history (built by bot.app)")
+    await bot.add_cog(
+        ListeningCog(
+            services.history,
+            services.listening,
+            services.privacy,
+            presence_enabled=services.settings.enable_presence,
+        )
+    )
