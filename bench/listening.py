@@ -75,7 +75,10 @@ def big_guild(members: int, listening: int) -> dict[str, Any]:
             GUILD_ID,
             activities=[
                 make_spotify_activity(
-                    title=f"Song {n}", track_id=f"track{n:018d}", start_ms=start, duration_ms=3_600_000
+                    title=f"Song {n}",
+                    track_id=f"track{n:018d}",
+                    start_ms=start,
+                    duration_ms=3_600_000,
                 )
             ],
         )
@@ -171,9 +174,7 @@ async def np_p99(stack: Stack, seconds: float) -> float:
 
 async def bench_np_with_recording(seconds: float, runs: int) -> bool:
     with tempfile.TemporaryDirectory() as folder:
-        async with Stack.running(
-            Path(folder), spotify_options={"record_requests": False}
-        ) as stack:
+        async with Stack.running(Path(folder), spotify_options={"record_requests": False}) as stack:
             await stack.link(ALICE_ID, "alice")
             stack.spotify.set_playing("alice", track_payload("t1", "Bench Song", 200_000, 65_000))
             members = await link_members(stack, 100)
@@ -247,8 +248,10 @@ async def bench_recap(rows: int, count: int) -> bool:
         path = Path(folder) / "data" / "bot.db"
         started = time.monotonic()
         fill_plays(path, 200, rows, 90)
-        print(f"/recap over {rows} plays of 200 members in 90 days (filled in "
-              f"{time.monotonic() - started:.0f} s)")
+        print(
+            f"/recap over {rows} plays of 200 members in 90 days (filled in "
+            f"{time.monotonic() - started:.0f} s)"
+        )
         async with Stack.running(Path(folder)) as stack:
             log = history_of(stack)
             ok = True

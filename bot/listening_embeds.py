@@ -55,21 +55,29 @@ def _when(at: float) -> str:
     return f"<t:{int(at)}:R>"
 
 
-def fit_lines(lines: Sequence[str], limit: int, *, max_lines: int | None = None) -> str:
+def fit_lines(
+    lines: Sequence[str],
+    limit: int,
+    *,
+    max_lines: int | None = None,
+    total: int | None = None,
+) -> str:
     """Whole lines joined by newlines, as many as fit in ``limit`` characters (and at most
-    ``max_lines``); the rest counted in a last line "…and N more"."""
+    ``max_lines``); the rest counted in a last line "…and N more". ``total`` counts lines
+    that were not even rendered (the default: ``len(lines)``)."""
+    total = len(lines) if total is None else max(total, len(lines))
     cap = len(lines) if max_lines is None else min(max_lines, len(lines))
     kept: list[str] = []
     used = 0
     for line in lines[:cap]:
         extra = len(line) + (1 if kept else 0)
         # Keep room for the "and N more" line whenever something could be left out.
-        reserve = len(f"\n…and {len(lines)} more") if len(lines) > len(kept) + 1 else 0
+        reserve = len(f"\n…and {total} more") if total > len(kept) + 1 else 0
         if used + extra + reserve > limit:
             break
         kept.append(line)
         used += extra
-    left = len(lines) - len(kept)
+    left = total - len(kept)
     if left:
         kept.append(f"…and {left} more")
     return truncate("\n".join(kept), limit)
@@ -93,12 +101,14 @@ def render_listening(entries: Sequence[NowEntry], *, guild_name: str) -> Rendere
             "Spotify in their Discord status)."
         )
     lines = []
-    for entry in entries:
+    for entry in entries[:MAX_LISTENING_LINES]:  # the rest is only counted
         track = markdown_link(entry.track_name, entry.url, text_limit=NAME_LIMIT)
         artists = _artists(entry.artists)
         parts = [f"<@{entry.member_id}>", track, *([artists] if artists else [])]
         lines.append(" · ".join(parts) + f" · started {_when(entry.started_at)}")
-    description = fit_lines(lines, EMBED_DESCRIPTION_LIMIT, max_lines=MAX_LISTENING_LINES)
+    description = fit_lines(
+        lines, EMBED_DESCRIPTION_LIMIT, max_lines=MAX_LISTENING_LINES, total=len(entries)
+    )
     count = len(entries)
     who = "1 member is" if count == 1 else f"{count} members are"
     return Rendered(
