@@ -192,11 +192,13 @@ class Application:
             config=self.autopost_config,
             hold_until=lambda: sender.hold_until,
             on_post=_autopost_metrics(metrics) if metrics is not None else None,
+            is_private=privacy.is_private_now,
         )
         self.services.autopost = autopost
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)
+        privacy.add_private_listener(autopost.member_went_private)
 
         app = create_app(
             WebDependencies(
