@@ -27,6 +27,7 @@ from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
 from bot.linking import LinkService
 from bot.logs import SecretMasker
+from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
 from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
@@ -133,6 +134,7 @@ class Application:
             ) from exc
         self._stack.push_async_callback(storage.close)
         cipher = TokenCipher(settings.token_encryption_keys)
+        await report_unreadable_secrets(storage, cipher)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(

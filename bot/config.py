@@ -27,6 +27,7 @@ LOG_FORMATS = ("text", "json")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     discord_token: str

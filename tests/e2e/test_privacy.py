@@ -84,9 +84,7 @@ def spotify_calls_for(stack: Stack, user: str) -> int:
     return sum(count for (_, who), count in stack.spotify.calls.items() if who == user)
 
 
-async def np(
-    stack: Stack, user_id: int, member_id: int | None = None, **where: Any
-) -> FakeMessage:
+async def np(stack: Stack, user_id: int, member_id: int | None = None, **where: Any) -> FakeMessage:
     options: dict[str, Any] = {}
     if member_id is not None:
         options["member"] = UserArg(str(member_id))
