@@ -108,7 +108,7 @@ async def bench_listening(members: int, listening: int, count: int) -> bool:
             guild = stack.app.bot.get_guild(GUILD_ID)
             assert guild is not None
             deadline = time.monotonic() + 30
-            while len(log.now_listening) < listening and time.monotonic() < deadline:
+            while len(log.now_listening) < listening and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             seen = len(log.listening_in(GUILD_ID, lambda m: guild.get_member(m) is not None))
             await command_latency(stack, "listening", 20)  # warm-up
@@ -268,7 +268,8 @@ async def bench_recap(rows: int, count: int) -> bool:
                     )
                     await sent.wait_for_reply(timeout=10)
                     reply = sent.original
-                    assert reply is not None and reply.embeds, "no recap embed"
+                    assert reply is not None
+                    assert reply.embeds, "no recap embed"
                     commands.append(sent.callback_latency * 1000)
                 q50, q_max = statistics.median(queries), max(queries)
                 c50, c_max = statistics.median(commands), max(commands)

@@ -29,6 +29,7 @@ from bot.history import AutopostFeed, ListeningLog
 from bot.linking import LinkService
 from bot.listening import SpotifyListening
 from bot.logs import SecretMasker
+from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
 from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
@@ -135,6 +136,7 @@ class Application:
             ) from exc
         self._stack.push_async_callback(storage.close)
         cipher = TokenCipher(settings.token_encryption_keys)
+        await report_unreadable_secrets(storage, cipher)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(
@@ -194,11 +196,13 @@ class Application:
             config=self.autopost_config,
             hold_until=lambda: sender.hold_until,
             on_post=_autopost_metrics(metrics) if metrics is not None else None,
+            is_private=privacy.is_private_now,
         )
         self.services.autopost = autopost
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)
+        privacy.add_private_listener(autopost.member_went_private)
         await self._start_listening_log(storage, tokens, api, scheduler, autopost)
 
         app = create_app(

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "cogs.linking",
     "cogs.nowplaying",
+    "cogs.privacy",
     "cogs.autopost",
     "cogs.presence",
     "cogs.listening",

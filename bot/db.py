@@ -254,6 +254,9 @@ async def _configure(connection: aiosqlite.Connection, *, memory: bool) -> None:
         f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
         "PRAGMA foreign_keys = ON",
         "PRAGMA synchronous = NORMAL",
+        # Zero what is deleted or overwritten (replaced refresh tokens): no old ciphertext
+        # lingers in free space. Some builds default to it; others do not.
+        "PRAGMA secure_delete = ON",
     ):
         async with connection.execute(pragma):
             pass

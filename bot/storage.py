@@ -431,6 +431,33 @@ class Storage:
                     )
         return changed
 
+    @asynccontextmanager
+    async def secure_delete(self) -> AsyncIterator[None]:
+        """Within the block, content that statements free or overwrite is zeroed in the file
+        (``PRAGMA secure_delete``), so replaced secrets leave no copy in free space. Connections
+        opened by ``bot.db`` have it on already; this makes sure, then restores what was set."""
+        async with self._lock:
+            connection = self._require_connection()
+            async with connection.execute("PRAGMA secure_delete") as cursor:
+                row = await cursor.fetchone()
+            previous = int(row[0]) if row is not None else 0
+            async with connection.execute("PRAGMA secure_delete = ON"):
+                pass
+        try:
+            yield
+        finally:
+            async with self._lock:
+                if self._connection is not None and previous != 1:
+                    # PRAGMA arguments cannot be bound; the value is our own int.
+                    async with self._connection.execute(f"PRAGMA secure_delete = {previous}"):
+                        pass
+
+    async def checkpoint_truncate(self) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes, so no old page image
+        survives in the ``-wal`` file. False when another connection kept it busy."""
+        row = await self._fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
+        return row is None or int(row[0]) == 0
+
     # --- OAuth link states ---------------------------------------------------------------------
 
     async def create_link_state(

@@ -27,7 +27,8 @@ def test_listening_shows_25_and_counts_the_rest() -> None:
     rendered = render_listening([entry(n) for n in range(500)], guild_name="Club")
     assert rendered.embed is not None
     lines = (rendered.embed.description or "").splitlines()
-    assert len(lines) == 26 and lines[-1] == "…and 475 more"
+    assert len(lines) == 26
+    assert lines[-1] == "…and 475 more"
     assert lines[0].startswith("<@0> · [Song 0](https://open.spotify.com/track/0) · Band, Other")
     assert "<t:1700000000:R>" in lines[0]
     assert embed_limit_problems(rendered.embed) == []
@@ -42,13 +43,16 @@ def test_listening_long_names_stay_within_limits() -> None:
 
 def test_listening_empty_is_a_sentence() -> None:
     rendered = render_listening([], guild_name="Club")
-    assert rendered.embed is None and rendered.content and "Nobody" in rendered.content
+    assert rendered.embed is None
+    assert rendered.content
+    assert "Nobody" in rendered.content
 
 
 def test_fit_lines_drops_whole_lines() -> None:
     text = fit_lines(["x" * 50] * 10, 200)
     assert text.splitlines()[-1].startswith("…and ")
-    assert len(text) <= 200 and all(line in ("x" * 50,) for line in text.splitlines()[:-1])
+    assert len(text) <= 200
+    assert all(line in ("x" * 50,) for line in text.splitlines()[:-1])
 
 
 def test_recent_marks_the_log_and_keeps_the_note() -> None:

@@ -110,7 +110,13 @@ async def test_connection_pragmas(db_path: Path) -> None:
     connection = await db.open_database(db_path)
     try:
         values = {}
-        for pragma in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous"):
+        for pragma in (
+            "journal_mode",
+            "foreign_keys",
+            "busy_timeout",
+            "synchronous",
+            "secure_delete",
+        ):
             async with connection.execute(f"PRAGMA {pragma}") as cursor:
                 row = await cursor.fetchone()
             assert row is not None
@@ -122,6 +128,7 @@ async def test_connection_pragmas(db_path: Path) -> None:
         "foreign_keys": 1,
         "busy_timeout": db.BUSY_TIMEOUT_MS,
         "synchronous": 1,  # NORMAL
+        "secure_delete": 1,  # replaced secrets are zeroed, whatever the build's default
     }
 
 

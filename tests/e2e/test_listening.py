@@ -138,14 +138,16 @@ async def test_listening_presence_mode_leaves_private_members_out(tmp_path: Path
         log = history(stack)
 
         async def bob_seen() -> None:
-            while not log.listening_in(GUILD_ID, lambda member_id: True):
+            while not log.listening_in(GUILD_ID, lambda member_id: True):  # noqa: ASYNC110 - no event to wait on; bounded by wait_for
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(bob_seen(), WAIT)
         reply = await command(stack, "listening", user_id=ALICE_ID)
         text = text_of(reply)
-        assert "Bob Song" in text and f"<@{BOB_ID}>" in text
-        assert "Carol Secret" not in text and str(CAROL_ID) not in text
+        assert "Bob Song" in text
+        assert f"<@{BOB_ID}>" in text
+        assert "Carol Secret" not in text
+        assert str(CAROL_ID) not in text
         assert "1 member is listening" in text
 
 
@@ -182,7 +184,8 @@ async def test_recent_from_spotify_then_from_the_log_when_spotify_is_busy(tmp_pa
         assert not reply.ephemeral
         [embed] = reply.embeds
         lines = embed["description"].splitlines()
-        assert len(lines) == 10 and lines[0].startswith("1. [Recent 0](https://open.spotify.com/")
+        assert len(lines) == 10
+        assert lines[0].startswith("1. [Recent 0](https://open.spotify.com/")
         assert embed["footer"]["text"] == "Spotify"
         assert stack.spotify.call_count("recently_played") == 1
 
@@ -208,7 +211,8 @@ async def test_recent_for_an_old_link_uses_the_log_and_asks_to_link_again(tmp_pa
         stack.spotify.reset_calls()
         reply = await command(stack, "recent", user_id=ALICE_ID)
         text = text_of(reply)
-        assert "Song t9" in text and "/link again" in text
+        assert "Song t9" in text
+        assert "/link again" in text
         assert stack.spotify.call_count("recently_played") == 0
 
         # Spotify's own 403 "Insufficient client scope" means the same.
@@ -228,9 +232,11 @@ async def test_recent_of_a_private_member_or_a_stranger_is_refused(tmp_path: Pat
         await stack.app.services.privacy.set_visibility(BOB_ID, "private")
         stack.spotify.reset_calls()
         reply = await command(stack, "recent", {"member": UserArg(str(BOB_ID))}, user_id=ALICE_ID)
-        assert reply.ephemeral and "private" in reply.content
+        assert reply.ephemeral
+        assert "private" in reply.content
         reply = await command(stack, "top", {"member": UserArg(str(BOB_ID))}, user_id=ALICE_ID)
-        assert reply.ephemeral and "private" in reply.content
+        assert reply.ephemeral
+        assert "private" in reply.content
         assert stack.spotify.call_count("recently_played") == 0
         assert stack.spotify.call_count("top_tracks") == 0
 
@@ -248,7 +254,10 @@ async def test_top_tracks_and_artists(tmp_path: Path) -> None:
     async with Stack.running(tmp_path) as stack:
         await stack.link(ALICE_ID, "alice")
         stack.spotify.set_top(
-            "alice", "tracks", "short_term", [track_object(f"top{n}", f"Top {n}") for n in range(10)]
+            "alice",
+            "tracks",
+            "short_term",
+            [track_object(f"top{n}", f"Top {n}") for n in range(10)],
         )
         stack.spotify.set_top("alice", "artists", "long_term", [artist_object("ar1", "Ever Band")])
         reply = await command(stack, "top", user_id=ALICE_ID)
@@ -268,13 +277,15 @@ async def test_top_tracks_and_artists(tmp_path: Path) -> None:
 
         stack.spotify.fail_next("top_tracks", 429, retry_after=90)
         reply = await command(stack, "top", user_id=ALICE_ID)
-        assert reply.ephemeral and "try /top again in" in reply.content
+        assert reply.ephemeral
+        assert "try /top again in" in reply.content
 
 
 async def test_top_unlinked_member(tmp_path: Path) -> None:
     async with Stack.running(tmp_path) as stack:
         reply = await command(stack, "top", user_id=ALICE_ID)
-        assert reply.ephemeral and "/link" in reply.content
+        assert reply.ephemeral
+        assert "/link" in reply.content
 
 
 # --- /recap --------------------------------------------------------------------------------
@@ -308,10 +319,14 @@ async def test_recap_counts_visible_members_of_this_server_only(tmp_path: Path) 
         reply = await command(stack, "recap", user_id=ALICE_ID)
         assert not reply.ephemeral
         text = text_of(reply)
-        assert "Song shared" in text and "2 plays" in text and "2 members" in text
+        assert "Song shared" in text
+        assert "2 plays" in text
+        assert "2 members" in text
         assert "Band shared" in text
-        assert "Elsewhere" not in text and "Far Band" not in text
-        assert str(ALICE_ID) not in text and "Alice" not in text  # no per-member ranking
+        assert "Elsewhere" not in text
+        assert "Far Band" not in text
+        assert str(ALICE_ID) not in text
+        assert "Alice" not in text
 
         await stack.app.services.privacy.set_visibility(BOB_ID, "private")
         text = text_of(await command(stack, "recap", {"period": "month"}, user_id=ALICE_ID))
