@@ -137,9 +137,12 @@ async def link_members(stack: Stack, count: int) -> list[int]:
     return ids
 
 
-async def record_load(log: ListeningLog, members: list[int], per_second: int) -> int:
-    """New plays at ``per_second``, spread over the members, until cancelled."""
-    sent = 0
+async def record_load(
+    log: ListeningLog, members: list[int], per_second: int, first: int = 0
+) -> int:
+    """New plays at ``per_second``, spread over the members, until cancelled; track ids start
+    at ``first`` so every run's plays are new."""
+    sent = first
     interval = 1.0 / per_second
     next_at = time.monotonic()
     try:
@@ -158,7 +161,7 @@ async def record_load(log: ListeningLog, members: list[int], per_second: int) ->
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     except asyncio.CancelledError:
-        return sent
+        return sent - first
 
 
 async def np_p99(stack: Stack, seconds: float) -> float:
@@ -186,7 +189,7 @@ async def bench_np_with_recording(seconds: float, runs: int) -> bool:
             recorded = 0
             for _ in range(runs):
                 quiet.append(await np_p99(stack, seconds))
-                load = asyncio.create_task(record_load(log, members, 100))
+                load = asyncio.create_task(record_load(log, members, 100, first=recorded))
                 started = time.monotonic()
                 loaded.append(await np_p99(stack, seconds))
                 load.cancel()
