@@ -201,6 +201,7 @@ class Application:
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)
         privacy.add_private_listener(autopost.member_went_private)
+        privacy.add_server_listener(autopost.member_went_public)
 
         app = create_app(
             WebDependencies(
