@@ -203,6 +203,7 @@ class Application:
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)
         privacy.add_private_listener(autopost.member_went_private)
+        privacy.add_server_listener(autopost.member_went_public)
         await self._start_listening_log(storage, tokens, api, scheduler, autopost)
 
         app = create_app(
@@ -272,6 +273,7 @@ class Application:
         services.links.add_unlinked_listener(history.member_unlinked)
         services.links.add_linked_listener(history.member_linked)
         services.privacy.add_private_listener(history.member_went_private)
+        services.privacy.add_server_listener(history.member_went_public)
         await history.start()
         self._stack.push_async_callback(history.stop)
         return history

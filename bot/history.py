@@ -421,6 +421,10 @@ class ListeningLog:
     async def member_linked(self, member_id: int, *_: object) -> None:
         self._eligible.pop(member_id, None)
 
+    def member_went_public(self, member_id: int) -> None:
+        """A private member chose ``server`` again: decide afresh whether to keep plays."""
+        self._eligible.pop(member_id, None)
+
     def _forget_in_memory(self, member_id: int) -> None:
         self._eligible.pop(member_id, None)
         self._last_logged.pop(member_id, None)

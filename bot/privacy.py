@@ -15,7 +15,8 @@ Visibility is ``"server"`` (the default: members of a server you are in see you 
 you appear in auto-posts) or ``"private"`` (only you see yourself; no auto-posts anywhere;
 whatever the bot logged about your listening is deleted). Choosing ``private`` calls every
 listener added with :meth:`PrivacyService.add_private_listener` (the auto-poster stops
-following the member; the listening log deletes their plays).
+following the member; the listening log deletes their plays); going back to ``server`` calls
+those added with :meth:`PrivacyService.add_server_listener`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class PrivacyService:
         self._storage = storage
         self._private: set[int] = set()
         self._listeners: list[PrivateListener] = []
+        self._server_listeners: list[PrivateListener] = []
 
     async def start(self) -> None:
         self._private = await self._storage.list_private_user_ids()
@@ -104,6 +106,11 @@ class PrivacyService:
         listener is logged and does not stop the others."""
         self._listeners.append(callback)
 
+    def add_server_listener(self, callback: PrivateListener) -> None:
+        """``callback(user_id)`` runs when a private member chooses ``server`` again (the
+        auto-poster follows them again); same rules as :meth:`add_private_listener`."""
+        self._server_listeners.append(callback)
+
     async def set_visibility(self, user_id: int, value: Visibility) -> Visibility:
         """Store the member's choice and apply it at once; return the previous visibility."""
         previous = await self._storage.get_visibility(user_id)
@@ -111,7 +118,9 @@ class PrivacyService:
         self._remember(user_id, value)
         await self._storage.set_visibility(user_id, value)
         if value == "private":
-            await self._notify_private(user_id)
+            await self._notify(self._listeners, user_id)
+        elif previous == "private":
+            await self._notify(self._server_listeners, user_id)
         return previous
 
     async def refusal(
@@ -148,14 +157,14 @@ class PrivacyService:
         else:
             self._private.discard(user_id)
 
-    async def _notify_private(self, user_id: int) -> None:
-        for callback in list(self._listeners):
+    async def _notify(self, listeners: list[PrivateListener], user_id: int) -> None:
+        for callback in list(listeners):
             try:
                 result = callback(user_id)
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                log.exception("a private-visibility listener failed for member %s", user_id)
+                log.exception("a visibility listener failed for member %s", user_id)
 
     @property
     def private_count(self) -> int:

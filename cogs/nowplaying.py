@@ -52,7 +52,7 @@ class NowPlayingCog(commands.Cog):
     @app_commands.command(
         name="np", description="Show what you, or another member, play on Spotify"
     )
-    @app_commands.describe(member="Whose music to show (default: you)")
+    @app_commands.describe(member="A member of this server (default: you)")
     async def np(
         self,
         interaction: discord.Interaction[Any],

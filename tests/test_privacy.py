@@ -50,8 +50,13 @@ async def test_private_listeners_run_in_order_and_a_failure_stops_none(storage: 
     assert heard == [("async", 5), ("sync", 5)]
     assert privacy.is_private_now(5)
     assert await storage.get_last_post(5, 100) is None
+    back: list[int] = []
+    privacy.add_server_listener(back.append)
     await privacy.set_visibility(5, "server")  # going back calls no private listener
     assert heard == [("async", 5), ("sync", 5)]
+    assert back == [5]
+    await privacy.set_visibility(5, "server")  # no change: nothing to tell
+    assert back == [5]
 
 
 def test_membership_rule_without_a_resolved_member() -> None:

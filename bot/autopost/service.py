@@ -423,6 +423,12 @@ class AutopostService:
         for key in [key for key in self._last_posts if key[0] == member_id]:
             del self._last_posts[key]
 
+    def member_went_public(self, member_id: int) -> None:
+        """PrivacyService server listener: a private member is visible again; follow them
+        again where their opt-in allows it."""
+        if member_id in self._linked:
+            self._queue_lookup(member_id)
+
     async def channel_deleted(
         self, guild_id: int, channel_id: int, *, name: str | None = None
     ) -> None:

@@ -17,7 +17,13 @@ from bot.autopost.service import AutopostConfig
 from bot.privacy import DM_ONLY_YOURSELF
 from bot.storage import Storage
 from tests.fakes.discord import ChannelArg, FakeMessage, UserArg
-from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user
+from tests.fakes.discord_payloads import (
+    make_channel,
+    make_guild,
+    make_member,
+    make_spotify_activity,
+    make_user,
+)
 from tests.fakes.spotify import track_payload
 from tests.harness import (
     ADMIN_ID,
@@ -241,9 +247,31 @@ async def test_private_stops_auto_posts_everywhere_and_forgets_them(tmp_path: Pa
         assert titles(stack, MUSIC_ID) == ["Song a1"]
         assert titles(stack, OTHER_MUSIC_ID) == ["Song a1"]
 
+        # Back to server: followed and posted again, with no other command.
         await privacy(stack, ALICE_ID, "server")
-        await autopost(stack, "me", {"enabled": True}, user_id=ALICE_ID, guild_id=GUILD_ID)
         await until(lambda: titles(stack, MUSIC_ID) == ["Song a1", "Song a2"])
+        await until(lambda: titles(stack, OTHER_MUSIC_ID) == ["Song a1", "Song a2"])
+
+
+async def test_a_private_member_status_is_not_shown_either(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path, env={"ENABLE_PRESENCE": "true"}) as stack:
+        await privacy(stack, CAROL_ID, "private")
+        activity = make_spotify_activity(title="Status Song", track_id="3n3Ppam7vgaVa1iaRUc9Lp")
+        await stack.discord.update_user_presence(CAROL_ID, [activity])
+
+        def shows_spotify() -> bool:
+            guild = stack.app.bot.get_guild(GUILD_ID)
+            member = guild.get_member(CAROL_ID) if guild else None
+            return member is not None and any(a.name == "Spotify" for a in member.activities)
+
+        await until(shows_spotify)
+        reply = await np(stack, BOB_ID, CAROL_ID)
+        assert reply.ephemeral
+        assert reply.content == "Carol keeps their listening private."
+        reply = await np(stack, CAROL_ID)  # her own status, for her eyes only
+        assert reply.ephemeral
+        assert reply.embeds[0]["title"] == "Status Song"
+        assert sum(stack.spotify.calls.values()) == 0
 
 
 # --- /autopost me is per server ------------------------------------------------------------
