@@ -47,6 +47,7 @@ MATCH_WINDOW = 10.0  # seconds two observations of one play's start may differ
 ENDED_SLACK = 5.0  # a play whose track should have ended this long ago is no longer "now"
 PRUNE_EVERY = 3600.0
 ELIGIBILITY_TTL = 60.0
+FLUSH_DELAY = 0.05  # plays observed within this are written in one transaction
 RECAP_PERIODS: dict[str, float] = {"week": 7 * 86400.0, "month": 30 * 86400.0}
 
 # (member id, only plays after this Unix time in ms or None) -> recently-played, newest first
@@ -171,6 +172,85 @@ def play_from(member_id: int, track: Track, started_at: float, source: str) -> P
     )
 
 
+class PlayRecorder:
+    """Writes plays once: the member's last logged play in memory (repeated observations of
+    one play cost no database round trip) and the same-play check in the database. ``record``
+    writes one play now; ``add`` batches plays into one transaction per ``FLUSH_DELAY``."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        keeps: Callable[[int], Awaitable[bool]],
+        is_private: Callable[[int], bool],
+        spawn: Callable[[Awaitable[None], str], None],
+    ) -> None:
+        self._storage = storage
+        self._keeps = keeps
+        self._is_private = is_private
+        self._spawn = spawn
+        self._last: dict[int, tuple[str, float, float]] = {}  # track, start, seconds
+        self._pending: list[tuple[Play, float, float]] = []
+        self._flushing = False
+
+    def seen(self, play: Play) -> bool:
+        """The same play as the last one logged for the member."""
+        last = self._last.get(play.discord_user_id)
+        if last is None or last[0] != play.track_id:
+            return False
+        _, started, seconds = last
+        return (
+            started - MATCH_WINDOW
+            <= play.started_at
+            < started + max(seconds - MATCH_WINDOW, MATCH_WINDOW)
+        )
+
+    def _remember(self, play: Play) -> None:
+        previous = self._last.get(play.discord_user_id)
+        if previous is None or play.started_at >= previous[1]:
+            self._last[play.discord_user_id] = (
+                play.track_id,
+                play.started_at,
+                play.duration_ms / 1000.0,
+            )
+
+    def forget(self, member_id: int) -> None:
+        self._last.pop(member_id, None)
+        self._pending = [p for p in self._pending if p[0].discord_user_id != member_id]
+
+    async def record(self, play: Play, match_from: float, match_to: float) -> bool:
+        member_id = play.discord_user_id
+        if not await self._keeps(member_id):
+            return False
+        inserted = await self._storage.record_play(play, match_from=match_from, match_to=match_to)
+        self._remember(play)
+        if inserted and self._is_private(member_id):
+            await self._storage.delete_plays(member_id)  # went private while we wrote
+            return False
+        return inserted
+
+    def add(self, play: Play, match_from: float, match_to: float) -> None:
+        self._remember(play)
+        self._pending.append((play, match_from, match_to))
+        if not self._flushing:
+            self._flushing = True
+            self._spawn(self._flush_soon(), "listening-log-flush")
+
+    async def _flush_soon(self) -> None:
+        try:
+            await asyncio.sleep(FLUSH_DELAY)
+            while self._pending:
+                batch, self._pending = self._pending, []
+                kept = [item for item in batch if await self._keeps(item[0].discord_user_id)]
+                await self._storage.record_plays(kept)
+                for member_id in {p.discord_user_id for p, _, _ in kept}:
+                    if self._is_private(member_id):  # went private while we wrote
+                        await self._storage.delete_plays(member_id)
+        except Exception:
+            log.exception("listening log: could not record a batch of plays")
+        finally:
+            self._flushing = False
+
+
 class ListeningLog:
     """Records plays, answers what the commands need, fills gaps and prunes. See the module."""
 
@@ -191,8 +271,10 @@ class ListeningLog:
         self._recently_played = recently_played
         self._clock = clock
         self._eligible: dict[int, tuple[bool, float]] = {}  # member -> (decision, when)
-        self._last_logged: dict[int, tuple[str, float, float]] = {}  # track, start, seconds
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recorder = PlayRecorder(
+            storage, self.keeps_plays_of, privacy.is_private_now, self._spawn
+        )
 
     @property
     def enabled(self) -> bool:
@@ -253,8 +335,15 @@ class ListeningLog:
         guild_id: int | None = None,
         catch_up: bool = False,
     ) -> None:
-        """:meth:`observe` in the background: the caller (a command, a poll) never waits.
-        ``catch_up`` first fills the gap since the member's latest logged play (a restart)."""
+        """:meth:`observe` without making the caller (a command, a poll) wait. A plain new play
+        joins the recorder's next batch (one transaction for every play of ``FLUSH_DELAY``);
+        ``guild_id`` and ``catch_up`` (fill the gap since the member's latest logged play
+        first: a restart) take a background task."""
+        if guild_id is None and not catch_up:
+            pending = self._new_play(member_id, playback, source)
+            if pending is not None and self.enabled:
+                self._recorder.add(*pending)
+            return
         self._spawn(
             self._observe_logged(member_id, playback, source, guild_id, catch_up),
             "listening-log-record",
@@ -284,49 +373,34 @@ class ListeningLog:
         guild_id: int | None = None,
     ) -> bool:
         """Take a fact about what a member plays. True when a new play was logged."""
+        pending = self._new_play(member_id, playback, source)
+        if guild_id is not None and not self._privacy.is_private_now(member_id):
+            await self.note_member(guild_id, member_id)
+        if pending is None or not self.enabled:
+            return False
+        return await self._recorder.record(*pending)
+
+    def _new_play(
+        self, member_id: int, playback: CurrentlyPlaying, source: str
+    ) -> tuple[Play, float, float] | None:
+        """Update who listens now; the play to log with its match window, unless it is not a
+        track, not playing, private, or the play last logged for the member."""
         if self._privacy.is_private_now(member_id):
             self.now_listening.clear(member_id)
-            return False
+            return None
         self.now_listening.update(member_id, playback)
-        if guild_id is not None:
-            await self.note_member(guild_id, member_id)
         if not (
             isinstance(playback, Playback)
             and playback.is_playing
             and isinstance(playback.item, Track)
         ):
-            return False
+            return None
         started = _started_at(playback)
         play = play_from(member_id, playback.item, started, source)
-        if play is None or self._seen(play):
-            return False
+        if play is None or self._recorder.seen(play):
+            return None
         span = max(play.duration_ms / 1000.0 - MATCH_WINDOW, MATCH_WINDOW)
-        return await self._record(play, match_from=started - span, match_to=started + MATCH_WINDOW)
-
-    def _seen(self, play: Play) -> bool:
-        """The same play as the last one logged for the member (no database round trip)."""
-        last = self._last_logged.get(play.discord_user_id)
-        if last is None or last[0] != play.track_id:
-            return False
-        _, started, seconds = last
-        return (
-            started - MATCH_WINDOW
-            <= play.started_at
-            < started + max(seconds - MATCH_WINDOW, MATCH_WINDOW)
-        )
-
-    async def _record(self, play: Play, *, match_from: float, match_to: float) -> bool:
-        member_id = play.discord_user_id
-        if not self.enabled or not await self.keeps_plays_of(member_id):
-            return False
-        inserted = await self._storage.record_play(play, match_from=match_from, match_to=match_to)
-        previous = self._last_logged.get(member_id)
-        if previous is None or play.started_at >= previous[1]:
-            self._last_logged[member_id] = (play.track_id, play.started_at, play.duration_ms / 1e3)
-        if inserted and self._privacy.is_private_now(member_id):
-            await self._storage.delete_plays(member_id)  # went private while we wrote
-            return False
-        return inserted
+        return play, started - span, started + MATCH_WINDOW
 
     async def keeps_plays_of(self, member_id: int) -> bool:
         """Linked, or opted in while known only through presence; never private."""
@@ -392,16 +466,16 @@ class ListeningLog:
 
     async def absorb(self, member_id: int, items: Iterable[PlayedTrack]) -> int:
         """Log recently-played entries that match no logged play (see the module doc)."""
+        if not self.enabled:
+            return 0
         added = 0
         for item in items:
             seconds = item.track.duration_ms / 1000.0
             play = play_from(member_id, item.track, item.played_at - seconds, "recently_played")
             if play is None:
                 continue
-            if await self._record(
-                play,
-                match_from=item.played_at - seconds - MATCH_WINDOW,
-                match_to=item.played_at + MATCH_WINDOW,
+            if await self._recorder.record(
+                play, item.played_at - seconds - MATCH_WINDOW, item.played_at + MATCH_WINDOW
             ):
                 added += 1
         return added
@@ -427,7 +501,7 @@ class ListeningLog:
 
     def _forget_in_memory(self, member_id: int) -> None:
         self._eligible.pop(member_id, None)
-        self._last_logged.pop(member_id, None)
+        self._recorder.forget(member_id)
         self.now_listening.clear(member_id)
         self.roster.forget_member(member_id)
 

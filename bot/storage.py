@@ -136,6 +136,24 @@ def _play_from_row(row: sqlite3.Row) -> Play:
     )
 
 
+def _play_values(play: Play) -> tuple[Any, ...]:
+    """The values of ``_PLAY_COLUMNS`` for a play."""
+    artists = ARTIST_SEPARATOR.join(name.replace(ARTIST_SEPARATOR, ";") for name in play.artists)
+    return (
+        play.discord_user_id,
+        play.track_id,
+        play.started_at,
+        play.track_name,
+        play.artists[0] if play.artists else "",
+        artists,
+        play.album_id,
+        play.album_name,
+        play.image_url,
+        play.duration_ms,
+        play.source,
+    )
+
+
 def hash_link_state(state: str) -> bytes:
     """Only this digest is stored: a leaked database cannot complete someone's link."""
     return hashlib.sha256(state.encode("utf-8")).digest()
@@ -190,6 +208,11 @@ class _Transaction:
     async def fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> sqlite3.Row | None:
         async with self._connection.execute(sql, tuple(parameters)) as cursor:
             return await cursor.fetchone()
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
+        """Run one statement for every row (one round trip); return the rows changed."""
+        async with self._connection.executemany(sql, [tuple(row) for row in rows]) as cursor:
+            return max(cursor.rowcount, 0)
 
 
 class Storage:
@@ -762,10 +785,6 @@ class Storage:
         The check and the insert share one transaction, so two sources (or two processes)
         recording the same play at once leave one row. True when a row was inserted.
         """
-        artists = ARTIST_SEPARATOR.join(
-            name.replace(ARTIST_SEPARATOR, ";") for name in play.artists
-        )
-        first = play.artists[0] if play.artists else ""
         async with self._transaction() as tx:
             existing = await tx.fetchone(
                 "SELECT 1 FROM plays WHERE discord_user_id = ? AND started_at BETWEEN ? AND ? "
@@ -776,21 +795,34 @@ class Storage:
                 return False
             await tx.execute(
                 f"INSERT INTO plays ({_PLAY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                (
-                    play.discord_user_id,
-                    play.track_id,
-                    play.started_at,
-                    play.track_name,
-                    first,
-                    artists,
-                    play.album_id,
-                    play.album_name,
-                    play.image_url,
-                    play.duration_ms,
-                    play.source,
-                ),
+                _play_values(play),
             )
         return True
+
+    async def record_plays(self, batch: Sequence[tuple[Play, float, float]]) -> int:
+        """:meth:`record_play` for many plays in one transaction and one round trip: each
+        ``(play, match_from, match_to)`` is inserted unless a matching play exists (earlier
+        rows of the batch included). Returns how many were inserted."""
+        if not batch:
+            return 0
+        rows = []
+        for play, match_from, match_to in batch:
+            rows.append(
+                (
+                    *_play_values(play),
+                    play.discord_user_id,
+                    match_from,
+                    match_to,
+                    play.track_id,
+                )
+            )
+        async with self._transaction() as tx:
+            return await tx.executemany(
+                f"INSERT INTO plays ({_PLAY_COLUMNS}) "  # noqa: S608
+                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM plays "
+                "WHERE discord_user_id = ? AND started_at BETWEEN ? AND ? AND track_id = ?)",
+                rows,
+            )
 
     async def recent_plays(self, user_id: int, *, limit: int = 10) -> list[Play]:
         """The member's latest plays, newest first."""

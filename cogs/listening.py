@@ -40,22 +40,29 @@ def _name(target: discord.abc.User) -> str:
 
 
 async def send_rendered(
-    interaction: discord.Interaction[Any], work: Callable[[], Awaitable[Rendered]]
+    interaction: discord.Interaction[Any],
+    work: Callable[[], Awaitable[Rendered]],
+    *,
+    ephemeral: bool = False,
 ) -> None:
-    """Answer publicly with what ``work`` renders; "thinking" first when it takes over 1.5 s.
-    An error after "thinking" removes that public message, so the error answer is private."""
+    """Answer (publicly unless ``ephemeral``) with what ``work`` renders; "thinking" first
+    when it takes over 1.5 s. An error after a public "thinking" removes that message, so the
+    error answer is private."""
     task = asyncio.ensure_future(work())
     try:
         rendered = await asyncio.wait_for(asyncio.shield(task), DEFER_AFTER_SECONDS)
     except TimeoutError:
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=ephemeral)
         try:
             rendered = await task
         except Exception:
             with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
             raise
-    kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
+    kwargs: dict[str, Any] = {
+        "allowed_mentions": discord.AllowedMentions.none(),
+        "ephemeral": ephemeral,
+    }
     if rendered.content is not None:
         kwargs["content"] = rendered.content
     if rendered.embed is not None:
@@ -90,6 +97,10 @@ class ListeningCog(commands.Cog):
             raise BotError(user_message=f"{_name(target)} is a bot and does not listen to Spotify.")
         await self.privacy.ensure_visible(interaction, member)
         return target
+
+    def _only_for_self(self, target: discord.abc.User, is_self: bool) -> bool:
+        """A private member's own answers are shown only to them."""
+        return is_self and self.privacy.is_private_now(target.id)
 
     # --- commands -------------------------------------------------------------------------
 
@@ -128,7 +139,7 @@ class ListeningCog(commands.Cog):
             answer = await self.spotify.recent(target.id, is_self=is_self)
             return render_recent(answer, member_name=_name(target), is_self=is_self)
 
-        await send_rendered(interaction, work)
+        await send_rendered(interaction, work, ephemeral=self._only_for_self(target, is_self))
 
     @app_commands.command(name="top", description="Your (or a member's) top tracks or artists")
     @app_commands.describe(
@@ -150,7 +161,7 @@ class ListeningCog(commands.Cog):
             items = await self.spotify.top(target.id, kind, period, is_self=is_self)
             return render_top(items, member_name=_name(target), period=period)
 
-        await send_rendered(interaction, work)
+        await send_rendered(interaction, work, ephemeral=self._only_for_self(target, is_self))
 
     @app_commands.command(name="recap", description="What this server played lately")
     @app_commands.describe(period="week or month (default: week)")
