@@ -8,15 +8,39 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bot.autopost.scheduler import SchedulerConfig
+from bot.autopost.service import AutopostConfig
 from bot.history import ListeningLog
 from bot.spotify.models import Artist, Playback, Track
-from tests.fakes.discord import FakeMessage, UserArg
-from tests.fakes.discord_payloads import make_spotify_activity
-from tests.fakes.spotify import artist_object, played_item, track_object, track_payload
-from tests.harness import ALICE_ID, BOB_ID, CAROL_ID, GUILD_ID, Stack
+from tests.fakes.discord import ChannelArg, FakeMessage, UserArg
+from tests.fakes.discord_payloads import (
+    make_channel,
+    make_guild,
+    make_member,
+    make_spotify_activity,
+    make_user,
+)
+from tests.fakes.spotify import (
+    FakeSpotify,
+    artist_object,
+    played_item,
+    track_object,
+    track_payload,
+)
+from tests.harness import (
+    ADMIN_ID,
+    ALICE_ID,
+    BOB_ID,
+    CAROL_ID,
+    GUILD_ID,
+    MUSIC_ID,
+    Stack,
+    default_guild,
+)
 
 WAIT = 8.0
 PRESENCE = {"ENABLE_PRESENCE": "true"}
@@ -59,19 +83,21 @@ async def np_playing(stack: Stack, user_id: int, spotify_user: str, track_id: st
 
 
 async def test_np_logs_one_play_and_a_restart_duplicates_nothing(tmp_path: Path) -> None:
-    async with Stack.running(tmp_path) as stack:
-        await stack.link(ALICE_ID, "alice")
-        await np_playing(stack, ALICE_ID, "alice", "t1")
-        await np_playing(stack, ALICE_ID, "alice", "t1")  # the same play seen again
-        storage = stack.app.services.storage
-        plays = await storage.recent_plays(ALICE_ID)
-        assert [(p.track_id, p.artists, p.source) for p in plays] == [("t1", ("Band t1",), "np")]
-        spotify = stack.spotify
-    async with Stack.running(tmp_path, spotify=spotify) as stack:
-        await np_playing(stack, ALICE_ID, "alice", "t1")  # after the restart: same play
-        assert [p.track_id for p in await stack.app.services.storage.recent_plays(ALICE_ID)] == [
-            "t1"
-        ]
+    async with FakeSpotify.running() as spotify:
+        async with Stack.running(tmp_path, spotify=spotify) as stack:
+            await stack.link(ALICE_ID, "alice")
+            await np_playing(stack, ALICE_ID, "alice", "t1")
+            await np_playing(stack, ALICE_ID, "alice", "t1")  # the same play seen again
+            plays = await stack.app.services.storage.recent_plays(ALICE_ID)
+            assert [(p.track_id, p.artists, p.source) for p in plays] == [
+                ("t1", ("Band t1",), "np")
+            ]
+        async with Stack.running(tmp_path, spotify=spotify) as stack:
+            spotify.reset_calls()
+            await np_playing(stack, ALICE_ID, "alice", "t1")  # after the restart: same play
+            assert spotify.call_count("currently_playing") == 1
+            plays = await stack.app.services.storage.recent_plays(ALICE_ID)
+            assert [p.track_id for p in plays] == ["t1"]
 
 
 async def test_unlink_and_private_delete_the_log(tmp_path: Path) -> None:
@@ -337,3 +363,182 @@ async def test_recap_empty(tmp_path: Path) -> None:
     async with Stack.running(tmp_path) as stack:
         reply = await command(stack, "recap", user_id=ALICE_ID)
         assert "No plays logged" in reply.content
+
+
+# --- the poller, a restart, presence mode, other servers, slow Spotify ------------------------
+
+POLL_CONFIG = AutopostConfig(
+    scheduler=SchedulerConfig(
+        skip_check_interval=0.5,
+        end_margin=0.2,
+        end_jitter=0.05,
+        recheck_after_stale=0.3,
+        paused_backoff=(0.3,),
+        idle_backoff=(0.3,),
+        error_backoff=(0.3,),
+        initial_spread=0.1,
+        budget_per_window=3000,
+    ),
+)
+SECOND_GUILD_ID = 700000000000000222
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = WAIT) -> None:
+    async def wait() -> None:
+        while not await condition():  # noqa: ASYNC110 - the log has no event; bounded below
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(wait(), timeout)
+
+
+async def set_music_channel(stack: Stack) -> None:
+    sent = await stack.discord.send_slash_command(
+        "autopost",
+        {"channel": ChannelArg(str(MUSIC_ID))},
+        subcommand="channel",
+        user_id=str(ADMIN_ID),
+    )
+    await sent.wait_for_reply(timeout=WAIT)
+
+
+async def test_polled_plays_are_logged_and_a_restart_catches_up(tmp_path: Path) -> None:
+    async with FakeSpotify.running() as spotify:
+        await polled_then_restarted(tmp_path, spotify)
+
+
+async def polled_then_restarted(tmp_path: Path, spotify: FakeSpotify) -> None:
+    options: dict[str, Any] = {"app_options": {"autopost_config": POLL_CONFIG}, "spotify": spotify}
+    async with Stack.running(tmp_path, **options) as stack:
+        await stack.link(ALICE_ID, "alice")
+        # Started three minutes ago, so what follows while the bot is down fits after it.
+        stack.spotify.set_playing("alice", track_payload("p1", "Polled", 200_000, 180_000))
+        await set_music_channel(stack)
+        storage = stack.app.services.storage
+
+        async def logged() -> bool:
+            return [p.track_id for p in await storage.recent_plays(ALICE_ID)] == ["p1"]
+
+        await eventually(logged)
+        assert (await storage.recent_plays(ALICE_ID))[0].source == "spotify"
+        # Linked members show in /listening from the poller's latest observation.
+        reply = await command(stack, "listening", user_id=BOB_ID)
+        assert "Polled" in text_of(reply)
+    # While the bot was down, Alice played two more tracks (recently-played has them).
+    now = time.time()
+    spotify.set_recently_played(
+        "alice",
+        [
+            played_item(track_object("p1", "Polled"), now - 2),  # the play logged above
+            played_item(track_object("d1", "Down One", 60_000), now - 120),
+            played_item(track_object("d2", "Down Two", 60_000), now - 60),
+        ],
+    )
+    spotify.set_playing("alice", track_payload("p2", "After", 200_000, 5_000))
+    async with Stack.running(tmp_path, **options) as stack:
+        storage = stack.app.services.storage
+
+        async def caught_up() -> bool:
+            return {p.track_id for p in await storage.recent_plays(ALICE_ID)} == {
+                "p1",
+                "d1",
+                "d2",
+                "p2",
+            }
+
+        await eventually(caught_up)
+        assert await storage.count_plays() == 4  # no play twice
+
+
+async def test_presence_mode_logs_opted_in_members_only(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path, env=PRESENCE) as stack:
+        sent = await stack.discord.send_slash_command(
+            "autopost", {"enabled": True}, subcommand="me", user_id=str(CAROL_ID)
+        )
+        await sent.wait_for_reply(timeout=WAIT)
+        start = int(time.time() * 1000) - 5_000
+        for user_id in (BOB_ID, CAROL_ID):
+            activity = make_spotify_activity(
+                title=f"Status {user_id % 10}", track_id=f"st{user_id % 10}", start_ms=start
+            )
+            await stack.discord.update_presence(GUILD_ID, user_id, [activity])
+        storage = stack.app.services.storage
+
+        async def carol_logged() -> bool:
+            return len(await storage.recent_plays(CAROL_ID)) == 1
+
+        await eventually(carol_logged)
+        await history(stack).wait_idle()
+        assert await storage.recent_plays(BOB_ID) == []  # never opted in: not logged
+        [play] = await storage.recent_plays(CAROL_ID)
+        assert play.source == "presence"
+        assert abs(play.started_at - start / 1000) < 0.01
+        # Both appear in /listening: their status is visible to the server anyway.
+        text = text_of(await command(stack, "listening", user_id=ALICE_ID))
+        assert "Status 2" in text  # Bob
+        assert "Status 3" in text  # Carol
+        # /recent of a presence-only member comes from the log.
+        reply = await command(stack, "recent", {"member": UserArg(str(CAROL_ID))}, user_id=BOB_ID)
+        assert "Status 3" in text_of(reply)
+        assert reply.embeds[0]["footer"]["text"] == "From the bot's listening log"
+
+
+def two_guilds() -> list[dict[str, Any]]:
+    second = make_guild(
+        id=SECOND_GUILD_ID,
+        name="Elsewhere",
+        channels=[make_channel(id=700000000000000223, name="general")],
+        members=[
+            make_member(make_user(ALICE_ID, "alice", global_name="Alice")),
+            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
+        ],
+        owner_id=ADMIN_ID,
+    )
+    return [default_guild(), second]
+
+
+async def test_other_servers_never_see_a_member(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path, guilds=two_guilds()) as stack:
+        await stack.link(BOB_ID, "bob")
+        await np_playing(stack, BOB_ID, "bob", "bobs")
+        stack.spotify.reset_calls()
+        sent = await stack.discord.send_slash_command(
+            "recent",
+            {"member": UserArg(str(BOB_ID))},
+            user_id=str(ALICE_ID),
+            guild_id=str(SECOND_GUILD_ID),
+        )
+        reply = await sent.wait_for_reply(timeout=WAIT)
+        assert reply.ephemeral
+        assert "not a member of this server" in reply.content
+        for name in ("listening", "recap"):
+            sent = await stack.discord.send_slash_command(
+                name, {}, user_id=str(ALICE_ID), guild_id=str(SECOND_GUILD_ID)
+            )
+            reply = await sent.wait_for_reply(timeout=WAIT)
+            assert "Song bobs" not in text_of(reply), name
+        assert stack.spotify.call_count("recently_played") == 0
+        # In Bob's own server the recap has his play.
+        assert "Song bobs" in text_of(await command(stack, "recap", user_id=ALICE_ID))
+
+
+async def test_slow_spotify_defers_and_then_answers(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path) as stack:
+        await stack.link(ALICE_ID, "alice")
+        stack.spotify.set_top("alice", "tracks", "short_term", [track_object("s", "Slow Hit")])
+        stack.spotify.delay_next("top_tracks", 2.0)
+        sent = await stack.discord.send_slash_command("top", {}, user_id=str(ALICE_ID))
+        callback = await sent.wait_for_callback(timeout=WAIT)
+        assert callback.type == 5  # "thinking", well inside Discord's 3 s
+        assert not callback.ephemeral
+        reply = await sent.wait_for_reply(timeout=WAIT)
+        assert "Slow Hit" in text_of(reply)
+        assert not reply.ephemeral
+
+
+async def test_top_when_spotify_is_down(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path) as stack:
+        await stack.link(ALICE_ID, "alice")
+        stack.spotify.fail_next("top_tracks", 502, times=5)
+        reply = await command(stack, "top", user_id=ALICE_ID)
+        assert reply.ephemeral
+        assert "try again" in reply.content
