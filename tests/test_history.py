@@ -10,7 +10,7 @@ import pytest
 
 from bot.errors import SpotifyMissingScope, SpotifyRateLimited
 from bot.history import ListeningLog
-from bot.spotify.models import Artist, NothingPlaying, PlayedTrack, Playback, Track
+from bot.spotify.models import Artist, NothingPlaying, Playback, PlayedTrack, Track
 from bot.storage import Play, Storage
 from tests.helpers import ManualClock, linked_account
 
