@@ -520,9 +520,10 @@ class AutopostService:
         present = False
         for guild_id in list(self._channels):
             try:
-                if await self._may_post_in(guild_id, member_id) and await self._is_member(
+                # Membership first: the opt-in is read only where they are a member.
+                if await self._is_member(
                     guild_id, member_id, self.config.membership_ttl
-                ):
+                ) and await self._may_post_in(guild_id, member_id):
                     present = True
                     break
             except DiscordUnavailable:
