@@ -254,6 +254,9 @@ class AutopostService:
         if self._loop_task is not None:
             return
         self._channels = await self._storage.list_music_channels()
+        # Before the gateway: presences arriving with the guilds are judged without a read.
+        for member_id in await self._storage.list_autopost_opted_in_user_ids():
+            self._choices.setdefault(member_id, True)
         self._last_posts = {
             (post.discord_user_id, post.channel_id): post
             for post in await self._storage.load_last_posts()
@@ -559,8 +562,6 @@ class AutopostService:
         self._linked = set(await self._storage.list_active_user_ids())
         for member_id in self._linked:
             self._choices[member_id] = await self._storage.get_autopost_opt_in_anywhere(member_id)
-        for member_id in await self._storage.list_autopost_opted_in_user_ids():
-            self._choices.setdefault(member_id, True)
         self._workers = [
             asyncio.create_task(self._lookup_worker(), name=f"autopost-lookup-{index}")
             for index in range(self.config.membership_lookups)
