@@ -222,6 +222,11 @@ class AutopostService:
         self._clock = clock
         self._wall_clock = wall_clock
 
+        # Bounds of the per-member state below (README, "Memory per member"): linked members
+        # (L), members who opted in somewhere (O), music guilds/channels (G). _linked, _followed,
+        # _suspended, _parked: <= L. _choices, _observed, _queued: <= L + O. _membership: <=
+        # (L + O) x G. _last_posts: <= (L + O) x G. _member_locks: only while held. Members
+        # known only through presence who never opted in get no entry anywhere.
         self._channels: dict[int, int] = {}  # guild id -> music channel id
         self._linked: set[int] = set()
         # Opt-in summary over all guilds (get_autopost_opt_in_anywhere): linked members and
