@@ -226,6 +226,11 @@ class AutopostService:
         self._clock = clock
         self._wall_clock = wall_clock
 
+        # Bounds of the per-member state below (README, "Memory per member"): linked members
+        # (L), members who opted in somewhere (O), music guilds/channels (G). _linked, _followed,
+        # _suspended, _parked: <= L. _choices, _observed, _queued: <= L + O. _membership: <=
+        # (L + O) x G. _last_posts: <= (L + O) x G. _member_locks: only while held. Members
+        # known only through presence who never opted in get no entry anywhere.
         self._channels: dict[int, int] = {}  # guild id -> music channel id
         self._linked: set[int] = set()
         # Opt-in summary over all guilds (get_autopost_opt_in_anywhere): linked members and
@@ -260,6 +265,9 @@ class AutopostService:
         if self._loop_task is not None:
             return
         self._channels = await self._storage.list_music_channels()
+        # Before the gateway: presences arriving with the guilds are judged without a read.
+        for member_id in await self._storage.list_autopost_opted_in_user_ids():
+            self._choices.setdefault(member_id, True)
         self._last_posts = {
             (post.discord_user_id, post.channel_id): post
             for post in await self._storage.load_last_posts()
@@ -542,9 +550,10 @@ class AutopostService:
         present = False
         for guild_id in list(self._channels):
             try:
-                if await self._may_post_in(guild_id, member_id) and await self._is_member(
+                # Membership first: the opt-in is read only where they are a member.
+                if await self._is_member(
                     guild_id, member_id, self.config.membership_ttl
-                ):
+                ) and await self._may_post_in(guild_id, member_id):
                     present = True
                     break
             except DiscordUnavailable:
@@ -580,8 +589,6 @@ class AutopostService:
         self._linked = set(await self._storage.list_active_user_ids())
         for member_id in self._linked:
             self._choices[member_id] = await self._storage.get_autopost_opt_in_anywhere(member_id)
-        for member_id in await self._storage.list_autopost_opted_in_user_ids():
-            self._choices.setdefault(member_id, True)
         self._workers = [
             asyncio.create_task(self._lookup_worker(), name=f"autopost-lookup-{index}")
             for index in range(self.config.membership_lookups)
