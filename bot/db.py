@@ -153,12 +153,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 source          TEXT    NOT NULL
             )
             """,
-            # A member's history and the duplicate check (member, track near a start time).
-            "CREATE INDEX plays_member_started ON plays (discord_user_id, started_at)",
-            # /recap: a range of start times, covering the member, track and artist, so the
-            # aggregate never touches the table rows; retention deletes by the same range.
-            "CREATE INDEX plays_started_cover ON plays "
-            "(started_at, discord_user_id, track_id, artist)",
+            # A member's history, the duplicate check (member, track near a start time) and
+            # /recap: per member, a range of start times covering the track and artist, so
+            # the aggregate reads only the visible members' rows and never the table.
+            "CREATE INDEX plays_member_cover ON plays "
+            "(discord_user_id, started_at, track_id, artist)",
+            # Retention deletes by start time.
+            "CREATE INDEX plays_started ON plays (started_at)",
             """
             CREATE TABLE listening_guilds (
                 guild_id        INTEGER NOT NULL,

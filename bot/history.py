@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 MATCH_WINDOW = 10.0  # seconds two observations of one play's start may differ
 ENDED_SLACK = 5.0  # a play whose track should have ended this long ago is no longer "now"
 PRUNE_EVERY = 3600.0
-ELIGIBILITY_TTL = 60.0
 FLUSH_DELAY = 0.05  # plays observed within this are written in one transaction
 RECAP_PERIODS: dict[str, float] = {"week": 7 * 86400.0, "month": 30 * 86400.0}
 
@@ -180,7 +179,7 @@ class PlayRecorder:
     def __init__(
         self,
         storage: Storage,
-        keeps: Callable[[int], Awaitable[bool]],
+        keeps: Callable[[int], bool],
         is_private: Callable[[int], bool],
         spawn: Callable[[Awaitable[None], str], None],
     ) -> None:
@@ -219,7 +218,7 @@ class PlayRecorder:
 
     async def record(self, play: Play, match_from: float, match_to: float) -> bool:
         member_id = play.discord_user_id
-        if not await self._keeps(member_id):
+        if not self._keeps(member_id):
             return False
         inserted = await self._storage.record_play(play, match_from=match_from, match_to=match_to)
         self._remember(play)
@@ -240,7 +239,7 @@ class PlayRecorder:
             await asyncio.sleep(FLUSH_DELAY)
             while self._pending:
                 batch, self._pending = self._pending, []
-                kept = [item for item in batch if await self._keeps(item[0].discord_user_id)]
+                kept = [item for item in batch if self._keeps(item[0].discord_user_id)]
                 await self._storage.record_plays(kept)
                 for member_id in {p.discord_user_id for p, _, _ in kept}:
                     if self._is_private(member_id):  # went private while we wrote
@@ -270,7 +269,9 @@ class ListeningLog:
         self._keep_days = keep_days
         self._recently_played = recently_played
         self._clock = clock
-        self._eligible: dict[int, tuple[bool, float]] = {}  # member -> (decision, when)
+        # Members whose plays are kept (linked, opted in): one int each, none for members
+        # known only through presence who never opted in.
+        self._kept: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._recorder = PlayRecorder(
             storage, self.keeps_plays_of, privacy.is_private_now, self._spawn
@@ -283,6 +284,12 @@ class ListeningLog:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        storage = self._storage
+        self._kept = (
+            set(await storage.list_active_user_ids())
+            | await storage.list_autopost_opted_in_user_ids()
+            | await storage.list_explicit_server_user_ids()
+        )
         await self.roster.load()
         await self.prune()
         self._spawn(self._prune_forever(), "listening-log-prune")
@@ -402,14 +409,14 @@ class ListeningLog:
         span = max(play.duration_ms / 1000.0 - MATCH_WINDOW, MATCH_WINDOW)
         return play, started - span, started + MATCH_WINDOW
 
-    async def keeps_plays_of(self, member_id: int) -> bool:
-        """Linked, or opted in while known only through presence; never private."""
-        if self._privacy.is_private_now(member_id):
-            return False
-        cached = self._eligible.get(member_id)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] < ELIGIBILITY_TTL:
-            return cached[0]
+    def keeps_plays_of(self, member_id: int) -> bool:
+        """Linked, or opted in while known only through presence; never private. From memory:
+        loaded at start, kept by the link and privacy listeners and by :meth:`refresh_member`
+        after a member changes a choice, so an observation costs no database read."""
+        return member_id in self._kept and not self._privacy.is_private_now(member_id)
+
+    async def refresh_member(self, member_id: int) -> None:
+        """Read again whether the member's plays are kept (after /autopost me, /privacy)."""
         storage = self._storage
         link = await storage.get_link(member_id)
         keep = (
@@ -417,8 +424,10 @@ class ListeningLog:
             or await storage.get_autopost_opt_in_anywhere(member_id) is True
             or await storage.get_visibility_choice(member_id) == "server"
         )
-        self._eligible[member_id] = (keep, now)
-        return keep
+        if keep:
+            self._kept.add(member_id)
+        else:
+            self._kept.discard(member_id)
 
     async def note_member(
         self, guild_id: int, member_id: int, *, only_if_logged: bool = True
@@ -428,7 +437,7 @@ class ListeningLog:
         as /link, run before linking, passes False so the plays that follow count there)."""
         if self.roster.knows(guild_id, member_id) or self._privacy.is_private_now(member_id):
             return
-        if only_if_logged and not await self.keeps_plays_of(member_id):
+        if only_if_logged and not self.keeps_plays_of(member_id):
             return
         await self.roster.note(guild_id, member_id)
 
@@ -448,7 +457,7 @@ class ListeningLog:
         """One recently-played call for plays after ``since``; returns how many were new."""
         if self._recently_played is None or not self.enabled:
             return 0
-        if not await self.keeps_plays_of(member_id):
+        if not self.keeps_plays_of(member_id):
             return 0
         try:
             items = await self._recently_played(member_id, int(since * 1000))
@@ -463,6 +472,16 @@ class ListeningLog:
         if latest is None or self._clock() - latest < 30.0:
             return 0
         return await self.fill_gap(member_id, latest)
+
+    def absorb_soon(self, member_id: int, items: Sequence[PlayedTrack]) -> None:
+        """:meth:`absorb` in the background (a command answers first)."""
+        self._spawn(self._absorb_logged(member_id, items), "listening-log-absorb")
+
+    async def _absorb_logged(self, member_id: int, items: Sequence[PlayedTrack]) -> None:
+        try:
+            await self.absorb(member_id, items)
+        except Exception:
+            log.exception("listening log: could not match recently-played of %s", member_id)
 
     async def absorb(self, member_id: int, items: Iterable[PlayedTrack]) -> int:
         """Log recently-played entries that match no logged play (see the module doc)."""
@@ -493,14 +512,14 @@ class ListeningLog:
         self._forget_in_memory(member_id)
 
     async def member_linked(self, member_id: int, *_: object) -> None:
-        self._eligible.pop(member_id, None)
+        self._kept.add(member_id)
 
-    def member_went_public(self, member_id: int) -> None:
-        """A private member chose ``server`` again: decide afresh whether to keep plays."""
-        self._eligible.pop(member_id, None)
+    async def member_went_public(self, member_id: int) -> None:
+        """A private member chose ``server`` again: that is an explicit opt-in."""
+        await self.refresh_member(member_id)
 
     def _forget_in_memory(self, member_id: int) -> None:
-        self._eligible.pop(member_id, None)
+        self._kept.discard(member_id)
         self._recorder.forget(member_id)
         self.now_listening.clear(member_id)
         self.roster.forget_member(member_id)

@@ -396,12 +396,18 @@ class Storage:
                     f"DELETE FROM {table} WHERE discord_user_id = ?",  # noqa: S608
                     (user_id,),
                 )
-            # The listening log goes too; it alone is not "anything to unlink".
+            # The listening log goes too; it alone is not "anything to unlink". So does an
+            # explicit "server" choice (the default anyway): it would keep logging their
+            # Discord status. A "private" choice stays.
             for table in ("plays", "listening_guilds"):
                 await tx.execute(
                     f"DELETE FROM {table} WHERE discord_user_id = ?",  # noqa: S608
                     (user_id,),
                 )
+            await tx.execute(
+                "DELETE FROM member_privacy WHERE discord_user_id = ? AND visibility = 'server'",
+                (user_id,),
+            )
         return removed > 0
 
     async def count_links(self, status: str = "active") -> int:
@@ -735,6 +741,13 @@ class Storage:
             if value == "private":
                 await tx.execute("DELETE FROM last_posts WHERE discord_user_id = ?", (user_id,))
 
+    async def list_explicit_server_user_ids(self) -> set[int]:
+        """Members who chose ``server`` with /privacy (rather than never choosing)."""
+        rows = await self._fetchall(
+            "SELECT discord_user_id FROM member_privacy WHERE visibility = 'server'"
+        )
+        return {int(row[0]) for row in rows}
+
     async def list_private_user_ids(self) -> set[int]:
         """Every member whose visibility is ``private``."""
         rows = await self._fetchall(
@@ -889,12 +902,11 @@ class Storage:
         """The most-played tracks and artists of these members since ``since``, with how many
         of them listened.
 
-        One pass over the covering index of start times counts plays per track (the ``+``
-        keeps SQLite from choosing the per-member index, which would visit table rows); the
-        artists' totals are summed from the per-track counts.
+        One pass over the per-member covering index (each visible member's range of start
+        times) counts plays per track; the artists' totals are summed from those counts.
         """
         members = json.dumps(sorted(set(member_ids)))
-        where = "started_at >= ? AND +discord_user_id IN (SELECT value FROM json_each(?))"
+        where = "discord_user_id IN (SELECT value FROM json_each(?)) AND started_at >= ?"
         async with self._lock:
             connection = self._require_connection()
             # One seek per member in the per-member index: far cheaper than a DISTINCT pass.
@@ -907,9 +919,9 @@ class Storage:
             )
             per_track = list(
                 await connection.execute_fetchall(
-                    f"SELECT track_id, artist, count(*), max(id) FROM plays WHERE {where} "  # noqa: S608
-                    "GROUP BY track_id",
-                    (since, members),
+                    "SELECT track_id, artist, count(*), max(id) FROM plays "  # noqa: S608
+                    f"INDEXED BY plays_member_cover WHERE {where} GROUP BY track_id",
+                    (members, since),
                 )
             )
             per_track.sort(key=lambda row: (-int(row[2]), str(row[0])))

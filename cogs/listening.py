@@ -33,10 +33,19 @@ from bot.privacy import PrivacyService
 
 DEFER_AFTER_SECONDS = 1.5
 GUILD_ONLY = "This command only works in a server."
+CHOICE_COMMANDS = frozenset({"autopost me", "privacy"})
 
 
 def _name(target: discord.abc.User) -> str:
     return target.display_name
+
+
+def _server(interaction: discord.Interaction[Any]) -> tuple[int, discord.Guild | None, str]:
+    """The server's id, its cached object (None when not cached) and a name to show."""
+    if interaction.guild_id is None:
+        raise BotError(user_message=GUILD_ONLY)
+    guild = interaction.guild
+    return interaction.guild_id, guild, guild.name if guild is not None else "this server"
 
 
 async def send_rendered(
@@ -107,21 +116,21 @@ class ListeningCog(commands.Cog):
     @app_commands.command(name="listening", description="Who in this server is listening now")
     @app_commands.guild_only()
     async def listening(self, interaction: discord.Interaction[Any]) -> None:
-        guild = interaction.guild
-        if guild is None:
-            raise BotError(user_message=GUILD_ONLY)
+        guild_id, guild, name = _server(interaction)
         is_member: Callable[[int], bool] | None = None
-        if self.presence_enabled:
+        if self.presence_enabled and guild is not None:
+            cached = guild
             # With the members intent the cache knows everyone in the server.
-            def is_member(member_id: int) -> bool:
-                return guild.get_member(member_id) is not None
 
-        entries = self.history.listening_in(guild.id, is_member)
-        if self.presence_enabled:
-            entries = [e for e in entries if guild.get_member(e.member_id) is not None]
+            def is_member(member_id: int) -> bool:
+                return cached.get_member(member_id) is not None
+
+        entries = self.history.listening_in(guild_id, is_member)
+        if is_member is not None:
+            entries = [e for e in entries if is_member(e.member_id)]
 
         async def work() -> Rendered:
-            return render_listening(entries, guild_name=guild.name)
+            return render_listening(entries, guild_name=name)
 
         await send_rendered(interaction, work)
 
@@ -171,18 +180,17 @@ class ListeningCog(commands.Cog):
         interaction: discord.Interaction[Any],
         period: Literal["week", "month"] = "week",
     ) -> None:
-        guild = interaction.guild
-        if guild is None:
-            raise BotError(user_message=GUILD_ONLY)
+        guild_id, guild, name = _server(interaction)
         still_member: Callable[[int], bool] | None = None
-        if self.presence_enabled:
+        if self.presence_enabled and guild is not None:
+            cached = guild
 
             def still_member(member_id: int) -> bool:
-                return guild.get_member(member_id) is not None
+                return cached.get_member(member_id) is not None
 
         async def work() -> Rendered:
-            recap = await self.history.recap(guild.id, period, still_member=still_member)
-            return render_recap(recap, guild_name=guild.name, period=period)
+            recap = await self.history.recap(guild_id, period, still_member=still_member)
+            return render_recap(recap, guild_name=name, period=period)
 
         await send_rendered(interaction, work)
 
@@ -195,6 +203,16 @@ class ListeningCog(commands.Cog):
             await self.history.note_member(
                 interaction.guild_id, interaction.user.id, only_if_logged=False
             )
+
+    @commands.Cog.listener()
+    async def on_app_command_completion(
+        self,
+        interaction: discord.Interaction[Any],
+        command: app_commands.Command[Any, ..., Any] | app_commands.ContextMenu,
+    ) -> None:
+        # These choices decide whether a member's plays are kept: read them again.
+        if command.qualified_name in CHOICE_COMMANDS:
+            await self.history.refresh_member(interaction.user.id)
 
     @commands.Cog.listener()
     async def on_presence_update(self, before: discord.Member, after: discord.Member) -> None:

@@ -127,9 +127,13 @@ async def test_a_restart_does_not_duplicate(
     storage: Storage, privacy: Privacy, clock: ManualClock
 ) -> None:
     first = ListeningLog(storage, privacy, keep_days=90, clock=clock)
-    await first.observe(ALICE, playing(track(), 30, NOW), source="spotify")
+    await first.start()
+    assert await first.observe(ALICE, playing(track(), 30, NOW), source="spotify")
+    await first.stop()
     again = ListeningLog(storage, privacy, keep_days=90, clock=clock)  # no memory of the first
+    await again.start()
     assert not await again.observe(ALICE, playing(track(), 33, NOW + 2), source="presence")
+    await again.stop()
     assert len(await plays_of(storage, ALICE)) == 1
 
 
@@ -161,8 +165,27 @@ async def test_presence_only_members_only_when_opted_in(
 ) -> None:
     assert not await history.observe(PRESENCE_ONLY, playing(track(), 5, NOW), source="presence")
     await storage.set_guild_autopost_opt_in(PRESENCE_ONLY, GUILD, True)
-    fresh = ListeningLog(storage, Privacy(), keep_days=90)  # no cached decision
-    assert await fresh.observe(PRESENCE_ONLY, playing(track(), 5, NOW), source="presence")
+    await history.refresh_member(PRESENCE_ONLY)  # what the cog does after /autopost me
+    assert await history.observe(PRESENCE_ONLY, playing(track(), 5, NOW), source="presence")
+    # Loaded at start too, as is an explicit /privacy visibility:server.
+    await storage.set_visibility(BOB + 100, "server")
+    fresh = ListeningLog(storage, Privacy(), keep_days=90)
+    await fresh.start()
+    try:
+        assert fresh.keeps_plays_of(PRESENCE_ONLY)
+        assert fresh.keeps_plays_of(BOB + 100)
+        assert not fresh.keeps_plays_of(BOB + 200)
+    finally:
+        await fresh.stop()
+
+
+async def test_unlink_forgets_an_explicit_server_choice(storage: Storage) -> None:
+    await storage.set_visibility(ALICE, "server")
+    await storage.set_visibility(BOB, "private")
+    await storage.delete_member(ALICE)
+    await storage.delete_member(BOB)
+    assert await storage.get_visibility_choice(ALICE) is None
+    assert await storage.get_visibility_choice(BOB) == "private"  # private stays
 
 
 async def test_private_members_are_never_logged_and_their_log_is_deleted(

@@ -214,6 +214,7 @@ async def test_recent_from_spotify_then_from_the_log_when_spotify_is_busy(tmp_pa
         assert lines[0].startswith("1. [Recent 0](https://open.spotify.com/")
         assert embed["footer"]["text"] == "Spotify"
         assert stack.spotify.call_count("recently_played") == 1
+        await history(stack).wait_idle()  # Spotify's answer is matched into the log
 
         stack.spotify.fail_next("recently_played", 429, retry_after=30)
         reply = await command(stack, "recent", user_id=ALICE_ID)
