@@ -318,6 +318,7 @@ class ListeningLog:
     async def _prune_forever(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_EVERY)
+            self.now_listening.listening(lambda _member_id: False, self._clock())  # drop ended
             try:
                 await self.prune()
             except Exception:
