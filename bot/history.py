@@ -349,7 +349,7 @@ class ListeningLog:
         first: a restart) take a background task."""
         if guild_id is None and not catch_up:
             pending = self._new_play(member_id, playback, source)
-            if pending is not None and self.enabled:
+            if pending is not None and self.enabled and self.keeps_plays_of(member_id):
                 self._recorder.add(*pending)
             return
         self._spawn(
