@@ -456,6 +456,11 @@ async def test_presence_mode_logs_opted_in_members_only(tmp_path: Path) -> None:
             "autopost", {"enabled": True}, subcommand="me", user_id=str(CAROL_ID)
         )
         await sent.wait_for_reply(timeout=WAIT)
+
+        async def carol_kept() -> bool:  # read again once the command has finished
+            return history(stack).keeps_plays_of(CAROL_ID)
+
+        await eventually(carol_kept)
         start = int(time.time() * 1000) - 5_000
         for user_id in (BOB_ID, CAROL_ID):
             activity = make_spotify_activity(
@@ -543,3 +548,31 @@ async def test_top_when_spotify_is_down(tmp_path: Path) -> None:
         reply = await command(stack, "top", user_id=ALICE_ID)
         assert reply.ephemeral
         assert "try again" in reply.content
+
+
+async def test_privacy_server_chosen_explicitly_opts_a_status_in_until_unlink(
+    tmp_path: Path,
+) -> None:
+    async with Stack.running(tmp_path, env=PRESENCE) as stack:
+        log = history(stack)
+        assert not log.keeps_plays_of(BOB_ID)
+        sent = await stack.discord.send_slash_command(
+            "privacy", {"visibility": "server"}, user_id=str(BOB_ID)
+        )
+        await sent.wait_for_reply(timeout=WAIT)
+
+        async def bob_kept() -> bool:
+            return log.keeps_plays_of(BOB_ID)
+
+        await eventually(bob_kept)
+        activity = make_spotify_activity(title="Chosen", track_id="chosen1")
+        await stack.discord.update_presence(GUILD_ID, BOB_ID, [activity])
+        storage = stack.app.services.storage
+
+        async def bob_logged() -> bool:
+            return len(await storage.recent_plays(BOB_ID)) == 1
+
+        await eventually(bob_logged)
+        await command(stack, "unlink", user_id=BOB_ID)
+        assert await storage.recent_plays(BOB_ID) == []
+        assert not log.keeps_plays_of(BOB_ID)
