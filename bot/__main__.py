@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.config import Settings, environment_with_dotenv, generate_key, load_settings
-from bot.errors import ConfigError, DecryptionError
+from bot.errors import ConfigError, DecryptionError, StartupError
 
 log = logging.getLogger("bot")
 
@@ -26,7 +26,7 @@ def _settings_or_exit() -> Settings:
 
 
 def _command_run() -> int:
-    from bot.app import Application, StartupError
+    from bot.app import Application
     from bot.logs import configure_logging, masker_for_settings
 
     settings = _settings_or_exit()
