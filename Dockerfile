@@ -35,7 +35,8 @@ RUN groupadd --system --gid 10001 bot \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-# Ownership is set above, before VOLUME: a new named volume starts as a copy of /data.
+# Ownership is set above, before VOLUME: a new named volume starts as a copy of /data. A bind
+# mount keeps the host folder's owner instead: chown it to 10001:10001 (see README, Docker).
 VOLUME ["/data"]
 USER 10001:10001
 
