@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 
 from bot.connect import GatewayInfo, backoff_delays, describe_failure, format_wait
 from tests.clirun import PYTHON_M_BOT, bot_env, bot_process, env_for_fakes
@@ -53,6 +54,13 @@ async def test_a_refused_port_is_described_in_a_few_words() -> None:
         describe_failure(refused.value)
         == f"cannot connect to 127.0.0.1:{port} (Connection refused)"
     )
+
+
+def test_a_dns_failure_is_described_in_a_few_words() -> None:
+    # Built as aiohttp raises it: resolving a name sends traffic off this machine in a test.
+    key = ConnectionKey("discord.com", 443, True, True, None, None, None)
+    failure = aiohttp.ClientConnectorDNSError(key, OSError(-3, "Temporary failure"))
+    assert describe_failure(failure) == "cannot resolve discord.com"
 
 
 async def test_the_bot_waits_for_a_discord_that_comes_up_late(tmp_path: Path) -> None:
