@@ -174,7 +174,9 @@ def _setup_then_check(invocation: Invocation) -> int:
     if not written:
         return 1
     print(f"\nChecking the setup (`{invocation.hint('check')}`):")
-    status = run_check(invocation.environment(), command=invocation.command)
+    status = run_check(
+        invocation.environment(), command=invocation.command, source=invocation.where_read()
+    )
     if status != 0:
         print(
             f"Fix the problems above (edit {invocation.env_file.path}), then run "
@@ -228,8 +230,7 @@ def _command_check(invocation: Invocation) -> int:
     env = invocation.environment()
     if _is_unconfigured(env):
         return _not_configured(invocation)
-    print(invocation.where_read())
-    return run_check(env, command=invocation.command)
+    return run_check(env, command=invocation.command, source=invocation.where_read())
 
 
 COMMANDS: dict[str, tuple[Callable[[Invocation], int], str]] = {

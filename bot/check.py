@@ -136,11 +136,16 @@ def invite_url(application_id: str | int) -> str:
 
 
 def run_check(
-    env: Mapping[str, str], *, out: TextIO | None = None, command: str = "nowplaying-bot"
+    env: Mapping[str, str],
+    *,
+    out: TextIO | None = None,
+    command: str = "nowplaying-bot",
+    source: str | None = None,
 ) -> int:
     """Check the configuration in ``env``; print the report; return the exit status.
-    ``command`` is how the user runs the bot, named in hints."""
-    return asyncio.run(check_async(env, out=out, command=command))
+    ``command`` is how the user runs the bot, named in hints; ``source`` says where the
+    settings were read (which ``.env``), printed after the verdicts."""
+    return asyncio.run(check_async(env, out=out, command=command, source=source))
 
 
 async def check_async(
@@ -149,6 +154,7 @@ async def check_async(
     out: TextIO | None = None,
     timeout: float = REQUEST_TIMEOUT,
     command: str = "nowplaying-bot",
+    source: str | None = None,
 ) -> int:
     """:func:`run_check` for callers that already run an event loop (the tests)."""
     out = sys.stdout if out is None else out
@@ -161,6 +167,8 @@ async def check_async(
         for item in _ITEMS_AFTER_SETTINGS:
             report.add(Finding(SKIPPED, item, "not checked until the settings are fixed"))
         report.say()
+        if source:
+            report.say(source)
         report.say(
             f"{report.problems} problem(s) in the settings (see .env.example): fix them, then "
             f"run `{command} check` again."
@@ -197,6 +205,8 @@ async def check_async(
         report.say(f"  {invite_url(discord_result.application_id)}")
     else:
         report.say("Invite URL: unknown until Discord accepts the token (it needs the app id).")
+    if source:
+        report.say(source)
     report.say()
     if report.problems:
         report.say(
