@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import importlib.metadata
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 from bot.config import Settings, environment_with_dotenv, generate_key, load_settings
@@ -39,7 +41,7 @@ class Invocation:
         """A command to paste: ``nowplaying-bot --env-file /etc/np.env check``."""
         parts = [self.command]
         if self.env_file.named_by == "--env-file":
-            parts.append(f"--env-file {self.env_file.path}")
+            parts.append(f"--env-file {shlex.quote(str(self.env_file.path))}")
         if subcommand:
             parts.append(subcommand)
         return " ".join(parts)
@@ -260,8 +262,10 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             "configuration:\n"
             "  Settings come from the environment and from a .env file; the environment wins.\n"
             "  The .env file is the one named by --env-file, else by the NOWPLAYING_ENV_FILE\n"
-            "  variable, else .env in the working directory. Every setting is described in\n"
-            f"  .env.example; `{command} setup` writes a .env for you."
+            "  variable, else .env in the working directory (here: "
+            f"{Path.cwd() / '.env'}).\n"
+            "  Every setting is described in .env.example; "
+            f"`{command} setup` writes a .env for you."
         ),
     )
     parser.add_argument(

@@ -9,6 +9,7 @@ script (``nowplaying-bot`` when found on PATH, else the path they typed) or ``<t
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -31,11 +32,11 @@ def command_name(
     script = Path(argv0)
     if script.name in ("__main__.py", "-m", "-c", ""):
         interpreter = orig_argv[0] if orig_argv else "python3"
-        return f"{interpreter} -m bot"
+        return f"{shlex.quote(interpreter)} -m bot"
     found = shutil.which(script.name, path=path)
     if found is not None and _same_file(found, argv0):
         return script.name
-    return argv0
+    return shlex.quote(argv0)
 
 
 def _same_file(first: str, second: str) -> bool:

@@ -67,6 +67,10 @@ def _ask_secret(terminal: Terminal, prompt: str, what: str) -> str:
 
 
 def proposed_redirect_uri(environ: Mapping[str, str]) -> str:
+    """The redirect URI already configured, else the loopback one on WEB_PORT (8080)."""
+    configured = (environ.get("SPOTIFY_REDIRECT_URI") or "").strip()
+    if configured and redirect_uri_problem(configured) is None:
+        return configured
     port = (environ.get("WEB_PORT") or "").strip()
     return f"http://127.0.0.1:{port if port.isdigit() else DEFAULT_WEB_PORT}/callback"
 

@@ -122,7 +122,7 @@ async def test_help_says_where_configuration_comes_from(tmp_path: Path) -> None:
     assert "Settings come from the environment and from a .env file; the environment wins." in flat
     assert (
         "The .env file is the one named by --env-file, else by the NOWPLAYING_ENV_FILE "
-        "variable, else .env in the working directory." in flat
+        f"variable, else .env in the working directory (here: {tmp_path / '.env'})." in flat
     )
     assert "`nowplaying-bot setup` writes a .env for you" in flat
     for name in ("run", "check", "setup", "gen-key", "rotate-keys"):
