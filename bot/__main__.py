@@ -118,7 +118,7 @@ def _command_run(invocation: Invocation) -> int:
         from bot.setup import Terminal, confirm
 
         terminal = Terminal()
-        terminal.say(f"No configuration yet: {invocation.where_read()}")
+        terminal.say(f"No configuration yet. {invocation.where_read()}")
         if not confirm(terminal, "Set up the bot now?", default=True):
             return _not_configured(invocation)
         status = _setup_then_check(invocation)

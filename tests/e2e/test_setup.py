@@ -96,7 +96,7 @@ async def test_first_run_on_a_fresh_clone_sets_up_checks_and_reaches_ready(
         ) as terminal,
     ):
         await terminal.expect(
-            re.escape(f"No configuration yet: No .env file was found at {clone / '.env'}")
+            re.escape(f"No configuration yet. No .env file was found at {clone / '.env'}")
         )
         await terminal.expect(r"Set up the bot now\? \[Y/n\] ")
         terminal.type("")
