@@ -110,7 +110,7 @@ def _not_configured(invocation: Invocation) -> int:
 # --- commands -------------------------------------------------------------------------------
 
 
-def _command_run(invocation: Invocation) -> int:
+def _command_run(invocation: Invocation, args: argparse.Namespace) -> int:
     env = invocation.environment()
     if _is_unconfigured(env):
         if not invocation.interactive:
@@ -143,7 +143,7 @@ def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
         )
 
     async def main() -> None:
-        async with Application(settings, masker=masker) as app:
+        async with Application(settings, masker=masker, command=invocation.command) as app:
             await app.run_until_stopped()
 
     try:
@@ -187,7 +187,7 @@ def _setup_then_check(invocation: Invocation) -> int:
     return status
 
 
-def _command_setup(invocation: Invocation) -> int:
+def _command_setup(invocation: Invocation, args: argparse.Namespace) -> int:
     if not invocation.interactive:
         print(
             "nowplaying-bot: setup asks for secrets and needs an interactive terminal; without "
@@ -201,32 +201,45 @@ def _command_setup(invocation: Invocation) -> int:
     return status
 
 
-def _command_gen_key(invocation: Invocation) -> int:
+def _command_gen_key(invocation: Invocation, args: argparse.Namespace) -> int:
     print(generate_key())
     return 0
 
 
-def _command_rotate_keys(invocation: Invocation) -> int:
+def _command_rotate_keys(invocation: Invocation, args: argparse.Namespace) -> int:
     from bot.crypto import TokenCipher
-    from bot.maintenance import rotate_keys
+    from bot.maintenance import count_secrets_by_key, rotate_keys
     from bot.storage import Storage
 
     settings = _settings_or_exit(invocation, invocation.environment())
 
-    async def main() -> int:
+    async def main() -> tuple[int, int]:
+        cipher = TokenCipher(settings.token_encryption_keys)
         async with await Storage.open(settings.database_path) as storage:
-            return await rotate_keys(storage, TokenCipher(settings.token_encryption_keys))
+            changed = await rotate_keys(
+                storage,
+                cipher,
+                skip_undecryptable=args.skip_unreadable,
+                command=invocation.command,
+            )
+            _, _, unreadable = await count_secrets_by_key(storage, cipher)
+            return changed, unreadable
 
     try:
-        changed = asyncio.run(main())
+        changed, unreadable = asyncio.run(main())
     except DecryptionError as exc:
         print(f"rotate-keys: {exc}", file=sys.stderr)
         return 1
     print(f"Re-encrypted {changed} stored secret(s) with the first key.")
+    if unreadable:
+        print(
+            f"Left {unreadable} stored secret(s) that no configured key opens as they were; "
+            "those members must run /link again."
+        )
     return 0
 
 
-def _command_check(invocation: Invocation) -> int:
+def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
     from bot.check import run_check
 
     env = invocation.environment()
@@ -235,7 +248,7 @@ def _command_check(invocation: Invocation) -> int:
     return run_check(env, command=invocation.command, source=invocation.where_read())
 
 
-COMMANDS: dict[str, tuple[Callable[[Invocation], int], str]] = {
+COMMANDS: dict[str, tuple[Callable[[Invocation, argparse.Namespace], int], str]] = {
     "run": (_command_run, "run the bot (the default)"),
     "check": (_command_check, "check the setup; print the redirect URI and the invite URL"),
     "setup": (_command_setup, "ask for the Discord and Spotify values and write .env"),
@@ -277,6 +290,11 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         help="one of: " + ", ".join(COMMANDS),
     )
     parser.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="rotate-keys: re-encrypt what the keys open; leave secrets no key opens as they are",
+    )
+    parser.add_argument(
         "--env-file",
         metavar="PATH",
         help=f"the .env file to read (default: ${ENV_FILE_VARIABLE}, else ./.env)",
@@ -287,7 +305,10 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     command = command_name()
-    args = build_parser(command).parse_args(argv)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.skip_unreadable and args.command != "rotate-keys":
+        parser.error("--skip-unreadable only goes with rotate-keys")
     invocation = Invocation(
         command=command,
         env_file=locate_env_file(args.env_file),
@@ -307,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_CONFIG
     handler, _ = COMMANDS[args.command]
-    return handler(invocation)
+    return handler(invocation, args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ command that was run, ``--version``, ``--help``, ``--env-file`` and ``NOWPLAYING
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import os
 import sys
@@ -10,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.crypto import TokenCipher
 from bot.invocation import command_name, locate_env_file
+from bot.storage import Storage
 from tests.clirun import CONSOLE_SCRIPT, PYTHON_M_BOT, env_for_fakes, run_command
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
 from tests.harness import KEY
+from tests.helpers import linked_account
 
 pytestmark = pytest.mark.skipif(
     not CONSOLE_SCRIPT.exists(), reason="the console script is installed by `pip install`"
@@ -177,3 +181,23 @@ async def test_setup_without_a_terminal_exits_2_and_says_what_to_do(tmp_path: Pa
     assert "needs an interactive terminal" in output
     assert f"copy .env.example to {tmp_path / '.env'}" in output
     assert not (tmp_path / ".env").exists()
+
+
+async def test_rotate_keys_refusal_names_the_console_script(tmp_path: Path) -> None:
+    database = tmp_path / "data" / "bot.db"
+    lost = TokenCipher([b"l" * 32])
+    async with await Storage.open(database) as storage:
+        await storage.save_link(linked_account(7, lost.encrypt(7, "refresh")))
+    env = {
+        "DISCORD_TOKEN": "t",
+        "SPOTIFY_CLIENT_ID": "id",
+        "SPOTIFY_CLIENT_SECRET": "secret",
+        "SPOTIFY_REDIRECT_URI": "http://127.0.0.1:8080/callback",
+        "TOKEN_ENCRYPTION_KEY": base64.urlsafe_b64encode(b"n" * 32).decode(),
+        "DATABASE_PATH": str(database),
+        "PATH": PATH_WITHOUT_VENV,
+    }
+    status, output = await run_command((str(CONSOLE_SCRIPT), "rotate-keys"), env, tmp_path)
+    assert status == 1
+    assert f"`{CONSOLE_SCRIPT} rotate-keys --skip-unreadable`" in output
+    assert "python -m bot" not in output
