@@ -115,11 +115,16 @@ def _command_run(invocation: Invocation, args: argparse.Namespace) -> int:
     if _is_unconfigured(env):
         if not invocation.interactive:
             return _not_configured(invocation)
-        from bot.setup import Terminal, confirm
+        from bot.setup import SetupCancelled, Terminal, confirm
 
         terminal = Terminal()
         terminal.say(f"No configuration yet. {invocation.where_read()}")
-        if not confirm(terminal, "Set up the bot now?", default=True):
+        try:
+            wanted = confirm(terminal, "Set up the bot now?", default=True)
+        except SetupCancelled:
+            wanted = False
+            print()
+        if not wanted:
             return _not_configured(invocation)
         status = _setup_then_check(invocation)
         if status != 0:
@@ -328,7 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_CONFIG
     handler, _ = COMMANDS[args.command]
-    return handler(invocation, args)
+    try:
+        return handler(invocation, args)
+    except KeyboardInterrupt:  # Ctrl-C outside the bot's own run (setup, check): no traceback
+        print(file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ class PtySession:
     def press_ctrl_c(self) -> None:
         os.write(self.master, b"\x03")
 
+    def press_ctrl_d(self) -> None:
+        """End of input, as at the start of a line."""
+        os.write(self.master, b"\x04")
+
     async def wait(self, timeout: float = 20) -> int:
         """The exit status (a thread waits for the child; the loop keeps reading its output)."""
         try:

@@ -179,6 +179,18 @@ async def test_declining_the_first_run_setup_prints_the_two_lines(tmp_path: Path
     assert not (tmp_path / ".env").exists()
 
 
+async def test_ctrl_d_at_the_first_question_prints_the_two_lines(tmp_path: Path) -> None:
+    async with pty_session(
+        [str(CONSOLE_SCRIPT)], env=clean_environment(TERM="dumb"), cwd=tmp_path
+    ) as terminal:
+        await terminal.expect(r"Set up the bot now\? \[Y/n\] ")
+        terminal.press_ctrl_d()
+        await terminal.expect(re.escape(f"Run `{CONSOLE_SCRIPT} setup` in a terminal"))
+        assert await terminal.wait() == 2
+    assert "Traceback" not in terminal.transcript
+    assert not (tmp_path / ".env").exists()
+
+
 def test_the_env_file_is_private_from_its_first_byte(tmp_path: Path) -> None:
     previous = os.umask(0)
     try:
