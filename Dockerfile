@@ -25,7 +25,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH="/opt/venv/bin:${PATH}" \
     DATABASE_PATH=/data/bot.db \
-    WEB_HOST=0.0.0.0
+    WEB_HOST=0.0.0.0 \
+    NOWPLAYING_ENV_FILE=/data/.env
 
 RUN groupadd --system --gid 10001 bot \
     && useradd --system --no-log-init --uid 10001 --gid bot \

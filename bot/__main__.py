@@ -319,10 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_file=locate_env_file(args.env_file),
         interactive=sys.stdin.isatty() and sys.stdout.isatty(),
     )
+    # A file named on the command line must exist (a typo would go unnoticed otherwise); one
+    # named by NOWPLAYING_ENV_FILE may not exist yet: a service (or the container image) names
+    # where setup writes it, and the values may all come from the environment meanwhile.
     first_run = args.command == "run" and invocation.interactive  # setup offers to create it
     if (
         args.command in ("run", "check", "rotate-keys")
-        and invocation.env_file.explicit
+        and invocation.env_file.named_by == "--env-file"
         and not invocation.env_file.exists
         and not first_run
     ):

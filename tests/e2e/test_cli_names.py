@@ -164,15 +164,35 @@ async def test_nowplaying_env_file_names_the_file_for_a_service_without_a_workdi
     assert "TOKEN_ENCRYPTION_KEY: missing" not in output  # the named file set it
 
 
-async def test_a_named_env_file_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+async def test_an_env_file_named_on_the_command_line_must_exist(tmp_path: Path) -> None:
     missing = tmp_path / "nope.env"
-    for command in ((str(CONSOLE_SCRIPT), "--env-file", str(missing)), PYTHON_M_BOT):
-        env = {} if "--env-file" in command else {"NOWPLAYING_ENV_FILE": str(missing)}
-        status, output = await run_command((*command, "check"), env, tmp_path)
+    for subcommand in ("check", "run", "rotate-keys"):
+        status, output = await run_command(
+            (str(CONSOLE_SCRIPT), "--env-file", str(missing), subcommand), {}, tmp_path
+        )
         assert status == 2
-        assert len(output.splitlines()) == 1, output
-        assert f"{missing} (named by " in output
-        assert "does not exist" in output
+        assert output.splitlines() == [
+            f"nowplaying-bot: {missing} (named by --env-file) does not exist; run "
+            f"`{CONSOLE_SCRIPT} --env-file {missing} setup` to create it."
+        ]
+
+
+async def test_an_env_file_variable_may_name_a_file_setup_has_not_written_yet(
+    tmp_path: Path,
+) -> None:
+    """As the container image does: the values come from the environment meanwhile."""
+    missing = tmp_path / "data" / ".env"
+    async with FakeSpotify.running() as spotify, FakeDiscord.running() as discord:
+        env = {**env_for_fakes(tmp_path, discord, spotify), "NOWPLAYING_ENV_FILE": str(missing)}
+        status, output = await run_command((*PYTHON_M_BOT, "check"), env, tmp_path)
+    assert status == 0, output
+    assert f"No .env file was found at {missing} (named by NOWPLAYING_ENV_FILE)" in output
+    status, output = await run_command(
+        PYTHON_M_BOT, {"NOWPLAYING_ENV_FILE": str(missing)}, tmp_path
+    )
+    assert status == 2
+    assert f"no file at {missing} (named by NOWPLAYING_ENV_FILE)" in output
+    assert f"copy .env.example to {missing} and fill it in" in output
 
 
 async def test_setup_without_a_terminal_exits_2_and_says_what_to_do(tmp_path: Path) -> None:
