@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from bot.crypto import TokenCipher
+from bot.link_completion import PendingLinkCompleter
 from bot.linking import MAX_PASTE_LENGTH, LinkFailure, LinkService, parse_pasted_address
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
@@ -65,7 +66,26 @@ class LinkWorld:
         )
         self.api = SpotifyApi(self.sender, api_base=fake.api_base)
         self.tokens = TokenManager(storage, self.cipher, self.auth)
-        self.links = LinkService(storage, self.auth, self.api, self.tokens, clock=self.clock)
+        self.links = LinkService(
+            storage,
+            self.auth,
+            self.api,
+            self.tokens,
+            self.cipher,
+            hold_remaining=self.sender.hold_remaining,
+            clock=self.clock,
+        )
+        self.completer = PendingLinkCompleter(
+            storage,
+            self.cipher,
+            self.auth,
+            self.api,
+            self.links,
+            hold_remaining=self.sender.hold_remaining,
+            clock=self.clock,
+            retry_seconds=0.05,
+        )
+        self.links.add_pending_listener(self.completer.wake)
 
     async def redirect_after_consent(self, authorize_url: str) -> str:
         """What the browser is sent to after the consent screen (not followed)."""
@@ -76,7 +96,7 @@ class LinkWorld:
     async def approved_query(self, member: int, spotify_user: str = "alice") -> dict[str, str]:
         """Run /link's start, approve as ``spotify_user``; the callback's query parameters."""
         self.fake.approve_as(spotify_user)
-        location = await self.redirect_after_consent(await self.links.start(member))
+        location = await self.redirect_after_consent((await self.links.start(member)).authorize_url)
         return query_of(location)
 
     async def stored_refresh_token(self, member: int) -> str | None:
@@ -163,7 +183,7 @@ def test_parse_pasted_address_refuses_over_long_input() -> None:
 async def test_state_has_at_least_128_random_bits_and_is_in_the_authorize_url(
     world: LinkWorld,
 ) -> None:
-    urls = [await world.links.start(ALICE) for _ in range(50)]
+    urls = [(await world.links.start(ALICE)).authorize_url for _ in range(50)]
     states = [query_of(url)["state"] for url in urls]
     assert len(set(states)) == len(states)
     for url, state in zip(urls, states, strict=True):
@@ -185,7 +205,7 @@ async def test_state_has_at_least_128_random_bits_and_is_in_the_authorize_url(
 
 
 async def test_only_a_hash_of_the_state_is_stored(world: LinkWorld) -> None:
-    state = query_of(await world.links.start(ALICE))["state"]
+    state = query_of((await world.links.start(ALICE)).authorize_url)["state"]
     assert state.encode() not in world.database_bytes()
 
 
@@ -276,7 +296,9 @@ async def test_a_paste_without_the_code_does_not_use_up_the_state(world: LinkWor
 
 async def test_denied_consent_stores_nothing(world: LinkWorld) -> None:
     world.fake.deny_next()
-    query = query_of(await world.redirect_after_consent(await world.links.start(ALICE)))
+    query = query_of(
+        await world.redirect_after_consent((await world.links.start(ALICE)).authorize_url)
+    )
     assert query["error"] == "access_denied"
     with pytest.raises(LinkFailure) as caught:
         await world.links.complete(query)

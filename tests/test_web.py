@@ -215,7 +215,9 @@ async def test_a_reload_of_a_used_success_url_says_already_linked(site: Web) -> 
 async def test_access_denied(site: Web) -> None:
     world = site.world
     world.fake.deny_next()
-    query = query_of(await world.redirect_after_consent(await world.links.start(ALICE)))
+    query = query_of(
+        await world.redirect_after_consent((await world.links.start(ALICE)).authorize_url)
+    )
     assert query["error"] == "access_denied"
     page = await site.callback(query)
     assert_safe_page(page, 403)
@@ -277,7 +279,7 @@ async def test_a_used_code(site: Web) -> None:
     world = site.world
     code = world.fake.issue_code("alice")
     await world.auth.exchange_code(code)  # Spotify has seen it once already
-    state = query_of(await world.links.start(ALICE))["state"]
+    state = query_of((await world.links.start(ALICE)).authorize_url)["state"]
     page = await site.callback({"code": code, "state": state})
     assert_safe_page(page, 400)
     assert "did not accept" in page.body
@@ -296,7 +298,7 @@ async def test_an_expired_code(site: Web) -> None:
 async def test_a_redirect_uri_mismatch(site: Web) -> None:
     world = site.world
     code = world.fake.issue_code("alice", redirect_uri="http://127.0.0.1:9/elsewhere")
-    state = query_of(await world.links.start(ALICE))["state"]
+    state = query_of((await world.links.start(ALICE)).authorize_url)["state"]
     page = await site.callback({"code": code, "state": state})
     assert_safe_page(page, 400)
     await assert_nothing_stored(world)
@@ -348,7 +350,7 @@ async def test_wrong_client_secret(
 @pytest.mark.parametrize("payload", XSS_VARIANTS)
 @pytest.mark.parametrize("field", ["error", "error_description", "state", "code"])
 async def test_reflected_input_never_appears_raw(site: Web, field: str, payload: str) -> None:
-    state = query_of(await site.world.links.start(ALICE))["state"]
+    state = query_of((await site.world.links.start(ALICE)).authorize_url)["state"]
     query = {"state": state, "code": "abc", field: payload}
     if field == "error_description":
         query["error"] = "access_denied"
