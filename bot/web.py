@@ -142,6 +142,8 @@ def page_response(
 # Probes (Docker's HEALTHCHECK every 30 s, a Prometheus scraper) would drown the log at INFO.
 _PROBE_PATHS = frozenset({"/healthz", "/metrics"})
 _LOGGABLE_LIMIT = 200
+# aiohttp answers a request it could not parse with a stand-in request of this method.
+_UNPARSED_METHOD = "UNKNOWN"
 
 
 def loggable(text: str, limit: int = _LOGGABLE_LIMIT) -> str:
@@ -160,7 +162,7 @@ class QuietAccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         path = request.rel_url.path
         level = logging.DEBUG if path in _PROBE_PATHS and response.status < 400 else logging.INFO
-        if response.status == 400 and not isinstance(request, web.Request):
+        if response.status == 400 and request.method == _UNPARSED_METHOD:
             level = logging.DEBUG  # a malformed request aiohttp refused before routing
         access_log.log(
             level,
