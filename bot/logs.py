@@ -395,7 +395,7 @@ class TextFormatter(logging.Formatter):
     """The text format, one line per message: a message cannot start a line of its own (a
     forged record), whatever it carries. Tracebacks keep their lines; they are ours."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+    def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = _LINE_BREAKERS.sub(_escape_control, record.message)
         return super().formatMessage(record)
 

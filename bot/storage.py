@@ -288,7 +288,7 @@ class Storage:
             raise ValueError(f"status must be one of {LINK_STATUSES}")
         async with self._transaction() as tx:
             owner = await tx.fetchone(
-                "SELECT discord_user_id FROM linked_accounts WHERE spotify_account_id = ?",
+                "SELECT discord_user_id, status FROM linked_accounts WHERE spotify_account_id = ?",
                 (account.spotify_account_id,),
             )
             if owner is not None and int(owner[0]) != account.discord_user_id:
@@ -316,7 +316,8 @@ class Storage:
                     account.status,
                 ),
             )
-        return "renewed" if owner is not None else "linked"
+        # Renewed: the same working link again. A broken one coming back is linked anew.
+        return "renewed" if owner is not None and owner[1] == "active" else "linked"
 
     async def spotify_account_owner(self, spotify_account_id: str) -> int | None:
         """The member a Spotify account is linked to, if any."""

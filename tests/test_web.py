@@ -24,8 +24,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.storage import Storage
 from bot.linking import SPOTIFY_APPS_URL
+from bot.storage import Storage
 from bot.web import WebDependencies, create_app, runner_options
 from tests.fakes.spotify import UNREGISTERED_USER, FakeSpotify
 from tests.test_linking import ALICE, BOB, LinkWorld, query_of
@@ -170,7 +170,7 @@ def assert_safe_page(page: Page, status: int) -> None:
     assert parser.handlers == []
     assert "script" not in parser.tags
     assert not re.search(r"<[a-z][^>]*\ssrc\s*=", body)
-    assert [m for m in re.findall(r"href\s*=\s*\"([^\"]*)\"", body)] in ([], [SPOTIFY_APPS_URL])
+    assert list(re.findall(r"href\s*=\s*\"([^\"]*)\"", body)) in ([], [SPOTIFY_APPS_URL])
     assert "@import" not in body
     assert "url(" not in body
 
@@ -258,11 +258,13 @@ async def test_a_spotify_account_linked_to_another_member_is_a_409(site: Web) ->
     assert_safe_page(page, 409)
     assert "linked to another Discord account" in page.body
     assert "/unlink" in page.body
-    assert "Member" not in page.body and str(ALICE) not in page.body  # names no Discord account
+    assert "Member" not in page.body
+    assert str(ALICE) not in page.body
     assert "Alice" not in page.body
     assert await world.storage.get_link(BOB) is None
     link = await world.storage.get_link(ALICE)
-    assert link is not None and link.spotify_user_id == "alice"
+    assert link is not None
+    assert link.spotify_user_id == "alice"
 
 
 async def test_a_web_api_hold_during_the_callback_says_the_link_finishes_later(
