@@ -443,6 +443,10 @@ class LinkService:
         except SpotifyAccountTaken:
             log.info("Member %s tried to link a Spotify account linked to another member", user_id)
             raise _TAKEN from None
+        if source != "later":
+            # The member linked again meanwhile: an older link still waiting for Spotify must
+            # not override this one when the hold ends.
+            await self._storage.delete_pending_link(user_id)
         # The result page is for the browser that is waiting; a link finished later is told
         # by DM only.
         token = secrets.token_urlsafe(24) if source != "later" else None

@@ -619,24 +619,19 @@ class Storage:
             for row in rows
         ]
 
-    async def delete_pending_link(self, user_id: int, state_hash: bytes) -> bool:
-        """Forget a pending link, unless a newer one replaced it meanwhile."""
-        removed = await self._write(
-            "DELETE FROM pending_links WHERE discord_user_id = ? AND state_hash = ?",
-            (user_id, state_hash),
-        )
+    async def delete_pending_link(self, user_id: int, state_hash: bytes | None = None) -> bool:
+        """Forget a member's pending link; with ``state_hash``, only that one (not a newer one
+        that replaced it meanwhile)."""
+        if state_hash is None:
+            removed = await self._write(
+                "DELETE FROM pending_links WHERE discord_user_id = ?", (user_id,)
+            )
+        else:
+            removed = await self._write(
+                "DELETE FROM pending_links WHERE discord_user_id = ? AND state_hash = ?",
+                (user_id, state_hash),
+            )
         return removed > 0
-
-    async def get_link_state_owner(self, state: str) -> int | None:
-        """Who asked for ``state`` (whatever its status), without consuming it; None if unknown.
-
-        Lets a pasted callback address be refused for the wrong member before it is used up.
-        """
-        row = await self._fetchone(
-            "SELECT discord_user_id FROM link_states WHERE state_hash = ?",
-            (hash_link_state(state),),
-        )
-        return int(row[0]) if row is not None else None
 
     async def purge_link_states(
         self, *, now: float, keep_used_for: float = DEFAULT_KEEP_USED_STATES_FOR

@@ -597,3 +597,16 @@ async def test_a_waiting_link_whose_access_was_revoked_is_dropped_with_a_notice(
     assert "run /link again" in notices[0]
     assert await world.storage.get_link(ALICE) is None
     assert await world.storage.list_pending_links() == []
+
+
+async def test_a_newer_link_wins_over_one_still_waiting_for_spotify(world: LinkWorld) -> None:
+    world.fake.fail_next("me", 429, retry_after=60)
+    assert (await world.links.complete(await world.approved_query(ALICE, "bob"))).outcome == (
+        "pending"
+    )
+    world.monotonic.advance(61)
+    world.clock.advance(31)
+    assert (await world.links.complete(await world.approved_query(ALICE, "alice"))).outcome == (
+        "linked"
+    )
+    assert await world.storage.list_pending_links() == []  # the older one will not override

@@ -542,8 +542,8 @@ async def test_purge_link_states(storage: Storage) -> None:
     await storage.consume_link_state("used-long-ago", now=NOW - 2 * day + 10)
 
     assert await storage.purge_link_states(now=NOW) == 2
-    assert await storage.get_link_state_owner("expired-long-ago") is None
-    assert await storage.get_link_state_owner("used-long-ago") is None
+    assert (await storage.peek_link_state("expired-long-ago", now=NOW)).discord_user_id is None
+    assert (await storage.peek_link_state("used-long-ago", now=NOW)).discord_user_id is None
     # Recently finished states still explain themselves.
     assert (await storage.consume_link_state("expired-recently", now=NOW)).status == "expired"
     assert (await storage.consume_link_state("used-recently", now=NOW)).status == "used"
@@ -552,15 +552,22 @@ async def test_purge_link_states(storage: Storage) -> None:
     # With no grace, everything finished goes; a state still open stays.
     await storage.create_link_state("open", 6, now=NOW, ttl=600)
     assert await storage.purge_link_states(now=NOW + 1, keep_used_for=0) == 3
-    assert await storage.get_link_state_owner("open") == 6
+    assert (await storage.peek_link_state("open", now=NOW)).discord_user_id == 6
 
 
-async def test_link_state_owner_peek_does_not_consume(storage: Storage) -> None:
-    assert await storage.get_link_state_owner("abc") is None
+async def test_link_state_peek_does_not_consume(storage: Storage) -> None:
+    assert await storage.peek_link_state("abc", now=NOW) == LinkStateResult("unknown", None)
     await storage.create_link_state("abc", 42, now=NOW)
-    assert await storage.get_link_state_owner("abc") == 42
+    assert await storage.peek_link_state("abc", now=NOW + 1) == LinkStateResult("ok", 42)
     assert await storage.consume_link_state("abc", now=NOW + 1) == LinkStateResult("ok", 42)
-    assert await storage.get_link_state_owner("abc") == 42
+    assert await storage.peek_link_state("abc", now=NOW + 2) == LinkStateResult("used", 42)
+    await storage.finish_link_state(hash_link_state("abc"), "linked")
+    assert await storage.peek_link_state("abc", now=NOW + 2) == LinkStateResult(
+        "used", 42, "linked"
+    )
+    # Released (Spotify did nothing with it): it works again.
+    await storage.release_link_state("abc")
+    assert await storage.consume_link_state("abc", now=NOW + 3) == LinkStateResult("ok", 42)
 
 
 # --- guild and member settings --------------------------------------------------------------

@@ -586,3 +586,17 @@ def test_the_web_module_never_imports_discord() -> None:
         [sys.executable, "-c", code], capture_output=True, check=False, cwd=root, timeout=60
     )
     assert result.returncode == 0, result.stderr.decode()
+
+
+async def test_result_pages_cannot_be_guessed_or_used_up_by_head(site: Web) -> None:
+    page = await site.get("/callback/done/" + "A" * 32)
+    assert_safe_page(page, 410)
+    assert "no longer available" in page.body
+    _, first = await site.link(await site.world.approved_query(ALICE))
+    assert "Linked as Alice" in first.body
+    redirect = await site.callback(await site.world.approved_query(BOB, "bob"))
+    location = redirect.headers["Location"]
+    async with site.client.head(location) as response:
+        assert response.status == 405
+    page = await site.get(location)  # the HEAD did not use up the one view with names
+    assert "Linked as Bob" in page.body
