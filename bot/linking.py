@@ -63,6 +63,7 @@ RESULT_NAMES_SECONDS = 600.0  # the result page names the accounts once, within 
 # A second request with a state another request is using waits this long for its outcome.
 CONCURRENT_WAIT_SECONDS = 20.0
 CONCURRENT_POLL_SECONDS = 0.05
+MAX_WAITERS = 50
 # A pasted address longer than this is not a callback URL; refuse before parsing it.
 MAX_PASTE_LENGTH = 4000
 # Spotify refresh tokens stop working 6 months after the member authorized; refreshing does
@@ -232,6 +233,7 @@ class LinkService:
         self._on_unlinked: list[Callable[[int], None]] = []
         self._on_notice: list[NoticeCallback] = []
         self._on_pending: list[Callable[[], None]] = []
+        self._waiters = 0  # requests waiting for another request's outcome
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -447,9 +449,9 @@ class LinkService:
             # The member linked again meanwhile: an older link still waiting for Spotify must
             # not override this one when the hold ends.
             await self._storage.delete_pending_link(user_id)
-        # The result page is for the browser that is waiting; a link finished later is told
-        # by DM only.
-        token = secrets.token_urlsafe(24) if source != "later" else None
+        # The result page is for the browser that is waiting; a pasted link is answered in
+        # Discord, and a link finished later by DM.
+        token = secrets.token_urlsafe(24) if source == "web" else None
         await self._storage.finish_link_state(
             state_hash,
             kind,
@@ -472,15 +474,24 @@ class LinkService:
                 log.exception("A notice listener failed for member %s", user_id)
 
     async def _wait_for_outcome(self, state: str) -> str | None:
-        """Another request is using this state: wait (bounded) for what it comes to."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CONCURRENT_WAIT_SECONDS
-        while loop.time() < deadline:
-            await asyncio.sleep(CONCURRENT_POLL_SECONDS)
-            outcome = await self._storage.link_state_outcome(state)
-            if outcome is not None:
-                return outcome
-        return None
+        """Another request is using this state: wait (bounded) for what it comes to. At most
+        ``MAX_WAITERS`` requests wait at once; any more are answered at once."""
+        if self._waiters >= MAX_WAITERS:
+            return None
+        self._waiters += 1
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CONCURRENT_WAIT_SECONDS
+            delay = CONCURRENT_POLL_SECONDS
+            while loop.time() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                outcome = await self._storage.link_state_outcome(state)
+                if outcome is not None:
+                    return outcome
+            return None
+        finally:
+            self._waiters -= 1
 
 
 # --- words for the member ------------------------------------------------------------------

@@ -532,14 +532,19 @@ class Storage:
         result_token: str | None = None,
         spotify_name: str | None = None,
     ) -> None:
-        """Record what a used state came to; with ``result_token``, its one-time result page."""
+        """Record what a used state came to; with ``result_token``, its one-time result page.
+
+        Without one, the member's name is erased: nothing will show it.
+        """
         await self._write(
-            "UPDATE link_states SET outcome = ?, result_hash = ?, spotify_name = ? "
+            "UPDATE link_states SET outcome = ?, result_hash = ?, spotify_name = ?, "
+            "discord_name = CASE WHEN ? THEN discord_name END "
             "WHERE state_hash = ?",
             (
                 outcome,
                 hash_link_state(result_token) if result_token is not None else None,
                 spotify_name,
+                result_token is not None,
                 state_hash,
             ),
         )
