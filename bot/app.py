@@ -28,7 +28,9 @@ from bot.db import SchemaVersionError
 from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
 from bot.logs import SecretMasker
+from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
+from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
@@ -133,6 +135,7 @@ class Application:
             ) from exc
         self._stack.push_async_callback(storage.close)
         cipher = TokenCipher(settings.token_encryption_keys)
+        await report_unreadable_secrets(storage, cipher)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(
@@ -163,6 +166,8 @@ class Application:
             await self._stack.enter_async_context(
                 metrics.linked_members_refresher(storage.count_links)
             )
+        privacy = PrivacyService(storage)
+        await privacy.start()
         self.services = Services(
             settings=settings,
             storage=storage,
@@ -170,6 +175,7 @@ class Application:
             tokens=tokens,
             links=links,
             playback=playback,
+            privacy=privacy,
             metrics=metrics,
         )
 
@@ -195,11 +201,14 @@ class Application:
             config=self.autopost_config,
             hold_until=lambda: sender.hold_until,
             on_post=_autopost_metrics(metrics) if metrics is not None else None,
+            is_private=privacy.is_private_now,
         )
         self.services.autopost = autopost
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)
+        privacy.add_private_listener(autopost.member_went_private)
+        privacy.add_server_listener(autopost.member_went_public)
 
         app = create_app(
             WebDependencies(

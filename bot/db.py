@@ -106,6 +106,32 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     ),
     Migration(
         version=3,
+        description="privacy: visibility per member, auto-post opt-in per server",
+        statements=(
+            # Its own table: /unlink forgets member_settings, but a member who chose private
+            # stays private (their presence could otherwise show up again).
+            """
+            CREATE TABLE member_privacy (
+                discord_user_id INTEGER PRIMARY KEY,
+                visibility      TEXT    NOT NULL CHECK (visibility IN ('server', 'private')),
+                updated_at      REAL    NOT NULL
+            )
+            """,
+            # member_settings.autopost_opt_in (the choice made before it was per server) stays
+            # as the fallback for every server without a row here.
+            """
+            CREATE TABLE member_guild_settings (
+                discord_user_id INTEGER NOT NULL,
+                guild_id        INTEGER NOT NULL,
+                autopost_opt_in INTEGER NOT NULL CHECK (autopost_opt_in IN (0, 1)),
+                updated_at      REAL    NOT NULL,
+                PRIMARY KEY (discord_user_id, guild_id)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
+    Migration(
+        version=4,
         description="link flow: who asked, each state's outcome, links waiting for Spotify",
         statements=(
             # Shown on the success page: the Discord account the Spotify account is linked to.
@@ -217,6 +243,9 @@ async def _configure(connection: aiosqlite.Connection, *, memory: bool) -> None:
         f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
         "PRAGMA foreign_keys = ON",
         "PRAGMA synchronous = NORMAL",
+        # Zero what is deleted or overwritten (replaced refresh tokens): no old ciphertext
+        # lingers in free space. Some builds default to it; others do not.
+        "PRAGMA secure_delete = ON",
     ):
         async with connection.execute(pragma):
             pass

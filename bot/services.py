@@ -11,6 +11,7 @@ from bot.config import Settings
 from bot.crypto import TokenCipher
 from bot.linking import LinkService
 from bot.metrics import Metrics
+from bot.privacy import PrivacyService
 from bot.spotify.api import SpotifyApi
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
@@ -51,5 +52,6 @@ class Services:
     tokens: TokenManager
     links: LinkService
     playback: PlaybackService
+    privacy: PrivacyService
     metrics: Metrics | None = None  # None when METRICS_ENABLED is off
     autopost: AutopostService | None = None  # set by bot.app once the bot exists

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 LinkStatus = Literal["active", "broken"]
 LinkStateStatus = Literal["ok", "unknown", "expired", "used"]
+Visibility = Literal["server", "private"]
+VISIBILITIES: Final[tuple[Visibility, ...]] = ("server", "private")
 LINK_STATUSES: Final[tuple[LinkStatus, ...]] = ("active", "broken")
 DEFAULT_LINK_STATE_TTL: Final = 600.0
 DEFAULT_KEEP_USED_STATES_FOR: Final = 86400.0
@@ -345,13 +347,15 @@ class Storage:
     async def delete_member(self, user_id: int) -> bool:
         """Forget everything about a member (link, settings, last posts, pending link states).
 
-        Returns True when anything was stored.
+        The privacy choice (``member_privacy``) stays: a private member who unlinks must not
+        become visible through their Discord status. Returns True when anything was stored.
         """
         async with self._transaction() as tx:
             removed = 0
             for table in (
                 "linked_accounts",
                 "member_settings",
+                "member_guild_settings",
                 "last_posts",
                 "link_states",
                 "pending_links",
@@ -411,6 +415,33 @@ class Storage:
                         (blob, user_id, expected[user_id]),
                     )
         return changed
+
+    @asynccontextmanager
+    async def secure_delete(self) -> AsyncIterator[None]:
+        """Within the block, content that statements free or overwrite is zeroed in the file
+        (``PRAGMA secure_delete``), so replaced secrets leave no copy in free space. Connections
+        opened by ``bot.db`` have it on already; this makes sure, then restores what was set."""
+        async with self._lock:
+            connection = self._require_connection()
+            async with connection.execute("PRAGMA secure_delete") as cursor:
+                row = await cursor.fetchone()
+            previous = int(row[0]) if row is not None else 0
+            async with connection.execute("PRAGMA secure_delete = ON"):
+                pass
+        try:
+            yield
+        finally:
+            async with self._lock:
+                if self._connection is not None and previous != 1:
+                    # PRAGMA arguments cannot be bound; the value is our own int.
+                    async with self._connection.execute(f"PRAGMA secure_delete = {previous}"):
+                        pass
+
+    async def checkpoint_truncate(self) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes, so no old page image
+        survives in the ``-wal`` file. False when another connection kept it busy."""
+        row = await self._fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
+        return row is None or int(row[0]) == 0
 
     # --- OAuth link states ---------------------------------------------------------------------
 
@@ -743,6 +774,112 @@ class Storage:
             (user_id, int(bool(enabled)), time.time() if now is None else now),
         )
 
+    async def get_guild_autopost_opt_in(self, user_id: int, guild_id: int) -> bool | None:
+        """The member's auto-post choice in one server: the choice made there, else the choice
+        made before it was per server (it applies everywhere until changed), else None."""
+        row = await self._fetchone(
+            """
+            SELECT coalesce(
+                (SELECT autopost_opt_in FROM member_guild_settings
+                 WHERE discord_user_id = ? AND guild_id = ?),
+                (SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?)
+            )
+            """,
+            (user_id, guild_id, user_id),
+        )
+        if row is None or row[0] is None:
+            return None
+        return bool(row[0])
+
+    async def set_guild_autopost_opt_in(
+        self, user_id: int, guild_id: int, enabled: bool, *, now: float | None = None
+    ) -> None:
+        """``/autopost me`` in one server; other servers keep their own (or the old) choice."""
+        await self._write(
+            """
+            INSERT INTO member_guild_settings (discord_user_id, guild_id, autopost_opt_in,
+                                               updated_at)
+            VALUES (?, ?, ?, ?)
+            ON CONFLICT (discord_user_id, guild_id) DO UPDATE SET
+                autopost_opt_in = excluded.autopost_opt_in,
+                updated_at = excluded.updated_at
+            """,
+            (user_id, guild_id, int(bool(enabled)), time.time() if now is None else now),
+        )
+
+    async def get_autopost_opt_in_anywhere(self, user_id: int) -> bool | None:
+        """Summary over every server: True when the member opted in somewhere (here or before
+        it was per server), False when they opted out before it was per server and in
+        nowhere since, None otherwise (the default of each server applies)."""
+        row = await self._fetchone(
+            """
+            SELECT
+                (SELECT max(autopost_opt_in) FROM member_guild_settings
+                 WHERE discord_user_id = ?),
+                (SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?)
+            """,
+            (user_id, user_id),
+        )
+        per_guild = row[0] if row is not None else None
+        fallback = row[1] if row is not None else None
+        if per_guild == 1 or fallback == 1:
+            return True
+        if fallback == 0:
+            return False
+        return None
+
+    async def list_autopost_opted_in_user_ids(self) -> set[int]:
+        """Every member who opted in somewhere (per server, or before it was per server)."""
+        rows = await self._fetchall(
+            "SELECT discord_user_id FROM member_guild_settings WHERE autopost_opt_in = 1 "
+            "UNION SELECT discord_user_id FROM member_settings WHERE autopost_opt_in = 1"
+        )
+        return {int(row[0]) for row in rows}
+
+    # --- privacy -------------------------------------------------------------------------------
+
+    async def get_visibility_choice(self, user_id: int) -> Visibility | None:
+        """The visibility the member chose with /privacy, or None when they never chose."""
+        row = await self._fetchone(
+            "SELECT visibility FROM member_privacy WHERE discord_user_id = ?", (user_id,)
+        )
+        if row is None:
+            return None
+        value = str(row[0])
+        return "private" if value == "private" else "server"
+
+    async def get_visibility(self, user_id: int) -> Visibility:
+        """``"server"`` (the default: members of a shared server see you) or ``"private"``."""
+        return await self.get_visibility_choice(user_id) or "server"
+
+    async def set_visibility(
+        self, user_id: int, value: Visibility, *, now: float | None = None
+    ) -> None:
+        """Store the member's choice. Choosing ``private`` also forgets the auto-poster's record
+        of what they last played (``last_posts``) in the same transaction."""
+        if value not in VISIBILITIES:
+            raise ValueError(f"visibility must be one of {VISIBILITIES}")
+        async with self._transaction() as tx:
+            await tx.execute(
+                """
+                INSERT INTO member_privacy (discord_user_id, visibility, updated_at)
+                VALUES (?, ?, ?)
+                ON CONFLICT (discord_user_id) DO UPDATE SET
+                    visibility = excluded.visibility,
+                    updated_at = excluded.updated_at
+                """,
+                (user_id, value, time.time() if now is None else now),
+            )
+            if value == "private":
+                await tx.execute("DELETE FROM last_posts WHERE discord_user_id = ?", (user_id,))
+
+    async def list_private_user_ids(self) -> set[int]:
+        """Every member whose visibility is ``private``."""
+        rows = await self._fetchall(
+            "SELECT discord_user_id FROM member_privacy WHERE visibility = 'private'"
+        )
+        return {int(row[0]) for row in rows}
+
     # --- auto-post last posts ------------------------------------------------------------------
 
     async def get_last_post(self, user_id: int, channel_id: int) -> LastPost | None:
@@ -789,5 +926,6 @@ __all__ = [
     "RecentLinkState",
     "SpotifyAccountTaken",
     "Storage",
+    "Visibility",
     "hash_link_state",
 ]

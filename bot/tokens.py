@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 EARLY_REFRESH_SECONDS = 60.0
+# The cache drops expired tokens whenever it doubles past this size: it holds at most
+# max(SWEEP_MIN_ENTRIES, 2 x the members whose token is still valid), about 300 bytes each.
+SWEEP_MIN_ENTRIES = 1024
 SecretListener = Callable[[str], None]
 # Called after every refresh with its outcome: "ok", "invalid_grant" or "error" (metrics).
 RefreshHook = Callable[[str], None]
@@ -71,6 +74,7 @@ class TokenManager:
         self._clock = clock if clock is not None else auth.clock
         self._early_refresh = early_refresh
         self._cache: dict[int, _CachedToken] = {}
+        self._sweep_at = SWEEP_MIN_ENTRIES
         self._locks: KeyedLocks[int, _LockEntry] = KeyedLocks(_LockEntry)
         self._secret_listeners: list[SecretListener] = []
         self._on_refresh = on_refresh
@@ -106,6 +110,14 @@ class TokenManager:
         if cached is not None and self._clock() < cached.expires_at - self._early_refresh:
             return cached
         return None
+
+    def _remember(self, user_id: int, token: _CachedToken) -> None:
+        self._cache[user_id] = token
+        if len(self._cache) > self._sweep_at:
+            now = self._clock()
+            for other_id in [k for k, v in self._cache.items() if v.expires_at <= now]:
+                del self._cache[other_id]
+            self._sweep_at = max(SWEEP_MIN_ENTRIES, 2 * len(self._cache))
 
     @property
     def cached_members(self) -> int:
@@ -170,8 +182,11 @@ class TokenManager:
         async with self._locks.hold(user_id) as entry:
             kind = await self._storage.save_link(account)
             entry.forgotten = False
-            self._cache[user_id] = _CachedToken(
-                grant.access_token, grant.received_at + grant.expires_in, user.account_id
+            self._remember(
+                user_id,
+                _CachedToken(
+                    grant.access_token, grant.received_at + grant.expires_in, user.account_id
+                ),
             )
         return kind
 
@@ -222,7 +237,10 @@ class TokenManager:
         if grant.refresh_token is not None and grant.refresh_token != refresh_token:
             encrypted = self._cipher.encrypt(user_id, grant.refresh_token)
             await self._storage.update_refresh_token(user_id, encrypted)
-        self._cache[user_id] = _CachedToken(
-            grant.access_token, grant.received_at + grant.expires_in, link.spotify_account_id
+        self._remember(
+            user_id,
+            _CachedToken(
+                grant.access_token, grant.received_at + grant.expires_in, link.spotify_account_id
+            ),
         )
         return grant.access_token

@@ -111,7 +111,13 @@ async def test_connection_pragmas(db_path: Path) -> None:
     connection = await db.open_database(db_path)
     try:
         values = {}
-        for pragma in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous"):
+        for pragma in (
+            "journal_mode",
+            "foreign_keys",
+            "busy_timeout",
+            "synchronous",
+            "secure_delete",
+        ):
             async with connection.execute(f"PRAGMA {pragma}") as cursor:
                 row = await cursor.fetchone()
             assert row is not None
@@ -123,6 +129,7 @@ async def test_connection_pragmas(db_path: Path) -> None:
         "foreign_keys": 1,
         "busy_timeout": db.BUSY_TIMEOUT_MS,
         "synchronous": 1,  # NORMAL
+        "secure_delete": 1,  # replaced secrets are zeroed, whatever the build's default
     }
 
 
@@ -176,6 +183,17 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
     ],
     3: [
         (
+            "INSERT INTO member_privacy (discord_user_id, visibility, updated_at) VALUES (?, ?, ?)",
+            (1, "private", NOW),
+        ),
+        (
+            "INSERT INTO member_guild_settings (discord_user_id, guild_id, autopost_opt_in, "
+            "updated_at) VALUES (?, ?, ?, ?)",
+            (1, 10, 1, NOW),
+        ),
+    ],
+    4: [
+        (
             "INSERT INTO link_states (state_hash, discord_user_id, created_at, expires_at, "
             "discord_name, sealed_state) VALUES (?, ?, ?, ?, ?, ?)",
             (hash_link_state("new-state"), 1, NOW, NOW + 600, "@one", b"sealed"),
@@ -209,7 +227,15 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         assert await storage.get_guild_settings(10) == GuildSettings(10, 100, None)
         assert await storage.get_autopost_opt_in(1) is False
         assert await storage.get_last_post(1, 100) == LastPost(1, 100, "track-1", 555, NOW)
+        # The choice made before auto-post was per server is every server's fallback.
+        assert await storage.get_guild_autopost_opt_in(1, 999) is False
+    if version == 2:
+        assert await storage.get_guild_autopost_opt_in(1, 10) is False
+        assert await storage.get_visibility(1) == "server"
     if version >= 3:
+        assert await storage.get_guild_autopost_opt_in(1, 10) is True
+        assert await storage.get_visibility(1) == "private"
+    if version >= 4:
         [pending] = await storage.list_pending_links()
         assert (pending.discord_user_id, pending.sealed_grant, pending.discord_name) == (
             1,
@@ -239,7 +265,11 @@ async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) ->
         await storage.save_link(account(2))
         await storage.record_post(LastPost(2, 100, "t", 1, NOW))
         await storage.set_autopost_opt_in(2, True)
+        await storage.set_guild_autopost_opt_in(2, 10, False)
+        await storage.set_visibility(2, "private")
         assert await storage.get_link(2) == account(2)
+        assert await storage.get_guild_autopost_opt_in(2, 10) is False
+        assert await storage.get_visibility(2) == "private"
 
 
 async def test_database_newer_than_the_code_is_refused(db_path: Path) -> None:
@@ -619,6 +649,48 @@ async def test_autopost_opt_in(storage: Storage) -> None:
     assert await storage.get_autopost_opt_in(1) is False
     await storage.set_autopost_opt_in(1, True)
     assert await storage.get_autopost_opt_in(1) is True
+
+
+async def test_autopost_opt_in_per_server_falls_back_to_the_old_global_choice(
+    storage: Storage,
+) -> None:
+    assert await storage.get_guild_autopost_opt_in(1, 10) is None
+    assert await storage.get_autopost_opt_in_anywhere(1) is None
+    await storage.set_autopost_opt_in(1, False)  # as stored before it was per server
+    assert await storage.get_guild_autopost_opt_in(1, 10) is False
+    assert await storage.get_guild_autopost_opt_in(1, 20) is False
+    assert await storage.get_autopost_opt_in_anywhere(1) is False
+    await storage.set_guild_autopost_opt_in(1, 10, True)
+    assert await storage.get_guild_autopost_opt_in(1, 10) is True
+    assert await storage.get_guild_autopost_opt_in(1, 20) is False  # unchanged there
+    assert await storage.get_autopost_opt_in_anywhere(1) is True
+    await storage.set_guild_autopost_opt_in(2, 20, False)
+    assert await storage.get_guild_autopost_opt_in(2, 10) is None
+    assert await storage.get_autopost_opt_in_anywhere(2) is None  # in by default elsewhere
+    await storage.set_autopost_opt_in(3, True)
+    assert await storage.list_autopost_opted_in_user_ids() == {1, 3}
+    await storage.delete_member(1)
+    assert await storage.get_guild_autopost_opt_in(1, 10) is None
+
+
+async def test_visibility_default_choice_and_unlink(storage: Storage) -> None:
+    assert await storage.get_visibility(1) == "server"
+    assert await storage.get_visibility_choice(1) is None
+    await storage.record_post(LastPost(1, 100, "track-1", 555, NOW))
+    await storage.record_post(LastPost(2, 100, "track-2", 556, NOW))
+    await storage.set_visibility(1, "private")
+    assert await storage.get_visibility(1) == "private"
+    assert await storage.get_last_post(1, 100) is None  # what they played is forgotten
+    assert await storage.get_last_post(2, 100) is not None
+    assert await storage.list_private_user_ids() == {1}
+    await storage.save_link(account(1))
+    await storage.delete_member(1)  # /unlink keeps the member private
+    assert await storage.get_visibility(1) == "private"
+    await storage.set_visibility(1, "server")
+    assert await storage.get_visibility_choice(1) == "server"
+    assert await storage.list_private_user_ids() == set()
+    with pytest.raises(ValueError, match="visibility"):
+        await storage.set_visibility(1, "public")  # type: ignore[arg-type]
 
 
 # --- last posts -----------------------------------------------------------------------------

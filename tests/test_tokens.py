@@ -396,3 +396,23 @@ async def test_tokens_never_reach_the_logs(world: World, caplog: pytest.LogCaptu
     assert world.secrets_seen
     for secret in [refresh_token, *world.secrets_seen]:
         assert secret not in caplog.text
+
+
+async def test_the_token_cache_drops_expired_tokens_as_it_grows(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.tokens.SWEEP_MIN_ENTRIES", 4)
+    world.tokens = TokenManager(world.storage, world.cipher, world.auth, clock=world.clock)
+    members = [(ALICE, "alice"), (BOB, "bob")]
+    for index in range(3):
+        name = f"listener{index}"
+        world.fake.add_user(name)
+        members.append((300 + index, name))
+    for discord_id, spotify_user in members[:4]:
+        await world.link(discord_id, spotify_user)
+        await world.tokens.access_token(discord_id)
+    assert world.tokens.cached_members == 4
+    world.clock.advance(4000)  # every cached token has expired
+    await world.link(*members[4])
+    await world.tokens.access_token(members[4][0])
+    assert world.tokens.cached_members == 1  # only the fresh one is kept
