@@ -675,7 +675,7 @@ class Storage:
         """Delete states that finished (were used, or expired unused) ``keep_used_for`` ago.
 
         Finished states are kept a while so that a reloaded or late callback page can say
-        "already linked" or "expired" instead of "unknown link". Returns how many were deleted.
+        "already used" or "expired" instead of "unknown link". Returns how many were deleted.
         """
         return await self._write(
             "DELETE FROM link_states WHERE coalesce(used_at, expires_at) <= ?",
