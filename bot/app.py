@@ -25,6 +25,7 @@ from bot.connect import DiscordStarter, point_discord_at
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
 from bot.errors import StartupError
+from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
 from bot.logs import SecretMasker
 from bot.maintenance import report_unreadable_secrets
@@ -37,7 +38,7 @@ from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
 from bot.tokens import TokenManager
-from bot.web import QuietAccessLogger, WebDependencies, create_app
+from bot.web import WebDependencies, create_app, runner_options
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,13 @@ class Application:
         )
         if self.masker is not None:
             tokens.register_secret_listener(self.masker.add_secret)
-        links = LinkService(storage, auth, api, tokens)
+        links = LinkService(
+            storage, auth, api, tokens, cipher, hold_remaining=sender.hold_remaining
+        )
+        completer = PendingLinkCompleter(
+            storage, cipher, auth, api, links, hold_remaining=sender.hold_remaining
+        )
+        links.add_pending_listener(completer.wake)
         scheduler = PollScheduler(self.autopost_config.scheduler)
         # Interactive /np counts toward the polling budget, and is never held back by it.
         playback = PlaybackService(tokens, api, on_request=scheduler.note_request)
@@ -184,9 +191,7 @@ class Application:
                 metrics=metrics.render if metrics else None,
             )
         )
-        self.web_runner = web.AppRunner(
-            app, access_log_class=QuietAccessLogger, handle_signals=False
-        )
+        self.web_runner = web.AppRunner(app, handle_signals=False, **runner_options())
         await self.web_runner.setup()
         self._stack.push_async_callback(self.web_runner.cleanup)
         site = web.TCPSite(self.web_runner, settings.web_host, settings.web_port)
@@ -207,6 +212,9 @@ class Application:
         )
         self._bot_task = asyncio.create_task(starter.run(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
+        # Links that waited for a Spotify hold (also from before a restart) finish now.
+        completer.start()
+        self._stack.push_async_callback(completer.stop)
 
     @property
     def bot_task(self) -> asyncio.Task[None] | None:
