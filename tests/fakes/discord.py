@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import (
@@ -1562,7 +1563,7 @@ class FakeDiscord:
         limit = {
             "total": self.session_starts_total,
             "remaining": self.session_starts_remaining,
-            "reset_after": round(reset_after * 1000),
+            "reset_after": math.ceil(reset_after * 1000),  # never early
             "max_concurrency": 1,
         }
         return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
