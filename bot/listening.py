@@ -44,6 +44,7 @@ TOP_PERIODS: dict[str, TimeRange] = {
 }
 RELINK_HINT = "Run /link again to let me read your Spotify history (your link keeps working)."
 FROM_LOG_BUSY = "Spotify is busy, so this is what I logged myself."
+LINK_HINT = "Link your Spotify account with /link to see everything you played."
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,7 @@ class SpotifyListening:
         else the listening log."""
         granted = await self._granted(member_id)
         if granted is None:
-            return await self._from_log(member_id, None)
+            return await self._from_log(member_id, LINK_HINT if is_self else None)
         if not has_scope(granted, RECENTLY_PLAYED_SCOPE):
             return await self._from_log(member_id, RELINK_HINT if is_self else None)
         self._count_request()

@@ -272,6 +272,7 @@ async def test_recent_with_nothing_yet(tmp_path: Path) -> None:
     async with Stack.running(tmp_path) as stack:
         reply = await command(stack, "recent", user_id=ALICE_ID)
         assert "no recent tracks" in reply.content
+        assert "/link" in reply.content
 
 
 # --- /top ----------------------------------------------------------------------------------
