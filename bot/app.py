@@ -22,9 +22,11 @@ from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.scheduler import PollScheduler, SchedulerConfig
 from bot.autopost.service import AutopostConfig, AutopostService, PostAction
 from bot.client import NowPlayingBot
+from bot.colours import CoverColours
 from bot.config import Settings
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
+from bot.images import ImageFetcher
 from bot.linking import LinkService
 from bot.logs import SecretMasker
 from bot.metrics import Metrics
@@ -131,6 +133,9 @@ class Application:
                 f"DATABASE_PATH: cannot open {settings.database_path} ({exc})"
             ) from exc
         self._stack.push_async_callback(storage.close)
+        images = ImageFetcher(session, image_base=settings.spotify_image_base)
+        colours = CoverColours(images, storage)
+        self._stack.push_async_callback(colours.close)  # before the database closes
         cipher = TokenCipher(settings.token_encryption_keys)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
@@ -164,6 +169,8 @@ class Application:
             links=links,
             playback=playback,
             metrics=metrics,
+            images=images,
+            colours=colours,
         )
 
         gateway = None
@@ -188,6 +195,7 @@ class Application:
             config=self.autopost_config,
             hold_until=lambda: sender.hold_until,
             on_post=_autopost_metrics(metrics) if metrics is not None else None,
+            colours=colours,
         )
         self.services.autopost = autopost
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close

@@ -104,6 +104,19 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX last_posts_channel_id ON last_posts (channel_id)",
         ),
     ),
+    Migration(
+        version=3,
+        description="embed colours picked from album art, by image id",
+        statements=(
+            """
+            CREATE TABLE image_colours (
+                image_key TEXT    PRIMARY KEY,
+                colour    INTEGER NOT NULL CHECK (colour BETWEEN 0 AND 16777215),
+                picked_at REAL    NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 LATEST_SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.colours import CoverColours
 from bot.config import Settings
 from bot.crypto import TokenCipher
+from bot.images import ImageFetcher
 from bot.linking import LinkService
 from bot.metrics import Metrics
 from bot.spotify.api import SpotifyApi
@@ -53,3 +55,5 @@ class Services:
     playback: PlaybackService
     metrics: Metrics | None = None  # None when METRICS_ENABLED is off
     autopost: AutopostService | None = None  # set by bot.app once the bot exists
+    images: ImageFetcher | None = None  # album art from Spotify's CDN (charts, colours)
+    colours: CoverColours | None = None  # embed colours picked from album art

@@ -12,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.client import NowPlayingBot
+from bot.colours import CoverColours
 from bot.embeds import make_view, render_now_playing
 from bot.errors import (
     BotError,
@@ -28,6 +29,8 @@ from bot.spotify.models import CurrentlyPlaying
 
 # Answer directly when Spotify is quick; otherwise show "thinking" well inside Discord's 3 s.
 DEFER_AFTER_SECONDS = 1.5
+# /np waits at most this long for a new cover's colour; then it answers in Spotify green.
+COLOUR_WAIT_SECONDS = 0.3
 
 
 class NowPlayingCog(commands.Cog):
@@ -37,10 +40,12 @@ class NowPlayingCog(commands.Cog):
         links: LinkService,
         *,
         presence_enabled: bool = False,
+        colours: CoverColours | None = None,
     ) -> None:
         self.playback = playback
         self.links = links
         self.presence_enabled = presence_enabled
+        self.colours = colours
 
     @app_commands.command(
         name="np", description="Show what you, or another member, play on Spotify"
@@ -80,11 +85,15 @@ class NowPlayingCog(commands.Cog):
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.delete_original_response()
                 raise
+        colour = None
+        if self.colours is not None:
+            colour = await self.colours.colour_for(playback, wait=COLOUR_WAIT_SECONDS)
         message = render_now_playing(
             playback,
             member_name=target.display_name,
             member_avatar_url=target.display_avatar.url,
             now=time.time(),
+            colour=colour,
         )
         view = make_view(message.buttons)
         kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
@@ -156,5 +165,6 @@ async def setup(bot: commands.Bot) -> None:
             bot.services.playback,
             bot.services.links,
             presence_enabled=bot.services.settings.enable_presence,
+            colours=bot.services.colours,
         )
     )

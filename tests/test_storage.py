@@ -173,6 +173,12 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
             (1, 100, "track-1", 555, NOW),
         ),
     ],
+    3: [
+        (
+            "INSERT INTO image_colours (image_key, colour, picked_at) VALUES (?, ?, ?)",
+            ("ab67616d-cover", 0x336699, NOW),
+        ),
+    ],
 }
 
 
@@ -196,6 +202,8 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         assert await storage.get_guild_settings(10) == GuildSettings(10, 100, None)
         assert await storage.get_autopost_opt_in(1) is False
         assert await storage.get_last_post(1, 100) == LastPost(1, 100, "track-1", 555, NOW)
+    if version >= 3:
+        assert await storage.get_image_colour("ab67616d-cover") == 0x336699
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))
@@ -608,3 +616,20 @@ async def test_files_stay_private_after_writes(db_path: Path) -> None:
     modes = file_modes(db_path.parent)
     assert "bot.db" in modes
     assert set(modes.values()) == {0o600}, modes
+
+
+async def test_image_colours_round_trip_and_survive_a_restart(
+    storage: Storage, db_path: Path
+) -> None:
+    assert await storage.get_image_colour("ab67616d-abc") is None
+    await storage.save_image_colour("ab67616d-abc", 0x1DB954, now=NOW)
+    await storage.save_image_colour("ab67616d-abc", 0xC0FFEE, now=NOW + 1)  # a re-pick wins
+    await storage.save_image_colour("other", 0x000001, now=NOW)
+    assert await storage.get_image_colour("ab67616d-abc") == 0xC0FFEE
+    await storage.close()
+    async with await Storage.open(db_path) as reopened:
+        assert await reopened.get_image_colour("ab67616d-abc") == 0xC0FFEE
+        assert await reopened.get_image_colour("other") == 1
+    with pytest.raises(sqlite3.IntegrityError):
+        async with await Storage.open(db_path) as reopened:
+            await reopened.save_image_colour("too-big", 0x1000000)

@@ -52,6 +52,7 @@ from bot.autopost.scheduler import (
     observation_from_error,
     observation_from_playback,
 )
+from bot.colours import CoverColours
 from bot.embeds import NowPlayingMessage, render_now_playing
 from bot.errors import BotError
 from bot.keyed_locks import KeyedLocks, LockEntry
@@ -65,6 +66,8 @@ PostAction = Literal["posted", "edited"]
 # (action, seconds from the item's start to the post): the metrics hook.
 PostHook = Callable[[PostAction, float], None]
 Fetch = Callable[[int], Awaitable[CurrentlyPlaying]]
+# An auto-post waits at most this long for a new cover's colour (then posts in green).
+AUTOPOST_COLOUR_WAIT = 1.0
 
 
 # --- what the service needs from its surroundings ------------------------------------------
@@ -203,6 +206,7 @@ class AutopostService:
         on_post: PostHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        colours: CoverColours | None = None,
     ) -> None:
         self.config = config or AutopostConfig()
         self.scheduler: PollScheduling = (
@@ -215,6 +219,7 @@ class AutopostService:
         self._on_post = on_post
         self._clock = clock
         self._wall_clock = wall_clock
+        self._colours = colours
 
         self._channels: dict[int, int] = {}  # guild id -> music channel id
         self._linked: set[int] = set()
@@ -624,6 +629,8 @@ class AutopostService:
         ]
         if not targets:
             return True
+        if self._colours is not None:  # warm it once; each post below reads it without waiting
+            await self._colours.colour_for(playback, wait=AUTOPOST_COLOUR_WAIT)
         results = await asyncio.gather(
             *(self._post_in(member_id, g, c, playback, key, source) for g, c in targets)
         )
@@ -674,6 +681,7 @@ class AutopostService:
             member_name=member.display_name,
             member_avatar_url=member.avatar_url,
             now=now_wall,
+            colour=self._colours.known(playback) if self._colours is not None else None,
         )
         try:
             action, message_id = await self._send_or_edit(channel_id, message, last, now_wall)
