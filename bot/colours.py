@@ -102,7 +102,8 @@ def _pixels(data: bytes) -> list[tuple[int, int, int, int]]:
         opened.draft("RGB", (SAMPLE_SIZE * 2, SAMPLE_SIZE * 2))  # JPEG: decode at a small scale
         image = opened.convert("RGBA")
         image.thumbnail((SAMPLE_SIZE, SAMPLE_SIZE))
-    return list(image.getdata())
+    raw = image.tobytes()  # RGBA bytes: works on every Pillow (getdata is deprecated)
+    return list(zip(raw[0::4], raw[1::4], raw[2::4], raw[3::4], strict=True))
 
 
 def pick_colour(data: bytes) -> int | None:

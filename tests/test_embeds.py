@@ -605,7 +605,8 @@ def test_colour_from_the_album_art_replaces_green() -> None:
     assert message.embed.colour == discord.Colour(0x8E2DE2)
     assert message.embed.to_dict()["color"] == 0x8E2DE2
     plain = render_now_playing(playback, member_name="Ann", now=RECEIVED_AT, colour=None)
-    assert plain.embed is not None and plain.embed.colour == discord.Colour(SPOTIFY_GREEN)
+    assert plain.embed is not None
+    assert plain.embed.colour == discord.Colour(SPOTIFY_GREEN)
 
 
 @pytest.mark.parametrize(
@@ -616,11 +617,13 @@ def test_items_without_art_stay_green_whatever_colour_is_given(fixture: str) -> 
     message = render_now_playing(
         parse(load(fixture)), member_name="Ann", now=RECEIVED_AT, colour=0x8E2DE2
     )
-    assert message.embed is not None and message.embed.colour == discord.Colour(SPOTIFY_GREEN)
+    assert message.embed is not None
+    assert message.embed.colour == discord.Colour(SPOTIFY_GREEN)
 
 
 def test_nothing_playing_stays_green() -> None:
     message = render_now_playing(
         NothingPlaying(received_at=RECEIVED_AT), member_name="Ann", now=RECEIVED_AT, colour=0x123456
     )
-    assert message.embed is not None and message.embed.colour == discord.Colour(SPOTIFY_GREEN)
+    assert message.embed is not None
+    assert message.embed.colour == discord.Colour(SPOTIFY_GREEN)

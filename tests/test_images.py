@@ -244,12 +244,15 @@ def test_lru_keeps_its_byte_bound() -> None:
         cache.put(f"k{n}", bytes(300))
         assert cache.total_bytes <= 1000
     assert len(cache) == 3
-    assert cache.get("k99") is not None and cache.get("k0") is None
+    assert cache.get("k99") is not None
+    assert cache.get("k0") is None
     cache.get("k97")  # recently used: survives the next insert
     cache.put("new", bytes(300))
-    assert cache.get("k97") is not None and cache.get("k98") is None
+    assert cache.get("k97") is not None
+    assert cache.get("k98") is None
     cache.put("huge", bytes(2000))  # larger than the whole bound: not kept
-    assert cache.get("huge") is None and cache.total_bytes <= 1000
+    assert cache.get("huge") is None
+    assert cache.total_bytes <= 1000
 
 
 async def test_cache_stays_under_its_bound(cdn: Cdn, session: aiohttp.ClientSession) -> None:
