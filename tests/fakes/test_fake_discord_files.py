@@ -117,7 +117,7 @@ async def test_interaction_answers_with_a_file(
     assert fake.attachment_bytes(reply.attachments[0]) == png()
     request = next(r for r in reversed(fake.requests) if r.files)
     assert [f.field_name for f in request.files] == ["files[0]"]
-    body = request.json["data"] if "data" in request.json else request.json  # callback or not
+    body = request.json.get("data", request.json)  # an interaction callback, or a webhook
     assert body["attachments"] == [{"id": 0, "filename": "chart.png", "description": "A chart"}]
     if mode == "private":
         assert reply.flags & EPHEMERAL
