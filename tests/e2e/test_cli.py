@@ -50,6 +50,7 @@ def bot_env(tmp_path: Path, discord: FakeDiscord, spotify: FakeSpotify, **extra:
         "DISCORD_API_BASE": discord.api_url,
         "SPOTIFY_ACCOUNTS_BASE": spotify.accounts_base,
         "SPOTIFY_API_BASE": spotify.api_base,
+        "SPOTIFY_IMAGE_BASE": spotify.image_base,
         **extra,
     }
 
