@@ -21,6 +21,7 @@ from aiohttp import web
 from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.scheduler import PollScheduler, SchedulerConfig
 from bot.autopost.service import AutopostConfig, AutopostService, PostAction
+from bot.charts import ChartRenderer
 from bot.client import NowPlayingBot
 from bot.colours import CoverColours
 from bot.config import Settings
@@ -136,6 +137,8 @@ class Application:
         images = ImageFetcher(session, image_base=settings.spotify_image_base)
         colours = CoverColours(images, storage)
         self._stack.push_async_callback(colours.close)  # before the database closes
+        charts = ChartRenderer()
+        self._stack.callback(charts.close)
         cipher = TokenCipher(settings.token_encryption_keys)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
@@ -171,6 +174,7 @@ class Application:
             metrics=metrics,
             images=images,
             colours=colours,
+            charts=charts,
         )
 
         gateway = None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.charts import ChartRenderer
 from bot.colours import CoverColours
 from bot.config import Settings
 from bot.crypto import TokenCipher
@@ -57,3 +58,4 @@ class Services:
     autopost: AutopostService | None = None  # set by bot.app once the bot exists
     images: ImageFetcher | None = None  # album art from Spotify's CDN (charts, colours)
     colours: CoverColours | None = None  # embed colours picked from album art
+    charts: ChartRenderer | None = None  # chart pictures, rendered off the event loop

@@ -16,6 +16,7 @@ from bot.charts import (
     FONT_DIR,
     NEUTRAL_TILE,
     REGULAR_FONT,
+    ChartRenderer,
     ChartTile,
     TopAlbum,
     drawable_text,
@@ -270,3 +271,22 @@ async def test_chart_from_fetched_covers_with_a_404(cdn_base: tuple[FakeCdn, str
         # The generated cover: its colour at the edge, a lighter square in the middle.
         expected = NEUTRAL_TILE if covers[index] is None else cover_colour(image_id)
         assert close_to(pixel(image, x + 20, y + 20), expected, 16), image_id
+
+
+# --- off the event loop -------------------------------------------------------------------------
+
+
+async def test_renderer_runs_off_the_loop_one_at_a_time() -> None:
+    import asyncio
+    import threading
+
+    renderer = ChartRenderer()
+    tiles = [ChartTile(solid((230, 30, 30)), "Song", "Band")]
+    pngs = await asyncio.gather(*(renderer.chart(tiles, 3) for _ in range(3)))
+    assert all(png == pngs[0] for png in pngs)
+    albums = [TopAlbum(None, "Album", "Band", 3)]
+    recap = open_png(await renderer.top_albums(albums, heading="Recap"))
+    assert recap.size == (layout_for(3, heading=True).width, layout_for(3, heading=True).height)
+    names = {thread.name for thread in threading.enumerate()}
+    assert any(name.startswith("chart-render") for name in names)
+    renderer.close()
