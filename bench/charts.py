@@ -157,6 +157,7 @@ async def cache_memory(albums: int) -> bool:
         FakeSpotify.running(record_requests=False) as spotify,
         aiohttp.ClientSession() as session,
     ):
+        spotify.cdn.remember_generated = False  # so the process's memory is the bot's side
         storage = await Storage.open(":memory:")
         fetcher = ImageFetcher(session, image_base=spotify.image_base)
         colours = CoverColours(fetcher, storage)

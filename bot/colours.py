@@ -41,6 +41,7 @@ MAX_LUMINANCE = 0.36
 MIN_SATURATION = 0.35
 HUE_BINS = 24
 SAMPLE_SIZE = 48
+MAX_COVER_PIXELS = 4096 * 4096
 # Below this share of colourful pixels a cover counts as greyscale.
 COLOURFUL_SHARE = 0.05
 _SPOTIFY_ART_ID = re.compile(r"(ab67616d)([0-9a-f]{8})([0-9a-f]{24})")
@@ -99,6 +100,8 @@ def _pixels(data: bytes) -> list[tuple[int, int, int, int]]:
         opened = PilImage.open(io.BytesIO(data))
         if opened.format not in ("JPEG", "PNG"):
             raise ValueError(f"not a JPEG or PNG ({opened.format})")
+        if opened.width * opened.height > MAX_COVER_PIXELS:  # a small file can hold a huge image
+            raise ValueError(f"{opened.width}x{opened.height} is too large to decode")
         opened.draft("RGB", (SAMPLE_SIZE * 2, SAMPLE_SIZE * 2))  # JPEG: decode at a small scale
         image = opened.convert("RGBA")
         image.thumbnail((SAMPLE_SIZE, SAMPLE_SIZE))

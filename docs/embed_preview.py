@@ -1,8 +1,9 @@
 """Draw docs/np-embed.png: the real /np embed (bot.embeds) in a Discord-like dark theme.
 
 The embed comes from ``render_now_playing`` over tests/fixtures/currently_playing_track.json,
-so the picture shows exactly the fields, links and progress bar the bot sends. Album art is
-replaced by a local placeholder (this machine has no internet, and the README must not hotlink).
+so the picture shows exactly the fields, links and progress bar the bot sends, and its colour
+is the one ``bot.colours.pick_colour`` picks from the cover. The album art is a made-up cover
+(docs/sample_covers.py: this machine has no internet, and the README must not hotlink).
 
 Run: .venv/bin/python docs/embed_preview.py   (needs Debian's chromium and playwright)
 """
@@ -10,13 +11,18 @@ Run: .venv/bin/python docs/embed_preview.py   (needs Debian's chromium and playw
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
+import io
 import json
 import re
 from pathlib import Path
 
+from PIL import Image
 from playwright.async_api import async_playwright
+from sample_covers import cover
 
+from bot.colours import pick_colour
 from bot.embeds import render_now_playing
 from bot.spotify.models import parse_currently_playing
 
@@ -24,15 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "currently_playing_track.json"
 OUTPUT = ROOT / "docs" / "np-embed.png"
 
-ART = (
-    "data:image/svg+xml;utf8,"
-    "<svg xmlns='http://www.w3.org/2000/svg' width='80' height='80'>"
-    "<defs><linearGradient id='g' x1='0' y1='0' x2='1' y2='1'>"
-    "<stop offset='0' stop-color='%23f5a3c7'/><stop offset='1' stop-color='%235b6ee1'/>"
-    "</linearGradient></defs><rect width='80' height='80' fill='url(%23g)'/>"
-    "<text x='40' y='46' font-size='11' text-anchor='middle' fill='white' "
-    "font-family='sans-serif'>album art</text></svg>"
-)
+COVER = cover(0)
+ART = "data:image/jpeg;base64," + base64.b64encode(COVER).decode("ascii")
 
 
 def markdown(text: str) -> str:
@@ -44,10 +43,20 @@ def markdown(text: str) -> str:
     return out.replace("\\", "").replace("\n", "<br>")
 
 
-def page() -> str:
+LIGHT_THEME = """
+body.light { background:#ffffff; color:#313338; }
+.light .name, .light .author, .light .fname { color:#060607; }
+.light .embed { background:#f2f3f5; } .light .footer { color:#5c5e66; }
+.light a, .light .title a { color:#006ce7; } .light code { background:#e3e5e8; }
+.light .button { background:#6d6f78; }
+"""
+
+
+def page(theme: str = "dark") -> str:
     received = 1_700_000_000.0
     playback = parse_currently_playing(json.loads(FIXTURE.read_text()), received_at=received)
-    message = render_now_playing(playback, member_name="Ann", now=received)
+    colour = pick_colour(COVER)
+    message = render_now_playing(playback, member_name="Ann", now=received, colour=colour)
     assert message.embed is not None
     embed = message.embed.to_dict()
     fields = "".join(
@@ -81,7 +90,8 @@ a {{ color:#00a8fc; text-decoration:none; }}
 .footer {{ font-size:12px; color:#b5bac1; margin-top:8px; }}
 .button {{ display:inline-block; margin-top:8px; background:#4e5058; color:white;
   padding:6px 14px; border-radius:4px; font-weight:500; }}
-</style></head><body><div class="msg"><div class="avatar"></div><div>
+{LIGHT_THEME if theme == "light" else ""}
+</style></head><body class="{theme}"><div class="msg"><div class="avatar"></div><div>
 <span class="name">nowplaying-bot</span><span class="tag">APP</span>
 <span class="time">Today at 21:04</span>
 <div class="embed"><div>
@@ -101,9 +111,15 @@ async def main() -> None:
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         tab = await browser.new_page(viewport={"width": 600, "height": 300})
-        await tab.set_content(page())
-        await tab.locator(".msg").screenshot(path=str(OUTPUT))
+        shots = []
+        for theme in ("dark", "light"):  # the colour must read on both of Discord's themes
+            await tab.set_content(page(theme))
+            shots.append(Image.open(io.BytesIO(await tab.locator("body").screenshot())))
         await browser.close()
+    both = Image.new("RGB", (sum(s.width for s in shots), max(s.height for s in shots)), "white")
+    both.paste(shots[0], (0, 0))
+    both.paste(shots[1], (shots[0].width, 0))
+    both.save(OUTPUT, optimize=True)
     print(f"wrote {OUTPUT}")
 
 

@@ -157,6 +157,12 @@ def test_corrupt_covers_give_none(data: bytes) -> None:
     assert pick_colour(data) is None
 
 
+def test_a_huge_picture_in_a_small_file_is_not_decoded() -> None:
+    bomb = encode(Image.new("L", (5000, 5000), 200), "PNG")
+    assert len(bomb) < 100_000
+    assert pick_colour(bomb) is None
+
+
 def test_gif_is_not_accepted() -> None:
     assert pick_colour(encode(Image.new("RGB", (8, 8), (255, 0, 0)), "GIF")) is None
 

@@ -78,6 +78,7 @@ class FakeCdn:
         self.missing: set[str] = set()  # ids that answer 404
         self.delay = 0.0  # seconds before each answer
         self.requests: Counter[str] = Counter()
+        self.remember_generated = True  # False: generate on every request (benchmarks' memory)
         self._generated: dict[str, Picture] = {}
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -93,7 +94,9 @@ class FakeCdn:
             return own
         generated = self._generated.get(image_id)
         if generated is None:
-            generated = self._generated[image_id] = generate_cover(image_id)
+            generated = generate_cover(image_id)
+            if self.remember_generated:
+                self._generated[image_id] = generated
         return generated
 
     @property
