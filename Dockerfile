@@ -24,7 +24,9 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH="/opt/venv/bin:${PATH}" \
-    DATABASE_PATH=/data/bot.db
+    DATABASE_PATH=/data/bot.db \
+    WEB_HOST=0.0.0.0 \
+    NOWPLAYING_ENV_FILE=/data/.env
 
 RUN groupadd --system --gid 10001 bot \
     && useradd --system --no-log-init --uid 10001 --gid bot \
@@ -35,10 +37,13 @@ RUN groupadd --system --gid 10001 bot \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-# Ownership is set above, before VOLUME: a new named volume starts as a copy of /data.
+# Ownership is set above, before VOLUME: a new named volume starts as a copy of /data. A bind
+# mount keeps the host folder's owner instead: chown it to 10001:10001 (see README, Docker).
 VOLUME ["/data"]
 USER 10001:10001
 
+# Inside the container the web server listens on every interface (WEB_HOST above); what the
+# host exposes is decided where the port is published (compose: 127.0.0.1:8080 by default).
 EXPOSE 8080
 
 # slim has no curl: ask /healthz with Python (exit 1 on an error or a non-2xx status).

@@ -14,8 +14,6 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-import discord
-import yarl
 from aiohttp import web
 
 from bot.autopost.discord_side import DiscordPySide
@@ -25,12 +23,17 @@ from bot.charts import ChartRenderer
 from bot.client import NowPlayingBot
 from bot.colours import CoverColours
 from bot.config import Settings
+from bot.connect import DiscordStarter, point_discord_at
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
+from bot.errors import StartupError
 from bot.images import ImageFetcher
+from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
 from bot.logs import SecretMasker
+from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
+from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
@@ -38,41 +41,13 @@ from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
 from bot.tokens import TokenManager
-from bot.web import QuietAccessLogger, WebDependencies, create_app
+from bot.web import WebDependencies, create_app, runner_options
 
 log = logging.getLogger(__name__)
 
-FIRST_CONNECT_RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0, 60.0)
 # discord.py names the tasks that run slash commands and component/modal callbacks so.
 INTERACTION_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
 INTERACTION_DRAIN_SECONDS = 3.0
-
-
-class StartupError(Exception):
-    """Start-up cannot go on; the message is one clear line for the self-hoster."""
-
-
-async def discover_gateway(session: aiohttp.ClientSession, settings: Settings) -> yarl.URL:
-    """discord.py never asks /gateway/bot; when DISCORD_API_BASE is not Discord's, we do."""
-    url = f"{settings.discord_api_base}/gateway/bot"
-    headers = {"Authorization": f"Bot {settings.discord_token}"}
-    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-        if resp.status == 401:
-            raise StartupError("DISCORD_TOKEN was rejected by Discord (401 at /gateway/bot)")
-        if resp.status != 200:
-            raise StartupError(f"{url} answered HTTP {resp.status}; is DISCORD_API_BASE right?")
-        payload = await resp.json(content_type=None)
-    gateway = payload.get("url") if isinstance(payload, dict) else None
-    if not isinstance(gateway, str) or not gateway:
-        raise StartupError(f"{url} did not say where the gateway is")
-    return yarl.URL(gateway)
-
-
-def point_discord_at(api_base: str, gateway: yarl.URL | None) -> None:
-    """discord.py keeps both addresses as class attributes; set them before connecting."""
-    discord.http.Route.BASE = api_base
-    if gateway is not None:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
 
 
 class Application:
@@ -85,10 +60,12 @@ class Application:
         *,
         masker: SecretMasker | None = None,
         autopost_config: AutopostConfig | None = None,
+        command: str = "nowplaying-bot",
         **bot_options: Any,
     ) -> None:
         self.settings = settings
         self.masker = masker
+        self.command = command  # how the self-hoster runs the CLI, named in log hints
         # Default: the scheduler's defaults with SPOTIFY_REQUEST_BUDGET; tests pass short intervals.
         self.autopost_config = autopost_config or AutopostConfig(
             scheduler=SchedulerConfig(budget_per_window=settings.spotify_request_budget)
@@ -140,6 +117,7 @@ class Application:
         charts = ChartRenderer()
         self._stack.callback(charts.close)
         cipher = TokenCipher(settings.token_encryption_keys)
+        await report_unreadable_secrets(storage, cipher, self.command)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(
@@ -155,7 +133,13 @@ class Application:
         )
         if self.masker is not None:
             tokens.register_secret_listener(self.masker.add_secret)
-        links = LinkService(storage, auth, api, tokens)
+        links = LinkService(
+            storage, auth, api, tokens, cipher, hold_remaining=sender.hold_remaining
+        )
+        completer = PendingLinkCompleter(
+            storage, cipher, auth, api, links, hold_remaining=sender.hold_remaining
+        )
+        links.add_pending_listener(completer.wake)
         scheduler = PollScheduler(self.autopost_config.scheduler)
         # Interactive /np counts toward the polling budget, and is never held back by it.
         playback = PlaybackService(tokens, api, on_request=scheduler.note_request)
@@ -164,6 +148,8 @@ class Application:
             await self._stack.enter_async_context(
                 metrics.linked_members_refresher(storage.count_links)
             )
+        privacy = PrivacyService(storage)
+        await privacy.start()
         self.services = Services(
             settings=settings,
             storage=storage,
@@ -171,16 +157,15 @@ class Application:
             tokens=tokens,
             links=links,
             playback=playback,
+            privacy=privacy,
             metrics=metrics,
             images=images,
             colours=colours,
             charts=charts,
         )
 
-        gateway = None
-        if not settings.uses_default_discord:
-            gateway = await discover_gateway(session, settings)
-        point_discord_at(settings.discord_api_base, gateway)
+        # The REST base now; the gateway address once /gateway/bot answers (bot.connect).
+        point_discord_at(settings.discord_api_base, None)
 
         self.bot = NowPlayingBot(self.services, **self._bot_options)
         self._stack.push_async_callback(self._close_bot)
@@ -199,12 +184,15 @@ class Application:
             config=self.autopost_config,
             hold_until=lambda: sender.hold_until,
             on_post=_autopost_metrics(metrics) if metrics is not None else None,
+            is_private=privacy.is_private_now,
             colours=colours,
         )
         self.services.autopost = autopost
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)
+        privacy.add_private_listener(autopost.member_went_private)
+        privacy.add_server_listener(autopost.member_went_public)
 
         app = create_app(
             WebDependencies(
@@ -215,9 +203,7 @@ class Application:
                 metrics=metrics.render if metrics else None,
             )
         )
-        self.web_runner = web.AppRunner(
-            app, access_log_class=QuietAccessLogger, handle_signals=False
-        )
+        self.web_runner = web.AppRunner(app, handle_signals=False, **runner_options())
         await self.web_runner.setup()
         self._stack.push_async_callback(self.web_runner.cleanup)
         site = web.TCPSite(self.web_runner, settings.web_host, settings.web_port)
@@ -231,44 +217,16 @@ class Application:
         self.web_port = _bound_port(self.web_runner, settings.web_port)
         log.info("Web server listening on %s:%s", settings.web_host, self.web_port)
 
-        try:
-            await self.bot.login(settings.discord_token)
-        except discord.LoginFailure as exc:
-            raise StartupError(
-                "DISCORD_TOKEN was rejected by Discord; copy it again from the Developer Portal "
-                "(your application -> Bot -> Reset Token)"
-            ) from exc
-        self._bot_task = asyncio.create_task(self._connect_forever(), name="discord-gateway")
+        # Discord may not be reachable yet: log in and connect in the background, retrying,
+        # while the web server already answers (/healthz says "degraded" until the gateway is up).
+        starter = DiscordStarter(
+            self.bot, session, token=settings.discord_token, api_base=settings.discord_api_base
+        )
+        self._bot_task = asyncio.create_task(starter.run(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
-
-    async def _connect_forever(self) -> None:
-        """Keep the gateway up. discord.py reconnects by itself once connected, but a failed
-        *first* connection ends ``connect`` with an odd AttributeError: retry that here."""
-        attempt = 0
-        while not self.bot.is_closed():
-            try:
-                await self.bot.connect(reconnect=True)
-                return
-            except discord.PrivilegedIntentsRequired as exc:
-                raise StartupError(
-                    "Discord refused the privileged intents: ENABLE_PRESENCE=true needs the "
-                    "Presence and Server Members intents switched on in the Developer Portal "
-                    "(your application -> Bot -> Privileged Gateway Intents), or set "
-                    "ENABLE_PRESENCE=false"
-                ) from exc
-            except (OSError, aiohttp.ClientError, discord.GatewayNotFound, AttributeError) as exc:
-                if self.bot.is_closed():
-                    return
-                delay = FIRST_CONNECT_RETRY_SECONDS[
-                    min(attempt, len(FIRST_CONNECT_RETRY_SECONDS) - 1)
-                ]
-                attempt += 1
-                log.warning(
-                    "Could not connect to the Discord gateway (%s); retrying in %.0f s",
-                    type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        # Links that waited for a Spotify hold (also from before a restart) finish now.
+        completer.start()
+        self._stack.push_async_callback(completer.stop)
 
     @property
     def bot_task(self) -> asyncio.Task[None] | None:

@@ -21,6 +21,8 @@ DEFAULT_DISCORD_API_BASE = "https://discord.com/api/v10"
 DEFAULT_SPOTIFY_ACCOUNTS_BASE = "https://accounts.spotify.com"
 DEFAULT_SPOTIFY_API_BASE = "https://api.spotify.com/v1"
 DEFAULT_SPOTIFY_IMAGE_BASE = "https://i.scdn.co"
+# Loopback: only this machine reaches the web server unless the admin exposes it on purpose.
+DEFAULT_WEB_HOST = "127.0.0.1"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 _TRUE = {"1", "true", "yes", "on"}
@@ -35,7 +37,8 @@ class Settings:
     spotify_redirect_uri: str
     token_encryption_keys: tuple[bytes, ...]
     database_path: Path = Path("data/bot.db")
-    web_host: str = "0.0.0.0"  # noqa: S104 - the callback must be reachable from outside
+    # Loopback by default: a reverse proxy (or the container's WEB_HOST) exposes it on purpose.
+    web_host: str = DEFAULT_WEB_HOST
     web_port: int = 8080
     discord_api_base: str = DEFAULT_DISCORD_API_BASE
     spotify_accounts_base: str = DEFAULT_SPOTIFY_ACCOUNTS_BASE
@@ -132,6 +135,11 @@ def _check_redirect_uri(uri: str) -> str | None:
     return f"has scheme '{parts.scheme}'; it must be https (or http on 127.0.0.1 / [::1])"
 
 
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why Spotify would refuse this redirect URI, or None (what the setup asks about)."""
+    return _check_redirect_uri(uri)
+
+
 def _check_base_url(name: str, value: str, problems: list[str]) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -151,8 +159,9 @@ def _bool(name: str, raw: str | None, default: bool, problems: list[str]) -> boo
     return default
 
 
-def load_settings(env: Mapping[str, str]) -> Settings:
-    """Build Settings from a mapping. Raises ConfigError listing every problem at once."""
+def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") -> Settings:
+    """Build Settings from a mapping. Raises ConfigError listing every problem at once.
+    ``command`` is how the user runs the bot, named in hints (``<command> gen-key``)."""
     problems: list[str] = []
 
     def get(name: str) -> str | None:
@@ -183,7 +192,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     keys: list[bytes] = []
     raw_keys = required(
         "TOKEN_ENCRYPTION_KEY",
-        "a key printed by `python -m bot gen-key` (comma-separated to rotate)",
+        f"a key printed by `{command} gen-key` (comma-separated to rotate)",
     )
     if raw_keys:
         for position, entry in enumerate(raw_keys.split(","), start=1):
@@ -192,11 +201,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             except ValueError as exc:
                 problems.append(
                     f"TOKEN_ENCRYPTION_KEY: key #{position} is invalid ({exc}); each key must be "
-                    "32 random bytes in URL-safe base64, as printed by `python -m bot gen-key`"
+                    f"32 random bytes in URL-safe base64, as printed by `{command} gen-key`"
                 )
 
     database_path = Path(get("DATABASE_PATH") or "data/bot.db")
-    web_host = get("WEB_HOST") or "0.0.0.0"  # noqa: S104
+    web_host = get("WEB_HOST") or DEFAULT_WEB_HOST
     web_port = 8080
     raw_port = get("WEB_PORT")
     if raw_port is not None:

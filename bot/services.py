@@ -14,6 +14,7 @@ from bot.crypto import TokenCipher
 from bot.images import ImageFetcher
 from bot.linking import LinkService
 from bot.metrics import Metrics
+from bot.privacy import PrivacyService
 from bot.spotify.api import SpotifyApi
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
@@ -54,6 +55,7 @@ class Services:
     tokens: TokenManager
     links: LinkService
     playback: PlaybackService
+    privacy: PrivacyService
     metrics: Metrics | None = None  # None when METRICS_ENABLED is off
     autopost: AutopostService | None = None  # set by bot.app once the bot exists
     images: ImageFetcher | None = None  # album art from Spotify's CDN (charts, colours)

@@ -17,17 +17,21 @@ rule lives in one place:
   run one at a time (a per-member lock), so concurrent sources (a poll, the same presence
   update from several guilds) never post twice.
 * Before each post the member is looked up in the guild again (``fetch_member``; the guilds
-  intent alone never tells us someone left), and the member must still be linked or opted in:
-  leaving, unlinking or opting out stops posts at once.
+  intent alone never tells us someone left), and the member must still be linked or opted in
+  *in that guild* (``Storage.get_guild_autopost_opt_in``: the choice made there, else the one
+  made before opt-in was per server) and not private: leaving, unlinking, opting out or
+  going private stops posts at once.
 * A deleted channel or a lost permission (seen in the cache, or as 404 10003 / 403
   50001/50013 on a post) turns auto-posting off for that guild, with a log line and a notice
   the admin sees on their next ``/autopost``.
 
-Who is polled: linked members who did not opt out (``get_autopost_opt_in`` None means in) and
-are in at least one guild with a music channel. Interactive ``/np`` keeps priority: its
-requests are counted into the scheduler's budget (``PollScheduler.note_request``), polls use at
-most ``max_concurrent_polls`` connections of the shared pool, and a poll never holds a slot
-while it posts.
+Who is polled: linked, not private members who did not opt out everywhere
+(``get_autopost_opt_in_anywhere`` None means in) and are in at least one guild with a music
+channel. Nothing is kept about members known only through presence who never opted in: their
+observations are dropped with no database read (the opted-in ones are loaded at start).
+Interactive ``/np`` keeps priority: its requests are counted into the scheduler's budget
+(``PollScheduler.note_request``), polls use at most ``max_concurrent_polls`` connections of the
+shared pool, and a poll never holds a slot while it posts.
 """
 
 from __future__ import annotations
@@ -206,9 +210,11 @@ class AutopostService:
         on_post: PostHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        is_private: Callable[[int], bool] | None = None,
         colours: CoverColours | None = None,
     ) -> None:
         self.config = config or AutopostConfig()
+        self._is_private = is_private or (lambda _member_id: False)
         self.scheduler: PollScheduling = (
             scheduler if scheduler is not None else PollScheduler(self.config.scheduler)
         )
@@ -221,9 +227,16 @@ class AutopostService:
         self._wall_clock = wall_clock
         self._colours = colours
 
+        # Bounds of the per-member state below (README, "Memory per member"): linked members
+        # (L), members who opted in somewhere (O), music guilds/channels (G). _linked, _followed,
+        # _suspended, _parked: <= L. _choices, _observed, _queued: <= L + O. _membership: <=
+        # (L + O) x G. _last_posts: <= (L + O) x G. _member_locks: only while held. Members
+        # known only through presence who never opted in get no entry anywhere.
         self._channels: dict[int, int] = {}  # guild id -> music channel id
         self._linked: set[int] = set()
-        self._choices: dict[int, bool | None] = {}  # stored opt-in choice; None: never chose
+        # Opt-in summary over all guilds (get_autopost_opt_in_anywhere): linked members and
+        # members who opted in somewhere only, so at most one entry per stored choice or link.
+        self._choices: dict[int, bool | None] = {}
         self._followed: set[int] = set()  # polled unless suspended
         self._suspended: set[int] = set()  # another source (presence) covers them
         self._parked: dict[int, float] = {}  # in no music guild when last looked: since when
@@ -251,6 +264,9 @@ class AutopostService:
         if self._loop_task is not None:
             return
         self._channels = await self._storage.list_music_channels()
+        # Before the gateway: presences arriving with the guilds are judged without a read.
+        for member_id in await self._storage.list_autopost_opted_in_user_ids():
+            self._choices.setdefault(member_id, True)
         self._last_posts = {
             (post.discord_user_id, post.channel_id): post
             for post in await self._storage.load_last_posts()
@@ -311,7 +327,10 @@ class AutopostService:
             del self._observed[member_id]
 
     def suspend_polling(self, member_id: int) -> None:
-        """Stop polling a followed member while another source (presence) covers them."""
+        """Stop polling a followed member while another source (presence) covers them.
+        Only linked members are ever polled: for anyone else this keeps nothing."""
+        if member_id not in self._linked:
+            return
         self._suspended.add(member_id)
         self.scheduler.remove(member_id)
 
@@ -366,13 +385,39 @@ class AutopostService:
         await self._storage.clear_autopost_notice(guild_id)
         return settings.autopost_notice
 
-    async def set_opt_in(self, member_id: int, enabled: bool) -> None:
-        """``/autopost me``: stored, and applied at once."""
-        self._choices[member_id] = enabled
-        if not enabled:
-            self._unfollow(member_id)  # before the write: posts in flight stop now
-        await self._storage.set_autopost_opt_in(member_id, enabled)
-        if enabled:
+    async def set_opt_in(self, member_id: int, enabled: bool, guild_id: int | None = None) -> None:
+        """``/autopost me`` in one guild (None: the fallback of every guild without a choice of
+        its own): stored, and applied at once. Posting checks the choice per guild; polling
+        goes on while the member is in somewhere."""
+        if guild_id is None:
+            if not enabled:
+                self._choices[member_id] = False  # before the write: posts in flight stop now
+                self._unfollow(member_id)
+            await self._storage.set_autopost_opt_in(member_id, enabled)
+        else:
+            await self._storage.set_guild_autopost_opt_in(member_id, guild_id, enabled)
+        choice = await self._storage.get_autopost_opt_in_anywhere(member_id)
+        if member_id in self._linked or choice is True:
+            self._choices[member_id] = choice
+        else:
+            self._choices.pop(member_id, None)
+        if self._eligible_for_polling(member_id):
+            self._queue_lookup(member_id)
+        else:
+            self._unfollow(member_id)
+
+    def member_went_private(self, member_id: int) -> None:
+        """PrivacyService private listener: no more polls or posts, and what they last
+        played is forgotten (the storage deleted its copy with the choice)."""
+        self._unfollow(member_id)
+        self._suspended.discard(member_id)
+        for key in [key for key in self._last_posts if key[0] == member_id]:
+            del self._last_posts[key]
+
+    def member_went_public(self, member_id: int) -> None:
+        """PrivacyService server listener: a private member is visible again; follow them
+        again where their opt-in allows it."""
+        if member_id in self._linked:
             self._queue_lookup(member_id)
 
     async def channel_deleted(
@@ -385,13 +430,14 @@ class AutopostService:
     async def member_linked(self, member_id: int, *_: object) -> None:
         """LinkService linked listener."""
         self._linked.add(member_id)
-        self._choices[member_id] = await self._storage.get_autopost_opt_in(member_id)
+        self._choices[member_id] = await self._storage.get_autopost_opt_in_anywhere(member_id)
         self._queue_lookup(member_id)
 
     def member_unlinked(self, member_id: int) -> None:
         """LinkService unlinked listener: their settings and last posts are gone too."""
         self._linked.discard(member_id)
         self._choices.pop(member_id, None)
+        self._suspended.discard(member_id)
         self._unfollow(member_id)
         for guild_id in self._channels:
             self._membership.pop((guild_id, member_id), None)
@@ -418,19 +464,30 @@ class AutopostService:
             bool(self._channels)
             and member_id in self._linked
             and self._choices.get(member_id) is not False
+            and not self._is_private(member_id)
         )
 
     def _may_post_now(self, member_id: int) -> bool:
-        """Linked and not opted out, or opted in (members known only through presence)."""
+        """Not private, and linked and not opted out everywhere, or opted in somewhere
+        (members known only through presence). No database read, nothing cached."""
+        if self._is_private(member_id):
+            return False
         choice = self._choices.get(member_id)
         if member_id in self._linked:
             return choice is not False
         return choice is True
 
     async def _may_post(self, member_id: int) -> bool:
-        if member_id not in self._linked and member_id not in self._choices:
-            self._choices[member_id] = await self._storage.get_autopost_opt_in(member_id)
         return self._may_post_now(member_id)
+
+    async def _may_post_in(self, guild_id: int, member_id: int) -> bool:
+        """The member's own choice for this guild (asked of storage at post time)."""
+        if not self._may_post_now(member_id):
+            return False
+        choice = await self._storage.get_guild_autopost_opt_in(member_id, guild_id)
+        if member_id in self._linked:
+            return choice is not False
+        return choice is True
 
     def _follow(self, member_id: int) -> None:
         self._parked.pop(member_id, None)
@@ -468,14 +525,18 @@ class AutopostService:
                 self._lookups.task_done()
 
     async def _refresh_member(self, member_id: int) -> None:
-        """Follow the member if eligible and in some music guild; otherwise park them."""
+        """Follow the member if eligible, in some music guild and not opted out there;
+        otherwise park them."""
         if not self._eligible_for_polling(member_id):
             self._unfollow(member_id)
             return
         present = False
         for guild_id in list(self._channels):
             try:
-                if await self._is_member(guild_id, member_id, self.config.membership_ttl):
+                # Membership first: the opt-in is read only where they are a member.
+                if await self._is_member(
+                    guild_id, member_id, self.config.membership_ttl
+                ) and await self._may_post_in(guild_id, member_id):
                     present = True
                     break
             except DiscordUnavailable:
@@ -510,7 +571,7 @@ class AutopostService:
         await self._discord.wait_until_ready()
         self._linked = set(await self._storage.list_active_user_ids())
         for member_id in self._linked:
-            self._choices[member_id] = await self._storage.get_autopost_opt_in(member_id)
+            self._choices[member_id] = await self._storage.get_autopost_opt_in_anywhere(member_id)
         self._workers = [
             asyncio.create_task(self._lookup_worker(), name=f"autopost-lookup-{index}")
             for index in range(self.config.membership_lookups)
@@ -668,6 +729,8 @@ class AutopostService:
         self._membership[guild_id, member_id] = (member is not None, self._clock())
         if member is None:
             self._queue_lookup(member_id)  # left: maybe in no music guild any more
+            return True
+        if not await self._may_post_in(guild_id, member_id):
             return True
         # Re-check everything the awaits may have changed: opt-out, unlink, channel change.
         if not self._may_post_now(member_id) or self._channels.get(guild_id) != channel_id:
