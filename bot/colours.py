@@ -40,7 +40,7 @@ MIN_LUMINANCE = 0.16
 MAX_LUMINANCE = 0.36
 MIN_SATURATION = 0.35
 HUE_BINS = 24
-SAMPLE_SIZE = 48
+SAMPLE_SIZE = 32
 MAX_COVER_PIXELS = 4096 * 4096
 # Below this share of colourful pixels a cover counts as greyscale.
 COLOURFUL_SHARE = 0.05
@@ -94,9 +94,18 @@ def readable(rgb: tuple[float, float, float]) -> int:
     return _pack(colorsys.hls_to_rgb(hue, lightness, saturation))
 
 
-def _pixels(data: bytes) -> list[tuple[int, int, int, int]]:
+def _linear(channel: int) -> float:
+    value = channel / 255
+    return value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
+
+
+_LINEAR = tuple(_linear(channel) for channel in range(256))
+
+
+def _sample(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """(RGB bytes, HSV bytes, alpha bytes) of the cover shrunk to SAMPLE_SIZE at most."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning: we only need 48 px
+        warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning: we only need 32 px
         opened = PilImage.open(io.BytesIO(data))
         if opened.format not in ("JPEG", "PNG"):
             raise ValueError(f"not a JPEG or PNG ({opened.format})")
@@ -105,38 +114,42 @@ def _pixels(data: bytes) -> list[tuple[int, int, int, int]]:
         opened.draft("RGB", (SAMPLE_SIZE * 2, SAMPLE_SIZE * 2))  # JPEG: decode at a small scale
         image = opened.convert("RGBA")
         image.thumbnail((SAMPLE_SIZE, SAMPLE_SIZE))
-    raw = image.tobytes()  # RGBA bytes: works on every Pillow (getdata is deprecated)
-    return list(zip(raw[0::4], raw[1::4], raw[2::4], raw[3::4], strict=True))
+    rgb = image.convert("RGB")
+    # Pillow converts to HSV in C (each channel 0-255): no per-pixel Python colour maths.
+    return rgb.tobytes(), rgb.convert("HSV").tobytes(), image.getchannel("A").tobytes()
 
 
 def pick_colour(data: bytes) -> int | None:
     """The embed colour for a cover (see the module doc); None when it cannot be decoded."""
     try:
-        pixels = _pixels(data)
+        rgb, hsv, alpha = _sample(data)
     except Exception as exc:  # any undecodable picture: no colour, never an error
         log.debug("cover not decodable: %s", exc)
         return None
-    weights = [0.0] * HUE_BINS
-    sums = [[0.0, 0.0, 0.0] for _ in range(HUE_BINS)]
+    weights = [0] * HUE_BINS
+    sums = [[0, 0, 0] for _ in range(HUE_BINS)]
     seen = colourful = 0
     grey_luminance = 0.0
-    for red, green, blue, alpha in pixels:
-        if alpha < 128:
+    linear = _LINEAR
+    min_saturation, min_value = round(0.25 * 255), round(0.2 * 255)
+    for index, opacity in enumerate(alpha):
+        if opacity < 128:
             continue  # transparent areas are not part of the cover
         seen += 1
-        rgb = (red / 255, green / 255, blue / 255)
-        hue, saturation, value = colorsys.rgb_to_hsv(*rgb)
-        grey_luminance += relative_luminance(rgb)
-        if saturation < 0.25 or value < 0.2:
+        at = 3 * index
+        red, green, blue = rgb[at], rgb[at + 1], rgb[at + 2]
+        grey_luminance += 0.2126 * linear[red] + 0.7152 * linear[green] + 0.0722 * linear[blue]
+        saturation, value = hsv[at + 1], hsv[at + 2]
+        if saturation < min_saturation or value < min_value:
             continue
         colourful += 1
-        weight = saturation * value
-        index = int(hue * HUE_BINS) % HUE_BINS
-        weights[index] += weight
-        bin_sum = sums[index]
-        bin_sum[0] += rgb[0] * weight
-        bin_sum[1] += rgb[1] * weight
-        bin_sum[2] += rgb[2] * weight
+        weight = saturation * value  # vividness, in 0..65025
+        hue_bin = hsv[at] * HUE_BINS // 256
+        weights[hue_bin] += weight
+        bin_sum = sums[hue_bin]
+        bin_sum[0] += red * weight
+        bin_sum[1] += green * weight
+        bin_sum[2] += blue * weight
     if seen == 0:
         return None
     if colourful < COLOURFUL_SHARE * seen:
@@ -150,7 +163,7 @@ def pick_colour(data: bytes) -> int | None:
         weights[i] + 0.5 * (weights[i - 1] + weights[(i + 1) % HUE_BINS]) for i in range(HUE_BINS)
     ]
     best = max(range(HUE_BINS), key=smoothed.__getitem__)
-    total = weights[best]
+    total = weights[best] * 255
     if total <= 0:
         return None
     mean_rgb = (sums[best][0] / total, sums[best][1] / total, sums[best][2] / total)
@@ -206,7 +219,11 @@ class ColourStore(Protocol):
 
 
 class CoverColours:
-    """Colours by image key: memory (bounded LRU), then the database, then a fetch."""
+    """Colours by image key: memory (bounded LRU), then the database, then a fetch.
+
+    A waiter gets the colour as soon as it is picked; storing it in the database follows in the
+    background, so a busy database never holds an answer.
+    """
 
     def __init__(
         self,
@@ -221,7 +238,8 @@ class CoverColours:
         self._pick = pick
         self._max_entries = memory_entries
         self._memory: OrderedDict[str, int] = OrderedDict()
-        self._pending: dict[str, asyncio.Task[int | None]] = {}
+        self._pending: dict[str, asyncio.Future[int | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def known(self, playback: CurrentlyPlaying) -> int | None:
@@ -239,15 +257,17 @@ class CoverColours:
         colour = self._remembered(key)
         if colour is not None or self._closed:
             return colour
-        task = self._pending.get(key)
-        if task is None:
-            task = asyncio.create_task(self._resolve(key, url), name="cover-colour")
-            self._pending[key] = task
-            task.add_done_callback(lambda _: self._pending.pop(key, None))
-        done, _ = await asyncio.wait({task}, timeout=wait)
-        if task in done and not task.cancelled() and task.exception() is None:
-            return task.result()
-        return None
+        future = self._pending.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[key] = future
+            task = asyncio.create_task(self._resolve(key, url, future), name="cover-colour")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), wait)
+        except TimeoutError:
+            return None
 
     def _remembered(self, key: str) -> int | None:
         colour = self._memory.get(key)
@@ -261,43 +281,54 @@ class CoverColours:
         while len(self._memory) > self._max_entries:
             self._memory.popitem(last=False)
 
-    async def _resolve(self, key: str, url: str) -> int | None:
+    async def _resolve(self, key: str, url: str, future: asyncio.Future[int | None]) -> None:
+        colour: int | None = None
+        stored: int | None = None
         try:
-            colour = await self._store.get_image_colour(key)
+            stored = colour = await self._store.get_image_colour(key)
             if colour is None:
                 data = await self._fetcher.fetch(url)
-                if data is None:
-                    return None
-                started = time.perf_counter()
-                colour = await asyncio.to_thread(self._pick, data)
-                log.debug(
-                    "cover colour of %s picked in %.1f ms",
-                    key,
-                    1000 * (time.perf_counter() - started),
-                )
-                if colour is None:
-                    return None
-                await self._store.save_image_colour(key, colour)
+                if data is not None:
+                    started = time.perf_counter()
+                    colour = await asyncio.to_thread(self._pick, data)
+                    elapsed_ms = 1000 * (time.perf_counter() - started)
+                    log.debug("cover colour of %s picked in %.1f ms", key, elapsed_ms)
+            if colour is not None:
+                self._remember(key, colour)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a colour is never worth an error: green it is
             log.info("cover colour for %s not available: %r", key, exc)
-            return None
-        self._remember(key, colour)
-        return colour
+        finally:
+            self._pending.pop(key, None)
+            if not future.done():
+                future.set_result(colour)
+        if colour is not None and stored is None:
+            try:
+                await self._store.save_image_colour(key, colour)
+            except Exception as exc:  # kept in memory all the same
+                log.info("cover colour for %s not stored: %r", key, exc)
 
     def __len__(self) -> int:
         return len(self._memory)
 
-    async def close(self) -> None:
-        """Stop background work (at shutdown, before the database closes)."""
+    async def settle(self) -> None:
+        """Wait until no colour is being picked or stored."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def close(self, *, grace: float = 0.5) -> None:
+        """Stop background work (at shutdown, before the database closes): what finishes
+        within ``grace`` seconds is kept, the rest is cancelled."""
         self._closed = True
-        tasks = list(self._pending.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        tasks = list(self._tasks)
+        if tasks:
+            _, running = await asyncio.wait(tasks, timeout=grace)
+            for task in running:
+                task.cancel()
+            for task in running:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 __all__ = [

@@ -268,6 +268,7 @@ async def test_colour_is_fetched_once_then_served_from_memory_and_the_database(
         assert fake.requests == {"album-red-64": 1}  # only the smallest image
         assert colours.known(playback) == colour
         assert await colours.colour_for(playback, wait=0) == colour
+        await colours.settle()  # the database write follows the answer
         assert await storage.get_image_colour("album-red-64") == colour
         await colours.close()
     # A restart: a new process, the same database, no fetch.
@@ -331,3 +332,33 @@ async def test_close_cancels_background_work(
     assert await colours.colour_for(fake_track("album-hang"), wait=0.05) is None
     await asyncio.wait_for(colours.close(), 2)
     assert await colours.colour_for(fake_track("album-hang"), wait=1) is None
+
+
+class SlowStore:
+    """A database that is busy writing: saves wait until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.saved: dict[str, int] = {}
+
+    async def get_image_colour(self, image_key: str) -> int | None:
+        return self.saved.get(image_key)
+
+    async def save_image_colour(self, image_key: str, colour: int) -> None:
+        await self.release.wait()
+        self.saved[image_key] = colour
+
+
+async def test_a_busy_database_does_not_hold_the_answer(
+    cdn: tuple[FakeCdn, str], session: aiohttp.ClientSession
+) -> None:
+    _, base = cdn
+    store = SlowStore()
+    colours = CoverColours(ImageFetcher(session, image_base=base), store)
+    colour = await colours.colour_for(fake_track("album-busy"), wait=5)
+    assert colour is not None
+    assert store.saved == {}  # answered while the write still waits
+    store.release.set()
+    await asyncio.wait_for(colours.settle(), 5)
+    assert store.saved == {"album-busy-64": colour}
+    await colours.close()

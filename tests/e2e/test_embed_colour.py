@@ -122,6 +122,9 @@ async def test_presence_art_is_coloured_by_its_image_id(tmp_path: Path) -> None:
         assert embed["color"] == expected_colour(stack, cover_id)
         assert dict(stack.spotify.cdn.requests) == {cover_id: 1}
         # Stored under the cover's own id, shared by every size of that cover.
+        colours = stack.app.services.colours
+        assert colours is not None
+        await colours.settle()
         stored = await stack.app.services.storage.get_image_colour(
             "ab67616d-e8b066f70c206551210d902b"
         )
