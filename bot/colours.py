@@ -186,17 +186,27 @@ def smallest_image(images: Sequence[Image]) -> Image | None:
     return images[0] if images else None
 
 
+SMALLEST_ART_SIZE_CODE = "00004851"  # 64 px
+
+
 def cover_url(playback: CurrentlyPlaying) -> str | None:
-    """The picture the colour comes from: the smallest image of the track or episode."""
+    """The picture the colour comes from: the smallest image of the track or episode. A status
+    gives only the 640 px album art: its 64 px sibling is asked for instead (50 times smaller)."""
     if not isinstance(playback, Playback):
         return None
     item = playback.item
     if isinstance(item, Track) and item.is_local:
         return None
-    if isinstance(item, Track | Episode):
-        image = smallest_image(item.images)
-        return image.url if image is not None else None
-    return None
+    if not isinstance(item, Track | Episode):
+        return None
+    image = smallest_image(item.images)
+    if image is None:
+        return None
+    image_id = spotify_image_id(image.url) if _size(image) is None else None
+    match = _SPOTIFY_ART_ID.fullmatch(image_id) if image_id is not None else None
+    if match is not None:
+        return f"https://i.scdn.co/image/{match.group(1)}{SMALLEST_ART_SIZE_CODE}{match.group(3)}"
+    return image.url
 
 
 def colour_key(url: str) -> str | None:

@@ -202,8 +202,13 @@ API_IMAGES = (
 
 def test_cover_url_is_the_smallest_image() -> None:
     assert cover_url(track(API_IMAGES)) == API_IMAGES[1].url
+    # A status's one unsized 640 px album art: its 64 px sibling is fetched instead.
     presence = (SpotifyImage("https://i.scdn.co/image/ab67616d0000b273fce712500a4be6eaf874c20e"),)
-    assert cover_url(track(presence)) == presence[0].url
+    assert cover_url(track(presence)) == (
+        "https://i.scdn.co/image/ab67616d00004851fce712500a4be6eaf874c20e"
+    )
+    other = (SpotifyImage("https://i.scdn.co/image/not-album-art"),)
+    assert cover_url(track(other)) == other[0].url
     assert cover_url(track(API_IMAGES, local=True)) is None
     assert cover_url(track(())) is None
     assert cover_url(NothingPlaying()) is None

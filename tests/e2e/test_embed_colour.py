@@ -119,8 +119,9 @@ async def test_presence_art_is_coloured_by_its_image_id(tmp_path: Path) -> None:
         await eventually(shows_spotify)
         embed = await np_embed(stack, BOB_ID)
         assert embed["title"] == "Status Song"
-        assert embed["color"] == expected_colour(stack, cover_id)
-        assert dict(stack.spotify.cdn.requests) == {cover_id: 1}
+        small_id = "ab67616d00004851e8b066f70c206551210d902b"  # the 64 px sibling
+        assert embed["color"] == expected_colour(stack, small_id)
+        assert dict(stack.spotify.cdn.requests) == {small_id: 1}
         # Stored under the cover's own id, shared by every size of that cover.
         colours = stack.app.services.colours
         assert colours is not None
