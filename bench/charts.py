@@ -13,8 +13,8 @@ Run: ``.venv/bin/python bench/charts.py``. Everything runs in this process on 12
    naive way (``asyncio.to_thread``, ten threads at once) for comparison.
 3. Uncached covers: a 5x5 chart whose 25 covers are first fetched through ``ImageFetcher`` from
    the fake CDN on loopback (4 at a time, as the bot does), then rendered: the bot's own share of
-   a /chart with cold covers (Spotify's CDN adds its network time, typically 20-100 ms a cover,
-   overlapped 4 at a time). Reported, no target of its own.
+   a /chart with cold covers (Spotify's CDN adds its own network time per cover, overlapped 4 at
+   a time). Reported, no target of its own.
 4. Image cache memory: 10,000 distinct album covers fetched from the fake CDN (640 px JPEGs)
    through one ``ImageFetcher`` with its default 32 MiB bound, and the colour cache filled with
    10,000 albums. Target: the cache's bytes stay at or under its bound all along.
