@@ -228,7 +228,9 @@ async def test_concurrent_asks_share_one_request_and_concurrency_is_bounded(
     fetcher = ImageFetcher(session, image_base=cdn.base, max_concurrency=2)
     same = [asyncio.create_task(fetcher.fetch(scdn("slow"))) for _ in range(10)]
     others = [asyncio.create_task(fetcher.fetch(scdn(f"slow{n}"))) for n in range(4)]
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(5):
+        while cdn.hits.get("in_flight", 0) < 2:  # noqa: ASYNC110 - the CDN's own count
+            await asyncio.sleep(0.01)
     assert cdn.hits["in_flight"] == 2  # the bound, though five distinct pictures are wanted
     cdn.release.set()
     results = await asyncio.wait_for(asyncio.gather(*same, *others), 5)
