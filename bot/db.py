@@ -161,6 +161,19 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     ),
     Migration(
         version=5,
+        description="embed colours picked from album art, by image id",
+        statements=(
+            """
+            CREATE TABLE image_colours (
+                image_key TEXT    PRIMARY KEY,
+                colour    INTEGER NOT NULL CHECK (colour BETWEEN 0 AND 16777215),
+                picked_at REAL    NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
+    Migration(
+        version=6,
         description="listening log: plays and the servers each member was seen in",
         statements=(
             # One row per play: the member, the track and when it started. Names are kept as

@@ -206,6 +206,12 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
     ],
     5: [
         (
+            "INSERT INTO image_colours (image_key, colour, picked_at) VALUES (?, ?, ?)",
+            ("ab67616d-cover", 0x336699, NOW),
+        ),
+    ],
+    6: [
+        (
             "INSERT INTO plays (discord_user_id, track_id, started_at, track_name, artist, "
             "artists, album_id, album_name, image_url, duration_ms, source) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -258,6 +264,8 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
             "ok", 1, discord_name="@one"
         )
     if version >= 5:
+        assert await storage.get_image_colour("ab67616d-cover") == 0x336699
+    if version >= 6:
         [play] = await storage.recent_plays(1)
         assert (play.track_id, play.artists, play.started_at) == ("track-1", ("A", "B"), NOW)
         assert await storage.list_listening_guilds() == [(10, 1)]
@@ -754,3 +762,20 @@ async def test_files_stay_private_after_writes(db_path: Path) -> None:
     modes = file_modes(db_path.parent)
     assert "bot.db" in modes
     assert set(modes.values()) == {0o600}, modes
+
+
+async def test_image_colours_round_trip_and_survive_a_restart(
+    storage: Storage, db_path: Path
+) -> None:
+    assert await storage.get_image_colour("ab67616d-abc") is None
+    await storage.save_image_colour("ab67616d-abc", 0x1DB954, now=NOW)
+    await storage.save_image_colour("ab67616d-abc", 0xC0FFEE, now=NOW + 1)  # a re-pick wins
+    await storage.save_image_colour("other", 0x000001, now=NOW)
+    assert await storage.get_image_colour("ab67616d-abc") == 0xC0FFEE
+    await storage.close()
+    async with await Storage.open(db_path) as reopened:
+        assert await reopened.get_image_colour("ab67616d-abc") == 0xC0FFEE
+        assert await reopened.get_image_colour("other") == 1
+    with pytest.raises(sqlite3.IntegrityError):
+        async with await Storage.open(db_path) as reopened:
+            await reopened.save_image_colour("too-big", 0x1000000)
