@@ -196,10 +196,10 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             )
             """,
             # A member's history, the duplicate check (member, track near a start time) and
-            # /recap: per member, a range of start times covering the track and artist, so
-            # the aggregate reads only the visible members' rows and never the table.
+            # /recap: per member, a range of start times covering the track, artist and album,
+            # so the aggregate reads only the visible members' rows and never the table.
             "CREATE INDEX plays_member_cover ON plays "
-            "(discord_user_id, started_at, track_id, artist)",
+            "(discord_user_id, started_at, track_id, artist, album_id)",
             # Retention deletes by start time.
             "CREATE INDEX plays_started ON plays (started_at)",
             """

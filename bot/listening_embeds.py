@@ -39,12 +39,25 @@ PERIOD_WORDS = {
 RECAP_PERIOD_WORDS = {"week": "the last 7 days", "month": "the last 30 days"}
 
 
+RECAP_PICTURE_NAME = "recap.png"
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """What to send: plain ``content`` (empty answers) or an ``embed``."""
+    """What to send: plain ``content`` (empty answers) or an ``embed``, and optionally a
+    picture the embed shows (``picture`` is ``(file name, PNG bytes)``)."""
 
     content: str | None = None
     embed: discord.Embed | None = None
+    picture: tuple[str, bytes] | None = None
+
+
+def with_picture(rendered: Rendered, name: str, png: bytes) -> Rendered:
+    """The same answer with ``png`` attached and shown as the embed's image."""
+    if rendered.embed is None:
+        return rendered
+    rendered.embed.set_image(url=f"attachment://{name}")
+    return Rendered(rendered.content, rendered.embed, (name, png))
 
 
 def _artists(names: Sequence[str]) -> str:

@@ -145,11 +145,23 @@ class RecapEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class RecapAlbum:
+    """An album of a recap: plays of its tracks, names and cover from its latest play."""
+
+    album_id: str
+    name: str
+    artist: str
+    image_url: str | None
+    plays: int
+
+
+@dataclass(frozen=True, slots=True)
 class Recap:
     tracks: tuple[RecapEntry, ...]
     artists: tuple[RecapEntry, ...]
     listeners: int
     plays: int
+    albums: tuple[RecapAlbum, ...] = ()
 
 
 ARTIST_SEPARATOR: Final = "; "
@@ -1145,7 +1157,9 @@ class Storage:
         rows = await self._fetchall("SELECT guild_id, discord_user_id FROM listening_guilds")
         return [(int(row[0]), int(row[1])) for row in rows]
 
-    async def recap(self, member_ids: Iterable[int], *, since: float, limit: int = 10) -> Recap:
+    async def recap(
+        self, member_ids: Iterable[int], *, since: float, limit: int = 10, albums: int = 9
+    ) -> Recap:
         """The most-played tracks and artists of these members since ``since``, with how many
         of them listened.
 
@@ -1166,21 +1180,30 @@ class Storage:
             )
             per_track = list(
                 await connection.execute_fetchall(
-                    "SELECT track_id, artist, count(*), max(id) FROM plays "  # noqa: S608
+                    "SELECT track_id, artist, count(*), max(id), album_id FROM plays "  # noqa: S608
                     f"INDEXED BY plays_member_cover WHERE {where} GROUP BY track_id",
                     (members, since),
                 )
             )
             per_track.sort(key=lambda row: (-int(row[2]), str(row[0])))
             top = per_track[:limit]
-            names: dict[int, tuple[str, str]] = {}
-            if top:
+            by_album: dict[str, list[int]] = {}  # album id -> [plays, latest play id]
+            for row in per_track:
+                if row[4] is not None:
+                    entry = by_album.setdefault(str(row[4]), [0, 0])
+                    entry[0] += int(row[2])
+                    entry[1] = max(entry[1], int(row[3]))
+            top_albums = sorted(by_album.items(), key=lambda item: (-item[1][0], item[0]))
+            top_albums = top_albums[:albums]
+            names: dict[int, sqlite3.Row] = {}
+            wanted = [int(row[3]) for row in top] + [entry[1] for _, entry in top_albums]
+            if wanted:
                 rows = await connection.execute_fetchall(
-                    "SELECT id, track_name, artists FROM plays WHERE id IN "
-                    "(SELECT value FROM json_each(?))",
-                    (json.dumps([int(row[3]) for row in top]),),
+                    "SELECT id, track_name, artists, album_name, image_url FROM plays "
+                    "WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(wanted),),
                 )
-                names = {int(row[0]): (str(row[1]), str(row[2])) for row in rows}
+                names = {int(row[0]): row for row in rows}
         by_artist: dict[str, int] = {}
         for row in per_track:
             artist = str(row[1])
@@ -1188,7 +1211,8 @@ class Storage:
                 by_artist[artist] = by_artist.get(artist, 0) + int(row[2])
         tracks = []
         for row in top:
-            name, artists = names.get(int(row[3]), (str(row[0]), ""))
+            named = names.get(int(row[3]))
+            name, artists = (str(named[1]), str(named[2])) if named else (str(row[0]), "")
             tracks.append(
                 RecapEntry(
                     key=str(row[0]),
@@ -1198,11 +1222,26 @@ class Storage:
                 )
             )
         top_artists = sorted(by_artist.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        album_entries = []
+        for album_id, (plays, play_id) in top_albums:
+            named = names.get(play_id)
+            if named is None:
+                continue
+            album_entries.append(
+                RecapAlbum(
+                    album_id=album_id,
+                    name=str(named[3]) if named[3] is not None else str(named[1]),
+                    artist=str(named[2]).split(ARTIST_SEPARATOR)[0],
+                    image_url=str(named[4]) if named[4] is not None else None,
+                    plays=plays,
+                )
+            )
         return Recap(
             tracks=tuple(tracks),
             artists=tuple(RecapEntry(key=a, name=a, plays=n) for a, n in top_artists),
             listeners=int(listeners[0][0]) if listeners else 0,
             plays=sum(int(row[2]) for row in per_track),
+            albums=tuple(album_entries),
         )
 
 
@@ -1216,6 +1255,7 @@ __all__ = [
     "PendingLink",
     "Play",
     "Recap",
+    "RecapAlbum",
     "RecapEntry",
     "RecentLinkState",
     "SpotifyAccountTaken",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -17,21 +19,30 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.charts import ChartRenderer, TopAlbum
 from bot.client import NowPlayingBot
 from bot.errors import BotError
 from bot.history import ListeningLog
+from bot.images import ImageFetcher
 from bot.listening import SpotifyListening
 from bot.listening_embeds import (
+    RECAP_PERIOD_WORDS,
+    RECAP_PICTURE_NAME,
     Rendered,
     render_listening,
     render_recap,
     render_recent,
     render_top,
+    with_picture,
 )
 from bot.presence import spotify_activity
 from bot.privacy import PrivacyService
+from bot.storage import Recap
+
+log = logging.getLogger(__name__)
 
 DEFER_AFTER_SECONDS = 1.5
+COVER_WAIT_SECONDS = 2.0  # the recap picture waits this long for uncached covers
 GUILD_ONLY = "This command only works in a server."
 CHOICE_COMMANDS = frozenset({"autopost me", "privacy"})
 
@@ -53,7 +64,7 @@ async def send_rendered(
     work: Callable[[], Awaitable[Rendered]],
     *,
     ephemeral: bool = False,
-) -> None:
+) -> Rendered:
     """Answer (publicly unless ``ephemeral``) with what ``work`` renders; "thinking" first
     when it takes over 1.5 s. An error after a public "thinking" removes that message, so the
     error answer is private."""
@@ -76,10 +87,14 @@ async def send_rendered(
         kwargs["content"] = rendered.content
     if rendered.embed is not None:
         kwargs["embed"] = rendered.embed
+    if rendered.picture is not None:
+        name, png = rendered.picture
+        kwargs["file"] = discord.File(io.BytesIO(png), filename=name)
     if interaction.response.is_done():
         await interaction.followup.send(**kwargs)
     else:
         await interaction.response.send_message(**kwargs)
+    return rendered
 
 
 class ListeningCog(commands.Cog):
@@ -90,11 +105,15 @@ class ListeningCog(commands.Cog):
         privacy: PrivacyService,
         *,
         presence_enabled: bool = False,
+        images: ImageFetcher | None = None,
+        charts: ChartRenderer | None = None,
     ) -> None:
         self.history = history
         self.spotify = spotify
         self.privacy = privacy
         self.presence_enabled = presence_enabled
+        self.images = images
+        self.charts = charts
 
     async def _target(
         self,
@@ -188,11 +207,50 @@ class ListeningCog(commands.Cog):
             def still_member(member_id: int) -> bool:
                 return cached.get_member(member_id) is not None
 
+        recaps: list[Recap] = []
+
         async def work() -> Rendered:
             recap = await self.history.recap(guild_id, period, still_member=still_member)
+            recaps.append(recap)
             return render_recap(recap, guild_name=name, period=period)
 
-        await send_rendered(interaction, work)
+        rendered = await send_rendered(interaction, work)
+        # The numbers go out at once; the picture of the top albums follows in an edit.
+        png = await self._recap_picture(recaps[0], name, period) if rendered.embed else None
+        if png is not None:
+            pictured = with_picture(rendered, RECAP_PICTURE_NAME, png)
+            try:
+                await interaction.edit_original_response(
+                    embed=pictured.embed,
+                    attachments=[discord.File(io.BytesIO(png), filename=RECAP_PICTURE_NAME)],
+                )
+            except discord.HTTPException as exc:
+                log.info("/recap: could not add the picture (%s)", exc)
+
+    async def _recap_picture(self, recap: Recap, guild_name: str, period: str) -> bytes | None:
+        """The server's top albums as a 3x3 picture, or None (no albums, no renderer, or it
+        failed: the answer goes out without it). Covers come from the image cache or Spotify's
+        CDN, waited for at most ``COVER_WAIT_SECONDS`` together."""
+        images, charts = self.images, self.charts
+        if images is None or charts is None or not recap.albums:
+            return None
+        urls = [album.image_url for album in recap.albums]
+        fetches = [asyncio.ensure_future(images.fetch(url)) for url in urls if url]
+        if fetches:
+            await asyncio.wait(fetches, timeout=COVER_WAIT_SECONDS)
+        covers = [images.cached(url) if url else None for url in urls]
+        for fetch in fetches:
+            fetch.cancel()
+        albums = [
+            TopAlbum(cover=cover, album=album.name, artist=album.artist, plays=album.plays)
+            for cover, album in zip(covers, recap.albums, strict=True)
+        ]
+        heading = f"{guild_name} · {RECAP_PERIOD_WORDS.get(period, period)}"
+        try:
+            return await charts.top_albums(albums, size=3, heading=heading)
+        except Exception:
+            log.exception("/recap: the picture could not be drawn; answering without it")
+            return None
 
     # --- where members are seen -----------------------------------------------------------
 
@@ -239,5 +297,7 @@ async def setup(bot: commands.Bot) -> None:
             services.listening,
             services.privacy,
             presence_enabled=services.settings.enable_presence,
+            images=services.images,
+            charts=services.charts,
         )
     )

@@ -327,3 +327,27 @@ async def test_recap_counts_members_of_the_server_and_first_artists(
     assert (await history.recap(GUILD, "month")).plays == 6
     privacy.private.add(BOB)
     assert (await history.recap(GUILD, "week")).listeners == 1
+
+
+async def test_recap_albums_sum_their_tracks(storage: Storage) -> None:
+    def play(track_id: str, album: str, at: float) -> Play:
+        return Play(
+            ALICE,
+            track_id,
+            at,
+            f"Song {track_id}",
+            ("Star", "Guest"),
+            1000,
+            "np",
+            album_id=album,
+            album_name=f"Album {album}",
+            image_url=f"https://i.scdn.co/image/{album}",
+        )
+
+    for n, (track_id, album) in enumerate([("a1", "A"), ("a2", "A"), ("b1", "B"), ("a1", "A")]):
+        await storage.record_play(play(track_id, album, NOW - 1000 * n), match_from=0, match_to=0)
+    recap = await storage.recap([ALICE], since=NOW - 86400)
+    assert [(a.album_id, a.name, a.artist, a.plays, a.image_url) for a in recap.albums] == [
+        ("A", "Album A", "Star", 3, "https://i.scdn.co/image/A"),
+        ("B", "Album B", "Star", 1, "https://i.scdn.co/image/B"),
+    ]

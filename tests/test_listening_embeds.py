@@ -11,6 +11,7 @@ from bot.listening_embeds import (
     render_recap,
     render_recent,
     render_top,
+    with_picture,
 )
 from bot.spotify.models import TopArtist, TopItems
 from bot.storage import Recap, RecapEntry
@@ -90,3 +91,18 @@ def test_recap_fields_fit_and_name_no_member() -> None:
     assert embed_limit_problems(rendered.embed) == []
     assert "1234 plays from 7 members" in (rendered.embed.description or "")
     assert [f.name for f in rendered.embed.fields] == ["Top tracks", "Top artists"]
+
+
+def test_a_picture_is_shown_in_the_embed() -> None:
+    recap = Recap(
+        tracks=(RecapEntry("id1", "Song", 3, ("Band",)),),
+        artists=(RecapEntry("Band", "Band", 3),),
+        listeners=1,
+        plays=3,
+    )
+    rendered = with_picture(render_recap(recap, guild_name="Club", period="month"), "r.png", b"x")
+    assert rendered.embed is not None
+    assert rendered.embed.image.url == "attachment://r.png"
+    assert rendered.picture == ("r.png", b"x")
+    empty = render_recap(Recap((), (), 0, 0), guild_name="Club", period="week")
+    assert with_picture(empty, "r.png", b"x").picture is None  # a sentence has no picture

@@ -355,6 +355,15 @@ async def test_recap_counts_visible_members_of_this_server_only(tmp_path: Path) 
         assert "Far Band" not in text
         assert str(ALICE_ID) not in text
         assert "Alice" not in text
+        # The server's top albums as a picture (covers from the fake CDN), shown in the embed:
+        # it follows the numbers in an edit of the answer.
+        await stack.discord.wait_for(lambda: reply.attachments or None)
+        [attachment] = reply.attachments
+        assert attachment["filename"] == "recap.png"
+        assert reply.embeds[0]["image"]["url"].endswith("recap.png")
+        posted = [f for r in stack.discord.requests for f in r.files if f.filename == "recap.png"]
+        assert posted
+        assert posted[-1].data.startswith(b"\x89PNG")
 
         await stack.app.services.privacy.set_visibility(BOB_ID, "private")
         text = text_of(await command(stack, "recap", {"period": "month"}, user_id=ALICE_ID))
