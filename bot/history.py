@@ -250,6 +250,74 @@ class PlayRecorder:
             self._flushing = False
 
 
+class GapFiller:
+    """Recently-played into the log: one call per stretch nobody watched (and per member after
+    a restart), each entry matched to a logged play by its ``played_at`` (see the module)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        recorder: PlayRecorder,
+        keeps: Callable[[int], bool],
+        recently_played: RecentlyPlayedFetch | None,
+        spawn: Callable[[Awaitable[None], str], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._storage = storage
+        self._recorder = recorder
+        self._keeps = keeps
+        self._recently_played = recently_played
+        self._spawn = spawn
+        self._clock = clock
+
+    def soon(self, member_id: int, since: float) -> None:
+        """The poller could not watch the member since ``since`` (Unix time): fill it."""
+        self._spawn(self._logged(self.fill(member_id, since), member_id), "listening-log-gap")
+
+    def absorb_soon(self, member_id: int, items: Sequence[PlayedTrack]) -> None:
+        """:meth:`absorb` in the background (a command answers first)."""
+        self._spawn(self._logged(self.absorb(member_id, items), member_id), "listening-log-gap")
+
+    @staticmethod
+    async def _logged(work: Awaitable[int], member_id: int) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("listening log: could not fill a gap for member %s", member_id)
+
+    async def fill(self, member_id: int, since: float) -> int:
+        """One recently-played call for plays after ``since``; returns how many were new."""
+        if self._recently_played is None or not self._keeps(member_id):
+            return 0
+        try:
+            items = await self._recently_played(member_id, int(since * 1000))
+        except SpotifyError as exc:  # missing scope, 429, Spotify down: the gap stays
+            log.debug("listening log: no recently-played for member %s (%s)", member_id, exc)
+            return 0
+        return await self.absorb(member_id, items)
+
+    async def catch_up(self, member_id: int) -> int:
+        """After a restart: fill from the member's latest logged play on (if any)."""
+        latest = await self._storage.latest_play_at(member_id)
+        if latest is None or self._clock() - latest < 30.0:
+            return 0
+        return await self.fill(member_id, latest)
+
+    async def absorb(self, member_id: int, items: Iterable[PlayedTrack]) -> int:
+        """Log recently-played entries that match no logged play."""
+        added = 0
+        for item in items:
+            seconds = item.track.duration_ms / 1000.0
+            play = play_from(member_id, item.track, item.played_at - seconds, "recently_played")
+            if play is None:
+                continue
+            if await self._recorder.record(
+                play, item.played_at - seconds - MATCH_WINDOW, item.played_at + MATCH_WINDOW
+            ):
+                added += 1
+        return added
+
+
 class ListeningLog:
     """Records plays, answers what the commands need, fills gaps and prunes. See the module."""
 
@@ -267,7 +335,6 @@ class ListeningLog:
         self._storage = storage
         self._privacy = privacy
         self._keep_days = keep_days
-        self._recently_played = recently_played
         self._clock = clock
         # Members whose plays are kept (linked, opted in): one int each, none for members
         # known only through presence who never opted in.
@@ -275,6 +342,14 @@ class ListeningLog:
         self._tasks: set[asyncio.Task[None]] = set()
         self._recorder = PlayRecorder(
             storage, self.keeps_plays_of, privacy.is_private_now, self._spawn
+        )
+        self.gaps = GapFiller(
+            storage,
+            self._recorder,
+            self._keeps_if_enabled,
+            recently_played,
+            self._spawn,
+            clock,
         )
 
     @property
@@ -367,7 +442,7 @@ class ListeningLog:
     ) -> None:
         try:
             if catch_up:
-                await self.fill_since_last_play(member_id)
+                await self.gaps.catch_up(member_id)
             await self.observe(member_id, playback, source=source, guild_id=guild_id)
         except Exception:
             log.exception("listening log: could not record a play of member %s", member_id)
@@ -410,6 +485,9 @@ class ListeningLog:
         span = max(play.duration_ms / 1000.0 - MATCH_WINDOW, MATCH_WINDOW)
         return play, started - span, started + MATCH_WINDOW
 
+    def _keeps_if_enabled(self, member_id: int) -> bool:
+        return self.enabled and self.keeps_plays_of(member_id)
+
     def keeps_plays_of(self, member_id: int) -> bool:
         """Linked, or opted in while known only through presence; never private. From memory:
         loaded at start, kept by the link and privacy listeners and by :meth:`refresh_member`
@@ -441,64 +519,6 @@ class ListeningLog:
         if only_if_logged and not self.keeps_plays_of(member_id):
             return
         await self.roster.note(guild_id, member_id)
-
-    # --- gaps -----------------------------------------------------------------------------
-
-    def gap_soon(self, member_id: int, since: float) -> None:
-        """The poller could not watch the member since ``since`` (Unix time): fill it."""
-        self._spawn(self._fill_logged(member_id, since), "listening-log-gap")
-
-    async def _fill_logged(self, member_id: int, since: float) -> None:
-        try:
-            await self.fill_gap(member_id, since)
-        except Exception:
-            log.exception("listening log: could not fill a gap for member %s", member_id)
-
-    async def fill_gap(self, member_id: int, since: float) -> int:
-        """One recently-played call for plays after ``since``; returns how many were new."""
-        if self._recently_played is None or not self.enabled:
-            return 0
-        if not self.keeps_plays_of(member_id):
-            return 0
-        try:
-            items = await self._recently_played(member_id, int(since * 1000))
-        except SpotifyError as exc:  # missing scope, 429, Spotify down: the gap stays
-            log.debug("listening log: no recently-played for member %s (%s)", member_id, exc)
-            return 0
-        return await self.absorb(member_id, items)
-
-    async def fill_since_last_play(self, member_id: int) -> int:
-        """After a restart: fill from the member's latest logged play on (if any)."""
-        latest = await self._storage.latest_play_at(member_id)
-        if latest is None or self._clock() - latest < 30.0:
-            return 0
-        return await self.fill_gap(member_id, latest)
-
-    def absorb_soon(self, member_id: int, items: Sequence[PlayedTrack]) -> None:
-        """:meth:`absorb` in the background (a command answers first)."""
-        self._spawn(self._absorb_logged(member_id, items), "listening-log-absorb")
-
-    async def _absorb_logged(self, member_id: int, items: Sequence[PlayedTrack]) -> None:
-        try:
-            await self.absorb(member_id, items)
-        except Exception:
-            log.exception("listening log: could not match recently-played of %s", member_id)
-
-    async def absorb(self, member_id: int, items: Iterable[PlayedTrack]) -> int:
-        """Log recently-played entries that match no logged play (see the module doc)."""
-        if not self.enabled:
-            return 0
-        added = 0
-        for item in items:
-            seconds = item.track.duration_ms / 1000.0
-            play = play_from(member_id, item.track, item.played_at - seconds, "recently_played")
-            if play is None:
-                continue
-            if await self._recorder.record(
-                play, item.played_at - seconds - MATCH_WINDOW, item.played_at + MATCH_WINDOW
-            ):
-                added += 1
-        return added
 
     # --- forgetting -----------------------------------------------------------------------
 
@@ -578,7 +598,7 @@ class AutopostFeed:
         self._history.observe_soon(member_id, playback, source=source, catch_up=first_poll)
 
     def on_gap(self, member_id: int, since: float) -> None:
-        self._history.gap_soon(member_id, since)
+        self._history.gaps.soon(member_id, since)
 
     def on_np(self, member_id: int, current: CurrentlyPlaying) -> None:
         self._history.observe_soon(member_id, current, source="np")

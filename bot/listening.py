@@ -140,7 +140,7 @@ class SpotifyListening:
             return await self._from_log(member_id, exc.user_message if is_self else None)
         except NotLinked:
             return await self._from_log(member_id, None)
-        self._history.absorb_soon(member_id, played)
+        self._history.gaps.absorb_soon(member_id, played)
         tracks = tuple(
             RecentTrack(
                 name=item.track.name,

@@ -251,20 +251,20 @@ async def test_gap_fill_matches_played_at_to_logged_plays(
         PlayedTrack(track("missed", 180), NOW - 400),
         PlayedTrack(track("before", 180), NOW - 5000),
     ]
-    assert await history.fill_gap(ALICE, NOW - 1000) == 1
+    assert await history.gaps.fill(ALICE, NOW - 1000) == 1
     assert recent.calls == [(ALICE, int((NOW - 1000) * 1000))]
     assert ("missed", NOW - 580, "recently_played") in await plays_of(storage, ALICE)
-    assert await history.fill_gap(ALICE, NOW - 1000) == 0  # idempotent
+    assert await history.gaps.fill(ALICE, NOW - 1000) == 0  # idempotent
 
 
 async def test_gap_fill_gives_up_quietly_without_scope_or_on_429(
     history: ListeningLog, recent: Recent
 ) -> None:
     recent.error = SpotifyMissingScope("no scope")
-    assert await history.fill_gap(ALICE, NOW - 100) == 0
+    assert await history.gaps.fill(ALICE, NOW - 100) == 0
     recent.error = SpotifyRateLimited(5, 10)
-    assert await history.fill_gap(ALICE, NOW - 100) == 0
-    assert await history.fill_gap(PRESENCE_ONLY, NOW - 100) == 0  # not kept: not asked
+    assert await history.gaps.fill(ALICE, NOW - 100) == 0
+    assert await history.gaps.fill(PRESENCE_ONLY, NOW - 100) == 0  # not kept: not asked
     assert [call[0] for call in recent.calls] == [ALICE, ALICE]
 
 

@@ -135,10 +135,10 @@ async def test_gap_is_filled_from_recently_played(tmp_path: Path) -> None:
                 played_item(track_object("old", "Before"), now - 4000),
             ],
         )
-        added = await history(stack).fill_gap(ALICE_ID, now - 1000)
+        added = await history(stack).gaps.fill(ALICE_ID, now - 1000)
         assert added == 2
         # Matching played_at to logged plays: filling again adds nothing.
-        assert await history(stack).fill_gap(ALICE_ID, now - 1000) == 0
+        assert await history(stack).gaps.fill(ALICE_ID, now - 1000) == 0
         plays = await stack.app.services.storage.recent_plays(ALICE_ID)
         assert [p.track_id for p in plays] == ["g2", "g1"]
         assert all(p.source == "recently_played" for p in plays)
