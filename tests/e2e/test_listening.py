@@ -586,3 +586,21 @@ async def test_privacy_server_chosen_explicitly_opts_a_status_in_until_unlink(
         await command(stack, "unlink", user_id=BOB_ID)
         assert await storage.recent_plays(BOB_ID) == []
         assert not log.keeps_plays_of(BOB_ID)
+
+
+async def test_a_private_members_own_answers_and_a_dm(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path) as stack:
+        await stack.link(ALICE_ID, "alice")
+        now = time.time()
+        stack.spotify.set_recently_played(
+            "alice", [played_item(track_object("mine", "Mine Only"), now - 60)]
+        )
+        await stack.app.services.privacy.set_visibility(ALICE_ID, "private")
+        reply = await command(stack, "recent", user_id=ALICE_ID)
+        assert reply.ephemeral  # a private member's own answer is only for them
+        assert "Mine Only" in text_of(reply)
+        await history(stack).wait_idle()
+        assert await stack.app.services.storage.recent_plays(ALICE_ID) == []  # not logged
+        sent = await stack.discord.send_slash_command("recent", {}, user_id=str(BOB_ID), dm=True)
+        reply = await sent.wait_for_reply(timeout=WAIT)
+        assert "no recent tracks" in reply.content  # a DM works for yourself
