@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 MATCH_WINDOW = 10.0  # seconds two observations of one play's start may differ
 ENDED_SLACK = 5.0  # a play whose track should have ended this long ago is no longer "now"
 PRUNE_EVERY = 3600.0
-FLUSH_DELAY = 0.05  # plays observed within this are written in one transaction
+FLUSH_DELAY = 0.25  # plays observed within this are written in one transaction
 RECAP_PERIODS: dict[str, float] = {"week": 7 * 86400.0, "month": 30 * 86400.0}
 
 # (member id, only plays after this Unix time in ms or None) -> recently-played, newest first
