@@ -169,44 +169,59 @@ async def record_load(
         return sent - first
 
 
-async def np_p99(stack: Stack, seconds: float) -> float:
-    """Sequential /np for ``seconds``; the p99 of their callback latency."""
+async def np_latencies(stack: Stack, seconds: float) -> list[float]:
+    """Sequential /np for ``seconds``; their callback latencies (ms)."""
     latencies = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         sent = await stack.np(ALICE_ID)
         await sent.wait_for_reply(timeout=10)
         latencies.append(sent.callback_latency * 1000)
-    return percentile(latencies, 0.99)
+    return latencies
+
+
+SEGMENTS = 6  # a run alternates this many quiet and recording stretches
 
 
 async def bench_np_with_recording(seconds: float, runs: int) -> bool:
+    """Each run alternates stretches of /np without and with the recording load (``SEGMENTS``
+    of each, ``seconds`` of each in all), so a change in the machine's other load falls on
+    both sides alike; the p99 of each side per run, the median over the runs."""
+    stretch = seconds / SEGMENTS
     with tempfile.TemporaryDirectory() as folder:
         async with Stack.running(Path(folder), spotify_options={"record_requests": False}) as stack:
             await stack.link(ALICE_ID, "alice")
             stack.spotify.set_playing("alice", track_payload("t1", "Bench Song", 200_000, 65_000))
             members = await link_members(stack, 100)
             log = history_of(stack)
-            await np_p99(stack, 1.0)  # warm-up
+            await np_latencies(stack, 1.0)  # warm-up
             quiet: list[float] = []
             loaded: list[float] = []
             plays_before = await stack.app.services.storage.count_plays()
             recorded = 0
             for _ in range(runs):
-                quiet.append(await np_p99(stack, seconds))
-                load = asyncio.create_task(record_load(log, members, 100, first=recorded))
-                started = time.monotonic()
-                loaded.append(await np_p99(stack, seconds))
-                load.cancel()
-                recorded += await load
-                elapsed = time.monotonic() - started
-                await log.wait_idle(10)
+                without: list[float] = []
+                with_load: list[float] = []
+                for _ in range(SEGMENTS):
+                    without += await np_latencies(stack, stretch)
+                    load = asyncio.create_task(record_load(log, members, 100, first=recorded))
+                    with_load += await np_latencies(stack, stretch)
+                    load.cancel()
+                    recorded += await load
+                    await log.wait_idle(10)
+                quiet.append(percentile(without, 0.99))
+                loaded.append(percentile(with_load, 0.99))
             plays = await stack.app.services.storage.count_plays() - plays_before
     base, busy = statistics.median(quiet), statistics.median(loaded)
     rise = (busy - base) / base * 100
-    print(f"/np p99 while recording 100 plays/s (median of {runs} runs of {seconds:.0f} s each)")
-    print(f"  without recording {base:.2f} ms, with recording {busy:.2f} ms ({rise:+.1f} %)")
-    print(f"  plays offered {recorded}, logged {plays} (last run {elapsed:.1f} s)")
+    print(
+        f"/np p99 while recording 100 plays/s (median of {runs} runs; each {seconds:.0f} s "
+        f"with and {seconds:.0f} s without, alternating every {stretch:g} s)"
+    )
+    print(f"  runs without: {', '.join(f'{v:.2f}' for v in quiet)} ms")
+    print(f"  runs with:    {', '.join(f'{v:.2f}' for v in loaded)} ms")
+    print(f"  median without {base:.2f} ms, with {busy:.2f} ms ({rise:+.1f} %)")
+    print(f"  plays offered {recorded}, logged {plays}")
     return rise <= 10 and plays >= recorded
 
 
