@@ -69,7 +69,7 @@ def _command_rotate_keys(*, skip_unreadable: bool = False) -> int:
 
     async def main() -> tuple[int, int]:
         cipher = TokenCipher(settings.token_encryption_keys)
-        async with await Storage.open(settings.database_path) as storage:
+        async with await Storage.open(settings.database_target) as storage:
             changed = await rotate_keys(storage, cipher, skip_undecryptable=skip_unreadable)
             _, _, unreadable = await count_secrets_by_key(storage, cipher)
             return changed, unreadable

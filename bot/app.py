@@ -21,6 +21,7 @@ from aiohttp import web
 from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.scheduler import PollScheduler, SchedulerConfig
 from bot.autopost.service import AutopostConfig, AutopostService, PostAction
+from bot.backends.startup import DatabaseRefused, connect_with_retry
 from bot.client import NowPlayingBot
 from bot.config import Settings
 from bot.crypto import TokenCipher
@@ -121,17 +122,7 @@ class Application:
         session = await self._stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         )
-        try:
-            storage = await Storage.open(settings.database_path)
-        except SchemaVersionError as exc:
-            raise StartupError(
-                f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
-                "bot; upgrade the bot (or restore a backup)"
-            ) from exc
-        except (OSError, sqlite3.Error) as exc:
-            raise StartupError(
-                f"DATABASE_PATH: cannot open {settings.database_path} ({exc})"
-            ) from exc
+        storage = await _open_storage(settings)
         self._stack.push_async_callback(storage.close)
         cipher = TokenCipher(settings.token_encryption_keys)
         await report_unreadable_secrets(storage, cipher)
@@ -315,6 +306,32 @@ class Application:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
                     loop.remove_signal_handler(sig)
+
+
+async def _open_storage(settings: Settings) -> Storage:
+    """SQLite: open the file. PostgreSQL: keep trying while the server cannot be reached."""
+    if settings.database_url is not None:
+        shown = settings.database_shown
+        try:
+            return await connect_with_retry(
+                lambda: Storage.open(settings.database_target), shown_url=shown
+            )
+        except DatabaseRefused as exc:
+            raise StartupError(str(exc)) from exc
+        except SchemaVersionError as exc:
+            raise StartupError(
+                f"DATABASE_URL: {shown} was written by a newer version of the bot; upgrade the "
+                "bot (or restore a backup)"
+            ) from exc
+    try:
+        return await Storage.open(settings.database_path)
+    except SchemaVersionError as exc:
+        raise StartupError(
+            f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
+            "bot; upgrade the bot (or restore a backup)"
+        ) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"DATABASE_PATH: cannot open {settings.database_path} ({exc})") from exc
 
 
 def _autopost_metrics(metrics: Metrics) -> Callable[[PostAction, float], None]:

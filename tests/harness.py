@@ -37,6 +37,16 @@ ADMIN_ID = 800000000000000009
 KEY = base64.urlsafe_b64encode(b"e2e-test-key-0123456789abcdefghi"[:32]).decode()
 
 
+# The end-to-end tests run once per storage backend: tests/e2e/conftest.py puts the URL of a
+# fresh PostgreSQL database here for the PostgreSQL run (None: SQLite under tmp_path).
+database_url: str | None = None
+
+
+def database_target(tmp_path: Path) -> str | Path:
+    """Where the stack's database lives in this run (to seed it before, or read it after)."""
+    return database_url if database_url is not None else tmp_path / "data" / "bot.db"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -121,6 +131,8 @@ class Stack:
                     "SPOTIFY_API_BASE": sp.api_base,
                     "DEV_GUILD_ID": str(GUILD_ID),
                 }
+                if database_url is not None:
+                    values["DATABASE_URL"] = database_url
                 values.update(env or {})
                 settings = load_settings(values)
                 async with Application(

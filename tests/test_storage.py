@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot import db
@@ -52,8 +53,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def storage(db_path: Path) -> AsyncIterator[Storage]:
-    async with await Storage.open(db_path) as opened:
+async def storage(database_target: str | Path) -> AsyncIterator[Storage]:
+    """Every test that takes it runs once per backend (SQLite and PostgreSQL)."""
+    async with await Storage.open(database_target) as opened:
         yield opened
 
 
@@ -277,8 +279,10 @@ async def test_failed_migration_rolls_back_alone(
     assert "half_done" not in table_names(db_path)
 
 
-async def test_concurrent_opens_of_a_fresh_file_migrate_once(db_path: Path) -> None:
-    opened = await asyncio.gather(*(Storage.open(db_path) for _ in range(4)))
+async def test_concurrent_opens_of_a_fresh_database_migrate_once(
+    database_target: str | Path,
+) -> None:
+    opened = await asyncio.gather(*(Storage.open(database_target) for _ in range(4)))
     try:
         applied = [storage.applied_migrations for storage in opened]
         all_versions = sorted(v for versions in applied for v in versions)
@@ -300,9 +304,9 @@ async def test_in_memory_database(tmp_path: Path) -> None:
 # --- concurrency ----------------------------------------------------------------------------
 
 
-async def test_concurrent_writers_lose_nothing(db_path: Path) -> None:
-    first = await Storage.open(db_path)
-    second = await Storage.open(db_path)
+async def test_concurrent_writers_lose_nothing(database_target: str | Path) -> None:
+    first = await Storage.open(database_target)
+    second = await Storage.open(database_target)
     try:
         members = range(1, 121)
 
@@ -328,9 +332,9 @@ async def test_concurrent_writers_lose_nothing(db_path: Path) -> None:
         await second.close()
 
 
-async def test_link_state_is_consumed_once_across_instances(db_path: Path) -> None:
-    first = await Storage.open(db_path)
-    second = await Storage.open(db_path)
+async def test_link_state_is_consumed_once_across_instances(database_target: str | Path) -> None:
+    first = await Storage.open(database_target)
+    second = await Storage.open(database_target)
     try:
         await first.create_link_state("race", 7, now=NOW)
         results = await asyncio.wait_for(
@@ -353,7 +357,7 @@ async def test_failed_multi_statement_change_rolls_back(storage: Storage) -> Non
     await storage.save_link(account(1, "shared"))
     # The DELETE of member 1's row runs, then the INSERT fails to bind its token.
     bad = account(2, "shared", refresh_token=object())
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises((sqlite3.Error, asyncpg.DataError)):
         await storage.save_link(bad)
     assert await storage.get_link(1) == account(1, "shared")
     assert await storage.get_link(2) is None
@@ -362,9 +366,9 @@ async def test_failed_multi_statement_change_rolls_back(storage: Storage) -> Non
     assert await storage.count_links() == 2
 
 
-async def test_cancelled_writers_leave_no_open_transaction(db_path: Path) -> None:
-    first = await Storage.open(db_path)
-    second = await Storage.open(db_path)
+async def test_cancelled_writers_leave_no_open_transaction(database_target: str | Path) -> None:
+    first = await Storage.open(database_target)
+    second = await Storage.open(database_target)
     try:
         for round_ in range(20):
             tasks = [
@@ -499,14 +503,16 @@ async def test_link_state_expiry_and_unknown(storage: Storage) -> None:
     assert await storage.consume_link_state("nope", now=NOW) == LinkStateResult("unknown", None)
 
 
-async def test_link_state_stored_only_as_hash(storage: Storage, db_path: Path) -> None:
+async def test_link_state_stored_only_as_hash(
+    storage: Storage, database_target: str | Path
+) -> None:
     state = "very-secret-state-value"
     await storage.create_link_state(state, 1, now=NOW)
-    with sqlite3.connect(db_path) as raw:
-        rows = raw.execute("SELECT state_hash FROM link_states").fetchall()
-    raw.close()
-    assert rows == [(hash_link_state(state),)]
-    files = [db_path, Path(f"{db_path}-wal")]
+    rows = await storage._fetchall("SELECT state_hash FROM link_states")
+    assert [bytes(row[0]) for row in rows] == [hash_link_state(state)]
+    if not isinstance(database_target, Path):
+        return
+    files = [database_target, Path(f"{database_target}-wal")]
     assert all(state.encode() not in f.read_bytes() for f in files if f.exists())
 
 
@@ -638,7 +644,7 @@ async def test_visibility_default_choice_and_unlink(storage: Storage) -> None:
 # --- last posts -----------------------------------------------------------------------------
 
 
-async def test_last_posts_round_trip(storage: Storage, db_path: Path) -> None:
+async def test_last_posts_round_trip(storage: Storage, database_target: str | Path) -> None:
     assert await storage.get_last_post(1, 100) is None
     first = LastPost(1, 100, "spotify:track:a", 900000000000000001, NOW)
     await storage.record_post(first)
@@ -655,15 +661,15 @@ async def test_last_posts_round_trip(storage: Storage, db_path: Path) -> None:
 
     # Survives a restart.
     await storage.close()
-    async with await Storage.open(db_path) as reopened:
+    async with await Storage.open(database_target) as reopened:
         assert await reopened.load_last_posts() == [LastPost(1, 200, "c", 3, NOW)]
 
 
 # --- health ---------------------------------------------------------------------------------
 
 
-async def test_ping_and_close(db_path: Path) -> None:
-    storage = await Storage.open(db_path)
+async def test_ping_and_close(database_target: str | Path) -> None:
+    storage = await Storage.open(database_target)
     assert await storage.ping()
     await storage.close()
     await storage.close()  # idempotent
