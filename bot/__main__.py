@@ -1,4 +1,5 @@
-"""Command line: ``python -m bot [run|check|gen-key|rotate-keys]`` (also ``nowplaying-bot``)."""
+"""Command line: ``python -m bot [run|check|gen-key|rotate-keys|migrate-db]`` (also
+``nowplaying-bot``)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _command_run() -> int:
         asyncio.run(main())
     except StartupError as exc:
         log.critical("%s", exc)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         return 0
     except Exception:
@@ -88,6 +89,47 @@ def _command_rotate_keys(*, skip_unreadable: bool = False) -> int:
     return 0
 
 
+def _command_migrate_db(target_url: str) -> int:
+    """Copy the SQLite install (DATABASE_PATH) into an empty PostgreSQL database."""
+    from pathlib import Path
+
+    from bot.backends.startup import CONNECT_ERRORS, refusal_line
+    from bot.backends.transfer import TransferRefused, copy_sqlite_to_postgresql
+    from bot.config import check_database_url, redact_database_url
+
+    shown = redact_database_url(target_url)
+    problem = check_database_url(target_url)
+    if problem:
+        print(f"migrate-db: --to '{shown}' {problem}", file=sys.stderr)
+        return 2
+    env = environment_with_dotenv()
+    source = Path(env.get("DATABASE_PATH") or "data/bot.db")
+    if not source.is_file():
+        print(
+            f"migrate-db: {source} does not exist: nothing to copy (is DATABASE_PATH right?)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        report = asyncio.run(copy_sqlite_to_postgresql(source, target_url))
+    except TransferRefused as exc:
+        print(f"migrate-db: {exc}; nothing was written", file=sys.stderr)
+        return 1
+    except CONNECT_ERRORS as exc:
+        print(f"migrate-db: {refusal_line(exc, shown)}", file=sys.stderr)
+        return 2
+    for table, rows in sorted(report.rows_by_table.items()):
+        print(f"  {table}: {rows} row(s)")
+    print(
+        f"Copied {report.total_rows} row(s) in {len(report.rows_by_table)} table(s) from "
+        f"{source} to {shown} (schema version {report.schema_version}); every table's row "
+        "count matches. Secrets were copied still encrypted: keep the same "
+        "TOKEN_ENCRYPTION_KEY."
+    )
+    print(f"Next: set DATABASE_URL={shown} (with its password) and start the bot.")
+    return 0
+
+
 def _command_check() -> int:
     from bot.check import run_check
 
@@ -103,8 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command",
         nargs="?",
         default="run",
-        choices=["run", "check", "gen-key", "rotate-keys"],
-        help="run the bot (default); check the setup; print a new key; re-encrypt secrets",
+        choices=["run", "check", "gen-key", "rotate-keys", "migrate-db"],
+        help="run the bot (default); check the setup; print a new key; re-encrypt secrets; "
+        "copy the SQLite database into PostgreSQL",
+    )
+    parser.add_argument(
+        "--to",
+        metavar="POSTGRESQL_URL",
+        help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...)",
     )
     parser.add_argument(
         "--skip-unreadable",
@@ -114,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.skip_unreadable and args.command != "rotate-keys":
         parser.error("--skip-unreadable only goes with rotate-keys")
+    if args.to is not None and args.command != "migrate-db":
+        parser.error("--to only goes with migrate-db")
+    if args.command == "migrate-db":
+        if not args.to:
+            parser.error("migrate-db needs --to postgresql://user:password@host:5432/dbname")
+        return _command_migrate_db(args.to)
     if args.command == "rotate-keys":
         return _command_rotate_keys(skip_unreadable=args.skip_unreadable)
     commands = {

@@ -26,6 +26,7 @@ from bot.client import NowPlayingBot
 from bot.config import Settings
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
+from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
 from bot.logs import SecretMasker
 from bot.maintenance import report_unreadable_secrets
@@ -38,7 +39,7 @@ from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
 from bot.tokens import TokenManager
-from bot.web import QuietAccessLogger, WebDependencies, create_app
+from bot.web import WebDependencies, create_app, runner_options
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,14 @@ INTERACTION_DRAIN_SECONDS = 3.0
 
 class StartupError(Exception):
     """Start-up cannot go on; the message is one clear line for the self-hoster."""
+
+    exit_status = 1
+
+
+class DatabaseSettingRejected(StartupError):
+    """The database refused DATABASE_URL (user, password, database name): a bad setting."""
+
+    exit_status = 2
 
 
 async def discover_gateway(session: aiohttp.ClientSession, settings: Settings) -> yarl.URL:
@@ -141,7 +150,13 @@ class Application:
         )
         if self.masker is not None:
             tokens.register_secret_listener(self.masker.add_secret)
-        links = LinkService(storage, auth, api, tokens)
+        links = LinkService(
+            storage, auth, api, tokens, cipher, hold_remaining=sender.hold_remaining
+        )
+        completer = PendingLinkCompleter(
+            storage, cipher, auth, api, links, hold_remaining=sender.hold_remaining
+        )
+        links.add_pending_listener(completer.wake)
         scheduler = PollScheduler(self.autopost_config.scheduler)
         # Interactive /np counts toward the polling budget, and is never held back by it.
         playback = PlaybackService(tokens, api, on_request=scheduler.note_request)
@@ -203,9 +218,7 @@ class Application:
                 metrics=metrics.render if metrics else None,
             )
         )
-        self.web_runner = web.AppRunner(
-            app, access_log_class=QuietAccessLogger, handle_signals=False
-        )
+        self.web_runner = web.AppRunner(app, handle_signals=False, **runner_options())
         await self.web_runner.setup()
         self._stack.push_async_callback(self.web_runner.cleanup)
         site = web.TCPSite(self.web_runner, settings.web_host, settings.web_port)
@@ -228,6 +241,9 @@ class Application:
             ) from exc
         self._bot_task = asyncio.create_task(self._connect_forever(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
+        # Links that waited for a Spotify hold (also from before a restart) finish now.
+        completer.start()
+        self._stack.push_async_callback(completer.stop)
 
     async def _connect_forever(self) -> None:
         """Keep the gateway up. discord.py reconnects by itself once connected, but a failed
@@ -317,7 +333,7 @@ async def _open_storage(settings: Settings) -> Storage:
                 lambda: Storage.open(settings.database_target), shown_url=shown
             )
         except DatabaseRefused as exc:
-            raise StartupError(str(exc)) from exc
+            raise DatabaseSettingRejected(str(exc)) from exc
         except SchemaVersionError as exc:
             raise StartupError(
                 f"DATABASE_URL: {shown} was written by a newer version of the bot; upgrade the "

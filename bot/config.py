@@ -97,7 +97,7 @@ def redact_database_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
 
 
-def _check_database_url(url: str) -> str | None:
+def check_database_url(url: str) -> str | None:
     """What is wrong with a DATABASE_URL, or None."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
@@ -272,7 +272,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     database_path = Path(get("DATABASE_PATH") or "data/bot.db")
     database_url = get("DATABASE_URL")
     if database_url is not None:
-        problem = _check_database_url(database_url)
+        problem = check_database_url(database_url)
         if problem:
             problems.append(f"DATABASE_URL: '{redact_database_url(database_url)}' {problem}")
     shard_count, shard_ids = _parse_shards(get("SHARD_COUNT"), get("SHARD_IDS"), problems)

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from bot.crypto import TokenCipher
 from bot.errors import InvalidGrant, LinkBroken, NotLinked, SpotifyBadResponse, SpotifyUnauthorized
@@ -160,8 +160,12 @@ class TokenManager:
 
     async def store_new_link(
         self, user_id: int, user: SpotifyUser, grant: TokenGrant
-    ) -> LinkedAccount:
-        """Save a completed link (refresh token encrypted) and cache its access token."""
+    ) -> Literal["linked", "renewed"]:
+        """Save a completed link (refresh token encrypted) and cache its access token.
+
+        Raises SpotifyAccountTaken (nothing stored, nothing cached) when the Spotify account is
+        linked to another member: a link is never moved.
+        """
         self._announce(grant.access_token, grant.refresh_token)
         if grant.refresh_token is None:
             raise SpotifyBadResponse("the code exchange answered without a refresh token")
@@ -176,20 +180,15 @@ class TokenManager:
             status="active",
         )
         async with self._locks.hold(user_id) as entry:
-            await self._storage.save_link(account)
+            kind = await self._storage.save_link(account)
             entry.forgotten = False
-            # save_link takes the Spotify account away from any other member: drop their
-            # cached token too, or they would keep seeing this account until it expires.
-            for other_id, cached in list(self._cache.items()):
-                if other_id != user_id and cached.spotify_account_id == user.account_id:
-                    del self._cache[other_id]
             self._remember(
                 user_id,
                 _CachedToken(
                     grant.access_token, grant.received_at + grant.expires_in, user.account_id
                 ),
             )
-        return account
+        return kind
 
     # --- refreshing -----------------------------------------------------------------------
 

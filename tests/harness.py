@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,16 +148,55 @@ class Stack:
 
     # --- flows used by many tests ---------------------------------------------------------
 
+    async def commands_finished(self, timeout: float = 10) -> None:
+        """Wait until every running slash command (its follow-ups included) has returned."""
+        from bot.app import INTERACTION_TASK_PREFIXES
+
+        running = [
+            task
+            for task in asyncio.all_tasks()
+            if task.get_name().startswith(INTERACTION_TASK_PREFIXES) and not task.done()
+        ]
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+
+    @contextlib.asynccontextmanager
+    async def database_write_lock_held(self) -> AsyncIterator[None]:
+        """Another process holds the database's write lock for the block (SQLite's
+        BEGIN IMMEDIATE; on PostgreSQL the advisory lock every write transaction takes)."""
+        if self.settings.database_url is None:
+            other = sqlite3.connect(self.settings.database_path, timeout=0)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                yield
+            finally:
+                other.rollback()
+                other.close()
+            return
+        import asyncpg
+
+        from bot.backends.postgresql import WRITE_LOCK_KEY
+
+        connection = await asyncpg.connect(self.settings.database_url)
+        try:
+            await connection.execute("SELECT pg_advisory_lock($1)", WRITE_LOCK_KEY)
+            yield
+        finally:
+            await connection.close()
+
     async def follow(self, url: str) -> tuple[int, str, str]:
         """Visit a URL like a browser: follow redirects; return (status, final URL, body)."""
         async with self.http.get(url, allow_redirects=True) as response:
             return response.status, str(response.url), await response.text()
 
     async def start_link(self, user_id: int) -> str:
-        """Run /link as the member; return the authorize URL from the DM's link button."""
+        """Run /link as the member; return the authorize URL from the DM's link button (or
+        from the reply's, when /link handed out the member's still-valid link again)."""
         before = len(self.discord.dms_to(str(user_id)))
         sent = await self.discord.send_slash_command("link", {}, user_id=str(user_id))
-        await sent.wait_for_reply()
+        reply = await sent.wait_for_reply()
+        if any(c.get("style") == 5 for c in components_flat(reply.components)):
+            return authorize_url_of(reply.components)
         dms = await self.discord.wait_for(
             lambda: self.discord.dms_to(str(user_id))[before:] or None
         )

@@ -27,7 +27,7 @@ from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import Playback, SpotifyUser, TokenGrant
-from bot.storage import LinkedAccount, Storage
+from bot.storage import LinkedAccount, SpotifyAccountTaken, Storage
 from bot.tokens import TokenManager
 from tests.fakes.spotify import (
     DEFAULT_CLIENT_ID,
@@ -343,28 +343,33 @@ async def test_store_new_link_caches_the_access_token(world: World) -> None:
     grant = await world.auth.exchange_code(code)
     user = await world.api.me(grant.access_token)
     before = time.time()
-    account = await world.tokens.store_new_link(BOB, user, grant)
+    assert await world.tokens.store_new_link(BOB, user, grant) == "linked"
+    account = await world.storage.get_link(BOB)
+    assert account is not None
     assert account.status == "active"
     assert account.spotify_account_id == "acct-bob"
     assert account.scopes == "user-read-currently-playing"
     assert before <= account.linked_at <= time.time()
-    stored = await world.storage.get_link(BOB)
-    assert stored == account
     assert await world.stored_refresh_token(BOB) == grant.refresh_token
     # The first /np needs no refresh.
     assert isinstance(await world.tokens.call(BOB, world.api.currently_playing), Playback)
     assert world.fake.calls["token", "bob"] == 1  # only the code exchange
 
 
-async def test_relinking_a_spotify_account_drops_the_other_members_cache(world: World) -> None:
+async def test_a_spotify_account_linked_to_another_member_is_never_moved(world: World) -> None:
     await world.link(ALICE, "alice")
-    await world.tokens.access_token(ALICE)
+    alice_token = await world.tokens.access_token(ALICE)
     grant = await world.auth.exchange_code(world.fake.issue_code("alice"))
-    await world.tokens.store_new_link(
-        BOB, SpotifyUser(account_id="acct-alice", id="alice", display_name="Alice"), grant
-    )
-    with pytest.raises(NotLinked):  # storage moved the account to BOB
-        await world.tokens.access_token(ALICE)
+    alice = SpotifyUser(account_id="acct-alice", id="alice", display_name="Alice")
+    with pytest.raises(SpotifyAccountTaken):
+        await world.tokens.store_new_link(BOB, alice, grant)
+    assert await world.storage.get_link(BOB) is None
+    assert await world.tokens.access_token(ALICE) == alice_token  # untouched, still cached
+    with pytest.raises(NotLinked):  # nothing of Alice's was cached for Bob either
+        await world.tokens.access_token(BOB)
+    # The same member renewing the same account is fine.
+    renewal = await world.auth.exchange_code(world.fake.issue_code("alice"))
+    assert await world.tokens.store_new_link(ALICE, alice, renewal) == "renewed"
 
 
 async def test_secret_listener_learns_every_token(world: World) -> None:
