@@ -14,8 +14,6 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-import discord
-import yarl
 from aiohttp import web
 
 from bot.autopost.discord_side import DiscordPySide
@@ -24,8 +22,10 @@ from bot.autopost.service import AutopostConfig, AutopostService, PostAction
 from bot.backends.startup import DatabaseRefused, connect_with_retry
 from bot.client import NowPlayingBot
 from bot.config import Settings
+from bot.connect import DiscordStarter, point_discord_at
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
+from bot.errors import StartupError
 from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
 from bot.logs import SecretMasker
@@ -43,45 +43,15 @@ from bot.web import WebDependencies, create_app, runner_options
 
 log = logging.getLogger(__name__)
 
-FIRST_CONNECT_RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0, 60.0)
 # discord.py names the tasks that run slash commands and component/modal callbacks so.
 INTERACTION_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
 INTERACTION_DRAIN_SECONDS = 3.0
-
-
-class StartupError(Exception):
-    """Start-up cannot go on; the message is one clear line for the self-hoster."""
-
-    exit_status = 1
 
 
 class DatabaseSettingRejected(StartupError):
     """The database refused DATABASE_URL (user, password, database name): a bad setting."""
 
     exit_status = 2
-
-
-async def discover_gateway(session: aiohttp.ClientSession, settings: Settings) -> yarl.URL:
-    """discord.py never asks /gateway/bot; when DISCORD_API_BASE is not Discord's, we do."""
-    url = f"{settings.discord_api_base}/gateway/bot"
-    headers = {"Authorization": f"Bot {settings.discord_token}"}
-    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-        if resp.status == 401:
-            raise StartupError("DISCORD_TOKEN was rejected by Discord (401 at /gateway/bot)")
-        if resp.status != 200:
-            raise StartupError(f"{url} answered HTTP {resp.status}; is DISCORD_API_BASE right?")
-        payload = await resp.json(content_type=None)
-    gateway = payload.get("url") if isinstance(payload, dict) else None
-    if not isinstance(gateway, str) or not gateway:
-        raise StartupError(f"{url} did not say where the gateway is")
-    return yarl.URL(gateway)
-
-
-def point_discord_at(api_base: str, gateway: yarl.URL | None) -> None:
-    """discord.py keeps both addresses as class attributes; set them before connecting."""
-    discord.http.Route.BASE = api_base
-    if gateway is not None:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
 
 
 class Application:
@@ -94,10 +64,12 @@ class Application:
         *,
         masker: SecretMasker | None = None,
         autopost_config: AutopostConfig | None = None,
+        command: str = "nowplaying-bot",
         **bot_options: Any,
     ) -> None:
         self.settings = settings
         self.masker = masker
+        self.command = command  # how the self-hoster runs the CLI, named in log hints
         # Default: the scheduler's defaults with SPOTIFY_REQUEST_BUDGET; tests pass short intervals.
         self.autopost_config = autopost_config or AutopostConfig(
             scheduler=SchedulerConfig(budget_per_window=settings.spotify_request_budget)
@@ -134,7 +106,7 @@ class Application:
         storage = await _open_storage(settings)
         self._stack.push_async_callback(storage.close)
         cipher = TokenCipher(settings.token_encryption_keys)
-        await report_unreadable_secrets(storage, cipher)
+        await report_unreadable_secrets(storage, cipher, self.command)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(
@@ -178,10 +150,8 @@ class Application:
             metrics=metrics,
         )
 
-        gateway = None
-        if not settings.uses_default_discord:
-            gateway = await discover_gateway(session, settings)
-        point_discord_at(settings.discord_api_base, gateway)
+        # The REST base now; the gateway address once /gateway/bot answers (bot.connect).
+        point_discord_at(settings.discord_api_base, None)
 
         self.bot = NowPlayingBot(self.services, **self._bot_options)
         self._stack.push_async_callback(self._close_bot)
@@ -232,47 +202,16 @@ class Application:
         self.web_port = _bound_port(self.web_runner, settings.web_port)
         log.info("Web server listening on %s:%s", settings.web_host, self.web_port)
 
-        try:
-            await self.bot.login(settings.discord_token)
-        except discord.LoginFailure as exc:
-            raise StartupError(
-                "DISCORD_TOKEN was rejected by Discord; copy it again from the Developer Portal "
-                "(your application -> Bot -> Reset Token)"
-            ) from exc
-        self._bot_task = asyncio.create_task(self._connect_forever(), name="discord-gateway")
+        # Discord may not be reachable yet: log in and connect in the background, retrying,
+        # while the web server already answers (/healthz says "degraded" until the gateway is up).
+        starter = DiscordStarter(
+            self.bot, session, token=settings.discord_token, api_base=settings.discord_api_base
+        )
+        self._bot_task = asyncio.create_task(starter.run(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
         # Links that waited for a Spotify hold (also from before a restart) finish now.
         completer.start()
         self._stack.push_async_callback(completer.stop)
-
-    async def _connect_forever(self) -> None:
-        """Keep the gateway up. discord.py reconnects by itself once connected, but a failed
-        *first* connection ends ``connect`` with an odd AttributeError: retry that here."""
-        attempt = 0
-        while not self.bot.is_closed():
-            try:
-                await self.bot.connect(reconnect=True)
-                return
-            except discord.PrivilegedIntentsRequired as exc:
-                raise StartupError(
-                    "Discord refused the privileged intents: ENABLE_PRESENCE=true needs the "
-                    "Presence and Server Members intents switched on in the Developer Portal "
-                    "(your application -> Bot -> Privileged Gateway Intents), or set "
-                    "ENABLE_PRESENCE=false"
-                ) from exc
-            except (OSError, aiohttp.ClientError, discord.GatewayNotFound, AttributeError) as exc:
-                if self.bot.is_closed():
-                    return
-                delay = FIRST_CONNECT_RETRY_SECONDS[
-                    min(attempt, len(FIRST_CONNECT_RETRY_SECONDS) - 1)
-                ]
-                attempt += 1
-                log.warning(
-                    "Could not connect to the Discord gateway (%s); retrying in %.0f s",
-                    type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
 
     @property
     def bot_task(self) -> asyncio.Task[None] | None:

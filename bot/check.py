@@ -12,8 +12,9 @@ The exit status is 0 when the bot is usable (no ``problem`` line) and 1 otherwis
 
 Invalid settings are reported here as ``problem`` lines with exit status **1**, like every
 other problem this command finds. Starting the bot with the same settings (``python -m bot``)
-exits with status **2** instead: that is the start-up contract (CONTRACT.md) for "cannot start,
-fix the configuration", while ``check`` is a report whose status only says usable or not.
+exits with status **2** instead: that is the start-up contract (README, "Command line") for
+"cannot start, fix the configuration", while ``check`` is a report whose status only says
+usable or not. Hints name the command the user ran (``command``).
 
 What it does and does not touch:
 
@@ -63,7 +64,6 @@ from bot.errors import (
 )
 from bot.logs import SecretMasker, masker_for_settings
 from bot.maintenance import (
-    ROTATE_COMMAND,
     count_secrets_by_key,
     keys_open_summary,
     unreadable_advice,
@@ -141,9 +141,17 @@ def invite_url(application_id: str | int) -> str:
     )
 
 
-def run_check(env: Mapping[str, str], *, out: TextIO | None = None) -> int:
-    """Check the configuration in ``env``; print the report; return the exit status."""
-    return asyncio.run(check_async(env, out=out))
+def run_check(
+    env: Mapping[str, str],
+    *,
+    out: TextIO | None = None,
+    command: str = "nowplaying-bot",
+    source: str | None = None,
+) -> int:
+    """Check the configuration in ``env``; print the report; return the exit status.
+    ``command`` is how the user runs the bot, named in hints; ``source`` says where the
+    settings were read (which ``.env``), printed after the verdicts."""
+    return asyncio.run(check_async(env, out=out, command=command, source=source))
 
 
 async def check_async(
@@ -151,11 +159,13 @@ async def check_async(
     *,
     out: TextIO | None = None,
     timeout: float = REQUEST_TIMEOUT,
+    command: str = "nowplaying-bot",
+    source: str | None = None,
 ) -> int:
     """:func:`run_check` for callers that already run an event loop (the tests)."""
     out = sys.stdout if out is None else out
     try:
-        settings = load_settings(env)
+        settings = load_settings(env, command=command)
     except ConfigError as exc:
         report = _Report(out, SecretMasker())
         for problem in exc.problems:
@@ -163,9 +173,11 @@ async def check_async(
         for item in _ITEMS_AFTER_SETTINGS:
             report.add(Finding(SKIPPED, item, "not checked until the settings are fixed"))
         report.say()
+        if source:
+            report.say(source)
         report.say(
             f"{report.problems} problem(s) in the settings (see .env.example): fix them, then "
-            "run `python -m bot check` again."
+            f"run `{command} check` again."
         )
         return 1
 
@@ -177,7 +189,7 @@ async def check_async(
     else:
         database, counts = await _check_database(settings.database_path, cipher)
     report.add(database)
-    report.add(_check_keys(len(settings.token_encryption_keys), counts))
+    report.add(_check_keys(len(settings.token_encryption_keys), counts, command))
 
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
@@ -202,11 +214,13 @@ async def check_async(
         report.say(f"  {invite_url(discord_result.application_id)}")
     else:
         report.say("Invite URL: unknown until Discord accepts the token (it needs the app id).")
+    if source:
+        report.say(source)
     report.say()
     if report.problems:
         report.say(
             f"{report.problems} problem(s): the bot is not usable until they are fixed; then "
-            "run `python -m bot check` again."
+            f"run `{command} check` again."
         )
         return 1
     report.say("Everything checked is usable.")
@@ -381,7 +395,7 @@ async def _read_database(path: Path, cipher: TokenCipher) -> tuple[int, SecretCo
         await storage.close()
 
 
-def _check_keys(key_count: int, counts: SecretCounts | None) -> Finding:
+def _check_keys(key_count: int, counts: SecretCounts | None, command: str) -> Finding:
     item = "encryption keys"
     keys = f"{key_count} key(s) valid"
     if counts is None or counts.total == 0:
@@ -395,13 +409,13 @@ def _check_keys(key_count: int, counts: SecretCounts | None) -> Finding:
     if counts.undecryptable:
         opens = keys_open_summary(counts.total - counts.undecryptable, counts.total)
         return Finding(
-            PROBLEM, item, f"{opens}: {', '.join(parts)}. To fix it, {unreadable_advice()}"
+            PROBLEM, item, f"{opens}: {', '.join(parts)}. To fix it, {unreadable_advice(command)}"
         )
     if counts.older:
         return Finding(
             OK,
             item,
-            f"{summary}; run `{ROTATE_COMMAND}`, then remove the older key(s)",
+            f"{summary}; run `{command} rotate-keys`, then remove the older key(s)",
         )
     if key_count > 1:
         return Finding(OK, item, f"{summary}; the other key(s) can be removed")

@@ -114,7 +114,9 @@ class NowPlayingBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
-            await self.load_extension(extension)
+            # A login retried after a network failure runs this hook again.
+            if extension not in self.extensions:
+                await self.load_extension(extension)
         guild_id = self.services.settings.dev_guild_id
         if guild_id is not None:
             guild = discord.Object(id=guild_id)

@@ -206,6 +206,11 @@ def _check_redirect_uri(uri: str) -> str | None:
     return f"has scheme '{parts.scheme}'; it must be https (or http on 127.0.0.1 / [::1])"
 
 
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why Spotify would refuse this redirect URI, or None (what the setup asks about)."""
+    return _check_redirect_uri(uri)
+
+
 def _check_base_url(name: str, value: str, problems: list[str]) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -225,8 +230,9 @@ def _bool(name: str, raw: str | None, default: bool, problems: list[str]) -> boo
     return default
 
 
-def load_settings(env: Mapping[str, str]) -> Settings:
-    """Build Settings from a mapping. Raises ConfigError listing every problem at once."""
+def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") -> Settings:
+    """Build Settings from a mapping. Raises ConfigError listing every problem at once.
+    ``command`` is how the user runs the bot, named in hints (``<command> gen-key``)."""
     problems: list[str] = []
 
     def get(name: str) -> str | None:
@@ -257,7 +263,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     keys: list[bytes] = []
     raw_keys = required(
         "TOKEN_ENCRYPTION_KEY",
-        "a key printed by `python -m bot gen-key` (comma-separated to rotate)",
+        f"a key printed by `{command} gen-key` (comma-separated to rotate)",
     )
     if raw_keys:
         for position, entry in enumerate(raw_keys.split(","), start=1):
@@ -266,7 +272,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             except ValueError as exc:
                 problems.append(
                     f"TOKEN_ENCRYPTION_KEY: key #{position} is invalid ({exc}); each key must be "
-                    "32 random bytes in URL-safe base64, as printed by `python -m bot gen-key`"
+                    f"32 random bytes in URL-safe base64, as printed by `{command} gen-key`"
                 )
 
     database_path = Path(get("DATABASE_PATH") or "data/bot.db")

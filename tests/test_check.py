@@ -231,7 +231,7 @@ async def test_bad_settings_are_problems_and_the_rest_is_skipped(fakes: Fakes) -
         "skipped  redirect uri: not checked until the settings are fixed",
         "",
         "3 problem(s) in the settings (see .env.example): fix them, then run "
-        "`python -m bot check` again.",
+        "`nowplaying-bot check` again.",
     ]
     assert fakes.discord.requests == []
     assert fakes.spotify.call_count("token") == 0
@@ -303,7 +303,7 @@ async def test_secrets_under_an_older_key_are_counted(fakes: Fakes) -> None:
     assert status == 0
     assert verdict_line(lines, "encryption keys") == (
         "ok       encryption keys: 2 key(s) valid; 3 stored secret(s): 1 under the first key, "
-        "2 under an older key; run `python -m bot rotate-keys`, then remove the older key(s)"
+        "2 under an older key; run `nowplaying-bot rotate-keys`, then remove the older key(s)"
     )
     assert_no_secrets(text, env)
 
@@ -317,7 +317,7 @@ async def test_secrets_no_key_can_read(fakes: Fakes) -> None:
         "problem  encryption keys: TOKEN_ENCRYPTION_KEY opens 1 of 3 stored secret(s): 1 under "
         "the first key, 2 that no configured key can read. To fix it, put the key that "
         "encrypted them back into TOKEN_ENCRYPTION_KEY (after the first key), or run "
-        "`python -m bot rotate-keys --skip-unreadable` to re-encrypt the others and leave "
+        "`nowplaying-bot rotate-keys --skip-unreadable` to re-encrypt the others and leave "
         "those as they are: their members must run /link again"
     )
     assert status == 1  # a failed item

@@ -1,4 +1,4 @@
-"""The fake Spotify itself behaves as SPOTIFY.md says (raw HTTP, no client code involved)."""
+"""The fake Spotify itself behaves as docs/spotify.md says (raw HTTP, no client code involved)."""
 
 from __future__ import annotations
 

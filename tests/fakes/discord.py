@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import (
@@ -614,8 +615,17 @@ class FakeDiscord:
         validate: answer 400 (code 50035 / 50006) to bodies Discord would reject.
         check_errors: on stop, fail if a handler of the fake itself crashed.
 
+        session_starts_remaining / session_starts_reset_after: the ``session_start_limit``
+            that ``GET /gateway/bot`` reports (``remaining`` goes back to 1000 once
+            ``reset_after`` seconds have passed). Each IDENTIFY spends one; an IDENTIFY with none
+            left is recorded in ``identifies_over_limit`` and refused with close code 4004, as
+            Discord resets a token that exceeds the limit.
+
     Switches a test may flip at any time: ``dms_closed`` (every DM POST answers 403 50007),
-    ``closed_dm_user_ids`` (the same for some users), ``allow_resume``.
+    ``closed_dm_user_ids`` (the same for some users), ``allow_resume``, ``gateway_down`` (the
+    gateway websocket handshake answers 503 while REST keeps working). ``refuse_gateway_handshakes``
+    answers 503 to that many handshakes first (a gateway that comes up after REST), counted in
+    ``refused_gateway_handshakes``.
     """
 
     heartbeat_interval_ms: ClassVar[int] = HEARTBEAT_INTERVAL_MS
@@ -634,6 +644,9 @@ class FakeDiscord:
         check_errors: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        session_starts_remaining: int = 999,
+        session_starts_reset_after: float = 86_400.0,
+        refuse_gateway_handshakes: int = 0,
     ) -> None:
         self.token = token
         self.bot_user: JSON = bot_user or make_user(username="NowPlaying", bot=True)
@@ -651,6 +664,15 @@ class FakeDiscord:
         self.dms_closed = False
         self.closed_dm_user_ids: set[str] = set()
         self.allow_resume = True
+        self.gateway_down = False
+        self.refuse_gateway_handshakes = refuse_gateway_handshakes
+        self.refused_gateway_handshakes = 0
+
+        # Discord's daily budget of IDENTIFYs, as GET /gateway/bot reports it.
+        self.session_starts_total = 1000
+        self.session_starts_remaining = session_starts_remaining
+        self._session_starts_reset_at = time.monotonic() + session_starts_reset_after
+        self.identifies_over_limit: list[JSON] = []
 
         # World state (the payload dicts are live: edits show up in the next GUILD_CREATE).
         self.guilds: dict[str, JSON] = {}
@@ -1537,8 +1559,22 @@ class FakeDiscord:
         return _json_response({"url": self.gateway_url})
 
     async def _get_gateway_bot(self, request: web.Request, record: RecordedRequest) -> web.Response:
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+        reset_after = self._session_starts_refresh()
+        limit = {
+            "total": self.session_starts_total,
+            "remaining": self.session_starts_remaining,
+            "reset_after": math.ceil(reset_after * 1000),  # never early
+            "max_concurrency": 1,
+        }
         return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+
+    def _session_starts_refresh(self) -> float:
+        """Reset the daily budget when its time has come; return seconds until the next reset."""
+        now = time.monotonic()
+        if now >= self._session_starts_reset_at:
+            self.session_starts_remaining = self.session_starts_total
+            self._session_starts_reset_at = now + 86_400.0
+        return self._session_starts_reset_at - now
 
     async def _get_me(self, request: web.Request, record: RecordedRequest) -> web.Response:
         return _json_response(self._client_user_payload())
@@ -1965,7 +2001,11 @@ class FakeDiscord:
 
     # --- the gateway websocket ---------------------------------------------------------------
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.gateway_down or self.refused_gateway_handshakes < self.refuse_gateway_handshakes:
+            self.refused_gateway_handshakes += 1
+            self._notify()
+            return web.Response(status=503, text="fake gateway down")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         session = _GatewaySession(ws)
@@ -2012,6 +2052,12 @@ class FakeDiscord:
         if data.get("token") != self.token:
             await session.ws.close(code=4004, message=b"Authentication failed.")
             return
+        self._session_starts_refresh()
+        if self.session_starts_remaining <= 0:
+            self.identifies_over_limit.append(data)
+            await session.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        self.session_starts_remaining -= 1
         intents = int(data.get("intents") or 0)
         if intents & PRIVILEGED_INTENTS & ~self.enabled_privileged_intents:
             await session.ws.close(code=4014, message=b"Disallowed intent(s).")

@@ -1,6 +1,6 @@
 """A fake Spotify (accounts service + Web API) as a real aiohttp application on loopback.
 
-Behaves as ``SPOTIFY.md`` describes, errors included, so the client is tested over real HTTP
+Behaves as ``docs/spotify.md`` describes, errors included, so the client is tested over real HTTP
 with nothing patched inside it. Accounts routes live at ``accounts_base`` (the server root) and
 the Web API under ``api_base`` (``/v1``).
 
