@@ -282,6 +282,12 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
         if problem:
             problems.append(f"DATABASE_URL: '{redact_database_url(database_url)}' {problem}")
     shard_count, shard_ids = _parse_shards(get("SHARD_COUNT"), get("SHARD_IDS"), problems)
+    partial = shard_count is not None and shard_ids is not None and len(shard_ids) < shard_count
+    if partial and database_url is None:
+        problems.append(
+            "SHARD_IDS: this process runs only some of the shards, so other processes run "
+            "the rest and they must share one database: set DATABASE_URL (PostgreSQL)"
+        )
     web_host = get("WEB_HOST") or DEFAULT_WEB_HOST
     web_port = 8080
     raw_port = get("WEB_PORT")

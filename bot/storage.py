@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -381,6 +381,24 @@ class Storage:
         (SQLite's ``PRAGMA secure_delete``), so replaced secrets leave no copy in free space."""
         async with self._database.scrub_freed_content():
             yield
+
+    def member_lock(self, user_id: int) -> AbstractAsyncContextManager[None]:
+        """Held while a member's refresh token is read, refreshed and stored: across every
+        process sharing the database, so a rotated refresh token is never lost to a race."""
+        return self._database.lock(f"member:{int(user_id)}")
+
+    def named_lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """A lock across every process sharing the database (e.g. IDENTIFY turns)."""
+        return self._database.lock(name)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Wake the other processes sharing the database (nothing to do on SQLite)."""
+        await self._database.notify(channel, payload)
+
+    def listen(
+        self, channel: str, callback: Callable[[str], None]
+    ) -> AbstractAsyncContextManager[None]:
+        return self._database.listen(channel, callback)
 
     async def checkpoint_truncate(self) -> bool:
         """SQLite: copy the WAL into the database and truncate it to zero bytes, so no old page

@@ -96,12 +96,15 @@ class Stack:
         discord_options: dict[str, Any] | None = None,
         app_options: dict[str, Any] | None = None,
         spotify: FakeSpotify | None = None,
+        fake_discord: FakeDiscord | None = None,
+        redirect_uri: str | None = None,
     ) -> AsyncIterator[Stack]:
         """``app_options`` go to ``Application`` (e.g. ``autopost_config``). Pass a running
-        ``spotify`` to keep its users and tokens across two runs (a restart on the same DB)."""
+        ``spotify`` to keep its users and tokens across two runs (a restart on the same DB), and
+        a running ``fake_discord`` (and one ``redirect_uri``) to run two processes of one bot."""
         saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
         port = free_port()
-        redirect_uri = f"http://127.0.0.1:{port}/callback"
+        redirect_uri = redirect_uri or f"http://127.0.0.1:{port}/callback"
         if spotify is not None:
             spotify.redirect_uris.append(redirect_uri)  # so /link works in this run too
         try:
@@ -112,9 +115,13 @@ class Stack:
             )
             async with (
                 spotify_context as sp,
-                FakeDiscord.running(
-                    guilds=list(guilds) if guilds is not None else [default_guild()],
-                    **(discord_options or {}),
+                (
+                    contextlib.nullcontext(fake_discord)
+                    if fake_discord is not None
+                    else FakeDiscord.running(
+                        guilds=list(guilds) if guilds is not None else [default_guild()],
+                        **(discord_options or {}),
+                    )
                 ) as dc,
                 aiohttp.ClientSession() as http,
             ):
@@ -141,7 +148,8 @@ class Stack:
                 ) as app:
                     stack = cls(dc, sp, settings, app, http)
                     await asyncio.wait_for(app.bot.wait_until_ready(), 10)
-                    await dc.wait_for_command_sync(str(GUILD_ID))
+                    if app.bot.syncs_commands:
+                        await dc.wait_for_command_sync(str(GUILD_ID))
                     yield stack
         finally:
             discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved

@@ -333,7 +333,9 @@ def test_a_bad_database_url_is_one_line_without_the_password(url: str, expected:
 
 
 def test_shards() -> None:
-    settings = load_settings(valid_env(SHARD_COUNT="4", SHARD_IDS="3,1"))
+    settings = load_settings(
+        valid_env(SHARD_COUNT="4", SHARD_IDS="3,1", DATABASE_URL="postgresql://bot@db/bot")
+    )
     assert (settings.shard_count, settings.shard_ids) == (4, (1, 3))
     every = load_settings(valid_env(SHARD_COUNT="2"))
     assert (every.shard_count, every.shard_ids) == (2, (0, 1))
@@ -344,4 +346,7 @@ def test_shards() -> None:
         in problems_for(SHARD_COUNT="4", SHARD_IDS="0,4")[0]
     )
     assert problems_for(SHARD_IDS="0")[0].startswith("SHARD_COUNT: '' is not a positive")
+    (alone,) = problems_for(SHARD_COUNT="2", SHARD_IDS="1")
+    assert alone.startswith("SHARD_IDS: this process runs only some of the shards")
+    assert "DATABASE_URL" in alone
     assert problems_for(SHARD_COUNT="0", SHARD_IDS="0")[0].startswith("SHARD_COUNT: '0'")

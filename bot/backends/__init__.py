@@ -10,7 +10,7 @@ a read-then-write inside a transaction never races another process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol
 
@@ -62,6 +62,22 @@ class Database(Protocol):
         ...
 
     async def checkpoint_truncate(self) -> bool: ...
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Wake the other processes listening on ``channel`` (PostgreSQL NOTIFY); SQLite serves
+        one process: nothing to do."""
+        ...
+
+    def listen(
+        self, channel: str, callback: Callable[[str], None]
+    ) -> AbstractAsyncContextManager[None]:
+        """Within the block, ``callback(payload)`` runs for each notification on ``channel``."""
+        ...
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Held by one holder at a time across every process sharing the database (PostgreSQL's
+        advisory lock on ``name``); SQLite serves one process, so there only within it."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -13,9 +13,10 @@ advisory lock too, so processes starting together apply each one exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 WRITE_LOCK_KEY: Final = 0x6E70_0001  # every write transaction
 MIGRATION_LOCK_KEY: Final = 0x6E70_0002
 SCHEMA_TABLE: Final = "nowplaying_schema"
-POOL_MAX_SIZE: Final = 10
+# Locks held across a Spotify call (token refresh) keep a connection each: room for them.
+POOL_MAX_SIZE: Final = 20
 CONNECT_TIMEOUT: Final = 10.0
 
 
@@ -145,8 +147,15 @@ async def migrate(connection: AnyConnection, target_version: int | None = None) 
 class PostgresDatabase:
     dialect: Literal["postgresql"] = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool, *, applied_migrations: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        applied_migrations: Sequence[int] = (),
+        max_size: int = POOL_MAX_SIZE,
+    ) -> None:
         self._pool: asyncpg.Pool | None = pool
+        self._lock_slots = asyncio.Semaphore(max(1, max_size // 2))
         self.applied_migrations: tuple[int, ...] = tuple(applied_migrations)
 
     @classmethod
@@ -173,7 +182,7 @@ class PostgresDatabase:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, applied_migrations=applied)
+        return cls(pool, applied_migrations=applied, max_size=max_size)
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -217,6 +226,42 @@ class PostgresDatabase:
     @asynccontextmanager
     async def scrub_freed_content(self) -> AsyncIterator[None]:
         yield
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """A session-level advisory lock on a hash of ``name``, on a connection of its own for
+        the whole block: when the process dies, PostgreSQL releases it with the connection.
+
+        At most half the pool holds locks, so the queries made inside the blocks always find a
+        connection (no deadlock on an exhausted pool)."""
+        async with self._lock_slots, self._require_pool().acquire() as connection:
+            await connection.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", name)
+            try:
+                yield
+            finally:
+                # Released with the connection anyway (the pool's reset unlocks everything).
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await connection.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name
+                    )
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self._require_pool().execute("SELECT pg_notify($1, $2)", channel, payload)
+
+    @asynccontextmanager
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> AsyncIterator[None]:
+        """LISTEN on a connection of its own for the block."""
+
+        def received(_connection: object, _pid: int, _channel: str, payload: object) -> None:
+            callback(str(payload))
+
+        async with self._require_pool().acquire() as connection:
+            await connection.add_listener(channel, received)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await connection.remove_listener(channel, received)
 
     async def checkpoint_truncate(self) -> bool:
         return True

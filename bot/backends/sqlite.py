@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,7 @@ import aiosqlite
 
 from bot import db
 from bot.backends import Row
+from bot.keyed_locks import KeyedLocks, LockEntry
 
 
 class SqliteTransaction:
@@ -50,6 +51,7 @@ class SqliteDatabase:
     ) -> None:
         self._connection: aiosqlite.Connection | None = connection
         self._lock = asyncio.Lock()
+        self._named_locks: KeyedLocks[str, LockEntry] = KeyedLocks(LockEntry)
         self.applied_migrations: tuple[int, ...] = tuple(applied_migrations)
 
     @classmethod
@@ -137,6 +139,19 @@ class SqliteDatabase:
                     # PRAGMA arguments cannot be bound; the value is our own int.
                     async with self._connection.execute(f"PRAGMA secure_delete = {previous}"):
                         pass
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        # One process owns an SQLite database: an in-process lock is the whole story.
+        async with self._named_locks.hold(name):
+            yield
+
+    async def notify(self, channel: str, payload: str) -> None:
+        return None
+
+    @asynccontextmanager
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> AsyncIterator[None]:
+        yield
 
     async def checkpoint_truncate(self) -> bool:
         """Copy the WAL into the database and truncate it to zero bytes, so no old page image
