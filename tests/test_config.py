@@ -299,7 +299,8 @@ def test_the_web_server_is_not_exposed_unless_the_admin_chooses_to() -> None:
         for line in compose.splitlines()
         if line.strip().startswith("- ") and ":8080" in line
     ]
-    assert published == ["127.0.0.1:8080:8080"]
+    # The SQLite bot, and the proxy of the PostgreSQL profile: each on loopback only.
+    assert published == ["127.0.0.1:8080:8080", "127.0.0.1:8080:8080"]
     assert "reverse proxy" in compose
 
 

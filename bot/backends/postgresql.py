@@ -39,6 +39,7 @@ SCHEMA_TABLE: Final = "nowplaying_schema"
 # Locks held across a Spotify call (token refresh) keep a connection each: room for them.
 POOL_MAX_SIZE: Final = 20
 CONNECT_TIMEOUT: Final = 10.0
+CLOSE_TIMEOUT: Final = 2.0
 
 
 @functools.lru_cache(maxsize=1024)
@@ -194,9 +195,15 @@ class PostgresDatabase:
         return self._require_pool()
 
     async def close(self) -> None:
+        """Close the pool: connections still held (a listener, a lock) get CLOSE_TIMEOUT to be
+        released, then are cut, so closing never hangs."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            pool.terminate()
 
     @property
     def closed(self) -> bool:
