@@ -20,12 +20,15 @@ from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.scheduler import PollScheduler, SchedulerConfig
 from bot.autopost.service import AutopostConfig, AutopostService, PostAction
 from bot.backends.startup import DatabaseRefused, connect_with_retry
+from bot.charts import ChartRenderer
 from bot.client import NowPlayingBot, create_bot
+from bot.colours import CoverColours
 from bot.config import Settings
 from bot.connect import DiscordStarter, point_discord_at
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
 from bot.errors import StartupError
+from bot.images import ImageFetcher
 from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
 from bot.logs import SecretMasker
@@ -109,6 +112,11 @@ class Application:
         )
         storage = await _open_storage(settings)
         self._stack.push_async_callback(storage.close)
+        images = ImageFetcher(session, image_base=settings.spotify_image_base)
+        colours = CoverColours(images, storage)
+        self._stack.push_async_callback(colours.close)  # before the database closes
+        charts = ChartRenderer()
+        self._stack.callback(charts.close)
         cipher = TokenCipher(settings.token_encryption_keys)
         await report_unreadable_secrets(storage, cipher, self.command)
         metrics = Metrics() if settings.metrics_enabled else None
@@ -152,6 +160,9 @@ class Application:
             playback=playback,
             privacy=privacy,
             metrics=metrics,
+            images=images,
+            colours=colours,
+            charts=charts,
         )
 
         # The REST base now; the gateway address once /gateway/bot answers (bot.connect).
@@ -181,6 +192,7 @@ class Application:
             hold_until=lambda: sender.hold_until,
             on_post=_autopost_metrics(metrics) if metrics is not None else None,
             is_private=privacy.is_private_now,
+            colours=colours,
         )
         self.services.autopost = autopost
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close

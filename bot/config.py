@@ -20,6 +20,7 @@ from bot.errors import ConfigError
 DEFAULT_DISCORD_API_BASE = "https://discord.com/api/v10"
 DEFAULT_SPOTIFY_ACCOUNTS_BASE = "https://accounts.spotify.com"
 DEFAULT_SPOTIFY_API_BASE = "https://api.spotify.com/v1"
+DEFAULT_SPOTIFY_IMAGE_BASE = "https://i.scdn.co"
 # Loopback: only this machine reaches the web server unless the admin exposes it on purpose.
 DEFAULT_WEB_HOST = "127.0.0.1"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -42,6 +43,7 @@ class Settings:
     discord_api_base: str = DEFAULT_DISCORD_API_BASE
     spotify_accounts_base: str = DEFAULT_SPOTIFY_ACCOUNTS_BASE
     spotify_api_base: str = DEFAULT_SPOTIFY_API_BASE
+    spotify_image_base: str = DEFAULT_SPOTIFY_IMAGE_BASE
     dev_guild_id: int | None = None
     enable_presence: bool = False
     log_level: str = "INFO"
@@ -309,6 +311,10 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
         "SPOTIFY_API_BASE", get("SPOTIFY_API_BASE") or DEFAULT_SPOTIFY_API_BASE, problems
     )
 
+    image_base = _check_base_url(
+        "SPOTIFY_IMAGE_BASE", get("SPOTIFY_IMAGE_BASE") or DEFAULT_SPOTIFY_IMAGE_BASE, problems
+    )
+
     dev_guild_id: int | None = None
     raw_guild = get("DEV_GUILD_ID")
     if raw_guild is not None:
@@ -353,6 +359,7 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
         discord_api_base=discord_api_base,
         spotify_accounts_base=accounts_base,
         spotify_api_base=api_base,
+        spotify_image_base=image_base,
         dev_guild_id=dev_guild_id,
         enable_presence=enable_presence,
         log_level=log_level,

@@ -257,6 +257,28 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    Migration(
+        version=5,
+        description="embed colours picked from album art, by image id",
+        statements=(
+            """
+            CREATE TABLE image_colours (
+                image_key TEXT    PRIMARY KEY,
+                colour    INTEGER NOT NULL CHECK (colour BETWEEN 0 AND 16777215),
+                picked_at REAL    NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+        postgresql=(
+            """
+            CREATE TABLE image_colours (
+                image_key TEXT             PRIMARY KEY,
+                colour    INTEGER          NOT NULL CHECK (colour BETWEEN 0 AND 16777215),
+                picked_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_SCHEMA_VERSION: Final = len(MIGRATIONS)

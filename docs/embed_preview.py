@@ -6,9 +6,10 @@
   for a member whose track just started.
 - docs/link-dm.png: the /link DM: the instructions and the two buttons of cogs/linking.py.
 
-So the pictures show exactly the fields, links, progress bar and buttons the bot sends. Album art
-is replaced by a local placeholder (this machine has no internet, and the README must not
-hotlink).
+So the pictures show exactly the fields, links, progress bar and buttons the bot sends. The
+embeds' colour is the one ``bot.colours.pick_colour`` picks from the cover shown; the covers are
+made up (docs/sample_covers.py: this machine has no internet, and the README must not hotlink).
+docs/np-embed-themes.png shows the /np answer on Discord's dark and on its light theme.
 
 Run: .venv/bin/python docs/embed_preview.py   (needs Debian's chromium and playwright)
 """
@@ -16,14 +17,19 @@ Run: .venv/bin/python docs/embed_preview.py   (needs Debian's chromium and playw
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
+import io
 import json
 import re
 from pathlib import Path
 
 import discord
+from PIL import Image
 from playwright.async_api import async_playwright
+from sample_covers import cover
 
+from bot.colours import pick_colour
 from bot.embeds import NowPlayingMessage, render_now_playing
 from bot.spotify.models import NothingPlaying, Playback, parse_currently_playing
 from cogs.linking import LINK_INSTRUCTIONS, LinkButtons
@@ -31,18 +37,16 @@ from cogs.linking import LINK_INSTRUCTIONS, LinkButtons
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "currently_playing_track.json"
 OUTPUT = ROOT / "docs" / "np-embed.png"
+THEMES_OUTPUT = ROOT / "docs" / "np-embed-themes.png"
 AUTOPOST_OUTPUT = ROOT / "docs" / "autopost.png"
 LINK_DM_OUTPUT = ROOT / "docs" / "link-dm.png"
 
-ART = (
-    "data:image/svg+xml;utf8,"
-    "<svg xmlns='http://www.w3.org/2000/svg' width='80' height='80'>"
-    "<defs><linearGradient id='g' x1='0' y1='0' x2='1' y2='1'>"
-    "<stop offset='0' stop-color='%23f5a3c7'/><stop offset='1' stop-color='%235b6ee1'/>"
-    "</linearGradient></defs><rect width='80' height='80' fill='url(%23g)'/>"
-    "<text x='40' y='46' font-size='11' text-anchor='middle' fill='white' "
-    "font-family='sans-serif'>album art</text></svg>"
-)
+NP_COVER = cover(0)
+AUTOPOST_COVER = cover(1)
+
+
+def data_url(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def markdown(text: str) -> str:
@@ -80,10 +84,15 @@ a { color:#00a8fc; text-decoration:none; }
 .button { display:inline-block; margin:8px 8px 0 0; background:#4e5058; color:white;
   padding:6px 14px; border-radius:4px; font-weight:500; }
 .button.primary { background:#4e5058; }
+body.light { background:#ffffff; color:#313338; }
+.light .name, .light .author, .light .fname { color:#060607; }
+.light .embed { background:#f2f3f5; } .light .footer { color:#5c5e66; }
+.light a, .light .title a { color:#006ce7; } .light code { background:#e3e5e8; }
+.light .button { background:#6d6f78; }
 """
 
 
-def embed_html(message: NowPlayingMessage) -> str:
+def embed_html(message: NowPlayingMessage, art: bytes) -> str:
     """The embed and link buttons of a rendered message, as Discord lays them out."""
     assert message.embed is not None
     embed = message.embed.to_dict()
@@ -102,14 +111,14 @@ def embed_html(message: NowPlayingMessage) -> str:
 <div class="desc">{markdown(embed.get("description", ""))}</div>
 <div class="fields">{fields}</div>
 <div class="footer">{html.escape(embed.get("footer", {}).get("text", ""))}</div>
-</div><img class="thumb" src="{ART}" alt=""></div>
+</div><img class="thumb" src="{data_url(art)}" alt=""></div>
 {buttons}"""
 
 
-def bot_message(body: str, *, when: str, channel: str | None = None) -> str:
+def bot_message(body: str, *, when: str, channel: str | None = None, theme: str = "dark") -> str:
     header = f'<div class="channel"><b>{html.escape(channel)}</b></div>' if channel else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><style>{STYLE}</style></head>
-<body>{header}<div class="msg"><div class="avatar"></div><div>
+<body class="{theme}">{header}<div class="msg"><div class="avatar"></div><div>
 <span class="name">nowplaying-bot</span><span class="tag">APP</span>
 <span class="time">{html.escape(when)}</span>
 {body}</div></div></body></html>"""
@@ -121,11 +130,16 @@ def fixture_playback(received: float, **changes: object) -> Playback | NothingPl
     return parse_currently_playing(payload, received_at=received)
 
 
-def page() -> str:
-    """docs/np-embed.png: what /np answers."""
+def page(theme: str = "dark") -> str:
+    """docs/np-embed.png: what /np answers, in the colour picked from the cover."""
     received = 1_700_000_000.0
-    message = render_now_playing(fixture_playback(received), member_name="Ann", now=received)
-    return bot_message(embed_html(message), when="Today at 21:04")
+    message = render_now_playing(
+        fixture_playback(received),
+        member_name="Ann",
+        now=received,
+        colour=pick_colour(NP_COVER),
+    )
+    return bot_message(embed_html(message, NP_COVER), when="Today at 21:04", theme=theme)
 
 
 def autopost_page() -> str:
@@ -133,8 +147,12 @@ def autopost_page() -> str:
     seconds in, as the poll or the presence update notices it)."""
     received = 1_700_000_000.0
     playback = fixture_playback(received, progress_ms=3_000, is_playing=True)
-    message = render_now_playing(playback, member_name="Bo", now=received + 1)
-    return bot_message(embed_html(message), when="Today at 21:07", channel="# music")
+    message = render_now_playing(
+        playback, member_name="Bo", now=received + 1, colour=pick_colour(AUTOPOST_COVER)
+    )
+    return bot_message(
+        embed_html(message, AUTOPOST_COVER), when="Today at 21:07", channel="# music"
+    )
 
 
 def link_dm_page(labels: list[tuple[str, bool]]) -> str:
@@ -166,6 +184,16 @@ async def main() -> None:
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         tab = await browser.new_page(viewport={"width": 600, "height": 300})
+        # The /np answer on both themes, side by side: the colour must read on either.
+        shots = []
+        for theme in ("dark", "light"):
+            await tab.set_content(page(theme))
+            shots.append(Image.open(io.BytesIO(await tab.locator("body").screenshot())))
+        both = Image.new("RGB", (sum(s.width for s in shots), max(s.height for s in shots)))
+        both.paste(shots[0], (0, 0))
+        both.paste(shots[1], (shots[0].width, 0))
+        both.save(THEMES_OUTPUT, optimize=True)
+        print(f"wrote {THEMES_OUTPUT}")
         # The /np picture is the message alone; the others show where they appear.
         pictures = [
             (page(), ".msg", OUTPUT),

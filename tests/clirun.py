@@ -56,6 +56,7 @@ def bot_env(
         "DISCORD_API_BASE": discord_api,
         "SPOTIFY_ACCOUNTS_BASE": spotify.accounts_base,
         "SPOTIFY_API_BASE": spotify.api_base,
+        "SPOTIFY_IMAGE_BASE": spotify.image_base,  # album art from the fake CDN
         **extra,
     }
 

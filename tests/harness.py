@@ -137,6 +137,7 @@ class Stack:
                     "DISCORD_API_BASE": dc.api_url,
                     "SPOTIFY_ACCOUNTS_BASE": sp.accounts_base,
                     "SPOTIFY_API_BASE": sp.api_base,
+                    "SPOTIFY_IMAGE_BASE": sp.image_base,  # album art from the fake CDN
                     "DEV_GUILD_ID": str(GUILD_ID),
                 }
                 if database_url is not None:

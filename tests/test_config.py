@@ -46,6 +46,7 @@ def test_defaults() -> None:
     assert settings.discord_api_base == "https://discord.com/api/v10"
     assert settings.spotify_accounts_base == "https://accounts.spotify.com"
     assert settings.spotify_api_base == "https://api.spotify.com/v1"
+    assert settings.spotify_image_base == "https://i.scdn.co"
     assert settings.dev_guild_id is None
     assert settings.enable_presence is False
     assert settings.log_level == "INFO"
@@ -67,6 +68,7 @@ def test_every_value_read() -> None:
             DISCORD_API_BASE="http://127.0.0.1:5000/api/v10/",
             SPOTIFY_ACCOUNTS_BASE="http://127.0.0.1:5001",
             SPOTIFY_API_BASE="http://127.0.0.1:5001/v1",
+            SPOTIFY_IMAGE_BASE="http://127.0.0.1:5002/cdn/",
             DEV_GUILD_ID="123456789012345678",
             ENABLE_PRESENCE="true",
             LOG_LEVEL="debug",
@@ -80,6 +82,7 @@ def test_every_value_read() -> None:
     assert settings.database_path == Path("/tmp/x/bot.db")
     assert settings.web_port == 9000
     assert settings.discord_api_base == "http://127.0.0.1:5000/api/v10"
+    assert settings.spotify_image_base == "http://127.0.0.1:5002/cdn"
     assert not settings.uses_default_discord
     assert settings.dev_guild_id == 123456789012345678
     assert settings.enable_presence is True
@@ -216,6 +219,7 @@ def test_non_numeric_guild() -> None:
         ("DISCORD_API_BASE", "discord.com"),
         ("SPOTIFY_ACCOUNTS_BASE", "ws://x"),
         ("SPOTIFY_API_BASE", "nope"),
+        ("SPOTIFY_IMAGE_BASE", "i.scdn.co"),
         ("SPOTIFY_REQUEST_BUDGET", "0"),
     ],
 )
@@ -275,6 +279,7 @@ def test_env_example_lists_every_variable() -> None:
         "DISCORD_API_BASE",
         "SPOTIFY_ACCOUNTS_BASE",
         "SPOTIFY_API_BASE",
+        "SPOTIFY_IMAGE_BASE",
         "DEV_GUILD_ID",
         "ENABLE_PRESENCE",
         "LOG_LEVEL",

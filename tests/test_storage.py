@@ -206,6 +206,12 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
             (1, hash_link_state("new-state"), b"grant", "@one", NOW),
         ),
     ],
+    5: [
+        (
+            "INSERT INTO image_colours (image_key, colour, picked_at) VALUES (?, ?, ?)",
+            ("ab67616d-cover", 0x336699, NOW),
+        ),
+    ],
 }
 
 
@@ -247,6 +253,8 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         assert await storage.consume_link_state("new-state", now=NOW + 1) == LinkStateResult(
             "ok", 1, discord_name="@one"
         )
+    if version >= 5:
+        assert await storage.get_image_colour("ab67616d-cover") == 0x336699
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))
@@ -744,3 +752,20 @@ async def test_files_stay_private_after_writes(db_path: Path) -> None:
     modes = file_modes(db_path.parent)
     assert "bot.db" in modes
     assert set(modes.values()) == {0o600}, modes
+
+
+async def test_image_colours_round_trip_and_survive_a_restart(
+    storage: Storage, database_target: str | Path
+) -> None:
+    assert await storage.get_image_colour("ab67616d-abc") is None
+    await storage.save_image_colour("ab67616d-abc", 0x1DB954, now=NOW)
+    await storage.save_image_colour("ab67616d-abc", 0xC0FFEE, now=NOW + 1)  # a re-pick wins
+    await storage.save_image_colour("other", 0x000001, now=NOW)
+    assert await storage.get_image_colour("ab67616d-abc") == 0xC0FFEE
+    await storage.close()
+    async with await Storage.open(database_target) as reopened:
+        assert await reopened.get_image_colour("ab67616d-abc") == 0xC0FFEE
+        assert await reopened.get_image_colour("other") == 1
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.CheckViolationError)):
+        async with await Storage.open(database_target) as reopened:
+            await reopened.save_image_colour("too-big", 0x1000000)

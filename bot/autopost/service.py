@@ -56,6 +56,7 @@ from bot.autopost.scheduler import (
     observation_from_error,
     observation_from_playback,
 )
+from bot.colours import CoverColours
 from bot.embeds import NowPlayingMessage, render_now_playing
 from bot.errors import BotError
 from bot.keyed_locks import KeyedLocks, LockEntry
@@ -69,6 +70,8 @@ PostAction = Literal["posted", "edited"]
 # (action, seconds from the item's start to the post): the metrics hook.
 PostHook = Callable[[PostAction, float], None]
 Fetch = Callable[[int], Awaitable[CurrentlyPlaying]]
+# An auto-post waits at most this long for a new cover's colour (then posts in green).
+AUTOPOST_COLOUR_WAIT = 1.0
 
 
 # --- what the service needs from its surroundings ------------------------------------------
@@ -208,6 +211,7 @@ class AutopostService:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         is_private: Callable[[int], bool] | None = None,
+        colours: CoverColours | None = None,
     ) -> None:
         self.config = config or AutopostConfig()
         self._is_private = is_private or (lambda _member_id: False)
@@ -221,6 +225,7 @@ class AutopostService:
         self._on_post = on_post
         self._clock = clock
         self._wall_clock = wall_clock
+        self._colours = colours
 
         # Bounds of the per-member state below (README, "Memory per member"): linked members
         # (L), members who opted in somewhere (O), music guilds/channels (G). _linked, _followed,
@@ -685,6 +690,8 @@ class AutopostService:
         ]
         if not targets:
             return True
+        if self._colours is not None:  # warm it once; each post below reads it without waiting
+            await self._colours.colour_for(playback, wait=AUTOPOST_COLOUR_WAIT)
         results = await asyncio.gather(
             *(self._post_in(member_id, g, c, playback, key, source) for g, c in targets)
         )
@@ -737,6 +744,7 @@ class AutopostService:
             member_name=member.display_name,
             member_avatar_url=member.avatar_url,
             now=now_wall,
+            colour=self._colours.known(playback) if self._colours is not None else None,
         )
         try:
             action, message_id = await self._send_or_edit(channel_id, message, last, now_wall)

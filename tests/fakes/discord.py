@@ -60,6 +60,7 @@ import discord.http
 import yarl
 from aiohttp import web
 
+from .discord_files import build_attachments, resolve_embed_attachments, upload_problem
 from .discord_payloads import (
     ATTACH_FILES,
     DEFAULT_BOT_PERMISSIONS,
@@ -270,6 +271,7 @@ class FakeMessage:
             kept = {str(a.get("id")) for a in data["attachments"] or []}
             self.attachments = [a for a in self.attachments if a["id"] in kept]
         self.attachments.extend(attachments)
+        self.embeds = resolve_embed_attachments(self.embeds, self.attachments)
         self.flags &= ~LOADING
         self.edits.append(dict(data))
         self.edited_at = now
@@ -717,6 +719,7 @@ class FakeDiscord:
         self.unknown_requests: list[RecordedRequest] = []
         self.handler_errors: list[BaseException] = []
         self.messages: dict[str, FakeMessage] = {}
+        self.attachment_data: dict[str, bytes] = {}  # attachment id -> uploaded bytes
         self.channel_posts: list[FakeMessage] = []
         self.interactions: dict[str, SentInteraction] = {}
         self._interactions_by_token: dict[str, SentInteraction] = {}
@@ -1528,6 +1531,7 @@ class FakeDiscord:
         add("GET", webhook_message, self._get_webhook_message, auth=False)
         add("PATCH", webhook_message, self._edit_webhook_message, auth=False)
         add("DELETE", webhook_message, self._delete_webhook_message, auth=False)
+        router.add_get("/attachments/{attachment_id}/{filename}", self._get_attachment)
         router.add_route("*", "/{tail:.*}", self._endpoint(self._unknown_route, auth=False))
         return app
 
@@ -1765,6 +1769,9 @@ class FakeDiscord:
             return None
         if new and is_empty_message(data, has_files=bool(files)):
             return _error(400, 50006, "Cannot send an empty message")
+        refused = upload_problem(files)
+        if refused is not None:
+            return _error(*refused)
         problems = message_problems(data)
         return _invalid_form_body(problems) if problems else None
 
@@ -1824,7 +1831,9 @@ class FakeDiscord:
         error = self._message_body_error(data, record.files, new=False)
         if error is not None:
             return error
-        message.apply_edit(data, self._attachments(record), record.received_at)
+        message.apply_edit(
+            data, self._attachments(record, ephemeral=message.ephemeral), record.received_at
+        )
         return _json_response(message.to_payload())
 
     async def _delete_message(self, request: web.Request, record: RecordedRequest) -> web.Response:
@@ -1834,22 +1843,31 @@ class FakeDiscord:
         message.deleted = True
         return web.Response(status=204)
 
-    def _attachments(self, record: RecordedRequest) -> list[JSON]:
-        attachments = []
-        for file in record.files:
-            attachment_id = new_snowflake()
-            url = f"{self.base_url}/attachments/{attachment_id}/{file.filename}"
-            attachments.append(
-                {
-                    "id": attachment_id,
-                    "filename": file.filename or "file",
-                    "size": len(file.data),
-                    "url": url,
-                    "proxy_url": url,
-                    "content_type": file.content_type,
-                }
-            )
-        return attachments
+    def _attachments(self, record: RecordedRequest, *, ephemeral: bool = False) -> list[JSON]:
+        body = record.json if isinstance(record.json, dict) else {}
+        if isinstance(body.get("data"), dict):  # an interaction callback: {"type", "data"}
+            body = body["data"]
+        stored = build_attachments(
+            body,
+            record.files,
+            base_url=self.base_url,
+            new_id=new_snowflake,
+            ephemeral=ephemeral,
+        )
+        for attachment in stored:
+            self.attachment_data[attachment.payload["id"]] = attachment.data
+        return [attachment.payload for attachment in stored]
+
+    def attachment_bytes(self, attachment: Mapping[str, Any]) -> bytes:
+        """The uploaded bytes behind an attachment object of a message."""
+        return self.attachment_data[str(attachment["id"])]
+
+    async def _get_attachment(self, request: web.Request) -> web.Response:
+        """The CDN side: an attachment's URL serves its bytes (no token needed)."""
+        data = self.attachment_data.get(request.match_info["attachment_id"])
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     def _new_message(
         self,
@@ -1869,9 +1887,10 @@ class FakeDiscord:
             embeds=list(data.get("embeds") or []),
             components=list(data.get("components") or []),
             flags=flags,
-            attachments=self._attachments(record),
+            attachments=self._attachments(record, ephemeral=bool(flags & EPHEMERAL)),
             created_at=record.received_at,
         )
+        message.embeds = resolve_embed_attachments(message.embeds, message.attachments)
         if interaction is not None:
             message.interaction_id = interaction.id
             message.interaction_user_id = interaction.user_id
@@ -1915,7 +1934,9 @@ class FakeDiscord:
             interaction.original_message_id = interaction.message_id
             if kind == UPDATE_MESSAGE and interaction.message_id is not None:
                 message = self.messages[interaction.message_id]
-                message.apply_edit(data, self._attachments(record), record.received_at)
+                message.apply_edit(
+                    data, self._attachments(record, ephemeral=message.ephemeral), record.received_at
+                )
         if message is not None:
             interaction.original_message_id = message.id
         return _json_response(_callback_response(interaction, kind, message))
@@ -1979,7 +2000,9 @@ class FakeDiscord:
         ):
             # Discord turns the "thinking" message into the first follow-up; it keeps the
             # ephemerality chosen at defer time, whatever the follow-up's flags say.
-            original.apply_edit(data, self._attachments(record), record.received_at)
+            original.apply_edit(
+                data, self._attachments(record, ephemeral=original.ephemeral), record.received_at
+            )
             message = original
         else:
             channel = self.channels.get(interaction.channel_id) or {
@@ -2024,7 +2047,9 @@ class FakeDiscord:
         error = self._message_body_error(data, record.files, new=False)
         if error is not None:
             return error
-        message.apply_edit(data, self._attachments(record), record.received_at)
+        message.apply_edit(
+            data, self._attachments(record, ephemeral=message.ephemeral), record.received_at
+        )
         return _json_response(message.to_payload())
 
     async def _delete_webhook_message(
