@@ -22,6 +22,8 @@ from bot.config import Settings, load_settings
 from bot.storage import Storage
 from tests.harness import free_port
 
+PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+
 # --- the adapter --------------------------------------------------------------------------------
 
 
@@ -315,3 +317,43 @@ async def test_refusal_is_not_retried() -> None:
     with pytest.raises(DatabaseRefused, match="refused the user or password"):
         await connect_with_retry(opener, shown_url="postgresql://bot:***@db/bot")
     assert calls == 1
+
+
+@pytest.mark.postgresql
+async def test_the_bot_exits_2_with_one_line_when_postgresql_refuses(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    wrong = url_with(postgres_database, user="nobody")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": PROJECT_ROOT,
+        "DISCORD_TOKEN": "token",
+        "SPOTIFY_CLIENT_ID": "id",
+        "SPOTIFY_CLIENT_SECRET": "secret",
+        "SPOTIFY_REDIRECT_URI": "http://127.0.0.1:8080/callback",
+        "TOKEN_ENCRYPTION_KEY": "A" * 43,
+        "DATABASE_URL": wrong,
+        "DISCORD_API_BASE": "http://127.0.0.1:9/api/v10",  # never reached: the database is first
+        "WEB_PORT": str(free_port()),
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bot", "run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "DATABASE_URL: PostgreSQL at postgresql://nobody:***@" in lines[0]
+    assert "wrong-password" not in lines[0]
+    assert "Traceback" not in done.stderr
