@@ -357,3 +357,18 @@ async def test_the_bot_exits_2_with_one_line_when_postgresql_refuses(
     assert "DATABASE_URL: PostgreSQL at postgresql://nobody:***@" in lines[0]
     assert "wrong-password" not in lines[0]
     assert "Traceback" not in done.stderr
+
+
+async def test_executemany_counts_what_changed_on_both_backends(
+    database_target: str | Path,
+) -> None:
+    async with await Storage.open(database_target) as storage:
+        async with storage._transaction() as tx:
+            inserted = await tx.executemany(
+                "INSERT INTO guild_settings (guild_id, updated_at) SELECT ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM guild_settings WHERE guild_id = ?)",
+                [(1, 1.0, 1), (2, 2.0, 2), (1, 3.0, 1)],
+            )
+        assert inserted == 2
+        rows = await storage._fetchall("SELECT guild_id FROM guild_settings ORDER BY guild_id")
+        assert [int(row[0]) for row in rows] == [1, 2]

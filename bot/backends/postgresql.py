@@ -90,6 +90,16 @@ class PostgresTransaction:
         status = await self._connection.execute(to_numbered_placeholders(sql), *parameters)
         return rows_changed(status)
 
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
+        # One prepared statement, one round trip per row: asyncpg's executemany would be one
+        # round trip in all but reports no row counts, and callers count what was inserted.
+        statement = await self._connection.prepare(to_numbered_placeholders(sql))
+        changed = 0
+        for row in rows:
+            await statement.fetch(*row)
+            changed += rows_changed(statement.get_statusmsg() or "")
+        return changed
+
     async def fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> Row | None:
         row: asyncpg.Record | None = await self._connection.fetchrow(
             to_numbered_placeholders(sql), *parameters
@@ -189,10 +199,6 @@ class PostgresDatabase:
         if self._pool is None:
             raise RuntimeError("Storage is closed")
         return self._pool
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self._require_pool()
 
     async def close(self) -> None:
         """Close the pool: connections still held (a listener, a lock) get CLOSE_TIMEOUT to be

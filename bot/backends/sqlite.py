@@ -34,6 +34,10 @@ class SqliteTransaction:
         async with self._connection.execute(sql, tuple(parameters)) as cursor:
             return max(cursor.rowcount, 0)
 
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
+        async with self._connection.executemany(sql, [tuple(row) for row in rows]) as cursor:
+            return max(cursor.rowcount, 0)
+
     async def fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> Row | None:
         async with self._connection.execute(sql, tuple(parameters)) as cursor:
             row: sqlite3.Row | None = await cursor.fetchone()
