@@ -372,3 +372,41 @@ async def test_executemany_counts_what_changed_on_both_backends(
         assert inserted == 2
         rows = await storage._fetchall("SELECT guild_id FROM guild_settings ORDER BY guild_id")
         assert [int(row[0]) for row in rows] == [1, 2]
+
+
+@pytest.mark.postgresql
+async def test_listening_goes_on_after_the_connection_is_lost(postgres_database: str) -> None:
+    received: list[str] = []
+    arrived = asyncio.Event()
+
+    def callback(payload: str) -> None:
+        received.append(payload)
+        arrived.set()
+
+    async with (
+        await Storage.open(postgres_database) as listener,
+        await Storage.open(postgres_database) as sender,
+        listener.listen("nowplaying_test", callback),
+    ):
+        await sender.notify("nowplaying_test", "before")
+        await asyncio.wait_for(arrived.wait(), 10)
+        admin = await asyncpg.connect(postgres_database)
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert killed == 1
+        arrived.clear()
+
+        async def notify_until_heard() -> None:
+            while not arrived.is_set():
+                await sender.notify("nowplaying_test", "after")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), 0.2)
+
+        await asyncio.wait_for(notify_until_heard(), 15)
+    assert received[0] == "before"
+    assert received[-1] == "after"

@@ -40,6 +40,7 @@ SCHEMA_TABLE: Final = "nowplaying_schema"
 POOL_MAX_SIZE: Final = 20
 CONNECT_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 2.0
+LISTEN_RETRY_SECONDS: Final = 1.0
 
 
 @functools.lru_cache(maxsize=1024)
@@ -263,18 +264,52 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def listen(self, channel: str, callback: Callable[[str], None]) -> AsyncIterator[None]:
-        """LISTEN on a connection of its own for the block."""
+        """LISTEN on a connection of its own for the block, listening again on a new one
+        when it is lost (a server restart): notifications sent meanwhile are missed, which
+        callers accept (the database holds every change; a notification only wakes)."""
+        started = asyncio.Event()
+        task = asyncio.create_task(self._keep_listening(channel, callback, started))
+        waiter = asyncio.create_task(started.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not started.is_set():
+                task.result()  # could not listen at all: raise why
+            yield
+        finally:
+            waiter.cancel()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
+    async def _keep_listening(
+        self, channel: str, callback: Callable[[str], None], started: asyncio.Event
+    ) -> None:
         def received(_connection: object, _pid: int, _channel: str, payload: object) -> None:
             callback(str(payload))
 
-        async with self._require_pool().acquire() as connection:
-            await connection.add_listener(channel, received)
+        while True:
+            lost = asyncio.Event()
             try:
-                yield
-            finally:
-                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    await connection.remove_listener(channel, received)
+                async with self._require_pool().acquire() as connection:
+                    connection.add_termination_listener(lambda _connection, event=lost: event.set())
+                    await connection.add_listener(channel, received)
+                    try:
+                        started.set()
+                        await lost.wait()
+                    finally:
+                        # Removed before the connection goes back to the pool, even a dead one.
+                        with contextlib.suppress(
+                            asyncpg.PostgresError, asyncpg.InterfaceError, OSError
+                        ):
+                            await connection.remove_listener(channel, received)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if not started.is_set():
+                    raise
+                log.warning("listening for %s failed (%s); trying again", channel, exc)
+            if self._pool is None:
+                return
+            log.warning("the connection listening for %s was lost; listening again", channel)
+            await asyncio.sleep(LISTEN_RETRY_SECONDS)
 
     async def checkpoint_truncate(self) -> bool:
         return True
