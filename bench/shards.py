@@ -243,6 +243,7 @@ async def bench_shards(admin_url: str, seconds: float) -> None:
                     if shard_one:
                         first_post_after_restart = time.time()
         finally:
+            ended = time.time()  # posting stops with the processes
             for process in processes.values():
                 process.send_signal(signal.SIGTERM)
             for process in processes.values():
@@ -250,7 +251,6 @@ async def bench_shards(admin_url: str, seconds: float) -> None:
                     process.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     process.kill()
-        ended = time.time()
         report_shards(fake_discord, spotify, timeline, killed_at, restarted_at, ended)
         print(f"  restarted process posted again {fmt(first_post_after_restart, killed_at)}")
         async with await Storage.open(url) as storage:
@@ -301,6 +301,7 @@ def report_shards(
         ready[shard] = min(ready[shard], message.created_at + wall)
     duplicates = sum(count - 1 for count in posted.values() if count > 1)
     missed = missed_in_outage = 0
+    missed_where: Counter[str] = Counter()
     expected = 0
     for listener in range(LISTENERS):
         for index in listener_guilds(listener):
@@ -317,6 +318,8 @@ def report_shards(
                     missed_in_outage += 1
                 else:
                     missed += 1
+                    where = "first" if track == first else "last" if track == last else "middle"
+                    missed_where[where] += 1
     print(
         f"  processes up (first post): shard 0 {ready[0] - timeline.started:.1f} s, "
         f"shard 1 {ready[1] - timeline.started:.1f} s after the tracks started"
@@ -327,7 +330,11 @@ def report_shards(
     )
     print(f"  posts: {sum(posted.values())}; track changes to post once each: {expected}")
     print(f"  duplicates: {duplicates}")
-    print(f"  tracks missed outside the outage: {missed}")
+    print(
+        f"  tracks missed outside the outage: {missed} (the track playing when the process "
+        f"came up: {missed_where['first']}, the last change: {missed_where['last']}, "
+        f"others: {missed_where['middle']})"
+    )
     print(f"  tracks missed by the killed shard around its outage: {missed_in_outage}")
     print(f"  Spotify requests: {spotify.call_count('currently_playing')} currently-playing")
 
