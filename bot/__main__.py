@@ -1,4 +1,5 @@
-"""Command line: ``nowplaying-bot [run|check|setup|gen-key|rotate-keys]`` (or ``python -m bot``)."""
+"""Command line: ``nowplaying-bot [run|check|setup|gen-key|rotate-keys|migrate-db]`` (or
+``python -m bot``)."""
 
 from __future__ import annotations
 
@@ -155,7 +156,7 @@ def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
         asyncio.run(main())
     except StartupError as exc:
         log.critical("%s", exc)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         return 0
     except Exception:
@@ -220,7 +221,7 @@ def _command_rotate_keys(invocation: Invocation, args: argparse.Namespace) -> in
 
     async def main() -> tuple[int, int]:
         cipher = TokenCipher(settings.token_encryption_keys)
-        async with await Storage.open(settings.database_path) as storage:
+        async with await Storage.open(settings.database_target) as storage:
             changed = await rotate_keys(
                 storage,
                 cipher,
@@ -253,12 +254,53 @@ def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
     return run_check(env, command=invocation.command, source=invocation.where_read())
 
 
+def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int:
+    """Copy the SQLite install (DATABASE_PATH) into an empty PostgreSQL database."""
+    from bot.backends.startup import CONNECT_ERRORS, refusal_line
+    from bot.backends.transfer import TransferRefused, copy_sqlite_to_postgresql
+    from bot.config import check_database_url, redact_database_url
+
+    target_url: str = args.to
+    shown = redact_database_url(target_url)
+    problem = check_database_url(target_url)
+    if problem:
+        print(f"migrate-db: --to '{shown}' {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    env = invocation.environment()
+    source = Path(env.get("DATABASE_PATH") or "data/bot.db")
+    if not source.is_file():
+        print(
+            f"migrate-db: {source} does not exist: nothing to copy (is DATABASE_PATH right?)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        report = asyncio.run(copy_sqlite_to_postgresql(source, target_url))
+    except TransferRefused as exc:
+        print(f"migrate-db: {exc}; nothing was written", file=sys.stderr)
+        return 1
+    except CONNECT_ERRORS as exc:
+        print(f"migrate-db: {refusal_line(exc, shown)}", file=sys.stderr)
+        return EXIT_CONFIG
+    for table, rows in sorted(report.rows_by_table.items()):
+        print(f"  {table}: {rows} row(s)")
+    print(
+        f"Copied {report.total_rows} row(s) in {len(report.rows_by_table)} table(s) from "
+        f"{source} to {shown} (schema version {report.schema_version}); every table's row "
+        "count matches. Secrets were copied still encrypted: keep the same "
+        "TOKEN_ENCRYPTION_KEY."
+    )
+    print(f"Next: set DATABASE_URL={shown} (with its password) and start the bot.")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[Invocation, argparse.Namespace], int], str]] = {
     "run": (_command_run, "run the bot (the default)"),
     "check": (_command_check, "check the setup; print the redirect URI and the invite URL"),
     "setup": (_command_setup, "ask for the Discord and Spotify values and write .env"),
     "gen-key": (_command_gen_key, "print a new TOKEN_ENCRYPTION_KEY"),
     "rotate-keys": (_command_rotate_keys, "re-encrypt stored secrets with the first key"),
+    "migrate-db": (_command_migrate_db, "copy the SQLite database into an empty PostgreSQL one"),
 }
 
 
@@ -300,6 +342,11 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         help="rotate-keys: re-encrypt what the keys open; leave secrets no key opens as they are",
     )
     parser.add_argument(
+        "--to",
+        metavar="POSTGRESQL_URL",
+        help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...)",
+    )
+    parser.add_argument(
         "--env-file",
         metavar="PATH",
         help=f"the .env file to read (default: ${ENV_FILE_VARIABLE}, else ./.env)",
@@ -314,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.skip_unreadable and args.command != "rotate-keys":
         parser.error("--skip-unreadable only goes with rotate-keys")
+    if args.to is not None and args.command != "migrate-db":
+        parser.error("--to only goes with migrate-db")
+    if args.command == "migrate-db" and not args.to:
+        parser.error("migrate-db needs --to postgresql://user:password@host:5432/dbname")
     invocation = Invocation(
         command=command,
         env_file=locate_env_file(args.env_file),
@@ -324,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # where setup writes it, and the values may all come from the environment meanwhile.
     first_run = args.command == "run" and invocation.interactive  # setup offers to create it
     if (
-        args.command in ("run", "check", "rotate-keys")
+        args.command in ("run", "check", "rotate-keys", "migrate-db")
         and invocation.env_file.named_by == "--env-file"
         and not invocation.env_file.exists
         and not first_run

@@ -19,8 +19,9 @@ from aiohttp import web
 from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.scheduler import PollScheduler, SchedulerConfig
 from bot.autopost.service import AutopostConfig, AutopostService, PostAction
+from bot.backends.startup import DatabaseRefused, connect_with_retry
 from bot.charts import ChartRenderer
-from bot.client import NowPlayingBot
+from bot.client import NowPlayingBot, create_bot
 from bot.colours import CoverColours
 from bot.config import Settings
 from bot.connect import DiscordStarter, point_discord_at
@@ -37,6 +38,7 @@ from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
 from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
+from bot.shards import IDENTIFY_INTERVAL, IdentifyGate, MemberChangeRelay
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
@@ -52,6 +54,12 @@ INTERACTION_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
 INTERACTION_DRAIN_SECONDS = 3.0
 
 
+class DatabaseSettingRejected(StartupError):
+    """The database refused DATABASE_URL (user, password, database name): a bad setting."""
+
+    exit_status = 2
+
+
 class Application:
     """Owns every resource. ``async with Application(settings):`` starts the web server and
     connects the bot; leaving the block shuts everything down cleanly."""
@@ -63,9 +71,12 @@ class Application:
         masker: SecretMasker | None = None,
         autopost_config: AutopostConfig | None = None,
         command: str = "nowplaying-bot",
+        identify_interval: float = IDENTIFY_INTERVAL,
         **bot_options: Any,
     ) -> None:
         self.settings = settings
+        # Seconds an IDENTIFY keeps its bucket across processes (Discord: 5; tests: shorter).
+        self.identify_interval = identify_interval
         self.masker = masker
         self.command = command  # how the self-hoster runs the CLI, named in log hints
         # Default: the scheduler's defaults with SPOTIFY_REQUEST_BUDGET; tests pass short intervals.
@@ -101,17 +112,7 @@ class Application:
         session = await self._stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         )
-        try:
-            storage = await Storage.open(settings.database_path)
-        except SchemaVersionError as exc:
-            raise StartupError(
-                f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
-                "bot; upgrade the bot (or restore a backup)"
-            ) from exc
-        except (OSError, sqlite3.Error) as exc:
-            raise StartupError(
-                f"DATABASE_PATH: cannot open {settings.database_path} ({exc})"
-            ) from exc
+        storage = await _open_storage(settings)
         self._stack.push_async_callback(storage.close)
         images = ImageFetcher(session, image_base=settings.spotify_image_base)
         colours = CoverColours(images, storage)
@@ -169,7 +170,13 @@ class Application:
         # The REST base now; the gateway address once /gateway/bot answers (bot.connect).
         point_discord_at(settings.discord_api_base, None)
 
-        self.bot = NowPlayingBot(self.services, **self._bot_options)
+        self.bot = create_bot(self.services, **self._bot_options)
+        if storage.dialect == "postgresql":  # other processes may share this bot
+            gate = IdentifyGate(
+                storage.named_lock, self._max_concurrency, interval=self.identify_interval
+            )
+            self.bot.identify_gate = gate
+            self._stack.push_async_callback(gate.close)
         self._stack.push_async_callback(self._close_bot)
         if metrics is not None:
             self.bot.command_outcome_hook = metrics.command_completed
@@ -195,6 +202,24 @@ class Application:
         links.add_unlinked_listener(autopost.member_unlinked)
         privacy.add_private_listener(autopost.member_went_private)
         privacy.add_server_listener(autopost.member_went_public)
+        if storage.dialect == "postgresql":  # other processes may share this bot
+
+            def unlinked_elsewhere(member_id: int) -> None:
+                tokens.forget(member_id)
+                autopost.member_unlinked(member_id)
+
+            relay = MemberChangeRelay(
+                storage,
+                on_linked=autopost.member_linked,
+                on_unlinked=unlinked_elsewhere,
+                on_visibility=privacy.reload,
+            )
+            links.add_linked_listener(relay.linked)
+            links.add_unlinked_listener(relay.unlinked)
+            privacy.add_private_listener(relay.visibility_changed)
+            privacy.add_server_listener(relay.visibility_changed)
+            await self._stack.enter_async_context(relay.listening())
+            self._stack.push_async_callback(relay.close)
         await self._start_listening_log(storage, tokens, api, scheduler, autopost)
 
         app = create_app(
@@ -230,6 +255,11 @@ class Application:
         # Links that waited for a Spotify hold (also from before a restart) finish now.
         completer.start()
         self._stack.push_async_callback(completer.stop)
+
+    async def _max_concurrency(self) -> int:
+        """How many sessions Discord lets the bot start per 5 s (``/gateway/bot``)."""
+        _, _, limits = await self.bot.http.get_bot_gateway()
+        return int(limits.get("max_concurrency", 1))
 
     async def _start_listening_log(
         self,
@@ -316,6 +346,32 @@ class Application:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
                     loop.remove_signal_handler(sig)
+
+
+async def _open_storage(settings: Settings) -> Storage:
+    """SQLite: open the file. PostgreSQL: keep trying while the server cannot be reached."""
+    if settings.database_url is not None:
+        shown = settings.database_shown
+        try:
+            return await connect_with_retry(
+                lambda: Storage.open(settings.database_target), shown_url=shown
+            )
+        except DatabaseRefused as exc:
+            raise DatabaseSettingRejected(str(exc)) from exc
+        except SchemaVersionError as exc:
+            raise StartupError(
+                f"DATABASE_URL: {shown} was written by a newer version of the bot; upgrade the "
+                "bot (or restore a backup)"
+            ) from exc
+    try:
+        return await Storage.open(settings.database_path)
+    except SchemaVersionError as exc:
+        raise StartupError(
+            f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
+            "bot; upgrade the bot (or restore a backup)"
+        ) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"DATABASE_PATH: cannot open {settings.database_path} ({exc})") from exc
 
 
 def _autopost_metrics(metrics: Metrics) -> Callable[[PostAction, float], None]:

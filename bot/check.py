@@ -51,7 +51,8 @@ import aiosqlite
 import discord
 
 from bot import db
-from bot.config import Settings, load_settings
+from bot.backends.sqlite import SqliteDatabase
+from bot.config import Settings, load_settings, redact_database_url
 from bot.crypto import TokenCipher
 from bot.errors import (
     ConfigError,
@@ -76,6 +77,7 @@ PROBLEM: Final = "problem"
 SKIPPED: Final = "skipped"
 
 REQUEST_TIMEOUT: Final = 10.0
+POSTGRES_CHECK_TIMEOUT: Final = 10.0
 
 INVITE_BASE: Final = "https://discord.com/oauth2/authorize"
 INVITE_SCOPES: Final = ("bot", "applications.commands")
@@ -182,7 +184,10 @@ async def check_async(
     report = _Report(out, masker_for_settings(settings))
     report.add(Finding(OK, "settings", "every value is valid"))
     cipher = TokenCipher(settings.token_encryption_keys)
-    database, counts = await _check_database(settings.database_path, cipher)
+    if settings.database_url is not None:
+        database, counts = await _check_postgresql(settings.database_url, cipher)
+    else:
+        database, counts = await _check_database(settings.database_path, cipher)
     report.add(database)
     report.add(_check_keys(len(settings.token_encryption_keys), counts, command))
 
@@ -282,6 +287,59 @@ async def _check_database(path: Path, cipher: TokenCipher) -> tuple[Finding, Sec
     return Finding(OK, item, f"{located} is writable, schema version {version} (current)"), counts
 
 
+async def _check_postgresql(url: str, cipher: TokenCipher) -> tuple[Finding, SecretCounts | None]:
+    """Connect once (no retry, no migration) and read the schema version and the secrets."""
+    from bot.backends.postgresql import PostgresDatabase
+    from bot.backends.startup import (
+        CONNECT_ERRORS,
+        TRANSIENT_ERRORS,
+        describe_transient,
+        refusal_line,
+    )
+
+    item = "database"
+    shown = redact_database_url(url)
+    latest = db.LATEST_SCHEMA_VERSION
+    try:
+        async with asyncio.timeout(POSTGRES_CHECK_TIMEOUT):
+            database = await PostgresDatabase.open(url, run_migrations=False, max_size=1)
+    except CONNECT_ERRORS as exc:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            return (
+                Finding(
+                    PROBLEM,
+                    item,
+                    f"PostgreSQL at {shown} cannot be reached ({describe_transient(exc)}); "
+                    "the bot keeps trying at start-up",
+                ),
+                None,
+            )
+        return Finding(PROBLEM, item, refusal_line(exc, shown)), None
+    storage = Storage(database)
+    try:
+        version = await storage.schema_version()
+        counts = None
+        if version >= 1:
+            current, older, undecryptable = await count_secrets_by_key(storage, cipher)
+            counts = SecretCounts(current, older, undecryptable)
+    finally:
+        await storage.close()
+    if version > latest:
+        detail = (
+            f"PostgreSQL at {shown} is at schema version {version}, newer than this bot "
+            f"supports ({latest}): upgrade the bot or restore a matching backup"
+        )
+        return Finding(PROBLEM, item, detail), counts
+    if version < latest:
+        detail = (
+            f"PostgreSQL at {shown} accepts the connection, schema version {version}; the bot "
+            f"migrates it to {latest} at start-up"
+        )
+        return Finding(OK, item, detail), counts
+    detail = f"PostgreSQL at {shown} accepts the connection, schema version {version} (current)"
+    return Finding(OK, item, detail), counts
+
+
 def _locate_database(path: Path) -> Finding | Path:
     """The existing database file to read, or the finding when there is nothing to read."""
     item = "database"
@@ -324,7 +382,7 @@ async def _read_database(path: Path, cipher: TokenCipher) -> tuple[int, SecretCo
     # leaves -wal and -shm files behind, which the last read-write connection removes on close.
     uri = f"file:{quote(str(path))}?mode=rw"
     connection = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-    storage = Storage(connection)
+    storage = Storage(SqliteDatabase(connection))
     try:
         async with connection.execute(f"PRAGMA busy_timeout = {db.BUSY_TIMEOUT_MS}"):
             pass

@@ -51,6 +51,23 @@ class Settings:
     metrics_enabled: bool = False
     spotify_request_budget: int = 120
     listening_log_days: int = 90
+    # PostgreSQL instead of SQLite (several processes share one bot); None: DATABASE_PATH.
+    database_url: str | None = None
+    # This process runs these shards of shard_count; both None: every shard, Discord's count.
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+
+    @property
+    def database_target(self) -> str | Path:
+        """What ``Storage.open`` takes: the PostgreSQL URL when set, else the SQLite file."""
+        return self.database_url if self.database_url is not None else self.database_path
+
+    @property
+    def database_shown(self) -> str:
+        """The database for messages: the URL without its password, or the SQLite path."""
+        if self.database_url is not None:
+            return redact_database_url(self.database_url)
+        return str(self.database_path)
 
     @property
     def redirect_path(self) -> str:
@@ -68,9 +85,65 @@ class Settings:
     def __repr__(self) -> str:  # never print secrets, even by accident
         return (
             f"Settings(redirect_uri={self.spotify_redirect_uri!r}, "
-            f"database_path={str(self.database_path)!r}, web={self.web_host}:{self.web_port}, "
+            f"database={self.database_shown!r}, web={self.web_host}:{self.web_port}, "
             f"presence={self.enable_presence})"
         )
+
+
+def redact_database_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+def check_database_url(url: str) -> str | None:
+    """What is wrong with a DATABASE_URL, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return "must start with postgresql:// (only PostgreSQL is supported here)"
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a port that is not a number"
+    del port
+    socket_host = "host=" in parts.query
+    if not parts.hostname and not socket_host:
+        return "names no host (postgresql://user:password@host:5432/dbname)"
+    if not parts.path.strip("/"):
+        return "names no database (postgresql://user:password@host:5432/dbname)"
+    return None
+
+
+def _parse_shards(
+    raw_count: str | None, raw_ids: str | None, problems: list[str]
+) -> tuple[int | None, tuple[int, ...] | None]:
+    if raw_count is None and raw_ids is None:
+        return None, None
+    if raw_count is None or not raw_count.isdigit() or int(raw_count) < 1:
+        problems.append(
+            f"SHARD_COUNT: '{raw_count or ''}' is not a positive whole number "
+            "(set it together with SHARD_IDS, e.g. SHARD_COUNT=4 SHARD_IDS=0,1)"
+        )
+        return None, None
+    count = int(raw_count)
+    if raw_ids is None:
+        return count, tuple(range(count))
+    ids: list[int] = []
+    for entry in raw_ids.split(","):
+        text = entry.strip()
+        if not text.isdigit() or int(text) >= count:
+            problems.append(
+                f"SHARD_IDS: '{raw_ids}' must be shard numbers from 0 to {count - 1}, "
+                "comma-separated"
+            )
+            return None, None
+        if int(text) not in ids:
+            ids.append(int(text))
+    return count, tuple(sorted(ids))
 
 
 def decode_key(text: str) -> bytes:
@@ -206,6 +279,18 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
                 )
 
     database_path = Path(get("DATABASE_PATH") or "data/bot.db")
+    database_url = get("DATABASE_URL")
+    if database_url is not None:
+        problem = check_database_url(database_url)
+        if problem:
+            problems.append(f"DATABASE_URL: '{redact_database_url(database_url)}' {problem}")
+    shard_count, shard_ids = _parse_shards(get("SHARD_COUNT"), get("SHARD_IDS"), problems)
+    partial = shard_count is not None and shard_ids is not None and len(shard_ids) < shard_count
+    if partial and database_url is None:
+        problems.append(
+            "SHARD_IDS: this process runs only some of the shards, so other processes run "
+            "the rest and they must share one database: set DATABASE_URL (PostgreSQL)"
+        )
     web_host = get("WEB_HOST") or DEFAULT_WEB_HOST
     web_port = 8080
     raw_port = get("WEB_PORT")
@@ -293,6 +378,9 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
         log_format=log_format,
         metrics_enabled=metrics_enabled,
         spotify_request_budget=budget,
+        database_url=database_url,
+        shard_count=shard_count,
+        shard_ids=shard_ids,
         listening_log_days=listening_log_days,
     )
 

@@ -1,9 +1,9 @@
-"""Every query of the bot, behind one aiosqlite connection.
+"""Every query of the bot, written once for SQLite and PostgreSQL (``bot.backends``).
 
-Concurrency: one ``asyncio.Lock`` guards the connection, so a coroutine never runs a statement
-inside another coroutine's transaction. Every change runs in ``BEGIN IMMEDIATE … COMMIT``
-(rolled back on any error), which also serialises writers in other processes through SQLite's
-write lock and ``busy_timeout``. Reads are single statements under the same lock.
+Queries use ``?`` placeholders and the SQL both engines share. Every change runs in a write
+transaction of the backend (rolled back on any error) that serialises writers across every
+process sharing the database, so a read-then-write inside one never races; reads are single
+statements.
 
 Timestamps are floats of Unix time (``time.time()``). Refresh tokens arrive and leave here
 already encrypted (``bot.crypto.TokenCipher``); this module never sees plaintext.
@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
-import aiosqlite
-
-from bot import db
+from bot.backends import Database, Row, Transaction, is_postgresql_url
+from bot.backends.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +169,7 @@ _PLAY_COLUMNS: Final = (
 PRUNE_BATCH: Final = 5000
 
 
-def _play_from_row(row: sqlite3.Row) -> Play:
+def _play_from_row(row: Row) -> Play:
     return Play(
         discord_user_id=int(row[0]),
         track_id=str(row[1]),
@@ -216,7 +213,7 @@ _ACCOUNT_COLUMNS: Final = (
 )
 
 
-def _account_from_row(row: sqlite3.Row) -> LinkedAccount:
+def _account_from_row(row: Row) -> LinkedAccount:
     status = str(row[7])
     if status not in LINK_STATUSES:  # the CHECK constraint makes this unreachable
         raise ValueError(f"unexpected link status {status!r}")
@@ -233,7 +230,7 @@ def _account_from_row(row: sqlite3.Row) -> LinkedAccount:
     )
 
 
-def _last_post_from_row(row: sqlite3.Row) -> LastPost:
+def _last_post_from_row(row: Row) -> LastPost:
     return LastPost(
         discord_user_id=int(row[0]),
         channel_id=int(row[1]),
@@ -243,62 +240,43 @@ def _last_post_from_row(row: sqlite3.Row) -> LastPost:
     )
 
 
-class _Transaction:
-    """The statements a coroutine may run while it holds the lock inside BEGIN IMMEDIATE."""
-
-    __slots__ = ("_connection",)
-
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self._connection = connection
-
-    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> int:
-        """Run one statement; return the number of rows it changed."""
-        async with self._connection.execute(sql, tuple(parameters)) as cursor:
-            return max(cursor.rowcount, 0)
-
-    async def fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> sqlite3.Row | None:
-        async with self._connection.execute(sql, tuple(parameters)) as cursor:
-            return await cursor.fetchone()
-
-    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
-        """Run one statement for every row (one round trip); return the rows changed."""
-        async with self._connection.executemany(sql, [tuple(row) for row in rows]) as cursor:
-            return max(cursor.rowcount, 0)
-
-
 class Storage:
-    """The bot's database. Open with ``await Storage.open(path)`` or ``async with``."""
+    """The bot's database. Open with ``await Storage.open(path_or_url)`` or ``async with``.
 
-    def __init__(
-        self, connection: aiosqlite.Connection, *, applied_migrations: Sequence[int] = ()
-    ) -> None:
-        self._connection: aiosqlite.Connection | None = connection
-        self._lock = asyncio.Lock()
-        self.applied_migrations: tuple[int, ...] = tuple(applied_migrations)
+    ``path_or_url``: an SQLite file (or ``":memory:"``), or a ``postgresql://`` URL.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
     @classmethod
-    async def open(cls, path: Path | str) -> Storage:
-        """Open (creating folder and file when missing) and migrate to the latest schema."""
-        connection = await db.open_database(path, run_migrations=False)
-        try:
-            applied = await db.migrate(connection)
-        except BaseException:
-            await connection.close()
-            raise
-        if not db.is_memory_path(path):
-            db.secure_database_files(Path(path))
-        return cls(connection, applied_migrations=applied)
+    async def open(cls, path_or_url: Path | str) -> Storage:
+        """Open (creating the SQLite folder and file when missing) and migrate to the latest."""
+        if isinstance(path_or_url, str) and is_postgresql_url(path_or_url):
+            from bot.backends.postgresql import PostgresDatabase  # asyncpg only when used
+
+            return cls(await PostgresDatabase.open(path_or_url))
+        return cls(await SqliteDatabase.open(path_or_url))
+
+    @property
+    def database(self) -> Database:
+        return self._database
+
+    @property
+    def dialect(self) -> str:
+        return self._database.dialect
+
+    @property
+    def applied_migrations(self) -> tuple[int, ...]:
+        return self._database.applied_migrations
 
     async def close(self) -> None:
         """Close the connection after any running transaction finishes. Idempotent."""
-        async with self._lock:
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                await connection.close()
+        await self._database.close()
 
     @property
     def closed(self) -> bool:
-        return self._connection is None
+        return self._database.closed
 
     async def __aenter__(self) -> Self:
         return self
@@ -312,37 +290,19 @@ class Storage:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<Storage {'closed' if self.closed else 'open'}>"
+        return f"<Storage {self.dialect} {'closed' if self.closed else 'open'}>"
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    def _require_connection(self) -> aiosqlite.Connection:
-        if self._connection is None:
-            raise RuntimeError("Storage is closed")
-        return self._connection
-
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[_Transaction]:
-        async with self._lock:
-            connection = self._require_connection()
-            try:
-                async with connection.execute("BEGIN IMMEDIATE"):
-                    pass
-                yield _Transaction(connection)
-                await connection.commit()
-            except BaseException:
-                # aiosqlite runs statements in order on one thread, and a cancelled await does
-                # not unqueue its statement: this ROLLBACK runs after whatever was in flight
-                # (BEGIN included), so no transaction outlives the lock. A no-op when none is open.
-                await connection.rollback()
-                raise
+    async def _transaction(self) -> AsyncIterator[Transaction]:
+        async with self._database.transaction() as tx:
+            yield tx
 
-    async def _fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            connection = self._require_connection()
-            return list(await connection.execute_fetchall(sql, tuple(parameters)))
+    async def _fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
+        return await self._database.fetchall(sql, parameters)
 
-    async def _fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def _fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> Row | None:
         rows = await self._fetchall(sql, parameters)
         return rows[0] if rows else None
 
@@ -353,17 +313,11 @@ class Storage:
     # --- health --------------------------------------------------------------------------------
 
     async def schema_version(self) -> int:
-        async with self._lock:
-            return await db.get_schema_version(self._require_connection())
+        return await self._database.schema_version()
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when a trivial query answers within ``timeout`` seconds (for /healthz)."""
-        try:
-            async with asyncio.timeout(timeout):
-                row = await self._fetchone("SELECT 1")
-        except (TimeoutError, sqlite3.Error, RuntimeError, ValueError):
-            return False
-        return row is not None and row[0] == 1
+        return await self._database.ping(timeout)
 
     # --- linked accounts -----------------------------------------------------------------------
 
@@ -525,29 +479,32 @@ class Storage:
     @asynccontextmanager
     async def secure_delete(self) -> AsyncIterator[None]:
         """Within the block, content that statements free or overwrite is zeroed in the file
-        (``PRAGMA secure_delete``), so replaced secrets leave no copy in free space. Connections
-        opened by ``bot.db`` have it on already; this makes sure, then restores what was set."""
-        async with self._lock:
-            connection = self._require_connection()
-            async with connection.execute("PRAGMA secure_delete") as cursor:
-                row = await cursor.fetchone()
-            previous = int(row[0]) if row is not None else 0
-            async with connection.execute("PRAGMA secure_delete = ON"):
-                pass
-        try:
+        (SQLite's ``PRAGMA secure_delete``), so replaced secrets leave no copy in free space."""
+        async with self._database.scrub_freed_content():
             yield
-        finally:
-            async with self._lock:
-                if self._connection is not None and previous != 1:
-                    # PRAGMA arguments cannot be bound; the value is our own int.
-                    async with self._connection.execute(f"PRAGMA secure_delete = {previous}"):
-                        pass
+
+    def member_lock(self, user_id: int) -> AbstractAsyncContextManager[None]:
+        """Held while a member's refresh token is read, refreshed and stored: across every
+        process sharing the database, so a rotated refresh token is never lost to a race."""
+        return self._database.lock(f"member:{int(user_id)}")
+
+    def named_lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """A lock across every process sharing the database (e.g. IDENTIFY turns)."""
+        return self._database.lock(name)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Wake the other processes sharing the database (nothing to do on SQLite)."""
+        await self._database.notify(channel, payload)
+
+    def listen(
+        self, channel: str, callback: Callable[[str], None]
+    ) -> AbstractAsyncContextManager[None]:
+        return self._database.listen(channel, callback)
 
     async def checkpoint_truncate(self) -> bool:
-        """Copy the WAL into the database and truncate it to zero bytes, so no old page image
-        survives in the ``-wal`` file. False when another connection kept it busy."""
-        row = await self._fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
-        return row is None or int(row[0]) == 0
+        """SQLite: copy the WAL into the database and truncate it to zero bytes, so no old page
+        image survives in the ``-wal`` file. False when another connection kept it busy."""
+        return await self._database.checkpoint_truncate()
 
     # --- OAuth link states ---------------------------------------------------------------------
 
@@ -1072,29 +1029,39 @@ class Storage:
         return True
 
     async def record_plays(self, batch: Sequence[tuple[Play, float, float]]) -> int:
-        """:meth:`record_play` for many plays in one transaction and one round trip: each
-        ``(play, match_from, match_to)`` is inserted unless a matching play exists (earlier
-        rows of the batch included). Returns how many were inserted."""
+        """:meth:`record_play` for many plays in one transaction: each ``(play, match_from,
+        match_to)`` is inserted unless a matching play exists (earlier rows of the batch
+        included). SQLite does the whole batch in one round trip. Returns how many were
+        inserted."""
         if not batch:
             return 0
-        rows = []
-        for play, match_from, match_to in batch:
-            rows.append(
-                (
-                    *_play_values(play),
-                    play.discord_user_id,
-                    match_from,
-                    match_to,
-                    play.track_id,
-                )
-            )
         async with self._transaction() as tx:
-            return await tx.executemany(
-                f"INSERT INTO plays ({_PLAY_COLUMNS}) "  # noqa: S608
-                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM plays "
-                "WHERE discord_user_id = ? AND started_at BETWEEN ? AND ? AND track_id = ?)",
-                rows,
-            )
+            if self.dialect == "sqlite":
+                rows = [
+                    (*_play_values(play), play.discord_user_id, low, high, play.track_id)
+                    for play, low, high in batch
+                ]
+                return await tx.executemany(
+                    f"INSERT INTO plays ({_PLAY_COLUMNS}) "  # noqa: S608
+                    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM "
+                    "plays WHERE discord_user_id = ? AND started_at BETWEEN ? AND ? "
+                    "AND track_id = ?)",
+                    rows,
+                )
+            inserted = 0
+            for play, low, high in batch:
+                existing = await tx.fetchone(
+                    "SELECT 1 FROM plays WHERE discord_user_id = ? AND started_at BETWEEN ? "
+                    "AND ? AND track_id = ? LIMIT 1",
+                    (play.discord_user_id, low, high, play.track_id),
+                )
+                if existing is None:
+                    inserted += await tx.execute(
+                        f"INSERT INTO plays ({_PLAY_COLUMNS}) "  # noqa: S608
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        _play_values(play),
+                    )
+            return inserted
 
     async def recent_plays(self, user_id: int, *, limit: int = 10) -> list[Play]:
         """The member's latest plays, newest first."""
@@ -1166,44 +1133,42 @@ class Storage:
         One pass over the per-member covering index (each visible member's range of start
         times) counts plays per track; the artists' totals are summed from those counts.
         """
-        members = json.dumps(sorted(set(member_ids)))
-        where = "discord_user_id IN (SELECT value FROM json_each(?)) AND started_at >= ?"
-        async with self._lock:
-            connection = self._require_connection()
-            # One seek per member in the per-member index: far cheaper than a DISTINCT pass.
-            listeners = list(
-                await connection.execute_fetchall(
-                    "SELECT count(*) FROM json_each(?) AS m WHERE EXISTS (SELECT 1 FROM plays "
-                    "WHERE discord_user_id = m.value AND started_at >= ?)",
-                    (members, since),
-                )
+        members = sorted(set(member_ids))
+        if not members:
+            return Recap(tracks=(), artists=(), listeners=0, plays=0)
+        marks = ", ".join("?" for _ in members)
+        # SQLite: name the per-member covering index (its planner may pick the time index).
+        hint = "INDEXED BY plays_member_cover " if self.dialect == "sqlite" else ""
+        where = f"discord_user_id IN ({marks}) AND started_at >= ?"
+        # One seek per member in the per-member index: far cheaper than a DISTINCT pass.
+        listeners = await self._fetchall(
+            f"SELECT count(DISTINCT discord_user_id) FROM plays {hint}WHERE {where}",  # noqa: S608
+            (*members, since),
+        )
+        per_track = await self._fetchall(
+            "SELECT track_id, max(artist), count(*), max(id), max(album_id) FROM plays "  # noqa: S608
+            f"{hint}WHERE {where} GROUP BY track_id",
+            (*members, since),
+        )
+        per_track.sort(key=lambda row: (-int(row[2]), str(row[0])))
+        top = per_track[:limit]
+        by_album: dict[str, list[int]] = {}  # album id -> [plays, latest play id]
+        for row in per_track:
+            if row[4] is not None:
+                entry = by_album.setdefault(str(row[4]), [0, 0])
+                entry[0] += int(row[2])
+                entry[1] = max(entry[1], int(row[3]))
+        top_albums = sorted(by_album.items(), key=lambda item: (-item[1][0], item[0]))
+        top_albums = top_albums[:albums]
+        names: dict[int, Row] = {}
+        wanted = [int(row[3]) for row in top] + [entry[1] for _, entry in top_albums]
+        if wanted:
+            rows = await self._fetchall(
+                "SELECT id, track_name, artists, album_name, image_url FROM plays "  # noqa: S608
+                f"WHERE id IN ({', '.join('?' for _ in wanted)})",
+                wanted,
             )
-            per_track = list(
-                await connection.execute_fetchall(
-                    "SELECT track_id, artist, count(*), max(id), album_id FROM plays "  # noqa: S608
-                    f"INDEXED BY plays_member_cover WHERE {where} GROUP BY track_id",
-                    (members, since),
-                )
-            )
-            per_track.sort(key=lambda row: (-int(row[2]), str(row[0])))
-            top = per_track[:limit]
-            by_album: dict[str, list[int]] = {}  # album id -> [plays, latest play id]
-            for row in per_track:
-                if row[4] is not None:
-                    entry = by_album.setdefault(str(row[4]), [0, 0])
-                    entry[0] += int(row[2])
-                    entry[1] = max(entry[1], int(row[3]))
-            top_albums = sorted(by_album.items(), key=lambda item: (-item[1][0], item[0]))
-            top_albums = top_albums[:albums]
-            names: dict[int, sqlite3.Row] = {}
-            wanted = [int(row[3]) for row in top] + [entry[1] for _, entry in top_albums]
-            if wanted:
-                rows = await connection.execute_fetchall(
-                    "SELECT id, track_name, artists, album_name, image_url FROM plays "
-                    "WHERE id IN (SELECT value FROM json_each(?))",
-                    (json.dumps(wanted),),
-                )
-                names = {int(row[0]): row for row in rows}
+            names = {int(row[0]): row for row in rows}
         by_artist: dict[str, int] = {}
         for row in per_track:
             artist = str(row[1])

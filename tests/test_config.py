@@ -309,5 +309,55 @@ def test_the_web_server_is_not_exposed_unless_the_admin_chooses_to() -> None:
         for line in compose.splitlines()
         if line.strip().startswith("- ") and ":8080" in line
     ]
-    assert published == ["127.0.0.1:8080:8080"]
+    # The SQLite bot, and the proxy of the PostgreSQL profile: each on loopback only.
+    assert published == ["127.0.0.1:8080:8080", "127.0.0.1:8080:8080"]
     assert "reverse proxy" in compose
+
+
+# --- PostgreSQL and shards --------------------------------------------------------------------
+
+
+def test_database_url_selects_postgresql_and_never_shows_its_password() -> None:
+    settings = load_settings(valid_env(DATABASE_URL="postgresql://bot:s3cr%40t@db:5432/nowplaying"))
+    assert settings.database_target == "postgresql://bot:s3cr%40t@db:5432/nowplaying"
+    assert settings.database_shown == "postgresql://bot:***@db:5432/nowplaying"
+    assert "s3cr" not in repr(settings)
+    unset = load_settings(valid_env())
+    assert unset.database_url is None
+    assert unset.database_target == Path("data/bot.db")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://bot:pw@db/x", "must start with postgresql://"),
+        ("postgresql://bot:pw@db:port/x", "port that is not a number"),
+        ("postgresql://bot:pw@/x", "names no host"),
+        ("postgresql://bot:pw@db:5432/", "names no database"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_without_the_password(url: str, expected: str) -> None:
+    (problem,) = problems_for(DATABASE_URL=url)
+    assert problem.startswith("DATABASE_URL: ")
+    assert expected in problem
+    assert ":pw@" not in problem
+
+
+def test_shards() -> None:
+    settings = load_settings(
+        valid_env(SHARD_COUNT="4", SHARD_IDS="3,1", DATABASE_URL="postgresql://bot@db/bot")
+    )
+    assert (settings.shard_count, settings.shard_ids) == (4, (1, 3))
+    every = load_settings(valid_env(SHARD_COUNT="2"))
+    assert (every.shard_count, every.shard_ids) == (2, (0, 1))
+    unset = load_settings(valid_env())
+    assert (unset.shard_count, unset.shard_ids) == (None, None)
+    assert (
+        "SHARD_IDS: '0,4' must be shard numbers from 0 to 3"
+        in problems_for(SHARD_COUNT="4", SHARD_IDS="0,4")[0]
+    )
+    assert problems_for(SHARD_IDS="0")[0].startswith("SHARD_COUNT: '' is not a positive")
+    (alone,) = problems_for(SHARD_COUNT="2", SHARD_IDS="1")
+    assert alone.startswith("SHARD_IDS: this process runs only some of the shards")
+    assert "DATABASE_URL" in alone
+    assert problems_for(SHARD_COUNT="0", SHARD_IDS="0")[0].startswith("SHARD_COUNT: '0'")

@@ -559,6 +559,19 @@ def _find_reply(interaction: SentInteraction) -> FakeMessage | None:
 # --- the gateway side ----------------------------------------------------------------------------
 
 
+def shard_of(guild_id: str | int, shard_count: int) -> int:
+    return (int(guild_id) >> 22) % shard_count
+
+
+def _guild_of(event: str, data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    guild_id = data.get("guild_id")
+    if guild_id is None and event in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"):
+        guild_id = data.get("id")
+    return str(guild_id) if guild_id is not None else None
+
+
 class _GatewaySession:
     """One websocket connection from the bot."""
 
@@ -568,7 +581,16 @@ class _GatewaySession:
         self.session_id: str | None = None
         self.intents = 0
         self.identified = False
+        self.shard: tuple[int, int] = (0, 1)  # [shard_id, shard_count] from IDENTIFY
         self._send_lock = asyncio.Lock()
+
+    def owns(self, guild_id: str | int | None) -> bool:
+        """Discord routes a guild's events to shard (guild_id >> 22) % shard_count, and
+        everything without a guild (DMs) to shard 0."""
+        shard_id, shard_count = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return shard_of(guild_id, shard_count) == shard_id
 
     @property
     def open(self) -> bool:
@@ -649,8 +671,13 @@ class FakeDiscord:
         session_starts_remaining: int = 999,
         session_starts_reset_after: float = 86_400.0,
         refuse_gateway_handshakes: int = 0,
+        recommended_shards: int = 1,
+        max_concurrency: int = 1,
     ) -> None:
         self.token = token
+        # Sharding: /gateway/bot's advice; IDENTIFY's "shard" decides which guilds a session gets.
+        self.recommended_shards = recommended_shards
+        self.max_concurrency = max_concurrency
         self.bot_user: JSON = bot_user or make_user(username="NowPlaying", bot=True)
         self.bot_user.setdefault("bot", True)
         self.bot_user_id = str(self.bot_user["id"])
@@ -701,6 +728,7 @@ class FakeDiscord:
         self.guild_commands: dict[str, list[JSON]] = {}
         self._command_ids: dict[tuple[str | None, str, int], str] = {}
         self.identifies: list[JSON] = []
+        self.identify_times: list[float] = []  # monotonic, one per IDENTIFY
         self.gateway_frames: list[JSON] = []
         self.member_chunk_requests: list[JSON] = []
         self._failures: list[_InjectedFailure] = []
@@ -882,7 +910,10 @@ class FakeDiscord:
             raise RuntimeError(f"cannot dispatch {event}: no bot is connected to the fake gateway")
         needed = 0 if force else _EVENT_INTENTS.get(event, 0)
         sent_at = time.monotonic()
+        guild_id = _guild_of(event, data)
         for session in sessions:
+            if not session.owns(guild_id):
+                continue  # another shard's guild (or a DM, which goes to shard 0)
             if needed and not session.intents & needed:
                 _log.debug("not dispatching %s: the session lacks intent %s", event, needed)
                 continue
@@ -1568,9 +1599,15 @@ class FakeDiscord:
             "total": self.session_starts_total,
             "remaining": self.session_starts_remaining,
             "reset_after": math.ceil(reset_after * 1000),  # never early
-            "max_concurrency": 1,
+            "max_concurrency": self.max_concurrency,
         }
-        return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        return _json_response(
+            {
+                "url": self.gateway_url,
+                "shards": self.recommended_shards,
+                "session_start_limit": limit,
+            }
+        )
 
     def _session_starts_refresh(self) -> float:
         """Reset the daily budget when its time has come; return seconds until the next reset."""
@@ -2074,6 +2111,7 @@ class FakeDiscord:
 
     async def _identify(self, session: _GatewaySession, data: JSON) -> None:
         self.identifies.append(data)
+        self.identify_times.append(time.monotonic())
         if data.get("token") != self.token:
             await session.ws.close(code=4004, message=b"Authentication failed.")
             return
@@ -2087,6 +2125,13 @@ class FakeDiscord:
         if intents & PRIVILEGED_INTENTS & ~self.enabled_privileged_intents:
             await session.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
+        shard = data.get("shard") or [0, 1]
+        shard_id, shard_count = int(shard[0]), int(shard[1])
+        if not 0 <= shard_id < shard_count:
+            await session.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        session.shard = (shard_id, shard_count)
+        mine = [g for g_id, g in self.guilds.items() if shard_of(g_id, shard_count) == shard_id]
         session.intents = intents
         session.session_id = secrets.token_hex(16)
         self._sessions_by_id[session.session_id] = session
@@ -2095,7 +2140,7 @@ class FakeDiscord:
             {
                 "v": 10,
                 "user": self._client_user_payload(),
-                "guilds": [{"id": guild_id, "unavailable": True} for guild_id in self.guilds],
+                "guilds": [{"id": guild["id"], "unavailable": True} for guild in mine],
                 "session_id": session.session_id,
                 "resume_gateway_url": self.gateway_url,
                 "session_type": "normal",
@@ -2106,10 +2151,10 @@ class FakeDiscord:
                 "geo_ordered_rtc_regions": [],
                 "guild_join_requests": [],
                 "user_settings": {},
-                "shard": [0, 1],
+                "shard": [shard_id, shard_count],
             },
         )
-        for guild in list(self.guilds.values()):
+        for guild in mine:
             await session.dispatch("GUILD_CREATE", self._guild_create(guild, intents))
         session.identified = True
 
@@ -2137,6 +2182,7 @@ class FakeDiscord:
         session.session_id = session_id
         session.sequence = previous.sequence
         session.intents = previous.intents
+        session.shard = previous.shard
         session.identified = True
         self._sessions_by_id[session_id] = session
         await session.dispatch("RESUMED", {})
