@@ -37,11 +37,16 @@ The policy, with the defaults of ``SchedulerConfig`` and why they are what they 
 * A 429 holds *all* polling until its ``retry_at`` (Spotify's quota 429s ask for hours).
 * Polls never exceed ``budget_per_window - interactive_reserve`` requests in any rolling
   ``window`` (interactive requests included in the count), nor ``burst_factor`` times the
-  average rate within one second. Before that hard cap is reached, intervals stretch: the
-  scheduler keeps a running estimate of the request rate its members need and, when it exceeds
-  ``target_utilisation`` of what the budget allows, multiplies every routine delay (skip checks,
-  back-offs) by the ratio. Predicted-end checks are never stretched and go before routine ones
-  when the budget is short, so natural track changes stay fast under load; skips get slower.
+  average rate within one second.
+* Predicted-end checks (and their stale rechecks) keep their latency until they alone would
+  fill that budget: routine checks (skip checks, back-offs, first checks) may only use what is
+  left after a headroom for them, sized by how many predicted-end checks the last window made
+  (at least ``urgent_headroom_fraction`` of the budget; routine checks always keep
+  ``min_routine_fraction``). So when the budget is short, skip checks stretch first: the
+  scheduler keeps a running estimate of the routine request rate its members need (unstretched)
+  and, when it exceeds ``target_utilisation`` of what routine checks may use, multiplies every
+  routine delay by the ratio (``stretch``, also a metric). Predicted-end checks are never
+  stretched and go first, so natural track changes stay fast under load; skips get slower.
 * Members added together (the bot starting with thousands of followed members) get their first
   checks spread at the rate the budget allows, and every back-off delay is shortened by a
   small random fraction (``jitter_fraction``), so checks never bunch up in the same second.
@@ -127,7 +132,9 @@ class SchedulerConfig:
     end_margin: float = 1.0
     end_jitter: float = 0.5
     recheck_after_stale: float = 1.5
-    paused_backoff: tuple[float, ...] = (15.0, 30.0, 60.0, 105.0)
+    # Checks stay under 30 s apart for the first minutes of a pause (a track left while paused
+    # is still posted), then back off like idle.
+    paused_backoff: tuple[float, ...] = (15.0, 29.0, 29.0, 29.0, 60.0, 105.0)
     idle_backoff: tuple[float, ...] = (30.0, 60.0, 90.0, 105.0)
     error_backoff: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0)
     # Fraction by which routine delays are randomly shortened (never lengthened: the caps hold).
@@ -135,11 +142,15 @@ class SchedulerConfig:
     budget_per_window: int = 120
     window: float = 30.0
     # Share of each window's budget that polling never uses: the room for interactive /np.
-    interactive_reserve_fraction: float = 0.15
+    interactive_reserve_fraction: float = 0.10
     # Polls in any one second stay under burst_factor x the average rate the budget allows.
     burst_factor: float = 2.0
-    # Stretch routine delays once the estimated demand passes this share of the poll budget.
-    target_utilisation: float = 0.85
+    # Share of the poll budget routine checks never use: the least room kept for end checks.
+    urgent_headroom_fraction: float = 0.10
+    # Share of the poll budget routine checks always keep, however many end checks there are.
+    min_routine_fraction: float = 0.10
+    # Stretch routine delays once their estimated demand passes this share of their room.
+    target_utilisation: float = 0.95
     max_stretch: float = 20.0
     # Members added at the same instant are spread at least over this many seconds.
     initial_spread: float = 2.0
@@ -175,6 +186,9 @@ class SchedulerConfig:
             problems.append("budget_per_window must be at least 1")
         if not 0 <= self.interactive_reserve_fraction < 1:
             problems.append("interactive_reserve_fraction must be in [0, 1)")
+        for name in ("urgent_headroom_fraction", "min_routine_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name} must be in [0, 1)")
         if not 0 < self.target_utilisation <= 1:
             problems.append("target_utilisation must be in (0, 1]")
         if self.max_stretch < 1:
@@ -201,6 +215,16 @@ class SchedulerConfig:
     @property
     def per_second_cap(self) -> int:
         return max(1, math.ceil(self.burst_factor * self.poll_rate))
+
+    @property
+    def min_urgent_headroom(self) -> int:
+        """Slots per window routine checks leave free for predicted-end checks, at least."""
+        return math.ceil(self.poll_budget * self.urgent_headroom_fraction)
+
+    @property
+    def min_routine_room(self) -> int:
+        """Slots per window routine checks may always use."""
+        return max(1, math.ceil(self.poll_budget * self.min_routine_fraction))
 
 
 # --- observations --------------------------------------------------------------------------
@@ -302,7 +326,7 @@ class _Member:
     token: int  # matches the one live heap entry; older entries are garbage
     due: float
     kind: CheckKind
-    rate: float  # nominal requests per second this member needs, for the demand estimate
+    rate: float  # routine requests per second this member needs, unstretched (the demand)
     in_flight: bool = False
     purpose: CheckKind = CheckKind.FIRST  # what the check in flight was planned for
     outcome: _Outcome = _Outcome.NONE
@@ -381,6 +405,7 @@ class PollScheduler:
         self._polls = _RequestLog(cfg.window)  # requests made by popping members
         self._recent_polls = _RequestLog(1.0)  # the same, for the per-second cap
         self._others = _RequestLog(cfg.window)  # requests reported through note_request
+        self._urgent_polls = _RequestLog(cfg.window)  # predicted-end checks among the polls
         self._demand = 0.0  # sum of _Member.rate
         self._updates_since_resum = 0
         self._ramp_at = -math.inf  # next free slot for a first check
@@ -460,17 +485,19 @@ class PollScheduler:
         return None if self._hold_until == -math.inf else self._hold_until
 
     def stretch(self, now: float) -> float:
-        """The factor routine delays are multiplied by right now (1.0: no pressure)."""
+        """The factor routine delays (skip checks first) are multiplied by now (1.0: none)."""
         cfg = self.config
-        self._prune(now)
-        room = (self._poll_budget - len(self._others)) / cfg.window * cfg.target_utilisation
-        if room <= 0:
-            return cfg.max_stretch
+        room = self._routine_room(now) / cfg.window * cfg.target_utilisation
         return min(cfg.max_stretch, max(1.0, self._demand / room))
 
     def demand(self) -> float:
-        """Estimated polls per second the members need at their current states, unstretched."""
+        """Estimated routine polls per second the members need now, unstretched."""
         return max(0.0, self._demand)
+
+    def urgent_headroom(self, now: float) -> int:
+        """Slots of the window routine checks leave to predicted-end checks right now."""
+        self._prune(now)
+        return max(self.config.min_urgent_headroom, len(self._urgent_polls) + 2)
 
     def requests_in_window(self, now: float) -> int:
         """Requests (polls and noted ones) in the rolling window ending at ``now``."""
@@ -492,14 +519,26 @@ class PollScheduler:
         """Pause every poll until ``until`` (a 429's retry time). Holds only ever extend."""
         self._hold_until = max(self._hold_until, until)
 
-    def poll_allowance(self, now: float) -> int:
-        """How many polls may start at ``now`` without breaking the window or burst caps."""
+    def poll_allowance(self, now: float, *, urgent: bool = True) -> int:
+        """How many polls may start at ``now`` without breaking the window or burst caps;
+        ``urgent=False``: routine ones, which leave the end checks' headroom free."""
         if now < self._hold_until:
             return 0
         self._prune(now)
-        in_window = self._poll_budget - len(self._polls) - len(self._others)
+        budget = self._poll_budget if urgent else self._routine_limit(now)
+        in_window = budget - len(self._polls) - len(self._others)
         in_second = self._per_second_cap - len(self._recent_polls)
         return max(0, min(in_window, in_second))
+
+    def _routine_limit(self, now: float) -> int:
+        """Polls plus noted requests in the window beyond which no routine check starts."""
+        floor = self.config.min_routine_room
+        return max(floor, self._poll_budget - self.urgent_headroom(now))
+
+    def _routine_room(self, now: float) -> float:
+        """Slots per window routine checks may use, given the requests noted from outside."""
+        self._prune(now)
+        return max(self.config.min_routine_room, self._routine_limit(now) - len(self._others))
 
     # -- the loop's side --------------------------------------------------------------------
 
@@ -511,28 +550,36 @@ class PollScheduler:
         answer never come, the member is returned again ``in_flight_timeout`` later. Members
         left out by the hold or the budget stay due and come out of later calls.
         """
-        allowance = self.poll_allowance(now)
-        if limit is not None:
-            allowance = min(allowance, limit)
+        left = math.inf if limit is None else limit
         popped: list[int] = []
-        for heap in (self._urgent, self._routine):
-            while len(popped) < allowance:
-                member_id = self._peek(heap)
-                if member_id is None:
-                    break
-                state = self._members[member_id]
-                if state.due > now:
-                    break
-                heapq.heappop(heap)
-                popped.append(member_id)
-                state.in_flight = True
-                state.purpose = state.kind
-                self._plan(
-                    member_id, state, now + self.config.in_flight_timeout, CheckKind.IN_FLIGHT
-                )
-        if popped:
-            self._polls.add(now, len(popped))
-            self._recent_polls.add(now, len(popped))
+        for heap, urgent in ((self._urgent, True), (self._routine, False)):
+            allowance = min(left, self.poll_allowance(now, urgent=urgent))
+            batch = self._pop_from(heap, now, allowance)
+            if batch:
+                self._polls.add(now, len(batch))
+                self._recent_polls.add(now, len(batch))
+                if urgent:
+                    self._urgent_polls.add(now, len(batch))
+                popped.extend(batch)
+                left -= len(batch)
+        return popped
+
+    def _pop_from(self, heap: list[_Entry], now: float, allowance: float) -> list[int]:
+        popped: list[int] = []
+        while len(popped) < allowance:
+            top = self._peek(heap)
+            if top is None or top[0] > now:
+                break
+            heapq.heappop(heap)
+            member_id = top[1]
+            state = self._members[member_id]
+            popped.append(member_id)
+            state.in_flight = True
+            # A skip check still waiting for the budget at the item's predicted end comes out
+            # of the urgent heap (its second entry): it is the end check now.
+            end_check = heap is self._urgent and state.kind is CheckKind.SKIP
+            state.purpose = CheckKind.END if end_check else state.kind
+            self._plan(member_id, state, now + self.config.in_flight_timeout, CheckKind.IN_FLIGHT)
         return popped
 
     def next_wakeup(self, now: float) -> float | None:
@@ -542,17 +589,20 @@ class PollScheduler:
         ``add``, ``expedite`` or a ``record`` from outside the loop, ask again.
         """
         earliest: float | None = None
-        for heap in (self._urgent, self._routine):
-            member_id = self._peek(heap)
-            if member_id is not None:
-                due = self._members[member_id].due
+        for heap, urgent in ((self._urgent, True), (self._routine, False)):
+            top = self._peek(heap)
+            if top is not None:
+                # Without new requests the allowance only grows, so the first moment it is
+                # positive again, from ``now`` on, is exact (or, for routine checks whose
+                # headroom shrinks meanwhile, a little late); never prune at a future time
+                # (that forgets requests still inside the window at ``now``).
+                due = max(
+                    top[0],
+                    self._hold_until,
+                    self._budget_frees_at(now, urgent=urgent),
+                )
                 earliest = due if earliest is None else min(earliest, due)
-        if earliest is None:
-            return None
-        # Without new requests the allowance only grows, so the first moment it is positive
-        # again, from ``now`` on, is exact; never prune at a future time (that forgets
-        # requests still inside the window at ``now``).
-        return max(earliest, self._hold_until, self._budget_frees_at(now))
+        return earliest
 
     def record(self, member_id: int, observation: Observation, now: float) -> RecordResult:
         """Take what a check found and plan the member's next check.
@@ -618,15 +668,19 @@ class PollScheduler:
         self, member_id: int, state: _Member, obs: Playing, now: float, purpose: CheckKind
     ) -> float:
         cfg = self.config
-        self._set_rate(state, 1.0 / cfg.skip_check_interval)
-        cap = cfg.skip_check_interval * self.stretch(now)
+        interval = cfg.skip_check_interval
+        cap = interval * self.stretch(now)
         duration = obs.duration_ms / 1000.0
         progress = obs.progress_ms / 1000.0
         if duration <= 0:  # unknown length: just keep the skip-check cadence
+            self._set_rate(state, 1.0 / interval)
             state.outcome, state.streak = _Outcome.PLAYING, 0
             return self._plan_routine(member_id, state, now, cap, CheckKind.SKIP, stretch=False)
         remaining = max(0.0, duration - progress)
         until_end = remaining + cfg.end_margin
+        # Unstretched, the rest of the item takes ceil(until_end / interval) checks, the last
+        # one at the end: the others are this member's routine demand until then.
+        self._set_rate(state, (math.ceil(until_end / interval) - 1) / until_end)
         expected_change = purpose in (CheckKind.END, CheckKind.STALE)
         if (
             expected_change
@@ -645,9 +699,14 @@ class PollScheduler:
             delay = until_end + self._rng.uniform(0.0, cfg.end_jitter)
             return self._plan(member_id, state, now + delay, CheckKind.END)
         gaps = math.ceil(until_end / cap)
-        return self._plan_routine(
+        due = self._plan_routine(
             member_id, state, now, until_end / gaps, CheckKind.SKIP, stretch=False
         )
+        # Should the budget hold that skip check back past the predicted end, the same check
+        # becomes the end check then (whichever entry comes out first plans anew).
+        end = now + until_end + self._rng.uniform(0.0, cfg.end_jitter)
+        heapq.heappush(self._urgent, (end, state.token, member_id))
+        return due
 
     def _ladder(self, state: _Member, outcome: _Outcome, ladder: tuple[float, ...]) -> float:
         """The next step of a back-off ladder; a different outcome than last time restarts it.
@@ -721,21 +780,21 @@ class PollScheduler:
 
     # -- heaps and the window ---------------------------------------------------------------
 
-    def _peek(self, heap: list[_Entry]) -> int | None:
-        """The member at the top of ``heap`` after dropping stale entries."""
+    def _peek(self, heap: list[_Entry]) -> tuple[float, int] | None:
+        """(due, member) at the top of ``heap`` after dropping stale entries."""
         members = self._members
         while heap:
-            _, token, member_id = heap[0]
+            due, token, member_id = heap[0]
             state = members.get(member_id)
             if state is not None and state.token == token:
-                return member_id
+                return due, member_id
             heapq.heappop(heap)
         return None
 
     def _maybe_compact(self) -> None:
         """Rebuild the heaps when stale entries outnumber live ones (amortised O(1))."""
         live = len(self._members)
-        if len(self._urgent) + len(self._routine) <= 2 * live + 1024:
+        if len(self._urgent) + len(self._routine) <= 3 * live + 1024:
             return
         members = self._members
         for heap in (self._urgent, self._routine):
@@ -750,12 +809,14 @@ class PollScheduler:
         self._polls.prune(now)
         self._recent_polls.prune(now)
         self._others.prune(now)
+        self._urgent_polls.prune(now)
 
-    def _budget_frees_at(self, now: float) -> float:
+    def _budget_frees_at(self, now: float, *, urgent: bool = True) -> float:
         """The earliest time from ``now`` on at which the budget lets a poll through."""
         self._prune(now)
         at = now
-        over = len(self._polls) + len(self._others) - self._poll_budget + 1
+        budget = self._poll_budget if urgent else self._routine_limit(now)
+        over = len(self._polls) + len(self._others) - budget + 1
         if over > 0:
             # Walk both logs oldest-first: the window frees once ``over`` requests leave it.
             merged = heapq.merge(self._polls, self._others)

@@ -6,7 +6,8 @@ rule lives in one place:
 
 * An item (track or episode id; the URI for a local file) is posted when it differs from the
   member's last observed item. Pause, resume and seek keep the item, so they post nothing; a
-  replay after another item is a new item. A new item seen while paused waits for the resume.
+  replay after another item is a new item. A new item first seen paused is posted at once
+  (shown paused): it may never play again before the next one, and it was current.
 * Never the same item twice in a row per member and channel: the last post per (member,
   channel) is kept in memory and in the database (``Storage.record_post``), so a restart does
   not repost what is playing.
@@ -223,7 +224,7 @@ class AutopostService:
         self._suspended: set[int] = set()  # another source (presence) covers them
         self._parked: dict[int, float] = {}  # in no music guild when last looked: since when
         self._membership: dict[tuple[int, int], tuple[bool, float]] = {}  # (guild, member)
-        self._observed: dict[int, str] = {}  # member -> last item seen playing
+        self._observed: dict[int, str] = {}  # member -> last item seen
         self._last_posts: dict[tuple[int, int], LastPost] = {}  # (member, channel)
         self._member_locks: KeyedLocks[int, LockEntry] = KeyedLocks(LockEntry)
         self._settings_lock = asyncio.Lock()
@@ -288,8 +289,6 @@ class AutopostService:
         """A new fact about what a member plays, from any source: post it if it is new."""
         if not isinstance(playback, Playback) or playback.item is None:
             return
-        if not playback.is_playing:
-            return  # a new item seen paused is posted when it plays
         if not await self._may_post(member_id):
             return
         key = playback.item.key
