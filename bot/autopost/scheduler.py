@@ -47,6 +47,8 @@ The policy, with the defaults of ``SchedulerConfig`` and why they are what they 
   and, when it exceeds ``target_utilisation`` of what routine checks may use, multiplies every
   routine delay by the ratio (``stretch``, also a metric). Predicted-end checks are never
   stretched and go first, so natural track changes stay fast under load; skips get slower.
+  A skip check the budget still holds back at the item's predicted end comes out then, as the
+  end check (each such member has a second heap entry for it).
 * Members added together (the bot starting with thousands of followed members) get their first
   checks spread at the rate the budget allows, and every back-off delay is shortened by a
   small random fraction (``jitter_fraction``), so checks never bunch up in the same second.
@@ -68,18 +70,22 @@ import enum
 import heapq
 import math
 import random
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bot.errors import (
-    InvalidGrant,
-    LinkBroken,
-    NotLinked,
-    SpotifyNotRegistered,
-    SpotifyRateLimited,
+from bot.autopost.budget import PollBudget
+from bot.autopost.config import SchedulerConfig
+from bot.autopost.observations import (
+    Gone,
+    Idle,
+    Observation,
+    Playing,
+    RateLimited,
+    RecordResult,
+    TransientError,
+    observation_from_error,
+    observation_from_playback,
 )
-from bot.spotify.models import CurrentlyPlaying, Playback
 
 __all__ = [
     "CheckKind",
@@ -95,198 +101,6 @@ __all__ = [
     "observation_from_error",
     "observation_from_playback",
 ]
-
-
-# --- configuration -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerConfig:
-    """Tuning of the poll scheduler. All durations are seconds.
-
-    The defaults are chosen for these targets (see the module docstring and the project's
-    benchmark): a natural track change noticed within 3 s, a skip within 30 s (p95), at most
-    144 requests per playing member-hour, at most 40 per idle member-hour, and no track that
-    played for 30 s or more going unseen.
-
-    * ``skip_check_interval`` 29 s. The time left on a track (plus the 1 s margin) is covered
-      by ``n = ceil(left / 29)`` equal gaps, the last check landing just after the end, where
-      it is the next track's first sighting. A track of D seconds thus costs about
-      ``D / 29 + 0.5`` checks and the gaps average about ``29 x (1 - 1 / 2n)`` ~ 27 s: about
-      3600 / 27 ~ 133 requests per playing hour (2-5 min tracks, a quarter skipped), against
-      a 144 target. A skip lands uniformly inside a gap, so its p95 latency is about
-      0.95 x 27 ~ 26 s (target 30 s), never more than 29 s. Every gap is under 30 s, so a
-      track that plays 30 s always meets a check.
-    * ``end_margin`` 1 s plus ``end_jitter`` up to 0.5 s after the predicted end.
-    * ``idle_backoff`` 30, 60, 90, then 105 s (a member idle at its first check starts at
-      105 s): 3600 / (105 x 0.985) ~ 34.8 requests per idle hour, at most 35.3 with the full
-      jitter, and at most 37 in the hour after someone stops playing (30 + 60 + 90 s first).
-      The ceiling stays below 120 s, the shortest track, so someone who starts listening is
-      noticed while their first (unskipped) track still plays. ``paused_backoff`` (15, 30,
-      60, 105 s) does the same for a paused member, starting faster: pauses are often short.
-    * ``budget_per_window`` 120 per ``window`` 30 s matches ``Settings.spotify_request_budget``;
-      at the default utilisation it carries about 80 playing members before stretching.
-    """
-
-    skip_check_interval: float = 29.0
-    end_margin: float = 1.0
-    end_jitter: float = 0.5
-    recheck_after_stale: float = 1.5
-    # Checks stay under 30 s apart for the first minutes of a pause (a track left while paused
-    # is still posted), then back off like idle.
-    paused_backoff: tuple[float, ...] = (15.0, 29.0, 29.0, 29.0, 60.0, 105.0)
-    idle_backoff: tuple[float, ...] = (30.0, 60.0, 90.0, 105.0)
-    error_backoff: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0)
-    # Fraction by which routine delays are randomly shortened (never lengthened: the caps hold).
-    jitter_fraction: float = 0.03
-    budget_per_window: int = 120
-    window: float = 30.0
-    # Share of each window's budget that polling never uses: the room for interactive /np.
-    interactive_reserve_fraction: float = 0.10
-    # Polls in any one second stay under burst_factor x the average rate the budget allows.
-    burst_factor: float = 2.0
-    # Share of the poll budget routine checks never use: the least room kept for end checks.
-    urgent_headroom_fraction: float = 0.10
-    # Share of the poll budget routine checks always keep, however many end checks there are.
-    min_routine_fraction: float = 0.10
-    # Stretch routine delays once their estimated demand passes this share of their room.
-    target_utilisation: float = 0.95
-    max_stretch: float = 20.0
-    # Members added at the same instant are spread at least over this many seconds.
-    initial_spread: float = 2.0
-    # A popped member whose answer never gets recorded is checked again after this long.
-    in_flight_timeout: float = 60.0
-    # A change seen after an unobserved stretch at least this long may hide a whole play
-    # (Spotify counts a play from 30 s), so ``record`` suggests a recently-played backfill.
-    min_counted_play: float = 30.0
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        for name in (
-            "skip_check_interval",
-            "end_margin",
-            "recheck_after_stale",
-            "window",
-            "burst_factor",
-            "in_flight_timeout",
-            "min_counted_play",
-        ):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be positive")
-        for name in ("end_jitter", "initial_spread"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must not be negative")
-        for name in ("paused_backoff", "idle_backoff", "error_backoff"):
-            ladder = getattr(self, name)
-            if not ladder or any(not step > 0 for step in ladder):
-                problems.append(f"{name} needs at least one positive step")
-        if not 0 <= self.jitter_fraction < 1:
-            problems.append("jitter_fraction must be in [0, 1)")
-        if self.budget_per_window < 1:
-            problems.append("budget_per_window must be at least 1")
-        if not 0 <= self.interactive_reserve_fraction < 1:
-            problems.append("interactive_reserve_fraction must be in [0, 1)")
-        for name in ("urgent_headroom_fraction", "min_routine_fraction"):
-            if not 0 <= getattr(self, name) < 1:
-                problems.append(f"{name} must be in [0, 1)")
-        if not 0 < self.target_utilisation <= 1:
-            problems.append("target_utilisation must be in (0, 1]")
-        if self.max_stretch < 1:
-            problems.append("max_stretch must be at least 1")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @property
-    def interactive_reserve(self) -> int:
-        """Requests per window kept free for interactive use (at least one, if possible)."""
-        reserve = math.ceil(self.budget_per_window * self.interactive_reserve_fraction)
-        return min(reserve, self.budget_per_window - 1)
-
-    @property
-    def poll_budget(self) -> int:
-        """The most requests (polls plus everything noted) polling lets into one window."""
-        return self.budget_per_window - self.interactive_reserve
-
-    @property
-    def poll_rate(self) -> float:
-        """Average polls per second the budget allows."""
-        return self.poll_budget / self.window
-
-    @property
-    def per_second_cap(self) -> int:
-        return max(1, math.ceil(self.burst_factor * self.poll_rate))
-
-    @property
-    def min_urgent_headroom(self) -> int:
-        """Slots per window routine checks leave free for predicted-end checks, at least."""
-        return math.ceil(self.poll_budget * self.urgent_headroom_fraction)
-
-    @property
-    def min_routine_room(self) -> int:
-        """Slots per window routine checks may always use."""
-        return max(1, math.ceil(self.poll_budget * self.min_routine_fraction))
-
-
-# --- observations --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Playing:
-    """Spotify shows an item. ``is_playing`` False means paused. ``duration_ms`` 0: unknown."""
-
-    item_key: str
-    progress_ms: int
-    duration_ms: int
-    is_playing: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Idle:
-    """Nothing playing (204), an ad, or an item we cannot show."""
-
-
-@dataclass(frozen=True, slots=True)
-class TransientError:
-    """The check failed in a way worth retrying: 5xx, timeout, a 401 that survived a refresh."""
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimited:
-    """Spotify answered 429: hold every poll until ``retry_at`` (monotonic seconds)."""
-
-    retry_at: float
-    quota_exceeded: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Gone:
-    """Stop following the member: link broken, not on the allow-list, unlinked, opted out."""
-
-
-Observation = Playing | Idle | TransientError | RateLimited | Gone
-
-
-def observation_from_playback(current: CurrentlyPlaying) -> Observation:
-    """Map a parsed currently-playing answer to what the scheduler needs."""
-    if not isinstance(current, Playback) or current.item is None:
-        return Idle()
-    progress = current.progress_ms
-    duration = current.item.duration_ms if progress is not None else 0
-    return Playing(
-        item_key=current.item.key,
-        progress_ms=max(0, progress or 0),
-        duration_ms=max(0, duration),
-        is_playing=current.is_playing,
-    )
-
-
-def observation_from_error(error: BaseException) -> Observation:
-    """Map an exception from a currently-playing check: permanent ones stop the polling."""
-    if isinstance(error, SpotifyRateLimited):
-        return RateLimited(retry_at=error.retry_at, quota_exceeded=error.quota_exceeded)
-    if isinstance(error, InvalidGrant | LinkBroken | NotLinked | SpotifyNotRegistered):
-        return Gone()
-    return TransientError()
 
 
 # --- per-member state ----------------------------------------------------------------------
@@ -336,50 +150,7 @@ class _Member:
     last_seen_at: float | None = None  # when a check last told us what was (not) playing
 
 
-@dataclass(frozen=True, slots=True)
-class RecordResult:
-    """What ``record`` decided.
-
-    ``next_check_at`` is None when the member is no longer scheduled (``Gone``, or removed while
-    its check was in flight). ``unseen_since`` is set when the answer shows a change and the
-    time nobody looked before it began is at least ``min_counted_play``: a whole play may have
-    gone unseen, so the poster should fetch recently-played after that (monotonic) time.
-    """
-
-    next_check_at: float | None
-    unseen_since: float | None = None
-
-
 _Entry = tuple[float, int, int]  # (due, token, member_id)
-
-
-class _RequestLog(deque[float]):
-    """Timestamps of the requests made in the last ``span`` seconds, oldest first.
-
-    A request made at ``at`` is inside the span ending at ``now`` while ``at + span > now``.
-    Every test uses that one expression, so the moment a request leaves (``at + span``) is
-    exact: ``(at + 1.0) - 1.0`` need not equal ``at`` in floating point, and a loop woken at
-    the computed moment must find the slot free.
-    """
-
-    __slots__ = ("span",)
-
-    def __init__(self, span: float) -> None:
-        super().__init__()
-        self.span = span
-
-    def add(self, now: float, count: int = 1) -> None:
-        self.extend([now] * count)
-
-    def prune(self, now: float) -> None:
-        """Forget requests that have left the span ending at ``now``."""
-        span = self.span
-        while self and self[0] + span <= now:
-            self.popleft()
-
-    def leaves_at(self, index: int) -> float:
-        """When the request at ``index`` (0: the oldest) leaves the span."""
-        return self[index] + self.span
 
 
 # --- the scheduler -------------------------------------------------------------------------
@@ -397,15 +168,7 @@ class PollScheduler:
         self._urgent: list[_Entry] = []
         self._routine: list[_Entry] = []
         self._tokens = 0
-        self._hold_until = -math.inf
-        cfg = self.config
-        # Derived budget figures, computed once: pop_due runs for every wake-up of the loop.
-        self._poll_budget = cfg.poll_budget
-        self._per_second_cap = cfg.per_second_cap
-        self._polls = _RequestLog(cfg.window)  # requests made by popping members
-        self._recent_polls = _RequestLog(1.0)  # the same, for the per-second cap
-        self._others = _RequestLog(cfg.window)  # requests reported through note_request
-        self._urgent_polls = _RequestLog(cfg.window)  # predicted-end checks among the polls
+        self._budget = PollBudget(self.config)
         self._demand = 0.0  # sum of _Member.rate
         self._updates_since_resum = 0
         self._ramp_at = -math.inf  # next free slot for a first check
@@ -482,12 +245,12 @@ class PollScheduler:
     @property
     def held_until(self) -> float | None:
         """The end of the current app-wide hold, if one was ever set."""
-        return None if self._hold_until == -math.inf else self._hold_until
+        return self._budget.held_until
 
     def stretch(self, now: float) -> float:
         """The factor routine delays (skip checks first) are multiplied by now (1.0: none)."""
         cfg = self.config
-        room = self._routine_room(now) / cfg.window * cfg.target_utilisation
+        room = self._budget.routine_room(now) / cfg.window * cfg.target_utilisation
         return min(cfg.max_stretch, max(1.0, self._demand / room))
 
     def demand(self) -> float:
@@ -496,13 +259,11 @@ class PollScheduler:
 
     def urgent_headroom(self, now: float) -> int:
         """Slots of the window routine checks leave to predicted-end checks right now."""
-        self._prune(now)
-        return max(self.config.min_urgent_headroom, len(self._urgent_polls) + 2)
+        return self._budget.urgent_headroom(now)
 
     def requests_in_window(self, now: float) -> int:
         """Requests (polls and noted ones) in the rolling window ending at ``now``."""
-        self._prune(now)
-        return len(self._polls) + len(self._others)
+        return self._budget.requests_in_window(now)
 
     # -- the budget -------------------------------------------------------------------------
 
@@ -512,33 +273,16 @@ class PollScheduler:
         Never refuses: interactive requests are not the scheduler's to delay. They only shrink
         what polling may use in the current window.
         """
-        if count > 0:
-            self._others.add(now, count)
+        self._budget.note(now, count)
 
     def hold_all_until(self, until: float) -> None:
         """Pause every poll until ``until`` (a 429's retry time). Holds only ever extend."""
-        self._hold_until = max(self._hold_until, until)
+        self._budget.hold_until(until)
 
     def poll_allowance(self, now: float, *, urgent: bool = True) -> int:
         """How many polls may start at ``now`` without breaking the window or burst caps;
         ``urgent=False``: routine ones, which leave the end checks' headroom free."""
-        if now < self._hold_until:
-            return 0
-        self._prune(now)
-        budget = self._poll_budget if urgent else self._routine_limit(now)
-        in_window = budget - len(self._polls) - len(self._others)
-        in_second = self._per_second_cap - len(self._recent_polls)
-        return max(0, min(in_window, in_second))
-
-    def _routine_limit(self, now: float) -> int:
-        """Polls plus noted requests in the window beyond which no routine check starts."""
-        floor = self.config.min_routine_room
-        return max(floor, self._poll_budget - self.urgent_headroom(now))
-
-    def _routine_room(self, now: float) -> float:
-        """Slots per window routine checks may use, given the requests noted from outside."""
-        self._prune(now)
-        return max(self.config.min_routine_room, self._routine_limit(now) - len(self._others))
+        return self._budget.allowance(now, urgent=urgent)
 
     # -- the loop's side --------------------------------------------------------------------
 
@@ -555,13 +299,9 @@ class PollScheduler:
         for heap, urgent in ((self._urgent, True), (self._routine, False)):
             allowance = min(left, self.poll_allowance(now, urgent=urgent))
             batch = self._pop_from(heap, now, allowance)
-            if batch:
-                self._polls.add(now, len(batch))
-                self._recent_polls.add(now, len(batch))
-                if urgent:
-                    self._urgent_polls.add(now, len(batch))
-                popped.extend(batch)
-                left -= len(batch)
+            self._budget.spend(now, len(batch), urgent=urgent)
+            popped.extend(batch)
+            left -= len(batch)
         return popped
 
     def _pop_from(self, heap: list[_Entry], now: float, allowance: float) -> list[int]:
@@ -592,15 +332,7 @@ class PollScheduler:
         for heap, urgent in ((self._urgent, True), (self._routine, False)):
             top = self._peek(heap)
             if top is not None:
-                # Without new requests the allowance only grows, so the first moment it is
-                # positive again, from ``now`` on, is exact (or, for routine checks whose
-                # headroom shrinks meanwhile, a little late); never prune at a future time
-                # (that forgets requests still inside the window at ``now``).
-                due = max(
-                    top[0],
-                    self._hold_until,
-                    self._budget_frees_at(now, urgent=urgent),
-                )
+                due = max(top[0], self._budget.frees_at(now, urgent=urgent))
                 earliest = due if earliest is None else min(earliest, due)
         return earliest
 
@@ -804,27 +536,3 @@ class PollScheduler:
                 if (state := members.get(entry[2])) is not None and state.token == entry[1]
             ]
             heapq.heapify(heap)
-
-    def _prune(self, now: float) -> None:
-        self._polls.prune(now)
-        self._recent_polls.prune(now)
-        self._others.prune(now)
-        self._urgent_polls.prune(now)
-
-    def _budget_frees_at(self, now: float, *, urgent: bool = True) -> float:
-        """The earliest time from ``now`` on at which the budget lets a poll through."""
-        self._prune(now)
-        at = now
-        budget = self._poll_budget if urgent else self._routine_limit(now)
-        over = len(self._polls) + len(self._others) - budget + 1
-        if over > 0:
-            # Walk both logs oldest-first: the window frees once ``over`` requests leave it.
-            merged = heapq.merge(self._polls, self._others)
-            for index, stamp in enumerate(merged, start=1):
-                if index == over:
-                    at = max(at, stamp + self.config.window)
-                    break
-        over = len(self._recent_polls) - self._per_second_cap + 1
-        if over > 0:
-            at = max(at, self._recent_polls.leaves_at(over - 1))
-        return at
