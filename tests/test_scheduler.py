@@ -177,7 +177,6 @@ def test_gone_stops_following() -> None:
 def test_unknown_member_answers_are_ignored() -> None:
     scheduler = make_scheduler()
     assert scheduler.record(7, Idle(), 0.0).next_check_at is None
-    assert scheduler.expedite(7, 0.0) is None
     assert scheduler.last_item_key(7) is None
     assert not scheduler.is_paused(7)
 
@@ -593,17 +592,6 @@ def test_end_checks_go_first_when_the_budget_is_short() -> None:
     assert scheduler.poll_allowance(later) > 0
     scheduler.note_request(later, config.poll_budget - 1)  # one slot left
     assert scheduler.pop_due(later) == [2]
-
-
-def test_expedite_brings_a_check_forward_as_a_priority() -> None:
-    scheduler = make_scheduler()
-    now = first_check(scheduler)
-    scheduler.record(MEMBER, Idle(), now)
-    assert scheduler.expedite(MEMBER, now + 5.0) == now + 5.0
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.EXPEDITED
-    assert scheduler.expedite(MEMBER, now + 6.0, delay=60.0) == now + 5.0  # never later
-    assert scheduler.pop_due(now + 5.0) == [MEMBER]
-    assert scheduler.expedite(MEMBER, now + 5.0) is None  # in flight: left alone
 
 
 def test_an_answer_from_elsewhere_replaces_the_planned_check() -> None:

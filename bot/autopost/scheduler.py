@@ -117,11 +117,10 @@ class CheckKind(enum.Enum):
     IDLE = "idle"
     ERROR = "error"
     HOLD = "hold"  # after a 429, at its retry time
-    EXPEDITED = "expedited"
     IN_FLIGHT = "in_flight"  # popped; this is the fallback if its answer never arrives
 
 
-_URGENT = frozenset({CheckKind.END, CheckKind.STALE, CheckKind.EXPEDITED})
+_URGENT = frozenset({CheckKind.END, CheckKind.STALE})
 
 
 class _Outcome(enum.Enum):
@@ -326,7 +325,7 @@ class PollScheduler:
         """When ``pop_due`` may next return someone (<= ``now``: call it now). None: no one.
 
         Accounts for the hold and the budget, so the loop never spins on an empty pop. After
-        ``add``, ``expedite`` or a ``record`` from outside the loop, ask again.
+        ``add`` or a ``record`` from outside the loop, ask again.
         """
         earliest: float | None = None
         for heap, urgent in ((self._urgent, True), (self._routine, False)):
@@ -380,19 +379,6 @@ class PollScheduler:
         state.paused = False
         state.last_item_key = observation.item_key
         return RecordResult(due, unseen_since)
-
-    def expedite(self, member_id: int, now: float, delay: float = 0.0) -> float | None:
-        """Check a member soon (e.g. its Discord presence changed track), as a priority check.
-
-        Only ever brings a check forward; a member whose check is in flight is left alone.
-        """
-        state = self._members.get(member_id)
-        if state is None or state.in_flight:
-            return None
-        due = now + max(0.0, delay)
-        if due < state.due:
-            self._plan(member_id, state, due, CheckKind.EXPEDITED)
-        return state.due
 
     # -- planning -------------------------------------------------------------------------
 
