@@ -393,7 +393,7 @@ async def test_a_failing_hook_does_not_stop_posting(world: World) -> None:
     def broken(action: str, lag: float) -> None:
         raise RuntimeError("metrics bug")
 
-    world.service._on_post = broken
+    world.service.poster.on_post = broken
     await world.service.observe(ALICE, track("t1"))
     assert world.side.titles() == ["Song t1"]
 

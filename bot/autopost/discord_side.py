@@ -17,7 +17,7 @@ from typing import Any
 
 import discord
 
-from bot.autopost.service import (
+from bot.autopost.ports import (
     ChannelCheck,
     ChannelState,
     ChannelUnusable,
