@@ -59,21 +59,19 @@ a whole counted play (``RecordResult.unseen_since``): after a long idle or pause
 error run, a hold or a stretched budget. Fetching recently-played after that moment is the one
 way to keep "no track that played 30 s goes unseen" when polling cannot.
 
-Bookkeeping is a pair of binary heaps with lazy deletion (one for predicted-end checks, one for
-the rest) and one ``__slots__`` object per member: O(log n) per check, a few hundred bytes per
-member.
+Bookkeeping (``check_queue.CheckQueue``) is a pair of binary heaps with lazy deletion (one for
+predicted-end checks, one for the rest) and one ``__slots__`` object per member: O(log n) per
+check, a few hundred bytes per member.
 """
 
 from __future__ import annotations
 
-import enum
-import heapq
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from bot.autopost.budget import PollBudget
+from bot.autopost.check_queue import CheckKind, CheckQueue, MemberState, Outcome
 from bot.autopost.config import SchedulerConfig
 from bot.autopost.observations import (
     Gone,
@@ -103,55 +101,6 @@ __all__ = [
 ]
 
 
-# --- per-member state ----------------------------------------------------------------------
-
-
-class CheckKind(enum.Enum):
-    """Why a member's next check is planned; ``END`` and ``STALE`` checks are time-critical."""
-
-    FIRST = "first"
-    SKIP = "skip"  # while playing: the skip-check cadence
-    END = "end"  # at the predicted end of the current item
-    STALE = "stale"  # the predicted end showed the old item: look again soon
-    PAUSED = "paused"
-    IDLE = "idle"
-    ERROR = "error"
-    HOLD = "hold"  # after a 429, at its retry time
-    IN_FLIGHT = "in_flight"  # popped; this is the fallback if its answer never arrives
-
-
-_URGENT = frozenset({CheckKind.END, CheckKind.STALE})
-
-
-class _Outcome(enum.Enum):
-    """What the last recorded check found, to tell a repeat (next ladder step) from a change."""
-
-    NONE = enum.auto()
-    PLAYING = enum.auto()
-    STALE = enum.auto()
-    PAUSED = enum.auto()
-    IDLE = enum.auto()
-    ERROR = enum.auto()
-
-
-@dataclass(slots=True, eq=False)
-class _Member:
-    token: int  # matches the one live heap entry; older entries are garbage
-    due: float
-    kind: CheckKind
-    rate: float  # routine requests per second this member needs, unstretched (the demand)
-    in_flight: bool = False
-    purpose: CheckKind = CheckKind.FIRST  # what the check in flight was planned for
-    outcome: _Outcome = _Outcome.NONE
-    streak: int = 0
-    last_item_key: str | None = None
-    paused: bool = False
-    last_seen_at: float | None = None  # when a check last told us what was (not) playing
-
-
-_Entry = tuple[float, int, int]  # (due, token, member_id)
-
-
 # --- the scheduler -------------------------------------------------------------------------
 
 
@@ -163,12 +112,9 @@ class PollScheduler:
     ) -> None:
         self.config = config or SchedulerConfig()
         self._rng = rng or random.Random()
-        self._members: dict[int, _Member] = {}
-        self._urgent: list[_Entry] = []
-        self._routine: list[_Entry] = []
-        self._tokens = 0
+        self._queue = CheckQueue()
         self._budget = PollBudget(self.config)
-        self._demand = 0.0  # sum of _Member.rate
+        self._demand = 0.0  # sum of MemberState.rate
         self._updates_since_resum = 0
         self._ramp_at = -math.inf  # next free slot for a first check
 
@@ -181,7 +127,7 @@ class PollScheduler:
         with thousands of members ramps up instead of stampeding) and randomly over
         ``initial_spread`` seconds. Adding a member already followed changes nothing.
         """
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         if state is not None:
             return state.due
         cfg = self.config
@@ -194,51 +140,50 @@ class PollScheduler:
         due = slot + self._rng.uniform(0.0, jitter)
         # Until the first answer, "last seen" is when following began: a first answer showing
         # an item that started well after that may hide a play since then.
-        state = _Member(token=0, due=due, kind=CheckKind.FIRST, rate=0.0, last_seen_at=now)
-        self._members[member_id] = state
+        state = MemberState(token=0, due=due, kind=CheckKind.FIRST, rate=0.0, last_seen_at=now)
+        self._queue.add(member_id, state)
         self._set_rate(state, 1.0 / cfg.skip_check_interval)
         self._plan(member_id, state, due, CheckKind.FIRST)
         return due
 
     def remove(self, member_id: int) -> bool:
         """Stop following a member (its queued check is dropped lazily). True if it was known."""
-        state = self._members.pop(member_id, None)
+        state = self._queue.remove(member_id)
         if state is None:
             return False
         self._demand -= state.rate
-        self._maybe_compact()
         return True
 
     def __contains__(self, member_id: object) -> bool:
-        return member_id in self._members
+        return member_id in self._queue
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self._queue)
 
     def members(self) -> Iterable[int]:
-        return self._members.keys()
+        return iter(self._queue)
 
     # -- introspection, mostly for tests and metrics --------------------------------------
 
     def next_check_at(self, member_id: int) -> float | None:
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return None if state is None or state.in_flight else state.due
 
     def next_check_kind(self, member_id: int) -> CheckKind | None:
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return None if state is None else state.kind
 
     def last_item_key(self, member_id: int) -> str | None:
         """The item the member's last answer showed (kept across pauses, idle and errors)."""
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return None if state is None else state.last_item_key
 
     def is_paused(self, member_id: int) -> bool:
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return state is not None and state.paused
 
     def is_in_flight(self, member_id: int) -> bool:
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return state is not None and state.in_flight
 
     @property
@@ -295,30 +240,13 @@ class PollScheduler:
         """
         left = math.inf if limit is None else limit
         popped: list[int] = []
-        for heap, urgent in ((self._urgent, True), (self._routine, False)):
+        timeout = self.config.in_flight_timeout
+        for urgent in (True, False):
             allowance = min(left, self.poll_allowance(now, urgent=urgent))
-            batch = self._pop_from(heap, now, allowance)
+            batch = self._queue.pop_due(now, allowance, urgent=urgent, in_flight_timeout=timeout)
             self._budget.spend(now, len(batch), urgent=urgent)
             popped.extend(batch)
             left -= len(batch)
-        return popped
-
-    def _pop_from(self, heap: list[_Entry], now: float, allowance: float) -> list[int]:
-        popped: list[int] = []
-        while len(popped) < allowance:
-            top = self._peek(heap)
-            if top is None or top[0] > now:
-                break
-            heapq.heappop(heap)
-            member_id = top[1]
-            state = self._members[member_id]
-            popped.append(member_id)
-            state.in_flight = True
-            # A skip check still waiting for the budget at the item's predicted end comes out
-            # of the urgent heap (its second entry): it is the end check now.
-            end_check = heap is self._urgent and state.kind is CheckKind.SKIP
-            state.purpose = CheckKind.END if end_check else state.kind
-            self._plan(member_id, state, now + self.config.in_flight_timeout, CheckKind.IN_FLIGHT)
         return popped
 
     def next_wakeup(self, now: float) -> float | None:
@@ -328,8 +256,8 @@ class PollScheduler:
         ``add`` or a ``record`` from outside the loop, ask again.
         """
         earliest: float | None = None
-        for heap, urgent in ((self._urgent, True), (self._routine, False)):
-            top = self._peek(heap)
+        for urgent in (True, False):
+            top = self._queue.peek(urgent=urgent)
             if top is not None:
                 due = max(top[0], self._budget.frees_at(now, urgent=urgent))
                 earliest = due if earliest is None else min(earliest, due)
@@ -342,7 +270,7 @@ class PollScheduler:
         for another reason (an interactive ``/np`` of a followed member), which then replaces
         the planned check. Unknown members are ignored.
         """
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         if state is None:
             return RecordResult(None)
         if isinstance(observation, Gone):
@@ -359,20 +287,20 @@ class PollScheduler:
             self._plan(member_id, state, due, CheckKind.HOLD)
             return RecordResult(due)
         if isinstance(observation, TransientError):
-            delay = self._ladder(state, _Outcome.ERROR, cfg.error_backoff)
+            delay = self._ladder(state, Outcome.ERROR, cfg.error_backoff)
             return RecordResult(self._plan_routine(member_id, state, now, delay, CheckKind.ERROR))
 
         unseen_since = self._unseen_since(state, observation, now)
         state.last_seen_at = now
         if isinstance(observation, Idle):
             state.paused = False
-            delay = self._ladder(state, _Outcome.IDLE, cfg.idle_backoff)
+            delay = self._ladder(state, Outcome.IDLE, cfg.idle_backoff)
             due = self._plan_routine(member_id, state, now, delay, CheckKind.IDLE)
             return RecordResult(due, unseen_since)
         if not observation.is_playing:
             state.paused = True
             state.last_item_key = observation.item_key
-            delay = self._ladder(state, _Outcome.PAUSED, cfg.paused_backoff)
+            delay = self._ladder(state, Outcome.PAUSED, cfg.paused_backoff)
             due = self._plan_routine(member_id, state, now, delay, CheckKind.PAUSED)
             return RecordResult(due, unseen_since)
         due = self._plan_playing(member_id, state, observation, now, purpose)
@@ -383,7 +311,7 @@ class PollScheduler:
     # -- planning -------------------------------------------------------------------------
 
     def _plan_playing(
-        self, member_id: int, state: _Member, obs: Playing, now: float, purpose: CheckKind
+        self, member_id: int, state: MemberState, obs: Playing, now: float, purpose: CheckKind
     ) -> float:
         cfg = self.config
         interval = cfg.skip_check_interval
@@ -392,7 +320,7 @@ class PollScheduler:
         progress = obs.progress_ms / 1000.0
         if duration <= 0:  # unknown length: just keep the skip-check cadence
             self._set_rate(state, 1.0 / interval)
-            state.outcome, state.streak = _Outcome.PLAYING, 0
+            state.outcome, state.streak = Outcome.PLAYING, 0
             return self._plan_routine(member_id, state, now, cap, CheckKind.SKIP, stretch=False)
         remaining = max(0.0, duration - progress)
         until_end = remaining + cfg.end_margin
@@ -407,12 +335,12 @@ class PollScheduler:
         ):
             # The end was due but the old item is still there: Spotify's progress lags.
             # Look again soon, backing off if it stays stuck (e.g. a device that stopped).
-            state.streak = state.streak + 1 if state.outcome is _Outcome.STALE else 1
-            state.outcome = _Outcome.STALE
+            state.streak = state.streak + 1 if state.outcome is Outcome.STALE else 1
+            state.outcome = Outcome.STALE
             delay = cfg.recheck_after_stale * 2.0 ** min(state.streak - 1, 16)
             delay = min(cap, max(until_end, delay))
             return self._plan(member_id, state, now + delay, CheckKind.STALE)
-        state.outcome, state.streak = _Outcome.PLAYING, 0
+        state.outcome, state.streak = Outcome.PLAYING, 0
         if until_end <= cap:
             delay = until_end + self._rng.uniform(0.0, cfg.end_jitter)
             return self._plan(member_id, state, now + delay, CheckKind.END)
@@ -423,10 +351,10 @@ class PollScheduler:
         # Should the budget hold that skip check back past the predicted end, the same check
         # becomes the end check then (whichever entry comes out first plans anew).
         end = now + until_end + self._rng.uniform(0.0, cfg.end_jitter)
-        heapq.heappush(self._urgent, (end, state.token, member_id))
+        self._queue.plan_end_fallback(member_id, state, end)
         return due
 
-    def _ladder(self, state: _Member, outcome: _Outcome, ladder: tuple[float, ...]) -> float:
+    def _ladder(self, state: MemberState, outcome: Outcome, ladder: tuple[float, ...]) -> float:
         """The next step of a back-off ladder; a different outcome than last time restarts it.
 
         A member idle at its very first check starts at the ceiling: the short first steps are
@@ -435,7 +363,7 @@ class PollScheduler:
         """
         if state.outcome is outcome:
             state.streak += 1
-        elif outcome is _Outcome.IDLE and state.outcome is _Outcome.NONE:
+        elif outcome is Outcome.IDLE and state.outcome is Outcome.NONE:
             state.streak = len(ladder)
         else:
             state.streak = 1
@@ -447,7 +375,7 @@ class PollScheduler:
     def _plan_routine(
         self,
         member_id: int,
-        state: _Member,
+        state: MemberState,
         now: float,
         delay: float,
         kind: CheckKind,
@@ -459,28 +387,21 @@ class PollScheduler:
             delay *= 1.0 - self._rng.uniform(0.0, self.config.jitter_fraction)
         return self._plan(member_id, state, now + delay, kind)
 
-    def _plan(self, member_id: int, state: _Member, due: float, kind: CheckKind) -> float:
-        self._tokens += 1
-        state.token = self._tokens
-        state.due = due
-        state.kind = kind
-        heap = self._urgent if kind in _URGENT else self._routine
-        heapq.heappush(heap, (due, self._tokens, member_id))
-        self._maybe_compact()
-        return due
+    def _plan(self, member_id: int, state: MemberState, due: float, kind: CheckKind) -> float:
+        return self._queue.plan(member_id, state, due, kind)
 
-    def _unseen_since(self, state: _Member, obs: Playing | Idle, now: float) -> float | None:
+    def _unseen_since(self, state: MemberState, obs: Playing | Idle, now: float) -> float | None:
         """Start of an unobserved stretch long enough to hide a play, if this answer ends one."""
         if state.last_seen_at is None:
             return None
         if isinstance(obs, Playing):
             # (A member's very first answer has no item to compare: any item is a change.)
-            if obs.item_key == state.last_item_key and state.outcome is not _Outcome.IDLE:
+            if obs.item_key == state.last_item_key and state.outcome is not Outcome.IDLE:
                 return None
             # The new item began about ``progress`` ago; before that, since our last look,
             # anything may have played.
             began = now - obs.progress_ms / 1000.0
-        elif state.outcome in (_Outcome.PLAYING, _Outcome.STALE, _Outcome.PAUSED):
+        elif state.outcome in (Outcome.PLAYING, Outcome.STALE, Outcome.PAUSED):
             began = now
         else:
             return None  # idle then and idle now: assume nothing happened in between
@@ -488,37 +409,10 @@ class PollScheduler:
             return state.last_seen_at
         return None
 
-    def _set_rate(self, state: _Member, rate: float) -> None:
+    def _set_rate(self, state: MemberState, rate: float) -> None:
         self._demand += rate - state.rate
         state.rate = rate
         self._updates_since_resum += 1
         if self._updates_since_resum > 100_000:  # wash out floating-point drift
-            self._demand = math.fsum(m.rate for m in self._members.values())
+            self._demand = math.fsum(m.rate for m in self._queue.states())
             self._updates_since_resum = 0
-
-    # -- heaps and the window ---------------------------------------------------------------
-
-    def _peek(self, heap: list[_Entry]) -> tuple[float, int] | None:
-        """(due, member) at the top of ``heap`` after dropping stale entries."""
-        members = self._members
-        while heap:
-            due, token, member_id = heap[0]
-            state = members.get(member_id)
-            if state is not None and state.token == token:
-                return due, member_id
-            heapq.heappop(heap)
-        return None
-
-    def _maybe_compact(self) -> None:
-        """Rebuild the heaps when stale entries outnumber live ones (amortised O(1))."""
-        live = len(self._members)
-        if len(self._urgent) + len(self._routine) <= 3 * live + 1024:
-            return
-        members = self._members
-        for heap in (self._urgent, self._routine):
-            heap[:] = [
-                entry
-                for entry in heap
-                if (state := members.get(entry[2])) is not None and state.token == entry[1]
-            ]
-            heapq.heapify(heap)
