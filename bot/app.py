@@ -186,9 +186,13 @@ class Application:
             DiscordPySide(self.bot),
             scheduler=scheduler,
             config=self.autopost_config,
-            hold_until=lambda: sender.hold_until,
+            hold=sender,
             on_post=_autopost_metrics(metrics) if metrics is not None else None,
+            on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
         )
+        if metrics is not None:
+            metrics.watch_spotify(sender.requests_in_window, sender.hold_remaining)
+            metrics.watch_autopost_stretch(autopost.skip_check_stretch)
         self.services.autopost = autopost
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
         links.add_linked_listener(autopost.member_linked)

@@ -8,6 +8,7 @@ fake Spotify servers lives in ``tests/e2e/test_autopost.py``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -634,27 +635,71 @@ async def test_a_429_holds_every_poll(world: World) -> None:
     await eventually(lambda: world.spotify.calls.get(BOB, 0) > counts.get(BOB, 0))
 
 
-async def test_the_senders_hold_from_an_interactive_429_holds_polling(tmp_path: Path) -> None:
+@dataclass
+class Hold:
+    """The sender's hold, as the loop reads it."""
+
+    hold_until: float = 0.0
+    hold_quota_exceeded: bool = False
+
+    def hold_remaining(self) -> float:
+        return max(0.0, self.hold_until - time.monotonic())
+
+
+async def test_the_senders_hold_from_an_interactive_429_holds_polling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     storage = await Storage.open(tmp_path / "bot.db")
     await storage.save_link(linked_account(ALICE))
     await storage.set_music_channel(GUILD, MUSIC)
     spotify = Spotify()
-    hold = {"until": 0.0}
+    hold = Hold()
     service = AutopostService(
         storage,
         spotify.fetch,
         FakeSide(),
         config=AutopostConfig(scheduler=FAST),
-        hold_until=lambda: hold["until"],
+        hold=hold,
     )
     try:
         await service.start()
         await eventually(lambda: spotify.calls.get(ALICE, 0) > 0)
-        hold["until"] = time.monotonic() + 0.5
+        hold.hold_until = time.monotonic() + 0.5
         await asyncio.sleep(0.05)
         calls = spotify.calls[ALICE]
         await stays(lambda: spotify.calls[ALICE] == calls, 0.35)
         await eventually(lambda: spotify.calls[ALICE] > calls)
+        assert "polling paused for 0 s: Spotify rate-limited us" in caplog.text
+    finally:
+        await service.stop()
+        await storage.close()
+
+
+async def test_an_answer_after_an_unobserved_stretch_reports_the_gap(tmp_path: Path) -> None:
+    # A play counts from ``min_counted_play``; idle checks 0.2 s apart leave such gaps.
+    config = dataclasses.replace(FAST, min_counted_play=0.1)
+    storage = await Storage.open(tmp_path / "bot.db")
+    await storage.save_link(linked_account(ALICE))
+    await storage.set_music_channel(GUILD, MUSIC)
+    spotify = Spotify()
+    gaps: list[tuple[int, float]] = []
+    service = AutopostService(
+        storage,
+        spotify.fetch,
+        FakeSide(),
+        config=AutopostConfig(scheduler=config),
+        on_gap=lambda member_id, since: gaps.append((member_id, since)),
+    )
+    try:
+        started = time.monotonic()
+        await service.start()
+        await eventually(lambda: spotify.calls.get(ALICE, 0) > 0)  # idle
+        assert gaps == []
+        spotify.playing[ALICE] = track("t1", progress_ms=0)
+        await eventually(lambda: gaps)
+        member_id, since = gaps[0]
+        assert member_id == ALICE
+        assert started <= since <= time.monotonic() - 0.1
     finally:
         await service.stop()
         await storage.close()

@@ -22,7 +22,7 @@ from bot.autopost.observations import (
     observation_from_error,
     observation_from_playback,
 )
-from bot.autopost.ports import Fetch
+from bot.autopost.ports import Fetch, GapHook, SpotifyHold
 from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.errors import BotError
@@ -45,7 +45,8 @@ class PollLoop:
         *,
         max_concurrent_polls: int,
         sweep_every: float,
-        hold_until: Callable[[], float] | None = None,
+        hold: SpotifyHold | None = None,
+        on_gap: GapHook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
@@ -56,12 +57,14 @@ class PollLoop:
         self._wake = wake
         self._max_in_flight = max_concurrent_polls
         self._sweep_every = sweep_every
-        self._hold_until = hold_until
+        self._hold = hold
+        self._on_gap = on_gap
         self._clock = clock
         self.in_flight = 0
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_sweep = 0.0
+        self._hold_seen = 0.0  # the end of the last hold we logged
 
     async def run(self) -> None:
         self._next_sweep = self._clock() + self._sweep_every
@@ -117,10 +120,22 @@ class PollLoop:
 
     def _sync_hold(self, now: float) -> None:
         """An interactive request's 429 holds the sender; hold polling for as long."""
-        if self._hold_until is not None:
-            until = self._hold_until()
-            if until > now:
-                self._roster.scheduler.hold_all_until(until)
+        if self._hold is None:
+            return
+        until = self._hold.hold_until
+        if until <= now:
+            return
+        self._roster.scheduler.hold_all_until(until)
+        if until != self._hold_seen:
+            self._hold_seen = until
+            why = (
+                "Spotify's request quota for this app is used up"
+                if self._hold.hold_quota_exceeded
+                else "Spotify rate-limited us"
+            )
+            log.warning(
+                "auto-post: polling paused for %.0f s: %s", self._hold.hold_remaining(), why
+            )
 
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -141,7 +156,9 @@ class PollLoop:
                 _log_poll_failure(member_id, exc, observation)
             else:
                 observation = observation_from_playback(current)
-            self._roster.scheduler.record(member_id, observation, self._clock())
+            result = self._roster.scheduler.record(member_id, observation, self._clock())
+            if result.unseen_since is not None:
+                self._report_gap(member_id, result.unseen_since)
             if isinstance(observation, Gone):
                 self._settings.link_gone(member_id)
                 self._roster.unfollow(member_id)
@@ -156,6 +173,18 @@ class PollLoop:
                 raise
             except Exception:
                 log.exception("auto-post: posting for member %s failed", member_id)
+
+    def _report_gap(self, member_id: int, since: float) -> None:
+        """Nobody looked at the member long enough for a whole play to go unseen."""
+        log.debug(
+            "auto-post: member %s was not observed for a while (since %.0f)", member_id, since
+        )
+        if self._on_gap is None:
+            return
+        try:
+            self._on_gap(member_id, since)
+        except Exception:  # a metrics or history bug must not stop polling
+            log.exception("auto-post: on_gap hook failed for member %s", member_id)
 
 
 def _log_poll_failure(member_id: int, error: Exception, observation: Observation) -> None:

@@ -45,6 +45,8 @@ class PollScheduling(Protocol):
 
     def hold_all_until(self, until: float) -> None: ...
 
+    def stretch(self, now: float) -> float: ...
+
 
 class SpotifyHold(Protocol):
     """The Spotify sender's app-wide 429 hold (``bot.spotify.http.SpotifySender``)."""

@@ -32,11 +32,13 @@ from bot.autopost.ports import (
     DiscordSide,
     DiscordUnavailable,
     Fetch,
+    GapHook,
     MemberView,
     PollScheduling,
     PostAction,
     PostHook,
     Source,
+    SpotifyHold,
 )
 from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
@@ -75,8 +77,9 @@ class AutopostService:
         *,
         scheduler: PollScheduling | None = None,
         config: AutopostConfig | None = None,
-        hold_until: Callable[[], float] | None = None,
+        hold: SpotifyHold | None = None,
         on_post: PostHook | None = None,
+        on_gap: GapHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -112,10 +115,12 @@ class AutopostService:
             wake,
             max_concurrent_polls=config.max_concurrent_polls,
             sweep_every=min(60.0, config.membership_ttl / 4),
-            hold_until=hold_until,
+            hold=hold,
+            on_gap=on_gap,
             clock=clock,
         )
         self._wake = wake
+        self._clock = clock
         self._main: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -247,6 +252,10 @@ class AutopostService:
     @property
     def polls_in_flight(self) -> int:
         return self.loop.in_flight
+
+    def skip_check_stretch(self) -> float:
+        """How much routine (skip) checks are stretched to fit the budget now (1.0: not)."""
+        return self.scheduler.stretch(self._clock())
 
     def last_post(self, member_id: int, channel_id: int) -> LastPost | None:
         return self.poster.last_post(member_id, channel_id)
