@@ -156,44 +156,48 @@ class Application:
             await self._stack.enter_async_context(
                 metrics.linked_members_refresher(storage.count_links)
             )
-        self.services = Services(
-            settings=settings,
-            storage=storage,
-            cipher=cipher,
-            tokens=tokens,
-            links=links,
-            playback=playback,
-            metrics=metrics,
-        )
+
+        async def poll(member_id: int) -> CurrentlyPlaying:
+            return await tokens.call(member_id, api.currently_playing)
+
+        def build_services(client: discord.Client) -> Services:
+            """Every service, whole, before the bot loads a cog (the auto-poster posts
+            through the bot's own connection)."""
+            autopost = AutopostService(
+                storage,
+                poll,
+                DiscordPySide(client),
+                scheduler=scheduler,
+                config=self.autopost_config,
+                hold=sender,
+                on_post=_autopost_metrics(metrics) if metrics is not None else None,
+                on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
+            )
+            return Services(
+                settings=settings,
+                storage=storage,
+                cipher=cipher,
+                tokens=tokens,
+                links=links,
+                playback=playback,
+                autopost=autopost,
+                metrics=metrics,
+            )
 
         gateway = None
         if not settings.uses_default_discord:
             gateway = await discover_gateway(session, settings)
         point_discord_at(settings.discord_api_base, gateway)
 
-        self.bot = NowPlayingBot(self.services, **self._bot_options)
+        self.bot = NowPlayingBot(settings, build_services, **self._bot_options)
+        self.services = self.bot.services
+        autopost = self.services.autopost
         self._stack.push_async_callback(self._close_bot)
         if metrics is not None:
             self.bot.command_outcome_hook = metrics.command_completed
             metrics.set_gateway_latency_source(lambda: self.bot.latency)
-
-        async def poll(member_id: int) -> CurrentlyPlaying:
-            return await tokens.call(member_id, api.currently_playing)
-
-        autopost = AutopostService(
-            storage,
-            poll,
-            DiscordPySide(self.bot),
-            scheduler=scheduler,
-            config=self.autopost_config,
-            hold=sender,
-            on_post=_autopost_metrics(metrics) if metrics is not None else None,
-            on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
-        )
-        if metrics is not None:
             metrics.watch_spotify(sender.requests_in_window, sender.hold_remaining)
             metrics.watch_autopost_stretch(autopost.skip_check_stretch)
-        self.services.autopost = autopost
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)

@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.config import Settings
 from bot.errors import BotError
 from bot.services import Services
 
@@ -91,8 +92,15 @@ class BotTree(app_commands.CommandTree["NowPlayingBot"]):
 
 
 class NowPlayingBot(commands.Bot):
-    def __init__(self, services: Services, **options: Any) -> None:
-        settings = services.settings
+    """``build_services(bot)`` builds every service, whole, as the bot is made: some of them
+    talk to Discord through this client, and every cog gets them when ``setup_hook`` loads it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        build_services: Callable[[discord.Client], Services],
+        **options: Any,
+    ) -> None:
         # The bot never joins voice; don't warn self-hosters about missing voice libraries.
         discord.VoiceClient.warn_nacl = False
         discord.VoiceClient.warn_dave = False
@@ -103,7 +111,7 @@ class NowPlayingBot(commands.Bot):
             tree_cls=BotTree,
             **options,
         )
-        self.services = services
+        self.services = build_services(self)
         self.command_outcome_hook: CommandOutcomeHook | None = None
 
     async def setup_hook(self) -> None:

@@ -51,5 +51,5 @@ class Services:
     tokens: TokenManager
     links: LinkService
     playback: PlaybackService
+    autopost: AutopostService
     metrics: Metrics | None = None  # None when METRICS_ENABLED is off
-    autopost: AutopostService | None = None  # set by bot.app once the bot exists

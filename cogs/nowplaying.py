@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.client import NowPlayingBot
-from bot.embeds import make_view, render_now_playing
+from bot.embeds import render_now_playing, send_arguments
 from bot.errors import (
     BotError,
     DecryptionError,
@@ -86,14 +86,7 @@ class NowPlayingCog(commands.Cog):
             member_avatar_url=target.display_avatar.url,
             now=time.time(),
         )
-        view = make_view(message.buttons)
-        kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
-        if message.content is not None:
-            kwargs["content"] = message.content
-        if message.embed is not None:
-            kwargs["embed"] = message.embed
-        if view is not None:
-            kwargs["view"] = view
+        kwargs = send_arguments(message)
         if interaction.response.is_done():
             await interaction.followup.send(**kwargs)
         else:
