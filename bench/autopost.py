@@ -64,23 +64,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.autopost_presence import add_arguments as add_presence_arguments
 from bench.autopost_presence import run_presence
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.autopost.discord_side import DiscordPySide
-from bot.autopost.scheduler import (
-    Gone,
-    Observation,
-    PollScheduler,
-    RateLimited,
-    RecordResult,
-    SchedulerConfig,
-)
-from bot.autopost.service import (
-    AutopostConfig,
-    AutopostService,
-    ChannelCheck,
-    ChannelState,
-    MemberView,
-    PollScheduling,
-)
+from bot.autopost.observations import Gone, Observation, RateLimited, RecordResult
+from bot.autopost.ports import ChannelCheck, ChannelState, MemberView, PollScheduling
+from bot.autopost.scheduler import PollScheduler
+from bot.autopost.service import AutopostService
 from bot.client import intents_for
 from bot.crypto import TokenCipher
 from bot.embeds import NowPlayingMessage

@@ -18,9 +18,11 @@ import discord
 import yarl
 from aiohttp import web
 
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.autopost.discord_side import DiscordPySide
-from bot.autopost.scheduler import PollScheduler, SchedulerConfig
-from bot.autopost.service import AutopostConfig, AutopostService, PostAction
+from bot.autopost.ports import PostAction
+from bot.autopost.scheduler import PollScheduler
+from bot.autopost.service import AutopostService
 from bot.client import NowPlayingBot
 from bot.config import Settings
 from bot.crypto import TokenCipher

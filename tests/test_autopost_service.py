@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.autopost.scheduler import PollScheduler, SchedulerConfig
-from bot.autopost.service import (
-    AutopostConfig,
-    AutopostService,
+from bot.autopost.config import AutopostConfig, SchedulerConfig
+from bot.autopost.ports import (
     ChannelCheck,
     ChannelState,
     ChannelUnusable,
     DiscordUnavailable,
     MemberView,
 )
+from bot.autopost.scheduler import PollScheduler
+from bot.autopost.service import AutopostService
 from bot.embeds import NowPlayingMessage
 from bot.errors import LinkBroken, SpotifyRateLimited
 from bot.spotify.models import (

@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from bot.autopost.scheduler import (
-    CheckKind,
+from bot.autopost.check_queue import CheckKind
+from bot.autopost.config import SchedulerConfig
+from bot.autopost.observations import (
     Gone,
     Idle,
     Observation,
     Playing,
-    PollScheduler,
     RateLimited,
-    SchedulerConfig,
     TransientError,
     observation_from_error,
     observation_from_playback,
 )
+from bot.autopost.scheduler import PollScheduler
 from bot.errors import (
     InvalidGrant,
     SpotifyNotRegistered,

@@ -81,24 +81,9 @@ from bot.autopost.observations import (
     RateLimited,
     RecordResult,
     TransientError,
-    observation_from_error,
-    observation_from_playback,
 )
 
-__all__ = [
-    "CheckKind",
-    "Gone",
-    "Idle",
-    "Observation",
-    "Playing",
-    "PollScheduler",
-    "RateLimited",
-    "RecordResult",
-    "SchedulerConfig",
-    "TransientError",
-    "observation_from_error",
-    "observation_from_playback",
-]
+__all__ = ["PollScheduler"]
 
 
 # --- the scheduler -------------------------------------------------------------------------

@@ -26,16 +26,10 @@ from bot.autopost.config import AutopostConfig
 from bot.autopost.guild_settings import GuildSettings
 from bot.autopost.poll_loop import PollLoop
 from bot.autopost.ports import (
-    ChannelCheck,
-    ChannelState,
-    ChannelUnusable,
     DiscordSide,
-    DiscordUnavailable,
     Fetch,
     GapHook,
-    MemberView,
     PollScheduling,
-    PostAction,
     PostHook,
     Source,
     SpotifyHold,
@@ -45,19 +39,6 @@ from bot.autopost.roster import MembershipLookups, Roster
 from bot.autopost.scheduler import PollScheduler
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import LastPost, Storage
-
-__all__ = [
-    "AutopostConfig",
-    "AutopostService",
-    "ChannelCheck",
-    "ChannelState",
-    "ChannelUnusable",
-    "DiscordSide",
-    "DiscordUnavailable",
-    "MemberView",
-    "PollScheduling",
-    "PostAction",
-]
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from tests.fakes.discord import ChannelArg, FakeMessage
 from tests.fakes.discord_payloads import EMBED_LINKS, SEND_MESSAGES
 from tests.fakes.spotify import FakeSpotify, track_payload

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from tests.fakes.discord import ChannelArg, FakeMessage
 from tests.fakes.discord_payloads import (
     make_channel,
