@@ -13,6 +13,8 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from bot.autopost.observations import Idle, Playing
+
 
 class CheckKind(enum.Enum):
     """Why a member's next check is planned; ``END`` and ``STALE`` checks are time-critical."""
@@ -55,6 +57,41 @@ class MemberState:
     last_item_key: str | None = None
     paused: bool = False
     last_seen_at: float | None = None  # when a check last told us what was (not) playing
+
+    def next_step(self, outcome: Outcome, ladder: tuple[float, ...]) -> float:
+        """The next step of a back-off ladder; a different outcome than last time restarts it.
+
+        A member idle at its very first check starts at the ceiling: the short first steps are
+        for a member who just stopped (or an ad, or a stray 204 mid-track), and someone idle
+        since we started following costs the ceiling rate from the first hour on.
+        """
+        if self.outcome is outcome:
+            self.streak += 1
+        elif outcome is Outcome.IDLE and self.outcome is Outcome.NONE:
+            self.streak = len(ladder)
+        else:
+            self.streak = 1
+        self.outcome = outcome
+        return ladder[min(self.streak, len(ladder)) - 1]
+
+    def unseen_since(self, obs: Playing | Idle, now: float, min_play: float) -> float | None:
+        """Start of an unobserved stretch long enough to hide a play, if this answer ends one."""
+        if self.last_seen_at is None:
+            return None
+        if isinstance(obs, Playing):
+            # (A member's very first answer has no item to compare: any item is a change.)
+            if obs.item_key == self.last_item_key and self.outcome is not Outcome.IDLE:
+                return None
+            # The new item began about ``progress`` ago; before that, since our last look,
+            # anything may have played.
+            began = now - obs.progress_ms / 1000.0
+        elif self.outcome in (Outcome.PLAYING, Outcome.STALE, Outcome.PAUSED):
+            began = now
+        else:
+            return None  # idle then and idle now: assume nothing happened in between
+        if began - self.last_seen_at >= min_play:
+            return self.last_seen_at
+        return None
 
 
 _Entry = tuple[float, int, int]  # (due, token, member_id)

@@ -275,7 +275,7 @@ class PollScheduler:
             delay = self._ladder(state, Outcome.ERROR, cfg.error_backoff)
             return RecordResult(self._plan_routine(member_id, state, now, delay, CheckKind.ERROR))
 
-        unseen_since = self._unseen_since(state, observation, now)
+        unseen_since = state.unseen_since(observation, now, self.config.min_counted_play)
         state.last_seen_at = now
         if isinstance(observation, Idle):
             state.paused = False
@@ -340,20 +340,7 @@ class PollScheduler:
         return due
 
     def _ladder(self, state: MemberState, outcome: Outcome, ladder: tuple[float, ...]) -> float:
-        """The next step of a back-off ladder; a different outcome than last time restarts it.
-
-        A member idle at its very first check starts at the ceiling: the short first steps are
-        for a member who just stopped (or an ad, or a stray 204 mid-track), and someone idle
-        since we started following costs the ceiling rate from the first hour on.
-        """
-        if state.outcome is outcome:
-            state.streak += 1
-        elif outcome is Outcome.IDLE and state.outcome is Outcome.NONE:
-            state.streak = len(ladder)
-        else:
-            state.streak = 1
-        state.outcome = outcome
-        step = ladder[min(state.streak, len(ladder)) - 1]
+        step = state.next_step(outcome, ladder)
         self._set_rate(state, 1.0 / step)
         return step
 
@@ -374,25 +361,6 @@ class PollScheduler:
 
     def _plan(self, member_id: int, state: MemberState, due: float, kind: CheckKind) -> float:
         return self._queue.plan(member_id, state, due, kind)
-
-    def _unseen_since(self, state: MemberState, obs: Playing | Idle, now: float) -> float | None:
-        """Start of an unobserved stretch long enough to hide a play, if this answer ends one."""
-        if state.last_seen_at is None:
-            return None
-        if isinstance(obs, Playing):
-            # (A member's very first answer has no item to compare: any item is a change.)
-            if obs.item_key == state.last_item_key and state.outcome is not Outcome.IDLE:
-                return None
-            # The new item began about ``progress`` ago; before that, since our last look,
-            # anything may have played.
-            began = now - obs.progress_ms / 1000.0
-        elif state.outcome in (Outcome.PLAYING, Outcome.STALE, Outcome.PAUSED):
-            began = now
-        else:
-            return None  # idle then and idle now: assume nothing happened in between
-        if began - state.last_seen_at >= self.config.min_counted_play:
-            return state.last_seen_at
-        return None
 
     def _set_rate(self, state: MemberState, rate: float) -> None:
         self._demand += rate - state.rate
