@@ -36,7 +36,7 @@ from bot.spotify.models import (
     Track,
 )
 from bot.storage import LastPost, Storage
-from tests.helpers import ManualClock, linked_account
+from tests.helpers import ManualClock, eventually, linked_account
 
 GUILD = 1001
 OTHER_GUILD = 1002
@@ -214,14 +214,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     finally:
         await built.service.stop()
         await storage.close()
-
-
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.01)
 
 
 async def stays(condition: Callable[[], object], seconds: float = 0.5) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -33,18 +32,6 @@ from tests.fakes.spotify import (
     unknown_payload,
 )
 from tests.helpers import no_sleep
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSpotify]:
-    async with FakeSpotify.running() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

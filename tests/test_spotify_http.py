@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -29,18 +28,6 @@ class RecordingSleep:
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSpotify]:
-    async with FakeSpotify.running() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

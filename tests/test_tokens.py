@@ -100,12 +100,6 @@ class World:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSpotify]:
-    async with FakeSpotify.running() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def world(fake: FakeSpotify, tmp_path: Path) -> AsyncIterator[World]:
     db_path = tmp_path / "bot.db"
     async with aiohttp.ClientSession() as session, await Storage.open(db_path) as storage:

@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.storage import Storage
 from bot.web import QuietAccessLogger, WebDependencies, create_app
 from tests.fakes.spotify import UNREGISTERED_USER, FakeSpotify
-from tests.test_linking import ALICE, BOB, LinkWorld, query_of
+from tests.helpers import ALICE, BOB, LinkWorld, query_of
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -59,12 +59,6 @@ class Page:
     status: int
     headers: Mapping[str, str]
     body: str
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSpotify]:
-    async with FakeSpotify.running() as fake:
-        yield fake
 
 
 @pytest.fixture
