@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,11 +216,23 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await storage.close()
 
 
-async def stays(condition: Callable[[], object], seconds: float = 0.5) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert condition()
-        await asyncio.sleep(0.02)
+async def polls_settled(service: AutopostService) -> None:
+    """Until no poll is in flight: a poll started before a change has been counted."""
+    await eventually(lambda: service.polls_in_flight == 0)
+
+
+async def others_polled(world: World, member_id: int = BOB, times: int = 3) -> None:
+    """Until ``member_id`` was polled ``times`` more times: the loop went on meanwhile (a
+    progress to wait for, instead of a stretch of wall-clock time)."""
+    start = world.spotify.calls.get(member_id, 0)
+    await eventually(lambda: world.spotify.calls.get(member_id, 0) >= start + times)
+
+
+async def loop_turns(service: AutopostService) -> None:
+    """Wake the loop and let it run its turn (and the tasks it starts) before going on."""
+    service._wake.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 # --- posting rules -------------------------------------------------------------------------
@@ -416,15 +428,17 @@ async def test_an_opted_out_member_is_not_posted(world: World) -> None:
 
 async def test_an_opt_out_during_a_post_stops_it(world: World) -> None:
     gate = asyncio.Event()
+    looking_up = asyncio.Event()
     original = world.side.fetch_member
 
     async def slow_lookup(guild_id: int, user_id: int) -> MemberView | None:
+        looking_up.set()
         await gate.wait()
         return await original(guild_id, user_id)
 
     world.side.fetch_member = slow_lookup  # type: ignore[method-assign]
     posting = asyncio.create_task(world.service.observe(ALICE, track("t1")))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(looking_up.wait(), 5)
     await world.service.set_opt_in(ALICE, False)
     gate.set()
     await posting
@@ -565,16 +579,17 @@ async def test_members_in_no_music_guild_are_not_polled(world: World) -> None:
     assert not service.is_followed(ALICE)
     assert service.is_followed(BOB)
     world.spotify.calls.clear()
-    await asyncio.sleep(0.5)
+    await others_polled(world, BOB)
     assert world.spotify.calls.get(ALICE, 0) == 0
-    assert world.spotify.calls.get(BOB, 0) > 0
 
 
 async def test_no_music_channel_means_no_polling(world: World) -> None:
     await world.service.turn_off(GUILD)
     await world.service.settle()
+    await polls_settled(world.service)
     world.spotify.calls.clear()
-    await asyncio.sleep(0.4)
+    assert len(world.service.scheduler) == 0  # nobody left to poll
+    await loop_turns(world.service)
     assert world.spotify.calls == {}
     await world.service.set_channel(GUILD, MUSIC)
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > 0)
@@ -583,25 +598,29 @@ async def test_no_music_channel_means_no_polling(world: World) -> None:
 async def test_opting_out_stops_polling_at_once(world: World) -> None:
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > 0)
     await world.service.set_opt_in(ALICE, False)
-    await asyncio.sleep(0.05)  # a poll already in flight may still land
+    await polls_settled(world.service)  # a poll already in flight may still land
     calls = world.spotify.calls.get(ALICE, 0)
-    await stays(lambda: world.spotify.calls.get(ALICE, 0) == calls)
+    await others_polled(world, BOB)
+    assert world.spotify.calls.get(ALICE, 0) == calls
     assert not world.service.is_followed(ALICE)
 
 
 async def test_unlinking_stops_polling(world: World) -> None:
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > 0)
     world.service.member_unlinked(ALICE)
-    await asyncio.sleep(0.05)
+    await polls_settled(world.service)
     calls = world.spotify.calls.get(ALICE, 0)
-    await stays(lambda: world.spotify.calls.get(ALICE, 0) == calls)
+    await others_polled(world, BOB)
+    assert world.spotify.calls.get(ALICE, 0) == calls
 
 
 async def test_a_broken_link_stops_polling(world: World) -> None:
     world.spotify.playing[ALICE] = LinkBroken("invalid_grant")
     await eventually(lambda: not world.service.is_followed(ALICE))
+    await polls_settled(world.service)
     calls = world.spotify.calls[ALICE]
-    await stays(lambda: world.spotify.calls[ALICE] == calls, 0.4)
+    await others_polled(world, BOB)
+    assert world.spotify.calls[ALICE] == calls
     assert world.service.is_followed(BOB)
 
 
@@ -618,7 +637,7 @@ async def test_a_429_holds_every_poll(world: World) -> None:
     hold_until = time.monotonic() + 0.6
     world.spotify.playing[ALICE] = SpotifyRateLimited(0.6, hold_until)
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > before)
-    await asyncio.sleep(0.05)  # a poll already in flight may still land
+    await polls_settled(world.service)  # polls started before the answer still land
     counts = dict(world.spotify.calls)
     while time.monotonic() < hold_until - 0.05:
         assert world.spotify.calls == counts
@@ -657,9 +676,15 @@ async def test_the_senders_hold_from_an_interactive_429_holds_polling(
         await service.start()
         await eventually(lambda: spotify.calls.get(ALICE, 0) > 0)
         hold.hold_until = time.monotonic() + 0.5
-        await asyncio.sleep(0.05)
+        scheduler = service.scheduler
+        assert isinstance(scheduler, PollScheduler)
+        await loop_turns(service)  # the loop reads the sender's hold at its next turn
+        await eventually(lambda: scheduler.held_until == hold.hold_until)
+        await polls_settled(service)
         calls = spotify.calls[ALICE]
-        await stays(lambda: spotify.calls[ALICE] == calls, 0.35)
+        while time.monotonic() < hold.hold_until - 0.05:
+            assert spotify.calls[ALICE] == calls
+            await asyncio.sleep(0.02)
         await eventually(lambda: spotify.calls[ALICE] > calls)
         assert "polling paused for 0 s: Spotify rate-limited us" in caplog.text
     finally:
@@ -723,7 +748,7 @@ async def test_polls_stay_under_the_concurrency_limit(tmp_path: Path) -> None:
     try:
         await service.start()
         await eventually(lambda: running["now"] == 3)
-        await asyncio.sleep(0.2)
+        await loop_turns(service)  # a turn with everyone due and no slot free
         assert running["most"] == 3
         assert service.polls_in_flight == 3
     finally:
@@ -752,7 +777,7 @@ async def test_the_loop_waits_for_discord(tmp_path: Path) -> None:
     service = AutopostService(storage, spotify.fetch, side, config=AutopostConfig(scheduler=FAST))
     try:
         await service.start()
-        await asyncio.sleep(0.2)
+        await loop_turns(service)
         assert spotify.calls == {}
         side.ready.set()
         await eventually(lambda: spotify.calls.get(ALICE, 0) > 0)
@@ -785,9 +810,10 @@ async def test_the_scheduler_handed_in_is_used_even_while_empty(world: World) ->
 async def test_suspended_members_are_not_polled_until_resumed(world: World) -> None:
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > 0)
     world.service.suspend_polling(ALICE)  # e.g. their presence shows Spotify
-    await asyncio.sleep(0.05)
+    await polls_settled(world.service)
     calls = world.spotify.calls[ALICE]
-    await stays(lambda: world.spotify.calls[ALICE] == calls, 0.4)
+    await others_polled(world, BOB)
+    assert world.spotify.calls[ALICE] == calls
     assert world.service.is_followed(ALICE)
     world.service.resume_polling(ALICE)
     await eventually(lambda: world.spotify.calls[ALICE] > calls)
