@@ -24,7 +24,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH="/opt/venv/bin:${PATH}" \
-    DATABASE_PATH=/data/bot.db
+    DATABASE_PATH=/data/bot.db \
+    WEB_HOST=0.0.0.0
 
 RUN groupadd --system --gid 10001 bot \
     && useradd --system --no-log-init --uid 10001 --gid bot \
@@ -39,6 +40,8 @@ WORKDIR /app
 VOLUME ["/data"]
 USER 10001:10001
 
+# Inside the container the web server listens on every interface (WEB_HOST above); what the
+# host exposes is decided where the port is published (compose: 127.0.0.1:8080 by default).
 EXPOSE 8080
 
 # slim has no curl: ask /healthz with Python (exit 1 on an error or a non-2xx status).

@@ -60,23 +60,31 @@ def _command_gen_key() -> int:
     return 0
 
 
-def _command_rotate_keys() -> int:
+def _command_rotate_keys(*, skip_unreadable: bool = False) -> int:
     from bot.crypto import TokenCipher
-    from bot.maintenance import rotate_keys
+    from bot.maintenance import count_secrets_by_key, rotate_keys
     from bot.storage import Storage
 
     settings = _settings_or_exit()
 
-    async def main() -> int:
+    async def main() -> tuple[int, int]:
+        cipher = TokenCipher(settings.token_encryption_keys)
         async with await Storage.open(settings.database_path) as storage:
-            return await rotate_keys(storage, TokenCipher(settings.token_encryption_keys))
+            changed = await rotate_keys(storage, cipher, skip_undecryptable=skip_unreadable)
+            _, _, unreadable = await count_secrets_by_key(storage, cipher)
+            return changed, unreadable
 
     try:
-        changed = asyncio.run(main())
+        changed, unreadable = asyncio.run(main())
     except DecryptionError as exc:
         print(f"rotate-keys: {exc}", file=sys.stderr)
         return 1
     print(f"Re-encrypted {changed} stored secret(s) with the first key.")
+    if unreadable:
+        print(
+            f"Left {unreadable} stored secret(s) that no configured key opens as they were; "
+            "those members must run /link again."
+        )
     return 0
 
 
@@ -98,12 +106,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["run", "check", "gen-key", "rotate-keys"],
         help="run the bot (default); check the setup; print a new key; re-encrypt secrets",
     )
+    parser.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="rotate-keys: re-encrypt what the keys open; leave secrets no key opens as they are",
+    )
     args = parser.parse_args(argv)
+    if args.skip_unreadable and args.command != "rotate-keys":
+        parser.error("--skip-unreadable only goes with rotate-keys")
+    if args.command == "rotate-keys":
+        return _command_rotate_keys(skip_unreadable=args.skip_unreadable)
     commands = {
         "run": _command_run,
         "check": _command_check,
         "gen-key": _command_gen_key,
-        "rotate-keys": _command_rotate_keys,
     }
     return commands[args.command]()
 

@@ -27,9 +27,12 @@ from bot.client import NowPlayingBot
 from bot.config import Settings
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
+from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
 from bot.logs import SecretMasker
+from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
+from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
@@ -37,7 +40,7 @@ from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
 from bot.tokens import TokenManager
-from bot.web import QuietAccessLogger, WebDependencies, create_app
+from bot.web import WebDependencies, create_app, runner_options
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,7 @@ class Application:
             ) from exc
         self._stack.push_async_callback(storage.close)
         cipher = TokenCipher(settings.token_encryption_keys)
+        await report_unreadable_secrets(storage, cipher)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(
@@ -149,7 +153,13 @@ class Application:
         )
         if self.masker is not None:
             tokens.register_secret_listener(self.masker.add_secret)
-        links = LinkService(storage, auth, api, tokens)
+        links = LinkService(
+            storage, auth, api, tokens, cipher, hold_remaining=sender.hold_remaining
+        )
+        completer = PendingLinkCompleter(
+            storage, cipher, auth, api, links, hold_remaining=sender.hold_remaining
+        )
+        links.add_pending_listener(completer.wake)
         scheduler = PollScheduler(self.autopost_config.scheduler)
         # Interactive /np counts toward the polling budget, and is never held back by it.
         playback = PlaybackService(tokens, api, on_request=scheduler.note_request)
@@ -158,6 +168,8 @@ class Application:
             await self._stack.enter_async_context(
                 metrics.linked_members_refresher(storage.count_links)
             )
+        privacy = PrivacyService(storage)
+        await privacy.start()
 
         async def poll(member_id: int) -> CurrentlyPlaying:
             return await tokens.call(member_id, api.currently_playing)
@@ -174,6 +186,7 @@ class Application:
                 hold=sender,
                 on_post=_autopost_metrics(metrics) if metrics is not None else None,
                 on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
+                is_private=privacy.is_private_now,
             )
             return Services(
                 settings=settings,
@@ -183,6 +196,7 @@ class Application:
                 links=links,
                 playback=playback,
                 autopost=autopost,
+                privacy=privacy,
                 metrics=metrics,
             )
 
@@ -203,6 +217,8 @@ class Application:
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)
+        privacy.add_private_listener(autopost.member_went_private)
+        privacy.add_server_listener(autopost.member_went_public)
 
         app = create_app(
             WebDependencies(
@@ -213,9 +229,7 @@ class Application:
                 metrics=metrics.render if metrics else None,
             )
         )
-        self.web_runner = web.AppRunner(
-            app, access_log_class=QuietAccessLogger, handle_signals=False
-        )
+        self.web_runner = web.AppRunner(app, handle_signals=False, **runner_options())
         await self.web_runner.setup()
         self._stack.push_async_callback(self.web_runner.cleanup)
         site = web.TCPSite(self.web_runner, settings.web_host, settings.web_port)
@@ -238,6 +252,9 @@ class Application:
             ) from exc
         self._bot_task = asyncio.create_task(self._connect_forever(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
+        # Links that waited for a Spotify hold (also from before a restart) finish now.
+        completer.start()
+        self._stack.push_async_callback(completer.stop)
 
     async def _connect_forever(self) -> None:
         """Keep the gateway up. discord.py reconnects by itself once connected, but a failed

@@ -61,7 +61,12 @@ from bot.errors import (
     SpotifyUnavailable,
 )
 from bot.logs import SecretMasker, masker_for_settings
-from bot.maintenance import count_secrets_by_key
+from bot.maintenance import (
+    ROTATE_COMMAND,
+    count_secrets_by_key,
+    keys_open_summary,
+    unreadable_advice,
+)
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.storage import Storage
@@ -330,17 +335,15 @@ def _check_keys(key_count: int, counts: SecretCounts | None) -> Finding:
         parts.append(f"{counts.undecryptable} that no configured key can read")
     summary = f"{keys}; {counts.total} stored secret(s): {', '.join(parts)}"
     if counts.undecryptable:
+        opens = keys_open_summary(counts.total - counts.undecryptable, counts.total)
         return Finding(
-            PROBLEM,
-            item,
-            f"{summary}. Put the old key back into TOKEN_ENCRYPTION_KEY (after the new one), "
-            "or those members must run /link again",
+            PROBLEM, item, f"{opens}: {', '.join(parts)}. To fix it, {unreadable_advice()}"
         )
     if counts.older:
         return Finding(
             OK,
             item,
-            f"{summary}; run `python -m bot rotate-keys`, then remove the older key(s)",
+            f"{summary}; run `{ROTATE_COMMAND}`, then remove the older key(s)",
         )
     if key_count > 1:
         return Finding(OK, item, f"{summary}; the other key(s) can be removed")

@@ -16,7 +16,13 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.linking", "cogs.nowplaying", "cogs.autopost", "cogs.presence")
+EXTENSIONS = (
+    "cogs.linking",
+    "cogs.nowplaying",
+    "cogs.privacy",
+    "cogs.autopost",
+    "cogs.presence",
+)
 
 APOLOGY = "Sorry, something went wrong on our side. The bot owner can find the details in the log."
 

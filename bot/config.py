@@ -20,6 +20,8 @@ from bot.errors import ConfigError
 DEFAULT_DISCORD_API_BASE = "https://discord.com/api/v10"
 DEFAULT_SPOTIFY_ACCOUNTS_BASE = "https://accounts.spotify.com"
 DEFAULT_SPOTIFY_API_BASE = "https://api.spotify.com/v1"
+# Loopback: only this machine reaches the web server unless the admin exposes it on purpose.
+DEFAULT_WEB_HOST = "127.0.0.1"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 _TRUE = {"1", "true", "yes", "on"}
@@ -34,7 +36,8 @@ class Settings:
     spotify_redirect_uri: str
     token_encryption_keys: tuple[bytes, ...]
     database_path: Path = Path("data/bot.db")
-    web_host: str = "0.0.0.0"  # noqa: S104 - the callback must be reachable from outside
+    # Loopback by default: a reverse proxy (or the container's WEB_HOST) exposes it on purpose.
+    web_host: str = DEFAULT_WEB_HOST
     web_port: int = 8080
     discord_api_base: str = DEFAULT_DISCORD_API_BASE
     spotify_accounts_base: str = DEFAULT_SPOTIFY_ACCOUNTS_BASE
@@ -194,7 +197,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                 )
 
     database_path = Path(get("DATABASE_PATH") or "data/bot.db")
-    web_host = get("WEB_HOST") or "0.0.0.0"  # noqa: S104
+    web_host = get("WEB_HOST") or DEFAULT_WEB_HOST
     web_port = 8080
     raw_port = get("WEB_PORT")
     if raw_port is not None:

@@ -104,6 +104,61 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX last_posts_channel_id ON last_posts (channel_id)",
         ),
     ),
+    Migration(
+        version=3,
+        description="privacy: visibility per member, auto-post opt-in per server",
+        statements=(
+            # Its own table: /unlink forgets member_settings, but a member who chose private
+            # stays private (their presence could otherwise show up again).
+            """
+            CREATE TABLE member_privacy (
+                discord_user_id INTEGER PRIMARY KEY,
+                visibility      TEXT    NOT NULL CHECK (visibility IN ('server', 'private')),
+                updated_at      REAL    NOT NULL
+            )
+            """,
+            # member_settings.autopost_opt_in (the choice made before it was per server) stays
+            # as the fallback for every server without a row here.
+            """
+            CREATE TABLE member_guild_settings (
+                discord_user_id INTEGER NOT NULL,
+                guild_id        INTEGER NOT NULL,
+                autopost_opt_in INTEGER NOT NULL CHECK (autopost_opt_in IN (0, 1)),
+                updated_at      REAL    NOT NULL,
+                PRIMARY KEY (discord_user_id, guild_id)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
+    Migration(
+        version=4,
+        description="link flow: who asked, each state's outcome, links waiting for Spotify",
+        statements=(
+            # Shown on the success page: the Discord account the Spotify account is linked to.
+            "ALTER TABLE link_states ADD COLUMN discord_name TEXT",
+            # The state itself, encrypted for the member: /link re-sends it during its cooldown.
+            "ALTER TABLE link_states ADD COLUMN sealed_state BLOB",
+            # NULL while the callback works; then linked, renewed, pending, taken or failed.
+            "ALTER TABLE link_states ADD COLUMN outcome TEXT",
+            # The one-time result page: a hash of its token, the names it shows, when it was seen.
+            "ALTER TABLE link_states ADD COLUMN result_hash BLOB",
+            "ALTER TABLE link_states ADD COLUMN spotify_name TEXT",
+            "ALTER TABLE link_states ADD COLUMN result_shown_at REAL",
+            "CREATE INDEX link_states_member ON link_states (discord_user_id, created_at)",
+            "CREATE UNIQUE INDEX link_states_result ON link_states (result_hash)",
+            # A code exchanged while Spotify held the Web API: the grant waits here, encrypted
+            # for the member, until the link can be completed.
+            """
+            CREATE TABLE pending_links (
+                discord_user_id INTEGER PRIMARY KEY,
+                state_hash      BLOB    NOT NULL,
+                sealed_grant    BLOB    NOT NULL,
+                discord_name    TEXT,
+                created_at      REAL    NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -188,6 +243,9 @@ async def _configure(connection: aiosqlite.Connection, *, memory: bool) -> None:
         f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
         "PRAGMA foreign_keys = ON",
         "PRAGMA synchronous = NORMAL",
+        # Zero what is deleted or overwritten (replaced refresh tokens): no old ciphertext
+        # lingers in free space. Some builds default to it; others do not.
+        "PRAGMA secure_delete = ON",
     ):
         async with connection.execute(pragma):
             pass

@@ -1,23 +1,38 @@
 """Linking a member's Spotify account: one code path for the web callback and the paste modal.
 
-``LinkService.start`` makes a single-use state bound to the member and returns the authorize
-URL. ``LinkService.complete`` takes the callback's query (from the browser, or pasted into the
-Discord modal) and either stores the link or raises ``LinkFailure`` with words for the member.
-Nothing is stored unless every step succeeded.
+``LinkService.start`` makes a single-use state bound to the member (at most
+``MAX_STATES_PER_MEMBER`` per member; within ``LINK_COOLDOWN_SECONDS`` of the last one, that one
+is handed out again) and returns the authorize URL. ``LinkService.complete`` takes the
+callback's query (from the browser, or pasted into the Discord modal) and either stores the
+link or raises ``LinkFailure`` with words for the member.
+
+Rules (docs/linking.md explains them for self-hosters):
+* a Spotify account linked to another member is never moved (``taken``, 409);
+* a state is consumed once; a second request with it waits for the first one's outcome and
+  reports it without naming any account;
+* a 429 of the accounts service uses up nothing (the state is released); a Web API hold does
+  not stop the code exchange: the grant waits, encrypted, in ``pending_links`` and
+  :class:`~bot.link_completion.PendingLinkCompleter` finishes the link when the hold ends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import math
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl
 
+from bot.crypto import TokenCipher
 from bot.errors import (
+    BotError,
+    DecryptionError,
     InvalidClient,
     InvalidGrant,
     SpotifyAuthError,
@@ -27,19 +42,35 @@ from bot.errors import (
 )
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
-from bot.spotify.models import SpotifyUser
-from bot.storage import LinkedAccount, Storage
+from bot.spotify.http import SpotifyService
+from bot.spotify.models import SpotifyUser, TokenGrant
+from bot.storage import (
+    LinkedAccount,
+    LinkResultView,
+    PendingLink,
+    SpotifyAccountTaken,
+    Storage,
+    hash_link_state,
+)
 from bot.tokens import TokenManager
 
 log = logging.getLogger(__name__)
 
 STATE_TTL_SECONDS = 600.0
+LINK_COOLDOWN_SECONDS = 30.0  # /link again within this hands out the same, still-valid link
+MAX_STATES_PER_MEMBER = 3  # older states of the member stop working
+RESULT_NAMES_SECONDS = 600.0  # the result page names the accounts once, within this time
+# A second request with a state another request is using waits this long for its outcome.
+CONCURRENT_WAIT_SECONDS = 20.0
+CONCURRENT_POLL_SECONDS = 0.05
+MAX_WAITERS = 50
 # A pasted address longer than this is not a callback URL; refuse before parsing it.
 MAX_PASTE_LENGTH = 4000
 # Spotify refresh tokens stop working 6 months after the member authorized; refreshing does
-# not extend that (SPOTIFY.md). Remind members in the last two weeks.
+# not extend that. Remind members in the last two weeks.
 REFRESH_TOKEN_LIFETIME_DAYS = 182
 EXPIRY_WARNING_DAYS = 14
+SPOTIFY_APPS_URL = "https://www.spotify.com/account/apps/"
 
 FailureKind = Literal[
     "denied",
@@ -53,32 +84,67 @@ FailureKind = Literal[
     "rate_limited",
     "spotify_down",
     "bad_config",
+    "taken",
 ]
-
-LinkSource = Literal["web", "paste"]
-# Called with (member id, Spotify user, where the link completed).
-LinkedCallback = Callable[[int, SpotifyUser, LinkSource], Awaitable[None]]
+# What a used state came to (stored with it, so a reload can say so without names).
+Outcome = Literal["linked", "renewed", "pending", "taken", "failed"]
+LinkKind = Literal["linked", "renewed"]
+LinkSource = Literal["web", "paste", "later"]
+# Called with (member id, Spotify user, where the link completed, linked or renewed).
+LinkedCallback = Callable[[int, SpotifyUser, LinkSource, LinkKind], Awaitable[None]]
+# Called with (member id, words for them) when a link finished without them watching.
+NoticeCallback = Callable[[int, str], Awaitable[None]]
 
 
 class LinkFailure(Exception):
-    """A link attempt failed; ``title``/``message`` are plain words for the member."""
+    """A link attempt did not link; ``title``/``message`` are plain words for the member.
 
-    def __init__(self, kind: FailureKind, title: str, message: str, status: int = 400) -> None:
+    ``tone`` is "info" for answers that are not an error (a reload of a finished link).
+    """
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        title: str,
+        message: str,
+        status: int = 400,
+        *,
+        tone: Literal["fail", "info"] = "fail",
+    ) -> None:
         super().__init__(f"{kind}: {title}")
         self.kind = kind
         self.title = title
         self.message = message
         self.status = status
+        self.tone = tone
+
+
+class LinkBusy(BotError):
+    user_message = "The bot's database is busy right now. Please run /link again in a moment."
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStart:
+    """``reused``: inside the cooldown, the member's still-valid link was handed out again."""
+
+    authorize_url: str
+    reused: bool
+    expires_at: float  # Unix time
 
 
 @dataclass(frozen=True, slots=True)
 class LinkResult:
-    """``already_linked`` is True for a reload of a callback URL that already did its work."""
+    """A link that completed (``linked``/``renewed``) or waits for Spotify (``pending``).
+
+    ``result_token`` opens the one-time result page that names both accounts.
+    """
 
     discord_user_id: int
-    display_name: str
-    spotify_user_id: str
-    already_linked: bool = False
+    outcome: Literal["linked", "renewed", "pending"]
+    display_name: str = ""
+    spotify_user_id: str = ""
+    result_token: str | None = None
+    retry_after: float = 0.0  # pending: seconds until Spotify lets the bot finish
 
 
 def parse_pasted_address(text: str) -> dict[str, str]:
@@ -106,7 +172,36 @@ def expiry_reminder(linked_at: float, now: float) -> str | None:
     )
 
 
+def describe_wait(seconds: float) -> str:
+    """ "12 s", "4 min", "2 h" for a page or a message."""
+    seconds = max(1.0, seconds)
+    if seconds < 90:
+        return f"{math.ceil(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{math.ceil(seconds / 60)} min"
+    return f"{math.ceil(seconds / 3600)} h"
+
+
+def seal_grant(cipher: TokenCipher, user_id: int, grant: TokenGrant, now: float) -> bytes:
+    """A grant as an encrypted blob bound to the member (``now`` is Unix time)."""
+    payload = {
+        "access_token": grant.access_token,
+        "refresh_token": grant.refresh_token,
+        "scope": grant.scope,
+        "expires_at": now + grant.expires_in,
+    }
+    return cipher.encrypt(user_id, json.dumps(payload))
+
+
 _RELINK = "Run /link in Discord to get a fresh link."
+_TAKEN = LinkFailure(
+    "taken",
+    "This Spotify account is linked to another Discord account",
+    "A Spotify account can be linked to one Discord account at a time, and the bot never "
+    "moves it. Nothing was changed. If that other Discord account is yours, run /unlink there "
+    "first, then /link again from this one.",
+    status=409,
+)
 
 
 class LinkService:
@@ -116,34 +211,85 @@ class LinkService:
         auth: SpotifyAuth,
         api: SpotifyApi,
         tokens: TokenManager,
+        cipher: TokenCipher,
         *,
+        hold_remaining: Callable[[SpotifyService], float] = lambda _service: 0.0,
         clock: Callable[[], float] = time.time,
         state_ttl: float = STATE_TTL_SECONDS,
+        cooldown: float = LINK_COOLDOWN_SECONDS,
+        max_states: int = MAX_STATES_PER_MEMBER,
     ) -> None:
         self._storage = storage
         self._auth = auth
         self._api = api
         self._tokens = tokens
+        self._cipher = cipher
+        self._hold_remaining = hold_remaining
         self._clock = clock
         self._state_ttl = state_ttl
+        self._cooldown = cooldown
+        self._max_states = max_states
         self._on_linked: list[LinkedCallback] = []
         self._on_unlinked: list[Callable[[int], None]] = []
+        self._on_notice: list[NoticeCallback] = []
+        self._on_pending: list[Callable[[], None]] = []
+        self._waiters = 0  # requests waiting for another request's outcome
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
 
     def add_linked_listener(self, callback: LinkedCallback) -> None:
         """Called after a link is stored (the bot DMs "linked as ..."); failures are logged."""
         self._on_linked.append(callback)
 
-    async def start(self, discord_user_id: int) -> str:
-        """A fresh single-use state (256 random bits) bound to the member; the authorize URL."""
-        state = secrets.token_urlsafe(32)
-        now = self._clock()
-        await self._storage.create_link_state(state, discord_user_id, now=now, ttl=self._state_ttl)
-        await self._storage.purge_link_states(now=now)
-        return self._auth.authorize_url(state)
-
     def add_unlinked_listener(self, callback: Callable[[int], None]) -> None:
         """Called right after a member unlinks (auto-posting stops following them)."""
         self._on_unlinked.append(callback)
+
+    def add_notice_listener(self, callback: NoticeCallback) -> None:
+        """Called when a link waiting for Spotify ends without a link (the bot DMs why)."""
+        self._on_notice.append(callback)
+
+    def add_pending_listener(self, callback: Callable[[], None]) -> None:
+        """Called when a grant starts waiting for the Web API hold (wakes the completer)."""
+        self._on_pending.append(callback)
+
+    # --- /link and /unlink ---------------------------------------------------------------
+
+    async def start(self, discord_user_id: int, discord_name: str | None = None) -> LinkStart:
+        """The member's authorize URL: the last one again inside the cooldown, otherwise a
+        fresh single-use state (256 random bits); only the newest few states keep working."""
+        now = self._clock()
+        try:
+            recent = await self._storage.recent_link_state(
+                discord_user_id, created_since=now - self._cooldown, now=now
+            )
+            if recent is not None and recent.sealed_state is not None:
+                try:
+                    state = self._cipher.decrypt(discord_user_id, recent.sealed_state)
+                except DecryptionError:
+                    pass  # the keys changed since: hand out a new one
+                else:
+                    return LinkStart(self._authorize_url(state), True, recent.expires_at)
+            state = secrets.token_urlsafe(32)
+            await self._storage.create_link_state(
+                state,
+                discord_user_id,
+                now=now,
+                ttl=self._state_ttl,
+                discord_name=discord_name,
+                sealed_state=self._cipher.encrypt(discord_user_id, state),
+                keep_per_member=self._max_states,
+            )
+            await self._storage.purge_link_states(now=now)
+        except sqlite3.OperationalError as exc:  # another process holds the write lock
+            raise LinkBusy(f"could not create a link state: {exc}") from exc
+        return LinkStart(self._authorize_url(state), False, now + self._state_ttl)
+
+    def _authorize_url(self, state: str) -> str:
+        # show_dialog: Spotify shows whose account is being linked, even to a returning user.
+        return self._auth.authorize_url(state, show_dialog=True)
 
     async def unlink(self, discord_user_id: int) -> bool:
         """Forget the member's tokens and settings. True when there was anything to forget."""
@@ -159,6 +305,14 @@ class LinkService:
         link = await self._storage.get_link(discord_user_id)
         return link if link is not None and link.status == "active" else None
 
+    async def open_result(self, token: str) -> LinkResultView | None:
+        """The one-time result page (names on the first view only)."""
+        return await self._storage.open_link_result(
+            token, now=self._clock(), names_for=RESULT_NAMES_SECONDS
+        )
+
+    # --- the callback ----------------------------------------------------------------------
+
     async def complete(
         self, query: Mapping[str, str], *, pasted_by: int | None = None
     ) -> LinkResult:
@@ -168,7 +322,7 @@ class LinkService:
         code = (query.get("code") or "").strip()
         if not state:
             if error:
-                raise self._denied()
+                raise _denied()
             raise LinkFailure(
                 "missing",
                 "This link is incomplete",
@@ -184,111 +338,253 @@ class LinkService:
                 "your browser's address bar, or run /link in Discord to get a fresh link.",
             )
 
-        if pasted_by is not None:
-            owner = await self._storage.get_link_state_owner(state)
-            if owner is not None and owner != pasted_by:
-                # Refuse before consuming, so the real owner's link keeps working.
-                raise LinkFailure(
-                    "wrong_member",
-                    "This link belongs to someone else",
-                    "Each /link address works only for the member who asked for it. " + _RELINK,
-                    status=403,
-                )
+        peeked = await self._storage.peek_link_state(state, now=self._clock())
+        owner = peeked.discord_user_id
+        if pasted_by is not None and owner is not None and owner != pasted_by:
+            # Refuse before consuming, so the real owner's link keeps working.
+            raise LinkFailure(
+                "wrong_member",
+                "This link belongs to someone else",
+                "Each /link address works only for the member who asked for it. " + _RELINK,
+                status=403,
+            )
+        held = self._hold_remaining("accounts")
+        if peeked.status == "ok" and not error and held > 0:
+            raise _accounts_held(held)  # nothing used up: the same address works later
 
-        outcome = await self._storage.consume_link_state(state, now=self._clock())
-        if outcome.status == "unknown" or outcome.discord_user_id is None:
+        consumed = await self._storage.consume_link_state(state, now=self._clock())
+        if consumed.status == "unknown" or consumed.discord_user_id is None:
             raise LinkFailure(
                 "unknown_state",
                 "This link is not valid",
                 "The bot does not recognise this sign-in attempt. " + _RELINK,
             )
-        user_id = outcome.discord_user_id
-        if outcome.status == "used":
-            link = await self.current_link(user_id)
-            if link is not None:
-                return LinkResult(
-                    user_id, link.display_name, link.spotify_user_id, already_linked=True
-                )
-            raise LinkFailure(
-                "used_state",
-                "This link was already used",
-                "Each sign-in link works once. " + _RELINK,
-                status=410,
-            )
-        if outcome.status == "expired":
+        if consumed.status == "used":
+            raise _already_used(consumed.outcome or await self._wait_for_outcome(state))
+        if consumed.status == "expired":
             raise LinkFailure(
                 "expired_state",
                 "This link has expired",
                 "Sign-in links are valid for 10 minutes. " + _RELINK,
                 status=410,
             )
-        if error:
-            raise self._denied()
+        digest = hash_link_state(state)
+        outcome: Outcome | None = "failed"  # None: nothing to record
+        try:
+            if error:
+                raise _denied()
+            result = await self._exchange_and_link(
+                consumed.discord_user_id,
+                code,
+                digest,
+                consumed.discord_name,
+                "web" if pasted_by is None else "paste",
+            )
+            # linked and renewed recorded their result page already.
+            outcome = "pending" if result.outcome == "pending" else None
+            return result
+        except LinkFailure as failure:
+            if failure.kind == "taken":
+                outcome = "taken"
+            elif failure.kind == "rate_limited":
+                outcome = None
+                await self._storage.release_link_state(state)
+            raise
+        finally:
+            if outcome is not None:
+                await self._storage.finish_link_state(digest, outcome)
 
+    async def _exchange_and_link(
+        self,
+        user_id: int,
+        code: str,
+        state_hash: bytes,
+        discord_name: str | None,
+        source: LinkSource,
+    ) -> LinkResult:
         try:
             grant = await self._auth.exchange_code(code)
-            user = await self._api.me(grant.access_token)
-        except SpotifyNotRegistered as exc:
-            raise LinkFailure(
-                "not_registered",
-                "Your Spotify account is not allowed yet",
-                "This bot's Spotify app is in development mode, which only works for accounts "
-                "the bot owner has added to its allow-list. Ask the bot owner to add your "
-                "Spotify email address in the Spotify developer dashboard, then run /link again.",
-                status=403,
-            ) from exc
-        except InvalidGrant as exc:
-            raise LinkFailure(
-                "exchange_failed",
-                "Spotify did not accept this sign-in",
-                "The authorization code was already used or has expired. " + _RELINK,
-            ) from exc
-        except InvalidClient as exc:
-            log.error("Spotify rejected the client id/secret while linking: %s", exc)
-            raise LinkFailure(
-                "bad_config",
-                "The bot is not set up correctly",
-                "Spotify rejected the bot's app credentials. Please tell the bot owner.",
-                status=400,
-            ) from exc
         except SpotifyRateLimited as exc:
-            raise LinkFailure(
-                "rate_limited",
-                "Spotify asks us to slow down",
-                f"Please try /link again in {max(1, round(exc.retry_after))} s.",
-                status=429,
-            ) from exc
-        except SpotifyAuthError as exc:
-            log.warning("Spotify refused a code exchange: %s", exc.error)
-            raise LinkFailure(
-                "exchange_failed",
-                "Spotify did not accept this sign-in",
-                "Something did not match on Spotify's side. " + _RELINK,
-            ) from exc
+            # Spotify did nothing with the code: it and the state stay usable.
+            raise _accounts_held(exc.retry_after) from exc
         except SpotifyError as exc:
-            log.warning("Spotify failed during a link: %s", exc)
-            raise LinkFailure(
-                "spotify_down",
-                "Spotify is not answering right now",
-                "Nothing was saved. Please run /link again in a minute.",
-                status=424,
-            ) from exc
+            raise _spotify_failure(exc) from exc
+        if grant.refresh_token is None:
+            raise _spotify_failure(SpotifyError("the code exchange gave no refresh token"))
+        try:
+            user = await self._api.me(grant.access_token)
+        except SpotifyRateLimited as exc:
+            await self._storage.save_pending_link(
+                PendingLink(
+                    discord_user_id=user_id,
+                    state_hash=state_hash,
+                    sealed_grant=seal_grant(self._cipher, user_id, grant, self._clock()),
+                    discord_name=discord_name,
+                    created_at=self._clock(),
+                )
+            )
+            log.info("Member %s's link waits for Spotify's Web API hold to end", user_id)
+            for wake in self._on_pending:
+                wake()
+            return LinkResult(user_id, "pending", retry_after=exc.retry_after)
+        except SpotifyError as exc:
+            raise _spotify_failure(exc) from exc
+        return await self.store(user_id, user, grant, state_hash, source)
 
-        await self._tokens.store_new_link(user_id, user, grant)
-        log.info("Member %s linked a Spotify account", user_id)
+    async def store(
+        self,
+        user_id: int,
+        user: SpotifyUser,
+        grant: TokenGrant,
+        state_hash: bytes,
+        source: LinkSource,
+    ) -> LinkResult:
+        """Store a link unless the Spotify account is another member's; tell the listeners."""
+        try:
+            kind = await self._tokens.store_new_link(user_id, user, grant)
+        except SpotifyAccountTaken:
+            log.info("Member %s tried to link a Spotify account linked to another member", user_id)
+            raise _TAKEN from None
+        if source != "later":
+            # The member linked again meanwhile: an older link still waiting for Spotify must
+            # not override this one when the hold ends.
+            await self._storage.delete_pending_link(user_id)
+        # The result page is for the browser that is waiting; a pasted link is answered in
+        # Discord, and a link finished later by DM.
+        token = secrets.token_urlsafe(24) if source == "web" else None
+        await self._storage.finish_link_state(
+            state_hash,
+            kind,
+            result_token=token,
+            spotify_name=user.display_name if token is not None else None,
+        )
+        log.info("Member %s %s a Spotify account", user_id, kind)
         for callback in self._on_linked:
             try:
-                await callback(user_id, user, "web" if pasted_by is None else "paste")
+                await callback(user_id, user, source, kind)
             except Exception:
                 log.exception("A link listener failed for member %s", user_id)
-        return LinkResult(user_id, user.display_name, user.id)
+        return LinkResult(user_id, kind, user.display_name, user.id, result_token=token)
 
-    @staticmethod
-    def _denied() -> LinkFailure:
+    async def notify(self, user_id: int, text: str) -> None:
+        for callback in self._on_notice:
+            try:
+                await callback(user_id, text)
+            except Exception:
+                log.exception("A notice listener failed for member %s", user_id)
+
+    async def _wait_for_outcome(self, state: str) -> str | None:
+        """Another request is using this state: wait (bounded) for what it comes to. At most
+        ``MAX_WAITERS`` requests wait at once; any more are answered at once."""
+        if self._waiters >= MAX_WAITERS:
+            return None
+        self._waiters += 1
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CONCURRENT_WAIT_SECONDS
+            delay = CONCURRENT_POLL_SECONDS
+            while loop.time() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                outcome = await self._storage.link_state_outcome(state)
+                if outcome is not None:
+                    return outcome
+            return None
+        finally:
+            self._waiters -= 1
+
+
+# --- words for the member ------------------------------------------------------------------
+
+
+def _already_used(outcome: str | None) -> LinkFailure:
+    """A used state: say what it came to, never whose accounts, never a new success."""
+    title = "This sign-in link was already used"
+    if outcome in ("linked", "renewed"):
         return LinkFailure(
-            "denied",
-            "Linking was cancelled",
-            "You chose not to give the bot access on Spotify, so nothing was linked. "
-            "If that was a mistake, run /link again.",
+            "used_state",
+            title,
+            "It already finished linking a Spotify account, so nothing new happened here. "
+            "The bot's direct message in Discord names the account.",
+            status=200,
+            tone="info",
+        )
+    if outcome == "pending":
+        return LinkFailure(
+            "used_state",
+            title,
+            "Spotify accepted it; the bot finishes the link as soon as Spotify lets it and "
+            "then sends you a direct message in Discord. Nothing else to do.",
+            status=200,
+            tone="info",
+        )
+    if outcome == "taken":
+        return LinkFailure(_TAKEN.kind, _TAKEN.title, _TAKEN.message, status=409)
+    if outcome is None:
+        message = "It is still being used in another tab, or that attempt was cut off. "
+    else:
+        message = "It did not link anything. "
+    return LinkFailure(
+        "used_state", title, message + "Each sign-in link works once. " + _RELINK, status=410
+    )
+
+
+def _accounts_held(seconds: float) -> LinkFailure:
+    wait = describe_wait(seconds)
+    return LinkFailure(
+        "rate_limited",
+        "Spotify asks the bot to wait",
+        f"Nothing was used up: reload this page in {wait} to finish linking "
+        f"(or run /link again after {wait}).",
+        status=429,
+    )
+
+
+def _spotify_failure(exc: SpotifyError) -> LinkFailure:
+    if isinstance(exc, SpotifyNotRegistered):
+        return LinkFailure(
+            "not_registered",
+            "Your Spotify account is not allowed yet",
+            "This bot's Spotify app is in development mode, which only works for accounts "
+            "the bot owner has added to its allow-list. Ask the bot owner to add your "
+            "Spotify email address in the Spotify developer dashboard, then run /link again.",
             status=403,
         )
+    if isinstance(exc, InvalidGrant):
+        return LinkFailure(
+            "exchange_failed",
+            "Spotify did not accept this sign-in",
+            "The authorization code was already used or has expired. " + _RELINK,
+        )
+    if isinstance(exc, InvalidClient):
+        log.error("Spotify rejected the client id/secret while linking: %s", exc)
+        return LinkFailure(
+            "bad_config",
+            "The bot is not set up correctly",
+            "Spotify rejected the bot's app credentials. Please tell the bot owner.",
+            status=400,
+        )
+    if isinstance(exc, SpotifyAuthError):
+        log.warning("Spotify refused a code exchange: %s", exc.error)
+        return LinkFailure(
+            "exchange_failed",
+            "Spotify did not accept this sign-in",
+            "Something did not match on Spotify's side. " + _RELINK,
+        )
+    log.warning("Spotify failed during a link: %s", exc)
+    return LinkFailure(
+        "spotify_down",
+        "Spotify is not answering right now",
+        "Nothing was saved. Please run /link again in a minute.",
+        status=424,
+    )
+
+
+def _denied() -> LinkFailure:
+    return LinkFailure(
+        "denied",
+        "Linking was cancelled",
+        "You chose not to give the bot access on Spotify, so nothing was linked. "
+        "If that was a mistake, run /link again.",
+        status=403,
+    )

@@ -379,6 +379,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False)
 
 
+# Characters that end or rewrite a line on a terminal or in a log file: C0 controls but tab,
+# DEL, C1 controls and Unicode's line and paragraph separators.
+_LINE_BREAKERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group(0)
+    return {"\n": "\\n", "\r": "\\r"}.get(
+        char, f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}"
+    )
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, one line per message: a message cannot start a line of its own (a
+    forged record), whatever it carries. Tracebacks keep their lines; they are ours."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _LINE_BREAKERS.sub(_escape_control, record.message)
+        return super().formatMessage(record)
+
+
 class _RootHandler(logging.StreamHandler[TextIO]):
     """The handler configure_logging owns; its class marks it for replacement on reconfigure."""
 
@@ -407,7 +428,7 @@ def configure_logging(
     if fmt == "json":
         formatter: logging.Formatter = JsonFormatter()
     elif fmt == "text":
-        formatter = logging.Formatter(TEXT_FORMAT, TEXT_DATE_FORMAT)
+        formatter = TextFormatter(TEXT_FORMAT, TEXT_DATE_FORMAT)
         formatter.converter = time.gmtime
     else:
         raise ValueError(f"unknown log format {fmt!r}; expected 'text' or 'json'")

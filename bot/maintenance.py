@@ -1,10 +1,16 @@
-"""Maintenance of stored secrets: key rotation (``rotate-keys``) and per-key counts (``check``).
+"""Maintenance of stored secrets: key rotation (``rotate-keys``), per-key counts (``check``) and
+the start-up report of secrets the configured keys cannot open.
 
 Rotation is all or nothing. Every secret is decrypted first; if any secret decrypts with none
 of the configured keys, ``rotate_keys`` raises ``UndecryptableSecrets`` and writes nothing,
 because the likely cause is an old key removed from TOKEN_ENCRYPTION_KEY too early, and the fix
 (putting it back) should not be made harder by a half-done rotation. Nothing is ever deleted:
-``skip_undecryptable=True`` rotates the rest and leaves those rows exactly as they were.
+``skip_undecryptable=True`` (``rotate-keys --skip-unreadable``) rotates the rest and leaves
+those rows exactly as they were.
+
+Rotation leaves no old ciphertext behind in the database files: it writes with
+``PRAGMA secure_delete`` on (freed and overwritten content is zeroed) and then checkpoints the
+WAL with ``TRUNCATE``, so the old page images in ``-wal`` are gone too.
 """
 
 from __future__ import annotations
@@ -19,6 +25,22 @@ from bot.storage import Storage
 log = logging.getLogger(__name__)
 
 _SHOWN_IDS = 10
+# What the command line offers, named in every hint (one place to change the wording).
+ROTATE_COMMAND = "python -m bot rotate-keys"
+SKIP_UNREADABLE_FLAG = "--skip-unreadable"
+
+
+def keys_open_summary(readable: int, total: int) -> str:
+    """``TOKEN_ENCRYPTION_KEY opens 3 of 12 stored secrets``: start-up and ``check`` agree."""
+    return f"TOKEN_ENCRYPTION_KEY opens {readable} of {total} stored secret(s)"
+
+
+def unreadable_advice() -> str:
+    return (
+        "put the key that encrypted them back into TOKEN_ENCRYPTION_KEY (after the first "
+        f"key), or run `{ROTATE_COMMAND} {SKIP_UNREADABLE_FLAG}` to re-encrypt the others and "
+        "leave those as they are: their members must run /link again"
+    )
 
 
 class UndecryptableSecrets(DecryptionError):
@@ -32,9 +54,11 @@ class UndecryptableSecrets(DecryptionError):
             shown += f", and {more} more"
         super().__init__(
             f"{len(self.user_ids)} stored secret(s) could not be decrypted with any configured "
-            f"key (Discord user ids: {shown}); nothing was changed. Put the old key back into "
-            "TOKEN_ENCRYPTION_KEY (after the new one) and run again, or rotate with those "
-            "secrets skipped and have those members run /link again."
+            f"key (Discord user ids: {shown}); nothing was changed. Either put the key that "
+            f"encrypted them back into TOKEN_ENCRYPTION_KEY (after the first key) and run "
+            f"`{ROTATE_COMMAND}` again, or run `{ROTATE_COMMAND} {SKIP_UNREADABLE_FLAG}` to "
+            "re-encrypt the others and leave those as they are (those members must run /link "
+            "again)."
         )
 
 
@@ -68,11 +92,18 @@ async def rotate_keys(
         log.warning(
             "key rotation skipped %d secret(s) that no configured key decrypts", len(undecryptable)
         )
-    changed = await storage.replace_encrypted_secrets(updates, expected=expected)
+    async with storage.secure_delete():
+        changed = await storage.replace_encrypted_secrets(updates, expected=expected)
     if changed < len(updates):
         log.info(
             "%d secret(s) changed during rotation and were left as written by the bot",
             len(updates) - changed,
+        )
+    if not await storage.checkpoint_truncate():
+        log.warning(
+            "another connection kept the WAL busy: old ciphertext may stay in the -wal file "
+            "until its next checkpoint; run `%s` again when the bot is idle",
+            ROTATE_COMMAND,
         )
     return changed
 
@@ -96,4 +127,28 @@ async def count_secrets_by_key(storage: Storage, cipher: TokenCipher) -> tuple[i
     return current, older, undecryptable
 
 
-__all__ = ["UndecryptableSecrets", "count_secrets_by_key", "rotate_keys"]
+async def report_unreadable_secrets(storage: Storage, cipher: TokenCipher) -> tuple[int, int]:
+    """At start-up: one ERROR line when the configured keys open none or only some of the
+    stored secrets. Returns (readable, total)."""
+    current, older, unreadable = await count_secrets_by_key(storage, cipher)
+    total = current + older + unreadable
+    if unreadable:
+        log.error(
+            "%s; %d cannot be read, so those members' /np and auto-posts fail until you %s",
+            keys_open_summary(total - unreadable, total),
+            unreadable,
+            unreadable_advice(),
+        )
+    return total - unreadable, total
+
+
+__all__ = [
+    "ROTATE_COMMAND",
+    "SKIP_UNREADABLE_FLAG",
+    "UndecryptableSecrets",
+    "count_secrets_by_key",
+    "keys_open_summary",
+    "report_unreadable_secrets",
+    "rotate_keys",
+    "unreadable_advice",
+]

@@ -11,6 +11,7 @@ from bot.config import Settings
 from bot.crypto import TokenCipher
 from bot.linking import LinkService
 from bot.metrics import Metrics
+from bot.privacy import PrivacyService
 from bot.spotify.api import SpotifyApi
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
@@ -52,4 +53,5 @@ class Services:
     links: LinkService
     playback: PlaybackService
     autopost: AutopostService
+    privacy: PrivacyService
     metrics: Metrics | None = None  # None when METRICS_ENABLED is off

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 LinkStatus = Literal["active", "broken"]
 LinkStateStatus = Literal["ok", "unknown", "expired", "used"]
+Visibility = Literal["server", "private"]
+VISIBILITIES: Final[tuple[Visibility, ...]] = ("server", "private")
 LINK_STATUSES: Final[tuple[LinkStatus, ...]] = ("active", "broken")
 DEFAULT_LINK_STATE_TTL: Final = 600.0
 DEFAULT_KEEP_USED_STATES_FOR: Final = 86400.0
@@ -57,6 +59,45 @@ class LinkStateResult:
 
     status: LinkStateStatus
     discord_user_id: int | None
+    # What the callback that used the state made of it (None while it still works, or never
+    # finished), and the member's Discord name as /link saw it.
+    outcome: str | None = None
+    discord_name: str | None = None
+
+
+class SpotifyAccountTaken(Exception):
+    """The Spotify account is linked to another member; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecentLinkState:
+    """A member's newest state that still works (for /link's cooldown)."""
+
+    sealed_state: bytes | None = field(repr=False)
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkResultView:
+    """A result page. The names are there on the first view only (``first_view``)."""
+
+    discord_user_id: int
+    outcome: str
+    first_view: bool
+    spotify_name: str | None
+    discord_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLink:
+    """A code exchanged while Spotify held the Web API; the grant is encrypted for the member."""
+
+    discord_user_id: int
+    state_hash: bytes
+    sealed_grant: bytes = field(repr=False)
+    discord_name: str | None
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,19 +280,21 @@ class Storage:
         )
         return _account_from_row(row) if row is not None else None
 
-    async def save_link(self, account: LinkedAccount) -> None:
-        """Insert or replace the member's link.
+    async def save_link(self, account: LinkedAccount) -> Literal["linked", "renewed"]:
+        """Insert or replace the member's link; "renewed" when it was already this account.
 
-        A Spotify account belongs to one member at most: when it is linked to another member,
-        that member's link row is removed in the same transaction.
+        A Spotify account belongs to one member at most and is never moved: when it is linked
+        to another member, nothing is written and SpotifyAccountTaken is raised.
         """
         if account.status not in LINK_STATUSES:
             raise ValueError(f"status must be one of {LINK_STATUSES}")
         async with self._transaction() as tx:
-            moved = await tx.execute(
-                "DELETE FROM linked_accounts WHERE spotify_account_id = ? AND discord_user_id != ?",
-                (account.spotify_account_id, account.discord_user_id),
+            owner = await tx.fetchone(
+                "SELECT discord_user_id, status FROM linked_accounts WHERE spotify_account_id = ?",
+                (account.spotify_account_id,),
             )
+            if owner is not None and int(owner[0]) != account.discord_user_id:
+                raise SpotifyAccountTaken("the Spotify account is linked to another member")
             await tx.execute(
                 f"""
                 INSERT INTO linked_accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -275,8 +318,16 @@ class Storage:
                     account.status,
                 ),
             )
-        if moved:
-            log.info("a Spotify account moved to another member; the previous link was removed")
+        # Renewed: the same working link again. A broken one coming back is linked anew.
+        return "renewed" if owner is not None and owner[1] == "active" else "linked"
+
+    async def spotify_account_owner(self, spotify_account_id: str) -> int | None:
+        """The member a Spotify account is linked to, if any."""
+        row = await self._fetchone(
+            "SELECT discord_user_id FROM linked_accounts WHERE spotify_account_id = ?",
+            (spotify_account_id,),
+        )
+        return int(row[0]) if row is not None else None
 
     async def update_refresh_token(self, user_id: int, encrypted: bytes) -> None:
         """Store a rotated refresh token. Does nothing when the member is no longer linked."""
@@ -296,11 +347,19 @@ class Storage:
     async def delete_member(self, user_id: int) -> bool:
         """Forget everything about a member (link, settings, last posts, pending link states).
 
-        Returns True when anything was stored.
+        The privacy choice (``member_privacy``) stays: a private member who unlinks must not
+        become visible through their Discord status. Returns True when anything was stored.
         """
         async with self._transaction() as tx:
             removed = 0
-            for table in ("linked_accounts", "member_settings", "last_posts", "link_states"):
+            for table in (
+                "linked_accounts",
+                "member_settings",
+                "member_guild_settings",
+                "last_posts",
+                "link_states",
+                "pending_links",
+            ):
                 removed += await tx.execute(
                     f"DELETE FROM {table} WHERE discord_user_id = ?",  # noqa: S608
                     (user_id,),
@@ -357,19 +416,93 @@ class Storage:
                     )
         return changed
 
+    @asynccontextmanager
+    async def secure_delete(self) -> AsyncIterator[None]:
+        """Within the block, content that statements free or overwrite is zeroed in the file
+        (``PRAGMA secure_delete``), so replaced secrets leave no copy in free space. Connections
+        opened by ``bot.db`` have it on already; this makes sure, then restores what was set."""
+        async with self._lock:
+            connection = self._require_connection()
+            async with connection.execute("PRAGMA secure_delete") as cursor:
+                row = await cursor.fetchone()
+            previous = int(row[0]) if row is not None else 0
+            async with connection.execute("PRAGMA secure_delete = ON"):
+                pass
+        try:
+            yield
+        finally:
+            async with self._lock:
+                if self._connection is not None and previous != 1:
+                    # PRAGMA arguments cannot be bound; the value is our own int.
+                    async with self._connection.execute(f"PRAGMA secure_delete = {previous}"):
+                        pass
+
+    async def checkpoint_truncate(self) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes, so no old page image
+        survives in the ``-wal`` file. False when another connection kept it busy."""
+        row = await self._fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
+        return row is None or int(row[0]) == 0
+
     # --- OAuth link states ---------------------------------------------------------------------
 
     async def create_link_state(
-        self, state: str, user_id: int, *, now: float, ttl: float = DEFAULT_LINK_STATE_TTL
+        self,
+        state: str,
+        user_id: int,
+        *,
+        now: float,
+        ttl: float = DEFAULT_LINK_STATE_TTL,
+        discord_name: str | None = None,
+        sealed_state: bytes | None = None,
+        keep_per_member: int | None = None,
     ) -> None:
-        """Remember an OAuth ``state`` (only its SHA-256) for ``user_id`` until ``now + ttl``."""
+        """Remember an OAuth ``state`` (only its SHA-256) for ``user_id`` until ``now + ttl``.
+
+        With ``keep_per_member``, the member's older states beyond that many are deleted in
+        the same transaction (they stop working).
+        """
         if ttl <= 0:
             raise ValueError("ttl must be positive")
-        await self._write(
-            "INSERT INTO link_states (state_hash, discord_user_id, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?)",
-            (hash_link_state(state), user_id, now, now + ttl),
+        async with self._transaction() as tx:
+            await tx.execute(
+                "INSERT INTO link_states (state_hash, discord_user_id, created_at, expires_at, "
+                "discord_name, sealed_state) VALUES (?, ?, ?, ?, ?, ?)",
+                (hash_link_state(state), user_id, now, now + ttl, discord_name, sealed_state),
+            )
+            if keep_per_member is not None:
+                await tx.execute(
+                    "DELETE FROM link_states WHERE discord_user_id = ? AND state_hash NOT IN "
+                    "(SELECT state_hash FROM link_states WHERE discord_user_id = ? "
+                    "ORDER BY created_at DESC, state_hash LIMIT ?)",
+                    (user_id, user_id, max(keep_per_member, 1)),
+                )
+
+    async def recent_link_state(
+        self, user_id: int, *, created_since: float, now: float
+    ) -> RecentLinkState | None:
+        """The member's newest unused, unexpired state created at ``created_since`` or later."""
+        row = await self._fetchone(
+            "SELECT sealed_state, created_at, expires_at FROM link_states "
+            "WHERE discord_user_id = ? AND used_at IS NULL AND created_at >= ? AND expires_at > ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (user_id, created_since, now),
         )
+        if row is None:
+            return None
+        return RecentLinkState(
+            sealed_state=bytes(row[0]) if row[0] is not None else None,
+            created_at=float(row[1]),
+            expires_at=float(row[2]),
+        )
+
+    async def count_link_states(self, user_id: int | None = None) -> int:
+        if user_id is None:
+            row = await self._fetchone("SELECT COUNT(*) FROM link_states")
+        else:
+            row = await self._fetchone(
+                "SELECT COUNT(*) FROM link_states WHERE discord_user_id = ?", (user_id,)
+            )
+        return int(row[0]) if row is not None else 0
 
     async def consume_link_state(self, state: str, *, now: float) -> LinkStateResult:
         """Atomically use a state once.
@@ -381,31 +514,160 @@ class Storage:
         digest = hash_link_state(state)
         async with self._transaction() as tx:
             row = await tx.fetchone(
-                "SELECT discord_user_id, expires_at, used_at FROM link_states WHERE state_hash = ?",
+                "SELECT discord_user_id, expires_at, used_at, outcome, discord_name "
+                "FROM link_states WHERE state_hash = ?",
                 (digest,),
             )
             if row is None:
                 return LinkStateResult("unknown", None)
             owner = int(row[0])
+            outcome = str(row[3]) if row[3] is not None else None
+            name = str(row[4]) if row[4] is not None else None
             if row[2] is not None:
-                return LinkStateResult("used", owner)
+                return LinkStateResult("used", owner, outcome)
             if now >= float(row[1]):
                 return LinkStateResult("expired", owner)
             await tx.execute(
                 "UPDATE link_states SET used_at = ? WHERE state_hash = ?", (now, digest)
             )
-        return LinkStateResult("ok", owner)
+        return LinkStateResult("ok", owner, discord_name=name)
 
-    async def get_link_state_owner(self, state: str) -> int | None:
-        """Who asked for ``state`` (whatever its status), without consuming it; None if unknown.
-
-        Lets a pasted callback address be refused for the wrong member before it is used up.
-        """
+    async def peek_link_state(self, state: str, *, now: float) -> LinkStateResult:
+        """What ``consume_link_state`` would answer, without consuming anything."""
         row = await self._fetchone(
-            "SELECT discord_user_id FROM link_states WHERE state_hash = ?",
+            "SELECT discord_user_id, expires_at, used_at, outcome FROM link_states "
+            "WHERE state_hash = ?",
             (hash_link_state(state),),
         )
-        return int(row[0]) if row is not None else None
+        if row is None:
+            return LinkStateResult("unknown", None)
+        owner = int(row[0])
+        if row[2] is not None:
+            return LinkStateResult("used", owner, str(row[3]) if row[3] is not None else None)
+        if now >= float(row[1]):
+            return LinkStateResult("expired", owner)
+        return LinkStateResult("ok", owner)
+
+    async def release_link_state(self, state: str) -> None:
+        """Make a consumed state usable again (Spotify refused to do anything with it yet)."""
+        await self._write(
+            "UPDATE link_states SET used_at = NULL, outcome = NULL WHERE state_hash = ?",
+            (hash_link_state(state),),
+        )
+
+    async def finish_link_state(
+        self,
+        state_hash: bytes,
+        outcome: str,
+        *,
+        result_token: str | None = None,
+        spotify_name: str | None = None,
+    ) -> None:
+        """Record what a used state came to; with ``result_token``, its one-time result page.
+
+        Without one, the member's name is erased: nothing will show it.
+        """
+        await self._write(
+            "UPDATE link_states SET outcome = ?, result_hash = ?, spotify_name = ?, "
+            "discord_name = CASE WHEN ? THEN discord_name END "
+            "WHERE state_hash = ?",
+            (
+                outcome,
+                hash_link_state(result_token) if result_token is not None else None,
+                spotify_name,
+                result_token is not None,
+                state_hash,
+            ),
+        )
+
+    async def link_state_outcome(self, state: str) -> str | None:
+        row = await self._fetchone(
+            "SELECT outcome FROM link_states WHERE state_hash = ?", (hash_link_state(state),)
+        )
+        return str(row[0]) if row is not None and row[0] is not None else None
+
+    async def open_link_result(
+        self, token: str, *, now: float, names_for: float
+    ) -> LinkResultView | None:
+        """A result page by its token. The names come with the first view only, and only
+        within ``names_for`` seconds of the link; they are erased once shown."""
+        digest = hash_link_state(token)
+        async with self._transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT discord_user_id, outcome, result_shown_at, spotify_name, discord_name, "
+                "used_at FROM link_states WHERE result_hash = ?",
+                (digest,),
+            )
+            if row is None or row[1] is None:
+                return None
+            first_view = row[2] is None and now - float(row[5] or 0.0) <= names_for
+            if row[2] is None:
+                await tx.execute(
+                    "UPDATE link_states SET result_shown_at = ?, spotify_name = NULL, "
+                    "discord_name = NULL WHERE result_hash = ?",
+                    (now, digest),
+                )
+        return LinkResultView(
+            discord_user_id=int(row[0]),
+            outcome=str(row[1]),
+            first_view=first_view,
+            spotify_name=str(row[3]) if first_view and row[3] is not None else None,
+            discord_name=str(row[4]) if first_view and row[4] is not None else None,
+        )
+
+    # --- links waiting for Spotify's Web API hold to end ----------------------------------------
+
+    async def save_pending_link(self, pending: PendingLink) -> None:
+        """Keep a member's exchanged grant (one per member: the newest wins)."""
+        await self._write(
+            """
+            INSERT INTO pending_links
+                (discord_user_id, state_hash, sealed_grant, discord_name, created_at)
+            VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (discord_user_id) DO UPDATE SET
+                state_hash = excluded.state_hash,
+                sealed_grant = excluded.sealed_grant,
+                discord_name = excluded.discord_name,
+                created_at = excluded.created_at
+            """,
+            (
+                pending.discord_user_id,
+                pending.state_hash,
+                pending.sealed_grant,
+                pending.discord_name,
+                pending.created_at,
+            ),
+        )
+
+    async def list_pending_links(self) -> list[PendingLink]:
+        rows = await self._fetchall(
+            "SELECT discord_user_id, state_hash, sealed_grant, discord_name, created_at "
+            "FROM pending_links ORDER BY created_at"
+        )
+        return [
+            PendingLink(
+                discord_user_id=int(row[0]),
+                state_hash=bytes(row[1]),
+                sealed_grant=bytes(row[2]),
+                discord_name=str(row[3]) if row[3] is not None else None,
+                created_at=float(row[4]),
+            )
+            for row in rows
+        ]
+
+    async def delete_pending_link(self, user_id: int, state_hash: bytes | None = None) -> bool:
+        """Forget a member's pending link; with ``state_hash``, only that one (not a newer one
+        that replaced it meanwhile)."""
+        if state_hash is None:
+            removed = await self._write(
+                "DELETE FROM pending_links WHERE discord_user_id = ?", (user_id,)
+            )
+        else:
+            removed = await self._write(
+                "DELETE FROM pending_links WHERE discord_user_id = ? AND state_hash = ?",
+                (user_id, state_hash),
+            )
+        return removed > 0
 
     async def purge_link_states(
         self, *, now: float, keep_used_for: float = DEFAULT_KEEP_USED_STATES_FOR
@@ -413,7 +675,7 @@ class Storage:
         """Delete states that finished (were used, or expired unused) ``keep_used_for`` ago.
 
         Finished states are kept a while so that a reloaded or late callback page can say
-        "already linked" or "expired" instead of "unknown link". Returns how many were deleted.
+        "already used" or "expired" instead of "unknown link". Returns how many were deleted.
         """
         return await self._write(
             "DELETE FROM link_states WHERE coalesce(used_at, expires_at) <= ?",
@@ -512,6 +774,112 @@ class Storage:
             (user_id, int(bool(enabled)), time.time() if now is None else now),
         )
 
+    async def get_guild_autopost_opt_in(self, user_id: int, guild_id: int) -> bool | None:
+        """The member's auto-post choice in one server: the choice made there, else the choice
+        made before it was per server (it applies everywhere until changed), else None."""
+        row = await self._fetchone(
+            """
+            SELECT coalesce(
+                (SELECT autopost_opt_in FROM member_guild_settings
+                 WHERE discord_user_id = ? AND guild_id = ?),
+                (SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?)
+            )
+            """,
+            (user_id, guild_id, user_id),
+        )
+        if row is None or row[0] is None:
+            return None
+        return bool(row[0])
+
+    async def set_guild_autopost_opt_in(
+        self, user_id: int, guild_id: int, enabled: bool, *, now: float | None = None
+    ) -> None:
+        """``/autopost me`` in one server; other servers keep their own (or the old) choice."""
+        await self._write(
+            """
+            INSERT INTO member_guild_settings (discord_user_id, guild_id, autopost_opt_in,
+                                               updated_at)
+            VALUES (?, ?, ?, ?)
+            ON CONFLICT (discord_user_id, guild_id) DO UPDATE SET
+                autopost_opt_in = excluded.autopost_opt_in,
+                updated_at = excluded.updated_at
+            """,
+            (user_id, guild_id, int(bool(enabled)), time.time() if now is None else now),
+        )
+
+    async def get_autopost_opt_in_anywhere(self, user_id: int) -> bool | None:
+        """Summary over every server: True when the member opted in somewhere (here or before
+        it was per server), False when they opted out before it was per server and in
+        nowhere since, None otherwise (the default of each server applies)."""
+        row = await self._fetchone(
+            """
+            SELECT
+                (SELECT max(autopost_opt_in) FROM member_guild_settings
+                 WHERE discord_user_id = ?),
+                (SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?)
+            """,
+            (user_id, user_id),
+        )
+        per_guild = row[0] if row is not None else None
+        fallback = row[1] if row is not None else None
+        if per_guild == 1 or fallback == 1:
+            return True
+        if fallback == 0:
+            return False
+        return None
+
+    async def list_autopost_opted_in_user_ids(self) -> set[int]:
+        """Every member who opted in somewhere (per server, or before it was per server)."""
+        rows = await self._fetchall(
+            "SELECT discord_user_id FROM member_guild_settings WHERE autopost_opt_in = 1 "
+            "UNION SELECT discord_user_id FROM member_settings WHERE autopost_opt_in = 1"
+        )
+        return {int(row[0]) for row in rows}
+
+    # --- privacy -------------------------------------------------------------------------------
+
+    async def get_visibility_choice(self, user_id: int) -> Visibility | None:
+        """The visibility the member chose with /privacy, or None when they never chose."""
+        row = await self._fetchone(
+            "SELECT visibility FROM member_privacy WHERE discord_user_id = ?", (user_id,)
+        )
+        if row is None:
+            return None
+        value = str(row[0])
+        return "private" if value == "private" else "server"
+
+    async def get_visibility(self, user_id: int) -> Visibility:
+        """``"server"`` (the default: members of a shared server see you) or ``"private"``."""
+        return await self.get_visibility_choice(user_id) or "server"
+
+    async def set_visibility(
+        self, user_id: int, value: Visibility, *, now: float | None = None
+    ) -> None:
+        """Store the member's choice. Choosing ``private`` also forgets the auto-poster's record
+        of what they last played (``last_posts``) in the same transaction."""
+        if value not in VISIBILITIES:
+            raise ValueError(f"visibility must be one of {VISIBILITIES}")
+        async with self._transaction() as tx:
+            await tx.execute(
+                """
+                INSERT INTO member_privacy (discord_user_id, visibility, updated_at)
+                VALUES (?, ?, ?)
+                ON CONFLICT (discord_user_id) DO UPDATE SET
+                    visibility = excluded.visibility,
+                    updated_at = excluded.updated_at
+                """,
+                (user_id, value, time.time() if now is None else now),
+            )
+            if value == "private":
+                await tx.execute("DELETE FROM last_posts WHERE discord_user_id = ?", (user_id,))
+
+    async def list_private_user_ids(self) -> set[int]:
+        """Every member whose visibility is ``private``."""
+        rows = await self._fetchall(
+            "SELECT discord_user_id FROM member_privacy WHERE visibility = 'private'"
+        )
+        return {int(row[0]) for row in rows}
+
     # --- auto-post last posts ------------------------------------------------------------------
 
     async def get_last_post(self, user_id: int, channel_id: int) -> LastPost | None:
@@ -546,9 +914,14 @@ class Storage:
 __all__ = [
     "GuildSettings",
     "LastPost",
+    "LinkResultView",
     "LinkStateResult",
     "LinkStatus",
     "LinkedAccount",
+    "PendingLink",
+    "RecentLinkState",
+    "SpotifyAccountTaken",
     "Storage",
+    "Visibility",
     "hash_link_state",
 ]

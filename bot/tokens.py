@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from bot.crypto import TokenCipher
 from bot.errors import InvalidGrant, LinkBroken, NotLinked, SpotifyBadResponse, SpotifyUnauthorized
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 EARLY_REFRESH_SECONDS = 60.0
+# The cache drops expired tokens whenever it doubles past this size: it holds at most
+# max(SWEEP_MIN_ENTRIES, 2 x the members whose token is still valid), about 300 bytes each.
+SWEEP_MIN_ENTRIES = 1024
 SecretListener = Callable[[str], None]
 # Called after every refresh with its outcome: "ok", "invalid_grant" or "error" (metrics).
 RefreshHook = Callable[[str], None]
@@ -71,6 +74,7 @@ class TokenManager:
         self._clock = clock if clock is not None else auth.clock
         self._early_refresh = early_refresh
         self._cache: dict[int, _CachedToken] = {}
+        self._sweep_at = SWEEP_MIN_ENTRIES
         self._locks: KeyedLocks[int, _LockEntry] = KeyedLocks(_LockEntry)
         self._secret_listeners: list[SecretListener] = []
         self._on_refresh = on_refresh
@@ -106,6 +110,14 @@ class TokenManager:
         if cached is not None and self._clock() < cached.expires_at - self._early_refresh:
             return cached
         return None
+
+    def _remember(self, user_id: int, token: _CachedToken) -> None:
+        self._cache[user_id] = token
+        if len(self._cache) > self._sweep_at:
+            now = self._clock()
+            for other_id in [k for k, v in self._cache.items() if v.expires_at <= now]:
+                del self._cache[other_id]
+            self._sweep_at = max(SWEEP_MIN_ENTRIES, 2 * len(self._cache))
 
     @property
     def cached_members(self) -> int:
@@ -148,8 +160,12 @@ class TokenManager:
 
     async def store_new_link(
         self, user_id: int, user: SpotifyUser, grant: TokenGrant
-    ) -> LinkedAccount:
-        """Save a completed link (refresh token encrypted) and cache its access token."""
+    ) -> Literal["linked", "renewed"]:
+        """Save a completed link (refresh token encrypted) and cache its access token.
+
+        Raises SpotifyAccountTaken (nothing stored, nothing cached) when the Spotify account is
+        linked to another member: a link is never moved.
+        """
         self._announce(grant.access_token, grant.refresh_token)
         if grant.refresh_token is None:
             raise SpotifyBadResponse("the code exchange answered without a refresh token")
@@ -164,17 +180,15 @@ class TokenManager:
             status="active",
         )
         async with self._locks.hold(user_id) as entry:
-            await self._storage.save_link(account)
+            kind = await self._storage.save_link(account)
             entry.forgotten = False
-            # save_link takes the Spotify account away from any other member: drop their
-            # cached token too, or they would keep seeing this account until it expires.
-            for other_id, cached in list(self._cache.items()):
-                if other_id != user_id and cached.spotify_account_id == user.account_id:
-                    del self._cache[other_id]
-            self._cache[user_id] = _CachedToken(
-                grant.access_token, grant.received_at + grant.expires_in, user.account_id
+            self._remember(
+                user_id,
+                _CachedToken(
+                    grant.access_token, grant.received_at + grant.expires_in, user.account_id
+                ),
             )
-        return account
+        return kind
 
     # --- refreshing -----------------------------------------------------------------------
 
@@ -223,7 +237,10 @@ class TokenManager:
         if grant.refresh_token is not None and grant.refresh_token != refresh_token:
             encrypted = self._cipher.encrypt(user_id, grant.refresh_token)
             await self._storage.update_refresh_token(user_id, encrypted)
-        self._cache[user_id] = _CachedToken(
-            grant.access_token, grant.received_at + grant.expires_in, link.spotify_account_id
+        self._remember(
+            user_id,
+            _CachedToken(
+                grant.access_token, grant.received_at + grant.expires_in, link.spotify_account_id
+            ),
         )
         return grant.access_token

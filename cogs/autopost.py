@@ -18,6 +18,7 @@ from bot.autopost.discord_side import missing_post_permissions
 from bot.autopost.service import AutopostService
 from bot.client import NowPlayingBot
 from bot.errors import BotError
+from bot.privacy import PrivacyService
 
 NOT_AN_ADMIN = (
     "Only members with the Manage Server permission can change where auto-posts go. "
@@ -43,9 +44,16 @@ class AutopostCog(commands.Cog):
         guild_only=True,
     )
 
-    def __init__(self, service: AutopostService, *, presence_enabled: bool = False) -> None:
+    def __init__(
+        self,
+        service: AutopostService,
+        privacy: PrivacyService,
+        *,
+        presence_enabled: bool = False,
+    ) -> None:
         self.service = service
         self.presence_enabled = presence_enabled
+        self.privacy = privacy
 
     async def _notice_for(self, interaction: discord.Interaction[Any]) -> str:
         """The notice left when auto-posting turned itself off, for admins, once."""
@@ -101,21 +109,33 @@ class AutopostCog(commands.Cog):
             text = "Auto-posting was not on in this server."
         await interaction.response.send_message(notice + text, ephemeral=True)
 
-    @autopost.command(name="me", description="Opt yourself out of (or back into) auto-posts")
-    @app_commands.describe(enabled="true: post my new tracks; false: never post them")
+    @autopost.command(
+        name="me", description="Opt yourself out of (or back into) auto-posts in this server"
+    )
+    @app_commands.describe(enabled="true: post my new tracks here; false: never post them here")
     async def me(self, interaction: discord.Interaction[Any], enabled: bool) -> None:
+        guild_id = interaction.guild_id
+        if guild_id is None:
+            raise BotError(user_message="This command only works in a server.")
         notice = await self._notice_for(interaction)
-        await self.service.set_opt_in(interaction.user.id, enabled)
+        await self.service.set_opt_in(interaction.user.id, enabled, guild_id)
         if not enabled:
-            text = "Done: I won't auto-post what you play. Turn it back on with /autopost me."
+            text = (
+                "Done: I won't auto-post what you play in this server. Other servers keep "
+                "their own choice. Turn it back on here with /autopost me enabled:true."
+            )
         else:
-            text = "Done: your new tracks will be auto-posted where a server has a music channel."
-            if interaction.guild_id is not None:
-                channel_id = self.service.music_channel(interaction.guild_id)
-                if channel_id is None:
-                    text += " This server has no music channel yet."
-                else:
-                    text += f" Here that is <#{channel_id}>."
+            text = "Done: your new tracks will be auto-posted in this server"
+            channel_id = self.service.music_channel(guild_id)
+            if channel_id is None:
+                text += ", once it has a music channel (there is none yet)."
+            else:
+                text += f", in <#{channel_id}>."
+            if await self.privacy.is_private(interaction.user.id):
+                text += (
+                    " You are private right now, so nothing is posted until you run "
+                    "/privacy visibility:server."
+                )
             if not self.service.is_linked(interaction.user.id):
                 if self.presence_enabled:
                     text += (
@@ -134,4 +154,10 @@ class AutopostCog(commands.Cog):
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
     service = bot.services.autopost
-    await bot.add_cog(AutopostCog(service, presence_enabled=bot.services.settings.enable_presence))
+    await bot.add_cog(
+        AutopostCog(
+            service,
+            bot.services.privacy,
+            presence_enabled=bot.services.settings.enable_presence,
+        )
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import discord
@@ -11,7 +12,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.client import NowPlayingBot, handle_interaction_error
-from bot.linking import LinkFailure, LinkService, LinkSource, parse_pasted_address
+from bot.linking import (
+    LinkFailure,
+    LinkKind,
+    LinkService,
+    LinkSource,
+    describe_wait,
+    parse_pasted_address,
+)
 from bot.spotify.models import SpotifyUser
 
 log = logging.getLogger(__name__)
@@ -45,8 +53,14 @@ class PasteLinkModal(discord.ui.Modal, title="Finish linking Spotify"):
                 f"**{failure.title}.** {failure.message}", ephemeral=True
             )
             return
-        if result.already_linked:
-            text = f"Your Spotify account **{result.display_name}** is already linked."
+        if result.outcome == "pending":
+            text = (
+                "Spotify accepted your sign-in but asked the bot to pause for about "
+                f"{describe_wait(result.retry_after)}. The bot finishes the link by itself then "
+                "and sends you a direct message."
+            )
+        elif result.outcome == "renewed":
+            text = f"Your link to **{result.display_name}** is renewed for six more months."
         else:
             text = f"Linked as **{result.display_name}**. Try /np to show what you are playing."
         await interaction.followup.send(discord.utils.escape_mentions(text), ephemeral=True)
@@ -84,10 +98,18 @@ class LinkButtons(discord.ui.View):
 LINK_INSTRUCTIONS = (
     "**Connect your Spotify account**\n"
     "1. Press **Link Spotify** and approve access on Spotify (the link works once, for 10 "
-    "minutes, and only for you).\n"
+    "minutes, and only for you; Spotify shows which account you are signed in with).\n"
     "2. If your browser then shows a page that does not load, copy the address from its "
-    "address bar, press **Paste the link** and paste it there."
+    "address bar, press **Paste the link** and paste it there.\n"
+    "A Spotify account can be linked to one Discord account at a time."
 )
+
+
+def discord_label(user: discord.abc.User) -> str:
+    """How the success page names the member: display name and unique username."""
+    if user.global_name and user.global_name != user.name:
+        return f"{user.global_name} (@{user.name})"
+    return f"@{user.name}"
 
 
 class LinkingCog(commands.Cog):
@@ -95,46 +117,69 @@ class LinkingCog(commands.Cog):
         self.bot = bot
         self.links = links
         links.add_linked_listener(self._tell_member_linked)
+        links.add_notice_listener(self._dm)
 
     async def cog_load(self) -> None:
         self.bot.add_view(LinkButtons(self.links))
 
     async def _tell_member_linked(
-        self, user_id: int, spotify_user: SpotifyUser, source: LinkSource
+        self, user_id: int, spotify_user: SpotifyUser, source: LinkSource, kind: LinkKind
     ) -> None:
         if source == "paste":
             return  # the modal's own answer says it
-        text = discord.utils.escape_mentions(
-            f"Linked as **{spotify_user.display_name}**. Try /np to show what you are playing."
-        )
+        if kind == "renewed":
+            text = f"Your link to the Spotify account **{spotify_user.display_name}** is renewed."
+        else:
+            text = (
+                f"Linked as **{spotify_user.display_name}** (your Spotify account). "
+                "Try /np to show what you are playing."
+            )
+        await self._dm(user_id, text)
 
+    async def _dm(self, user_id: int, text: str) -> None:
         async def send() -> None:
             user = self.bot.get_user(user_id) or await self.bot.fetch_user(user_id)
-            await user.send(text)
+            await user.send(discord.utils.escape_mentions(text))
 
         # The callback page waits for this: a slow or failing Discord (discord.py retries a
         # 5xx for many seconds) must not hold the member's browser; the page says it anyway.
         try:
             await asyncio.wait_for(send(), timeout=DM_TIMEOUT_SECONDS)
         except discord.HTTPException as exc:
-            log.info("Could not DM member %s after linking (%s)", user_id, exc.code)
+            log.info("Could not DM member %s about their link (%s)", user_id, exc.code)
         except TimeoutError:
-            log.info("Gave up sending member %s the linked DM: Discord was too slow", user_id)
+            log.info(
+                "Gave up sending member %s a DM about their link: Discord was too slow", user_id
+            )
 
-    @app_commands.command(name="link", description="Connect your Spotify account")
+    @app_commands.command(
+        name="link", description="Connect your Spotify account (one Spotify account per member)"
+    )
     async def link(self, interaction: discord.Interaction[Any]) -> None:
+        # Answer Discord first: everything below may wait for the database or for Discord.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         user = interaction.user
         existing = await self.links.current_link(user.id)
-        authorize_url = await self.links.start(user.id)
+        start = await self.links.start(user.id, discord_label(user))
+        minutes = max(1, math.ceil((start.expires_at - self.links.clock()) / 60))
+        if start.reused:
+            await self._reply_with_buttons(
+                interaction,
+                f"You asked for a link moments ago, and it still works for {minutes} min: "
+                "here it is again (it is the one in your direct messages too).",
+                start.authorize_url,
+            )
+            return
         relink_note = (
-            f"\nYou are linked as **{existing.display_name}** now; finishing this replaces it."
+            f"\nYou are linked as **{existing.display_name}** now; finishing this renews or "
+            "replaces it."
             if existing is not None
             else ""
         )
         # The persistent LinkButtons added in cog_load answers "Paste the link" on every
         # message. discord.py would keep each sent view (no timeout) for good, so every view
         # is stopped once sent: the message keeps its buttons, memory does not grow per /link.
-        dm_view = LinkButtons(self.links, authorize_url)
+        dm_view = LinkButtons(self.links, start.authorize_url)
         try:
             await asyncio.wait_for(
                 user.send(LINK_INSTRUCTIONS, view=dm_view), timeout=DM_TIMEOUT_SECONDS
@@ -142,33 +187,41 @@ class LinkingCog(commands.Cog):
         except (discord.Forbidden, TimeoutError) as exc:
             if isinstance(exc, discord.Forbidden) and exc.code != CANNOT_DM:
                 raise
-            reply_view = LinkButtons(self.links, authorize_url)
-            await interaction.response.send_message(
-                discord.utils.escape_mentions(
-                    "I couldn't send you a direct message, so here is your link. "
-                    "It works once, for 10 minutes, and only for you." + relink_note
-                ),
-                view=reply_view,
-                ephemeral=True,
+            await self._reply_with_buttons(
+                interaction,
+                "I couldn't send you a direct message, so here is your link. "
+                f"It works once, for {minutes} minutes, and only for you." + relink_note,
+                start.authorize_url,
             )
-            reply_view.stop()
             return
         finally:
             dm_view.stop()
-        await interaction.response.send_message(
+        await interaction.followup.send(
             discord.utils.escape_mentions(
                 "Check your direct messages: I sent you a link to connect Spotify." + relink_note
             ),
             ephemeral=True,
         )
 
+    async def _reply_with_buttons(
+        self, interaction: discord.Interaction[Any], text: str, authorize_url: str
+    ) -> None:
+        view = LinkButtons(self.links, authorize_url)
+        try:
+            await interaction.followup.send(
+                discord.utils.escape_mentions(text), view=view, ephemeral=True
+            )
+        finally:
+            view.stop()
+
     @app_commands.command(name="unlink", description="Forget your Spotify account and settings")
     async def unlink(self, interaction: discord.Interaction[Any]) -> None:
         existed = await self.links.unlink(interaction.user.id)
         if existed:
             text = (
-                "Done: your Spotify tokens and settings are deleted. You can also remove the "
-                "bot's access at spotify.com/account/apps."
+                "Done: your Spotify tokens and settings are deleted, and your Spotify account "
+                "can now be linked to another Discord account. You can also remove the bot's "
+                "access at spotify.com/account/apps."
             )
         else:
             text = "There was nothing to unlink: you had no Spotify account linked."

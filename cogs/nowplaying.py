@@ -1,4 +1,8 @@
-"""/np [member]: the now-playing embed."""
+"""/np [member]: the now-playing embed.
+
+Who may be shown is decided by ``bot.privacy`` before anything is looked up: another member only
+when the interaction resolved them as a member of this server and they are not private.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from bot.errors import (
 )
 from bot.linking import LinkService, expiry_reminder
 from bot.presence import member_playback
+from bot.privacy import PrivacyService
 from bot.services import PlaybackService
 from bot.spotify.models import CurrentlyPlaying
 
@@ -35,24 +40,30 @@ class NowPlayingCog(commands.Cog):
         self,
         playback: PlaybackService,
         links: LinkService,
+        privacy: PrivacyService,
         *,
         presence_enabled: bool = False,
     ) -> None:
         self.playback = playback
         self.links = links
+        self.privacy = privacy
         self.presence_enabled = presence_enabled
 
     @app_commands.command(
         name="np", description="Show what you, or another member, play on Spotify"
     )
-    @app_commands.describe(member="Whose music to show (default: you)")
+    @app_commands.describe(member="A member of this server (default: you)")
     async def np(
         self,
         interaction: discord.Interaction[Any],
         member: discord.Member | discord.User | None = None,
     ) -> None:
+        # Before any lookup: a refused target costs no Spotify call and reads no record.
+        await self.privacy.ensure_visible(interaction, member)
         target = member or interaction.user
         is_self = target.id == interaction.user.id
+        # A private member's own /np is for their eyes only.
+        only_you = is_self and await self.privacy.is_private(target.id)
         if target.bot and not is_self:
             await interaction.response.send_message(
                 f"{target.display_name} is a bot and does not listen to Spotify.", ephemeral=True
@@ -71,7 +82,7 @@ class NowPlayingCog(commands.Cog):
         try:
             playback = await asyncio.wait_for(asyncio.shield(lookup), DEFER_AFTER_SECONDS)
         except TimeoutError:
-            await interaction.response.defer(thinking=True)
+            await interaction.response.defer(thinking=True, ephemeral=only_you)
             try:
                 playback = await lookup
             except Exception:
@@ -87,6 +98,8 @@ class NowPlayingCog(commands.Cog):
             now=time.time(),
         )
         kwargs = send_arguments(message)
+        if only_you:
+            kwargs["ephemeral"] = True
         if interaction.response.is_done():
             await interaction.followup.send(**kwargs)
         else:
@@ -148,6 +161,7 @@ async def setup(bot: commands.Bot) -> None:
         NowPlayingCog(
             bot.services.playback,
             bot.services.links,
+            bot.services.privacy,
             presence_enabled=bot.services.settings.enable_presence,
         )
     )

@@ -140,10 +140,13 @@ class Stack:
             return response.status, str(response.url), await response.text()
 
     async def start_link(self, user_id: int) -> str:
-        """Run /link as the member; return the authorize URL from the DM's link button."""
+        """Run /link as the member; return the authorize URL from the DM's link button (or
+        from the reply's, when /link handed out the member's still-valid link again)."""
         before = len(self.discord.dms_to(str(user_id)))
         sent = await self.discord.send_slash_command("link", {}, user_id=str(user_id))
-        await sent.wait_for_reply()
+        reply = await sent.wait_for_reply()
+        if any(c.get("style") == 5 for c in components_flat(reply.components)):
+            return authorize_url_of(reply.components)
         dms = await self.discord.wait_for(
             lambda: self.discord.dms_to(str(user_id))[before:] or None
         )

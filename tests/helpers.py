@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 
 from bot.crypto import TokenCipher
+from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
@@ -93,7 +94,9 @@ class LinkWorld:
         self.cipher = TokenCipher([os.urandom(32)])
         self.clock = ManualClock(1_800_000_000.0)
         # Retries of 5xx answers happen, but without sleeping: the tests stay fast.
-        self.sender = SpotifySender(session, sleep=no_sleep)
+        # The sender's monotonic clock moves by hand too: 429 holds end when a test says so.
+        self.monotonic = ManualClock(5_000.0)
+        self.sender = SpotifySender(session, sleep=no_sleep, clock=self.monotonic)
         self.auth = SpotifyAuth(
             self.sender,
             client_id=DEFAULT_CLIENT_ID,
@@ -103,7 +106,26 @@ class LinkWorld:
         )
         self.api = SpotifyApi(self.sender, api_base=fake.api_base)
         self.tokens = TokenManager(storage, self.cipher, self.auth)
-        self.links = LinkService(storage, self.auth, self.api, self.tokens, clock=self.clock)
+        self.links = LinkService(
+            storage,
+            self.auth,
+            self.api,
+            self.tokens,
+            self.cipher,
+            hold_remaining=self.sender.hold_remaining,
+            clock=self.clock,
+        )
+        self.completer = PendingLinkCompleter(
+            storage,
+            self.cipher,
+            self.auth,
+            self.api,
+            self.links,
+            hold_remaining=self.sender.hold_remaining,
+            clock=self.clock,
+            retry_seconds=0.05,
+        )
+        self.links.add_pending_listener(self.completer.wake)
 
     async def redirect_after_consent(self, authorize_url: str) -> str:
         """What the browser is sent to after the consent screen (not followed)."""
@@ -114,7 +136,8 @@ class LinkWorld:
     async def approved_query(self, member: int, spotify_user: str = "alice") -> dict[str, str]:
         """Run /link's start, approve as ``spotify_user``; the callback's query parameters."""
         self.fake.approve_as(spotify_user)
-        location = await self.redirect_after_consent(await self.links.start(member))
+        start = await self.links.start(member, f"Member {member} (@member{member})")
+        location = await self.redirect_after_consent(start.authorize_url)
         return query_of(location)
 
     async def stored_refresh_token(self, member: int) -> str | None:

@@ -13,6 +13,7 @@ these tests are skipped.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -169,9 +170,11 @@ async def assert_member_page(
     heading: str,
     text: str,
     expected_hops: int = 0,
+    bot_redirects: int = 0,
 ) -> None:
     """Everything a member's page must be. ``expected_hops``: requests before the bot's page
-    (the authorize step on the fake Spotify during a real flow)."""
+    (the authorize step on the fake Spotify during a real flow); ``bot_redirects``: the bot's
+    own redirects before it (the callback sending the browser to its result page)."""
     page = visit_result.page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -185,9 +188,9 @@ async def assert_member_page(
     hops = visit_result.requests[:expected_hops]
     own = visit_result.requests[expected_hops:]
     assert all(origin(request.url) != bot_origin for request in hops), hops
-    assert [(origin(r.url), r.resource_type) for r in own] == [(bot_origin, "document")], [
-        r.url for r in visit_result.requests
-    ]
+    assert [(origin(r.url), r.resource_type) for r in own] == [(bot_origin, "document")] * (
+        1 + bot_redirects
+    ), [r.url for r in visit_result.requests]
 
     assert visit_result.page_errors == []
     # Chromium logs every non-2xx document as "Failed to load resource"; failure pages are 4xx
@@ -225,21 +228,41 @@ async def test_success_then_reload_says_already_linked(stack: Stack, phone: Page
         bot_origin=stack.web_base,
         status=200,
         heading="Linked as Alice",
-        text="Your Spotify account Alice is now linked.",
+        text="The Spotify account Alice is now linked to the Discord account Alice (@alice).",
         expected_hops=1,
+        bot_redirects=1,
     )
     assert linked.requests[1].redirected_from is linked.requests[0]
-    assert phone.url.startswith(f"{stack.web_base}/callback?code=")
+    callback_url = linked.requests[1].url
+    assert callback_url.startswith(f"{stack.web_base}/callback?code=")
+    # The callback sent the browser on: code and state are out of the address bar.
+    assert linked.requests[2].redirected_from is linked.requests[1]
+    assert phone.url.startswith(f"{stack.web_base}/callback/done/")
+    assert "?" not in phone.url
+    apps = phone.get_by_role("link", name="remove this bot's access in your Spotify account")
+    assert await apps.get_attribute("href") == "https://www.spotify.com/account/apps/"
 
-    reloaded = await visit(phone, phone.url)  # the same code and state again
+    reloaded = await visit(phone, phone.url)  # the result page again: nobody named
     await assert_member_page(
         reloaded,
-        name="already-linked",
+        name="result-again",
         bot_origin=stack.web_base,
         status=200,
-        heading="Already linked as Alice",
-        text="is already linked. Try /np in Discord.",
+        heading="Linking finished",
+        text="this page names the linked accounts only once",
     )
+    assert "Alice" not in await phone.inner_text("main")
+
+    shared = await visit(phone, callback_url)  # the callback from history, or shared
+    await assert_member_page(
+        shared,
+        name="already-used",
+        bot_origin=stack.web_base,
+        status=200,
+        heading="This sign-in link was already used",
+        text="It already finished linking a Spotify account, so nothing new happened here.",
+    )
+    assert "Alice" not in await phone.inner_text("main")
 
 
 async def test_reload_after_a_failed_exchange_says_used(stack: Stack, phone: Page) -> None:
@@ -261,8 +284,8 @@ async def test_reload_after_a_failed_exchange_says_used(stack: Stack, phone: Pag
         name="used-state",
         bot_origin=stack.web_base,
         status=410,
-        heading="This link was already used",
-        text="Each sign-in link works once.",
+        heading="This sign-in link was already used",
+        text="It did not link anything. Each sign-in link works once.",
     )
 
 
@@ -271,7 +294,7 @@ async def test_reload_after_unlink_is_not_valid(stack: Stack, phone: Page) -> No
     stack.spotify.approve_as("alice")
     first = await visit(phone, authorize_url)
     assert first.status == 200
-    callback_url = phone.url
+    callback_url = first.requests[1].url
     sent = await stack.discord.send_slash_command("unlink", {}, user_id=str(ALICE_ID))
     await sent.wait_for_reply()
 
@@ -284,6 +307,89 @@ async def test_reload_after_unlink_is_not_valid(stack: Stack, phone: Page) -> No
         heading="This link is not valid",
         text="The bot does not recognise this sign-in attempt.",
     )
+
+
+async def test_a_spotify_account_linked_to_someone_else(stack: Stack, phone: Page) -> None:
+    await stack.link(BOB_ID, "bob")
+    authorize_url = await stack.start_link(ALICE_ID)
+    stack.spotify.approve_as("bob")  # Alice's button, approved by Bob
+    taken = await visit(phone, authorize_url)
+    await assert_member_page(
+        taken,
+        name="taken",
+        bot_origin=stack.web_base,
+        status=409,
+        heading="This Spotify account is linked to another Discord account",
+        text="run /unlink there first, then /link again from this one.",
+        expected_hops=1,
+    )
+    assert "Bob" not in await phone.inner_text("main")
+
+
+async def test_a_link_that_waits_for_spotify(stack: Stack, phone: Page) -> None:
+    authorize_url = await stack.start_link(ALICE_ID)
+    stack.spotify.approve_as("alice")
+    stack.spotify.fail_next("me", 429, retry_after=600)
+    pending = await visit(phone, authorize_url)
+    await assert_member_page(
+        pending,
+        name="pending",
+        bot_origin=stack.web_base,
+        status=202,
+        heading="Almost done",
+        text="asked the bot to pause for about 10 min",
+        expected_hops=1,
+    )
+
+
+async def test_an_accounts_service_hold_says_when_to_reload(stack: Stack, phone: Page) -> None:
+    authorize_url = await stack.start_link(ALICE_ID)
+    stack.spotify.approve_as("alice")
+    stack.spotify.fail_next("token", 429, retry_after="0.2")
+    held = await visit(phone, authorize_url)
+    await assert_member_page(
+        held,
+        name="accounts-held",
+        bot_origin=stack.web_base,
+        status=429,
+        heading="Spotify asks the bot to wait",
+        text="Nothing was used up: reload this page in 1 s",
+        expected_hops=1,
+    )
+    # Once the hold is over, the reload the page asked for links: nothing was used up.
+    await asyncio.sleep(0.3)  # a hold is a span of time: Spotify's Retry-After below
+    done = await visit(phone, phone.url)
+    await assert_member_page(
+        done,
+        name="accounts-held-reloaded",
+        bot_origin=stack.web_base,
+        status=200,
+        heading="Linked as Alice",
+        text="is now linked to the Discord account Alice (@alice)",
+        bot_redirects=1,
+    )
+
+
+async def test_two_tabs_of_one_callback_agree(stack: Stack, browser: Browser) -> None:
+    authorize_url = await stack.start_link(ALICE_ID)
+    stack.spotify.approve_as("alice")
+    async with stack.http.get(authorize_url, allow_redirects=False) as response:
+        callback_url = response.headers["Location"]
+    stack.spotify.fail_next("me", None, delay=0.5)  # the first tab takes a while
+    context = await browser.new_context(viewport=PHONE)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        tabs = [await context.new_page() for _ in range(2)]
+        visits = await asyncio.gather(*(visit(tab, callback_url) for tab in tabs))
+        headings = sorted([await tab.inner_text("h1") for tab in tabs])
+        assert headings == ["Linked as Alice", "This sign-in link was already used"]
+        assert sorted(v.status for v in visits) == [200, 200]
+        for tab in tabs:
+            if await tab.inner_text("h1") != "Linked as Alice":
+                assert "already finished linking" in await tab.inner_text("main")
+                assert "Alice" not in await tab.inner_text("main")
+    finally:
+        await context.close()
 
 
 # --- failures ---------------------------------------------------------------------------------

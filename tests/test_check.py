@@ -243,7 +243,7 @@ async def test_https_redirect_uri(fakes: Fakes) -> None:
     assert status == 0
     assert verdict_line(lines, "redirect uri") == (
         f"ok       redirect uri: {uri} is public https: your reverse proxy must pass "
-        "/spotify/callback to this bot's web server (0.0.0.0:8080)"
+        "/spotify/callback to this bot's web server (127.0.0.1:8080)"
     )
     assert f"  {uri}" in lines
 
@@ -313,10 +313,13 @@ async def test_secrets_no_key_can_read(fakes: Fakes) -> None:
     status, lines, text = await run(fakes.env())
     assert status == 1
     assert verdict_line(lines, "encryption keys") == (
-        "problem  encryption keys: 1 key(s) valid; 3 stored secret(s): 1 under the first key, "
-        "2 that no configured key can read. Put the old key back into TOKEN_ENCRYPTION_KEY "
-        "(after the new one), or those members must run /link again"
+        "problem  encryption keys: TOKEN_ENCRYPTION_KEY opens 1 of 3 stored secret(s): 1 under "
+        "the first key, 2 that no configured key can read. To fix it, put the key that "
+        "encrypted them back into TOKEN_ENCRYPTION_KEY (after the first key), or run "
+        "`python -m bot rotate-keys --skip-unreadable` to re-encrypt the others and leave "
+        "those as they are: their members must run /link again"
     )
+    assert status == 1  # a failed item
     assert LOST_KEY not in text
 
 

@@ -41,7 +41,7 @@ def problems_for(**overrides: str) -> list[str]:
 def test_defaults() -> None:
     settings = load_settings(valid_env())
     assert settings.database_path == Path("data/bot.db")
-    assert settings.web_host == "0.0.0.0"
+    assert settings.web_host == "127.0.0.1"  # loopback unless exposed on purpose
     assert settings.web_port == 8080
     assert settings.discord_api_base == "https://discord.com/api/v10"
     assert settings.spotify_accounts_base == "https://accounts.spotify.com"
@@ -283,3 +283,21 @@ def test_env_example_lists_every_variable() -> None:
     ]:
         assert name in example
     assert os.environ.get("NOWPLAYING_NEVER_SET") is None
+
+
+def test_the_web_server_is_not_exposed_unless_the_admin_chooses_to() -> None:
+    root = Path(__file__).parent.parent
+    example = read_env_file(root / ".env.example")
+    assert example["WEB_HOST"] == "127.0.0.1"
+    settings = load_settings({**valid_env(), **{k: v for k, v in example.items() if v}})
+    assert settings.web_host == "127.0.0.1"
+    # The container listens on its own interfaces; the host publishes on loopback only.
+    compose = (root / "compose.yaml").read_text(encoding="utf-8")
+    assert "WEB_HOST: 0.0.0.0" in compose
+    published = [
+        line.strip().strip("-").strip().strip('"')
+        for line in compose.splitlines()
+        if line.strip().startswith("- ") and ":8080" in line
+    ]
+    assert published == ["127.0.0.1:8080:8080"]
+    assert "reverse proxy" in compose

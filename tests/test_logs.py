@@ -558,3 +558,16 @@ def test_secrets_can_be_added_while_other_threads_log() -> None:
         masker.mask(f"tokens {tokens[0]} {tokens[-1]}")
     adder.join(timeout=10)
     assert masker.mask(f"tokens {tokens[0]} {tokens[-1]}") == "tokens *** ***"
+
+
+def test_a_message_cannot_start_a_line_of_its_own() -> None:
+    stream, _ = configured("INFO", "text")
+    forged = "/x\n2026-11-29T00:00:00.000Z CRITICAL bot.app: Database wiped"
+    logging.getLogger("bot.web.access").info("GET %s 404", forged)
+    logging.getLogger("bot.web.access").info("a\r\x1b[2Jb\u2028c\x85d\tkept")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(
+        "bot.web.access: GET /x\\n2026-11-29T00:00:00.000Z CRITICAL bot.app: Database wiped 404"
+    )
+    assert lines[1].endswith("bot.web.access: a\\r\\x1b[2Jb\\u2028c\\x85d\tkept")

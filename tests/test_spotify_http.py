@@ -177,6 +177,37 @@ async def test_429_holds_every_request_app_wide_without_touching_the_network(
     assert outcomes == [("currently_playing", "429")]  # the held request made no attempt
 
 
+async def test_the_accounts_service_and_the_web_api_are_held_separately(
+    fake: FakeSpotify, sender: SpotifySender, clock: ManualClock
+) -> None:
+    fake.fail_next("me", 429, retry_after=3600)
+    with pytest.raises(SpotifyRateLimited):
+        await sender.send(me(fake, "alice"))
+    assert sender.hold_remaining("api") == 3600
+    assert sender.hold_remaining("accounts") == 0
+    # A Web API hold does not stop a code exchange...
+    token = SpotifyRequest(
+        "POST",
+        f"{fake.accounts_base}/api/token",
+        "token",
+        data={"grant_type": "client_credentials"},
+        idempotent=False,
+        service="accounts",
+    )
+    assert (await sender.send(token)).status in (200, 400)
+    # ...and an accounts-service 429 holds only the accounts service.
+    fake.fail_next("token", 429, retry_after=60)
+    with pytest.raises(SpotifyRateLimited):
+        await sender.send(token)
+    assert sender.hold_remaining("accounts") == 60
+    assert sender.hold_until_for("accounts") == clock.now + 60
+    assert sender.hold_until == clock.now + 3600  # the Web API hold, as before
+    with pytest.raises(SpotifyRateLimited) as held:
+        await sender.send(token)
+    assert held.value.retry_after == 60
+    assert fake.call_count("token") == 2  # the held request never reached Spotify
+
+
 async def test_hold_lifts_after_retry_after(
     fake: FakeSpotify, sender: SpotifySender, clock: ManualClock
 ) -> None:

@@ -16,6 +16,7 @@ from bot.storage import (
     LastPost,
     LinkedAccount,
     LinkStateResult,
+    SpotifyAccountTaken,
     Storage,
     hash_link_state,
 )
@@ -110,7 +111,13 @@ async def test_connection_pragmas(db_path: Path) -> None:
     connection = await db.open_database(db_path)
     try:
         values = {}
-        for pragma in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous"):
+        for pragma in (
+            "journal_mode",
+            "foreign_keys",
+            "busy_timeout",
+            "synchronous",
+            "secure_delete",
+        ):
             async with connection.execute(f"PRAGMA {pragma}") as cursor:
                 row = await cursor.fetchone()
             assert row is not None
@@ -122,6 +129,7 @@ async def test_connection_pragmas(db_path: Path) -> None:
         "foreign_keys": 1,
         "busy_timeout": db.BUSY_TIMEOUT_MS,
         "synchronous": 1,  # NORMAL
+        "secure_delete": 1,  # replaced secrets are zeroed, whatever the build's default
     }
 
 
@@ -173,6 +181,29 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
             (1, 100, "track-1", 555, NOW),
         ),
     ],
+    3: [
+        (
+            "INSERT INTO member_privacy (discord_user_id, visibility, updated_at) VALUES (?, ?, ?)",
+            (1, "private", NOW),
+        ),
+        (
+            "INSERT INTO member_guild_settings (discord_user_id, guild_id, autopost_opt_in, "
+            "updated_at) VALUES (?, ?, ?, ?)",
+            (1, 10, 1, NOW),
+        ),
+    ],
+    4: [
+        (
+            "INSERT INTO link_states (state_hash, discord_user_id, created_at, expires_at, "
+            "discord_name, sealed_state) VALUES (?, ?, ?, ?, ?, ?)",
+            (hash_link_state("new-state"), 1, NOW, NOW + 600, "@one", b"sealed"),
+        ),
+        (
+            "INSERT INTO pending_links (discord_user_id, state_hash, sealed_grant, discord_name, "
+            "created_at) VALUES (?, ?, ?, ?, ?)",
+            (1, hash_link_state("new-state"), b"grant", "@one", NOW),
+        ),
+    ],
 }
 
 
@@ -196,6 +227,24 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         assert await storage.get_guild_settings(10) == GuildSettings(10, 100, None)
         assert await storage.get_autopost_opt_in(1) is False
         assert await storage.get_last_post(1, 100) == LastPost(1, 100, "track-1", 555, NOW)
+        # The choice made before auto-post was per server is every server's fallback.
+        assert await storage.get_guild_autopost_opt_in(1, 999) is False
+    if version == 2:
+        assert await storage.get_guild_autopost_opt_in(1, 10) is False
+        assert await storage.get_visibility(1) == "server"
+    if version >= 3:
+        assert await storage.get_guild_autopost_opt_in(1, 10) is True
+        assert await storage.get_visibility(1) == "private"
+    if version >= 4:
+        [pending] = await storage.list_pending_links()
+        assert (pending.discord_user_id, pending.sealed_grant, pending.discord_name) == (
+            1,
+            b"grant",
+            "@one",
+        )
+        assert await storage.consume_link_state("new-state", now=NOW + 1) == LinkStateResult(
+            "ok", 1, discord_name="@one"
+        )
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))
@@ -216,7 +265,11 @@ async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) ->
         await storage.save_link(account(2))
         await storage.record_post(LastPost(2, 100, "t", 1, NOW))
         await storage.set_autopost_opt_in(2, True)
+        await storage.set_guild_autopost_opt_in(2, 10, False)
+        await storage.set_visibility(2, "private")
         assert await storage.get_link(2) == account(2)
+        assert await storage.get_guild_autopost_opt_in(2, 10) is False
+        assert await storage.get_visibility(2) == "private"
 
 
 async def test_database_newer_than_the_code_is_refused(db_path: Path) -> None:
@@ -321,12 +374,10 @@ async def test_link_state_is_consumed_once_across_instances(db_path: Path) -> No
 
 async def test_failed_multi_statement_change_rolls_back(storage: Storage) -> None:
     await storage.save_link(account(1, "shared"))
-    # The DELETE of member 1's row runs, then the INSERT fails to bind its token.
-    bad = account(2, "shared", refresh_token=object())
+    # The owner check runs, then the INSERT fails to bind its token.
     with pytest.raises(sqlite3.Error):
-        await storage.save_link(bad)
+        await storage.save_link(account(1, "other", refresh_token=object()))
     assert await storage.get_link(1) == account(1, "shared")
-    assert await storage.get_link(2) is None
     # The connection is usable afterwards (no transaction left open).
     await storage.save_link(account(3))
     assert await storage.count_links() == 2
@@ -380,19 +431,49 @@ async def test_refresh_token_hidden_from_repr() -> None:
     assert "secret-1" not in repr(account(1))
 
 
-async def test_save_link_moves_a_spotify_account(storage: Storage) -> None:
-    await storage.save_link(account(1, "shared"))
+async def test_save_link_never_moves_a_spotify_account(storage: Storage) -> None:
+    assert await storage.save_link(account(1, "shared")) == "linked"
     await storage.save_link(account(2, "other"))
-    await storage.save_link(account(3, "shared"))
-    assert await storage.get_link(1) is None
-    assert await storage.get_link(3) == account(3, "shared")
-    assert await storage.get_link(2) == account(2, "other")
-    assert await storage.list_active_user_ids() == [2, 3]
-
-    # A member switching to another Spotify account keeps one row.
-    await storage.save_link(account(3, "third"))
+    with pytest.raises(SpotifyAccountTaken):
+        await storage.save_link(account(3, "shared"))
+    assert await storage.get_link(1) == account(1, "shared")
+    assert await storage.get_link(3) is None
+    assert await storage.spotify_account_owner("shared") == 1
+    assert await storage.list_active_user_ids() == [1, 2]
+    # The same member again is a renewal; switching to another Spotify account keeps one row.
+    assert await storage.save_link(account(1, "shared")) == "renewed"
+    assert await storage.save_link(account(1, "third")) == "linked"
     assert await storage.count_links() == 2
-    assert (await storage.get_link(3)) == account(3, "third")
+    assert (await storage.get_link(1)) == account(1, "third")
+
+
+async def test_at_most_a_few_states_per_member(storage: Storage) -> None:
+    for index in range(3_000):
+        await storage.create_link_state(f"s{index}", 7, now=NOW + index, keep_per_member=3)
+    await storage.create_link_state("other", 8, now=NOW, keep_per_member=3)
+    assert await storage.count_link_states(7) == 3
+    assert await storage.count_link_states() == 4
+    assert (await storage.peek_link_state("s2996", now=NOW + 3_000)).status == "unknown"
+    assert (await storage.peek_link_state("s2997", now=NOW + 3_000)).status == "ok"
+
+
+async def test_a_result_page_names_the_accounts_once(storage: Storage) -> None:
+    await storage.create_link_state("st", 7, now=NOW, discord_name="Ann (@ann)")
+    await storage.consume_link_state("st", now=NOW + 1)
+    await storage.finish_link_state(
+        hash_link_state("st"), "linked", result_token="tok", spotify_name="Ann S"
+    )
+    first = await storage.open_link_result("tok", now=NOW + 2, names_for=600)
+    assert first is not None
+    assert (first.first_view, first.spotify_name, first.discord_name) == (
+        True,
+        "Ann S",
+        "Ann (@ann)",
+    )
+    again = await storage.open_link_result("tok", now=NOW + 3, names_for=600)
+    assert again is not None
+    assert (again.first_view, again.spotify_name, again.discord_name) == (False, None, None)
+    assert await storage.open_link_result("nope", now=NOW, names_for=600) is None
 
 
 async def test_mark_link_broken_and_counts(storage: Storage) -> None:
@@ -491,8 +572,8 @@ async def test_purge_link_states(storage: Storage) -> None:
     await storage.consume_link_state("used-long-ago", now=NOW - 2 * day + 10)
 
     assert await storage.purge_link_states(now=NOW) == 2
-    assert await storage.get_link_state_owner("expired-long-ago") is None
-    assert await storage.get_link_state_owner("used-long-ago") is None
+    assert (await storage.peek_link_state("expired-long-ago", now=NOW)).discord_user_id is None
+    assert (await storage.peek_link_state("used-long-ago", now=NOW)).discord_user_id is None
     # Recently finished states still explain themselves.
     assert (await storage.consume_link_state("expired-recently", now=NOW)).status == "expired"
     assert (await storage.consume_link_state("used-recently", now=NOW)).status == "used"
@@ -501,15 +582,22 @@ async def test_purge_link_states(storage: Storage) -> None:
     # With no grace, everything finished goes; a state still open stays.
     await storage.create_link_state("open", 6, now=NOW, ttl=600)
     assert await storage.purge_link_states(now=NOW + 1, keep_used_for=0) == 3
-    assert await storage.get_link_state_owner("open") == 6
+    assert (await storage.peek_link_state("open", now=NOW)).discord_user_id == 6
 
 
-async def test_link_state_owner_peek_does_not_consume(storage: Storage) -> None:
-    assert await storage.get_link_state_owner("abc") is None
+async def test_link_state_peek_does_not_consume(storage: Storage) -> None:
+    assert await storage.peek_link_state("abc", now=NOW) == LinkStateResult("unknown", None)
     await storage.create_link_state("abc", 42, now=NOW)
-    assert await storage.get_link_state_owner("abc") == 42
+    assert await storage.peek_link_state("abc", now=NOW + 1) == LinkStateResult("ok", 42)
     assert await storage.consume_link_state("abc", now=NOW + 1) == LinkStateResult("ok", 42)
-    assert await storage.get_link_state_owner("abc") == 42
+    assert await storage.peek_link_state("abc", now=NOW + 2) == LinkStateResult("used", 42)
+    await storage.finish_link_state(hash_link_state("abc"), "linked")
+    assert await storage.peek_link_state("abc", now=NOW + 2) == LinkStateResult(
+        "used", 42, "linked"
+    )
+    # Released (Spotify did nothing with it): it works again.
+    await storage.release_link_state("abc")
+    assert await storage.consume_link_state("abc", now=NOW + 3) == LinkStateResult("ok", 42)
 
 
 # --- guild and member settings --------------------------------------------------------------
@@ -561,6 +649,48 @@ async def test_autopost_opt_in(storage: Storage) -> None:
     assert await storage.get_autopost_opt_in(1) is False
     await storage.set_autopost_opt_in(1, True)
     assert await storage.get_autopost_opt_in(1) is True
+
+
+async def test_autopost_opt_in_per_server_falls_back_to_the_old_global_choice(
+    storage: Storage,
+) -> None:
+    assert await storage.get_guild_autopost_opt_in(1, 10) is None
+    assert await storage.get_autopost_opt_in_anywhere(1) is None
+    await storage.set_autopost_opt_in(1, False)  # as stored before it was per server
+    assert await storage.get_guild_autopost_opt_in(1, 10) is False
+    assert await storage.get_guild_autopost_opt_in(1, 20) is False
+    assert await storage.get_autopost_opt_in_anywhere(1) is False
+    await storage.set_guild_autopost_opt_in(1, 10, True)
+    assert await storage.get_guild_autopost_opt_in(1, 10) is True
+    assert await storage.get_guild_autopost_opt_in(1, 20) is False  # unchanged there
+    assert await storage.get_autopost_opt_in_anywhere(1) is True
+    await storage.set_guild_autopost_opt_in(2, 20, False)
+    assert await storage.get_guild_autopost_opt_in(2, 10) is None
+    assert await storage.get_autopost_opt_in_anywhere(2) is None  # in by default elsewhere
+    await storage.set_autopost_opt_in(3, True)
+    assert await storage.list_autopost_opted_in_user_ids() == {1, 3}
+    await storage.delete_member(1)
+    assert await storage.get_guild_autopost_opt_in(1, 10) is None
+
+
+async def test_visibility_default_choice_and_unlink(storage: Storage) -> None:
+    assert await storage.get_visibility(1) == "server"
+    assert await storage.get_visibility_choice(1) is None
+    await storage.record_post(LastPost(1, 100, "track-1", 555, NOW))
+    await storage.record_post(LastPost(2, 100, "track-2", 556, NOW))
+    await storage.set_visibility(1, "private")
+    assert await storage.get_visibility(1) == "private"
+    assert await storage.get_last_post(1, 100) is None  # what they played is forgotten
+    assert await storage.get_last_post(2, 100) is not None
+    assert await storage.list_private_user_ids() == {1}
+    await storage.save_link(account(1))
+    await storage.delete_member(1)  # /unlink keeps the member private
+    assert await storage.get_visibility(1) == "private"
+    await storage.set_visibility(1, "server")
+    assert await storage.get_visibility_choice(1) == "server"
+    assert await storage.list_private_user_ids() == set()
+    with pytest.raises(ValueError, match="visibility"):
+        await storage.set_visibility(1, "public")  # type: ignore[arg-type]
 
 
 # --- last posts -----------------------------------------------------------------------------

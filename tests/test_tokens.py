@@ -27,7 +27,7 @@ from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import Playback, SpotifyUser, TokenGrant
-from bot.storage import LinkedAccount, Storage
+from bot.storage import LinkedAccount, SpotifyAccountTaken, Storage
 from bot.tokens import TokenManager
 from tests.fakes.spotify import (
     DEFAULT_CLIENT_ID,
@@ -340,28 +340,33 @@ async def test_store_new_link_caches_the_access_token(world: World) -> None:
     grant = await world.auth.exchange_code(code)
     user = await world.api.me(grant.access_token)
     before = time.time()
-    account = await world.tokens.store_new_link(BOB, user, grant)
+    assert await world.tokens.store_new_link(BOB, user, grant) == "linked"
+    account = await world.storage.get_link(BOB)
+    assert account is not None
     assert account.status == "active"
     assert account.spotify_account_id == "acct-bob"
     assert account.scopes == "user-read-currently-playing"
     assert before <= account.linked_at <= time.time()
-    stored = await world.storage.get_link(BOB)
-    assert stored == account
     assert await world.stored_refresh_token(BOB) == grant.refresh_token
     # The first /np needs no refresh.
     assert isinstance(await world.tokens.call(BOB, world.api.currently_playing), Playback)
     assert world.fake.calls["token", "bob"] == 1  # only the code exchange
 
 
-async def test_relinking_a_spotify_account_drops_the_other_members_cache(world: World) -> None:
+async def test_a_spotify_account_linked_to_another_member_is_never_moved(world: World) -> None:
     await world.link(ALICE, "alice")
-    await world.tokens.access_token(ALICE)
+    alice_token = await world.tokens.access_token(ALICE)
     grant = await world.auth.exchange_code(world.fake.issue_code("alice"))
-    await world.tokens.store_new_link(
-        BOB, SpotifyUser(account_id="acct-alice", id="alice", display_name="Alice"), grant
-    )
-    with pytest.raises(NotLinked):  # storage moved the account to BOB
-        await world.tokens.access_token(ALICE)
+    alice = SpotifyUser(account_id="acct-alice", id="alice", display_name="Alice")
+    with pytest.raises(SpotifyAccountTaken):
+        await world.tokens.store_new_link(BOB, alice, grant)
+    assert await world.storage.get_link(BOB) is None
+    assert await world.tokens.access_token(ALICE) == alice_token  # untouched, still cached
+    with pytest.raises(NotLinked):  # nothing of Alice's was cached for Bob either
+        await world.tokens.access_token(BOB)
+    # The same member renewing the same account is fine.
+    renewal = await world.auth.exchange_code(world.fake.issue_code("alice"))
+    assert await world.tokens.store_new_link(ALICE, alice, renewal) == "renewed"
 
 
 async def test_secret_listener_learns_every_token(world: World) -> None:
@@ -388,3 +393,23 @@ async def test_tokens_never_reach_the_logs(world: World, caplog: pytest.LogCaptu
     assert world.secrets_seen
     for secret in [refresh_token, *world.secrets_seen]:
         assert secret not in caplog.text
+
+
+async def test_the_token_cache_drops_expired_tokens_as_it_grows(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.tokens.SWEEP_MIN_ENTRIES", 4)
+    world.tokens = TokenManager(world.storage, world.cipher, world.auth, clock=world.clock)
+    members = [(ALICE, "alice"), (BOB, "bob")]
+    for index in range(3):
+        name = f"listener{index}"
+        world.fake.add_user(name)
+        members.append((300 + index, name))
+    for discord_id, spotify_user in members[:4]:
+        await world.link(discord_id, spotify_user)
+        await world.tokens.access_token(discord_id)
+    assert world.tokens.cached_members == 4
+    world.clock.advance(4000)  # every cached token has expired
+    await world.link(*members[4])
+    await world.tokens.access_token(members[4][0])
+    assert world.tokens.cached_members == 1  # only the fresh one is kept

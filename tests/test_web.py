@@ -7,6 +7,7 @@ Spotify clients against the fake Spotify on loopback), served with the same acce
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
@@ -23,8 +24,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from bot.linking import SPOTIFY_APPS_URL
 from bot.storage import Storage
-from bot.web import QuietAccessLogger, WebDependencies, create_app
+from bot.web import WebDependencies, create_app, runner_options
 from tests.fakes.spotify import UNREGISTERED_USER, FakeSpotify
 from tests.helpers import ALICE, BOB, LinkWorld, query_of
 
@@ -52,6 +54,15 @@ class Web:
 
     async def callback(self, query: Mapping[str, str]) -> Page:
         return await self.get("/callback", params=query)
+
+    async def link(self, query: Mapping[str, str]) -> tuple[Page, Page]:
+        """The callback, then the result page it redirects to (as a browser follows it)."""
+        redirect = await self.callback(query)
+        assert redirect.status == 303, redirect.body
+        location = redirect.headers["Location"]
+        assert location.startswith("/callback/done/")
+        assert "?" not in location  # code and state leave the address bar
+        return redirect, await self.get(location)
 
 
 @dataclass
@@ -94,7 +105,7 @@ async def serve(
         gateway_ok=gateway_ok,
     )
     # The runner options bot.app uses: the access log that leaves the query out.
-    server = await aiohttp_server(create_app(deps), access_log_class=QuietAccessLogger)
+    server = await aiohttp_server(create_app(deps), **runner_options())
     return await aiohttp_client(server)
 
 
@@ -147,10 +158,13 @@ def assert_safe_page(page: Page, status: int) -> None:
     assert "traceback" not in body
     parser = _Resources()
     parser.feed(page.body)
-    assert parser.urls == [], parser.urls  # self-contained: no links, images, fonts
+    # Self-contained: no images, fonts or scripts; the one link a page may carry leads to
+    # Spotify's page where a user removes the bot's access.
+    assert parser.urls in ([], [SPOTIFY_APPS_URL]), parser.urls
     assert parser.handlers == []
     assert "script" not in parser.tags
-    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", body)
+    assert not re.search(r"<[a-z][^>]*\ssrc\s*=", body)
+    assert list(re.findall(r"href\s*=\s*\"([^\"]*)\"", body)) in ([], [SPOTIFY_APPS_URL])
     assert "@import" not in body
     assert "url(" not in body
 
@@ -168,9 +182,14 @@ async def assert_nothing_stored(world: LinkWorld, *members: int) -> None:
 async def test_success_names_the_account_and_stores_the_link_encrypted(site: Web) -> None:
     world = site.world
     world.fake.add_user("ann", display_name="Ann & Co")
-    page = await site.callback(await world.approved_query(ALICE, "ann"))
+    redirect, page = await site.link(await world.approved_query(ALICE, "ann"))
+    assert redirect.headers["Cache-Control"] == "no-store"
+    assert redirect.headers["Referrer-Policy"] == "no-referrer"
     assert_safe_page(page, 200)
     assert "Linked as Ann &amp; Co" in page.body
+    # Names the Discord account it is now linked to, and where to undo it if that is wrong.
+    assert f"linked to the Discord account Member {ALICE} (@member{ALICE})" in page.body
+    assert f'href="{SPOTIFY_APPS_URL}"' in page.body
     assert "/np" in page.body
     link = await world.storage.get_link(ALICE)
     assert link is not None
@@ -187,20 +206,93 @@ async def test_the_display_name_is_escaped(site: Web) -> None:
     for index, variant in enumerate(XSS_VARIANTS):
         spotify_user = f"x{index}"
         world.fake.add_user(spotify_user, display_name=variant)
-        page = await site.callback(await world.approved_query(ALICE + index, spotify_user))
+        _, page = await site.link(await world.approved_query(ALICE + index, spotify_user))
         assert_safe_page(page, 200)
         assert variant not in page.body or not set(variant) & set("<>\"'&")
         assert html.escape(variant) in page.body
-    assert "&lt;script&gt;" in (await site.callback(await world.approved_query(BOB, "x0"))).body
+    world.fake.add_user("xb", display_name=XSS)
+    assert "&lt;script&gt;" in (await site.link(await world.approved_query(BOB, "xb")))[1].body
 
 
-async def test_a_reload_of_a_used_success_url_says_already_linked(site: Web) -> None:
+async def test_reloads_of_a_used_success_url_name_nobody(site: Web) -> None:
     query = await site.world.approved_query(ALICE)
-    assert_safe_page(await site.callback(query), 200)
-    reload = await site.callback(query)
+    redirect, page = await site.link(query)
+    assert "Linked as Alice" in page.body
+    reload = await site.callback(query)  # history, a shared link, a second tab
     assert_safe_page(reload, 200)
-    assert "Already linked as Alice" in reload.body
+    assert "already used" in reload.body
+    assert "already finished linking" in reload.body
+    assert "Alice" not in reload.body
+    assert "Linked as" not in reload.body
     assert site.world.fake.call_count("token") == 1  # the used code was not sent again
+    # The result page itself names the accounts once only.
+    again = await site.get(redirect.headers["Location"])
+    assert_safe_page(again, 200)
+    assert "Alice" not in again.body
+    assert "Member" not in again.body
+    assert "only once" in again.body
+
+
+async def test_concurrent_tabs_of_one_callback_agree(site: Web) -> None:
+    query = await site.world.approved_query(ALICE)
+    site.world.fake.fail_next("me", None, delay=0.3)
+    pages = await asyncio.gather(*(site.callback(query) for _ in range(3)))
+    assert sorted(page.status for page in pages) == [200, 200, 303]
+    for page in pages:
+        assert "Alice" not in page.body
+        if page.status == 200:
+            assert_safe_page(page, 200)
+            assert "already finished linking" in page.body
+
+
+async def test_a_spotify_account_linked_to_another_member_is_a_409(site: Web) -> None:
+    world = site.world
+    await site.link(await world.approved_query(ALICE, "alice"))
+    page = await site.callback(await world.approved_query(BOB, "alice"))
+    assert_safe_page(page, 409)
+    assert "linked to another Discord account" in page.body
+    assert "/unlink" in page.body
+    assert "Member" not in page.body
+    assert str(ALICE) not in page.body
+    assert "Alice" not in page.body
+    assert await world.storage.get_link(BOB) is None
+    link = await world.storage.get_link(ALICE)
+    assert link is not None
+    assert link.spotify_user_id == "alice"
+
+
+async def test_a_web_api_hold_during_the_callback_says_the_link_finishes_later(
+    site: Web,
+) -> None:
+    world = site.world
+    world.fake.fail_next("me", 429, retry_after=1800)
+    page = await site.callback(await world.approved_query(ALICE))
+    assert_safe_page(page, 202)
+    assert "Almost done" in page.body
+    assert "30 min" in page.body
+    assert "direct message" in page.body
+    assert len(await world.storage.list_pending_links()) == 1
+
+
+async def test_an_accounts_service_hold_says_when_to_reload(site: Web) -> None:
+    world = site.world
+    query = await world.approved_query(ALICE)
+    world.fake.fail_next("token", 429, retry_after=120)
+    page = await site.callback(query)
+    assert_safe_page(page, 429)
+    assert "reload this page in 2 min" in page.body
+    world.monotonic.advance(121)
+    await site.link(query)  # the reload works: nothing was used up
+    assert await world.storage.get_link(ALICE) is not None
+
+
+async def test_head_never_completes_a_link(site: Web) -> None:
+    query = await site.world.approved_query(ALICE)
+    async with site.client.head("/callback", params=query, allow_redirects=False) as response:
+        assert response.status == 405
+    assert site.world.fake.call_count("token") == 0
+    _, page = await site.link(query)  # the GET still works
+    assert "Linked as Alice" in page.body
 
 
 # --- failures: friendly 4xx pages, nothing stored ------------------------------------------
@@ -209,7 +301,9 @@ async def test_a_reload_of_a_used_success_url_says_already_linked(site: Web) -> 
 async def test_access_denied(site: Web) -> None:
     world = site.world
     world.fake.deny_next()
-    query = query_of(await world.redirect_after_consent(await world.links.start(ALICE)))
+    query = query_of(
+        await world.redirect_after_consent((await world.links.start(ALICE)).authorize_url)
+    )
     assert query["error"] == "access_denied"
     page = await site.callback(query)
     assert_safe_page(page, 403)
@@ -271,7 +365,7 @@ async def test_a_used_code(site: Web) -> None:
     world = site.world
     code = world.fake.issue_code("alice")
     await world.auth.exchange_code(code)  # Spotify has seen it once already
-    state = query_of(await world.links.start(ALICE))["state"]
+    state = query_of((await world.links.start(ALICE)).authorize_url)["state"]
     page = await site.callback({"code": code, "state": state})
     assert_safe_page(page, 400)
     assert "did not accept" in page.body
@@ -290,7 +384,7 @@ async def test_an_expired_code(site: Web) -> None:
 async def test_a_redirect_uri_mismatch(site: Web) -> None:
     world = site.world
     code = world.fake.issue_code("alice", redirect_uri="http://127.0.0.1:9/elsewhere")
-    state = query_of(await world.links.start(ALICE))["state"]
+    state = query_of((await world.links.start(ALICE)).authorize_url)["state"]
     page = await site.callback({"code": code, "state": state})
     assert_safe_page(page, 400)
     await assert_nothing_stored(world)
@@ -322,6 +416,7 @@ async def test_spotify_rate_limiting_the_exchange(site: Web) -> None:
     page = await site.callback(await world.approved_query(ALICE))
     assert_safe_page(page, 429)
     assert "30 s" in page.body
+    assert "Nothing was used up" in page.body
     await assert_nothing_stored(world)
 
 
@@ -342,7 +437,7 @@ async def test_wrong_client_secret(
 @pytest.mark.parametrize("payload", XSS_VARIANTS)
 @pytest.mark.parametrize("field", ["error", "error_description", "state", "code"])
 async def test_reflected_input_never_appears_raw(site: Web, field: str, payload: str) -> None:
-    state = query_of(await site.world.links.start(ALICE))["state"]
+    state = query_of((await site.world.links.start(ALICE)).authorize_url)["state"]
     query = {"state": state, "code": "abc", field: payload}
     if field == "error_description":
         query["error"] = "access_denied"
@@ -452,10 +547,10 @@ async def test_the_access_log_leaves_the_code_and_state_out(
     query = await site.world.approved_query(ALICE)
     with caplog.at_level(logging.DEBUG):
         page = await site.callback(query)
-    assert page.status == 200
+    assert page.status == 303
     access = [r.getMessage() for r in caplog.records if r.name == "bot.web.access"]
     assert len(access) == 1
-    assert access[0].startswith("GET /callback 200 ")
+    assert access[0].startswith("GET /callback 303 ")
     assert "?" not in access[0]
     for record in caplog.records:
         message = record.getMessage()
@@ -485,3 +580,17 @@ def test_the_web_module_never_imports_discord() -> None:
         [sys.executable, "-c", code], capture_output=True, check=False, cwd=root, timeout=60
     )
     assert result.returncode == 0, result.stderr.decode()
+
+
+async def test_result_pages_cannot_be_guessed_or_used_up_by_head(site: Web) -> None:
+    page = await site.get("/callback/done/" + "A" * 32)
+    assert_safe_page(page, 410)
+    assert "no longer available" in page.body
+    _, first = await site.link(await site.world.approved_query(ALICE))
+    assert "Linked as Alice" in first.body
+    redirect = await site.callback(await site.world.approved_query(BOB, "bob"))
+    location = redirect.headers["Location"]
+    async with site.client.head(location) as response:
+        assert response.status == 405
+    page = await site.get(location)  # the HEAD did not use up the one view with names
+    assert "Linked as Bob" in page.body

@@ -3,6 +3,16 @@
 The one record of these for every other part of the auto-poster (the roster asks who may be
 polled, the poster who may be posted and where). Every write goes to storage first where a
 restart must remember it; a channel change is serialised by one lock.
+
+``/autopost me`` is per server: the poster asks storage for the member's choice in the guild
+it posts in (``Storage.get_guild_autopost_opt_in``: the choice made there, else the one made
+before opt-in was per server). Kept here is only the summary over all guilds
+(``get_autopost_opt_in_anywhere``), for linked members and members who opted in somewhere:
+members known only through presence who never opted in get no entry and cause no read. A
+private member (``is_private``) is never polled nor posted.
+
+Bounds (README, "Memory per member"): linked members L, members who opted in somewhere O:
+``_linked`` <= L, ``_choices`` <= L + O; channels: one per music guild.
 """
 
 from __future__ import annotations
@@ -20,22 +30,34 @@ log = logging.getLogger(__name__)
 class GuildSettings:
     """Music channels, linked members and their stored opt-in choices."""
 
-    def __init__(self, storage: Storage, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        is_private: Callable[[int], bool] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._storage = storage
+        self._is_private = is_private or (lambda _member_id: False)
         self._wall_clock = wall_clock
         self._channels: dict[int, int] = {}  # guild id -> music channel id
         self._linked: set[int] = set()
-        self._choices: dict[int, bool | None] = {}  # stored opt-in choice; None: never chose
+        # Opt-in summary over all guilds; None: never chose (linked members count as in).
+        self._choices: dict[int, bool | None] = {}
         self._lock = asyncio.Lock()
 
-    async def load_channels(self) -> None:
+    async def load(self) -> None:
+        """Music channels, and who opted in somewhere: before the gateway connects, so
+        presences that arrive with the guilds are judged without a read."""
         self._channels = await self._storage.list_music_channels()
+        for member_id in await self._storage.list_autopost_opted_in_user_ids():
+            self._choices.setdefault(member_id, True)
 
     async def load_members(self) -> None:
         """Linked members and their choices (once Discord is ready: the loop's start)."""
         self._linked = set(await self._storage.list_active_user_ids())
         for member_id in self._linked:
-            self._choices[member_id] = await self._storage.get_autopost_opt_in(member_id)
+            self._choices[member_id] = await self._storage.get_autopost_opt_in_anywhere(member_id)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -55,31 +77,38 @@ class GuildSettings:
         return member_id in self._linked
 
     def eligible_for_polling(self, member_id: int) -> bool:
-        """Linked, not opted out, and some guild has a music channel."""
+        """Linked, not private, not opted out everywhere, and some guild has a music channel."""
         return (
             bool(self._channels)
             and member_id in self._linked
             and self._choices.get(member_id) is not False
+            and not self._is_private(member_id)
         )
 
     def may_post_now(self, member_id: int) -> bool:
-        """Linked and not opted out, or opted in (members known only through presence)."""
+        """Not private, and linked and not opted out everywhere, or opted in somewhere
+        (members known only through presence). No database read, nothing cached."""
+        if self._is_private(member_id):
+            return False
         choice = self._choices.get(member_id)
         if member_id in self._linked:
             return choice is not False
         return choice is True
 
-    async def may_post(self, member_id: int) -> bool:
-        """:meth:`may_post_now`, reading the choice of a member not seen before."""
-        if member_id not in self._linked and member_id not in self._choices:
-            self._choices[member_id] = await self._storage.get_autopost_opt_in(member_id)
-        return self.may_post_now(member_id)
+    async def may_post_in(self, guild_id: int, member_id: int) -> bool:
+        """The member's own choice for this guild (asked of storage at post time)."""
+        if not self.may_post_now(member_id):
+            return False
+        choice = await self._storage.get_guild_autopost_opt_in(member_id, guild_id)
+        if member_id in self._linked:
+            return choice is not False
+        return choice is True
 
     # --- members -----------------------------------------------------------------------------
 
     async def member_linked(self, member_id: int) -> None:
         self._linked.add(member_id)
-        self._choices[member_id] = await self._storage.get_autopost_opt_in(member_id)
+        self._choices[member_id] = await self._storage.get_autopost_opt_in_anywhere(member_id)
 
     def member_unlinked(self, member_id: int) -> None:
         """Their settings are gone with the link."""
@@ -90,12 +119,21 @@ class GuildSettings:
         """Spotify refused the link for good (a poll found it broken or unlinked)."""
         self._linked.discard(member_id)
 
-    def choose(self, member_id: int, enabled: bool) -> None:
-        """Apply an opt-in choice at once (before it is stored: posts in flight see it)."""
-        self._choices[member_id] = enabled
-
-    async def store_choice(self, member_id: int, enabled: bool) -> None:
-        await self._storage.set_autopost_opt_in(member_id, enabled)
+    async def set_opt_in(self, member_id: int, enabled: bool, guild_id: int | None) -> None:
+        """``/autopost me`` in one guild (None: the fallback of every guild without a choice
+        of its own), stored; the summary is read back. Opting out everywhere applies before
+        the write, so posts in flight stop now."""
+        if guild_id is None:
+            if not enabled:
+                self._choices[member_id] = False
+            await self._storage.set_autopost_opt_in(member_id, enabled)
+        else:
+            await self._storage.set_guild_autopost_opt_in(member_id, guild_id, enabled)
+        choice = await self._storage.get_autopost_opt_in_anywhere(member_id)
+        if member_id in self._linked or choice is True:
+            self._choices[member_id] = choice
+        else:
+            self._choices.pop(member_id, None)
 
     # --- channels ----------------------------------------------------------------------------
 

@@ -16,8 +16,10 @@ Every source (the poll loop, presence updates) ends up in :meth:`Poster.observe`
   run one at a time (a per-member lock), so concurrent sources (a poll, the same presence
   update from several guilds) never post twice.
 * Before each post the member is looked up in the guild again (``fetch_member``; the guilds
-  intent alone never tells us someone left), and the member must still be linked or opted in:
-  leaving, unlinking or opting out stops posts at once.
+  intent alone never tells us someone left), and the member must still be linked or opted in
+  *in that guild* (``Storage.get_guild_autopost_opt_in``: the choice made there, else the one
+  made before opt-in was per server) and not private: leaving, unlinking, opting out or
+  going private stops posts at once.
 * A deleted channel or a lost permission (seen in the cache, or as 404 10003 / 403
   50001/50013 on a post) turns auto-posting off for that guild, with a log line and a notice
   the admin sees on their next ``/autopost``.
@@ -100,8 +102,8 @@ class Poster:
         """A new fact about what a member plays, from any source: post it if it is new."""
         if not isinstance(playback, Playback) or playback.item is None:
             return
-        if not await self._settings.may_post(member_id):
-            return
+        if not self._settings.may_post_now(member_id):
+            return  # no database read: presence-only members who never opted in cost nothing
         key = playback.item.key
         roster = self._roster
         if not roster.claim_item(member_id, key):
@@ -165,6 +167,8 @@ class Poster:
         self._roster.note_membership(guild_id, member_id, member is not None)
         if member is None:
             self._lookups.queue(member_id)  # left: maybe in no music guild any more
+            return True
+        if not await self._settings.may_post_in(guild_id, member_id):
             return True
         # Re-check everything the awaits may have changed: opt-out, unlink, channel change.
         if not self._still_wanted(member_id, guild_id, channel_id):

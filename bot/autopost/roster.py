@@ -8,7 +8,13 @@ and ``resume`` puts them back.
 
 :class:`Roster` is the small shared record (followed, suspended, parked, the membership cache,
 the last item seen per member); :class:`MembershipLookups` owns the queue and the workers that
-decide, one member at a time, whether to follow.
+decide, one member at a time, whether to follow: a member is followed where they are a member
+and have not opted out in that guild (the opt-in is read only where they are a member).
+
+Bounds (README, "Memory per member"): linked members L, members who opted in somewhere O, music
+guilds G. Followed, suspended, parked: <= L (only linked members are polled); the last items
+and the lookup queue: <= L + O; the membership cache: <= (L + O) x G. Members known only
+through presence who never opted in get no entry anywhere.
 """
 
 from __future__ import annotations
@@ -93,9 +99,14 @@ class Roster:
             self.scheduler.add(member_id, self._clock())
             self._wake.set()
 
-    def forget(self, member_id: int, guild_ids: list[int]) -> None:
-        """An unlinked member: unfollowed, and their cached membership dropped."""
+    def stop_following(self, member_id: int) -> None:
+        """Unfollowed, and no longer suspended either (went private, unlinked)."""
         self.unfollow(member_id)
+        self._suspended.discard(member_id)
+
+    def forget(self, member_id: int, guild_ids: list[int]) -> None:
+        """An unlinked member: not followed, and their cached membership dropped."""
+        self.stop_following(member_id)
         for guild_id in guild_ids:
             self._membership.pop((guild_id, member_id), None)
 
@@ -202,7 +213,8 @@ class MembershipLookups:
                 self._queue.task_done()
 
     async def _refresh(self, member_id: int) -> None:
-        """Follow the member if eligible and in some music guild; otherwise park them."""
+        """Follow the member if eligible, in some music guild and not opted out there;
+        otherwise park them."""
         roster, settings = self._roster, self._settings
         if not settings.eligible_for_polling(member_id):
             roster.unfollow(member_id)
@@ -210,7 +222,10 @@ class MembershipLookups:
         present = False
         for guild_id in list(settings.channels):
             try:
-                if await self._is_member(guild_id, member_id):
+                # Membership first: the opt-in is read only where they are a member.
+                if await self._is_member(guild_id, member_id) and await settings.may_post_in(
+                    guild_id, member_id
+                ):
                     present = True
                     break
             except DiscordUnavailable:

@@ -10,8 +10,9 @@ link events come in as listeners. It wires four parts that each own their state:
 * ``posting.Poster``: the posting rules (observe, dedupe, post or edit, a dead channel);
 * ``poll_loop.PollLoop``: the one polling loop.
 
-Who is polled: linked members who did not opt out (``get_autopost_opt_in`` None means in) and
-are in at least one guild with a music channel.
+Who is polled: linked, not private members who did not opt out everywhere
+(``get_autopost_opt_in_anywhere`` None means in) and are in at least one guild with a music
+channel where they did not opt out.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class AutopostService:
         on_gap: GapHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        is_private: Callable[[int], bool] | None = None,
     ) -> None:
         self.config = config = config or AutopostConfig()
         self.scheduler: PollScheduling = (
@@ -70,7 +72,7 @@ class AutopostService:
         )
         self._discord = discord
         wake = asyncio.Event()
-        self.settings = GuildSettings(storage, wall_clock=wall_clock)
+        self.settings = GuildSettings(storage, is_private=is_private, wall_clock=wall_clock)
         self.roster = Roster(
             self.scheduler, wake, membership_ttl=config.membership_ttl, clock=clock
         )
@@ -111,7 +113,7 @@ class AutopostService:
         """Load the stored state and start the loop (it waits for Discord to be ready)."""
         if self._main is not None:
             return
-        await self.settings.load_channels()
+        await self.settings.load()
         await self.poster.load()
         self._main = asyncio.create_task(self._run(), name="autopost-loop")
 
@@ -159,8 +161,10 @@ class AutopostService:
         await self.poster.observe(member_id, playback, source=source)
 
     def suspend_polling(self, member_id: int) -> None:
-        """Stop polling a followed member while another source (presence) covers them."""
-        self.roster.suspend(member_id)
+        """Stop polling a followed member while another source (presence) covers them.
+        Only linked members are ever polled: for anyone else this keeps nothing."""
+        if self.settings.is_linked(member_id):
+            self.roster.suspend(member_id)
 
     def resume_polling(self, member_id: int) -> None:
         """Poll again when the other source went away (e.g. the presence lost Spotify).
@@ -197,13 +201,28 @@ class AutopostService:
         """The notice left when auto-posting turned itself off, cleared once read."""
         return await self.settings.take_notice(guild_id)
 
-    async def set_opt_in(self, member_id: int, enabled: bool) -> None:
-        """``/autopost me``: stored, and applied at once."""
-        self.settings.choose(member_id, enabled)
-        if not enabled:
+    async def set_opt_in(self, member_id: int, enabled: bool, guild_id: int | None = None) -> None:
+        """``/autopost me`` in one guild (None: the fallback of every guild without a choice of
+        its own): stored, and applied at once. Posting checks the choice per guild; polling
+        goes on while the member is in somewhere."""
+        if guild_id is None and not enabled:
             self.roster.unfollow(member_id)  # before the write: posts in flight stop now
-        await self.settings.store_choice(member_id, enabled)
-        if enabled:
+        await self.settings.set_opt_in(member_id, enabled, guild_id)
+        if self.settings.eligible_for_polling(member_id):
+            self.lookups.queue(member_id)
+        else:
+            self.roster.unfollow(member_id)
+
+    def member_went_private(self, member_id: int) -> None:
+        """PrivacyService private listener: no more polls or posts, and what they last
+        played is forgotten (the storage deleted its copy with the choice)."""
+        self.roster.stop_following(member_id)
+        self.poster.forget_member(member_id)
+
+    def member_went_public(self, member_id: int) -> None:
+        """PrivacyService server listener: a private member is visible again; follow them
+        again where their opt-in allows it."""
+        if self.settings.is_linked(member_id):
             self.lookups.queue(member_id)
 
     async def channel_deleted(

@@ -112,6 +112,7 @@ class SpotifyAuth:
             headers={"Authorization": self._basic_auth, "Accept": "application/json"},
             data=form,
             idempotent=False,
+            service="accounts",
         )
         response = await self._sender.send(request)
         received_at = self._clock()

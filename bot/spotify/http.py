@@ -7,8 +7,10 @@ Endpoints (``auth.py``, ``api.py``) only build a :class:`SpotifyRequest` and rea
 * 5xx answers, connection errors and timeouts are retried at most twice with jittered
   exponential backoff, the sleeping bounded per caller, then :class:`SpotifyUnavailable`;
 * a 429 is never slept on: it raises :class:`SpotifyRateLimited` at once and starts an
-  app-wide hold (Spotify limits are per app), during which every request fails at once
-  without touching the network;
+  app-wide hold (Spotify limits are per app) of the service that answered it: the accounts
+  service (``/api/token``) and the Web API are held separately, because a Web API 429 does
+  not stop the accounts service from exchanging a code (and the other way round). During a
+  hold every request to that service fails at once without touching the network;
 * a rolling count of the requests actually sent, for the auto-poster's budget.
 """
 
@@ -24,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -44,6 +46,8 @@ DEFAULT_RETRY_AFTER = 5.0  # a 429 without a usable Retry-After header
 RATE_WINDOW = 30.0  # Spotify's rolling rate-limit window
 
 Clock = Callable[[], float]
+SpotifyService = Literal["accounts", "api"]
+SERVICES: tuple[SpotifyService, ...] = ("accounts", "api")
 Sleep = Callable[[float], Awaitable[Any]]
 ResponseHook = Callable[[str, str], None]
 
@@ -56,6 +60,7 @@ class SpotifyRequest:
     ``idempotent=False`` (token requests) limits retries to failures where the server surely
     did not act on the request: a refused connection or a 5xx answer, never a timeout, since a
     retried refresh could present a refresh token the first attempt already rotated out.
+    ``service`` names whose 429 hold applies: the accounts service or the Web API.
     """
 
     method: str
@@ -65,6 +70,13 @@ class SpotifyRequest:
     params: Mapping[str, str] | None = None
     data: Mapping[str, str] | None = field(default=None, repr=False)
     idempotent: bool = True
+    service: SpotifyService = "api"
+
+
+@dataclass(slots=True)
+class _Hold:
+    until: float = 0.0
+    quota_exceeded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +187,7 @@ class SpotifySender:
         self._retry_sleep_budget = retry_sleep_budget
         # No retry starts once a request has taken this long in all: bounded to 5 s in total.
         self._retry_total_budget = retry_total_budget
-        self._hold_until = 0.0
-        self._hold_quota_exceeded = False
+        self._holds: dict[SpotifyService, _Hold] = {service: _Hold() for service in SERVICES}
         self._sent_at: deque[float] = deque()
         self._window_retention = RATE_WINDOW
 
@@ -189,16 +200,20 @@ class SpotifySender:
 
     @property
     def hold_until(self) -> float:
-        """``clock()`` value before which every request fails at once; 0.0 when none."""
-        return self._hold_until
+        """``clock()`` value before which every Web API request fails at once; 0.0 when none."""
+        return self._holds["api"].until
 
     @property
     def hold_quota_exceeded(self) -> bool:
-        """Whether the current (or last) hold came from a QUOTA_EXCEEDED answer."""
-        return self._hold_quota_exceeded
+        """Whether the current (or last) Web API hold came from a QUOTA_EXCEEDED answer."""
+        return self._holds["api"].quota_exceeded
 
-    def hold_remaining(self) -> float:
-        return max(0.0, self._hold_until - self._clock())
+    def hold_until_for(self, service: SpotifyService) -> float:
+        """Like ``hold_until``, for either service."""
+        return self._holds[service].until
+
+    def hold_remaining(self, service: SpotifyService = "api") -> float:
+        return max(0.0, self._holds[service].until - self._clock())
 
     def requests_in_window(self, window: float = RATE_WINDOW) -> int:
         """How many HTTP attempts were actually sent in the last ``window`` seconds."""
@@ -219,15 +234,14 @@ class SpotifySender:
 
     # --- sending --------------------------------------------------------------------------
 
-    def check_hold(self) -> None:
-        """Raise SpotifyRateLimited (seconds left) while the app-wide hold lasts."""
-        if self._hold_until:
+    def check_hold(self, service: SpotifyService = "api") -> None:
+        """Raise SpotifyRateLimited (seconds left) while the service's app-wide hold lasts."""
+        hold = self._holds[service]
+        if hold.until:
             now = self._clock()
-            if now < self._hold_until:
+            if now < hold.until:
                 raise SpotifyRateLimited(
-                    self._hold_until - now,
-                    self._hold_until,
-                    quota_exceeded=self._hold_quota_exceeded,
+                    hold.until - now, hold.until, quota_exceeded=hold.quota_exceeded
                 )
 
     async def send(self, request: SpotifyRequest) -> SpotifyResponse:
@@ -237,7 +251,7 @@ class SpotifySender:
         started = self._clock()
         while True:
             # Checked before every attempt: another request may have hit a 429 meanwhile.
-            self.check_hold()
+            self.check_hold(request.service)
             try:
                 return await self._attempt(request)
             except _Retryable as failure:
@@ -330,12 +344,14 @@ class SpotifySender:
         retry_after = parse_retry_after(retry_after_header)
         quota_exceeded = _is_quota_exceeded(body)
         retry_at = self._clock() + retry_after
-        if retry_at >= self._hold_until:
-            self._hold_until = retry_at
-            self._hold_quota_exceeded = quota_exceeded
+        hold = self._holds[request.service]
+        if retry_at >= hold.until:
+            hold.until = retry_at
+            hold.quota_exceeded = quota_exceeded
         log.warning(
-            "spotify %s: rate limited, holding every request for %.0fs%s",
+            "spotify %s: rate limited, holding every %s request for %.0fs%s",
             request.endpoint,
+            "accounts service" if request.service == "accounts" else "Web API",
             retry_after,
             " (quota exceeded)" if quota_exceeded else "",
         )

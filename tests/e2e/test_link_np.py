@@ -26,6 +26,7 @@ from tests.fakes.spotify import (
     track_payload,
 )
 from tests.harness import (
+    ADMIN_ID,
     ALICE_ID,
     BOB_ID,
     CAROL_ID,
@@ -126,21 +127,34 @@ async def test_link_through_the_browser(tmp_path: Path) -> None:
         assert authorize_url.startswith(stack.spotify.accounts_base + "/authorize?")
         assert found[PASTE_LABEL]["custom_id"] == PASTE_BUTTON_ID
 
+        assert query_of(authorize_url)["show_dialog"] == "true"
+
         stack.spotify.approve_as("alice")
-        status, final_url, body = await stack.follow(authorize_url)
+        callback_url = await redirect_location(stack, authorize_url)
+        status, final_url, body = await stack.follow(callback_url)
         assert status == 200, body
-        assert final_url.startswith(f"{stack.web_base}/callback?")
+        # The browser ends on a result page without the code and state in its address.
+        assert final_url.startswith(f"{stack.web_base}/callback/done/")
+        assert "?" not in final_url
         assert "Linked as Alice" in body
+        assert "linked to the Discord account Alice (@alice)" in body
+        assert "https://www.spotify.com/account/apps/" in body
         linked = await wait_dm(stack, ALICE_ID, "Linked as")
         assert linked.content.startswith("Linked as **Alice**")
         link = await stack.app.services.links.current_link(ALICE_ID)
         assert link is not None
         assert link.display_name == "Alice"
 
-        # A reload of the callback page: already linked, nothing sent again.
+        # A reload of the callback address, and of the result page: no name, no new success,
+        # nothing sent again.
+        status, _, body = await stack.follow(callback_url)
+        assert status == 200
+        assert "already used" in body
+        assert "Alice" not in body
         status, _, body = await stack.follow(final_url)
         assert status == 200
-        assert "Already linked as Alice" in body
+        assert "Alice" not in body
+        assert "Linked as" not in body
         await asyncio.sleep(0.05)
         assert len([m for m in stack.discord.dms_to(ALICE_ID) if "Linked as" in m.content]) == 1
         assert stack.spotify.call_count("token") == 1
@@ -173,10 +187,11 @@ async def test_link_by_pasting_the_redirected_address(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         assert [m.content for m in stack.discord.dms_to(ALICE_ID)] == [dm.content]
 
-        # The member opens the address in a browser afterwards anyway: already linked.
+        # The member opens the address in a browser afterwards anyway: already used, no name.
         status, _, body = await stack.follow(location)
         assert status == 200
-        assert "Already linked as Alice" in body
+        assert "already finished linking" in body
+        assert "Alice" not in body
 
 
 async def test_link_by_pasting_only_the_query(tmp_path: Path) -> None:
@@ -189,7 +204,7 @@ async def test_link_by_pasting_only_the_query(tmp_path: Path) -> None:
         assert answer.content.startswith("Linked as **Bob**")
         # Pasting the same again says it is done rather than failing.
         again = await paste(stack, dm, BOB_ID, "?" + bare_query)
-        assert "already linked" in again.content
+        assert "already finished linking" in again.content
         assert stack.spotify.call_count("token") == 1
         assert len(stack.discord.dms_to(BOB_ID)) == 1
 
@@ -604,7 +619,10 @@ async def test_link_messages_keep_no_view_of_their_own(tmp_path: Path) -> None:
     # restart; a view kept per message (they never time out) would pile up with each /link.
     async with Stack.running(tmp_path) as stack:
         assert len(stack.app.bot.persistent_views) == 1
-        dms = [await link_dm(stack, ALICE_ID) for _ in range(3)]
+        dms = [await link_dm(stack, member) for member in (ALICE_ID, CAROL_ID, ADMIN_ID)]
+        again = await stack.discord.send_slash_command("link", {}, user_id=str(ALICE_ID))
+        reused = await again.wait_for_reply()  # inside the cooldown: the same link again
+        assert authorize_url_of(reused.components) == authorize_url_of(dms[0].components)
         stack.discord.dms_closed = True
         sent = await stack.discord.send_slash_command("link", {}, user_id=str(BOB_ID))
         ephemeral = await sent.wait_for_reply()
@@ -612,8 +630,8 @@ async def test_link_messages_keep_no_view_of_their_own(tmp_path: Path) -> None:
 
         # The button still works on every one of those messages.
         stack.spotify.approve_as("alice")
-        location = await redirect_location(stack, authorize_url_of(dms[-1].components))
-        answer = await paste(stack, dms[0], ALICE_ID, location)
+        location = await redirect_location(stack, authorize_url_of(dms[0].components))
+        answer = await paste(stack, dms[-1], ALICE_ID, location)
         assert answer.content.startswith("Linked as **Alice**")
         stack.spotify.approve_as("bob")
         location = await redirect_location(stack, authorize_url_of(ephemeral.components))

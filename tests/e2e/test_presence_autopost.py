@@ -140,7 +140,9 @@ async def test_same_update_from_several_guilds_posts_once_per_music_channel(
     async with running(tmp_path, guilds=[default_guild(), second_guild()]) as stack:
         await set_music_channel(stack, GUILD_ID, MUSIC_ID)
         await set_music_channel(stack, SECOND_GUILD_ID, SECOND_MUSIC_ID)
+        # /autopost me applies in the server where it runs: Bob opts in in both.
         await command(stack, "me", {"enabled": True}, user_id=BOB_ID)
+        await command(stack, "me", {"enabled": True}, user_id=BOB_ID, guild_id=SECOND_GUILD_ID)
 
         updates = await stack.discord.update_user_presence(BOB_ID, [listening("trk1", "Shared")])
         assert len(updates) == 2  # one PRESENCE_UPDATE per shared guild

@@ -1,0 +1,181 @@
+"""Who may see whose listening: each member's visibility, and the one rule for ``member:``.
+
+Every command that shows another member (``/np``, ``/recent``, ``/top``, ``/chart``) calls
+:meth:`PrivacyService.ensure_visible` before it asks Spotify (or any record of ours) about the
+target. The rule, judged only from the interaction (no REST lookup, no member cache):
+
+* yourself: always (also in a direct message);
+* in a direct message: nobody else;
+* in a server: only a target the interaction resolved as a member of *that* server
+  (``resolved.members`` of the ``member:`` option: discord.py then hands the command a
+  ``discord.Member``; a plain ``discord.User`` means they are not in the server), and only
+  while they are not private.
+
+Visibility is ``"server"`` (the default: members of a server you are in see you there, and
+you appear in auto-posts) or ``"private"`` (only you see yourself; no auto-posts anywhere;
+whatever the bot logged about your listening is deleted). Choosing ``private`` calls every
+listener added with :meth:`PrivacyService.add_private_listener` (the auto-poster stops
+following the member; the listening log deletes their plays); going back to ``server`` calls
+those added with :meth:`PrivacyService.add_server_listener`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from bot.errors import BotError
+from bot.storage import Storage, Visibility
+
+log = logging.getLogger(__name__)
+
+# Called with the member id when a member chooses private; may be a coroutine function.
+PrivateListener = Callable[[int], Awaitable[None] | None]
+
+DM_ONLY_YOURSELF = (
+    "In a direct message I can only show your own music. To see someone else's, use the "
+    "command in a server you share with them."
+)
+
+
+def _name(target: object) -> str:
+    name = getattr(target, "display_name", None)
+    return str(name) if name else "That member"
+
+
+def membership_refusal(
+    *, guild_id: int | None, viewer_id: int, target: discord.abc.Snowflake
+) -> str | None:
+    """Why ``viewer_id`` may not see ``target`` where the command runs, or None when they may
+    (privacy aside). ``target`` is the command's resolved ``member:`` value."""
+    if target.id == viewer_id:
+        return None
+    if guild_id is None:
+        return DM_ONLY_YOURSELF
+    guild = getattr(target, "guild", None)
+    if not isinstance(target, discord.Member) or guild is None or guild.id != guild_id:
+        return f"{_name(target)} is not a member of this server, so I can't show their music here."
+    return None
+
+
+def private_refusal(target: object) -> str:
+    return f"{_name(target)} keeps their listening private."
+
+
+class PrivacyService:
+    """Members' visibility (stored by :class:`bot.storage.Storage`) and the visibility rule.
+
+    ``await start()`` loads the ids of private members once: :meth:`is_private_now` answers
+    from that set with no database read (the auto-poster asks on every observation). Its size
+    is bounded by the members who chose private: one int each, a few dozen bytes.
+    :meth:`is_private` reads the database (one indexed row) and is what commands use.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._private: set[int] = set()
+        self._listeners: list[PrivateListener] = []
+        self._server_listeners: list[PrivateListener] = []
+
+    async def start(self) -> None:
+        self._private = await self._storage.list_private_user_ids()
+
+    # --- the interface other services use -----------------------------------------------
+
+    async def visibility(self, user_id: int) -> Visibility:
+        """The member's visibility: ``"server"`` unless they chose ``"private"``."""
+        value = await self._storage.get_visibility(user_id)
+        self._remember(user_id, value)
+        return value
+
+    async def is_private(self, user_id: int) -> bool:
+        """True when the member chose private (read from the database)."""
+        return await self.visibility(user_id) == "private"
+
+    def is_private_now(self, user_id: int) -> bool:
+        """The same answer from memory (loaded by ``start``, kept by ``set_visibility``)."""
+        return user_id in self._private
+
+    def add_private_listener(self, callback: PrivateListener) -> None:
+        """``callback(user_id)`` runs each time a member chooses private, after it is stored;
+        it deletes or stops whatever its service keeps about their listening. A failing
+        listener is logged and does not stop the others."""
+        self._listeners.append(callback)
+
+    def add_server_listener(self, callback: PrivateListener) -> None:
+        """``callback(user_id)`` runs when a private member chooses ``server`` again (the
+        auto-poster follows them again); same rules as :meth:`add_private_listener`."""
+        self._server_listeners.append(callback)
+
+    async def set_visibility(self, user_id: int, value: Visibility) -> Visibility:
+        """Store the member's choice and apply it at once; return the previous visibility."""
+        previous = await self._storage.get_visibility(user_id)
+        # In memory first: an auto-post racing with this command sees the member as private.
+        self._remember(user_id, value)
+        await self._storage.set_visibility(user_id, value)
+        if value == "private":
+            await self._notify(self._listeners, user_id)
+        elif previous == "private":
+            await self._notify(self._server_listeners, user_id)
+        return previous
+
+    async def refusal(
+        self, interaction: discord.Interaction[Any], target: discord.abc.Snowflake | None
+    ) -> str | None:
+        """Why the member running ``interaction`` may not see ``target`` (the ``member:``
+        option; None means themselves), or None when they may. The one rule of this module:
+        callers make no Spotify call and read no record about a refused target."""
+        if target is None or target.id == interaction.user.id:
+            return None
+        refused = membership_refusal(
+            guild_id=interaction.guild_id, viewer_id=interaction.user.id, target=target
+        )
+        if refused is not None:
+            return refused
+        if await self.is_private(target.id):
+            return private_refusal(target)
+        return None
+
+    async def ensure_visible(
+        self, interaction: discord.Interaction[Any], target: discord.abc.Snowflake | None
+    ) -> None:
+        """Raise :class:`bot.errors.BotError` with the plain answer when :meth:`refusal` says
+        no; the command tree's error handler sends it privately."""
+        refused = await self.refusal(interaction, target)
+        if refused is not None:
+            raise BotError(user_message=refused)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _remember(self, user_id: int, value: Visibility) -> None:
+        if value == "private":
+            self._private.add(user_id)
+        else:
+            self._private.discard(user_id)
+
+    async def _notify(self, listeners: list[PrivateListener], user_id: int) -> None:
+        for callback in list(listeners):
+            try:
+                result = callback(user_id)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("a visibility listener failed for member %s", user_id)
+
+    @property
+    def private_count(self) -> int:
+        return len(self._private)
+
+
+__all__ = [
+    "DM_ONLY_YOURSELF",
+    "PrivacyService",
+    "PrivateListener",
+    "Visibility",
+    "membership_refusal",
+    "private_refusal",
+]

@@ -1,0 +1,117 @@
+"""Presence-only members who neither linked nor opted in leave nothing behind: no cache entry
+of ours and no database read, however many of them Discord shows listening."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import discord
+import pytest
+
+from bot.autopost.service import AutopostService, ChannelCheck, ChannelState, MemberView
+from bot.embeds import NowPlayingMessage
+from bot.privacy import PrivacyService
+from bot.spotify.models import CurrentlyPlaying, NothingPlaying
+from bot.storage import Storage
+from cogs.presence import PresenceCog
+from tests.helpers import linked_account
+
+GUILD = 10
+MUSIC = 11
+LINKED = 1
+OPTED_IN = 2
+PRIVATE = 3
+LISTENERS = range(1000, 1300)
+
+
+class Side:
+    def __init__(self) -> None:
+        self.posts: list[tuple[int, str | None]] = []
+
+    async def wait_until_ready(self) -> None:
+        return None
+
+    def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
+        return ChannelCheck(ChannelState.OK, "music")
+
+    async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
+        return MemberView(display_name=f"m{user_id}")
+
+    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
+        self.posts.append((channel_id, message.embed.title if message.embed else None))
+        return len(self.posts)
+
+    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+        return True
+
+    async def last_message_id(self, channel_id: int) -> int | None:
+        return None
+
+
+async def nothing(member_id: int) -> CurrentlyPlaying:
+    return NothingPlaying(received_at=time.time())
+
+
+def listening(member_id: int, track: str) -> Any:
+    start = int(time.time() * 1000)
+    activity = discord.Spotify(
+        type=2,
+        name="Spotify",
+        sync_id=track,
+        session_id="s",
+        details=f"Song {track}",
+        state="Artist",
+        assets={"large_text": "Album"},
+        timestamps={"start": start, "end": start + 200_000},
+    )
+    return SimpleNamespace(id=member_id, bot=False, activities=(activity,))
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    async with await Storage.open(tmp_path / "bot.db") as opened:
+        yield opened
+
+
+async def test_presence_only_listeners_leave_no_trace(storage: Storage) -> None:
+    await storage.set_music_channel(GUILD, MUSIC)
+    await storage.save_link(linked_account(LINKED))
+    await storage.set_guild_autopost_opt_in(OPTED_IN, GUILD, True)
+    await storage.set_guild_autopost_opt_in(PRIVATE, GUILD, True)
+    await storage.set_visibility(PRIVATE, "private")
+    privacy = PrivacyService(storage)
+    await privacy.start()
+    side = Side()
+    service = AutopostService(storage, nothing, side, is_private=privacy.is_private_now)
+    await service.start()
+    await service.settle()
+    cog = PresenceCog(service)
+    statements: list[str] = []
+    connection = storage._connection  # counting statements is the point
+    assert connection is not None
+    await connection.set_trace_callback(statements.append)
+    try:
+        for member_id in LISTENERS:
+            await cog.observe_member(listening(member_id, f"t{member_id}"))  # type: ignore[arg-type]
+        assert statements == []  # not one database read for them
+        state: Any = service
+        held = {
+            member_id
+            for cache in (state._choices, state._suspended, state._observed, state._followed)
+            for member_id in cache
+        } | {key[0] for key in (*state._membership, *state._last_posts)}
+        assert held.isdisjoint(LISTENERS)
+        assert side.posts == []
+
+        for member_id in (LINKED, OPTED_IN, PRIVATE):
+            await cog.observe_member(listening(member_id, f"t{member_id}"))
+        assert sorted(title for _, title in side.posts) == ["Song t1", "Song t2"]  # not private
+        assert service.is_linked(LINKED)
+        assert not privacy.is_private_now(OPTED_IN)
+    finally:
+        await connection.set_trace_callback(None)
+        await service.stop()
