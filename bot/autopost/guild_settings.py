@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from bot.storage import Storage
 
@@ -58,6 +58,9 @@ class GuildSettings:
         self._linked = set(await self._storage.list_active_user_ids())
         for member_id in self._linked:
             self._choices[member_id] = await self._storage.get_autopost_opt_in_anywhere(member_id)
+
+    def per_member_state(self) -> dict[str, Collection[object]]:
+        return {"linked": self._linked, "opt-in choices": self._choices}
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from bot.autopost.guild_settings import GuildSettings
 from bot.autopost.ports import (
@@ -84,6 +84,9 @@ class Poster:
             (post.discord_user_id, post.channel_id): post
             for post in await self._storage.load_last_posts()
         }
+
+    def per_member_state(self) -> dict[str, Collection[object]]:
+        return {"last posts": self._last_posts, "member locks": self._member_locks.keys()}
 
     def last_post(self, member_id: int, channel_id: int) -> LastPost | None:
         return self._last_posts.get((member_id, channel_id))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from bot.autopost.guild_settings import GuildSettings
 from bot.autopost.ports import DiscordSide, DiscordUnavailable, PollScheduling
@@ -50,6 +50,16 @@ class Roster:
         self._parked: dict[int, float] = {}  # in no music guild when last looked: since when
         self._membership: dict[tuple[int, int], tuple[bool, float]] = {}  # (guild, member)
         self._observed: dict[int, str] = {}  # member -> last item seen
+
+    def per_member_state(self) -> dict[str, Collection[object]]:
+        """Every per-member structure, by name (keys: member ids, or (guild, member))."""
+        return {
+            "followed": self._followed,
+            "suspended (presence-covered)": self._suspended,
+            "parked": self._parked,
+            "guild membership": self._membership,
+            "last item seen": self._observed,
+        }
 
     # --- following ---------------------------------------------------------------------------
 
@@ -180,6 +190,10 @@ class MembershipLookups:
         for task in workers:
             task.cancel()
         return workers
+
+    @property
+    def queued(self) -> Collection[int]:
+        return self._queued
 
     async def join(self) -> None:
         """Until every queued lookup is done."""

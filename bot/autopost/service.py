@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from bot.autopost.config import AutopostConfig
 from bot.autopost.guild_settings import GuildSettings
@@ -259,3 +259,12 @@ class AutopostService:
 
     def last_post(self, member_id: int, channel_id: int) -> LastPost | None:
         return self.poster.last_post(member_id, channel_id)
+
+    def per_member_state(self) -> dict[str, Collection[object]]:
+        """Every structure that grows with members, by name (README, "Memory per member")."""
+        return {
+            **self.settings.per_member_state(),
+            **self.roster.per_member_state(),
+            **self.poster.per_member_state(),
+            "lookup queue": self.lookups.queued,
+        }

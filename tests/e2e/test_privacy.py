@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.privacy import DM_ONLY_YOURSELF
 from bot.storage import Storage
 from tests.fakes.discord import ChannelArg, FakeMessage, UserArg
