@@ -736,12 +736,17 @@ class Listener:
     ends: list[float] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
     skipped: list[bool] = field(default_factory=list)
+    pauses: list[tuple[float, float]] = field(default_factory=list)  # (at progress, for)
     seen_at: list[float | None] = field(default_factory=list)
     calls: int = 0
     unseen_windows: list[tuple[float, float]] = field(default_factory=list)
 
     @classmethod
-    def generate(cls, rng: random.Random, horizon: float, *, idle: bool) -> Listener:
+    def generate(
+        cls, rng: random.Random, horizon: float, *, idle: bool, pause_share: float = 0.0
+    ) -> Listener:
+        """``pause_share`` of the tracks are paused once for 10-90 s; a third of those are
+        left for the next track while paused."""
         listener = cls(idle=idle)
         if idle:
             return listener
@@ -750,12 +755,18 @@ class Listener:
             duration = rng.uniform(120.0, 300.0)
             skipped = rng.random() < 0.25
             played = rng.uniform(0.0, duration) if skipped else duration
+            pause = (math.inf, 0.0)
+            if pause_share and rng.random() < pause_share and played > 7.0:
+                pause = (rng.uniform(3.0, played - 3.0), rng.uniform(10.0, 90.0))
+                if rng.random() < 1 / 3:  # left while paused
+                    played, skipped = pause[0], True
             listener.starts.append(at)
-            listener.ends.append(at + played)
+            listener.ends.append(at + played + pause[1])
             listener.durations.append(duration)
             listener.skipped.append(skipped)
+            listener.pauses.append(pause)
             listener.seen_at.append(None)
-            at += played
+            at += played + pause[1]
         return listener
 
     def observe(self, now: float) -> Observation:
@@ -764,10 +775,18 @@ class Listener:
         index = bisect.bisect_right(self.starts, now) - 1
         if self.seen_at[index] is None:
             self.seen_at[index] = now
+        elapsed = now - self.starts[index]
+        pause_at, pause_for = self.pauses[index]
+        paused = pause_at <= elapsed < pause_at + pause_for
+        if paused:
+            elapsed = pause_at
+        elif elapsed >= pause_at:
+            elapsed -= pause_for
         return Playing(
             f"track-{index}",
-            int((now - self.starts[index]) * 1000),
+            int(elapsed * 1000),
             int(self.durations[index] * 1000),
+            is_playing=not paused,
         )
 
 
@@ -794,13 +813,16 @@ def simulate(
     hours: float,
     seed: int,
     idle_share: float = 0.2,
+    pause_share: float = 0.0,
     round_trip: float = 0.15,
 ) -> SimulationResult:
     """Drive the scheduler the way the poll loop would, against simulated listeners."""
     rng = random.Random(seed)
     horizon = hours * 3600.0
     people = [
-        Listener.generate(rng, horizon + 600.0, idle=index < listeners * idle_share)
+        Listener.generate(
+            rng, horizon + 600.0, idle=index < listeners * idle_share, pause_share=pause_share
+        )
         for index in range(listeners)
     ]
     scheduler = PollScheduler(config, rng=random.Random(seed + 1))

@@ -17,20 +17,22 @@ from bot.autopost.observations import Idle, Playing
 
 
 class CheckKind(enum.Enum):
-    """Why a member's next check is planned; ``END`` and ``STALE`` checks are time-critical."""
+    """Why a member's next check is planned; ``END``, ``STALE`` and ``RESUME`` checks are
+    time-critical (a resumed track's end is only predicted once a check sees it play)."""
 
     FIRST = "first"
     SKIP = "skip"  # while playing: the skip-check cadence
     END = "end"  # at the predicted end of the current item
     STALE = "stale"  # the predicted end showed the old item: look again soon
-    PAUSED = "paused"
+    PAUSED = "paused"  # paused for a while: backing off like idle
+    RESUME = "resume"  # paused lately: checks under 30 s apart look for the resume
     IDLE = "idle"
     ERROR = "error"
     HOLD = "hold"  # after a 429, at its retry time
     IN_FLIGHT = "in_flight"  # popped; this is the fallback if its answer never arrives
 
 
-URGENT_KINDS = frozenset({CheckKind.END, CheckKind.STALE})
+URGENT_KINDS = frozenset({CheckKind.END, CheckKind.STALE, CheckKind.RESUME})
 
 
 class Outcome(enum.Enum):

@@ -286,7 +286,14 @@ class PollScheduler:
             state.paused = True
             state.last_item_key = observation.item_key
             delay = self._ladder(state, Outcome.PAUSED, cfg.paused_backoff)
-            due = self._plan_routine(member_id, state, now, delay, CheckKind.PAUSED)
+            if delay < cfg.min_counted_play:
+                # Early in a pause: not stretched, and urgent. After the resume only a check
+                # can tell when the track ends; a late one makes that natural change late.
+                self._set_rate(state, 0.0)
+                delay *= 1.0 - self._rng.uniform(0.0, cfg.jitter_fraction)
+                due = self._plan(member_id, state, now + delay, CheckKind.RESUME)
+            else:
+                due = self._plan_routine(member_id, state, now, delay, CheckKind.PAUSED)
             return RecordResult(due, unseen_since)
         due = self._plan_playing(member_id, state, observation, now, purpose)
         state.paused = False
