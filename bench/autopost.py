@@ -23,7 +23,8 @@ warm-up (``--warmup``, 30 s: first checks and token refreshes); missed tracks (c
 or more, paused time included, and never shown); duplicate posts; calls that arrived inside
 the 429 hold (from 0.25 s after the 429 was answered: requests already on the wire when it was
 sent do not count); and the skip-check stretch the scheduler reported (1.0: none). Tracks are
-judged from 30 s after the start, except those starting in the last 35 s.
+judged from 30 s after the start and from the member's first check (the start-up ramp spreads
+first checks at the budget's rate: it is printed), except those starting in the last 35 s.
 
 ``--presence`` runs the presence benchmark instead (``bench/autopost_presence.py``): the real
 bot in presence mode, PRESENCE_UPDATE -> post latency and Spotify calls for covered members.
@@ -414,6 +415,7 @@ def bench_guild(poller: str, listeners: int) -> dict[str, Any]:
 @dataclass
 class Figures:
     listeners: int
+    ramp: float  # seconds from the first member's first check to the last one's
     calls_active_hour: float
     calls_idle_hour: float
     calls_active_hour_whole: float
@@ -525,8 +527,9 @@ def judge(
     missed = judged = seen_paused = 0
     for index, plays in timelines.items():
         checks = check_times.get(f"{prefix}{index}", [])
+        followed_from = checks[0] if checks else math.inf  # the member's first check
         for play in plays:
-            if play.first or not begin <= play.start <= end - SETTLE_MARGIN:
+            if play.first or not max(begin, followed_from) <= play.start <= end - SETTLE_MARGIN:
                 continue
             seen = first_seen.get(play.track_id)
             if play.current_for >= MIN_COUNTED_PLAY:
@@ -536,8 +539,14 @@ def judge(
                     missed += 1
             if seen is not None:
                 (after_skip if play.after_skip else natural).append(seen - play.start)
+    first_checks = [
+        times[0]
+        for user, times in check_times.items()
+        if user.startswith(prefix) and user[len(prefix) :].isdigit()
+    ]
     return Figures(
         listeners=len(timelines) + len(idle),
+        ramp=max(first_checks) - min(first_checks) if first_checks else math.nan,
         calls_active_hour=rate(calls, timelines),
         calls_idle_hour=rate(calls, idle),
         calls_active_hour_whole=rate(whole_run, timelines),
@@ -578,6 +587,7 @@ ROWS = [
         "skip-check stretch mean / max (share > 1)",
         lambda f: f"{f.stretch_mean:.2f} / {f.stretch_max:.2f} ({f.stretched_share:.0%})",
     ),
+    ("start-up: first checks of all spread over (s)", lambda f: f"{f.ramp:.0f}"),
     ("peak RSS of the poller process (MB)", lambda f: f"{f.peak_rss_mb:.1f}"),
 ]
 

@@ -397,6 +397,23 @@ def test_a_429_holds_every_poll_until_retry_at(retry_after: float, quota: bool) 
     assert len(scheduler.pop_due(retry_at + 1.0)) == CONFIG.per_second_cap
 
 
+def test_a_check_the_429_turned_away_comes_back_before_routine_checks() -> None:
+    config = SchedulerConfig(budget_per_window=30, burst_factor=40.0)  # 27 polls, 24 routine
+    scheduler = make_scheduler(config)
+    scheduler.add(MEMBER, 0.0)
+    now = scheduler.next_wakeup(0.0) or 0.0
+    assert scheduler.pop_due(now) == [MEMBER]
+    # It may have been the end check of a track: it must not queue behind routine ones.
+    retry_at = now + 10.0
+    scheduler.record(MEMBER, RateLimited(retry_at), now)
+    assert scheduler.next_check_kind(MEMBER) is CheckKind.HOLD
+    scheduler.note_request(now + 5.0, 24)  # no routine room until now + 35
+    at = scheduler.next_wakeup(now + 5.0)
+    assert at is not None
+    assert retry_at <= at <= retry_at + config.initial_spread
+    assert scheduler.pop_due(at) == [MEMBER]
+
+
 def test_holds_only_extend() -> None:
     scheduler = make_scheduler()
     assert scheduler.held_until is None

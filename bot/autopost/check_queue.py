@@ -17,8 +17,9 @@ from bot.autopost.observations import Idle, Playing
 
 
 class CheckKind(enum.Enum):
-    """Why a member's next check is planned; ``END``, ``STALE`` and ``RESUME`` checks are
-    time-critical (a resumed track's end is only predicted once a check sees it play)."""
+    """Why a member's next check is planned; ``END``, ``STALE``, ``RESUME`` and ``HOLD``
+    checks are time-critical (a resumed track's end is only predicted once a check sees it
+    play; the checks a 429 turned away come back first)."""
 
     FIRST = "first"
     SKIP = "skip"  # while playing: the skip-check cadence
@@ -28,11 +29,11 @@ class CheckKind(enum.Enum):
     RESUME = "resume"  # paused lately: checks under 30 s apart look for the resume
     IDLE = "idle"
     ERROR = "error"
-    HOLD = "hold"  # after a 429, at its retry time
+    HOLD = "hold"  # after a 429, at its retry time (urgent: it may stand for an end check)
     IN_FLIGHT = "in_flight"  # popped; this is the fallback if its answer never arrives
 
 
-URGENT_KINDS = frozenset({CheckKind.END, CheckKind.STALE, CheckKind.RESUME})
+URGENT_KINDS = frozenset({CheckKind.END, CheckKind.STALE, CheckKind.RESUME, CheckKind.HOLD})
 
 
 class Outcome(enum.Enum):
