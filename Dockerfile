@@ -25,7 +25,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH="/opt/venv/bin:${PATH}" \
     DATABASE_PATH=/data/bot.db \
-    WEB_HOST=0.0.0.0
+    WEB_HOST=0.0.0.0 \
+    NOWPLAYING_ENV_FILE=/data/.env
 
 RUN groupadd --system --gid 10001 bot \
     && useradd --system --no-log-init --uid 10001 --gid bot \
@@ -36,7 +37,8 @@ RUN groupadd --system --gid 10001 bot \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-# Ownership is set above, before VOLUME: a new named volume starts as a copy of /data.
+# Ownership is set above, before VOLUME: a new named volume starts as a copy of /data. A bind
+# mount keeps the host folder's owner instead: chown it to 10001:10001 (see README, Docker).
 VOLUME ["/data"]
 USER 10001:10001
 

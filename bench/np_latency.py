@@ -3,13 +3,15 @@
 Run: ``.venv/bin/python bench/np_latency.py``. Everything runs in this process on 127.0.0.1,
 through ``tests/harness.py``'s Stack (the start-up code ``python -m bot`` uses).
 
-1. 500 sequential /np from one linked member with a warm access token: p50, p95 and p99 of
-   the time from INTERACTION_CREATE written to the interaction callback arriving at the fake,
-   and the Spotify calls per /np.
+1. 500 sequential /np from one linked member with a warm access token and the album colour
+   cached (the warm-up fetched the cover once from the fake CDN): p50, p95 and p99 of the time
+   from INTERACTION_CREATE written to the interaction callback arriving at the fake, the Spotify
+   calls per /np and the CDN requests (none after the warm-up).
 2. 100 concurrent /np from 100 linked members: the slowest callback and the slowest answer.
 
-Targets on a 2-core machine: p50 <= 10 ms, p99 <= 40 ms, exactly one Spotify call per /np,
-slowest concurrent answer < 1 s. ``--profile FILE`` writes cProfile stats of phase 1.
+Targets on a 2-core machine: p50 <= 3 ms, p99 <= 10 ms, exactly one Spotify call per /np, every
+embed in the album's colour, slowest concurrent answer < 1 s. ``--profile FILE`` writes
+cProfile stats of phase 1.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.embeds import SPOTIFY_GREEN
 from bot.spotify.models import SpotifyUser, TokenGrant
 from tests.fakes.discord import SentInteraction
 from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user
@@ -72,6 +75,8 @@ async def sequential(stack: Stack, count: int, profile: str | None) -> bool:
     for _ in range(20):
         await one_np(stack, ALICE_ID)
     stack.spotify.reset_calls()
+    cdn_before = stack.spotify.cdn.total_requests
+    colours: set[int] = set()
     latencies: list[float] = []
     profiler = cProfile.Profile() if profile else None
     gc.collect()
@@ -81,6 +86,8 @@ async def sequential(stack: Stack, count: int, profile: str | None) -> bool:
     for _ in range(count):
         sent = await one_np(stack, ALICE_ID)
         latencies.append(sent.callback_latency)
+        if sent.callback is not None and sent.callback.embeds:
+            colours.add(sent.callback.embeds[0].get("color", 0))
     elapsed = time.perf_counter() - started
     if profiler is not None:
         profiler.disable()
@@ -99,7 +106,13 @@ async def sequential(stack: Stack, count: int, profile: str | None) -> bool:
         f"currently_playing {stack.spotify.call_count('currently_playing')}, "
         f"token {stack.spotify.call_count('token')})"
     )
-    return p50 <= 10 and p99 <= 40 and calls == count
+    cdn_requests = stack.spotify.cdn.total_requests - cdn_before
+    coloured = len(colours) == 1 and SPOTIFY_GREEN not in colours
+    print(
+        f"  embed colours seen: {', '.join(f'#{c:06x}' for c in sorted(colours))} "
+        f"(album colour cached: {'yes' if coloured else 'NO'}); CDN requests: {cdn_requests}"
+    )
+    return p50 <= 3 and p99 <= 10 and calls == count and coloured and cdn_requests == 0
 
 
 async def link_crowd(stack: Stack, crowd: int) -> list[int]:

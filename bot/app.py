@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import discord
-import yarl
 from aiohttp import web
 
 from bot.autopost.config import AutopostConfig, SchedulerConfig
@@ -23,10 +22,16 @@ from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.ports import PostAction
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
-from bot.client import NowPlayingBot
+from bot.backends.startup import DatabaseRefused, connect_with_retry
+from bot.charts import ChartRenderer
+from bot.client import NowPlayingBot, create_bot
+from bot.colours import CoverColours
 from bot.config import Settings
+from bot.connect import DiscordStarter, point_discord_at
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
+from bot.errors import StartupError
+from bot.images import ImageFetcher
 from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
 from bot.logs import SecretMasker
@@ -34,6 +39,7 @@ from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
 from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
+from bot.shards import IDENTIFY_INTERVAL, IdentifyGate, MemberChangeRelay
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
@@ -44,37 +50,15 @@ from bot.web import WebDependencies, create_app, runner_options
 
 log = logging.getLogger(__name__)
 
-FIRST_CONNECT_RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0, 60.0)
 # discord.py names the tasks that run slash commands and component/modal callbacks so.
 INTERACTION_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
 INTERACTION_DRAIN_SECONDS = 3.0
 
 
-class StartupError(Exception):
-    """Start-up cannot go on; the message is one clear line for the self-hoster."""
+class DatabaseSettingRejected(StartupError):
+    """The database refused DATABASE_URL (user, password, database name): a bad setting."""
 
-
-async def discover_gateway(session: aiohttp.ClientSession, settings: Settings) -> yarl.URL:
-    """discord.py never asks /gateway/bot; when DISCORD_API_BASE is not Discord's, we do."""
-    url = f"{settings.discord_api_base}/gateway/bot"
-    headers = {"Authorization": f"Bot {settings.discord_token}"}
-    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-        if resp.status == 401:
-            raise StartupError("DISCORD_TOKEN was rejected by Discord (401 at /gateway/bot)")
-        if resp.status != 200:
-            raise StartupError(f"{url} answered HTTP {resp.status}; is DISCORD_API_BASE right?")
-        payload = await resp.json(content_type=None)
-    gateway = payload.get("url") if isinstance(payload, dict) else None
-    if not isinstance(gateway, str) or not gateway:
-        raise StartupError(f"{url} did not say where the gateway is")
-    return yarl.URL(gateway)
-
-
-def point_discord_at(api_base: str, gateway: yarl.URL | None) -> None:
-    """discord.py keeps both addresses as class attributes; set them before connecting."""
-    discord.http.Route.BASE = api_base
-    if gateway is not None:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+    exit_status = 2
 
 
 class Application:
@@ -87,10 +71,15 @@ class Application:
         *,
         masker: SecretMasker | None = None,
         autopost_config: AutopostConfig | None = None,
+        command: str = "nowplaying-bot",
+        identify_interval: float = IDENTIFY_INTERVAL,
         **bot_options: Any,
     ) -> None:
         self.settings = settings
+        # Seconds an IDENTIFY keeps its bucket across processes (Discord: 5; tests: shorter).
+        self.identify_interval = identify_interval
         self.masker = masker
+        self.command = command  # how the self-hoster runs the CLI, named in log hints
         # Default: the scheduler's defaults with SPOTIFY_REQUEST_BUDGET; tests pass short intervals.
         self.autopost_config = autopost_config or AutopostConfig(
             scheduler=SchedulerConfig(budget_per_window=settings.spotify_request_budget)
@@ -124,20 +113,15 @@ class Application:
         session = await self._stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         )
-        try:
-            storage = await Storage.open(settings.database_path)
-        except SchemaVersionError as exc:
-            raise StartupError(
-                f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
-                "bot; upgrade the bot (or restore a backup)"
-            ) from exc
-        except (OSError, sqlite3.Error) as exc:
-            raise StartupError(
-                f"DATABASE_PATH: cannot open {settings.database_path} ({exc})"
-            ) from exc
+        storage = await _open_storage(settings)
         self._stack.push_async_callback(storage.close)
+        images = ImageFetcher(session, image_base=settings.spotify_image_base)
+        colours = CoverColours(images, storage)
+        self._stack.push_async_callback(colours.close)  # before the database closes
+        charts = ChartRenderer()
+        self._stack.callback(charts.close)
         cipher = TokenCipher(settings.token_encryption_keys)
-        await report_unreadable_secrets(storage, cipher)
+        await report_unreadable_secrets(storage, cipher, self.command)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(
@@ -187,6 +171,7 @@ class Application:
                 on_post=_autopost_metrics(metrics) if metrics is not None else None,
                 on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
                 is_private=privacy.is_private_now,
+                colours=colours,
             )
             return Services(
                 settings=settings,
@@ -198,16 +183,23 @@ class Application:
                 autopost=autopost,
                 privacy=privacy,
                 metrics=metrics,
+                images=images,
+                colours=colours,
+                charts=charts,
             )
 
-        gateway = None
-        if not settings.uses_default_discord:
-            gateway = await discover_gateway(session, settings)
-        point_discord_at(settings.discord_api_base, gateway)
+        # The REST base now; the gateway address once /gateway/bot answers (bot.connect).
+        point_discord_at(settings.discord_api_base, None)
 
-        self.bot = NowPlayingBot(settings, build_services, **self._bot_options)
+        self.bot = create_bot(settings, build_services, **self._bot_options)
         self.services = self.bot.services
         autopost = self.services.autopost
+        if storage.dialect == "postgresql":  # other processes may share this bot
+            gate = IdentifyGate(
+                storage.named_lock, self._max_concurrency, interval=self.identify_interval
+            )
+            self.bot.identify_gate = gate
+            self._stack.push_async_callback(gate.close)
         self._stack.push_async_callback(self._close_bot)
         if metrics is not None:
             self.bot.command_outcome_hook = metrics.command_completed
@@ -219,6 +211,24 @@ class Application:
         links.add_unlinked_listener(autopost.member_unlinked)
         privacy.add_private_listener(autopost.member_went_private)
         privacy.add_server_listener(autopost.member_went_public)
+        if storage.dialect == "postgresql":  # other processes may share this bot
+
+            def unlinked_elsewhere(member_id: int) -> None:
+                tokens.forget(member_id)
+                autopost.member_unlinked(member_id)
+
+            relay = MemberChangeRelay(
+                storage,
+                on_linked=autopost.member_linked,
+                on_unlinked=unlinked_elsewhere,
+                on_visibility=privacy.reload,
+            )
+            links.add_linked_listener(relay.linked)
+            links.add_unlinked_listener(relay.unlinked)
+            privacy.add_private_listener(relay.visibility_changed)
+            privacy.add_server_listener(relay.visibility_changed)
+            await self._stack.enter_async_context(relay.listening())
+            self._stack.push_async_callback(relay.close)
 
         app = create_app(
             WebDependencies(
@@ -243,47 +253,21 @@ class Application:
         self.web_port = _bound_port(self.web_runner, settings.web_port)
         log.info("Web server listening on %s:%s", settings.web_host, self.web_port)
 
-        try:
-            await self.bot.login(settings.discord_token)
-        except discord.LoginFailure as exc:
-            raise StartupError(
-                "DISCORD_TOKEN was rejected by Discord; copy it again from the Developer Portal "
-                "(your application -> Bot -> Reset Token)"
-            ) from exc
-        self._bot_task = asyncio.create_task(self._connect_forever(), name="discord-gateway")
+        # Discord may not be reachable yet: log in and connect in the background, retrying,
+        # while the web server already answers (/healthz says "degraded" until the gateway is up).
+        starter = DiscordStarter(
+            self.bot, session, token=settings.discord_token, api_base=settings.discord_api_base
+        )
+        self._bot_task = asyncio.create_task(starter.run(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
         # Links that waited for a Spotify hold (also from before a restart) finish now.
         completer.start()
         self._stack.push_async_callback(completer.stop)
 
-    async def _connect_forever(self) -> None:
-        """Keep the gateway up. discord.py reconnects by itself once connected, but a failed
-        *first* connection ends ``connect`` with an odd AttributeError: retry that here."""
-        attempt = 0
-        while not self.bot.is_closed():
-            try:
-                await self.bot.connect(reconnect=True)
-                return
-            except discord.PrivilegedIntentsRequired as exc:
-                raise StartupError(
-                    "Discord refused the privileged intents: ENABLE_PRESENCE=true needs the "
-                    "Presence and Server Members intents switched on in the Developer Portal "
-                    "(your application -> Bot -> Privileged Gateway Intents), or set "
-                    "ENABLE_PRESENCE=false"
-                ) from exc
-            except (OSError, aiohttp.ClientError, discord.GatewayNotFound, AttributeError) as exc:
-                if self.bot.is_closed():
-                    return
-                delay = FIRST_CONNECT_RETRY_SECONDS[
-                    min(attempt, len(FIRST_CONNECT_RETRY_SECONDS) - 1)
-                ]
-                attempt += 1
-                log.warning(
-                    "Could not connect to the Discord gateway (%s); retrying in %.0f s",
-                    type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+    async def _max_concurrency(self) -> int:
+        """How many sessions Discord lets the bot start per 5 s (``/gateway/bot``)."""
+        _, _, limits = await self.bot.http.get_bot_gateway()
+        return int(limits.get("max_concurrency", 1))
 
     @property
     def bot_task(self) -> asyncio.Task[None] | None:
@@ -333,6 +317,32 @@ class Application:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
                     loop.remove_signal_handler(sig)
+
+
+async def _open_storage(settings: Settings) -> Storage:
+    """SQLite: open the file. PostgreSQL: keep trying while the server cannot be reached."""
+    if settings.database_url is not None:
+        shown = settings.database_shown
+        try:
+            return await connect_with_retry(
+                lambda: Storage.open(settings.database_target), shown_url=shown
+            )
+        except DatabaseRefused as exc:
+            raise DatabaseSettingRejected(str(exc)) from exc
+        except SchemaVersionError as exc:
+            raise StartupError(
+                f"DATABASE_URL: {shown} was written by a newer version of the bot; upgrade the "
+                "bot (or restore a backup)"
+            ) from exc
+    try:
+        return await Storage.open(settings.database_path)
+    except SchemaVersionError as exc:
+        raise StartupError(
+            f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
+            "bot; upgrade the bot (or restore a backup)"
+        ) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"DATABASE_PATH: cannot open {settings.database_path} ({exc})") from exc
 
 
 def _autopost_metrics(metrics: Metrics) -> Callable[[PostAction, float], None]:

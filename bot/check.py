@@ -12,8 +12,9 @@ The exit status is 0 when the bot is usable (no ``problem`` line) and 1 otherwis
 
 Invalid settings are reported here as ``problem`` lines with exit status **1**, like every
 other problem this command finds. Starting the bot with the same settings (``python -m bot``)
-exits with status **2** instead: that is the start-up contract (CONTRACT.md) for "cannot start,
-fix the configuration", while ``check`` is a report whose status only says usable or not.
+exits with status **2** instead: that is the start-up contract (README, "Command line") for
+"cannot start, fix the configuration", while ``check`` is a report whose status only says
+usable or not. Hints name the command the user ran (``command``).
 
 What it does and does not touch:
 
@@ -50,7 +51,8 @@ import aiosqlite
 import discord
 
 from bot import db
-from bot.config import Settings, load_settings
+from bot.backends.sqlite import SqliteDatabase
+from bot.config import Settings, load_settings, redact_database_url
 from bot.crypto import TokenCipher
 from bot.errors import (
     ConfigError,
@@ -62,7 +64,6 @@ from bot.errors import (
 )
 from bot.logs import SecretMasker, masker_for_settings
 from bot.maintenance import (
-    ROTATE_COMMAND,
     count_secrets_by_key,
     keys_open_summary,
     unreadable_advice,
@@ -76,6 +77,7 @@ PROBLEM: Final = "problem"
 SKIPPED: Final = "skipped"
 
 REQUEST_TIMEOUT: Final = 10.0
+POSTGRES_CHECK_TIMEOUT: Final = 10.0
 
 INVITE_BASE: Final = "https://discord.com/oauth2/authorize"
 INVITE_SCOPES: Final = ("bot", "applications.commands")
@@ -139,9 +141,17 @@ def invite_url(application_id: str | int) -> str:
     )
 
 
-def run_check(env: Mapping[str, str], *, out: TextIO | None = None) -> int:
-    """Check the configuration in ``env``; print the report; return the exit status."""
-    return asyncio.run(check_async(env, out=out))
+def run_check(
+    env: Mapping[str, str],
+    *,
+    out: TextIO | None = None,
+    command: str = "nowplaying-bot",
+    source: str | None = None,
+) -> int:
+    """Check the configuration in ``env``; print the report; return the exit status.
+    ``command`` is how the user runs the bot, named in hints; ``source`` says where the
+    settings were read (which ``.env``), printed after the verdicts."""
+    return asyncio.run(check_async(env, out=out, command=command, source=source))
 
 
 async def check_async(
@@ -149,11 +159,13 @@ async def check_async(
     *,
     out: TextIO | None = None,
     timeout: float = REQUEST_TIMEOUT,
+    command: str = "nowplaying-bot",
+    source: str | None = None,
 ) -> int:
     """:func:`run_check` for callers that already run an event loop (the tests)."""
     out = sys.stdout if out is None else out
     try:
-        settings = load_settings(env)
+        settings = load_settings(env, command=command)
     except ConfigError as exc:
         report = _Report(out, SecretMasker())
         for problem in exc.problems:
@@ -161,18 +173,23 @@ async def check_async(
         for item in _ITEMS_AFTER_SETTINGS:
             report.add(Finding(SKIPPED, item, "not checked until the settings are fixed"))
         report.say()
+        if source:
+            report.say(source)
         report.say(
             f"{report.problems} problem(s) in the settings (see .env.example): fix them, then "
-            "run `python -m bot check` again."
+            f"run `{command} check` again."
         )
         return 1
 
     report = _Report(out, masker_for_settings(settings))
     report.add(Finding(OK, "settings", "every value is valid"))
     cipher = TokenCipher(settings.token_encryption_keys)
-    database, counts = await _check_database(settings.database_path, cipher)
+    if settings.database_url is not None:
+        database, counts = await _check_postgresql(settings.database_url, cipher)
+    else:
+        database, counts = await _check_database(settings.database_path, cipher)
     report.add(database)
-    report.add(_check_keys(len(settings.token_encryption_keys), counts))
+    report.add(_check_keys(len(settings.token_encryption_keys), counts, command))
 
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
@@ -197,11 +214,13 @@ async def check_async(
         report.say(f"  {invite_url(discord_result.application_id)}")
     else:
         report.say("Invite URL: unknown until Discord accepts the token (it needs the app id).")
+    if source:
+        report.say(source)
     report.say()
     if report.problems:
         report.say(
             f"{report.problems} problem(s): the bot is not usable until they are fixed; then "
-            "run `python -m bot check` again."
+            f"run `{command} check` again."
         )
         return 1
     report.say("Everything checked is usable.")
@@ -268,6 +287,59 @@ async def _check_database(path: Path, cipher: TokenCipher) -> tuple[Finding, Sec
     return Finding(OK, item, f"{located} is writable, schema version {version} (current)"), counts
 
 
+async def _check_postgresql(url: str, cipher: TokenCipher) -> tuple[Finding, SecretCounts | None]:
+    """Connect once (no retry, no migration) and read the schema version and the secrets."""
+    from bot.backends.postgresql import PostgresDatabase
+    from bot.backends.startup import (
+        CONNECT_ERRORS,
+        TRANSIENT_ERRORS,
+        describe_transient,
+        refusal_line,
+    )
+
+    item = "database"
+    shown = redact_database_url(url)
+    latest = db.LATEST_SCHEMA_VERSION
+    try:
+        async with asyncio.timeout(POSTGRES_CHECK_TIMEOUT):
+            database = await PostgresDatabase.open(url, run_migrations=False, max_size=1)
+    except CONNECT_ERRORS as exc:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            return (
+                Finding(
+                    PROBLEM,
+                    item,
+                    f"PostgreSQL at {shown} cannot be reached ({describe_transient(exc)}); "
+                    "the bot keeps trying at start-up",
+                ),
+                None,
+            )
+        return Finding(PROBLEM, item, refusal_line(exc, shown)), None
+    storage = Storage(database)
+    try:
+        version = await storage.schema_version()
+        counts = None
+        if version >= 1:
+            current, older, undecryptable = await count_secrets_by_key(storage, cipher)
+            counts = SecretCounts(current, older, undecryptable)
+    finally:
+        await storage.close()
+    if version > latest:
+        detail = (
+            f"PostgreSQL at {shown} is at schema version {version}, newer than this bot "
+            f"supports ({latest}): upgrade the bot or restore a matching backup"
+        )
+        return Finding(PROBLEM, item, detail), counts
+    if version < latest:
+        detail = (
+            f"PostgreSQL at {shown} accepts the connection, schema version {version}; the bot "
+            f"migrates it to {latest} at start-up"
+        )
+        return Finding(OK, item, detail), counts
+    detail = f"PostgreSQL at {shown} accepts the connection, schema version {version} (current)"
+    return Finding(OK, item, detail), counts
+
+
 def _locate_database(path: Path) -> Finding | Path:
     """The existing database file to read, or the finding when there is nothing to read."""
     item = "database"
@@ -310,7 +382,7 @@ async def _read_database(path: Path, cipher: TokenCipher) -> tuple[int, SecretCo
     # leaves -wal and -shm files behind, which the last read-write connection removes on close.
     uri = f"file:{quote(str(path))}?mode=rw"
     connection = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-    storage = Storage(connection)
+    storage = Storage(SqliteDatabase(connection))
     try:
         async with connection.execute(f"PRAGMA busy_timeout = {db.BUSY_TIMEOUT_MS}"):
             pass
@@ -323,7 +395,7 @@ async def _read_database(path: Path, cipher: TokenCipher) -> tuple[int, SecretCo
         await storage.close()
 
 
-def _check_keys(key_count: int, counts: SecretCounts | None) -> Finding:
+def _check_keys(key_count: int, counts: SecretCounts | None, command: str) -> Finding:
     item = "encryption keys"
     keys = f"{key_count} key(s) valid"
     if counts is None or counts.total == 0:
@@ -337,13 +409,13 @@ def _check_keys(key_count: int, counts: SecretCounts | None) -> Finding:
     if counts.undecryptable:
         opens = keys_open_summary(counts.total - counts.undecryptable, counts.total)
         return Finding(
-            PROBLEM, item, f"{opens}: {', '.join(parts)}. To fix it, {unreadable_advice()}"
+            PROBLEM, item, f"{opens}: {', '.join(parts)}. To fix it, {unreadable_advice(command)}"
         )
     if counts.older:
         return Finding(
             OK,
             item,
-            f"{summary}; run `{ROTATE_COMMAND}`, then remove the older key(s)",
+            f"{summary}; run `{command} rotate-keys`, then remove the older key(s)",
         )
     if key_count > 1:
         return Finding(OK, item, f"{summary}; the other key(s) can be removed")

@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.errors import BotError
 from bot.services import Services
+from bot.shards import IdentifyGate
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,29 @@ class NowPlayingBot(commands.Bot):
         )
         self.services = build_services(self)
         self.command_outcome_hook: CommandOutcomeHook | None = None
+        # Set when several processes share the bot: IDENTIFY turns across all of them.
+        self.identify_gate: IdentifyGate | None = None
+
+    @property
+    def syncs_commands(self) -> bool:
+        """Only the process running shard 0 (or an unsharded one) syncs the slash commands."""
+        shard_ids = getattr(self, "shard_ids", None)
+        return shard_ids is None or 0 in shard_ids
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        if self.identify_gate is None:
+            await super().before_identify_hook(shard_id, initial=initial)
+            return
+        await self.identify_gate.wait_turn(shard_id or 0)
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
-            await self.load_extension(extension)
+            # A login retried after a network failure runs this hook again.
+            if extension not in self.extensions:
+                await self.load_extension(extension)
+        if not self.syncs_commands:
+            log.info("The shard-0 process syncs the commands; this one serves its own shards")
+            return
         guild_id = self.services.settings.dev_guild_id
         if guild_id is not None:
             guild = discord.Object(id=guild_id)
@@ -160,3 +180,32 @@ class NowPlayingBot(commands.Bot):
 
     def gateway_connected(self) -> bool:
         return self.is_ready() and not self.is_closed() and self.ws is not None
+
+
+class ShardedNowPlayingBot(NowPlayingBot, commands.AutoShardedBot):
+    """The same bot running the shards SHARD_IDS of SHARD_COUNT (one connection each)."""
+
+    def gateway_connected(self) -> bool:
+        shards = self.shards
+        return (
+            self.is_ready()
+            and not self.is_closed()
+            and bool(shards)
+            and all(not shard.is_closed() for shard in shards.values())
+        )
+
+
+def create_bot(
+    settings: Settings, build_services: Callable[[discord.Client], Services], **options: Any
+) -> NowPlayingBot:
+    """Sharded when SHARD_COUNT is set; otherwise one connection, as before."""
+    if settings.shard_count is None:
+        return NowPlayingBot(settings, build_services, **options)
+    shard_ids = list(settings.shard_ids or range(settings.shard_count))
+    return ShardedNowPlayingBot(
+        settings,
+        build_services,
+        shard_count=settings.shard_count,
+        shard_ids=shard_ids,
+        **options,
+    )

@@ -20,6 +20,7 @@ from bot.errors import ConfigError
 DEFAULT_DISCORD_API_BASE = "https://discord.com/api/v10"
 DEFAULT_SPOTIFY_ACCOUNTS_BASE = "https://accounts.spotify.com"
 DEFAULT_SPOTIFY_API_BASE = "https://api.spotify.com/v1"
+DEFAULT_SPOTIFY_IMAGE_BASE = "https://i.scdn.co"
 # Loopback: only this machine reaches the web server unless the admin exposes it on purpose.
 DEFAULT_WEB_HOST = "127.0.0.1"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -42,12 +43,30 @@ class Settings:
     discord_api_base: str = DEFAULT_DISCORD_API_BASE
     spotify_accounts_base: str = DEFAULT_SPOTIFY_ACCOUNTS_BASE
     spotify_api_base: str = DEFAULT_SPOTIFY_API_BASE
+    spotify_image_base: str = DEFAULT_SPOTIFY_IMAGE_BASE
     dev_guild_id: int | None = None
     enable_presence: bool = False
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_enabled: bool = False
     spotify_request_budget: int = 120
+    # PostgreSQL instead of SQLite (several processes share one bot); None: DATABASE_PATH.
+    database_url: str | None = None
+    # This process runs these shards of shard_count; both None: every shard, Discord's count.
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+
+    @property
+    def database_target(self) -> str | Path:
+        """What ``Storage.open`` takes: the PostgreSQL URL when set, else the SQLite file."""
+        return self.database_url if self.database_url is not None else self.database_path
+
+    @property
+    def database_shown(self) -> str:
+        """The database for messages: the URL without its password, or the SQLite path."""
+        if self.database_url is not None:
+            return redact_database_url(self.database_url)
+        return str(self.database_path)
 
     @property
     def redirect_path(self) -> str:
@@ -65,9 +84,65 @@ class Settings:
     def __repr__(self) -> str:  # never print secrets, even by accident
         return (
             f"Settings(redirect_uri={self.spotify_redirect_uri!r}, "
-            f"database_path={str(self.database_path)!r}, web={self.web_host}:{self.web_port}, "
+            f"database={self.database_shown!r}, web={self.web_host}:{self.web_port}, "
             f"presence={self.enable_presence})"
         )
+
+
+def redact_database_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+def check_database_url(url: str) -> str | None:
+    """What is wrong with a DATABASE_URL, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return "must start with postgresql:// (only PostgreSQL is supported here)"
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a port that is not a number"
+    del port
+    socket_host = "host=" in parts.query
+    if not parts.hostname and not socket_host:
+        return "names no host (postgresql://user:password@host:5432/dbname)"
+    if not parts.path.strip("/"):
+        return "names no database (postgresql://user:password@host:5432/dbname)"
+    return None
+
+
+def _parse_shards(
+    raw_count: str | None, raw_ids: str | None, problems: list[str]
+) -> tuple[int | None, tuple[int, ...] | None]:
+    if raw_count is None and raw_ids is None:
+        return None, None
+    if raw_count is None or not raw_count.isdigit() or int(raw_count) < 1:
+        problems.append(
+            f"SHARD_COUNT: '{raw_count or ''}' is not a positive whole number "
+            "(set it together with SHARD_IDS, e.g. SHARD_COUNT=4 SHARD_IDS=0,1)"
+        )
+        return None, None
+    count = int(raw_count)
+    if raw_ids is None:
+        return count, tuple(range(count))
+    ids: list[int] = []
+    for entry in raw_ids.split(","):
+        text = entry.strip()
+        if not text.isdigit() or int(text) >= count:
+            problems.append(
+                f"SHARD_IDS: '{raw_ids}' must be shard numbers from 0 to {count - 1}, "
+                "comma-separated"
+            )
+            return None, None
+        if int(text) not in ids:
+            ids.append(int(text))
+    return count, tuple(sorted(ids))
 
 
 def decode_key(text: str) -> bytes:
@@ -133,6 +208,11 @@ def _check_redirect_uri(uri: str) -> str | None:
     return f"has scheme '{parts.scheme}'; it must be https (or http on 127.0.0.1 / [::1])"
 
 
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why Spotify would refuse this redirect URI, or None (what the setup asks about)."""
+    return _check_redirect_uri(uri)
+
+
 def _check_base_url(name: str, value: str, problems: list[str]) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -152,8 +232,9 @@ def _bool(name: str, raw: str | None, default: bool, problems: list[str]) -> boo
     return default
 
 
-def load_settings(env: Mapping[str, str]) -> Settings:
-    """Build Settings from a mapping. Raises ConfigError listing every problem at once."""
+def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") -> Settings:
+    """Build Settings from a mapping. Raises ConfigError listing every problem at once.
+    ``command`` is how the user runs the bot, named in hints (``<command> gen-key``)."""
     problems: list[str] = []
 
     def get(name: str) -> str | None:
@@ -184,7 +265,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     keys: list[bytes] = []
     raw_keys = required(
         "TOKEN_ENCRYPTION_KEY",
-        "a key printed by `python -m bot gen-key` (comma-separated to rotate)",
+        f"a key printed by `{command} gen-key` (comma-separated to rotate)",
     )
     if raw_keys:
         for position, entry in enumerate(raw_keys.split(","), start=1):
@@ -193,10 +274,22 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             except ValueError as exc:
                 problems.append(
                     f"TOKEN_ENCRYPTION_KEY: key #{position} is invalid ({exc}); each key must be "
-                    "32 random bytes in URL-safe base64, as printed by `python -m bot gen-key`"
+                    f"32 random bytes in URL-safe base64, as printed by `{command} gen-key`"
                 )
 
     database_path = Path(get("DATABASE_PATH") or "data/bot.db")
+    database_url = get("DATABASE_URL")
+    if database_url is not None:
+        problem = check_database_url(database_url)
+        if problem:
+            problems.append(f"DATABASE_URL: '{redact_database_url(database_url)}' {problem}")
+    shard_count, shard_ids = _parse_shards(get("SHARD_COUNT"), get("SHARD_IDS"), problems)
+    partial = shard_count is not None and shard_ids is not None and len(shard_ids) < shard_count
+    if partial and database_url is None:
+        problems.append(
+            "SHARD_IDS: this process runs only some of the shards, so other processes run "
+            "the rest and they must share one database: set DATABASE_URL (PostgreSQL)"
+        )
     web_host = get("WEB_HOST") or DEFAULT_WEB_HOST
     web_port = 8080
     raw_port = get("WEB_PORT")
@@ -216,6 +309,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     )
     api_base = _check_base_url(
         "SPOTIFY_API_BASE", get("SPOTIFY_API_BASE") or DEFAULT_SPOTIFY_API_BASE, problems
+    )
+
+    image_base = _check_base_url(
+        "SPOTIFY_IMAGE_BASE", get("SPOTIFY_IMAGE_BASE") or DEFAULT_SPOTIFY_IMAGE_BASE, problems
     )
 
     dev_guild_id: int | None = None
@@ -262,12 +359,16 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         discord_api_base=discord_api_base,
         spotify_accounts_base=accounts_base,
         spotify_api_base=api_base,
+        spotify_image_base=image_base,
         dev_guild_id=dev_guild_id,
         enable_presence=enable_presence,
         log_level=log_level,
         log_format=log_format,
         metrics_enabled=metrics_enabled,
         spotify_request_budget=budget,
+        database_url=database_url,
+        shard_count=shard_count,
+        shard_ids=shard_ids,
     )
 
 

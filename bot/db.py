@@ -1,4 +1,5 @@
-"""Opening the SQLite database: file and folder permissions, PRAGMAs, numbered migrations.
+"""The numbered migrations (for SQLite and PostgreSQL) and opening the SQLite database: file
+and folder permissions, PRAGMAs, migrations by ``PRAGMA user_version``.
 
 Migrations are numbered by ``PRAGMA user_version``: migration ``n`` (1-based) takes a database
 from version ``n - 1`` to ``n``. Each runs in its own ``BEGIN IMMEDIATE`` transaction together
@@ -6,7 +7,8 @@ with the version bump, and the version is read again inside that transaction, so
 opening the same file at once apply each migration exactly once. Never edit a released
 migration: append a new one.
 
-All SQL of the project lives here and in ``bot/storage.py``.
+PostgreSQL runs the same migrations (``Migration.postgresql``) from ``bot.backends.postgresql``.
+All SQL of the project lives here, in ``bot/storage.py`` and in ``bot/backends/``.
 """
 
 from __future__ import annotations
@@ -35,9 +37,14 @@ class SchemaVersionError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """``statements`` for SQLite, ``postgresql`` for PostgreSQL: the same tables, columns,
+    keys and indexes in each engine's types (INTEGER ids -> BIGINT, REAL -> DOUBLE PRECISION,
+    BLOB -> BYTEA)."""
+
     version: int
     description: str
     statements: tuple[str, ...]
+    postgresql: tuple[str, ...] = ()
 
 
 # Statements deliberately have no IF NOT EXISTS: re-running a migration must fail loudly.
@@ -71,6 +78,31 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             # purge_link_states deletes by when a state finished: used, or else expired.
             "CREATE INDEX link_states_finished_at ON link_states (coalesce(used_at, expires_at))",
         ),
+        postgresql=(
+            """
+            CREATE TABLE linked_accounts (
+                discord_user_id    BIGINT           PRIMARY KEY,
+                spotify_account_id TEXT             NOT NULL UNIQUE,
+                spotify_user_id    TEXT             NOT NULL,
+                display_name       TEXT             NOT NULL,
+                refresh_token      BYTEA,
+                scopes             TEXT             NOT NULL DEFAULT '',
+                linked_at          DOUBLE PRECISION NOT NULL,
+                status             TEXT             NOT NULL DEFAULT 'active'
+                                   CHECK (status IN ('active', 'broken'))
+            )
+            """,
+            """
+            CREATE TABLE link_states (
+                state_hash      BYTEA            PRIMARY KEY,
+                discord_user_id BIGINT           NOT NULL,
+                created_at      DOUBLE PRECISION NOT NULL,
+                expires_at      DOUBLE PRECISION NOT NULL,
+                used_at         DOUBLE PRECISION
+            )
+            """,
+            "CREATE INDEX link_states_finished_at ON link_states ((coalesce(used_at, expires_at)))",
+        ),
     ),
     Migration(
         version=2,
@@ -103,6 +135,34 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
             "CREATE INDEX last_posts_channel_id ON last_posts (channel_id)",
         ),
+        postgresql=(
+            """
+            CREATE TABLE guild_settings (
+                guild_id         BIGINT           PRIMARY KEY,
+                music_channel_id BIGINT,
+                autopost_notice  TEXT,
+                updated_at       DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE member_settings (
+                discord_user_id BIGINT           PRIMARY KEY,
+                autopost_opt_in INTEGER CHECK (autopost_opt_in IN (0, 1)),
+                updated_at      DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE last_posts (
+                discord_user_id BIGINT           NOT NULL,
+                channel_id      BIGINT           NOT NULL,
+                item_key        TEXT             NOT NULL,
+                message_id      BIGINT           NOT NULL,
+                posted_at       DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (discord_user_id, channel_id)
+            )
+            """,
+            "CREATE INDEX last_posts_channel_id ON last_posts (channel_id)",
+        ),
     ),
     Migration(
         version=3,
@@ -127,6 +187,25 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 updated_at      REAL    NOT NULL,
                 PRIMARY KEY (discord_user_id, guild_id)
             ) WITHOUT ROWID
+            """,
+        ),
+        postgresql=(
+            """
+            CREATE TABLE member_privacy (
+                discord_user_id BIGINT           PRIMARY KEY,
+                visibility      TEXT             NOT NULL
+                                CHECK (visibility IN ('server', 'private')),
+                updated_at      DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE member_guild_settings (
+                discord_user_id BIGINT           NOT NULL,
+                guild_id        BIGINT           NOT NULL,
+                autopost_opt_in INTEGER          NOT NULL CHECK (autopost_opt_in IN (0, 1)),
+                updated_at      DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (discord_user_id, guild_id)
+            )
             """,
         ),
     ),
@@ -158,12 +237,54 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             )
             """,
         ),
+        postgresql=(
+            "ALTER TABLE link_states ADD COLUMN discord_name TEXT",
+            "ALTER TABLE link_states ADD COLUMN sealed_state BYTEA",
+            "ALTER TABLE link_states ADD COLUMN outcome TEXT",
+            "ALTER TABLE link_states ADD COLUMN result_hash BYTEA",
+            "ALTER TABLE link_states ADD COLUMN spotify_name TEXT",
+            "ALTER TABLE link_states ADD COLUMN result_shown_at DOUBLE PRECISION",
+            "CREATE INDEX link_states_member ON link_states (discord_user_id, created_at)",
+            "CREATE UNIQUE INDEX link_states_result ON link_states (result_hash)",
+            """
+            CREATE TABLE pending_links (
+                discord_user_id BIGINT           PRIMARY KEY,
+                state_hash      BYTEA            NOT NULL,
+                sealed_grant    BYTEA            NOT NULL,
+                discord_name    TEXT,
+                created_at      DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        version=5,
+        description="embed colours picked from album art, by image id",
+        statements=(
+            """
+            CREATE TABLE image_colours (
+                image_key TEXT    PRIMARY KEY,
+                colour    INTEGER NOT NULL CHECK (colour BETWEEN 0 AND 16777215),
+                picked_at REAL    NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+        postgresql=(
+            """
+            CREATE TABLE image_colours (
+                image_key TEXT             PRIMARY KEY,
+                colour    INTEGER          NOT NULL CHECK (colour BETWEEN 0 AND 16777215),
+                picked_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ),
     ),
 )
 
 LATEST_SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 assert all(m.version == n for n, m in enumerate(MIGRATIONS, start=1)), "migrations misnumbered"
+assert all(m.postgresql for m in MIGRATIONS), "every migration needs its PostgreSQL statements"
 
 
 def is_memory_path(path: Path | str) -> bool:

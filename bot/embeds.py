@@ -534,20 +534,28 @@ def render_now_playing(
     member_name: str,
     member_avatar_url: str | None = None,
     now: float,
+    colour: int | None = None,
 ) -> NowPlayingMessage:
     """The message for ``playback`` of the member called ``member_name`` at time ``now``.
 
     ``now`` is on the same clock as ``playback.received_at`` (``time.time()``); progress is
-    extrapolated from it while playing. Pure: no I/O, no event loop needed.
+    extrapolated from it while playing. ``colour`` is the one picked from the album art
+    (``bot.colours``); None, or an item without art, keeps Spotify green. Pure: no I/O, no
+    event loop needed.
     """
     if isinstance(playback, NothingPlaying):
         return _render_nothing(playback, member_name, member_avatar_url)
     item = playback.item
     if isinstance(item, Track):
-        return _render_track(playback, item, member_name, member_avatar_url, now)
-    if isinstance(item, Episode):
-        return _render_episode(playback, item, member_name, member_avatar_url, now)
-    return _render_without_item(playback, member_name, member_avatar_url)
+        message = _render_track(playback, item, member_name, member_avatar_url, now)
+    elif isinstance(item, Episode):
+        message = _render_episode(playback, item, member_name, member_avatar_url, now)
+    else:
+        return _render_without_item(playback, member_name, member_avatar_url)
+    embed = message.embed
+    if colour is not None and embed is not None and embed.thumbnail.url:
+        embed.colour = discord.Colour(colour & 0xFFFFFF)
+    return message
 
 
 def make_view(buttons: Sequence[LinkButton]) -> discord.ui.View | None:

@@ -18,6 +18,13 @@ class BotError(Exception):
             self.user_message = user_message
 
 
+class StartupError(Exception):
+    """Start-up cannot go on (a definitive answer, not a network hiccup); the message is one
+    clear line for the self-hoster."""
+
+    exit_status = 1  # 2 for a setting that was refused (a bad setting, as at validation)
+
+
 class ConfigError(BotError):
     """One or more settings are invalid. ``problems`` holds one clear line per problem."""
 

@@ -67,7 +67,7 @@ MAX_WAITERS = 50
 # A pasted address longer than this is not a callback URL; refuse before parsing it.
 MAX_PASTE_LENGTH = 4000
 # Spotify refresh tokens stop working 6 months after the member authorized; refreshing does
-# not extend that. Remind members in the last two weeks.
+# not extend that (docs/spotify.md). Remind members in the last two weeks.
 REFRESH_TOKEN_LIFETIME_DAYS = 182
 EXPIRY_WARNING_DAYS = 14
 SPOTIFY_APPS_URL = "https://www.spotify.com/account/apps/"

@@ -25,8 +25,10 @@ from bot.storage import Storage
 log = logging.getLogger(__name__)
 
 _SHOWN_IDS = 10
-# What the command line offers, named in every hint (one place to change the wording).
-ROTATE_COMMAND = "python -m bot rotate-keys"
+# What the command line offers, named in every hint (one place to change the wording). Hints
+# name the command the user runs (``command``: ``nowplaying-bot`` or ``<python> -m bot``).
+DEFAULT_COMMAND = "nowplaying-bot"
+ROTATE_COMMAND = f"{DEFAULT_COMMAND} rotate-keys"
 SKIP_UNREADABLE_FLAG = "--skip-unreadable"
 
 
@@ -35,19 +37,20 @@ def keys_open_summary(readable: int, total: int) -> str:
     return f"TOKEN_ENCRYPTION_KEY opens {readable} of {total} stored secret(s)"
 
 
-def unreadable_advice() -> str:
+def unreadable_advice(command: str = DEFAULT_COMMAND) -> str:
     return (
         "put the key that encrypted them back into TOKEN_ENCRYPTION_KEY (after the first "
-        f"key), or run `{ROTATE_COMMAND} {SKIP_UNREADABLE_FLAG}` to re-encrypt the others and "
-        "leave those as they are: their members must run /link again"
+        f"key), or run `{command} rotate-keys {SKIP_UNREADABLE_FLAG}` to re-encrypt the others "
+        "and leave those as they are: their members must run /link again"
     )
 
 
 class UndecryptableSecrets(DecryptionError):
     """Stored secrets that no configured key decrypts. ``user_ids`` names their members."""
 
-    def __init__(self, user_ids: Sequence[int]) -> None:
+    def __init__(self, user_ids: Sequence[int], command: str = DEFAULT_COMMAND) -> None:
         self.user_ids = tuple(user_ids)
+        rotate = f"{command} rotate-keys"
         shown = ", ".join(str(user_id) for user_id in self.user_ids[:_SHOWN_IDS])
         more = len(self.user_ids) - _SHOWN_IDS
         if more > 0:
@@ -56,14 +59,18 @@ class UndecryptableSecrets(DecryptionError):
             f"{len(self.user_ids)} stored secret(s) could not be decrypted with any configured "
             f"key (Discord user ids: {shown}); nothing was changed. Either put the key that "
             f"encrypted them back into TOKEN_ENCRYPTION_KEY (after the first key) and run "
-            f"`{ROTATE_COMMAND}` again, or run `{ROTATE_COMMAND} {SKIP_UNREADABLE_FLAG}` to "
+            f"`{rotate}` again, or run `{rotate} {SKIP_UNREADABLE_FLAG}` to "
             "re-encrypt the others and leave those as they are (those members must run /link "
             "again)."
         )
 
 
 async def rotate_keys(
-    storage: Storage, cipher: TokenCipher, *, skip_undecryptable: bool = False
+    storage: Storage,
+    cipher: TokenCipher,
+    *,
+    skip_undecryptable: bool = False,
+    command: str = DEFAULT_COMMAND,
 ) -> int:
     """Re-encrypt every stored secret with the first key, in one transaction.
 
@@ -88,7 +95,7 @@ async def rotate_keys(
             expected[user_id] = blob
     if undecryptable:
         if not skip_undecryptable:
-            raise UndecryptableSecrets(undecryptable)
+            raise UndecryptableSecrets(undecryptable, command)
         log.warning(
             "key rotation skipped %d secret(s) that no configured key decrypts", len(undecryptable)
         )
@@ -102,8 +109,8 @@ async def rotate_keys(
     if not await storage.checkpoint_truncate():
         log.warning(
             "another connection kept the WAL busy: old ciphertext may stay in the -wal file "
-            "until its next checkpoint; run `%s` again when the bot is idle",
-            ROTATE_COMMAND,
+            "until its next checkpoint; run `%s rotate-keys` again when the bot is idle",
+            command,
         )
     return changed
 
@@ -127,7 +134,9 @@ async def count_secrets_by_key(storage: Storage, cipher: TokenCipher) -> tuple[i
     return current, older, undecryptable
 
 
-async def report_unreadable_secrets(storage: Storage, cipher: TokenCipher) -> tuple[int, int]:
+async def report_unreadable_secrets(
+    storage: Storage, cipher: TokenCipher, command: str = DEFAULT_COMMAND
+) -> tuple[int, int]:
     """At start-up: one ERROR line when the configured keys open none or only some of the
     stored secrets. Returns (readable, total)."""
     current, older, unreadable = await count_secrets_by_key(storage, cipher)
@@ -137,7 +146,7 @@ async def report_unreadable_secrets(storage: Storage, cipher: TokenCipher) -> tu
             "%s; %d cannot be read, so those members' /np and auto-posts fail until you %s",
             keys_open_summary(total - unreadable, total),
             unreadable,
-            unreadable_advice(),
+            unreadable_advice(command),
         )
     return total - unreadable, total
 

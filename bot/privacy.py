@@ -123,6 +123,15 @@ class PrivacyService:
             await self._notify(self._server_listeners, user_id)
         return previous
 
+    async def reload(self, user_id: int) -> None:
+        """Another process changed the member's visibility: read it and apply it here."""
+        was_private = self.is_private_now(user_id)
+        now_private = await self.is_private(user_id)  # reads it and keeps it in memory
+        if now_private and not was_private:
+            await self._notify(self._listeners, user_id)
+        elif was_private and not now_private:
+            await self._notify(self._server_listeners, user_id)
+
     async def refusal(
         self, interaction: discord.Interaction[Any], target: discord.abc.Snowflake | None
     ) -> str | None:

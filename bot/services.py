@@ -7,8 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.charts import ChartRenderer
+from bot.colours import CoverColours
 from bot.config import Settings
 from bot.crypto import TokenCipher
+from bot.images import ImageFetcher
 from bot.linking import LinkService
 from bot.metrics import Metrics
 from bot.privacy import PrivacyService
@@ -55,3 +58,6 @@ class Services:
     autopost: AutopostService
     privacy: PrivacyService
     metrics: Metrics | None = None  # None when METRICS_ENABLED is off
+    images: ImageFetcher | None = None  # album art from Spotify's CDN (charts, colours)
+    colours: CoverColours | None = None  # embed colours picked from album art
+    charts: ChartRenderer | None = None  # chart pictures, rendered off the event loop

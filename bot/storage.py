@@ -1,9 +1,9 @@
-"""Every query of the bot, behind one aiosqlite connection.
+"""Every query of the bot, written once for SQLite and PostgreSQL (``bot.backends``).
 
-Concurrency: one ``asyncio.Lock`` guards the connection, so a coroutine never runs a statement
-inside another coroutine's transaction. Every change runs in ``BEGIN IMMEDIATE … COMMIT``
-(rolled back on any error), which also serialises writers in other processes through SQLite's
-write lock and ``busy_timeout``. Reads are single statements under the same lock.
+Queries use ``?`` placeholders and the SQL both engines share. Every change runs in a write
+transaction of the backend (rolled back on any error) that serialises writers across every
+process sharing the database, so a read-then-write inside one never races; reads are single
+statements.
 
 Timestamps are floats of Unix time (``time.time()``). Refresh tokens arrive and leave here
 already encrypted (``bot.crypto.TokenCipher``); this module never sees plaintext.
@@ -11,21 +11,18 @@ already encrypted (``bot.crypto.TokenCipher``); this module never sees plaintext
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
-import aiosqlite
-
-from bot import db
+from bot.backends import Database, Row, Transaction, is_postgresql_url
+from bot.backends.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +124,7 @@ _ACCOUNT_COLUMNS: Final = (
 )
 
 
-def _account_from_row(row: sqlite3.Row) -> LinkedAccount:
+def _account_from_row(row: Row) -> LinkedAccount:
     status = str(row[7])
     if status not in LINK_STATUSES:  # the CHECK constraint makes this unreachable
         raise ValueError(f"unexpected link status {status!r}")
@@ -144,7 +141,7 @@ def _account_from_row(row: sqlite3.Row) -> LinkedAccount:
     )
 
 
-def _last_post_from_row(row: sqlite3.Row) -> LastPost:
+def _last_post_from_row(row: Row) -> LastPost:
     return LastPost(
         discord_user_id=int(row[0]),
         channel_id=int(row[1]),
@@ -154,57 +151,43 @@ def _last_post_from_row(row: sqlite3.Row) -> LastPost:
     )
 
 
-class _Transaction:
-    """The statements a coroutine may run while it holds the lock inside BEGIN IMMEDIATE."""
-
-    __slots__ = ("_connection",)
-
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self._connection = connection
-
-    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> int:
-        """Run one statement; return the number of rows it changed."""
-        async with self._connection.execute(sql, tuple(parameters)) as cursor:
-            return max(cursor.rowcount, 0)
-
-    async def fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> sqlite3.Row | None:
-        async with self._connection.execute(sql, tuple(parameters)) as cursor:
-            return await cursor.fetchone()
-
-
 class Storage:
-    """The bot's database. Open with ``await Storage.open(path)`` or ``async with``."""
+    """The bot's database. Open with ``await Storage.open(path_or_url)`` or ``async with``.
 
-    def __init__(
-        self, connection: aiosqlite.Connection, *, applied_migrations: Sequence[int] = ()
-    ) -> None:
-        self._connection: aiosqlite.Connection | None = connection
-        self._lock = asyncio.Lock()
-        self.applied_migrations: tuple[int, ...] = tuple(applied_migrations)
+    ``path_or_url``: an SQLite file (or ``":memory:"``), or a ``postgresql://`` URL.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
     @classmethod
-    async def open(cls, path: Path | str) -> Storage:
-        """Open (creating folder and file when missing) and migrate to the latest schema."""
-        connection = await db.open_database(path, run_migrations=False)
-        try:
-            applied = await db.migrate(connection)
-        except BaseException:
-            await connection.close()
-            raise
-        if not db.is_memory_path(path):
-            db.secure_database_files(Path(path))
-        return cls(connection, applied_migrations=applied)
+    async def open(cls, path_or_url: Path | str) -> Storage:
+        """Open (creating the SQLite folder and file when missing) and migrate to the latest."""
+        if isinstance(path_or_url, str) and is_postgresql_url(path_or_url):
+            from bot.backends.postgresql import PostgresDatabase  # asyncpg only when used
+
+            return cls(await PostgresDatabase.open(path_or_url))
+        return cls(await SqliteDatabase.open(path_or_url))
+
+    @property
+    def database(self) -> Database:
+        return self._database
+
+    @property
+    def dialect(self) -> str:
+        return self._database.dialect
+
+    @property
+    def applied_migrations(self) -> tuple[int, ...]:
+        return self._database.applied_migrations
 
     async def close(self) -> None:
         """Close the connection after any running transaction finishes. Idempotent."""
-        async with self._lock:
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                await connection.close()
+        await self._database.close()
 
     @property
     def closed(self) -> bool:
-        return self._connection is None
+        return self._database.closed
 
     async def __aenter__(self) -> Self:
         return self
@@ -218,37 +201,19 @@ class Storage:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<Storage {'closed' if self.closed else 'open'}>"
+        return f"<Storage {self.dialect} {'closed' if self.closed else 'open'}>"
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    def _require_connection(self) -> aiosqlite.Connection:
-        if self._connection is None:
-            raise RuntimeError("Storage is closed")
-        return self._connection
-
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[_Transaction]:
-        async with self._lock:
-            connection = self._require_connection()
-            try:
-                async with connection.execute("BEGIN IMMEDIATE"):
-                    pass
-                yield _Transaction(connection)
-                await connection.commit()
-            except BaseException:
-                # aiosqlite runs statements in order on one thread, and a cancelled await does
-                # not unqueue its statement: this ROLLBACK runs after whatever was in flight
-                # (BEGIN included), so no transaction outlives the lock. A no-op when none is open.
-                await connection.rollback()
-                raise
+    async def _transaction(self) -> AsyncIterator[Transaction]:
+        async with self._database.transaction() as tx:
+            yield tx
 
-    async def _fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            connection = self._require_connection()
-            return list(await connection.execute_fetchall(sql, tuple(parameters)))
+    async def _fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
+        return await self._database.fetchall(sql, parameters)
 
-    async def _fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def _fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> Row | None:
         rows = await self._fetchall(sql, parameters)
         return rows[0] if rows else None
 
@@ -259,17 +224,11 @@ class Storage:
     # --- health --------------------------------------------------------------------------------
 
     async def schema_version(self) -> int:
-        async with self._lock:
-            return await db.get_schema_version(self._require_connection())
+        return await self._database.schema_version()
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when a trivial query answers within ``timeout`` seconds (for /healthz)."""
-        try:
-            async with asyncio.timeout(timeout):
-                row = await self._fetchone("SELECT 1")
-        except (TimeoutError, sqlite3.Error, RuntimeError, ValueError):
-            return False
-        return row is not None and row[0] == 1
+        return await self._database.ping(timeout)
 
     # --- linked accounts -----------------------------------------------------------------------
 
@@ -419,29 +378,32 @@ class Storage:
     @asynccontextmanager
     async def secure_delete(self) -> AsyncIterator[None]:
         """Within the block, content that statements free or overwrite is zeroed in the file
-        (``PRAGMA secure_delete``), so replaced secrets leave no copy in free space. Connections
-        opened by ``bot.db`` have it on already; this makes sure, then restores what was set."""
-        async with self._lock:
-            connection = self._require_connection()
-            async with connection.execute("PRAGMA secure_delete") as cursor:
-                row = await cursor.fetchone()
-            previous = int(row[0]) if row is not None else 0
-            async with connection.execute("PRAGMA secure_delete = ON"):
-                pass
-        try:
+        (SQLite's ``PRAGMA secure_delete``), so replaced secrets leave no copy in free space."""
+        async with self._database.scrub_freed_content():
             yield
-        finally:
-            async with self._lock:
-                if self._connection is not None and previous != 1:
-                    # PRAGMA arguments cannot be bound; the value is our own int.
-                    async with self._connection.execute(f"PRAGMA secure_delete = {previous}"):
-                        pass
+
+    def member_lock(self, user_id: int) -> AbstractAsyncContextManager[None]:
+        """Held while a member's refresh token is read, refreshed and stored: across every
+        process sharing the database, so a rotated refresh token is never lost to a race."""
+        return self._database.lock(f"member:{int(user_id)}")
+
+    def named_lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """A lock across every process sharing the database (e.g. IDENTIFY turns)."""
+        return self._database.lock(name)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Wake the other processes sharing the database (nothing to do on SQLite)."""
+        await self._database.notify(channel, payload)
+
+    def listen(
+        self, channel: str, callback: Callable[[str], None]
+    ) -> AbstractAsyncContextManager[None]:
+        return self._database.listen(channel, callback)
 
     async def checkpoint_truncate(self) -> bool:
-        """Copy the WAL into the database and truncate it to zero bytes, so no old page image
-        survives in the ``-wal`` file. False when another connection kept it busy."""
-        row = await self._fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
-        return row is None or int(row[0]) == 0
+        """SQLite: copy the WAL into the database and truncate it to zero bytes, so no old page
+        image survives in the ``-wal`` file. False when another connection kept it busy."""
+        return await self._database.checkpoint_truncate()
 
     # --- OAuth link states ---------------------------------------------------------------------
 
@@ -909,6 +871,27 @@ class Storage:
             "FROM last_posts ORDER BY channel_id, discord_user_id"
         )
         return [_last_post_from_row(row) for row in rows]
+
+    # --- embed colours from album art ----------------------------------------------------------
+
+    async def get_image_colour(self, image_key: str) -> int | None:
+        row = await self._fetchone(
+            "SELECT colour FROM image_colours WHERE image_key = ?", (image_key,)
+        )
+        return int(row[0]) if row is not None else None
+
+    async def save_image_colour(
+        self, image_key: str, colour: int, *, now: float | None = None
+    ) -> None:
+        await self._write(
+            """
+            INSERT INTO image_colours (image_key, colour, picked_at) VALUES (?, ?, ?)
+            ON CONFLICT (image_key) DO UPDATE SET
+                colour = excluded.colour,
+                picked_at = excluded.picked_at
+            """,
+            (image_key, colour, time.time() if now is None else now),
+        )
 
 
 __all__ = [

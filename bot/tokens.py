@@ -3,7 +3,8 @@
 * A token counts as expired 60 s early; expiry is computed from the local receive time.
 * One ``asyncio.Lock`` per member with a second check inside it, so a crowd of concurrent
   requests for one member causes exactly one refresh (and a rotated refresh token is never
-  lost to a race). A member's lock exists only while someone waits on it.
+  lost to a race). A member's lock exists only while someone waits on it. Processes sharing
+  a PostgreSQL database also take the storage's per-member lock around each refresh.
 * A refresh answer without a refresh token keeps the stored one; a new one replaces it,
   encrypted. ``invalid_grant`` marks the link broken and raises :class:`LinkBroken`.
 * :meth:`TokenManager.call` retries a Web API call once, with a fresh token, after a 401.
@@ -201,7 +202,10 @@ class TokenManager:
                     return cached.access_token
                 if rejected is not None and cached.access_token != rejected:
                     return cached.access_token  # someone refreshed after our token failed
-            return await self._refresh(user_id, entry)
+            # Other processes sharing the database refresh this member too: read, refresh and
+            # store the refresh token under a lock they honour as well.
+            async with self._storage.member_lock(user_id):
+                return await self._refresh(user_id, entry)
 
     async def _refresh(self, user_id: int, entry: _LockEntry) -> str:
         entry.forgotten = False

@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.client import NowPlayingBot
+from bot.colours import CoverColours
 from bot.embeds import render_now_playing, send_arguments
 from bot.errors import (
     BotError,
@@ -33,6 +34,8 @@ from bot.spotify.models import CurrentlyPlaying
 
 # Answer directly when Spotify is quick; otherwise show "thinking" well inside Discord's 3 s.
 DEFER_AFTER_SECONDS = 1.5
+# /np waits at most this long for a new cover's colour; then it answers in Spotify green.
+COLOUR_WAIT_SECONDS = 0.3
 
 
 class NowPlayingCog(commands.Cog):
@@ -43,11 +46,13 @@ class NowPlayingCog(commands.Cog):
         privacy: PrivacyService,
         *,
         presence_enabled: bool = False,
+        colours: CoverColours | None = None,
     ) -> None:
         self.playback = playback
         self.links = links
         self.privacy = privacy
         self.presence_enabled = presence_enabled
+        self.colours = colours
 
     @app_commands.command(
         name="np", description="Show what you, or another member, play on Spotify"
@@ -91,11 +96,15 @@ class NowPlayingCog(commands.Cog):
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.delete_original_response()
                 raise
+        colour = None
+        if self.colours is not None:
+            colour = await self.colours.colour_for(playback, wait=COLOUR_WAIT_SECONDS)
         message = render_now_playing(
             playback,
             member_name=target.display_name,
             member_avatar_url=target.display_avatar.url,
             now=time.time(),
+            colour=colour,
         )
         kwargs = send_arguments(message)
         if only_you:
@@ -163,5 +172,6 @@ async def setup(bot: commands.Bot) -> None:
             bot.services.links,
             bot.services.privacy,
             presence_enabled=bot.services.settings.enable_presence,
+            colours=bot.services.colours,
         )
     )

@@ -1,8 +1,15 @@
-"""Draw docs/np-embed.png: the real /np embed (bot.embeds) in a Discord-like dark theme.
+"""Draw the README's pictures from the bot's real builders, in a Discord-like dark theme.
 
-The embed comes from ``render_now_playing`` over tests/fixtures/currently_playing_track.json,
-so the picture shows exactly the fields, links and progress bar the bot sends. Album art is
-replaced by a local placeholder (this machine has no internet, and the README must not hotlink).
+- docs/np-embed.png: the /np answer, ``render_now_playing`` over
+  tests/fixtures/currently_playing_track.json.
+- docs/autopost.png: an auto-post in a music channel: the same builder the auto-poster calls,
+  for a member whose track just started.
+- docs/link-dm.png: the /link DM: the instructions and the two buttons of cogs/linking.py.
+
+So the pictures show exactly the fields, links, progress bar and buttons the bot sends. The
+embeds' colour is the one ``bot.colours.pick_colour`` picks from the cover shown; the covers are
+made up (docs/sample_covers.py: this machine has no internet, and the README must not hotlink).
+docs/np-embed-themes.png shows the /np answer on Discord's dark and on its light theme.
 
 Run: .venv/bin/python docs/embed_preview.py   (needs Debian's chromium and playwright)
 """
@@ -10,29 +17,36 @@ Run: .venv/bin/python docs/embed_preview.py   (needs Debian's chromium and playw
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
+import io
 import json
 import re
 from pathlib import Path
 
+import discord
+from PIL import Image
 from playwright.async_api import async_playwright
+from sample_covers import cover
 
-from bot.embeds import render_now_playing
-from bot.spotify.models import parse_currently_playing
+from bot.colours import pick_colour
+from bot.embeds import NowPlayingMessage, render_now_playing
+from bot.spotify.models import NothingPlaying, Playback, parse_currently_playing
+from cogs.linking import LINK_INSTRUCTIONS, LinkButtons
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "currently_playing_track.json"
 OUTPUT = ROOT / "docs" / "np-embed.png"
+THEMES_OUTPUT = ROOT / "docs" / "np-embed-themes.png"
+AUTOPOST_OUTPUT = ROOT / "docs" / "autopost.png"
+LINK_DM_OUTPUT = ROOT / "docs" / "link-dm.png"
 
-ART = (
-    "data:image/svg+xml;utf8,"
-    "<svg xmlns='http://www.w3.org/2000/svg' width='80' height='80'>"
-    "<defs><linearGradient id='g' x1='0' y1='0' x2='1' y2='1'>"
-    "<stop offset='0' stop-color='%23f5a3c7'/><stop offset='1' stop-color='%235b6ee1'/>"
-    "</linearGradient></defs><rect width='80' height='80' fill='url(%23g)'/>"
-    "<text x='40' y='46' font-size='11' text-anchor='middle' fill='white' "
-    "font-family='sans-serif'>album art</text></svg>"
-)
+NP_COVER = cover(0)
+AUTOPOST_COVER = cover(1)
+
+
+def data_url(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def markdown(text: str) -> str:
@@ -44,10 +58,42 @@ def markdown(text: str) -> str:
     return out.replace("\\", "").replace("\n", "<br>")
 
 
-def page() -> str:
-    received = 1_700_000_000.0
-    playback = parse_currently_playing(json.loads(FIXTURE.read_text()), received_at=received)
-    message = render_now_playing(playback, member_name="Ann", now=received)
+STYLE = """
+body { margin:0; padding:16px; background:#313338; font-family: "gg sans","Noto Sans",
+  "Helvetica Neue",Helvetica,Arial,sans-serif; color:#dbdee1; font-size:14px; width:560px; }
+.channel { color:#949ba4; font-weight:600; margin:0 0 12px 0; padding-bottom:8px;
+  border-bottom:1px solid #3f4147; } .channel b { color:#f2f3f5; }
+.msg { display:flex; gap:14px; }
+.avatar { width:40px; height:40px; border-radius:50%; background:#5865f2; flex:none; }
+.name { color:#f2f3f5; font-weight:600; } .tag { background:#5865f2; color:white;
+  font-size:10px; padding:1px 4px; border-radius:3px; margin-left:4px; }
+.time { color:#949ba4; font-size:12px; margin-left:6px; }
+.content { margin-top:2px; line-height:1.4; max-width:480px; }
+.embed { margin-top:6px; background:#2b2d31; border-left:4px solid var(--colour);
+  border-radius:4px; padding:10px 14px 14px 12px; display:grid; grid-template-columns:1fr 80px;
+  gap:8px; max-width:480px; }
+.author { font-size:13px; font-weight:600; color:#f2f3f5; }
+.title a { color:#00a8fc; font-weight:600; font-size:15px; text-decoration:none; }
+.desc { margin-top:6px; } code { background:#1e1f22; padding:1px 3px; border-radius:3px;
+  font-family: Consolas, "DejaVu Sans Mono", monospace; font-size:12px; }
+a { color:#00a8fc; text-decoration:none; }
+.fields { display:flex; flex-wrap:wrap; gap:8px 20px; margin-top:8px; }
+.fname { font-weight:600; color:#f2f3f5; }
+.thumb { width:80px; height:80px; border-radius:4px; grid-column:2; grid-row:1 / span 4; }
+.footer { font-size:12px; color:#b5bac1; margin-top:8px; }
+.button { display:inline-block; margin:8px 8px 0 0; background:#4e5058; color:white;
+  padding:6px 14px; border-radius:4px; font-weight:500; }
+.button.primary { background:#4e5058; }
+body.light { background:#ffffff; color:#313338; }
+.light .name, .light .author, .light .fname { color:#060607; }
+.light .embed { background:#f2f3f5; } .light .footer { color:#5c5e66; }
+.light a, .light .title a { color:#006ce7; } .light code { background:#e3e5e8; }
+.light .button { background:#6d6f78; }
+"""
+
+
+def embed_html(message: NowPlayingMessage, art: bytes) -> str:
+    """The embed and link buttons of a rendered message, as Discord lays them out."""
     assert message.embed is not None
     embed = message.embed.to_dict()
     fields = "".join(
@@ -59,39 +105,76 @@ def page() -> str:
         f'<span class="button">{html.escape(b.label)} ↗</span>' for b in message.buttons
     )
     colour = f"#{embed.get('color', 0x1DB954):06x}"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><style>
-body {{ margin:0; padding:16px; background:#313338; font-family: "gg sans","Noto Sans",
-  "Helvetica Neue",Helvetica,Arial,sans-serif; color:#dbdee1; font-size:14px; width:560px; }}
-.msg {{ display:flex; gap:14px; }}
-.avatar {{ width:40px; height:40px; border-radius:50%; background:#5865f2; flex:none; }}
-.name {{ color:#f2f3f5; font-weight:600; }} .tag {{ background:#5865f2; color:white;
-  font-size:10px; padding:1px 4px; border-radius:3px; margin-left:4px; }}
-.time {{ color:#949ba4; font-size:12px; margin-left:6px; }}
-.embed {{ margin-top:6px; background:#2b2d31; border-left:4px solid {colour}; border-radius:4px;
-  padding:10px 14px 14px 12px; display:grid; grid-template-columns:1fr 80px; gap:8px;
-  max-width:480px; }}
-.author {{ font-size:13px; font-weight:600; color:#f2f3f5; }}
-.title a {{ color:#00a8fc; font-weight:600; font-size:15px; text-decoration:none; }}
-.desc {{ margin-top:6px; }} code {{ background:#1e1f22; padding:1px 3px; border-radius:3px;
-  font-family: Consolas, "DejaVu Sans Mono", monospace; font-size:12px; }}
-a {{ color:#00a8fc; text-decoration:none; }}
-.fields {{ display:flex; flex-wrap:wrap; gap:8px 20px; margin-top:8px; }}
-.fname {{ font-weight:600; color:#f2f3f5; }}
-.thumb {{ width:80px; height:80px; border-radius:4px; grid-column:2; grid-row:1 / span 4; }}
-.footer {{ font-size:12px; color:#b5bac1; margin-top:8px; }}
-.button {{ display:inline-block; margin-top:8px; background:#4e5058; color:white;
-  padding:6px 14px; border-radius:4px; font-weight:500; }}
-</style></head><body><div class="msg"><div class="avatar"></div><div>
-<span class="name">nowplaying-bot</span><span class="tag">APP</span>
-<span class="time">Today at 21:04</span>
-<div class="embed"><div>
+    return f"""<div class="embed" style="--colour:{colour}"><div>
 <div class="author">{html.escape(embed.get("author", {}).get("name", ""))}</div>
 <div class="title"><a href="#">{markdown(embed.get("title", ""))}</a></div>
 <div class="desc">{markdown(embed.get("description", ""))}</div>
 <div class="fields">{fields}</div>
 <div class="footer">{html.escape(embed.get("footer", {}).get("text", ""))}</div>
-</div><img class="thumb" src="{ART}" alt=""></div>
-{buttons}</div></div></body></html>"""
+</div><img class="thumb" src="{data_url(art)}" alt=""></div>
+{buttons}"""
+
+
+def bot_message(body: str, *, when: str, channel: str | None = None, theme: str = "dark") -> str:
+    header = f'<div class="channel"><b>{html.escape(channel)}</b></div>' if channel else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><style>{STYLE}</style></head>
+<body class="{theme}">{header}<div class="msg"><div class="avatar"></div><div>
+<span class="name">nowplaying-bot</span><span class="tag">APP</span>
+<span class="time">{html.escape(when)}</span>
+{body}</div></div></body></html>"""
+
+
+def fixture_playback(received: float, **changes: object) -> Playback | NothingPlaying:
+    payload = json.loads(FIXTURE.read_text())
+    payload.update(changes)
+    return parse_currently_playing(payload, received_at=received)
+
+
+def page(theme: str = "dark") -> str:
+    """docs/np-embed.png: what /np answers, in the colour picked from the cover."""
+    received = 1_700_000_000.0
+    message = render_now_playing(
+        fixture_playback(received),
+        member_name="Ann",
+        now=received,
+        colour=pick_colour(NP_COVER),
+    )
+    return bot_message(embed_html(message, NP_COVER), when="Today at 21:04", theme=theme)
+
+
+def autopost_page() -> str:
+    """docs/autopost.png: what the auto-poster posts when a member starts a track (a few
+    seconds in, as the poll or the presence update notices it)."""
+    received = 1_700_000_000.0
+    playback = fixture_playback(received, progress_ms=3_000, is_playing=True)
+    message = render_now_playing(
+        playback, member_name="Bo", now=received + 1, colour=pick_colour(AUTOPOST_COVER)
+    )
+    return bot_message(
+        embed_html(message, AUTOPOST_COVER), when="Today at 21:07", channel="# music"
+    )
+
+
+def link_dm_page(labels: list[tuple[str, bool]]) -> str:
+    """docs/link-dm.png: the DM /link sends; ``labels`` are the view's (label, is_link)."""
+    buttons = "".join(
+        f'<span class="button">{html.escape(label)}{" ↗" if is_link else ""}</span>'
+        for label, is_link in labels
+    )
+    body = f'<div class="content">{markdown(LINK_INSTRUCTIONS)}</div>{buttons}'
+    return bot_message(body, when="Today at 21:02", channel="@nowplaying-bot (direct message)")
+
+
+async def link_dm_buttons() -> list[tuple[str, bool]]:
+    """The DM's buttons as cogs/linking.py builds them (a View needs the running loop)."""
+    view = LinkButtons(links=None, authorize_url="https://accounts.spotify.com/authorize")  # type: ignore[arg-type]
+    labels = [
+        (str(item.label), item.url is not None)
+        for item in view.children
+        if isinstance(item, discord.ui.Button)
+    ]
+    view.stop()
+    return labels
 
 
 async def main() -> None:
@@ -101,10 +184,27 @@ async def main() -> None:
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         tab = await browser.new_page(viewport={"width": 600, "height": 300})
-        await tab.set_content(page())
-        await tab.locator(".msg").screenshot(path=str(OUTPUT))
+        # The /np answer on both themes, side by side: the colour must read on either.
+        shots = []
+        for theme in ("dark", "light"):
+            await tab.set_content(page(theme))
+            shots.append(Image.open(io.BytesIO(await tab.locator("body").screenshot())))
+        both = Image.new("RGB", (sum(s.width for s in shots), max(s.height for s in shots)))
+        both.paste(shots[0], (0, 0))
+        both.paste(shots[1], (shots[0].width, 0))
+        both.save(THEMES_OUTPUT, optimize=True)
+        print(f"wrote {THEMES_OUTPUT}")
+        # The /np picture is the message alone; the others show where they appear.
+        pictures = [
+            (page(), ".msg", OUTPUT),
+            (autopost_page(), "body", AUTOPOST_OUTPUT),
+            (link_dm_page(await link_dm_buttons()), "body", LINK_DM_OUTPUT),
+        ]
+        for content, part, output in pictures:
+            await tab.set_content(content)
+            await tab.locator(part).screenshot(path=str(output))
+            print(f"wrote {output}")
         await browser.close()
-    print(f"wrote {OUTPUT}")
 
 
 if __name__ == "__main__":

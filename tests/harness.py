@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,16 @@ BOB_ID = 800000000000000002
 CAROL_ID = 800000000000000003
 ADMIN_ID = 800000000000000009
 KEY = base64.urlsafe_b64encode(b"e2e-test-key-0123456789abcdefghi"[:32]).decode()
+
+
+# The end-to-end tests run once per storage backend: tests/e2e/conftest.py puts the URL of a
+# fresh PostgreSQL database here for the PostgreSQL run (None: SQLite under tmp_path).
+database_url: str | None = None
+
+
+def database_target(tmp_path: Path) -> str | Path:
+    """Where the stack's database lives in this run (to seed it before, or read it after)."""
+    return database_url if database_url is not None else tmp_path / "data" / "bot.db"
 
 
 def free_port() -> int:
@@ -84,12 +95,15 @@ class Stack:
         discord_options: dict[str, Any] | None = None,
         app_options: dict[str, Any] | None = None,
         spotify: FakeSpotify | None = None,
+        fake_discord: FakeDiscord | None = None,
+        redirect_uri: str | None = None,
     ) -> AsyncIterator[Stack]:
         """``app_options`` go to ``Application`` (e.g. ``autopost_config``). Pass a running
-        ``spotify`` to keep its users and tokens across two runs (a restart on the same DB)."""
+        ``spotify`` to keep its users and tokens across two runs (a restart on the same DB), and
+        a running ``fake_discord`` (and one ``redirect_uri``) to run two processes of one bot."""
         saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
         port = free_port()
-        redirect_uri = f"http://127.0.0.1:{port}/callback"
+        redirect_uri = redirect_uri or f"http://127.0.0.1:{port}/callback"
         if spotify is not None:
             spotify.redirect_uris.append(redirect_uri)  # so /link works in this run too
         try:
@@ -100,9 +114,13 @@ class Stack:
             )
             async with (
                 spotify_context as sp,
-                FakeDiscord.running(
-                    guilds=list(guilds) if guilds is not None else [default_guild()],
-                    **(discord_options or {}),
+                (
+                    contextlib.nullcontext(fake_discord)
+                    if fake_discord is not None
+                    else FakeDiscord.running(
+                        guilds=list(guilds) if guilds is not None else [default_guild()],
+                        **(discord_options or {}),
+                    )
                 ) as dc,
                 aiohttp.ClientSession() as http,
             ):
@@ -118,8 +136,11 @@ class Stack:
                     "DISCORD_API_BASE": dc.api_url,
                     "SPOTIFY_ACCOUNTS_BASE": sp.accounts_base,
                     "SPOTIFY_API_BASE": sp.api_base,
+                    "SPOTIFY_IMAGE_BASE": sp.image_base,  # album art from the fake CDN
                     "DEV_GUILD_ID": str(GUILD_ID),
                 }
+                if database_url is not None:
+                    values["DATABASE_URL"] = database_url
                 values.update(env or {})
                 settings = load_settings(values)
                 async with Application(
@@ -127,12 +148,49 @@ class Stack:
                 ) as app:
                     stack = cls(dc, sp, settings, app, http)
                     await asyncio.wait_for(app.bot.wait_until_ready(), 10)
-                    await dc.wait_for_command_sync(str(GUILD_ID))
+                    if app.bot.syncs_commands:
+                        await dc.wait_for_command_sync(str(GUILD_ID))
                     yield stack
         finally:
             discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
 
     # --- flows used by many tests ---------------------------------------------------------
+
+    async def commands_finished(self, timeout: float = 10) -> None:
+        """Wait until every running slash command (its follow-ups included) has returned."""
+        from bot.app import INTERACTION_TASK_PREFIXES
+
+        running = [
+            task
+            for task in asyncio.all_tasks()
+            if task.get_name().startswith(INTERACTION_TASK_PREFIXES) and not task.done()
+        ]
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+
+    @contextlib.asynccontextmanager
+    async def database_write_lock_held(self) -> AsyncIterator[None]:
+        """Another process holds the database's write lock for the block (SQLite's
+        BEGIN IMMEDIATE; on PostgreSQL the advisory lock every write transaction takes)."""
+        if self.settings.database_url is None:
+            other = sqlite3.connect(self.settings.database_path, timeout=0)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                yield
+            finally:
+                other.rollback()
+                other.close()
+            return
+        import asyncpg
+
+        from bot.backends.postgresql import WRITE_LOCK_KEY
+
+        connection = await asyncpg.connect(self.settings.database_url)
+        try:
+            await connection.execute("SELECT pg_advisory_lock($1)", WRITE_LOCK_KEY)
+            yield
+        finally:
+            await connection.close()
 
     async def follow(self, url: str) -> tuple[int, str, str]:
         """Visit a URL like a browser: follow redirects; return (status, final URL, body)."""

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -230,7 +231,7 @@ async def test_bad_settings_are_problems_and_the_rest_is_skipped(fakes: Fakes) -
         "skipped  redirect uri: not checked until the settings are fixed",
         "",
         "3 problem(s) in the settings (see .env.example): fix them, then run "
-        "`python -m bot check` again.",
+        "`nowplaying-bot check` again.",
     ]
     assert fakes.discord.requests == []
     assert fakes.spotify.call_count("token") == 0
@@ -302,7 +303,7 @@ async def test_secrets_under_an_older_key_are_counted(fakes: Fakes) -> None:
     assert status == 0
     assert verdict_line(lines, "encryption keys") == (
         "ok       encryption keys: 2 key(s) valid; 3 stored secret(s): 1 under the first key, "
-        "2 under an older key; run `python -m bot rotate-keys`, then remove the older key(s)"
+        "2 under an older key; run `nowplaying-bot rotate-keys`, then remove the older key(s)"
     )
     assert_no_secrets(text, env)
 
@@ -316,7 +317,7 @@ async def test_secrets_no_key_can_read(fakes: Fakes) -> None:
         "problem  encryption keys: TOKEN_ENCRYPTION_KEY opens 1 of 3 stored secret(s): 1 under "
         "the first key, 2 that no configured key can read. To fix it, put the key that "
         "encrypted them back into TOKEN_ENCRYPTION_KEY (after the first key), or run "
-        "`python -m bot rotate-keys --skip-unreadable` to re-encrypt the others and leave "
+        "`nowplaying-bot rotate-keys --skip-unreadable` to re-encrypt the others and leave "
         "those as they are: their members must run /link again"
     )
     assert status == 1  # a failed item
@@ -521,3 +522,54 @@ async def test_cli_bad_settings_exit_1_not_2(tmp_path: Path) -> None:
         "problem  settings: SPOTIFY_CLIENT_ID: missing; set it to the client id of your Spotify app"
     )
     assert "Traceback" not in stdout + stderr
+
+
+# --- PostgreSQL (DATABASE_URL) -------------------------------------------------------------------
+
+
+@pytest.mark.postgresql
+async def test_postgresql_connection_is_reported_and_left_alone(
+    fakes: Fakes, postgres_database: str
+) -> None:
+    status, lines, text = await run(fakes.env(DATABASE_URL=postgres_database))
+    assert status == 0, text
+    assert verdict_line(lines, "database") == (
+        f"ok       database: PostgreSQL at {postgres_database} accepts the connection, schema "
+        f"version 0; the bot migrates it to {db.LATEST_SCHEMA_VERSION} at start-up"
+    )
+    async with await Storage.open(postgres_database) as storage:
+        assert storage.applied_migrations  # check created nothing: the bot migrated it now
+        cipher = TokenCipher([raw_key(KEY)])
+        await storage.save_link(linked_account(5, cipher.encrypt(5, "RT-5")))
+    status, lines, _ = await run(fakes.env(DATABASE_URL=postgres_database))
+    assert verdict_line(lines, "database").endswith(
+        f"schema version {db.LATEST_SCHEMA_VERSION} (current)"
+    )
+    assert verdict_line(lines, "encryption keys") == (
+        "ok       encryption keys: 1 key(s) valid; 1 stored secret(s): 1 under the first key"
+    )
+
+
+@pytest.mark.postgresql
+async def test_postgresql_refusal_and_absence_are_problems(
+    fakes: Fakes, postgres_database: str
+) -> None:
+    wrong = postgres_database.replace("://nowplaying@", "://nobody:pw-x@", 1)
+    status, lines, text = await run(fakes.env(DATABASE_URL=wrong))
+    assert status == 1
+    line = verdict_line(lines, "database")
+    assert line.startswith(
+        "problem  database: DATABASE_URL: PostgreSQL at postgresql://nobody:***@"
+    )
+    assert "pw-x" not in text
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    status, lines, _ = await run(
+        fakes.env(DATABASE_URL=f"postgresql://bot@127.0.0.1:{closed_port}/bot")
+    )
+    assert status == 1
+    assert verdict_line(lines, "database") == (
+        f"problem  database: PostgreSQL at postgresql://bot@127.0.0.1:{closed_port}/bot cannot "
+        "be reached (connection refused); the bot keeps trying at start-up"
+    )

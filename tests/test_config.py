@@ -46,6 +46,7 @@ def test_defaults() -> None:
     assert settings.discord_api_base == "https://discord.com/api/v10"
     assert settings.spotify_accounts_base == "https://accounts.spotify.com"
     assert settings.spotify_api_base == "https://api.spotify.com/v1"
+    assert settings.spotify_image_base == "https://i.scdn.co"
     assert settings.dev_guild_id is None
     assert settings.enable_presence is False
     assert settings.log_level == "INFO"
@@ -67,6 +68,7 @@ def test_every_value_read() -> None:
             DISCORD_API_BASE="http://127.0.0.1:5000/api/v10/",
             SPOTIFY_ACCOUNTS_BASE="http://127.0.0.1:5001",
             SPOTIFY_API_BASE="http://127.0.0.1:5001/v1",
+            SPOTIFY_IMAGE_BASE="http://127.0.0.1:5002/cdn/",
             DEV_GUILD_ID="123456789012345678",
             ENABLE_PRESENCE="true",
             LOG_LEVEL="debug",
@@ -80,6 +82,7 @@ def test_every_value_read() -> None:
     assert settings.database_path == Path("/tmp/x/bot.db")
     assert settings.web_port == 9000
     assert settings.discord_api_base == "http://127.0.0.1:5000/api/v10"
+    assert settings.spotify_image_base == "http://127.0.0.1:5002/cdn"
     assert not settings.uses_default_discord
     assert settings.dev_guild_id == 123456789012345678
     assert settings.enable_presence is True
@@ -216,6 +219,7 @@ def test_non_numeric_guild() -> None:
         ("DISCORD_API_BASE", "discord.com"),
         ("SPOTIFY_ACCOUNTS_BASE", "ws://x"),
         ("SPOTIFY_API_BASE", "nope"),
+        ("SPOTIFY_IMAGE_BASE", "i.scdn.co"),
         ("SPOTIFY_REQUEST_BUDGET", "0"),
     ],
 )
@@ -275,6 +279,7 @@ def test_env_example_lists_every_variable() -> None:
         "DISCORD_API_BASE",
         "SPOTIFY_ACCOUNTS_BASE",
         "SPOTIFY_API_BASE",
+        "SPOTIFY_IMAGE_BASE",
         "DEV_GUILD_ID",
         "ENABLE_PRESENCE",
         "LOG_LEVEL",
@@ -299,5 +304,55 @@ def test_the_web_server_is_not_exposed_unless_the_admin_chooses_to() -> None:
         for line in compose.splitlines()
         if line.strip().startswith("- ") and ":8080" in line
     ]
-    assert published == ["127.0.0.1:8080:8080"]
+    # The SQLite bot, and the proxy of the PostgreSQL profile: each on loopback only.
+    assert published == ["127.0.0.1:8080:8080", "127.0.0.1:8080:8080"]
     assert "reverse proxy" in compose
+
+
+# --- PostgreSQL and shards --------------------------------------------------------------------
+
+
+def test_database_url_selects_postgresql_and_never_shows_its_password() -> None:
+    settings = load_settings(valid_env(DATABASE_URL="postgresql://bot:s3cr%40t@db:5432/nowplaying"))
+    assert settings.database_target == "postgresql://bot:s3cr%40t@db:5432/nowplaying"
+    assert settings.database_shown == "postgresql://bot:***@db:5432/nowplaying"
+    assert "s3cr" not in repr(settings)
+    unset = load_settings(valid_env())
+    assert unset.database_url is None
+    assert unset.database_target == Path("data/bot.db")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://bot:pw@db/x", "must start with postgresql://"),
+        ("postgresql://bot:pw@db:port/x", "port that is not a number"),
+        ("postgresql://bot:pw@/x", "names no host"),
+        ("postgresql://bot:pw@db:5432/", "names no database"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_without_the_password(url: str, expected: str) -> None:
+    (problem,) = problems_for(DATABASE_URL=url)
+    assert problem.startswith("DATABASE_URL: ")
+    assert expected in problem
+    assert ":pw@" not in problem
+
+
+def test_shards() -> None:
+    settings = load_settings(
+        valid_env(SHARD_COUNT="4", SHARD_IDS="3,1", DATABASE_URL="postgresql://bot@db/bot")
+    )
+    assert (settings.shard_count, settings.shard_ids) == (4, (1, 3))
+    every = load_settings(valid_env(SHARD_COUNT="2"))
+    assert (every.shard_count, every.shard_ids) == (2, (0, 1))
+    unset = load_settings(valid_env())
+    assert (unset.shard_count, unset.shard_ids) == (None, None)
+    assert (
+        "SHARD_IDS: '0,4' must be shard numbers from 0 to 3"
+        in problems_for(SHARD_COUNT="4", SHARD_IDS="0,4")[0]
+    )
+    assert problems_for(SHARD_IDS="0")[0].startswith("SHARD_COUNT: '' is not a positive")
+    (alone,) = problems_for(SHARD_COUNT="2", SHARD_IDS="1")
+    assert alone.startswith("SHARD_IDS: this process runs only some of the shards")
+    assert "DATABASE_URL" in alone
+    assert problems_for(SHARD_COUNT="0", SHARD_IDS="0")[0].startswith("SHARD_COUNT: '0'")

@@ -613,3 +613,37 @@ async def test_edit_arguments_clear_what_the_message_lacks() -> None:
     assert arguments["embed"] is None  # an edit drops the old embed
     assert arguments["view"] is None  # and the old buttons
     assert set(send_arguments(message)) == {"content", "allowed_mentions"}
+
+
+# --- the colour picked from the album art ----------------------------------------------------
+
+
+def test_colour_from_the_album_art_replaces_green() -> None:
+    playback = parse(track_payload())
+    message = render_now_playing(playback, member_name="Ann", now=RECEIVED_AT, colour=0x8E2DE2)
+    assert message.embed is not None
+    assert message.embed.colour == discord.Colour(0x8E2DE2)
+    assert message.embed.to_dict()["color"] == 0x8E2DE2
+    plain = render_now_playing(playback, member_name="Ann", now=RECEIVED_AT, colour=None)
+    assert plain.embed is not None
+    assert plain.embed.colour == discord.Colour(SPOTIFY_GREEN)
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    ["currently_playing_local.json", "currently_playing_ad.json"],
+)
+def test_items_without_art_stay_green_whatever_colour_is_given(fixture: str) -> None:
+    message = render_now_playing(
+        parse(load(fixture)), member_name="Ann", now=RECEIVED_AT, colour=0x8E2DE2
+    )
+    assert message.embed is not None
+    assert message.embed.colour == discord.Colour(SPOTIFY_GREEN)
+
+
+def test_nothing_playing_stays_green() -> None:
+    message = render_now_playing(
+        NothingPlaying(received_at=RECEIVED_AT), member_name="Ann", now=RECEIVED_AT, colour=0x123456
+    )
+    assert message.embed is not None
+    assert message.embed.colour == discord.Colour(SPOTIFY_GREEN)

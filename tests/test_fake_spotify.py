@@ -1,8 +1,9 @@
-"""The fake Spotify itself behaves as SPOTIFY.md says (raw HTTP, no client code involved)."""
+"""The fake Spotify itself behaves as docs/spotify.md says (raw HTTP, no client code involved)."""
 
 from __future__ import annotations
 
 import base64
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from PIL import Image as PilImage
 
 from tests.fakes.spotify import (
     DEFAULT_CLIENT_ID,
@@ -206,3 +208,26 @@ async def test_works_with_pytest_aiohttp_server(
     server = await aiohttp_server(fake.app)
     fake.set_base_url(str(server.make_url("")))
     assert (await get(session, f"{fake.api_base}/me", fake.grant_tokens("carol")[0]))[0] == 200
+
+
+async def test_album_art_points_at_spotify_cdn_and_is_served_under_its_path(
+    fake: FakeSpotify, session: aiohttp.ClientSession
+) -> None:
+    images = track_payload("t9", "Song", 1_000, 0)["item"]["album"]["images"]
+    assert [image["url"] for image in images] == [
+        f"https://i.scdn.co/image/album-t9-{size}" for size in (640, 300, 64)
+    ]
+    kinds = set()
+    for image in images:
+        path = image["url"].removeprefix("https://i.scdn.co")
+        status, headers, body = await get(session, fake.image_base + path)
+        assert status == 200
+        kinds.add(headers["Content-Type"])
+        assert body.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"))
+        with PilImage.open(io.BytesIO(body)) as picture:
+            assert picture.size == (image["width"], image["height"])
+    assert kinds <= {"image/jpeg", "image/png"}
+    fake.cdn.missing.add("album-t9-64")
+    status, _, _ = await get(session, f"{fake.image_base}/image/album-t9-64")
+    assert status == 404
+    assert fake.cdn.requests["album-t9-64"] == 2

@@ -14,6 +14,7 @@ import pytest
 
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
+from bot.backends.sqlite import SqliteDatabase
 from bot.embeds import NowPlayingMessage
 from bot.privacy import PrivacyService
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
@@ -92,8 +93,9 @@ async def test_presence_only_listeners_leave_no_trace(storage: Storage) -> None:
     await service.settle()
     cog = PresenceCog(service)
     statements: list[str] = []
-    connection = storage._connection  # counting statements is the point
-    assert connection is not None
+    database = storage.database
+    assert isinstance(database, SqliteDatabase)
+    connection = database.connection  # counting statements is the point
     await connection.set_trace_callback(statements.append)
     try:
         for member_id in LISTENERS:

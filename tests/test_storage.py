@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot import db
@@ -53,8 +54,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def storage(db_path: Path) -> AsyncIterator[Storage]:
-    async with await Storage.open(db_path) as opened:
+async def storage(database_target: str | Path) -> AsyncIterator[Storage]:
+    """Every test that takes it runs once per backend (SQLite and PostgreSQL)."""
+    async with await Storage.open(database_target) as opened:
         yield opened
 
 
@@ -204,6 +206,12 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
             (1, hash_link_state("new-state"), b"grant", "@one", NOW),
         ),
     ],
+    5: [
+        (
+            "INSERT INTO image_colours (image_key, colour, picked_at) VALUES (?, ?, ?)",
+            ("ab67616d-cover", 0x336699, NOW),
+        ),
+    ],
 }
 
 
@@ -245,6 +253,8 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         assert await storage.consume_link_state("new-state", now=NOW + 1) == LinkStateResult(
             "ok", 1, discord_name="@one"
         )
+    if version >= 5:
+        assert await storage.get_image_colour("ab67616d-cover") == 0x336699
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))
@@ -300,8 +310,10 @@ async def test_failed_migration_rolls_back_alone(
     assert "half_done" not in table_names(db_path)
 
 
-async def test_concurrent_opens_of_a_fresh_file_migrate_once(db_path: Path) -> None:
-    opened = await asyncio.gather(*(Storage.open(db_path) for _ in range(4)))
+async def test_concurrent_opens_of_a_fresh_database_migrate_once(
+    database_target: str | Path,
+) -> None:
+    opened = await asyncio.gather(*(Storage.open(database_target) for _ in range(4)))
     try:
         applied = [storage.applied_migrations for storage in opened]
         all_versions = sorted(v for versions in applied for v in versions)
@@ -323,9 +335,9 @@ async def test_in_memory_database(tmp_path: Path) -> None:
 # --- concurrency ----------------------------------------------------------------------------
 
 
-async def test_concurrent_writers_lose_nothing(db_path: Path) -> None:
-    first = await Storage.open(db_path)
-    second = await Storage.open(db_path)
+async def test_concurrent_writers_lose_nothing(database_target: str | Path) -> None:
+    first = await Storage.open(database_target)
+    second = await Storage.open(database_target)
     try:
         members = range(1, 121)
 
@@ -351,9 +363,9 @@ async def test_concurrent_writers_lose_nothing(db_path: Path) -> None:
         await second.close()
 
 
-async def test_link_state_is_consumed_once_across_instances(db_path: Path) -> None:
-    first = await Storage.open(db_path)
-    second = await Storage.open(db_path)
+async def test_link_state_is_consumed_once_across_instances(database_target: str | Path) -> None:
+    first = await Storage.open(database_target)
+    second = await Storage.open(database_target)
     try:
         await first.create_link_state("race", 7, now=NOW)
         results = await asyncio.wait_for(
@@ -375,7 +387,7 @@ async def test_link_state_is_consumed_once_across_instances(db_path: Path) -> No
 async def test_failed_multi_statement_change_rolls_back(storage: Storage) -> None:
     await storage.save_link(account(1, "shared"))
     # The owner check runs, then the INSERT fails to bind its token.
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises((sqlite3.Error, asyncpg.DataError)):
         await storage.save_link(account(1, "other", refresh_token=object()))
     assert await storage.get_link(1) == account(1, "shared")
     # The connection is usable afterwards (no transaction left open).
@@ -383,9 +395,9 @@ async def test_failed_multi_statement_change_rolls_back(storage: Storage) -> Non
     assert await storage.count_links() == 2
 
 
-async def test_cancelled_writers_leave_no_open_transaction(db_path: Path) -> None:
-    first = await Storage.open(db_path)
-    second = await Storage.open(db_path)
+async def test_cancelled_writers_leave_no_open_transaction(database_target: str | Path) -> None:
+    first = await Storage.open(database_target)
+    second = await Storage.open(database_target)
     try:
         for round_ in range(20):
             tasks = [
@@ -550,14 +562,16 @@ async def test_link_state_expiry_and_unknown(storage: Storage) -> None:
     assert await storage.consume_link_state("nope", now=NOW) == LinkStateResult("unknown", None)
 
 
-async def test_link_state_stored_only_as_hash(storage: Storage, db_path: Path) -> None:
+async def test_link_state_stored_only_as_hash(
+    storage: Storage, database_target: str | Path
+) -> None:
     state = "very-secret-state-value"
     await storage.create_link_state(state, 1, now=NOW)
-    with sqlite3.connect(db_path) as raw:
-        rows = raw.execute("SELECT state_hash FROM link_states").fetchall()
-    raw.close()
-    assert rows == [(hash_link_state(state),)]
-    files = [db_path, Path(f"{db_path}-wal")]
+    rows = await storage._fetchall("SELECT state_hash FROM link_states")
+    assert [bytes(row[0]) for row in rows] == [hash_link_state(state)]
+    if not isinstance(database_target, Path):
+        return
+    files = [database_target, Path(f"{database_target}-wal")]
     assert all(state.encode() not in f.read_bytes() for f in files if f.exists())
 
 
@@ -696,7 +710,7 @@ async def test_visibility_default_choice_and_unlink(storage: Storage) -> None:
 # --- last posts -----------------------------------------------------------------------------
 
 
-async def test_last_posts_round_trip(storage: Storage, db_path: Path) -> None:
+async def test_last_posts_round_trip(storage: Storage, database_target: str | Path) -> None:
     assert await storage.get_last_post(1, 100) is None
     first = LastPost(1, 100, "spotify:track:a", 900000000000000001, NOW)
     await storage.record_post(first)
@@ -713,15 +727,15 @@ async def test_last_posts_round_trip(storage: Storage, db_path: Path) -> None:
 
     # Survives a restart.
     await storage.close()
-    async with await Storage.open(db_path) as reopened:
+    async with await Storage.open(database_target) as reopened:
         assert await reopened.load_last_posts() == expected
 
 
 # --- health ---------------------------------------------------------------------------------
 
 
-async def test_ping_and_close(db_path: Path) -> None:
-    storage = await Storage.open(db_path)
+async def test_ping_and_close(database_target: str | Path) -> None:
+    storage = await Storage.open(database_target)
     assert await storage.ping()
     await storage.close()
     await storage.close()  # idempotent
@@ -738,3 +752,20 @@ async def test_files_stay_private_after_writes(db_path: Path) -> None:
     modes = file_modes(db_path.parent)
     assert "bot.db" in modes
     assert set(modes.values()) == {0o600}, modes
+
+
+async def test_image_colours_round_trip_and_survive_a_restart(
+    storage: Storage, database_target: str | Path
+) -> None:
+    assert await storage.get_image_colour("ab67616d-abc") is None
+    await storage.save_image_colour("ab67616d-abc", 0x1DB954, now=NOW)
+    await storage.save_image_colour("ab67616d-abc", 0xC0FFEE, now=NOW + 1)  # a re-pick wins
+    await storage.save_image_colour("other", 0x000001, now=NOW)
+    assert await storage.get_image_colour("ab67616d-abc") == 0xC0FFEE
+    await storage.close()
+    async with await Storage.open(database_target) as reopened:
+        assert await reopened.get_image_colour("ab67616d-abc") == 0xC0FFEE
+        assert await reopened.get_image_colour("other") == 1
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.CheckViolationError)):
+        async with await Storage.open(database_target) as reopened:
+            await reopened.save_image_colour("too-big", 0x1000000)

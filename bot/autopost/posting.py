@@ -45,12 +45,16 @@ from bot.autopost.ports import (
     Source,
 )
 from bot.autopost.roster import MembershipLookups, Roster
+from bot.colours import CoverColours
 from bot.embeds import NowPlayingMessage, render_now_playing
 from bot.keyed_locks import KeyedLocks, LockEntry
 from bot.spotify.models import CurrentlyPlaying, Playback
 from bot.storage import LastPost, Storage
 
 log = logging.getLogger(__name__)
+
+# An auto-post waits at most this long for a new cover's colour (then posts in green).
+AUTOPOST_COLOUR_WAIT = 1.0
 
 
 class Poster:
@@ -66,6 +70,7 @@ class Poster:
         *,
         edit_window: float,
         on_post: PostHook | None = None,
+        colours: CoverColours | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._storage = storage
@@ -75,6 +80,7 @@ class Poster:
         self._lookups = lookups
         self._edit_window = edit_window
         self.on_post = on_post
+        self._colours = colours
         self._wall_clock = wall_clock
         self._last_posts: dict[tuple[int, int], LastPost] = {}  # (member, channel)
         self._member_locks: KeyedLocks[int, LockEntry] = KeyedLocks(LockEntry)
@@ -138,6 +144,8 @@ class Poster:
         ]
         if not targets:
             return True
+        if self._colours is not None:  # warm it once; each post below reads it without waiting
+            await self._colours.colour_for(playback, wait=AUTOPOST_COLOUR_WAIT)
         results = await asyncio.gather(
             *(self._post_in(member_id, g, c, playback, key, source) for g, c in targets)
         )
@@ -185,6 +193,7 @@ class Poster:
             member_name=member.display_name,
             member_avatar_url=member.avatar_url,
             now=now_wall,
+            colour=self._colours.known(playback) if self._colours is not None else None,
         )
         try:
             action, message_id = await self._send_or_edit(channel_id, message, last, now_wall)

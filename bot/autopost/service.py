@@ -38,6 +38,7 @@ from bot.autopost.ports import (
 from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.autopost.scheduler import PollScheduler
+from bot.colours import CoverColours
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import LastPost, Storage
 
@@ -65,6 +66,7 @@ class AutopostService:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         is_private: Callable[[int], bool] | None = None,
+        colours: CoverColours | None = None,
     ) -> None:
         self.config = config = config or AutopostConfig()
         self.scheduler: PollScheduling = (
@@ -87,6 +89,7 @@ class AutopostService:
             self.lookups,
             edit_window=config.edit_window,
             on_post=on_post,
+            colours=colours,
             wall_clock=wall_clock,
         )
         self.loop = PollLoop(

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 MAX_RETRIES = 2
 BACKOFF_BASE = 0.5  # seconds before the first retry, doubled each time, then jittered
 BACKOFF_CAP = 2.0  # no single sleep is longer than this
-RETRY_SLEEP_BUDGET = 2.0  # a caller never sleeps longer than this in total (SPOTIFY.md: <= 5 s)
+RETRY_SLEEP_BUDGET = 2.0  # a caller never sleeps longer than this in total (docs/spotify.md)
 RETRY_TOTAL_BUDGET = 5.0  # no retry starts after a request has taken this long in all
 # Each attempt: Spotify answers in well under a second; a stuck connection must not hold a
 # member's /np (or a poll slot) for long.

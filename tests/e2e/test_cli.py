@@ -2,56 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
+from tests.clirun import env_for_fakes as bot_env
+from tests.clirun import run_cli
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
-from tests.harness import KEY, default_guild, free_port
-
-PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-async def run_cli(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SPOTIFY_"))}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        cwd=cwd,
-        env={**clean, "PYTHONPATH": PROJECT_ROOT, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), 60)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, output.decode()
-
-
-def bot_env(tmp_path: Path, discord: FakeDiscord, spotify: FakeSpotify, **extra: str) -> dict:
-    port = free_port()
-    return {
-        "DISCORD_TOKEN": discord.token,
-        "SPOTIFY_CLIENT_ID": spotify.client_id,
-        "SPOTIFY_CLIENT_SECRET": spotify.client_secret,
-        "SPOTIFY_REDIRECT_URI": f"http://127.0.0.1:{port}/callback",
-        "TOKEN_ENCRYPTION_KEY": KEY,
-        "DATABASE_PATH": str(tmp_path / "data" / "bot.db"),
-        "WEB_HOST": "127.0.0.1",
-        "WEB_PORT": str(port),
-        "DISCORD_API_BASE": discord.api_url,
-        "SPOTIFY_ACCOUNTS_BASE": spotify.accounts_base,
-        "SPOTIFY_API_BASE": spotify.api_base,
-        **extra,
-    }
+from tests.harness import KEY, default_guild
 
 
 async def test_bad_settings_exit_2_with_one_line_per_problem(tmp_path: Path) -> None:

@@ -17,6 +17,9 @@ from bot.storage import Storage
 from tests.harness import KEY, Stack
 from tests.helpers import linked_account
 
+# It seeds and reads the SQLite file itself.
+DATABASE_BACKENDS = ("sqlite",)
+
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 LOST_KEY = os.urandom(32)
 

@@ -649,6 +649,7 @@ async def test_np_reminds_privately_when_the_link_runs_out_soon(tmp_path: Path) 
         stack.spotify.set_playing("alice", payload("t1", "Song", 200_000, 10_000))
         fresh = await stack.np(ALICE_ID)
         await fresh.wait_for_reply()
+        await stack.commands_finished()  # its reminder check read the fresh link
 
         storage = stack.app.services.storage
         link = await storage.get_link(ALICE_ID)

@@ -7,7 +7,6 @@ across a restart), as members and their browsers meet them.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 
@@ -77,17 +76,12 @@ async def test_link_answers_in_time_while_another_process_holds_the_database(
     tmp_path: Path,
 ) -> None:
     async with Stack.running(tmp_path) as stack:
-        other_process = sqlite3.connect(stack.settings.database_path, timeout=0)
-        try:
-            other_process.execute("BEGIN IMMEDIATE")  # the write lock, held
+        async with stack.database_write_lock_held():  # another process writing
             sent = await stack.discord.send_slash_command("link", {}, user_id=str(ALICE_ID))
             callback = await sent.wait_for_callback(timeout=3)
             assert callback.type == 5  # "thinking", privately
             assert sent.callback_latency < 3
             await asyncio.sleep(3.2)  # well past Discord's 3 s, and the lock still held
-        finally:
-            other_process.rollback()
-            other_process.close()
         reply = await sent.wait_for_reply()
         assert reply.ephemeral
         assert "direct messages" in reply.content

@@ -15,6 +15,7 @@ from typing import Any
 from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.privacy import DM_ONLY_YOURSELF
 from bot.storage import Storage
+from tests import harness
 from tests.fakes.discord import ChannelArg, FakeMessage, UserArg
 from tests.fakes.discord_payloads import (
     make_channel,
@@ -274,7 +275,7 @@ async def test_a_private_member_status_is_not_shown_either(tmp_path: Path) -> No
 
 async def test_autopost_me_applies_in_the_server_where_it_runs(tmp_path: Path) -> None:
     # A choice stored before it was per server (opted out) applies everywhere until changed.
-    async with await Storage.open(tmp_path / "data" / "bot.db") as storage:
+    async with await Storage.open(harness.database_target(tmp_path)) as storage:
         await storage.set_autopost_opt_in(ALICE_ID, False)
     async with two_servers(tmp_path) as stack:
         for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import (
@@ -59,6 +60,7 @@ import discord.http
 import yarl
 from aiohttp import web
 
+from .discord_files import build_attachments, resolve_embed_attachments, upload_problem
 from .discord_payloads import (
     ATTACH_FILES,
     DEFAULT_BOT_PERMISSIONS,
@@ -269,6 +271,7 @@ class FakeMessage:
             kept = {str(a.get("id")) for a in data["attachments"] or []}
             self.attachments = [a for a in self.attachments if a["id"] in kept]
         self.attachments.extend(attachments)
+        self.embeds = resolve_embed_attachments(self.embeds, self.attachments)
         self.flags &= ~LOADING
         self.edits.append(dict(data))
         self.edited_at = now
@@ -556,6 +559,19 @@ def _find_reply(interaction: SentInteraction) -> FakeMessage | None:
 # --- the gateway side ----------------------------------------------------------------------------
 
 
+def shard_of(guild_id: str | int, shard_count: int) -> int:
+    return (int(guild_id) >> 22) % shard_count
+
+
+def _guild_of(event: str, data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    guild_id = data.get("guild_id")
+    if guild_id is None and event in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"):
+        guild_id = data.get("id")
+    return str(guild_id) if guild_id is not None else None
+
+
 class _GatewaySession:
     """One websocket connection from the bot."""
 
@@ -565,7 +581,16 @@ class _GatewaySession:
         self.session_id: str | None = None
         self.intents = 0
         self.identified = False
+        self.shard: tuple[int, int] = (0, 1)  # [shard_id, shard_count] from IDENTIFY
         self._send_lock = asyncio.Lock()
+
+    def owns(self, guild_id: str | int | None) -> bool:
+        """Discord routes a guild's events to shard (guild_id >> 22) % shard_count, and
+        everything without a guild (DMs) to shard 0."""
+        shard_id, shard_count = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return shard_of(guild_id, shard_count) == shard_id
 
     @property
     def open(self) -> bool:
@@ -614,8 +639,17 @@ class FakeDiscord:
         validate: answer 400 (code 50035 / 50006) to bodies Discord would reject.
         check_errors: on stop, fail if a handler of the fake itself crashed.
 
+        session_starts_remaining / session_starts_reset_after: the ``session_start_limit``
+            that ``GET /gateway/bot`` reports (``remaining`` goes back to 1000 once
+            ``reset_after`` seconds have passed). Each IDENTIFY spends one; an IDENTIFY with none
+            left is recorded in ``identifies_over_limit`` and refused with close code 4004, as
+            Discord resets a token that exceeds the limit.
+
     Switches a test may flip at any time: ``dms_closed`` (every DM POST answers 403 50007),
-    ``closed_dm_user_ids`` (the same for some users), ``allow_resume``.
+    ``closed_dm_user_ids`` (the same for some users), ``allow_resume``, ``gateway_down`` (the
+    gateway websocket handshake answers 503 while REST keeps working). ``refuse_gateway_handshakes``
+    answers 503 to that many handshakes first (a gateway that comes up after REST), counted in
+    ``refused_gateway_handshakes``.
     """
 
     heartbeat_interval_ms: ClassVar[int] = HEARTBEAT_INTERVAL_MS
@@ -634,8 +668,16 @@ class FakeDiscord:
         check_errors: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        session_starts_remaining: int = 999,
+        session_starts_reset_after: float = 86_400.0,
+        refuse_gateway_handshakes: int = 0,
+        recommended_shards: int = 1,
+        max_concurrency: int = 1,
     ) -> None:
         self.token = token
+        # Sharding: /gateway/bot's advice; IDENTIFY's "shard" decides which guilds a session gets.
+        self.recommended_shards = recommended_shards
+        self.max_concurrency = max_concurrency
         self.bot_user: JSON = bot_user or make_user(username="NowPlaying", bot=True)
         self.bot_user.setdefault("bot", True)
         self.bot_user_id = str(self.bot_user["id"])
@@ -651,6 +693,15 @@ class FakeDiscord:
         self.dms_closed = False
         self.closed_dm_user_ids: set[str] = set()
         self.allow_resume = True
+        self.gateway_down = False
+        self.refuse_gateway_handshakes = refuse_gateway_handshakes
+        self.refused_gateway_handshakes = 0
+
+        # Discord's daily budget of IDENTIFYs, as GET /gateway/bot reports it.
+        self.session_starts_total = 1000
+        self.session_starts_remaining = session_starts_remaining
+        self._session_starts_reset_at = time.monotonic() + session_starts_reset_after
+        self.identifies_over_limit: list[JSON] = []
 
         # World state (the payload dicts are live: edits show up in the next GUILD_CREATE).
         self.guilds: dict[str, JSON] = {}
@@ -668,6 +719,7 @@ class FakeDiscord:
         self.unknown_requests: list[RecordedRequest] = []
         self.handler_errors: list[BaseException] = []
         self.messages: dict[str, FakeMessage] = {}
+        self.attachment_data: dict[str, bytes] = {}  # attachment id -> uploaded bytes
         self.channel_posts: list[FakeMessage] = []
         self.interactions: dict[str, SentInteraction] = {}
         self._interactions_by_token: dict[str, SentInteraction] = {}
@@ -676,6 +728,7 @@ class FakeDiscord:
         self.guild_commands: dict[str, list[JSON]] = {}
         self._command_ids: dict[tuple[str | None, str, int], str] = {}
         self.identifies: list[JSON] = []
+        self.identify_times: list[float] = []  # monotonic, one per IDENTIFY
         self.gateway_frames: list[JSON] = []
         self.member_chunk_requests: list[JSON] = []
         self._failures: list[_InjectedFailure] = []
@@ -857,7 +910,10 @@ class FakeDiscord:
             raise RuntimeError(f"cannot dispatch {event}: no bot is connected to the fake gateway")
         needed = 0 if force else _EVENT_INTENTS.get(event, 0)
         sent_at = time.monotonic()
+        guild_id = _guild_of(event, data)
         for session in sessions:
+            if not session.owns(guild_id):
+                continue  # another shard's guild (or a DM, which goes to shard 0)
             if needed and not session.intents & needed:
                 _log.debug("not dispatching %s: the session lacks intent %s", event, needed)
                 continue
@@ -1475,6 +1531,7 @@ class FakeDiscord:
         add("GET", webhook_message, self._get_webhook_message, auth=False)
         add("PATCH", webhook_message, self._edit_webhook_message, auth=False)
         add("DELETE", webhook_message, self._delete_webhook_message, auth=False)
+        router.add_get("/attachments/{attachment_id}/{filename}", self._get_attachment)
         router.add_route("*", "/{tail:.*}", self._endpoint(self._unknown_route, auth=False))
         return app
 
@@ -1537,8 +1594,28 @@ class FakeDiscord:
         return _json_response({"url": self.gateway_url})
 
     async def _get_gateway_bot(self, request: web.Request, record: RecordedRequest) -> web.Response:
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        reset_after = self._session_starts_refresh()
+        limit = {
+            "total": self.session_starts_total,
+            "remaining": self.session_starts_remaining,
+            "reset_after": math.ceil(reset_after * 1000),  # never early
+            "max_concurrency": self.max_concurrency,
+        }
+        return _json_response(
+            {
+                "url": self.gateway_url,
+                "shards": self.recommended_shards,
+                "session_start_limit": limit,
+            }
+        )
+
+    def _session_starts_refresh(self) -> float:
+        """Reset the daily budget when its time has come; return seconds until the next reset."""
+        now = time.monotonic()
+        if now >= self._session_starts_reset_at:
+            self.session_starts_remaining = self.session_starts_total
+            self._session_starts_reset_at = now + 86_400.0
+        return self._session_starts_reset_at - now
 
     async def _get_me(self, request: web.Request, record: RecordedRequest) -> web.Response:
         return _json_response(self._client_user_payload())
@@ -1692,6 +1769,9 @@ class FakeDiscord:
             return None
         if new and is_empty_message(data, has_files=bool(files)):
             return _error(400, 50006, "Cannot send an empty message")
+        refused = upload_problem(files)
+        if refused is not None:
+            return _error(*refused)
         problems = message_problems(data)
         return _invalid_form_body(problems) if problems else None
 
@@ -1751,7 +1831,9 @@ class FakeDiscord:
         error = self._message_body_error(data, record.files, new=False)
         if error is not None:
             return error
-        message.apply_edit(data, self._attachments(record), record.received_at)
+        message.apply_edit(
+            data, self._attachments(record, ephemeral=message.ephemeral), record.received_at
+        )
         return _json_response(message.to_payload())
 
     async def _delete_message(self, request: web.Request, record: RecordedRequest) -> web.Response:
@@ -1761,22 +1843,31 @@ class FakeDiscord:
         message.deleted = True
         return web.Response(status=204)
 
-    def _attachments(self, record: RecordedRequest) -> list[JSON]:
-        attachments = []
-        for file in record.files:
-            attachment_id = new_snowflake()
-            url = f"{self.base_url}/attachments/{attachment_id}/{file.filename}"
-            attachments.append(
-                {
-                    "id": attachment_id,
-                    "filename": file.filename or "file",
-                    "size": len(file.data),
-                    "url": url,
-                    "proxy_url": url,
-                    "content_type": file.content_type,
-                }
-            )
-        return attachments
+    def _attachments(self, record: RecordedRequest, *, ephemeral: bool = False) -> list[JSON]:
+        body = record.json if isinstance(record.json, dict) else {}
+        if isinstance(body.get("data"), dict):  # an interaction callback: {"type", "data"}
+            body = body["data"]
+        stored = build_attachments(
+            body,
+            record.files,
+            base_url=self.base_url,
+            new_id=new_snowflake,
+            ephemeral=ephemeral,
+        )
+        for attachment in stored:
+            self.attachment_data[attachment.payload["id"]] = attachment.data
+        return [attachment.payload for attachment in stored]
+
+    def attachment_bytes(self, attachment: Mapping[str, Any]) -> bytes:
+        """The uploaded bytes behind an attachment object of a message."""
+        return self.attachment_data[str(attachment["id"])]
+
+    async def _get_attachment(self, request: web.Request) -> web.Response:
+        """The CDN side: an attachment's URL serves its bytes (no token needed)."""
+        data = self.attachment_data.get(request.match_info["attachment_id"])
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     def _new_message(
         self,
@@ -1796,9 +1887,10 @@ class FakeDiscord:
             embeds=list(data.get("embeds") or []),
             components=list(data.get("components") or []),
             flags=flags,
-            attachments=self._attachments(record),
+            attachments=self._attachments(record, ephemeral=bool(flags & EPHEMERAL)),
             created_at=record.received_at,
         )
+        message.embeds = resolve_embed_attachments(message.embeds, message.attachments)
         if interaction is not None:
             message.interaction_id = interaction.id
             message.interaction_user_id = interaction.user_id
@@ -1842,7 +1934,9 @@ class FakeDiscord:
             interaction.original_message_id = interaction.message_id
             if kind == UPDATE_MESSAGE and interaction.message_id is not None:
                 message = self.messages[interaction.message_id]
-                message.apply_edit(data, self._attachments(record), record.received_at)
+                message.apply_edit(
+                    data, self._attachments(record, ephemeral=message.ephemeral), record.received_at
+                )
         if message is not None:
             interaction.original_message_id = message.id
         return _json_response(_callback_response(interaction, kind, message))
@@ -1906,7 +2000,9 @@ class FakeDiscord:
         ):
             # Discord turns the "thinking" message into the first follow-up; it keeps the
             # ephemerality chosen at defer time, whatever the follow-up's flags say.
-            original.apply_edit(data, self._attachments(record), record.received_at)
+            original.apply_edit(
+                data, self._attachments(record, ephemeral=original.ephemeral), record.received_at
+            )
             message = original
         else:
             channel = self.channels.get(interaction.channel_id) or {
@@ -1951,7 +2047,9 @@ class FakeDiscord:
         error = self._message_body_error(data, record.files, new=False)
         if error is not None:
             return error
-        message.apply_edit(data, self._attachments(record), record.received_at)
+        message.apply_edit(
+            data, self._attachments(record, ephemeral=message.ephemeral), record.received_at
+        )
         return _json_response(message.to_payload())
 
     async def _delete_webhook_message(
@@ -1965,7 +2063,11 @@ class FakeDiscord:
 
     # --- the gateway websocket ---------------------------------------------------------------
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.gateway_down or self.refused_gateway_handshakes < self.refuse_gateway_handshakes:
+            self.refused_gateway_handshakes += 1
+            self._notify()
+            return web.Response(status=503, text="fake gateway down")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         session = _GatewaySession(ws)
@@ -2009,13 +2111,27 @@ class FakeDiscord:
 
     async def _identify(self, session: _GatewaySession, data: JSON) -> None:
         self.identifies.append(data)
+        self.identify_times.append(time.monotonic())
         if data.get("token") != self.token:
             await session.ws.close(code=4004, message=b"Authentication failed.")
             return
+        self._session_starts_refresh()
+        if self.session_starts_remaining <= 0:
+            self.identifies_over_limit.append(data)
+            await session.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        self.session_starts_remaining -= 1
         intents = int(data.get("intents") or 0)
         if intents & PRIVILEGED_INTENTS & ~self.enabled_privileged_intents:
             await session.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
+        shard = data.get("shard") or [0, 1]
+        shard_id, shard_count = int(shard[0]), int(shard[1])
+        if not 0 <= shard_id < shard_count:
+            await session.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        session.shard = (shard_id, shard_count)
+        mine = [g for g_id, g in self.guilds.items() if shard_of(g_id, shard_count) == shard_id]
         session.intents = intents
         session.session_id = secrets.token_hex(16)
         self._sessions_by_id[session.session_id] = session
@@ -2024,7 +2140,7 @@ class FakeDiscord:
             {
                 "v": 10,
                 "user": self._client_user_payload(),
-                "guilds": [{"id": guild_id, "unavailable": True} for guild_id in self.guilds],
+                "guilds": [{"id": guild["id"], "unavailable": True} for guild in mine],
                 "session_id": session.session_id,
                 "resume_gateway_url": self.gateway_url,
                 "session_type": "normal",
@@ -2035,10 +2151,10 @@ class FakeDiscord:
                 "geo_ordered_rtc_regions": [],
                 "guild_join_requests": [],
                 "user_settings": {},
-                "shard": [0, 1],
+                "shard": [shard_id, shard_count],
             },
         )
-        for guild in list(self.guilds.values()):
+        for guild in mine:
             await session.dispatch("GUILD_CREATE", self._guild_create(guild, intents))
         session.identified = True
 
@@ -2066,6 +2182,7 @@ class FakeDiscord:
         session.session_id = session_id
         session.sequence = previous.sequence
         session.intents = previous.intents
+        session.shard = previous.shard
         session.identified = True
         self._sessions_by_id[session_id] = session
         await session.dispatch("RESUMED", {})

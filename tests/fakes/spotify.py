@@ -1,6 +1,6 @@
 """A fake Spotify (accounts service + Web API) as a real aiohttp application on loopback.
 
-Behaves as ``SPOTIFY.md`` describes, errors included, so the client is tested over real HTTP
+Behaves as ``docs/spotify.md`` describes, errors included, so the client is tested over real HTTP
 with nothing patched inside it. Accounts routes live at ``accounts_base`` (the server root) and
 the Web API under ``api_base`` (``/v1``).
 
@@ -36,6 +36,8 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 from aiohttp import web
+
+from tests.fakes.cdn import FakeCdn
 
 DEFAULT_CLIENT_ID = "fake-client-id"
 DEFAULT_CLIENT_SECRET = "fake-client-secret"
@@ -349,6 +351,7 @@ class FakeSpotify:
         self.authorize_params: list[dict[str, str]] = []
 
         self.base_url = ""
+        self.cdn = FakeCdn()  # album art under /image/<id>, as on https://i.scdn.co
         self.app = self._make_app()
 
     # --- serving --------------------------------------------------------------------------
@@ -383,12 +386,18 @@ class FakeSpotify:
     def api_base(self) -> str:
         return f"{self.base_url}/v1"
 
+    @property
+    def image_base(self) -> str:
+        """SPOTIFY_IMAGE_BASE for the bot: album art URLs stay https://i.scdn.co/image/<id>."""
+        return self.base_url
+
     def _make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/authorize", self._handle_authorize)
         app.router.add_post("/api/token", self._handle_token)
         app.router.add_get("/v1/me", self._handle_me)
         app.router.add_get("/v1/me/player/currently-playing", self._handle_currently_playing)
+        self.cdn.add_routes(app.router)
         return app
 
     # --- configuration for tests ----------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 
+import aiohttp
 import discord
 import discord.gateway
 import discord.http
@@ -388,3 +389,84 @@ def test_point_discord_py_at_restores() -> None:
     finally:
         restore()
     assert current_targets() == original
+
+
+async def test_session_start_limit_is_reported_spent_and_reset() -> None:
+    async with (
+        FakeDiscord.running(session_starts_remaining=1, session_starts_reset_after=60) as fake,
+        aiohttp.ClientSession() as session,
+    ):
+        headers = {"Authorization": f"Bot {fake.token}"}
+        async with session.get(f"{fake.api_url}/gateway/bot", headers=headers) as response:
+            limit = (await response.json())["session_start_limit"]
+        assert limit["total"] == 1000
+        assert limit["remaining"] == 1
+        assert 59_000 < limit["reset_after"] <= 60_000
+        async with session.ws_connect(fake.gateway_url) as ws:
+            await ws.receive_json(timeout=WAIT)  # HELLO
+            await ws.send_json({"op": 2, "d": {"token": fake.token, "intents": 1}})
+            assert (await ws.receive_json(timeout=WAIT))["t"] == "READY"
+        assert fake.session_starts_remaining == 0
+        # With nothing left, an IDENTIFY is refused (Discord would reset the token).
+        async with session.ws_connect(fake.gateway_url) as ws:
+            await ws.receive_json(timeout=WAIT)
+            await ws.send_json({"op": 2, "d": {"token": fake.token, "intents": 1}})
+            closing = await ws.receive(timeout=WAIT)
+        assert closing.type is aiohttp.WSMsgType.CLOSE
+        assert closing.data == 4004
+        assert len(fake.identifies_over_limit) == 1
+
+
+async def test_gateway_handshakes_can_be_refused_while_rest_works() -> None:
+    async with (
+        FakeDiscord.running(refuse_gateway_handshakes=1) as fake,
+        aiohttp.ClientSession() as session,
+    ):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(fake.gateway_url)
+        assert refused.value.status == 503
+        assert fake.refused_gateway_handshakes == 1
+        async with session.ws_connect(fake.gateway_url) as ws:
+            assert (await ws.receive_json(timeout=WAIT))["op"] == 10
+
+
+async def test_identify_shard_decides_which_guilds_and_events_a_session_gets() -> None:
+    on_zero = make_guild(id=(10 << 22) | 5, name="even")  # (id >> 22) % 2 == 0
+    on_one = make_guild(id=(11 << 22) | 5, name="odd")
+    async with (
+        FakeDiscord.running(guilds=[on_zero, on_one], recommended_shards=2) as fake,
+        aiohttp.ClientSession() as session,
+    ):
+        headers = {"Authorization": f"Bot {fake.token}"}
+        async with session.get(f"{fake.api_url}/gateway/bot", headers=headers) as response:
+            assert (await response.json())["shards"] == 2
+        sockets = []
+        for shard_id in (0, 1):
+            ws = await session.ws_connect(fake.gateway_url)
+            sockets.append(ws)
+            await ws.receive_json(timeout=WAIT)  # HELLO
+            identify = {"token": fake.token, "intents": 1, "shard": [shard_id, 2]}
+            await ws.send_json({"op": 2, "d": identify})
+            ready = await ws.receive_json(timeout=WAIT)
+            assert ready["t"] == "READY"
+            assert ready["d"]["shard"] == [shard_id, 2]
+            expected = str((on_zero if shard_id == 0 else on_one)["id"])
+            assert [g["id"] for g in ready["d"]["guilds"]] == [expected]
+            created = await ws.receive_json(timeout=WAIT)
+            assert (created["t"], created["d"]["id"]) == ("GUILD_CREATE", expected)
+        await fake.wait_until_connected()
+        # A guild's event reaches only its shard; an event without a guild goes to shard 0.
+        await fake.dispatch("TYPING_START", {"guild_id": str(on_one["id"]), "channel_id": "1"})
+        await fake.dispatch("TYPING_START", {"channel_id": "2"})
+        first = await sockets[1].receive_json(timeout=WAIT)
+        assert first["d"]["guild_id"] == str(on_one["id"])
+        dm = await sockets[0].receive_json(timeout=WAIT)
+        assert "guild_id" not in dm["d"]
+        for ws in sockets:
+            await ws.close()
+        # An impossible shard is refused as Discord does (4010).
+        async with session.ws_connect(fake.gateway_url) as ws:
+            await ws.receive_json(timeout=WAIT)
+            await ws.send_json({"op": 2, "d": {"token": fake.token, "shard": [2, 2]}})
+            closing = await ws.receive(timeout=WAIT)
+        assert closing.data == 4010

@@ -1,0 +1,96 @@
+"""The thin layer under ``bot.storage``: one ``Database`` interface, two engines.
+
+``bot.storage`` writes every query once, in the SQL both engines share (``?`` placeholders,
+``INSERT ... ON CONFLICT ... DO UPDATE``, ``RETURNING``); a backend runs it: SQLite through one
+aiosqlite connection, PostgreSQL through an asyncpg pool (``?`` becomes ``$n``). Each backend
+gives write transactions the same meaning: one writer at a time across every process sharing
+the database (SQLite's ``BEGIN IMMEDIATE``; on PostgreSQL a transaction-scoped advisory lock), so
+a read-then-write inside a transaction never races another process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, Protocol
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+class Row(Protocol):
+    """A result row: both sqlite3.Row and asyncpg.Record are indexed by column position."""
+
+    def __getitem__(self, key: int, /) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+class Transaction(Protocol):
+    """The statements a coroutine may run inside one write transaction."""
+
+    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
+        """Run one statement for every row; return the number of rows changed in all."""
+        ...
+
+    async def fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> Row | None: ...
+
+    async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]: ...
+
+
+class Database(Protocol):
+    """What ``bot.storage.Storage`` needs from an engine."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    @property
+    def applied_migrations(self) -> tuple[int, ...]: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction (serialised with every other writer); rolled back on error."""
+        ...
+
+    async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]: ...
+
+    async def schema_version(self) -> int: ...
+
+    async def ping(self, timeout: float) -> bool: ...
+
+    def scrub_freed_content(self) -> AbstractAsyncContextManager[None]:
+        """Within the block, content freed or overwritten leaves no copy on disk (SQLite's
+        ``secure_delete``); PostgreSQL's VACUUM owns that, so there it does nothing."""
+        ...
+
+    async def checkpoint_truncate(self) -> bool: ...
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Wake the other processes listening on ``channel`` (PostgreSQL NOTIFY); SQLite serves
+        one process: nothing to do."""
+        ...
+
+    def listen(
+        self, channel: str, callback: Callable[[str], None]
+    ) -> AbstractAsyncContextManager[None]:
+        """Within the block, ``callback(payload)`` runs for each notification on ``channel``."""
+        ...
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Held by one holder at a time across every process sharing the database (PostgreSQL's
+        advisory lock on ``name``); SQLite serves one process, so there only within it."""
+        ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+def is_postgresql_url(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+__all__ = ["Database", "Dialect", "Row", "Transaction", "is_postgresql_url"]

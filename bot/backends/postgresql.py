@@ -1,0 +1,325 @@
+"""PostgreSQL through an asyncpg pool (several processes sharing one bot).
+
+Queries arrive written for both engines with ``?`` placeholders; they are rewritten to ``$1,
+$2, ...`` once and cached. A write transaction first takes a transaction-scoped advisory lock,
+so writers are serialised across every process exactly as SQLite's ``BEGIN IMMEDIATE`` does:
+the storage layer's read-then-write transactions need no engine-specific locking. Reads run
+on any pooled connection without that lock.
+
+The schema version lives in a one-row table ``nowplaying_schema``; migrations run under an
+advisory lock too, so processes starting together apply each one exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+
+import asyncpg
+
+from bot import db
+from bot.backends import Row
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    AnyConnection: TypeAlias = asyncpg.Connection | PoolConnectionProxy[Any]
+
+# pg_advisory_xact_lock keys (any bigint); named so other features pick their own.
+WRITE_LOCK_KEY: Final = 0x6E70_0001  # every write transaction
+MIGRATION_LOCK_KEY: Final = 0x6E70_0002
+SCHEMA_TABLE: Final = "nowplaying_schema"
+# Locks held across a Spotify call (token refresh) keep a connection each: room for them.
+POOL_MAX_SIZE: Final = 20
+CONNECT_TIMEOUT: Final = 10.0
+CLOSE_TIMEOUT: Final = 2.0
+LISTEN_RETRY_SECONDS: Final = 1.0
+
+
+@functools.lru_cache(maxsize=1024)
+def to_numbered_placeholders(sql: str) -> str:
+    """``?`` -> ``$1``, ``$2``, ... outside string literals, quoted names and comments."""
+    out: list[str] = []
+    number = 0
+    index = 0
+    length = len(sql)
+    while index < length:
+        char = sql[index]
+        if char in ("'", '"'):
+            end = sql.find(char, index + 1)
+            while end != -1 and end + 1 < length and sql[end + 1] == char:  # doubled quote
+                end = sql.find(char, end + 2)
+            end = length - 1 if end == -1 else end
+            out.append(sql[index : end + 1])
+            index = end + 1
+            continue
+        if sql.startswith("--", index):
+            end = sql.find("\n", index)
+            end = length if end == -1 else end
+            out.append(sql[index:end])
+            index = end
+            continue
+        if char == "?":
+            number += 1
+            out.append(f"${number}")
+        else:
+            out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def rows_changed(status: str) -> int:
+    """asyncpg returns the command tag (``UPDATE 3``, ``INSERT 0 1``); the count is last."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresTransaction:
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: AnyConnection) -> None:
+        self._connection = connection
+
+    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> int:
+        status = await self._connection.execute(to_numbered_placeholders(sql), *parameters)
+        return rows_changed(status)
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
+        # One prepared statement, one round trip per row: asyncpg's executemany would be one
+        # round trip in all but reports no row counts, and callers count what was inserted.
+        statement = await self._connection.prepare(to_numbered_placeholders(sql))
+        changed = 0
+        for row in rows:
+            await statement.fetch(*row)
+            changed += rows_changed(statement.get_statusmsg() or "")
+        return changed
+
+    async def fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> Row | None:
+        row: asyncpg.Record | None = await self._connection.fetchrow(
+            to_numbered_placeholders(sql), *parameters
+        )
+        return row
+
+    async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
+        return list(await self._connection.fetch(to_numbered_placeholders(sql), *parameters))
+
+
+async def get_schema_version(connection: AnyConnection) -> int:
+    exists = await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", SCHEMA_TABLE)
+    if not exists:
+        return 0
+    version = await connection.fetchval(f"SELECT version FROM {SCHEMA_TABLE}")  # noqa: S608
+    return int(version) if version is not None else 0
+
+
+async def migrate(connection: AnyConnection, target_version: int | None = None) -> list[int]:
+    """Apply pending migrations (their PostgreSQL statements) up to ``target_version``."""
+    if target_version is None:
+        target_version = db.LATEST_SCHEMA_VERSION
+    if not 0 <= target_version <= db.LATEST_SCHEMA_VERSION:
+        raise ValueError(f"target_version must be between 0 and {db.LATEST_SCHEMA_VERSION}")
+    applied: list[int] = []
+    while True:
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            current = await get_schema_version(connection)
+            if current > db.LATEST_SCHEMA_VERSION:
+                raise db.SchemaVersionError(
+                    f"the database is at schema version {current}, newer than this bot "
+                    f"supports ({db.LATEST_SCHEMA_VERSION}); upgrade the bot or restore a "
+                    "matching backup"
+                )
+            if current >= target_version:
+                return applied
+            if current == 0:
+                await connection.execute(f"CREATE TABLE {SCHEMA_TABLE} (version integer NOT NULL)")
+                await connection.execute(f"INSERT INTO {SCHEMA_TABLE} VALUES (0)")  # noqa: S608
+            migration = db.MIGRATIONS[current]
+            for statement in migration.postgresql:
+                await connection.execute(statement)
+            await connection.execute(
+                f"UPDATE {SCHEMA_TABLE} SET version = $1",  # noqa: S608
+                migration.version,
+            )
+        log.info(
+            "database migrated to schema version %d (%s)",
+            migration.version,
+            migration.description,
+        )
+        applied.append(migration.version)
+
+
+class PostgresDatabase:
+    dialect: Literal["postgresql"] = "postgresql"
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        applied_migrations: Sequence[int] = (),
+        max_size: int = POOL_MAX_SIZE,
+    ) -> None:
+        self._pool: asyncpg.Pool | None = pool
+        self._lock_slots = asyncio.Semaphore(max(1, max_size // 2))
+        self.applied_migrations: tuple[int, ...] = tuple(applied_migrations)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        run_migrations: bool = True,
+        target_version: int | None = None,
+        max_size: int = POOL_MAX_SIZE,
+    ) -> PostgresDatabase:
+        """Connect a pool and migrate (unless ``run_migrations`` is False: ``check`` only looks).
+
+        Connection errors propagate; ``bot.backends.startup`` tells a refusal from a server that
+        is not up yet."""
+        pool = await asyncpg.create_pool(
+            dsn=url, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT
+        )
+        try:
+            applied: list[int] = []
+            if run_migrations:
+                async with pool.acquire() as connection:
+                    applied = await migrate(connection, target_version)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, applied_migrations=applied, max_size=max_size)
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("Storage is closed")
+        return self._pool
+
+    async def close(self) -> None:
+        """Close the pool: connections still held (a listener, a lock) get CLOSE_TIMEOUT to be
+        released, then are cut, so closing never hangs."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            pool.terminate()
+
+    @property
+    def closed(self) -> bool:
+        return self._pool is None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        async with self._require_pool().acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK_KEY)
+            yield PostgresTransaction(connection)
+
+    async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
+        return list(await self._require_pool().fetch(to_numbered_placeholders(sql), *parameters))
+
+    async def schema_version(self) -> int:
+        async with self._require_pool().acquire() as connection:
+            return await get_schema_version(connection)
+
+    async def ping(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                value = await self._require_pool().fetchval("SELECT 1")
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RuntimeError):
+            return False
+        return bool(value == 1)
+
+    @asynccontextmanager
+    async def scrub_freed_content(self) -> AsyncIterator[None]:
+        yield
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """A session-level advisory lock on a hash of ``name``, on a connection of its own for
+        the whole block: when the process dies, PostgreSQL releases it with the connection.
+
+        At most half the pool holds locks, so the queries made inside the blocks always find a
+        connection (no deadlock on an exhausted pool)."""
+        async with self._lock_slots, self._require_pool().acquire() as connection:
+            await connection.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", name)
+            try:
+                yield
+            finally:
+                # Released with the connection anyway (the pool's reset unlocks everything).
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await connection.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name
+                    )
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self._require_pool().execute("SELECT pg_notify($1, $2)", channel, payload)
+
+    @asynccontextmanager
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> AsyncIterator[None]:
+        """LISTEN on a connection of its own for the block, listening again on a new one
+        when it is lost (a server restart): notifications sent meanwhile are missed, which
+        callers accept (the database holds every change; a notification only wakes)."""
+        started = asyncio.Event()
+        task = asyncio.create_task(self._keep_listening(channel, callback, started))
+        waiter = asyncio.create_task(started.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not started.is_set():
+                task.result()  # could not listen at all: raise why
+            yield
+        finally:
+            waiter.cancel()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _keep_listening(
+        self, channel: str, callback: Callable[[str], None], started: asyncio.Event
+    ) -> None:
+        def received(_connection: object, _pid: int, _channel: str, payload: object) -> None:
+            callback(str(payload))
+
+        while True:
+            lost = asyncio.Event()
+            try:
+                async with self._require_pool().acquire() as connection:
+                    connection.add_termination_listener(lambda _connection, event=lost: event.set())
+                    await connection.add_listener(channel, received)
+                    try:
+                        started.set()
+                        await lost.wait()
+                    finally:
+                        # Removed before the connection goes back to the pool, even a dead one.
+                        with contextlib.suppress(
+                            asyncpg.PostgresError, asyncpg.InterfaceError, OSError
+                        ):
+                            await connection.remove_listener(channel, received)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if not started.is_set():
+                    raise
+                log.warning("listening for %s failed (%s); trying again", channel, exc)
+            if self._pool is None:
+                return
+            log.warning("the connection listening for %s was lost; listening again", channel)
+            await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+    async def checkpoint_truncate(self) -> bool:
+        return True
+
+
+__all__ = [
+    "PostgresDatabase",
+    "PostgresTransaction",
+    "get_schema_version",
+    "migrate",
+    "rows_changed",
+    "to_numbered_placeholders",
+]

@@ -1,0 +1,118 @@
+"""Reaching PostgreSQL at start: wait for a server that is not up yet, stop on a refusal.
+
+A database container often starts after the bot. Until PostgreSQL accepts the connection the
+bot retries with a backoff capped at 20 s, one WARNING line per attempt and no traceback. Only
+a definitive answer stops it, with one line: a wrong user or password, a database that does not
+exist, or any other refusal by the server itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Final, TypeVar
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_SECONDS: Final = 20.0
+T = TypeVar("T")
+
+# The server is not there (yet), or not accepting connections for the moment.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, unreachable, DNS not ready
+    TimeoutError,
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+)
+
+
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,  # asyncpg's own refusal of the URL's options
+    ValueError,
+)
+
+
+class DatabaseRefused(Exception):
+    """PostgreSQL answered and said no; the message is one line for the self-hoster."""
+
+
+def backoff_delays(first: float = 1.0, cap: float = MAX_RETRY_SECONDS) -> Iterator[float]:
+    """1, 2, 4, 8, 16, 20, 20, ... seconds."""
+    delay = first
+    while True:
+        yield min(delay, cap)
+        delay = min(delay * 2, cap)
+
+
+def describe_transient(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return "cannot resolve the host"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, asyncpg.CannotConnectNowError):
+        return "the server is starting up"
+    if isinstance(exc, asyncpg.TooManyConnectionsError):
+        return "too many connections"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return type(exc).__name__
+
+
+def refusal_line(exc: BaseException, shown_url: str) -> str:
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        return (
+            f"DATABASE_URL: PostgreSQL at {shown_url} refused the user or password "
+            f"({exc.sqlstate}); check the user name and password in the URL"
+        )
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return (
+            f"DATABASE_URL: the database named in {shown_url} does not exist; create it "
+            "(createdb) or fix the name"
+        )
+    if not isinstance(exc, asyncpg.PostgresError):  # the client refused the URL's options
+        return f"DATABASE_URL: {shown_url} is not usable ({type(exc).__name__})"
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"DATABASE_URL: PostgreSQL at {shown_url} refused the connection ({first_line})"
+
+
+async def connect_with_retry(
+    open_database: Callable[[], Awaitable[T]],
+    *,
+    shown_url: str,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    delays: Iterator[float] | None = None,
+) -> T:
+    """Call ``open_database`` until it succeeds; raise DatabaseRefused on a definitive no."""
+    waits = delays if delays is not None else backoff_delays()
+    while True:
+        try:
+            return await open_database()
+        except CONNECT_ERRORS as exc:
+            if not isinstance(exc, TRANSIENT_ERRORS):
+                raise DatabaseRefused(refusal_line(exc, shown_url)) from exc
+            delay = next(waits)
+            log.warning(
+                "Could not connect to PostgreSQL at %s (%s); retrying in %.0f s",
+                shown_url,
+                describe_transient(exc),
+                delay,
+            )
+            await sleep(delay)
+
+
+__all__ = [
+    "DatabaseRefused",
+    "backoff_delays",
+    "connect_with_retry",
+]

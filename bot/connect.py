@@ -1,0 +1,286 @@
+"""Getting onto Discord at start: wait for a network that is not there yet, stop on a refusal.
+
+A host often boots before its network (no DNS yet, Discord's port refused, a proxy still
+starting). Until Discord answers, the first login and the gateway discovery are retried with a
+backoff capped at 20 s, one WARNING line per attempt and no traceback; the web server is already
+up meanwhile and ``/healthz`` says ``degraded``. Only a definitive answer stops the bot: a
+rejected token (401, gateway close 4004), refused privileged intents (4014), a wrong API base.
+
+Every IDENTIFY spends one of Discord's daily session starts, so before connecting we read
+``session_start_limit`` from ``GET /gateway/bot`` and wait ``reset_after`` when none is left:
+a restart loop must never burn the day's budget (see docs/ARCHITECTURE.md, "Start-up").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import discord
+import discord.gateway
+import discord.http
+import discord.utils
+import yarl
+
+from bot.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_SECONDS = 20.0
+DISCOVERY_TIMEOUT_SECONDS = 10.0
+TOKEN_REJECTED = (
+    "DISCORD_TOKEN was rejected by Discord; copy it again from the Developer Portal "
+    "(your application -> Bot -> Reset Token)"
+)
+INTENTS_REFUSED = (
+    "Discord refused the privileged intents: ENABLE_PRESENCE=true needs the Presence and Server "
+    "Members intents switched on in the Developer Portal (your application -> Bot -> Privileged "
+    "Gateway Intents), or set ENABLE_PRESENCE=false"
+)
+
+
+class DiscordUnavailable(Exception):
+    """Discord did not answer usefully yet; worth another try."""
+
+
+# What the network (not Discord's judgement) can throw while Discord is not reachable yet.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes aiohttp's connector errors (DNS, refused, unreachable)
+    aiohttp.ClientError,
+    TimeoutError,
+    discord.DiscordServerError,
+    discord.GatewayNotFound,
+)
+
+RETRYABLE_DISCOVERY_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    DiscordUnavailable,
+)
+
+
+def backoff_delays(first: float = 1.0, cap: float = MAX_RETRY_SECONDS) -> Iterator[float]:
+    """1, 2, 4, 8, 16, 20, 20, ... seconds."""
+    delay = first
+    while True:
+        yield min(delay, cap)
+        delay = min(delay * 2, cap)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What failed, in a few words, without a traceback (and without any token)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve {exc.host}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = exc.os_error.errno
+        reason = os.strerror(errno) if errno else type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({reason})"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"the gateway answered HTTP {exc.status}"
+    if isinstance(exc, discord.HTTPException):
+        return f"Discord answered HTTP {exc.status}"
+    if isinstance(exc, discord.ConnectionClosed):
+        return f"the gateway closed the connection (code {exc.code})"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before answering"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
+
+
+def format_wait(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h 5 min``: how long a wait is, for a log line."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInfo:
+    """What ``GET /gateway/bot`` says: where to connect and how many session starts are left."""
+
+    url: yarl.URL
+    remaining: int
+    total: int
+    reset_after: float  # seconds until ``remaining`` goes back to ``total``
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> GatewayInfo:
+        if not isinstance(payload, dict) or not isinstance(payload.get("url"), str):
+            raise DiscordUnavailable("/gateway/bot did not say where the gateway is")
+        limit = payload.get("session_start_limit")
+        limit = limit if isinstance(limit, dict) else {}
+        total = _int(limit.get("total"), default=1000)
+        return cls(
+            url=yarl.URL(payload["url"]),
+            remaining=_int(limit.get("remaining"), default=total),
+            total=total,
+            reset_after=_int(limit.get("reset_after"), default=0) / 1000,
+        )
+
+
+def _int(value: Any, *, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+async def fetch_gateway_info(
+    session: aiohttp.ClientSession, api_base: str, token: str
+) -> GatewayInfo:
+    """Ask ``/gateway/bot``. StartupError on a definitive refusal, DiscordUnavailable (or a
+    network error) when it is worth asking again."""
+    url = f"{api_base}/gateway/bot"
+    headers = {"Authorization": f"Bot {token}"}
+    timeout = aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT_SECONDS)
+    async with session.get(url, headers=headers, timeout=timeout) as response:
+        if response.status == 401:
+            raise StartupError(TOKEN_REJECTED)
+        if response.status == 429 or response.status >= 500:
+            raise DiscordUnavailable(f"Discord answered HTTP {response.status}")
+        if response.status != 200:
+            raise StartupError(f"{url} answered HTTP {response.status}; is DISCORD_API_BASE right?")
+        try:
+            payload = await response.json(content_type=None)
+        except ValueError as exc:
+            raise DiscordUnavailable("/gateway/bot answered something that is not JSON") from exc
+    return GatewayInfo.from_payload(payload)
+
+
+def point_discord_at(api_base: str, gateway: yarl.URL | None) -> None:
+    """discord.py keeps both addresses as class attributes; set them before connecting."""
+    discord.http.Route.BASE = api_base
+    if gateway is not None:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+
+
+class _FirstConnectQuiet(logging.Filter):
+    """discord.py logs a traceback ("Attempting a reconnect") when the very first gateway
+    connection fails, then dies with an AttributeError; we retry that ourselves with one
+    WARNING line, so its traceback is dropped until the first connection exists."""
+
+    def __init__(self, client: discord.Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        first_connection_pending = self.client.ws is None
+        return not (
+            first_connection_pending and str(record.msg).startswith("Attempting a reconnect")
+        )
+
+
+class DiscordStarter:
+    """Logs the bot in, finds the gateway and connects, retrying what the network has not
+    answered yet. ``run`` returns when the bot closes; it raises StartupError on a refusal."""
+
+    def __init__(
+        self,
+        bot: discord.Client,
+        session: aiohttp.ClientSession,
+        *,
+        token: str,
+        api_base: str,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.bot = bot
+        self.session = session
+        self.token = token
+        self.api_base = api_base
+        self.sleep = sleep
+
+    async def run(self) -> None:
+        await self.login()
+        await self.connect()
+
+    async def login(self) -> None:
+        delays = backoff_delays()
+        while True:
+            try:
+                await self.bot.login(self.token)
+                return
+            except discord.LoginFailure as exc:
+                raise StartupError(TOKEN_REJECTED) from exc
+            except TRANSIENT_ERRORS as exc:
+                await self._forget_http_session()
+                await self._wait("log in to Discord", exc, next(delays))
+            except discord.HTTPException as exc:
+                raise StartupError(
+                    f"Discord's API at {self.api_base} answered HTTP {exc.status} at login; "
+                    "is DISCORD_API_BASE right?"
+                ) from exc
+
+    async def discover(self) -> GatewayInfo:
+        """``/gateway/bot``, asked until it answers, waiting while no session start is left."""
+        delays = backoff_delays()
+        while True:
+            try:
+                info = await fetch_gateway_info(self.session, self.api_base, self.token)
+            except RETRYABLE_DISCOVERY_ERRORS as exc:
+                await self._wait("find the Discord gateway", exc, next(delays))
+                continue
+            if info.remaining > 0:
+                return info
+            wait = max(info.reset_after, 1.0)
+            log.warning(
+                "Discord allows no new gateway session right now (0 of %d session starts left); "
+                "waiting %s until the limit resets before identifying",
+                info.total,
+                format_wait(wait),
+            )
+            await self.sleep(wait)
+
+    async def connect(self) -> None:
+        """Connect; discord.py reconnects by itself once the first connection exists, but a
+        failed *first* connection ends ``connect`` with an AttributeError: retry that here."""
+        delays = backoff_delays()
+        quiet = _FirstConnectQuiet(self.bot)
+        client_log = logging.getLogger("discord.client")
+        client_log.addFilter(quiet)
+        try:
+            while not self.bot.is_closed():
+                info = await self.discover()
+                point_discord_at(self.api_base, info.url)
+                try:
+                    await self.bot.connect(reconnect=True)
+                    return
+                except discord.PrivilegedIntentsRequired as exc:
+                    raise StartupError(INTENTS_REFUSED) from exc
+                except discord.ConnectionClosed as exc:
+                    # discord.py has closed the client for any code but 1000.
+                    if exc.code == 4004:
+                        raise StartupError(TOKEN_REJECTED) from exc
+                    raise StartupError(
+                        f"Discord closed the gateway connection with code {exc.code} "
+                        f"({exc.reason or 'no reason given'})"
+                    ) from exc
+                except AttributeError as exc:
+                    if self.bot.ws is not None or exc.__context__ is None:
+                        raise  # not the first-connection failure described above
+                    failure = exc.__context__
+                except TRANSIENT_ERRORS as exc:
+                    failure = exc
+                if self.bot.is_closed():
+                    return
+                await self._wait("connect to the Discord gateway", failure, next(delays))
+        finally:
+            client_log.removeFilter(quiet)
+
+    async def _wait(self, what: str, exc: BaseException, delay: float) -> None:
+        log.warning(
+            "Could not %s (%s); retrying in %s", what, describe_failure(exc), format_wait(delay)
+        )
+        await self.sleep(delay)
+
+    async def _forget_http_session(self) -> None:
+        """``login`` opens a new aiohttp session each time and shares one connector, which
+        closing the session closes: drop both so the next attempt starts clean (no leak)."""
+        await self.bot.http.close()
+        self.bot.http.connector = discord.utils.MISSING

@@ -1,0 +1,165 @@
+"""What the processes of one bot coordinate: IDENTIFY turns, and member changes.
+
+Discord lets a bot start ``max_concurrency`` sessions per 5 s: shard ``n`` belongs to bucket
+``n % max_concurrency`` and a bucket may IDENTIFY once every 5 s, whichever process runs the
+shard. Each IDENTIFY takes its bucket's lock in the shared database (a PostgreSQL advisory
+lock) and keeps it 5 s after the IDENTIFY is sent, so the next one in that bucket, in any
+process, waits its turn. A process that dies releases its lock with its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Final
+
+from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+IDENTIFY_INTERVAL: Final = 5.0
+
+LockFactory = Callable[[str], AbstractAsyncContextManager[None]]
+
+
+class IdentifyGate:
+    def __init__(
+        self,
+        lock: LockFactory,
+        max_concurrency: Callable[[], Awaitable[int]],
+        *,
+        interval: float = IDENTIFY_INTERVAL,
+    ) -> None:
+        self._lock = lock
+        self._max_concurrency = max_concurrency
+        self._interval = interval
+        self._concurrency: int | None = None
+        self._holders: set[asyncio.Task[None]] = set()
+
+    async def _buckets(self) -> int:
+        if self._concurrency is None:
+            try:
+                self._concurrency = max(1, await self._max_concurrency())
+            except Exception as exc:  # Discord said nothing useful: the safe answer is 1
+                log.debug("max_concurrency unknown (%s); identifying one at a time", exc)
+                return 1
+        return self._concurrency
+
+    async def wait_turn(self, shard_id: int) -> None:
+        """Return when this shard may IDENTIFY; the bucket stays taken for the interval."""
+        bucket = shard_id % await self._buckets()
+        acquired = asyncio.Event()
+        holder = asyncio.create_task(self._hold(bucket, acquired), name=f"identify-turn-{bucket}")
+        self._holders.add(holder)
+        holder.add_done_callback(self._holders.discard)
+        waiter = asyncio.create_task(acquired.wait())
+        try:
+            await asyncio.wait({holder, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            holder.cancel()
+            raise
+        finally:
+            waiter.cancel()
+        if not acquired.is_set():
+            holder.result()  # the lock could not be taken: raise why
+        log.debug("shard %s identifies (bucket %s)", shard_id, bucket)
+
+    async def _hold(self, bucket: int, acquired: asyncio.Event) -> None:
+        async with self._lock(f"identify:{bucket}"):
+            acquired.set()
+            await asyncio.sleep(self._interval)
+
+    async def close(self) -> None:
+        for holder in list(self._holders):
+            holder.cancel()
+        for holder in list(self._holders):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await holder
+
+
+MEMBER_CHANNEL: Final = "nowplaying_members"
+
+
+class MemberChangeRelay:
+    """What one process changes for a member, the others apply to what they keep in memory.
+
+    The database holds the change already; the notification only says "member N: look again"
+    (``linked``, ``unlinked`` or ``visibility``), tagged with the sending process so it skips
+    its own. Another process re-reads what it needs: who it follows for auto-posting, the
+    private members it must not show, the cached access token of a member who unlinked.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        on_linked: Callable[[int], Awaitable[None]],
+        on_unlinked: Callable[[int], None],
+        on_visibility: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self._storage = storage
+        self._on_linked = on_linked
+        self._on_unlinked = on_unlinked
+        self._on_visibility = on_visibility
+        self._origin = secrets.token_hex(8)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def listening(self) -> AbstractAsyncContextManager[None]:
+        return self._storage.listen(MEMBER_CHANNEL, self._received)
+
+    # --- sending (local listeners) ----------------------------------------------------------
+
+    async def linked(self, member_id: int, *_: object) -> None:
+        await self._send("linked", member_id)
+
+    def unlinked(self, member_id: int) -> None:
+        self._spawn(self._send("unlinked", member_id))
+
+    def visibility_changed(self, member_id: int) -> None:
+        self._spawn(self._send("visibility", member_id))
+
+    async def _send(self, kind: str, member_id: int) -> None:
+        try:
+            await self._storage.notify(MEMBER_CHANNEL, f"{self._origin}:{kind}:{member_id}")
+        except Exception:  # the database has the change; other processes see it on restart
+            log.warning("could not tell the other processes that member %s %s", member_id, kind)
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def _received(self, payload: str) -> None:
+        origin, _, rest = payload.partition(":")
+        kind, _, raw_id = rest.partition(":")
+        if origin == self._origin or not raw_id.isdigit():
+            return
+        member_id = int(raw_id)
+        if kind == "linked":
+            self._spawn(self._on_linked(member_id))
+        elif kind == "unlinked":
+            self._on_unlinked(member_id)
+        elif kind == "visibility":
+            self._spawn(self._on_visibility(member_id))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("applying a change from another process failed")
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+__all__ = ["IDENTIFY_INTERVAL", "MEMBER_CHANNEL", "IdentifyGate", "MemberChangeRelay"]

@@ -1,0 +1,226 @@
+"""Two processes of one bot (SHARD_COUNT=2, SHARD_IDS 0 and 1) against one fake Discord and one
+PostgreSQL: each gets its own guilds, IDENTIFYs take turns, only shard 0 syncs the commands, and
+a link started in one process completes through the other's web server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.autopost.config import AutopostConfig, SchedulerConfig
+from bot.storage import Storage
+from bot.tokens import TokenManager
+from tests.fakes.discord import ChannelArg, FakeDiscord, shard_of
+from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user
+from tests.fakes.spotify import FakeSpotify, track_payload
+from tests.harness import (
+    ADMIN_ID,
+    ALICE_ID,
+    BOB_ID,
+    GUILD_ID,
+    MUSIC_ID,
+    Stack,
+    default_guild,
+    free_port,
+)
+
+DATABASE_BACKENDS = ("postgresql",)  # several processes need the shared database
+
+OTHER_GUILD_ID = GUILD_ID + (1 << 22)  # the neighbouring shard of two
+OTHER_GENERAL_ID = 700000000000000110
+OTHER_MUSIC_ID = 700000000000000111
+FAST_AUTOPOST = AutopostConfig(
+    scheduler=SchedulerConfig(
+        skip_check_interval=0.5,
+        end_margin=0.2,
+        end_jitter=0.05,
+        recheck_after_stale=0.3,
+        paused_backoff=(0.4,),
+        idle_backoff=(0.4,),
+        error_backoff=(0.4,),
+        initial_spread=0.1,
+        budget_per_window=3000,
+    ),
+    edit_window=0.0,  # every track its own post (not an edit of the last one)
+)
+IDENTIFY_INTERVAL = 0.5
+
+
+def other_guild() -> dict[str, object]:
+    return make_guild(
+        id=OTHER_GUILD_ID,
+        name="Second Server",
+        channels=[
+            make_channel(id=OTHER_GENERAL_ID, name="general"),
+            make_channel(id=OTHER_MUSIC_ID, name="music", position=1),
+        ],
+        members=[
+            make_member(make_user(ALICE_ID, "alice", global_name="Alice")),
+            make_member(make_user(BOB_ID, "bob", global_name="Bob")),
+            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
+        ],
+        owner_id=ADMIN_ID,
+    )
+
+
+@contextlib.asynccontextmanager
+async def two_processes(tmp_path: Path) -> AsyncIterator[tuple[Stack, Stack, FakeDiscord]]:
+    """Shard 0 and shard 1 of one bot, sharing the fake Discord, Spotify and the database."""
+    ports = (free_port(), free_port())
+    redirect_uri = f"http://127.0.0.1:{ports[0]}/callback"  # the proxy sends it to shard 0
+    guilds = [default_guild(), other_guild()]
+    async with (
+        FakeSpotify.running(redirect_uris=[redirect_uri]) as spotify,
+        FakeDiscord.running(guilds=guilds) as fake_discord,
+    ):
+        options = {"identify_interval": IDENTIFY_INTERVAL, "autopost_config": FAST_AUTOPOST}
+        stacks: list[Stack] = []
+        async with contextlib.AsyncExitStack() as processes:
+            for shard_id, port in enumerate(ports):
+                env = {"SHARD_COUNT": "2", "SHARD_IDS": str(shard_id), "WEB_PORT": str(port)}
+                stack = await processes.enter_async_context(
+                    Stack.running(
+                        tmp_path / f"shard{shard_id}",
+                        env=env,
+                        spotify=spotify,
+                        fake_discord=fake_discord,
+                        redirect_uri=redirect_uri,
+                        app_options=options,
+                    )
+                )
+                stacks.append(stack)
+            yield stacks[0], stacks[1], fake_discord
+
+
+async def test_two_processes_split_the_guilds_and_share_links(tmp_path: Path) -> None:
+    assert shard_of(GUILD_ID, 2) != shard_of(OTHER_GUILD_ID, 2)
+    shard_zero_guild, shard_one_guild = sorted(
+        (GUILD_ID, OTHER_GUILD_ID), key=lambda g: shard_of(g, 2)
+    )
+    async with two_processes(tmp_path) as (zero, one, fake_discord):
+        # IDENTIFY named each shard, and the two took turns (one bucket: max_concurrency 1).
+        assert sorted(tuple(i["shard"]) for i in fake_discord.identifies) == [(0, 2), (1, 2)]
+        first, second = sorted(fake_discord.identify_times)
+        assert second - first >= IDENTIFY_INTERVAL * 0.9
+        # Each process knows only the guilds of its shard.
+        assert {g.id for g in zero.app.bot.guilds} == {shard_zero_guild}
+        assert {g.id for g in one.app.bot.guilds} == {shard_one_guild}
+        # Only shard 0 synced the commands.
+        assert len(fake_discord.command_syncs) == 1
+        assert zero.app.bot.syncs_commands
+        assert not one.app.bot.syncs_commands
+        assert zero.app.bot.gateway_connected()
+        assert one.app.bot.gateway_connected()
+
+        # /link in the shard-1 guild: answered by shard 1, completed through shard 0's web
+        # server (the state lives in the shared database).
+        sent = await fake_discord.send_slash_command(
+            "link", {}, user_id=str(ALICE_ID), guild_id=str(shard_one_guild)
+        )
+        await sent.wait_for_reply()
+        dm = await fake_discord.wait_for_dm(ALICE_ID)
+        authorize = next(c["url"] for row in dm.components for c in row["components"] if "url" in c)
+        zero.spotify.approve_as("alice")
+        status, _, body = await zero.follow(authorize)
+        assert status == 200, body
+        assert "Linked as" in body
+
+        # /np in each guild is answered by the process that owns it, from the shared link.
+        zero.spotify.set_playing("alice", track_payload("t1", "Shared Song", 200_000, 5_000))
+        for guild_id in (shard_zero_guild, shard_one_guild):
+            np = await fake_discord.send_slash_command(
+                "np", {}, user_id=str(ALICE_ID), guild_id=str(guild_id)
+            )
+            reply = await np.wait_for_reply()
+            assert reply.embeds[0]["title"] == "Shared Song"
+
+        # Auto-posts: each guild's channel is served by the process of its shard, once.
+        for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
+            sent = await fake_discord.send_slash_command(
+                "autopost",
+                {"channel": ChannelArg(str(channel_id))},
+                subcommand="channel",
+                user_id=str(ADMIN_ID),
+                guild_id=str(guild_id),
+            )
+            assert f"<#{channel_id}>" in (await sent.wait_for_reply()).content
+
+        def titles(channel_id: int) -> list[str]:
+            return [
+                m.embeds[0]["title"]
+                for m in fake_discord.channel_posts
+                if m.channel_id == str(channel_id) and m.embeds
+            ]
+
+        def both_posted(title: str) -> bool | None:
+            done = all(title in titles(c) for c in (MUSIC_ID, OTHER_MUSIC_ID))
+            return True if done else None
+
+        await fake_discord.wait_for(lambda: both_posted("Shared Song"), timeout=10)
+        zero.spotify.set_playing("alice", track_payload("t2", "Next Song", 200_000, 0))
+        await fake_discord.wait_for(lambda: both_posted("Next Song"), timeout=10)
+        for service in (zero.app.services.autopost, one.app.services.autopost):
+            assert service is not None
+            await service.settle()
+        assert titles(MUSIC_ID) == ["Shared Song", "Next Song"]
+        assert titles(OTHER_MUSIC_ID) == ["Shared Song", "Next Song"]
+
+
+@pytest.mark.postgresql
+async def test_rotated_refresh_tokens_survive_two_processes_refreshing_at_once(
+    postgres_database: str,
+) -> None:
+    """Two token managers on two pools (as two processes) force refreshes of one member at
+    once while Spotify rotates the refresh token each time: none is lost (no invalid_grant),
+    and the stored one is the one Spotify honours now."""
+    import aiohttp
+
+    from bot.crypto import TokenCipher
+    from bot.spotify.auth import SpotifyAuth
+    from bot.spotify.http import SpotifySender
+    from tests.helpers import linked_account
+
+    key = b"k" * 32
+    cipher = TokenCipher([key])
+    redirect = "http://127.0.0.1:9/callback"
+    async with (
+        FakeSpotify.running(redirect_uris=[redirect], rotate_refresh_tokens=True) as spotify,
+        aiohttp.ClientSession() as session,
+    ):
+        user = spotify.add_user("alice")
+        _, refresh_token = spotify.grant_tokens(user.id)
+        storages = [await Storage.open(postgres_database) for _ in range(2)]
+        try:
+            await storages[0].save_link(
+                linked_account(ALICE_ID, cipher.encrypt(ALICE_ID, refresh_token))
+            )
+            managers = []
+            for storage in storages:
+                auth = SpotifyAuth(
+                    SpotifySender(session),
+                    client_id=spotify.client_id,
+                    client_secret=spotify.client_secret,
+                    redirect_uri=redirect,
+                    accounts_base=spotify.accounts_base,
+                )
+                managers.append(TokenManager(storage, cipher, auth))
+
+            async def refresh_many(manager: TokenManager) -> None:
+                for _ in range(5):
+                    await manager.access_token(ALICE_ID, force_refresh=True)
+
+            await asyncio.wait_for(asyncio.gather(*(refresh_many(m) for m in managers)), 30)
+            link = await storages[1].get_link(ALICE_ID)
+            assert link is not None
+            assert link.status == "active"
+            assert link.refresh_token is not None
+            stored = cipher.decrypt(ALICE_ID, link.refresh_token)
+            assert spotify.refresh_tokens_of(user.id) == [stored]
+            assert spotify.call_count("token") == 10
+        finally:
+            for storage in storages:
+                await storage.close()
