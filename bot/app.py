@@ -31,9 +31,11 @@ from bot.connect import DiscordStarter, point_discord_at
 from bot.crypto import TokenCipher
 from bot.db import SchemaVersionError
 from bot.errors import StartupError
+from bot.history import AutopostFeed, ListeningLog
 from bot.images import ImageFetcher
 from bot.link_completion import PendingLinkCompleter
 from bot.linking import LinkService
+from bot.listening import SpotifyListening
 from bot.logs import SecretMasker
 from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
@@ -229,6 +231,7 @@ class Application:
             privacy.add_server_listener(relay.visibility_changed)
             await self._stack.enter_async_context(relay.listening())
             self._stack.push_async_callback(relay.close)
+        await self._start_listening_log(storage, tokens, api, scheduler, autopost)
 
         app = create_app(
             WebDependencies(
@@ -268,6 +271,43 @@ class Application:
         """How many sessions Discord lets the bot start per 5 s (``/gateway/bot``)."""
         _, _, limits = await self.bot.http.get_bot_gateway()
         return int(limits.get("max_concurrency", 1))
+
+    async def _start_listening_log(
+        self,
+        storage: Storage,
+        tokens: TokenManager,
+        api: SpotifyApi,
+        scheduler: PollScheduler,
+        autopost: AutopostService,
+    ) -> ListeningLog:
+        """The listening log, fed by every source that observes a play (see bot.history)."""
+        services = self.services
+
+        async def recently_played(member_id: int, after_ms: int | None) -> Any:
+            return await listening.recently_played(member_id, after_ms)
+
+        history = ListeningLog(
+            storage,
+            services.privacy,
+            keep_days=self.settings.listening_log_days,
+            recently_played=recently_played,
+        )
+        listening = SpotifyListening(
+            tokens, api, storage, history, on_request=scheduler.note_request
+        )
+        services.history = history
+        services.listening = listening
+        feed = AutopostFeed(history)
+        autopost.add_play_listener(feed.on_play)
+        autopost.add_gap_listener(feed.on_gap)
+        services.playback.add_listener(feed.on_np)
+        services.links.add_unlinked_listener(history.member_unlinked)
+        services.links.add_linked_listener(history.member_linked)
+        services.privacy.add_private_listener(history.member_went_private)
+        services.privacy.add_server_listener(history.member_went_public)
+        await history.start()
+        self._stack.push_async_callback(history.stop)
+        return history
 
     @property
     def bot_task(self) -> asyncio.Task[None] | None:

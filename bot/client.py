@@ -23,6 +23,7 @@ EXTENSIONS = (
     "cogs.privacy",
     "cogs.autopost",
     "cogs.presence",
+    "cogs.listening",
 )
 
 APOLOGY = "Sorry, something went wrong on our side. The bot owner can find the details in the log."

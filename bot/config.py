@@ -50,6 +50,7 @@ class Settings:
     log_format: str = "text"
     metrics_enabled: bool = False
     spotify_request_budget: int = 120
+    listening_log_days: int = 90
     # PostgreSQL instead of SQLite (several processes share one bot); None: DATABASE_PATH.
     database_url: str | None = None
     # This process runs these shards of shard_count; both None: every shard, Discord's count.
@@ -345,6 +346,17 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
                 f"SPOTIFY_REQUEST_BUDGET: '{raw_budget}' is not a positive whole number"
             )
 
+    listening_log_days = 90
+    raw_days = get("LISTENING_LOG_DAYS")
+    if raw_days is not None:
+        if raw_days.isdigit() and int(raw_days) <= 36500:
+            listening_log_days = int(raw_days)
+        else:
+            problems.append(
+                f"LISTENING_LOG_DAYS: '{raw_days}' is not a whole number of days "
+                "(0 keeps no listening history)"
+            )
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -369,6 +381,7 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
         database_url=database_url,
         shard_count=shard_count,
         shard_ids=shard_ids,
+        listening_log_days=listening_log_days,
     )
 
 

@@ -48,8 +48,10 @@ __all__ = [
     "embed_limit_problems",
     "embed_total_length",
     "escape_markdown",
+    "fit_markdown",
     "format_duration",
     "make_view",
+    "markdown_link",
     "pick_image",
     "progress_bar",
     "render_now_playing",
@@ -596,3 +598,14 @@ def edit_arguments(message: NowPlayingMessage) -> dict[str, Any]:
         "view": make_view(message.buttons),
         "allowed_mentions": discord.AllowedMentions.none(),
     }
+
+
+def markdown_link(text: str, url: str | None, *, text_limit: int = LINK_TEXT_LIMIT) -> str:
+    """``[text](url)`` for other pure builders: escaped, shortened text; a URL that cannot
+    break the link (plain escaped text when the URL is unusable)."""
+    return _link(text, url, text_limit=text_limit)
+
+
+def fit_markdown(text: str, limit: int) -> str:
+    """One line of escaped text, shortened to fit ``limit`` characters once escaped."""
+    return _fit_markdown(text, limit)

@@ -102,6 +102,16 @@ class SpotifyForbidden(SpotifyError):
     user_message = "Spotify refused that request for your account."
 
 
+class SpotifyMissingScope(SpotifyForbidden):
+    """403 ``Insufficient client scope``: the link was made before the bot asked for a scope
+    this request needs. The link itself still works; the member runs /link again to allow it."""
+
+    user_message = (
+        "Your Spotify link was made before I could read your listening history: run /link "
+        "again to allow it (your current link keeps working meanwhile)."
+    )
+
+
 class SpotifyNotRegistered(SpotifyForbidden):
     """Plain-text 403: the user is not on a development-mode app's allow-list. Permanent."""
 

@@ -22,6 +22,8 @@ from bot.tokens import TokenManager
 
 if TYPE_CHECKING:
     from bot.autopost.service import AutopostService
+    from bot.history import ListeningLog
+    from bot.listening import SpotifyListening
 
 
 class PlaybackService:
@@ -39,12 +41,20 @@ class PlaybackService:
         self._api = api
         self._on_request = on_request
         self._clock = clock
+        self._listeners: list[Callable[[int, CurrentlyPlaying], None]] = []
+
+    def add_listener(self, listener: Callable[[int, CurrentlyPlaying], None]) -> None:
+        """``listener(member, answer)`` hears every answer (the listening log); must not block."""
+        self._listeners.append(listener)
 
     async def now_playing(self, discord_user_id: int) -> CurrentlyPlaying:
         if self._on_request is not None:
             # Interactive calls count toward the app-wide budget but never wait for it.
             self._on_request(self._clock())
-        return await self._tokens.call(discord_user_id, self._api.currently_playing)
+        current = await self._tokens.call(discord_user_id, self._api.currently_playing)
+        for listener in self._listeners:
+            listener(discord_user_id, current)
+        return current
 
 
 @dataclass(slots=True)
@@ -61,3 +71,5 @@ class Services:
     images: ImageFetcher | None = None  # album art from Spotify's CDN (charts, colours)
     colours: CoverColours | None = None  # embed colours picked from album art
     charts: ChartRenderer | None = None  # chart pictures, rendered off the event loop
+    history: ListeningLog | None = None  # the listening log (bot.app)
+    listening: SpotifyListening | None = None  # /recent and /top (bot.app)

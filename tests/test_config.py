@@ -56,6 +56,7 @@ def test_defaults() -> None:
     assert settings.redirect_path == "/callback"
     assert settings.uses_default_discord
     assert not settings.redirect_is_loopback
+    assert settings.listening_log_days == 90
 
 
 def test_every_value_read() -> None:
@@ -76,6 +77,7 @@ def test_every_value_read() -> None:
             METRICS_ENABLED="1",
             SPOTIFY_REDIRECT_URI="http://127.0.0.1:8080/oauth/done",
             SPOTIFY_REQUEST_BUDGET="60",
+            LISTENING_LOG_DAYS="0",
         )
     )
     assert settings.token_encryption_keys == (b"k" * 32, b"o" * 32)
@@ -92,6 +94,7 @@ def test_every_value_read() -> None:
     assert settings.redirect_path == "/oauth/done"
     assert settings.redirect_is_loopback
     assert settings.spotify_request_budget == 60
+    assert settings.listening_log_days == 0
 
 
 def test_settings_are_frozen_and_repr_hides_secrets() -> None:
@@ -221,6 +224,8 @@ def test_non_numeric_guild() -> None:
         ("SPOTIFY_API_BASE", "nope"),
         ("SPOTIFY_IMAGE_BASE", "i.scdn.co"),
         ("SPOTIFY_REQUEST_BUDGET", "0"),
+        ("LISTENING_LOG_DAYS", "-1"),
+        ("LISTENING_LOG_DAYS", "a week"),
     ],
 )
 def test_other_bad_values(name: str, value: str) -> None:

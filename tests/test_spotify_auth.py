@@ -87,7 +87,10 @@ def test_authorize_url_contents(auth: SpotifyAuth, fake: FakeSpotify) -> None:
         "response_type": ["code"],
         "redirect_uri": [DEFAULT_REDIRECT_URI],
         "state": ["state-123"],
-        "scope": ["user-read-currently-playing user-read-playback-state"],
+        "scope": [
+            "user-read-currently-playing user-read-playback-state "
+            "user-read-recently-played user-top-read"
+        ],
     }
     assert "scope=user-read-currently-playing%20user-read-playback-state" in parts.query
     assert auth.scopes == SCOPES
@@ -115,7 +118,7 @@ async def test_approve_then_exchange_code(
     assert grant.access_token
     assert grant.refresh_token
     assert grant.expires_in == 3600
-    assert grant.scope == "user-read-currently-playing user-read-playback-state"
+    assert grant.scope == " ".join(SCOPES)
     assert grant.received_at == clock.now
     user = await SpotifyApi(sender, api_base=fake.api_base).me(grant.access_token)
     assert (user.id, user.account_id, user.display_name) == ("bob", "acct-bob", "Bob")

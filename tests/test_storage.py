@@ -212,6 +212,18 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
             ("ab67616d-cover", 0x336699, NOW),
         ),
     ],
+    6: [
+        (
+            "INSERT INTO plays (discord_user_id, track_id, started_at, track_name, artist, "
+            "artists, album_id, album_name, image_url, duration_ms, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (1, "track-1", NOW, "Song", "A", "A; B", None, None, None, 200_000, "spotify"),
+        ),
+        (
+            "INSERT INTO listening_guilds (guild_id, discord_user_id, seen_at) VALUES (?, ?, ?)",
+            (10, 1, NOW),
+        ),
+    ],
 }
 
 
@@ -255,6 +267,10 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         )
     if version >= 5:
         assert await storage.get_image_colour("ab67616d-cover") == 0x336699
+    if version >= 6:
+        [play] = await storage.recent_plays(1)
+        assert (play.track_id, play.artists, play.started_at) == ("track-1", ("A", "B"), NOW)
+        assert await storage.list_listening_guilds() == [(10, 1)]
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))

@@ -22,7 +22,7 @@ from bot.autopost.observations import (
     observation_from_error,
     observation_from_playback,
 )
-from bot.autopost.ports import Fetch, GapHook, SpotifyHold
+from bot.autopost.ports import Fetch, GapListener, SpotifyHold
 from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.errors import BotError
@@ -46,8 +46,8 @@ class PollLoop:
         max_concurrent_polls: int,
         sweep_every: float,
         hold: SpotifyHold | None = None,
-        on_gap: GapHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._fetch = fetch
         self._roster = roster
@@ -58,8 +58,9 @@ class PollLoop:
         self._max_in_flight = max_concurrent_polls
         self._sweep_every = sweep_every
         self._hold = hold
-        self._on_gap = on_gap
+        self._gap_listeners: list[GapListener] = []
         self._clock = clock
+        self._wall_clock = wall_clock
         self.in_flight = 0
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -174,17 +175,19 @@ class PollLoop:
             except Exception:
                 log.exception("auto-post: posting for member %s failed", member_id)
 
+    def add_gap_listener(self, listener: GapListener) -> None:
+        """``listener(member, since)`` hears of stretches (since: Unix time) nobody watched."""
+        self._gap_listeners.append(listener)
+
     def _report_gap(self, member_id: int, since: float) -> None:
         """Nobody looked at the member long enough for a whole play to go unseen."""
-        log.debug(
-            "auto-post: member %s was not observed for a while (since %.0f)", member_id, since
-        )
-        if self._on_gap is None:
-            return
-        try:
-            self._on_gap(member_id, since)
-        except Exception:  # a metrics or history bug must not stop polling
-            log.exception("auto-post: on_gap hook failed for member %s", member_id)
+        unix_since = self._wall_clock() - (self._clock() - since)
+        log.debug("auto-post: member %s not observed since %.0f", member_id, unix_since)
+        for listener in self._gap_listeners:
+            try:
+                listener(member_id, unix_since)
+            except Exception:  # a metrics or history bug must not stop polling
+                log.exception("auto-post: a gap listener failed for member %s", member_id)
 
 
 def _log_poll_failure(member_id: int, error: Exception, observation: Observation) -> None:

@@ -20,9 +20,12 @@ Source = Literal["spotify", "presence"]
 PostAction = Literal["posted", "edited"]
 # (action, seconds from the item's start to the post): the metrics hook.
 PostHook = Callable[[PostAction, float], None]
-# (member, monotonic time since which nobody looked): an answer ended a stretch long enough to
-# hide a whole counted play (``RecordResult.unseen_since``).
-GapHook = Callable[[int, float], None]
+# (member, Unix time since which nobody looked): a poll's answer ended a stretch long enough
+# to hide a whole counted play (``RecordResult.unseen_since``): the listening log's gap fill.
+GapListener = Callable[[int, float], None]
+GapHook = GapListener
+# Every observation, from any source, before the posting rules (the listening log).
+PlayListener = Callable[[int, CurrentlyPlaying, Source], None]
 Fetch = Callable[[int], Awaitable[CurrentlyPlaying]]
 
 

@@ -40,6 +40,7 @@ from bot.autopost.ports import (
     ChannelUnusable,
     DiscordSide,
     DiscordUnavailable,
+    PlayListener,
     PostAction,
     PostHook,
     Source,
@@ -84,6 +85,7 @@ class Poster:
         self._wall_clock = wall_clock
         self._last_posts: dict[tuple[int, int], LastPost] = {}  # (member, channel)
         self._member_locks: KeyedLocks[int, LockEntry] = KeyedLocks(LockEntry)
+        self._play_listeners: list[PlayListener] = []
 
     async def load(self) -> None:
         self._last_posts = {
@@ -105,10 +107,19 @@ class Poster:
         for key in [key for key in self._last_posts if key[0] == member_id]:
             del self._last_posts[key]
 
+    def add_play_listener(self, listener: PlayListener) -> None:
+        """``listener(member, playback, source)`` hears every observation (must not block)."""
+        self._play_listeners.append(listener)
+
     async def observe(
         self, member_id: int, playback: CurrentlyPlaying, *, source: Source = "spotify"
     ) -> None:
         """A new fact about what a member plays, from any source: post it if it is new."""
+        for listener in self._play_listeners:
+            try:
+                listener(member_id, playback, source)
+            except Exception:  # a listener's bug must not stop auto-posting
+                log.exception("auto-post: a play listener failed")
         if not isinstance(playback, Playback) or playback.item is None:
             return
         if not self._settings.may_post_now(member_id):

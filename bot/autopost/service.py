@@ -30,6 +30,8 @@ from bot.autopost.ports import (
     DiscordSide,
     Fetch,
     GapHook,
+    GapListener,
+    PlayListener,
     PollScheduling,
     PostHook,
     Source,
@@ -102,9 +104,11 @@ class AutopostService:
             max_concurrent_polls=config.max_concurrent_polls,
             sweep_every=min(60.0, config.membership_ttl / 4),
             hold=hold,
-            on_gap=on_gap,
             clock=clock,
+            wall_clock=wall_clock,
         )
+        if on_gap is not None:
+            self.loop.add_gap_listener(on_gap)
         self._wake = wake
         self._clock = clock
         self._main: asyncio.Task[None] | None = None
@@ -162,6 +166,16 @@ class AutopostService:
     ) -> None:
         """A new fact about what a member plays, from any source: post it if it is new."""
         await self.poster.observe(member_id, playback, source=source)
+
+    def add_play_listener(self, listener: PlayListener) -> None:
+        """``listener(member, playback, source)`` hears every observation, from any source,
+        before the posting rules (must not block): the listening log."""
+        self.poster.add_play_listener(listener)
+
+    def add_gap_listener(self, listener: GapListener) -> None:
+        """``listener(member, since)`` hears of stretches (since: Unix time) a poll found
+        nobody watched, long enough to hide a play."""
+        self.loop.add_gap_listener(listener)
 
     def suspend_polling(self, member_id: int) -> None:
         """Stop polling a followed member while another source (presence) covers them.

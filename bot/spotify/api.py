@@ -14,6 +14,7 @@ from bot.errors import (
     SpotifyBadResponse,
     SpotifyError,
     SpotifyForbidden,
+    SpotifyMissingScope,
     SpotifyNotRegistered,
     SpotifyUnauthorized,
 )
@@ -21,10 +22,19 @@ from bot.spotify.http import SpotifyRequest, SpotifyResponse, SpotifySender
 from bot.spotify.models import (
     CurrentlyPlaying,
     NothingPlaying,
+    PlayedTrack,
     SpotifyUser,
+    TimeRange,
+    TopItems,
+    TopKind,
     parse_currently_playing,
+    parse_recently_played,
+    parse_top_items,
     parse_user,
 )
+
+RECENTLY_PLAYED_LIMIT = 50  # Spotify's maximum (and all it keeps)
+TOP_ITEMS_LIMIT = 10
 
 _STATUS_ERRORS: dict[int, type[SpotifyError]] = {
     400: SpotifyBadResponse,  # we sent something Spotify did not understand
@@ -54,6 +64,9 @@ def raise_for_status(response: SpotifyResponse) -> None:
     if status == 403 and not isinstance(response.json_or_none(), dict):
         # The allow-list refusal is plain text, not JSON: permanent until the owner acts.
         raise SpotifyNotRegistered(message, status=status)
+    if status == 403 and "scope" in _error_message(response).lower():
+        # "Insufficient client scope": the link predates a scope; it still works otherwise.
+        raise SpotifyMissingScope(message, status=status)
     raise _STATUS_ERRORS.get(status, SpotifyError)(message, status=status)
 
 
@@ -99,3 +112,34 @@ class SpotifyApi:
             # Nothing playing, no device, a private session, or Spotify's odd empty answer.
             return NothingPlaying(received_at=received_at)
         return parse_currently_playing(response.json(), received_at=received_at)
+
+    async def recently_played(
+        self, access_token: str, *, after_ms: int | None = None, limit: int = RECENTLY_PLAYED_LIMIT
+    ) -> tuple[PlayedTrack, ...]:
+        """The member's last played tracks (newest first); ``after_ms`` keeps only plays after
+        that Unix time in milliseconds."""
+        params = {"limit": str(max(1, min(limit, RECENTLY_PLAYED_LIMIT)))}
+        if after_ms is not None:
+            params["after"] = str(max(0, after_ms))
+        request = self._get("recently_played", "/me/player/recently-played", access_token, params)
+        response = await self._sender.send(request)
+        raise_for_status(response)
+        return parse_recently_played(response.json())
+
+    async def top_items(
+        self,
+        access_token: str,
+        kind: TopKind,
+        time_range: TimeRange,
+        *,
+        limit: int = TOP_ITEMS_LIMIT,
+    ) -> TopItems:
+        request = self._get(
+            f"top_{kind}",
+            f"/me/top/{kind}",
+            access_token,
+            {"time_range": time_range, "limit": str(max(1, min(limit, 50)))},
+        )
+        response = await self._sender.send(request)
+        raise_for_status(response)
+        return parse_top_items(response.json(), kind, time_range)

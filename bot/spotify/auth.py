@@ -21,7 +21,20 @@ from bot.errors import (
 from bot.spotify.http import SpotifyRequest, SpotifyResponse, SpotifySender
 from bot.spotify.models import TokenGrant
 
-SCOPES: tuple[str, ...] = ("user-read-currently-playing", "user-read-playback-state")
+SCOPES: tuple[str, ...] = (
+    "user-read-currently-playing",
+    "user-read-playback-state",
+    "user-read-recently-played",  # /recent, filling gaps in the listening log
+    "user-top-read",  # /top
+)
+RECENTLY_PLAYED_SCOPE = "user-read-recently-played"
+TOP_READ_SCOPE = "user-top-read"
+
+
+def has_scope(granted: str, scope: str) -> bool:
+    """Whether a stored grant (Spotify's space-separated ``scope``) includes ``scope``."""
+    return scope in granted.split()
+
 
 _AUTH_ERRORS: dict[str, type[SpotifyAuthError]] = {
     "invalid_grant": InvalidGrant,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bot.errors import SpotifyBadResponse
@@ -43,6 +44,7 @@ class Track:
     id: str | None = None
     url: str | None = None
     is_local: bool = False
+    album_id: str | None = None
 
     @property
     def key(self) -> str:
@@ -108,6 +110,37 @@ class NothingPlaying:
 
 
 CurrentlyPlaying = Playback | NothingPlaying
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedTrack:
+    """One entry of ``/me/player/recently-played``: ``played_at`` is Unix time."""
+
+    track: Track
+    played_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TopArtist:
+    name: str
+    url: str | None = None
+    images: tuple[Image, ...] = ()
+    genres: tuple[str, ...] = ()
+
+
+TopKind = Literal["tracks", "artists"]
+TimeRange = Literal["short_term", "medium_term", "long_term"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopItems:
+    kind: TopKind
+    time_range: TimeRange
+    tracks: tuple[Track, ...] = ()
+    artists: tuple[TopArtist, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.tracks) if self.kind == "tracks" else len(self.artists)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +218,7 @@ def parse_track(raw: Mapping[str, Any]) -> Track:
         id=None if is_local else _str(raw.get("id")),
         url=None if is_local else _spotify_url(raw),
         is_local=is_local,
+        album_id=None if is_local or album is None else _str(album.get("id")),
     )
 
 
@@ -244,3 +278,55 @@ def parse_user(payload: Any) -> SpotifyUser:
         id=user_id,
         display_name=_str(payload.get("display_name")) or user_id,
     )
+
+
+def parse_timestamp(text: Any) -> float | None:
+    """An ISO 8601 time such as ``2026-11-28T21:04:00.123Z`` as Unix time (None if unreadable)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def parse_recently_played(payload: Any) -> tuple[PlayedTrack, ...]:
+    """``/me/player/recently-played``, newest first; entries without a track or time are
+    skipped (Spotify lists tracks only)."""
+    if not isinstance(payload, Mapping):
+        raise SpotifyBadResponse("recently-played answer is not a JSON object")
+    items = payload.get("items")
+    played: list[PlayedTrack] = []
+    for entry in items if isinstance(items, list) else ():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("track"), Mapping):
+            continue
+        at = parse_timestamp(entry.get("played_at"))
+        if at is None:
+            continue
+        played.append(PlayedTrack(track=parse_track(entry["track"]), played_at=at))
+    played.sort(key=lambda item: item.played_at, reverse=True)
+    return tuple(played)
+
+
+def parse_top_items(payload: Any, kind: TopKind, time_range: TimeRange) -> TopItems:
+    if not isinstance(payload, Mapping):
+        raise SpotifyBadResponse("top items answer is not a JSON object")
+    raw_items = payload.get("items")
+    entries = (
+        [e for e in raw_items if isinstance(e, Mapping)] if isinstance(raw_items, list) else []
+    )
+    if kind == "tracks":
+        return TopItems(kind, time_range, tracks=tuple(parse_track(e) for e in entries))
+    artists = tuple(
+        TopArtist(
+            name=_str(e.get("name")) or "Unknown artist",
+            url=_spotify_url(e),
+            images=parse_images(e.get("images")),
+            genres=tuple(g for g in e.get("genres") or () if isinstance(g, str)),
+        )
+        for e in entries
+    )
+    return TopItems(kind, time_range, artists=artists)

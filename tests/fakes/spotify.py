@@ -14,7 +14,9 @@ Typical use::
         assert fake.calls["currently_playing", "alice"] == 3
 
 Endpoint labels used for ``calls``, ``fail_next`` and ``requests``: ``authorize``, ``token``,
-``me``, ``currently_playing`` (paths such as ``/api/token`` are accepted too).
+``me``, ``currently_playing``, ``recently_played``, ``top_tracks``, ``top_artists`` (paths
+such as ``/api/token`` are accepted too). Recently-played and top items need their scope in the
+access token (403 ``Insufficient client scope`` otherwise, as Spotify answers).
 Handling stays far below a millisecond: benchmarks make thousands of calls.
 """
 
@@ -64,8 +66,26 @@ _PATH_TO_ENDPOINT: dict[str, str] = {
     "/me": "me",
     "/v1/me/player/currently-playing": "currently_playing",
     "/me/player/currently-playing": "currently_playing",
+    "/v1/me/player/recently-played": "recently_played",
+    "/me/player/recently-played": "recently_played",
+    "/v1/me/top/tracks": "top_tracks",
+    "/me/top/tracks": "top_tracks",
+    "/v1/me/top/artists": "top_artists",
+    "/me/top/artists": "top_artists",
 }
-ENDPOINTS = ("authorize", "token", "me", "currently_playing")
+ENDPOINTS = (
+    "authorize",
+    "token",
+    "me",
+    "currently_playing",
+    "recently_played",
+    "top_tracks",
+    "top_artists",
+)
+RECENTLY_PLAYED_SCOPE = "user-read-recently-played"
+TOP_READ_SCOPE = "user-top-read"
+INSUFFICIENT_SCOPE_MESSAGE = "Insufficient client scope"
+TIME_RANGES = ("short_term", "medium_term", "long_term")
 
 
 # --- payload builders ----------------------------------------------------------------------
@@ -207,6 +227,42 @@ def local_track_payload(
     return _envelope(item, "track", progress_ms, is_playing, timestamp)
 
 
+def track_object(
+    track_id: str,
+    name: str,
+    duration_ms: int = 200_000,
+    *,
+    artists: Iterable[str] = ("Fake Artist",),
+    album: str = "Fake Album",
+    album_id: str | None = None,
+) -> dict[str, Any]:
+    """A full track object, as recently-played and top tracks list them."""
+    item = track_payload(
+        track_id, name, duration_ms, 0, artists=artists, album=album, album_id=album_id
+    )["item"]
+    assert isinstance(item, dict)
+    return item
+
+
+def played_item(
+    track: Mapping[str, Any], played_at: float, *, context: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One recently-played entry; ``played_at`` (Unix seconds) in Spotify's ISO form."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(played_at))
+    millis = round((played_at % 1) * 1000) % 1000
+    return {"track": dict(track), "played_at": f"{stamp}.{millis:03d}Z", "context": context}
+
+
+def artist_object(artist_id: str, name: str, *, genres: Iterable[str] = ()) -> dict[str, Any]:
+    """A top-artists entry. No popularity or followers: development-mode apps lost them."""
+    return {
+        **_external("artist", artist_id),
+        "name": name,
+        "images": _images(artist_id),
+        "genres": list(genres),
+    }
+
+
 def ad_payload(progress_ms: int = 5_000, *, is_playing: bool = True) -> dict[str, Any]:
     return _envelope(None, "ad", progress_ms, is_playing, None)
 
@@ -232,6 +288,8 @@ class FakeUser:
     registered: bool = True  # False: not on the development-mode allow-list
     product: str = "premium"
     player: PlayerState = None
+    recently_played: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    top: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -398,6 +456,8 @@ class FakeSpotify:
         app.router.add_get("/v1/me", self._handle_me)
         app.router.add_get("/v1/me/player/currently-playing", self._handle_currently_playing)
         self.cdn.add_routes(app.router)
+        app.router.add_get("/v1/me/player/recently-played", self._handle_recently_played)
+        app.router.add_get("/v1/me/top/{kind}", self._handle_top)
         return app
 
     # --- configuration for tests ----------------------------------------------------------
@@ -442,6 +502,21 @@ class FakeSpotify:
     def set_playing(self, user_id: str, state: PlayerState) -> None:
         """A payload dict, a callable returning one (or None) at request time, or None (204)."""
         self.users[user_id].player = state
+
+    def set_recently_played(self, user_id: str, items: Iterable[Mapping[str, Any]]) -> None:
+        """Entries made with :func:`played_item`, in any order (served newest first)."""
+        self.users[user_id].recently_played = [dict(item) for item in items]
+
+    def add_played(self, user_id: str, track: Mapping[str, Any], played_at: float) -> None:
+        self.users[user_id].recently_played.append(played_item(track, played_at))
+
+    def set_top(
+        self, user_id: str, kind: str, time_range: str, items: Iterable[Mapping[str, Any]]
+    ) -> None:
+        """Top ``tracks`` (track objects) or ``artists`` (artist objects) for a time range."""
+        if kind not in ("tracks", "artists") or time_range not in TIME_RANGES:
+            raise ValueError(f"unknown top items {kind!r} / {time_range!r}")
+        self.users[user_id].top[kind, time_range] = [dict(item) for item in items]
 
     def fail_next(
         self,
@@ -821,6 +896,10 @@ class FakeSpotify:
             )
         return self.users[token.user_id]
 
+    def _token_scopes(self, request: web.Request) -> list[str]:
+        token = self._access.get(request.headers.get("Authorization", "")[7:])
+        return token.scope.split() if token is not None else []
+
     def _bearer_user_id(self, request: web.Request) -> str | None:
         token = self._access.get(request.headers.get("Authorization", "")[7:])
         return token.user_id if token is not None else None
@@ -843,7 +922,12 @@ class FakeSpotify:
         )
 
     async def _api(
-        self, endpoint: str, request: web.Request, answer: Callable[[FakeUser], web.Response]
+        self,
+        endpoint: str,
+        request: web.Request,
+        answer: Callable[[FakeUser], web.Response],
+        *,
+        scope: str | None = None,
     ) -> web.StreamResponse:
         user_id = self._bearer_user_id(request)
         self._count(endpoint, user_id)
@@ -857,6 +941,8 @@ class FakeSpotify:
                     response = web.Response(
                         text=NOT_REGISTERED_TEXT, status=403, content_type="text/plain"
                     )
+                elif scope is not None and scope not in self._token_scopes(request):
+                    response = _api_error(403, INSUFFICIENT_SCOPE_MESSAGE)
                 else:
                     response = answer(user)
             except _Fail as failure:
@@ -897,3 +983,82 @@ class FakeSpotify:
             return web.json_response(payload)
 
         return await self._api("currently_playing", request, answer)
+
+    async def _handle_recently_played(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+
+        def answer(user: FakeUser) -> web.Response:
+            try:
+                limit = int(query.get("limit", "20"))
+                after = int(query["after"]) if "after" in query else None
+                before = int(query["before"]) if "before" in query else None
+            except ValueError:
+                return _api_error(400, "Invalid limit")
+            if not 1 <= limit <= 50 or (after is not None and before is not None):
+                return _api_error(400, "Invalid limit" if after is None else "Only one cursor")
+            entries = sorted(user.recently_played, key=lambda e: str(e["played_at"]), reverse=True)[
+                :50
+            ]  # Spotify keeps the last 50
+            if after is not None:
+                entries = [e for e in entries if _iso_ms(e["played_at"]) > after]
+            if before is not None:
+                entries = [e for e in entries if _iso_ms(e["played_at"]) < before]
+            page = entries[:limit]
+            cursors = (
+                {
+                    "after": str(_iso_ms(page[0]["played_at"])),
+                    "before": str(_iso_ms(page[-1]["played_at"])),
+                }
+                if page
+                else None
+            )
+            return web.json_response(
+                {
+                    "items": page,
+                    "next": None,
+                    "cursors": cursors,
+                    "limit": limit,
+                    "href": f"https://api.spotify.com/v1/me/player/recently-played?limit={limit}",
+                }
+            )
+
+        return await self._api("recently_played", request, answer, scope=RECENTLY_PLAYED_SCOPE)
+
+    async def _handle_top(self, request: web.Request) -> web.StreamResponse:
+        kind = request.match_info["kind"]
+        if kind not in ("tracks", "artists"):
+            return _api_error(404, "Service not found")
+        query = request.query
+
+        def answer(user: FakeUser) -> web.Response:
+            time_range = query.get("time_range", "medium_term")
+            try:
+                limit = int(query.get("limit", "20"))
+                offset = int(query.get("offset", "0"))
+            except ValueError:
+                return _api_error(400, "Invalid limit")
+            if time_range not in TIME_RANGES:
+                return _api_error(400, "Invalid time range")
+            if not 1 <= limit <= 50 or offset < 0:
+                return _api_error(400, "Invalid limit")
+            items = user.top.get((kind, time_range), [])
+            return web.json_response(
+                {
+                    "items": items[offset : offset + limit],
+                    "total": len(items),
+                    "limit": limit,
+                    "offset": offset,
+                    "href": f"https://api.spotify.com/v1/me/top/{kind}",
+                    "next": None,
+                    "previous": None,
+                }
+            )
+
+        return await self._api(f"top_{kind}", request, answer, scope=TOP_READ_SCOPE)
+
+
+def _iso_ms(text: str) -> int:
+    """Spotify's ``played_at`` (``2026-11-28T21:04:00.123Z``) in Unix milliseconds."""
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)

@@ -1,0 +1,201 @@
+"""What /recent and /top ask Spotify, with the listening log as the fallback.
+
+One Spotify call per command, counted into the polling budget like /np. A member linked before
+the bot asked for ``user-read-recently-played`` / ``user-top-read`` (the stored grant says so,
+or Spotify answers 403 ``Insufficient client scope``) gets one sentence asking them to run /link
+again; their link keeps working meanwhile. On a 429 or 5xx, /recent answers from the log at
+once (marked as such) and /top says when to try again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.errors import (
+    BotError,
+    DecryptionError,
+    LinkBroken,
+    NotLinked,
+    SpotifyForbidden,
+    SpotifyMissingScope,
+    SpotifyRateLimited,
+    SpotifyUnauthorized,
+    SpotifyUnavailable,
+)
+from bot.history import ListeningLog
+from bot.spotify.api import SpotifyApi
+from bot.spotify.auth import RECENTLY_PLAYED_SCOPE, TOP_READ_SCOPE, has_scope
+from bot.spotify.models import PlayedTrack, TimeRange, TopItems, TopKind
+from bot.storage import Storage
+from bot.tokens import TokenManager
+
+log = logging.getLogger(__name__)
+
+RECENT_LIMIT = 10
+TOP_PERIODS: dict[str, TimeRange] = {
+    "month": "short_term",
+    "half-year": "medium_term",
+    "all-time": "long_term",
+}
+RELINK_HINT = "Run /link again to let me read your Spotify history (your link keeps working)."
+FROM_LOG_BUSY = "Spotify is busy, so this is what I logged myself."
+LINK_HINT = "Link your Spotify account with /link to see everything you played."
+
+
+@dataclass(frozen=True, slots=True)
+class RecentTrack:
+    name: str
+    artists: tuple[str, ...]
+    url: str | None
+    at: float  # Unix time: Spotify's played_at, or the start of a logged play
+
+
+@dataclass(frozen=True, slots=True)
+class RecentAnswer:
+    tracks: tuple[RecentTrack, ...]
+    source: Literal["spotify", "log"]
+    note: str | None = None  # one sentence under the list (why it is the log, the /link hint)
+
+
+def wait_words(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{math.ceil(seconds / 60)} minutes"
+    return f"{math.ceil(seconds / 3600)} hours"
+
+
+class SpotifyListening:
+    def __init__(
+        self,
+        tokens: TokenManager,
+        api: SpotifyApi,
+        storage: Storage,
+        history: ListeningLog,
+        *,
+        on_request: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tokens = tokens
+        self._api = api
+        self._storage = storage
+        self._history = history
+        self._on_request = on_request
+        self._clock = clock
+
+    async def _granted(self, member_id: int) -> str | None:
+        """The stored grant's scopes, or None when the member has no working link."""
+        link = await self._storage.get_link(member_id)
+        return link.scopes if link is not None and link.status == "active" else None
+
+    def _count_request(self) -> None:
+        if self._on_request is not None:
+            self._on_request(self._clock())
+
+    async def recently_played(
+        self, member_id: int, after_ms: int | None = None
+    ) -> Sequence[PlayedTrack]:
+        """For the log's gap filling: raises SpotifyMissingScope without asking Spotify when
+        the stored grant lacks the scope."""
+        granted = await self._granted(member_id)
+        if granted is None:
+            raise NotLinked()
+        if not has_scope(granted, RECENTLY_PLAYED_SCOPE):
+            raise SpotifyMissingScope("the link predates user-read-recently-played")
+        self._count_request()
+
+        async def call(token: str) -> Sequence[PlayedTrack]:
+            return await self._api.recently_played(token, after_ms=after_ms)
+
+        return await self._tokens.call(member_id, call)
+
+    async def recent(self, member_id: int, *, is_self: bool) -> RecentAnswer:
+        """The member's last 10 tracks: Spotify's recently-played when the link allows it,
+        else the listening log."""
+        granted = await self._granted(member_id)
+        if granted is None:
+            return await self._from_log(member_id, LINK_HINT if is_self else None)
+        if not has_scope(granted, RECENTLY_PLAYED_SCOPE):
+            return await self._from_log(member_id, RELINK_HINT if is_self else None)
+        self._count_request()
+
+        async def call(token: str) -> Sequence[PlayedTrack]:
+            return await self._api.recently_played(token, limit=RECENT_LIMIT)
+
+        try:
+            played = await self._tokens.call(member_id, call)
+        except SpotifyMissingScope:
+            return await self._from_log(member_id, RELINK_HINT if is_self else None)
+        except (SpotifyRateLimited, SpotifyUnavailable) as exc:
+            log.info("/recent: Spotify unavailable for member %s (%s)", member_id, exc)
+            return await self._from_log(member_id, FROM_LOG_BUSY)
+        except (LinkBroken, DecryptionError, SpotifyForbidden, SpotifyUnauthorized) as exc:
+            # About someone else, say nothing about why; about yourself, what to do.
+            return await self._from_log(member_id, exc.user_message if is_self else None)
+        except NotLinked:
+            return await self._from_log(member_id, None)
+        self._history.gaps.absorb_soon(member_id, played)
+        tracks = tuple(
+            RecentTrack(
+                name=item.track.name,
+                artists=tuple(a.name for a in item.track.artists),
+                url=item.track.url,
+                at=item.played_at,
+            )
+            for item in played[:RECENT_LIMIT]
+        )
+        return RecentAnswer(tracks, "spotify")
+
+    async def _from_log(self, member_id: int, note: str | None) -> RecentAnswer:
+        plays = await self._history.recent(member_id, RECENT_LIMIT)
+        tracks = tuple(
+            RecentTrack(
+                name=play.track_name,
+                artists=play.artists,
+                url=f"https://open.spotify.com/track/{play.track_id}",
+                at=play.started_at,
+            )
+            for play in plays
+        )
+        return RecentAnswer(tracks, "log", note)
+
+    async def top(self, member_id: int, kind: TopKind, period: str, *, is_self: bool) -> TopItems:
+        """The member's top 10 from Spotify. Raises BotError with the words for the member."""
+        time_range = TOP_PERIODS[period]
+        granted = await self._granted(member_id)
+        if granted is None:
+            if is_self:
+                raise NotLinked()
+            raise BotError(user_message=NO_TOP_FOR_OTHERS)
+        if not has_scope(granted, TOP_READ_SCOPE):
+            raise BotError(user_message=RELINK_HINT if is_self else NO_TOP_FOR_OTHERS)
+        self._count_request()
+
+        async def call(token: str) -> TopItems:
+            return await self._api.top_items(token, kind, time_range)
+
+        try:
+            return await self._tokens.call(member_id, call)
+        except SpotifyMissingScope as exc:
+            raise BotError(user_message=RELINK_HINT if is_self else NO_TOP_FOR_OTHERS) from exc
+        except SpotifyRateLimited as exc:
+            raise BotError(
+                user_message=f"Spotify asks me to slow down: try /top again in "
+                f"{wait_words(exc.retry_after)}."
+            ) from exc
+        except (LinkBroken, DecryptionError, SpotifyForbidden, SpotifyUnauthorized) as exc:
+            if is_self:
+                raise
+            raise BotError(user_message=NO_TOP_FOR_OTHERS) from exc
+
+
+NO_TOP_FOR_OTHERS = (
+    "I can't show their top list: it needs a Spotify link that allows it. "
+    "They can run /link to connect one."
+)

@@ -1,0 +1,303 @@
+"""/listening, /recent, /top and /recap, and the gateway events the listening log needs.
+
+Thin: parse the interaction, apply the one visibility rule (``PrivacyService.ensure_visible``,
+before any Spotify call or log read about someone else), call a service, render with
+``bot.listening_embeds``. Answers are public; errors and privacy notes are private (the tree's
+error handler). Anything that may take over 1.5 s shows "thinking" first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.charts import ChartRenderer, TopAlbum
+from bot.client import NowPlayingBot
+from bot.errors import BotError
+from bot.history import ListeningLog
+from bot.images import ImageFetcher
+from bot.listening import SpotifyListening
+from bot.listening_embeds import (
+    RECAP_PERIOD_WORDS,
+    RECAP_PICTURE_NAME,
+    Rendered,
+    render_listening,
+    render_recap,
+    render_recent,
+    render_top,
+    with_picture,
+)
+from bot.presence import spotify_activity
+from bot.privacy import PrivacyService
+from bot.storage import Recap
+
+log = logging.getLogger(__name__)
+
+DEFER_AFTER_SECONDS = 1.5
+COVER_WAIT_SECONDS = 2.0  # the recap picture waits this long for uncached covers
+GUILD_ONLY = "This command only works in a server."
+CHOICE_COMMANDS = frozenset({"autopost me", "privacy"})
+
+
+def _name(target: discord.abc.User) -> str:
+    return target.display_name
+
+
+def _server(interaction: discord.Interaction[Any]) -> tuple[int, discord.Guild | None, str]:
+    """The server's id, its cached object (None when not cached) and a name to show."""
+    if interaction.guild_id is None:
+        raise BotError(user_message=GUILD_ONLY)
+    guild = interaction.guild
+    return interaction.guild_id, guild, guild.name if guild is not None else "this server"
+
+
+async def send_rendered(
+    interaction: discord.Interaction[Any],
+    work: Callable[[], Awaitable[Rendered]],
+    *,
+    ephemeral: bool = False,
+) -> Rendered:
+    """Answer (publicly unless ``ephemeral``) with what ``work`` renders; "thinking" first
+    when it takes over 1.5 s. An error after a public "thinking" removes that message, so the
+    error answer is private."""
+    task = asyncio.ensure_future(work())
+    try:
+        rendered = await asyncio.wait_for(asyncio.shield(task), DEFER_AFTER_SECONDS)
+    except TimeoutError:
+        await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+        try:
+            rendered = await task
+        except Exception:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+            raise
+    kwargs: dict[str, Any] = {
+        "allowed_mentions": discord.AllowedMentions.none(),
+        "ephemeral": ephemeral,
+    }
+    if rendered.content is not None:
+        kwargs["content"] = rendered.content
+    if rendered.embed is not None:
+        kwargs["embed"] = rendered.embed
+    if rendered.picture is not None:
+        name, png = rendered.picture
+        kwargs["file"] = discord.File(io.BytesIO(png), filename=name)
+    if interaction.response.is_done():
+        await interaction.followup.send(**kwargs)
+    else:
+        await interaction.response.send_message(**kwargs)
+    return rendered
+
+
+class ListeningCog(commands.Cog):
+    def __init__(
+        self,
+        history: ListeningLog,
+        spotify: SpotifyListening,
+        privacy: PrivacyService,
+        *,
+        presence_enabled: bool = False,
+        images: ImageFetcher | None = None,
+        charts: ChartRenderer | None = None,
+    ) -> None:
+        self.history = history
+        self.spotify = spotify
+        self.privacy = privacy
+        self.presence_enabled = presence_enabled
+        self.images = images
+        self.charts = charts
+
+    async def _target(
+        self,
+        interaction: discord.Interaction[Any],
+        member: discord.Member | discord.User | None,
+    ) -> discord.abc.User:
+        target: discord.abc.User = member or interaction.user
+        if target.bot and target.id != interaction.user.id:
+            raise BotError(user_message=f"{_name(target)} is a bot and does not listen to Spotify.")
+        await self.privacy.ensure_visible(interaction, member)
+        return target
+
+    def _only_for_self(self, target: discord.abc.User, is_self: bool) -> bool:
+        """A private member's own answers are shown only to them."""
+        return is_self and self.privacy.is_private_now(target.id)
+
+    # --- commands -------------------------------------------------------------------------
+
+    @app_commands.command(name="listening", description="Who in this server is listening now")
+    @app_commands.guild_only()
+    async def listening(self, interaction: discord.Interaction[Any]) -> None:
+        guild_id, guild, name = _server(interaction)
+        is_member: Callable[[int], bool] | None = None
+        if self.presence_enabled and guild is not None:
+            cached = guild
+            # With the members intent the cache knows everyone in the server.
+
+            def is_member(member_id: int) -> bool:
+                return cached.get_member(member_id) is not None
+
+        entries = self.history.listening_in(guild_id, is_member)
+        if is_member is not None:
+            entries = [e for e in entries if is_member(e.member_id)]
+
+        async def work() -> Rendered:
+            return render_listening(entries, guild_name=name)
+
+        await send_rendered(interaction, work)
+
+    @app_commands.command(name="recent", description="The last 10 tracks you (or a member) played")
+    @app_commands.describe(member="Whose tracks to show (default: you)")
+    async def recent(
+        self,
+        interaction: discord.Interaction[Any],
+        member: discord.Member | discord.User | None = None,
+    ) -> None:
+        target = await self._target(interaction, member)
+        is_self = target.id == interaction.user.id
+
+        async def work() -> Rendered:
+            answer = await self.spotify.recent(target.id, is_self=is_self)
+            return render_recent(answer, member_name=_name(target), is_self=is_self)
+
+        await send_rendered(interaction, work, ephemeral=self._only_for_self(target, is_self))
+
+    @app_commands.command(name="top", description="Your (or a member's) top tracks or artists")
+    @app_commands.describe(
+        kind="Tracks or artists (default: tracks)",
+        period="month, half-year or all-time (default: month)",
+        member="Whose top list to show (default: you)",
+    )
+    async def top(
+        self,
+        interaction: discord.Interaction[Any],
+        kind: Literal["tracks", "artists"] = "tracks",
+        period: Literal["month", "half-year", "all-time"] = "month",
+        member: discord.Member | discord.User | None = None,
+    ) -> None:
+        target = await self._target(interaction, member)
+        is_self = target.id == interaction.user.id
+
+        async def work() -> Rendered:
+            items = await self.spotify.top(target.id, kind, period, is_self=is_self)
+            return render_top(items, member_name=_name(target), period=period)
+
+        await send_rendered(interaction, work, ephemeral=self._only_for_self(target, is_self))
+
+    @app_commands.command(name="recap", description="What this server played lately")
+    @app_commands.describe(period="week or month (default: week)")
+    @app_commands.guild_only()
+    async def recap(
+        self,
+        interaction: discord.Interaction[Any],
+        period: Literal["week", "month"] = "week",
+    ) -> None:
+        guild_id, guild, name = _server(interaction)
+        still_member: Callable[[int], bool] | None = None
+        if self.presence_enabled and guild is not None:
+            cached = guild
+
+            def still_member(member_id: int) -> bool:
+                return cached.get_member(member_id) is not None
+
+        recaps: list[Recap] = []
+
+        async def work() -> Rendered:
+            recap = await self.history.recap(guild_id, period, still_member=still_member)
+            recaps.append(recap)
+            return render_recap(recap, guild_name=name, period=period)
+
+        rendered = await send_rendered(interaction, work)
+        # The numbers go out at once; the picture of the top albums follows in an edit.
+        png = await self._recap_picture(recaps[0], name, period) if rendered.embed else None
+        if png is not None:
+            pictured = with_picture(rendered, RECAP_PICTURE_NAME, png)
+            try:
+                await interaction.edit_original_response(
+                    embed=pictured.embed,
+                    attachments=[discord.File(io.BytesIO(png), filename=RECAP_PICTURE_NAME)],
+                )
+            except discord.HTTPException as exc:
+                log.info("/recap: could not add the picture (%s)", exc)
+
+    async def _recap_picture(self, recap: Recap, guild_name: str, period: str) -> bytes | None:
+        """The server's top albums as a 3x3 picture, or None (no albums, no renderer, or it
+        failed: the answer goes out without it). Covers come from the image cache or Spotify's
+        CDN, waited for at most ``COVER_WAIT_SECONDS`` together."""
+        images, charts = self.images, self.charts
+        if images is None or charts is None or not recap.albums:
+            return None
+        urls = [album.image_url for album in recap.albums]
+        fetches = [asyncio.ensure_future(images.fetch(url)) for url in urls if url]
+        if fetches:
+            await asyncio.wait(fetches, timeout=COVER_WAIT_SECONDS)
+        covers = [images.cached(url) if url else None for url in urls]
+        for fetch in fetches:
+            fetch.cancel()
+        albums = [
+            TopAlbum(cover=cover, album=album.name, artist=album.artist, plays=album.plays)
+            for cover, album in zip(covers, recap.albums, strict=True)
+        ]
+        heading = f"{guild_name} · {RECAP_PERIOD_WORDS.get(period, period)}"
+        try:
+            return await charts.top_albums(albums, size=3, heading=heading)
+        except Exception:
+            log.exception("/recap: the picture could not be drawn; answering without it")
+            return None
+
+    # --- where members are seen -----------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        # A member who runs any command in a server is in it: their plays count there.
+        if interaction.guild_id is not None and not interaction.user.bot:
+            await self.history.note_member(
+                interaction.guild_id, interaction.user.id, only_if_logged=False
+            )
+
+    @commands.Cog.listener()
+    async def on_app_command_completion(
+        self,
+        interaction: discord.Interaction[Any],
+        command: app_commands.Command[Any, ..., Any] | app_commands.ContextMenu,
+    ) -> None:
+        # These choices decide whether a member's plays are kept: read them again.
+        if command.qualified_name in CHOICE_COMMANDS:
+            await self.history.refresh_member(interaction.user.id)
+
+    @commands.Cog.listener()
+    async def on_presence_update(self, before: discord.Member, after: discord.Member) -> None:
+        if after.bot:
+            return
+        if spotify_activity(after.activities) is None:
+            self.history.now_listening.clear(after.id)  # paused, stopped or hidden
+            return
+        await self.history.note_member(after.guild.id, after.id)
+
+    @commands.Cog.listener()
+    async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
+        await self.history.roster.forget(payload.guild_id, payload.user.id)
+
+
+async def setup(bot: commands.Bot) -> None:
+    assert isinstance(bot, NowPlayingBot)
+    services = bot.services
+    if services.history is None or services.listening is None:
+        raise RuntimeError("cogs.listening needs services.history (built by bot.app)")
+    await bot.add_cog(
+        ListeningCog(
+            services.history,
+            services.listening,
+            services.privacy,
+            presence_enabled=services.settings.enable_presence,
+            images=services.images,
+            charts=services.charts,
+        )
+    )
