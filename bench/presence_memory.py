@@ -39,12 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import discord
 
-from bot.autopost.service import (
-    AutopostService,
-    ChannelCheck,
-    ChannelState,
-    MemberView,
-)
+from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
+from bot.autopost.service import AutopostService
 from bot.embeds import NowPlayingMessage
 from bot.privacy import PrivacyService
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
@@ -132,21 +128,13 @@ def deep_size(root: object) -> int:
 
 def caches(service: AutopostService, privacy: PrivacyService) -> dict[str, object]:
     """Every per-member structure of ours on this path (see README, "Memory per member")."""
-    s: Any = service
-    return {
-        "autopost linked": s._linked,
-        "autopost opt-in choices": s._choices,
-        "autopost followed": s._followed,
-        "autopost suspended (presence-covered)": s._suspended,
-        "autopost parked": s._parked,
-        "autopost guild membership": s._membership,
-        "autopost last item seen": s._observed,
-        "autopost last posts": s._last_posts,
-        "autopost member locks": s._member_locks._entries,
-        "autopost lookup queue": s._queued,
-        "poll scheduler members": s.scheduler._members,
-        "privacy: private members": privacy._private,
+    structures: dict[str, object] = {
+        f"autopost {name}": value for name, value in service.per_member_state().items()
     }
+    scheduler: Any = service.scheduler
+    structures["poll scheduler members"] = scheduler._queue._members
+    structures["privacy: private members"] = privacy._private
+    return structures
 
 
 PER_GUILD = {"autopost guild membership", "autopost last posts"}  # keyed by (member, guild)

@@ -31,13 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Run as a script from anywhere: the project root goes on the path first.
-from bot.autopost.scheduler import (
-    Idle,
-    Observation,
-    Playing,
-    PollScheduler,
-    SchedulerConfig,
-)
+from bot.autopost.config import SchedulerConfig
+from bot.autopost.observations import Idle, Observation, Playing
+from bot.autopost.scheduler import PollScheduler
 
 
 def rss_mb() -> float:

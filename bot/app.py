@@ -14,11 +14,14 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import discord
 from aiohttp import web
 
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.autopost.discord_side import DiscordPySide
-from bot.autopost.scheduler import PollScheduler, SchedulerConfig
-from bot.autopost.service import AutopostConfig, AutopostService, PostAction
+from bot.autopost.ports import PostAction
+from bot.autopost.scheduler import PollScheduler
+from bot.autopost.service import AutopostService
 from bot.backends.startup import DatabaseRefused, connect_with_retry
 from bot.charts import ChartRenderer
 from bot.client import NowPlayingBot, create_bot
@@ -153,24 +156,46 @@ class Application:
             )
         privacy = PrivacyService(storage)
         await privacy.start()
-        self.services = Services(
-            settings=settings,
-            storage=storage,
-            cipher=cipher,
-            tokens=tokens,
-            links=links,
-            playback=playback,
-            privacy=privacy,
-            metrics=metrics,
-            images=images,
-            colours=colours,
-            charts=charts,
-        )
+
+        async def poll(member_id: int) -> CurrentlyPlaying:
+            return await tokens.call(member_id, api.currently_playing)
+
+        def build_services(client: discord.Client) -> Services:
+            """Every service, whole, before the bot loads a cog (the auto-poster posts
+            through the bot's own connection)."""
+            autopost = AutopostService(
+                storage,
+                poll,
+                DiscordPySide(client),
+                scheduler=scheduler,
+                config=self.autopost_config,
+                hold=sender,
+                on_post=_autopost_metrics(metrics) if metrics is not None else None,
+                on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
+                is_private=privacy.is_private_now,
+                colours=colours,
+            )
+            return Services(
+                settings=settings,
+                storage=storage,
+                cipher=cipher,
+                tokens=tokens,
+                links=links,
+                playback=playback,
+                autopost=autopost,
+                privacy=privacy,
+                metrics=metrics,
+                images=images,
+                colours=colours,
+                charts=charts,
+            )
 
         # The REST base now; the gateway address once /gateway/bot answers (bot.connect).
         point_discord_at(settings.discord_api_base, None)
 
-        self.bot = create_bot(self.services, **self._bot_options)
+        self.bot = create_bot(settings, build_services, **self._bot_options)
+        self.services = self.bot.services
+        autopost = self.services.autopost
         if storage.dialect == "postgresql":  # other processes may share this bot
             gate = IdentifyGate(
                 storage.named_lock, self._max_concurrency, interval=self.identify_interval
@@ -181,22 +206,8 @@ class Application:
         if metrics is not None:
             self.bot.command_outcome_hook = metrics.command_completed
             metrics.set_gateway_latency_source(lambda: self.bot.latency)
-
-        async def poll(member_id: int) -> CurrentlyPlaying:
-            return await tokens.call(member_id, api.currently_playing)
-
-        autopost = AutopostService(
-            storage,
-            poll,
-            DiscordPySide(self.bot),
-            scheduler=scheduler,
-            config=self.autopost_config,
-            hold_until=lambda: sender.hold_until,
-            on_post=_autopost_metrics(metrics) if metrics is not None else None,
-            is_private=privacy.is_private_now,
-            colours=colours,
-        )
-        self.services.autopost = autopost
+            metrics.watch_spotify(sender.requests_in_window, sender.hold_remaining)
+            metrics.watch_autopost_stretch(autopost.skip_check_stretch)
         self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
         links.add_linked_listener(autopost.member_linked)
         links.add_unlinked_listener(autopost.member_unlinked)

@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.config import Settings
 from bot.errors import BotError
 from bot.services import Services
 from bot.shards import IdentifyGate
@@ -100,8 +101,15 @@ class BotTree(app_commands.CommandTree["NowPlayingBot"]):
 
 
 class NowPlayingBot(commands.Bot):
-    def __init__(self, services: Services, **options: Any) -> None:
-        settings = services.settings
+    """``build_services(bot)`` builds every service, whole, as the bot is made: some of them
+    talk to Discord through this client, and every cog gets them when ``setup_hook`` loads it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        build_services: Callable[[discord.Client], Services],
+        **options: Any,
+    ) -> None:
         # The bot never joins voice; don't warn self-hosters about missing voice libraries.
         discord.VoiceClient.warn_nacl = False
         discord.VoiceClient.warn_dave = False
@@ -112,7 +120,7 @@ class NowPlayingBot(commands.Bot):
             tree_cls=BotTree,
             **options,
         )
-        self.services = services
+        self.services = build_services(self)
         self.command_outcome_hook: CommandOutcomeHook | None = None
         # Set when several processes share the bot: IDENTIFY turns across all of them.
         self.identify_gate: IdentifyGate | None = None
@@ -189,12 +197,17 @@ class ShardedNowPlayingBot(NowPlayingBot, commands.AutoShardedBot):
         )
 
 
-def create_bot(services: Services, **options: Any) -> NowPlayingBot:
+def create_bot(
+    settings: Settings, build_services: Callable[[discord.Client], Services], **options: Any
+) -> NowPlayingBot:
     """Sharded when SHARD_COUNT is set; otherwise one connection, as before."""
-    settings = services.settings
     if settings.shard_count is None:
-        return NowPlayingBot(services, **options)
+        return NowPlayingBot(settings, build_services, **options)
     shard_ids = list(settings.shard_ids or range(settings.shard_count))
     return ShardedNowPlayingBot(
-        services, shard_count=settings.shard_count, shard_ids=shard_ids, **options
+        settings,
+        build_services,
+        shard_count=settings.shard_count,
+        shard_ids=shard_ids,
+        **options,
     )

@@ -17,6 +17,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import discord
@@ -43,6 +44,7 @@ __all__ = [
     "SPOTIFY_GREEN",
     "LinkButton",
     "NowPlayingMessage",
+    "edit_arguments",
     "embed_limit_problems",
     "embed_total_length",
     "escape_markdown",
@@ -53,6 +55,7 @@ __all__ = [
     "pick_image",
     "progress_bar",
     "render_now_playing",
+    "send_arguments",
     "truncate",
 ]
 
@@ -577,6 +580,24 @@ def make_view(buttons: Sequence[LinkButton]) -> discord.ui.View | None:
             )
         )
     return view
+
+
+def send_arguments(message: NowPlayingMessage) -> dict[str, Any]:
+    """The keyword arguments that send ``message``, the same for ``/np`` (``send_message``,
+    ``followup.send``) and auto-posts (``channel.send``): no mentions ever ping, and what the
+    message lacks is left out. Builds the view: call it inside the event loop."""
+    arguments = edit_arguments(message)
+    return {name: value for name, value in arguments.items() if value is not None}
+
+
+def edit_arguments(message: NowPlayingMessage) -> dict[str, Any]:
+    """Like :func:`send_arguments` for ``Message.edit``: what the message lacks is cleared."""
+    return {
+        "content": message.content,
+        "embed": message.embed,
+        "view": make_view(message.buttons),
+        "allowed_mentions": discord.AllowedMentions.none(),
+    }
 
 
 def markdown_link(text: str, url: str | None, *, text_limit: int = LINK_TEXT_LIMIT) -> str:

@@ -164,11 +164,3 @@ class LinkBroken(BotError):
         "Your Spotify link stopped working (it was revoked or is older than six months). "
         "Please run /link again."
     )
-
-
-class LinkStateError(BotError):
-    """An OAuth state is missing, unknown, expired, used, or belongs to another member."""
-
-    def __init__(self, reason: str, user_message: str) -> None:
-        super().__init__(reason, user_message=user_message)
-        self.reason = reason

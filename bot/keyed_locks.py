@@ -7,7 +7,7 @@ lock per member ever seen staying in memory.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, KeysView
 from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
@@ -35,6 +35,10 @@ class KeyedLocks(Generic[K, E]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def keys(self) -> KeysView[K]:
+        """The keys held (or waited for) right now."""
+        return self._entries.keys()
 
     def get(self, key: K) -> E | None:
         """The key's entry while someone holds or awaits its lock, else None."""

@@ -16,6 +16,12 @@ Families (all prefixed ``nowplaying_``):
 * ``spotify_rate_limit_holds_total``: app-wide holds started by a real 429 answer;
 * ``autopost_lag_seconds`` (histogram): auto-post detection latency;
 * ``autopost_posts_total{action}``: auto-post messages, ``posted`` or ``edited``;
+* ``autopost_skip_check_stretch`` (gauge): how much the auto-poster's routine (skip) checks
+  are stretched to fit the Spotify budget (1: not at all), read at scrape time;
+* ``autopost_unseen_gaps_total``: poll answers that ended a stretch nobody observed, long
+  enough for a whole play to go unseen (a budget or hold too tight for the listeners);
+* ``spotify_requests_in_window`` (gauge): requests sent to Spotify in the last 30 s (compare
+  with SPOTIFY_REQUEST_BUDGET); ``spotify_hold_seconds`` (gauge): what is left of a 429 hold;
 * ``linked_members`` (gauge): members with an active link, a cached count;
 * ``gateway_latency_seconds`` (gauge): Discord heartbeat latency, read at scrape time.
 
@@ -103,6 +109,27 @@ class Metrics:
             ["action"],
             registry=registry,
         )
+        self.autopost_stretch = Gauge(
+            f"{PREFIX}_autopost_skip_check_stretch",
+            "Factor by which auto-post skip checks are stretched to fit the Spotify budget "
+            "(1: not stretched; NaN: auto-posting not running).",
+            registry=registry,
+        )
+        self.autopost_unseen_gaps = Counter(
+            f"{PREFIX}_autopost_unseen_gaps",
+            "Auto-post poll answers that ended an unobserved stretch long enough to hide a play.",
+            registry=registry,
+        )
+        self.spotify_window = Gauge(
+            f"{PREFIX}_spotify_requests_in_window",
+            "Requests sent to Spotify in the last 30 s (NaN: unknown).",
+            registry=registry,
+        )
+        self.spotify_hold = Gauge(
+            f"{PREFIX}_spotify_hold_seconds",
+            "Seconds left of the app-wide hold after a Spotify 429 (0: none; NaN: unknown).",
+            registry=registry,
+        )
         self.linked_members = Gauge(
             f"{PREFIX}_linked_members",
             "Members with an active Spotify link (a cached count, refreshed every minute and "
@@ -124,6 +151,13 @@ class Metrics:
         self.linked_members.set_function(lambda: self._linked_members)
         self._gateway_latency_source: Callable[[], float] | None = None
         self.gateway_latency.set_function(self._read_gateway_latency)
+        self._sources: dict[str, Callable[[], float]] = {}
+        for name, gauge in (
+            ("stretch", self.autopost_stretch),
+            ("window", self.spotify_window),
+            ("hold", self.spotify_hold),
+        ):
+            gauge.set_function(lambda name=name: self._read(name))  # type: ignore[misc]
         self._linked_members_stale = asyncio.Event()
 
     # --- hooks the application installs --------------------------------------------------
@@ -148,6 +182,26 @@ class Metrics:
         """``source()`` (e.g. ``lambda: bot.latency``) is read at every scrape."""
         self._gateway_latency_source = source
 
+    def watch_spotify(
+        self, requests_in_window: Callable[[], float], hold: Callable[[], float]
+    ) -> None:
+        """The sender's request count for the last 30 s and its hold, read at every scrape."""
+        self._sources["window"] = requests_in_window
+        self._sources["hold"] = hold
+
+    def watch_autopost_stretch(self, stretch: Callable[[], float]) -> None:
+        self._sources["stretch"] = stretch
+
+    def _read(self, name: str) -> float:
+        source = self._sources.get(name)
+        if source is None:
+            return math.nan
+        try:
+            return float(source())
+        except Exception:  # a scrape must never fail because of one gauge
+            log.debug("metric source %s failed", name, exc_info=True)
+            return math.nan
+
     def _read_gateway_latency(self) -> float:
         if self._gateway_latency_source is None:
             return math.nan
@@ -166,6 +220,10 @@ class Metrics:
     def autopost_post(self, action: str) -> None:
         """One auto-post message: ``posted`` (a new message) or ``edited`` (an existing one)."""
         self.autopost_posts.labels(action=action).inc()
+
+    def autopost_unseen_gap(self, member_id: int, since: float) -> None:
+        """The auto-poster's ``on_gap`` hook: a play may have gone unseen since ``since``."""
+        self.autopost_unseen_gaps.inc()
 
     # --- linked members ----------------------------------------------------------------------
 

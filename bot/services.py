@@ -65,9 +65,9 @@ class Services:
     tokens: TokenManager
     links: LinkService
     playback: PlaybackService
+    autopost: AutopostService
     privacy: PrivacyService
     metrics: Metrics | None = None  # None when METRICS_ENABLED is off
-    autopost: AutopostService | None = None  # set by bot.app once the bot exists
     images: ImageFetcher | None = None  # album art from Spotify's CDN (charts, colours)
     colours: CoverColours | None = None  # embed colours picked from album art
     charts: ChartRenderer | None = None  # chart pictures, rendered off the event loop

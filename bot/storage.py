@@ -980,10 +980,6 @@ class Storage:
         )
         return [_last_post_from_row(row) for row in rows]
 
-    async def delete_last_posts_for_channel(self, channel_id: int) -> int:
-        """Forget every last post in a channel; return how many there were."""
-        return await self._write("DELETE FROM last_posts WHERE channel_id = ?", (channel_id,))
-
     # --- embed colours from album art ----------------------------------------------------------
 
     async def get_image_colour(self, image_key: str) -> int | None:

@@ -154,8 +154,6 @@ class AutopostCog(commands.Cog):
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
     service = bot.services.autopost
-    if service is None:
-        raise RuntimeError("cogs.autopost needs services.autopost (built by bot.app)")
     await bot.add_cog(
         AutopostCog(
             service,

@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.client import NowPlayingBot
 from bot.colours import CoverColours
-from bot.embeds import make_view, render_now_playing
+from bot.embeds import render_now_playing, send_arguments
 from bot.errors import (
     BotError,
     DecryptionError,
@@ -106,16 +106,9 @@ class NowPlayingCog(commands.Cog):
             now=time.time(),
             colour=colour,
         )
-        view = make_view(message.buttons)
-        kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
+        kwargs = send_arguments(message)
         if only_you:
             kwargs["ephemeral"] = True
-        if message.content is not None:
-            kwargs["content"] = message.content
-        if message.embed is not None:
-            kwargs["embed"] = message.embed
-        if view is not None:
-            kwargs["view"] = view
         if interaction.response.is_done():
             await interaction.followup.send(**kwargs)
         else:

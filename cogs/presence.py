@@ -51,7 +51,5 @@ class PresenceCog(commands.Cog):
 
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
-    autopost = bot.services.autopost
-    if not bot.services.settings.enable_presence or autopost is None:
-        return
-    await bot.add_cog(PresenceCog(autopost))
+    if bot.services.settings.enable_presence:
+        await bot.add_cog(PresenceCog(bot.services.autopost))

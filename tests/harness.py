@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import discord.gateway
@@ -240,7 +239,3 @@ def authorize_url_of(components: Sequence[dict[str, Any]]) -> str:
         if component.get("style") == 5 and "url" in component:
             return str(component["url"])
     raise AssertionError(f"no link button in {components!r}")
-
-
-def query_of(url: str) -> dict[str, str]:
-    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}

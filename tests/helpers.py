@@ -1,9 +1,31 @@
 """Small helpers several test modules share: a hand-moved clock, a sleep that returns at
-once, and a stored link as a finished /link leaves it."""
+once, waiting for a condition, a stored link as a finished /link leaves it, and a LinkService
+wired as the app wires it."""
 
 from __future__ import annotations
 
-from bot.storage import LinkedAccount
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+
+from bot.crypto import TokenCipher
+from bot.link_completion import PendingLinkCompleter
+from bot.linking import LinkService
+from bot.spotify.api import SpotifyApi
+from bot.spotify.auth import SpotifyAuth
+from bot.spotify.http import SpotifySender
+from bot.storage import LinkedAccount, Storage
+from bot.tokens import TokenManager
+from tests.fakes.spotify import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REDIRECT_URI,
+    FakeSpotify,
+)
 
 
 class ManualClock:
@@ -34,3 +56,105 @@ def linked_account(user_id: int, refresh_token: bytes | None = b"encrypted") -> 
         linked_at=1_750_000_000.0,
         status="active",
     )
+
+
+async def eventually(
+    condition: Callable[[], object], timeout: float = 5.0, *, interval: float = 0.01
+) -> None:
+    """Wait until ``condition()`` is true (polled: for state no event announces); fail after
+    ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if condition():
+                    return
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {timeout} s") from None
+
+
+ALICE = 111_111_111_111_111_111
+BOB = 222_222_222_222_222_222
+
+
+class LinkWorld:
+    """A LinkService wired as ``bot.app`` wires it (the linking and web tests)."""
+
+    def __init__(
+        self,
+        fake: FakeSpotify,
+        storage: Storage,
+        session: aiohttp.ClientSession,
+        db_path: Path,
+    ) -> None:
+        self.fake = fake
+        self.storage = storage
+        self.session = session
+        self.db_path = db_path
+        self.cipher = TokenCipher([os.urandom(32)])
+        self.clock = ManualClock(1_800_000_000.0)
+        # Retries of 5xx answers happen, but without sleeping: the tests stay fast.
+        # The sender's monotonic clock moves by hand too: 429 holds end when a test says so.
+        self.monotonic = ManualClock(5_000.0)
+        self.sender = SpotifySender(session, sleep=no_sleep, clock=self.monotonic)
+        self.auth = SpotifyAuth(
+            self.sender,
+            client_id=DEFAULT_CLIENT_ID,
+            client_secret=DEFAULT_CLIENT_SECRET,
+            redirect_uri=DEFAULT_REDIRECT_URI,
+            accounts_base=fake.accounts_base,
+        )
+        self.api = SpotifyApi(self.sender, api_base=fake.api_base)
+        self.tokens = TokenManager(storage, self.cipher, self.auth)
+        self.links = LinkService(
+            storage,
+            self.auth,
+            self.api,
+            self.tokens,
+            self.cipher,
+            hold_remaining=self.sender.hold_remaining,
+            clock=self.clock,
+        )
+        self.completer = PendingLinkCompleter(
+            storage,
+            self.cipher,
+            self.auth,
+            self.api,
+            self.links,
+            hold_remaining=self.sender.hold_remaining,
+            clock=self.clock,
+            retry_seconds=0.05,
+        )
+        self.links.add_pending_listener(self.completer.wake)
+
+    async def redirect_after_consent(self, authorize_url: str) -> str:
+        """What the browser is sent to after the consent screen (not followed)."""
+        async with self.session.get(authorize_url, allow_redirects=False) as response:
+            assert response.status == 302, await response.text()
+            return response.headers["Location"]
+
+    async def approved_query(self, member: int, spotify_user: str = "alice") -> dict[str, str]:
+        """Run /link's start, approve as ``spotify_user``; the callback's query parameters."""
+        self.fake.approve_as(spotify_user)
+        start = await self.links.start(member, f"Member {member} (@member{member})")
+        location = await self.redirect_after_consent(start.authorize_url)
+        return query_of(location)
+
+    async def stored_refresh_token(self, member: int) -> str | None:
+        link = await self.storage.get_link(member)
+        if link is None or link.refresh_token is None:
+            return None
+        return self.cipher.decrypt(member, link.refresh_token)
+
+    def database_bytes(self) -> bytes:
+        """Everything SQLite wrote: the database file and its write-ahead log."""
+        data = b""
+        for suffix in ("", "-wal"):
+            path = Path(str(self.db_path) + suffix)
+            if path.exists():
+                data += path.read_bytes()
+        return data
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}

@@ -8,13 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.autopost.scheduler import Observation, RecordResult
-from bot.autopost.service import (
-    AutopostService,
-    ChannelCheck,
-    ChannelState,
-    MemberView,
-)
+from bot.autopost.observations import Observation, RecordResult
+from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
+from bot.autopost.service import AutopostService
 from bot.embeds import NowPlayingMessage
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying, Playback, Track
 from bot.storage import Storage
@@ -83,6 +79,9 @@ class OnePollScheduler:
 
     def hold_all_until(self, until: float) -> None:
         return None
+
+    def stretch(self, now: float) -> float:
+        return 1.0
 
 
 @pytest.fixture

@@ -8,24 +8,25 @@ fake Spotify servers lives in ``tests/e2e/test_autopost.py``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from bot.autopost.scheduler import PollScheduler, SchedulerConfig
-from bot.autopost.service import (
-    AutopostConfig,
-    AutopostService,
+from bot.autopost.config import AutopostConfig, SchedulerConfig
+from bot.autopost.ports import (
     ChannelCheck,
     ChannelState,
     ChannelUnusable,
     DiscordUnavailable,
     MemberView,
 )
+from bot.autopost.scheduler import PollScheduler
+from bot.autopost.service import AutopostService
 from bot.embeds import NowPlayingMessage
 from bot.errors import LinkBroken, SpotifyRateLimited
 from bot.spotify.models import (
@@ -35,7 +36,7 @@ from bot.spotify.models import (
     Track,
 )
 from bot.storage import LastPost, Storage
-from tests.helpers import ManualClock, linked_account
+from tests.helpers import ManualClock, eventually, linked_account
 
 GUILD = 1001
 OTHER_GUILD = 1002
@@ -215,19 +216,23 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await storage.close()
 
 
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.01)
+async def polls_settled(service: AutopostService) -> None:
+    """Until no poll is in flight: a poll started before a change has been counted."""
+    await eventually(lambda: service.polls_in_flight == 0)
 
 
-async def stays(condition: Callable[[], object], seconds: float = 0.5) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert condition()
-        await asyncio.sleep(0.02)
+async def others_polled(world: World, member_id: int = BOB, times: int = 3) -> None:
+    """Until ``member_id`` was polled ``times`` more times: the loop went on meanwhile (a
+    progress to wait for, instead of a stretch of wall-clock time)."""
+    start = world.spotify.calls.get(member_id, 0)
+    await eventually(lambda: world.spotify.calls.get(member_id, 0) >= start + times)
+
+
+async def loop_turns(service: AutopostService) -> None:
+    """Wake the loop and let it run its turn (and the tasks it starts) before going on."""
+    service._wake.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 # --- posting rules -------------------------------------------------------------------------
@@ -254,9 +259,12 @@ async def test_pause_resume_and_seek_are_not_new_items(world: World) -> None:
     assert world.side.titles() == ["Song t1"]
 
 
-async def test_a_new_item_seen_paused_is_posted_when_it_plays(world: World) -> None:
+async def test_a_new_item_first_seen_paused_is_posted_at_once_and_not_again_on_resume(
+    world: World,
+) -> None:
+    # It may be left for the next track without playing again: it was current, so it counts.
     await world.service.observe(ALICE, track("t1", playing=False))
-    assert world.side.posts == []
+    assert world.side.titles() == ["Song t1"]
     await world.service.observe(ALICE, track("t1"))
     assert world.side.titles() == ["Song t1"]
 
@@ -390,7 +398,7 @@ async def test_a_failing_hook_does_not_stop_posting(world: World) -> None:
     def broken(action: str, lag: float) -> None:
         raise RuntimeError("metrics bug")
 
-    world.service._on_post = broken
+    world.service.poster.on_post = broken
     await world.service.observe(ALICE, track("t1"))
     assert world.side.titles() == ["Song t1"]
 
@@ -420,15 +428,17 @@ async def test_an_opted_out_member_is_not_posted(world: World) -> None:
 
 async def test_an_opt_out_during_a_post_stops_it(world: World) -> None:
     gate = asyncio.Event()
+    looking_up = asyncio.Event()
     original = world.side.fetch_member
 
     async def slow_lookup(guild_id: int, user_id: int) -> MemberView | None:
+        looking_up.set()
         await gate.wait()
         return await original(guild_id, user_id)
 
     world.side.fetch_member = slow_lookup  # type: ignore[method-assign]
     posting = asyncio.create_task(world.service.observe(ALICE, track("t1")))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(looking_up.wait(), 5)
     await world.service.set_opt_in(ALICE, False)
     gate.set()
     await posting
@@ -569,16 +579,17 @@ async def test_members_in_no_music_guild_are_not_polled(world: World) -> None:
     assert not service.is_followed(ALICE)
     assert service.is_followed(BOB)
     world.spotify.calls.clear()
-    await asyncio.sleep(0.5)
+    await others_polled(world, BOB)
     assert world.spotify.calls.get(ALICE, 0) == 0
-    assert world.spotify.calls.get(BOB, 0) > 0
 
 
 async def test_no_music_channel_means_no_polling(world: World) -> None:
     await world.service.turn_off(GUILD)
     await world.service.settle()
+    await polls_settled(world.service)
     world.spotify.calls.clear()
-    await asyncio.sleep(0.4)
+    assert len(world.service.scheduler) == 0  # nobody left to poll
+    await loop_turns(world.service)
     assert world.spotify.calls == {}
     await world.service.set_channel(GUILD, MUSIC)
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > 0)
@@ -587,25 +598,29 @@ async def test_no_music_channel_means_no_polling(world: World) -> None:
 async def test_opting_out_stops_polling_at_once(world: World) -> None:
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > 0)
     await world.service.set_opt_in(ALICE, False)
-    await asyncio.sleep(0.05)  # a poll already in flight may still land
+    await polls_settled(world.service)  # a poll already in flight may still land
     calls = world.spotify.calls.get(ALICE, 0)
-    await stays(lambda: world.spotify.calls.get(ALICE, 0) == calls)
+    await others_polled(world, BOB)
+    assert world.spotify.calls.get(ALICE, 0) == calls
     assert not world.service.is_followed(ALICE)
 
 
 async def test_unlinking_stops_polling(world: World) -> None:
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > 0)
     world.service.member_unlinked(ALICE)
-    await asyncio.sleep(0.05)
+    await polls_settled(world.service)
     calls = world.spotify.calls.get(ALICE, 0)
-    await stays(lambda: world.spotify.calls.get(ALICE, 0) == calls)
+    await others_polled(world, BOB)
+    assert world.spotify.calls.get(ALICE, 0) == calls
 
 
 async def test_a_broken_link_stops_polling(world: World) -> None:
     world.spotify.playing[ALICE] = LinkBroken("invalid_grant")
     await eventually(lambda: not world.service.is_followed(ALICE))
+    await polls_settled(world.service)
     calls = world.spotify.calls[ALICE]
-    await stays(lambda: world.spotify.calls[ALICE] == calls, 0.4)
+    await others_polled(world, BOB)
+    assert world.spotify.calls[ALICE] == calls
     assert world.service.is_followed(BOB)
 
 
@@ -622,7 +637,7 @@ async def test_a_429_holds_every_poll(world: World) -> None:
     hold_until = time.monotonic() + 0.6
     world.spotify.playing[ALICE] = SpotifyRateLimited(0.6, hold_until)
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > before)
-    await asyncio.sleep(0.05)  # a poll already in flight may still land
+    await polls_settled(world.service)  # polls started before the answer still land
     counts = dict(world.spotify.calls)
     while time.monotonic() < hold_until - 0.05:
         assert world.spotify.calls == counts
@@ -631,27 +646,77 @@ async def test_a_429_holds_every_poll(world: World) -> None:
     await eventually(lambda: world.spotify.calls.get(BOB, 0) > counts.get(BOB, 0))
 
 
-async def test_the_senders_hold_from_an_interactive_429_holds_polling(tmp_path: Path) -> None:
+@dataclass
+class Hold:
+    """The sender's hold, as the loop reads it."""
+
+    hold_until: float = 0.0
+    hold_quota_exceeded: bool = False
+
+    def hold_remaining(self) -> float:
+        return max(0.0, self.hold_until - time.monotonic())
+
+
+async def test_the_senders_hold_from_an_interactive_429_holds_polling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     storage = await Storage.open(tmp_path / "bot.db")
     await storage.save_link(linked_account(ALICE))
     await storage.set_music_channel(GUILD, MUSIC)
     spotify = Spotify()
-    hold = {"until": 0.0}
+    hold = Hold()
     service = AutopostService(
         storage,
         spotify.fetch,
         FakeSide(),
         config=AutopostConfig(scheduler=FAST),
-        hold_until=lambda: hold["until"],
+        hold=hold,
     )
     try:
         await service.start()
         await eventually(lambda: spotify.calls.get(ALICE, 0) > 0)
-        hold["until"] = time.monotonic() + 0.5
-        await asyncio.sleep(0.05)
+        hold.hold_until = time.monotonic() + 0.5
+        scheduler = service.scheduler
+        assert isinstance(scheduler, PollScheduler)
+        await loop_turns(service)  # the loop reads the sender's hold at its next turn
+        await eventually(lambda: scheduler.held_until == hold.hold_until)
+        await polls_settled(service)
         calls = spotify.calls[ALICE]
-        await stays(lambda: spotify.calls[ALICE] == calls, 0.35)
+        while time.monotonic() < hold.hold_until - 0.05:
+            assert spotify.calls[ALICE] == calls
+            await asyncio.sleep(0.02)
         await eventually(lambda: spotify.calls[ALICE] > calls)
+        assert "polling paused for 0 s: Spotify rate-limited us" in caplog.text
+    finally:
+        await service.stop()
+        await storage.close()
+
+
+async def test_an_answer_after_an_unobserved_stretch_reports_the_gap(tmp_path: Path) -> None:
+    # A play counts from ``min_counted_play``; idle checks 0.2 s apart leave such gaps.
+    config = dataclasses.replace(FAST, min_counted_play=0.1)
+    storage = await Storage.open(tmp_path / "bot.db")
+    await storage.save_link(linked_account(ALICE))
+    await storage.set_music_channel(GUILD, MUSIC)
+    spotify = Spotify()
+    gaps: list[tuple[int, float]] = []
+    service = AutopostService(
+        storage,
+        spotify.fetch,
+        FakeSide(),
+        config=AutopostConfig(scheduler=config),
+        on_gap=lambda member_id, since: gaps.append((member_id, since)),
+    )
+    try:
+        started = time.time()
+        await service.start()
+        await eventually(lambda: spotify.calls.get(ALICE, 0) > 0)  # idle
+        assert gaps == []
+        spotify.playing[ALICE] = track("t1", progress_ms=0)
+        await eventually(lambda: gaps)
+        member_id, since = gaps[0]
+        assert member_id == ALICE
+        assert started - 0.01 <= since <= time.time() - 0.1  # Unix time
     finally:
         await service.stop()
         await storage.close()
@@ -683,7 +748,7 @@ async def test_polls_stay_under_the_concurrency_limit(tmp_path: Path) -> None:
     try:
         await service.start()
         await eventually(lambda: running["now"] == 3)
-        await asyncio.sleep(0.2)
+        await loop_turns(service)  # a turn with everyone due and no slot free
         assert running["most"] == 3
         assert service.polls_in_flight == 3
     finally:
@@ -712,7 +777,7 @@ async def test_the_loop_waits_for_discord(tmp_path: Path) -> None:
     service = AutopostService(storage, spotify.fetch, side, config=AutopostConfig(scheduler=FAST))
     try:
         await service.start()
-        await asyncio.sleep(0.2)
+        await loop_turns(service)
         assert spotify.calls == {}
         side.ready.set()
         await eventually(lambda: spotify.calls.get(ALICE, 0) > 0)
@@ -745,9 +810,10 @@ async def test_the_scheduler_handed_in_is_used_even_while_empty(world: World) ->
 async def test_suspended_members_are_not_polled_until_resumed(world: World) -> None:
     await eventually(lambda: world.spotify.calls.get(ALICE, 0) > 0)
     world.service.suspend_polling(ALICE)  # e.g. their presence shows Spotify
-    await asyncio.sleep(0.05)
+    await polls_settled(world.service)
     calls = world.spotify.calls[ALICE]
-    await stays(lambda: world.spotify.calls[ALICE] == calls, 0.4)
+    await others_polled(world, BOB)
+    assert world.spotify.calls[ALICE] == calls
     assert world.service.is_followed(ALICE)
     world.service.resume_polling(ALICE)
     await eventually(lambda: world.spotify.calls[ALICE] > calls)

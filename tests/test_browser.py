@@ -27,7 +27,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from bot.web import SECURITY_HEADERS, render_page
-from tests.harness import ALICE_ID, BOB_ID, Stack, query_of
+from tests.harness import ALICE_ID, BOB_ID, Stack
+from tests.helpers import query_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -28,6 +28,7 @@ from bot.embeds import (
     SPOTIFY_GREEN,
     LinkButton,
     NowPlayingMessage,
+    edit_arguments,
     embed_limit_problems,
     embed_total_length,
     escape_markdown,
@@ -36,6 +37,7 @@ from bot.embeds import (
     pick_image,
     progress_bar,
     render_now_playing,
+    send_arguments,
     truncate,
 )
 from bot.spotify.models import (
@@ -593,6 +595,24 @@ async def test_make_view_builds_link_buttons() -> None:
 
 async def test_make_view_without_buttons_is_none() -> None:
     assert make_view(()) is None
+
+
+async def test_send_arguments_are_what_np_and_auto_posts_send() -> None:
+    message = render(parse(track_payload()))
+    arguments = send_arguments(message)
+    assert set(arguments) == {"embed", "view", "allowed_mentions"}  # no content: left out
+    assert arguments["embed"] is message.embed
+    assert arguments["allowed_mentions"].to_dict() == discord.AllowedMentions.none().to_dict()
+    assert isinstance(arguments["view"], discord.ui.View)
+
+
+async def test_edit_arguments_clear_what_the_message_lacks() -> None:
+    message = NowPlayingMessage(embed=None, content="Nothing playing right now.")
+    arguments = edit_arguments(message)
+    assert arguments["content"] == "Nothing playing right now."
+    assert arguments["embed"] is None  # an edit drops the old embed
+    assert arguments["view"] is None  # and the old buttons
+    assert set(send_arguments(message)) == {"content", "allowed_mentions"}
 
 
 # --- the colour picked from the album art ----------------------------------------------------

@@ -521,15 +521,16 @@ def test_masking_stays_cheap() -> None:
         )
         for _ in range(10_000)
     ]
-    started = time.perf_counter()
+    # CPU time of this process: other processes on a busy machine do not count against it.
+    started = time.process_time()
     for record in records:
         masker.filter(record)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2.0, f"masking 10,000 records took {elapsed:.2f}s"
+    elapsed = time.process_time() - started
+    assert elapsed < 2.0, f"masking 10,000 records took {elapsed:.2f}s of CPU"
     blob = "A" * 200_000 + "." + "b" * 7 + '"token": "' + "c" * 100_000 + "code=" * 10_000
-    started = time.perf_counter()
+    started = time.process_time()
     masker.mask(blob)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
 
 
 def test_a_record_is_masked_again_only_when_secrets_changed() -> None:

@@ -21,6 +21,10 @@ FAMILIES = {
     "nowplaying_spotify_rate_limit_holds": "counter",
     "nowplaying_autopost_lag_seconds": "histogram",
     "nowplaying_autopost_posts": "counter",
+    "nowplaying_autopost_skip_check_stretch": "gauge",
+    "nowplaying_autopost_unseen_gaps": "counter",
+    "nowplaying_spotify_requests_in_window": "gauge",
+    "nowplaying_spotify_hold_seconds": "gauge",
     "nowplaying_linked_members": "gauge",
     "nowplaying_gateway_latency_seconds": "gauge",
 }
@@ -101,8 +105,11 @@ def test_a_failing_latency_source_does_not_break_the_scrape() -> None:
         raise RuntimeError("no websocket")
 
     metrics.set_gateway_latency_source(broken)
+    metrics.watch_autopost_stretch(broken)
     _, samples = parse(metrics.render()[0].decode())
     assert math.isnan(value(samples, "nowplaying_gateway_latency_seconds") or 0.0)
+    assert math.isnan(value(samples, "nowplaying_autopost_skip_check_stretch") or 0.0)
+    assert math.isnan(value(samples, "nowplaying_spotify_hold_seconds") or 0.0)  # no source
 
 
 async def test_linked_members_are_recounted_on_events_not_on_scrapes() -> None:
@@ -192,6 +199,12 @@ async def test_metrics_after_link_and_np(tmp_path: Path) -> None:
         assert value(samples, "nowplaying_token_refreshes_total", outcome="error") == 0
         assert value(samples, "nowplaying_spotify_rate_limit_holds_total") == 1
         assert value(samples, "nowplaying_autopost_lag_seconds_count") == 0
+        assert value(samples, "nowplaying_autopost_skip_check_stretch") == 1.0
+        assert value(samples, "nowplaying_autopost_unseen_gaps_total") == 0
+        # Sent attempts in the last 30 s: token x2, me, currently-playing x4 (the link's
+        # token exchange included); the 429 asked for 30 s.
+        assert (value(samples, "nowplaying_spotify_requests_in_window") or 0) >= 7
+        assert 25 <= (value(samples, "nowplaying_spotify_hold_seconds") or 0) <= 30
         latency = value(samples, "nowplaying_gateway_latency_seconds")
         assert latency is not None  # NaN/inf until the first heartbeat is acknowledged
         assert stack.app.services.metrics is not None

@@ -12,7 +12,8 @@ from typing import Any
 import discord
 import pytest
 
-from bot.autopost.service import AutopostService, ChannelCheck, ChannelState, MemberView
+from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
+from bot.autopost.service import AutopostService
 from bot.backends.sqlite import SqliteDatabase
 from bot.embeds import NowPlayingMessage
 from bot.privacy import PrivacyService
@@ -100,12 +101,12 @@ async def test_presence_only_listeners_leave_no_trace(storage: Storage) -> None:
         for member_id in LISTENERS:
             await cog.observe_member(listening(member_id, f"t{member_id}"))  # type: ignore[arg-type]
         assert statements == []  # not one database read for them
-        state: Any = service
         held = {
             member_id
-            for cache in (state._choices, state._suspended, state._observed, state._followed)
-            for member_id in cache
-        } | {key[0] for key in (*state._membership, *state._last_posts)}
+            for structure in service.per_member_state().values()
+            for key in structure
+            for member_id in (key if isinstance(key, tuple) else (key,))
+        }
         assert held.isdisjoint(LISTENERS)
         assert side.posts == []
 

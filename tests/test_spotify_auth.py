@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -28,19 +27,9 @@ from tests.fakes.spotify import (
 )
 from tests.helpers import ManualClock, no_sleep
 
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSpotify]:
-    async with FakeSpotify.running(
-        redirect_uris=[DEFAULT_REDIRECT_URI, "https://np.example.org/callback"]
-    ) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+pytestmark = pytest.mark.fake_spotify(
+    redirect_uris=[DEFAULT_REDIRECT_URI, "https://np.example.org/callback"]
+)
 
 
 @pytest.fixture

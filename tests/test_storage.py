@@ -738,13 +738,13 @@ async def test_last_posts_round_trip(storage: Storage, database_target: str | Pa
     await storage.record_post(newer)
     assert await storage.get_last_post(1, 100) == newer
 
-    assert await storage.delete_last_posts_for_channel(100) == 2
-    assert await storage.load_last_posts() == [LastPost(1, 200, "c", 3, NOW)]
+    expected = [newer, LastPost(2, 100, "b", 2, NOW), LastPost(1, 200, "c", 3, NOW)]
+    assert await storage.load_last_posts() == expected
 
     # Survives a restart.
     await storage.close()
     async with await Storage.open(database_target) as reopened:
-        assert await reopened.load_last_posts() == [LastPost(1, 200, "c", 3, NOW)]
+        assert await reopened.load_last_posts() == expected
 
 
 # --- health ---------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from tests.fakes.spotify import (
     FakeSpotify,
     track_payload,
 )
-from tests.helpers import ManualClock, no_sleep
+from tests.helpers import ManualClock, eventually, no_sleep
 
 ALICE = 111_111_111_111_111_111
 BOB = 222_222_222_222_222_222
@@ -97,12 +97,6 @@ class World:
 
     def refreshes(self, spotify_user: str) -> int:
         return self.fake.calls["token", spotify_user]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSpotify]:
-    async with FakeSpotify.running() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -183,9 +177,12 @@ async def test_forget_drops_the_cache(world: World) -> None:
 
 async def test_forget_during_a_refresh_does_not_recache(world: World) -> None:
     await world.link(ALICE, "alice")
+    refreshes = world.fake.call_count("token")
     world.fake.delay_next("token", 0.2)
     pending = asyncio.create_task(world.tokens.access_token(ALICE))
-    await asyncio.sleep(0.05)
+    # Forget once the refresh has reached Spotify (the fake counts it on arrival, before its
+    # delayed answer): the same event loop runs both, so this always lands in between.
+    await eventually(lambda: world.fake.call_count("token") > refreshes)
     world.tokens.forget(ALICE)
     with pytest.raises(NotLinked):
         await asyncio.wait_for(pending, 5)

@@ -28,7 +28,7 @@ from bot.linking import SPOTIFY_APPS_URL
 from bot.storage import Storage
 from bot.web import WebDependencies, create_app, runner_options
 from tests.fakes.spotify import UNREGISTERED_USER, FakeSpotify
-from tests.test_linking import ALICE, BOB, LinkWorld, query_of
+from tests.helpers import ALICE, BOB, LinkWorld, query_of
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -70,12 +70,6 @@ class Page:
     status: int
     headers: Mapping[str, str]
     body: str
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSpotify]:
-    async with FakeSpotify.running() as fake:
-        yield fake
 
 
 @pytest.fixture

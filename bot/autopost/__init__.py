@@ -1,35 +1,14 @@
-"""Auto-posting: follow members' playback and post their new tracks in the music channel.
+"""Auto-posting: follow members' playback and post their new items in the music channel.
 
-``scheduler`` decides when each followed member is checked (pure logic, no I/O); the loop that
-performs the checks and the poster that renders them live next to it.
+One concern per module; dependencies point down this list:
+
+* ``service``: :class:`AutopostService`, what the rest of the bot talks to; wires the parts.
+* ``poll_loop``: the one polling loop (bounded concurrency, the sender's 429 hold).
+* ``posting``: the posting rules (observe, dedupe, post or edit, a dead channel turns off).
+* ``roster``: who is followed (membership cache, lookup workers, suspend/resume).
+* ``guild_settings``: music channels, links and opt-in choices.
+* ``scheduler``: when to check each member (pure), on ``check_queue`` (per-member state and
+  heaps) and ``budget`` (the rolling window, the end checks' headroom, the hold).
+* ``observations``: what a check found; ``config``: the tuning; ``ports``: what the auto-poster
+  needs from Discord, Spotify and the app (``discord_side`` implements Discord over discord.py).
 """
-
-from bot.autopost.scheduler import (
-    CheckKind,
-    Gone,
-    Idle,
-    Observation,
-    Playing,
-    PollScheduler,
-    RateLimited,
-    RecordResult,
-    SchedulerConfig,
-    TransientError,
-    observation_from_error,
-    observation_from_playback,
-)
-
-__all__ = [
-    "CheckKind",
-    "Gone",
-    "Idle",
-    "Observation",
-    "Playing",
-    "PollScheduler",
-    "RateLimited",
-    "RecordResult",
-    "SchedulerConfig",
-    "TransientError",
-    "observation_from_error",
-    "observation_from_playback",
-]

@@ -13,18 +13,17 @@ The bot runs with the guilds intent only (unless presence mode adds members and 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import discord
 
-from bot.autopost.service import (
+from bot.autopost.ports import (
     ChannelCheck,
     ChannelState,
     ChannelUnusable,
     DiscordUnavailable,
     MemberView,
 )
-from bot.embeds import NowPlayingMessage, make_view
+from bot.embeds import NowPlayingMessage, edit_arguments, send_arguments
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +44,6 @@ POST_PERMISSIONS: tuple[tuple[str, str], ...] = (
 def missing_post_permissions(permissions: discord.Permissions) -> tuple[str, ...]:
     """The names of the permissions a post needs that ``permissions`` lacks."""
     return tuple(label for attr, label in POST_PERMISSIONS if not getattr(permissions, attr))
-
-
-def message_kwargs(message: NowPlayingMessage) -> dict[str, Any]:
-    """The same arguments ``/np`` sends; ``None`` values clear a field when editing."""
-    return {
-        "content": message.content,
-        "embed": message.embed,
-        "view": make_view(message.buttons),
-        "allowed_mentions": discord.AllowedMentions.none(),
-    }
 
 
 class DiscordPySide:
@@ -99,14 +88,8 @@ class DiscordPySide:
 
     async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
         channel = self._client.get_partial_messageable(channel_id)
-        kwargs = message_kwargs(message)
-        if kwargs["view"] is None:
-            del kwargs["view"]
-        for name in ("content", "embed"):
-            if kwargs[name] is None:
-                del kwargs[name]
         try:
-            sent = await channel.send(**kwargs)
+            sent = await channel.send(**send_arguments(message))
         except discord.HTTPException as exc:
             raise _translate(exc, "post") from exc
         except (OSError, TimeoutError) as exc:
@@ -116,7 +99,7 @@ class DiscordPySide:
     async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
         partial = self._client.get_partial_messageable(channel_id).get_partial_message(message_id)
         try:
-            await partial.edit(**message_kwargs(message))
+            await partial.edit(**edit_arguments(message))
         except discord.NotFound as exc:
             if exc.code == UNKNOWN_MESSAGE:
                 return False

@@ -37,11 +37,18 @@ The policy, with the defaults of ``SchedulerConfig`` and why they are what they 
 * A 429 holds *all* polling until its ``retry_at`` (Spotify's quota 429s ask for hours).
 * Polls never exceed ``budget_per_window - interactive_reserve`` requests in any rolling
   ``window`` (interactive requests included in the count), nor ``burst_factor`` times the
-  average rate within one second. Before that hard cap is reached, intervals stretch: the
-  scheduler keeps a running estimate of the request rate its members need and, when it exceeds
-  ``target_utilisation`` of what the budget allows, multiplies every routine delay (skip checks,
-  back-offs) by the ratio. Predicted-end checks are never stretched and go before routine ones
-  when the budget is short, so natural track changes stay fast under load; skips get slower.
+  average rate within one second.
+* Predicted-end checks (and their stale rechecks) keep their latency until they alone would
+  fill that budget: routine checks (skip checks, back-offs, first checks) may only use what is
+  left after a headroom for them, sized by how many predicted-end checks the last window made
+  (at least ``urgent_headroom_fraction`` of the budget; routine checks always keep
+  ``min_routine_fraction``). So when the budget is short, skip checks stretch first: the
+  scheduler keeps a running estimate of the routine request rate its members need (unstretched)
+  and, when it exceeds ``target_utilisation`` of what routine checks may use, multiplies every
+  routine delay by the ratio (``stretch``, also a metric). Predicted-end checks are never
+  stretched and go first, so natural track changes stay fast under load; skips get slower.
+  A skip check the budget still holds back at the item's predicted end comes out then, as the
+  end check (each such member has a second heap entry for it).
 * Members added together (the bot starting with thousands of followed members) get their first
   checks spread at the rate the budget allows, and every back-off delay is shortened by a
   small random fraction (``jitter_fraction``), so checks never bunch up in the same second.
@@ -52,310 +59,31 @@ a whole counted play (``RecordResult.unseen_since``): after a long idle or pause
 error run, a hold or a stretched budget. Fetching recently-played after that moment is the one
 way to keep "no track that played 30 s goes unseen" when polling cannot.
 
-Bookkeeping is a pair of binary heaps with lazy deletion (one for predicted-end checks, one for
-the rest) and one ``__slots__`` object per member: O(log n) per check, a few hundred bytes per
-member.
+Bookkeeping (``check_queue.CheckQueue``) is a pair of binary heaps with lazy deletion (one for
+predicted-end checks, one for the rest) and one ``__slots__`` object per member: O(log n) per
+check, a few hundred bytes per member.
 """
 
 from __future__ import annotations
 
-import enum
-import heapq
 import math
 import random
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from bot.errors import (
-    InvalidGrant,
-    LinkBroken,
-    NotLinked,
-    SpotifyNotRegistered,
-    SpotifyRateLimited,
+from bot.autopost.budget import PollBudget
+from bot.autopost.check_queue import CheckKind, CheckQueue, MemberState, Outcome
+from bot.autopost.config import SchedulerConfig
+from bot.autopost.observations import (
+    Gone,
+    Idle,
+    Observation,
+    Playing,
+    RateLimited,
+    RecordResult,
+    TransientError,
 )
-from bot.spotify.models import CurrentlyPlaying, Playback
 
-__all__ = [
-    "CheckKind",
-    "Gone",
-    "Idle",
-    "Observation",
-    "Playing",
-    "PollScheduler",
-    "RateLimited",
-    "RecordResult",
-    "SchedulerConfig",
-    "TransientError",
-    "observation_from_error",
-    "observation_from_playback",
-]
-
-
-# --- configuration -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerConfig:
-    """Tuning of the poll scheduler. All durations are seconds.
-
-    The defaults are chosen for these targets (see the module docstring and the project's
-    benchmark): a natural track change noticed within 3 s, a skip within 30 s (p95), at most
-    144 requests per playing member-hour, at most 40 per idle member-hour, and no track that
-    played for 30 s or more going unseen.
-
-    * ``skip_check_interval`` 29 s. The time left on a track (plus the 1 s margin) is covered
-      by ``n = ceil(left / 29)`` equal gaps, the last check landing just after the end, where
-      it is the next track's first sighting. A track of D seconds thus costs about
-      ``D / 29 + 0.5`` checks and the gaps average about ``29 x (1 - 1 / 2n)`` ~ 27 s: about
-      3600 / 27 ~ 133 requests per playing hour (2-5 min tracks, a quarter skipped), against
-      a 144 target. A skip lands uniformly inside a gap, so its p95 latency is about
-      0.95 x 27 ~ 26 s (target 30 s), never more than 29 s. Every gap is under 30 s, so a
-      track that plays 30 s always meets a check.
-    * ``end_margin`` 1 s plus ``end_jitter`` up to 0.5 s after the predicted end.
-    * ``idle_backoff`` 30, 60, 90, then 105 s (a member idle at its first check starts at
-      105 s): 3600 / (105 x 0.985) ~ 34.8 requests per idle hour, at most 35.3 with the full
-      jitter, and at most 37 in the hour after someone stops playing (30 + 60 + 90 s first).
-      The ceiling stays below 120 s, the shortest track, so someone who starts listening is
-      noticed while their first (unskipped) track still plays. ``paused_backoff`` (15, 30,
-      60, 105 s) does the same for a paused member, starting faster: pauses are often short.
-    * ``budget_per_window`` 120 per ``window`` 30 s matches ``Settings.spotify_request_budget``;
-      at the default utilisation it carries about 80 playing members before stretching.
-    """
-
-    skip_check_interval: float = 29.0
-    end_margin: float = 1.0
-    end_jitter: float = 0.5
-    recheck_after_stale: float = 1.5
-    paused_backoff: tuple[float, ...] = (15.0, 30.0, 60.0, 105.0)
-    idle_backoff: tuple[float, ...] = (30.0, 60.0, 90.0, 105.0)
-    error_backoff: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0)
-    # Fraction by which routine delays are randomly shortened (never lengthened: the caps hold).
-    jitter_fraction: float = 0.03
-    budget_per_window: int = 120
-    window: float = 30.0
-    # Share of each window's budget that polling never uses: the room for interactive /np.
-    interactive_reserve_fraction: float = 0.15
-    # Polls in any one second stay under burst_factor x the average rate the budget allows.
-    burst_factor: float = 2.0
-    # Stretch routine delays once the estimated demand passes this share of the poll budget.
-    target_utilisation: float = 0.85
-    max_stretch: float = 20.0
-    # Members added at the same instant are spread at least over this many seconds.
-    initial_spread: float = 2.0
-    # A popped member whose answer never gets recorded is checked again after this long.
-    in_flight_timeout: float = 60.0
-    # A change seen after an unobserved stretch at least this long may hide a whole play
-    # (Spotify counts a play from 30 s), so ``record`` suggests a recently-played backfill.
-    min_counted_play: float = 30.0
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        for name in (
-            "skip_check_interval",
-            "end_margin",
-            "recheck_after_stale",
-            "window",
-            "burst_factor",
-            "in_flight_timeout",
-            "min_counted_play",
-        ):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be positive")
-        for name in ("end_jitter", "initial_spread"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must not be negative")
-        for name in ("paused_backoff", "idle_backoff", "error_backoff"):
-            ladder = getattr(self, name)
-            if not ladder or any(not step > 0 for step in ladder):
-                problems.append(f"{name} needs at least one positive step")
-        if not 0 <= self.jitter_fraction < 1:
-            problems.append("jitter_fraction must be in [0, 1)")
-        if self.budget_per_window < 1:
-            problems.append("budget_per_window must be at least 1")
-        if not 0 <= self.interactive_reserve_fraction < 1:
-            problems.append("interactive_reserve_fraction must be in [0, 1)")
-        if not 0 < self.target_utilisation <= 1:
-            problems.append("target_utilisation must be in (0, 1]")
-        if self.max_stretch < 1:
-            problems.append("max_stretch must be at least 1")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @property
-    def interactive_reserve(self) -> int:
-        """Requests per window kept free for interactive use (at least one, if possible)."""
-        reserve = math.ceil(self.budget_per_window * self.interactive_reserve_fraction)
-        return min(reserve, self.budget_per_window - 1)
-
-    @property
-    def poll_budget(self) -> int:
-        """The most requests (polls plus everything noted) polling lets into one window."""
-        return self.budget_per_window - self.interactive_reserve
-
-    @property
-    def poll_rate(self) -> float:
-        """Average polls per second the budget allows."""
-        return self.poll_budget / self.window
-
-    @property
-    def per_second_cap(self) -> int:
-        return max(1, math.ceil(self.burst_factor * self.poll_rate))
-
-
-# --- observations --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Playing:
-    """Spotify shows an item. ``is_playing`` False means paused. ``duration_ms`` 0: unknown."""
-
-    item_key: str
-    progress_ms: int
-    duration_ms: int
-    is_playing: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Idle:
-    """Nothing playing (204), an ad, or an item we cannot show."""
-
-
-@dataclass(frozen=True, slots=True)
-class TransientError:
-    """The check failed in a way worth retrying: 5xx, timeout, a 401 that survived a refresh."""
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimited:
-    """Spotify answered 429: hold every poll until ``retry_at`` (monotonic seconds)."""
-
-    retry_at: float
-    quota_exceeded: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Gone:
-    """Stop following the member: link broken, not on the allow-list, unlinked, opted out."""
-
-
-Observation = Playing | Idle | TransientError | RateLimited | Gone
-
-
-def observation_from_playback(current: CurrentlyPlaying) -> Observation:
-    """Map a parsed currently-playing answer to what the scheduler needs."""
-    if not isinstance(current, Playback) or current.item is None:
-        return Idle()
-    progress = current.progress_ms
-    duration = current.item.duration_ms if progress is not None else 0
-    return Playing(
-        item_key=current.item.key,
-        progress_ms=max(0, progress or 0),
-        duration_ms=max(0, duration),
-        is_playing=current.is_playing,
-    )
-
-
-def observation_from_error(error: BaseException) -> Observation:
-    """Map an exception from a currently-playing check: permanent ones stop the polling."""
-    if isinstance(error, SpotifyRateLimited):
-        return RateLimited(retry_at=error.retry_at, quota_exceeded=error.quota_exceeded)
-    if isinstance(error, InvalidGrant | LinkBroken | NotLinked | SpotifyNotRegistered):
-        return Gone()
-    return TransientError()
-
-
-# --- per-member state ----------------------------------------------------------------------
-
-
-class CheckKind(enum.Enum):
-    """Why a member's next check is planned; ``END`` and ``STALE`` checks are time-critical."""
-
-    FIRST = "first"
-    SKIP = "skip"  # while playing: the skip-check cadence
-    END = "end"  # at the predicted end of the current item
-    STALE = "stale"  # the predicted end showed the old item: look again soon
-    PAUSED = "paused"
-    IDLE = "idle"
-    ERROR = "error"
-    HOLD = "hold"  # after a 429, at its retry time
-    EXPEDITED = "expedited"
-    IN_FLIGHT = "in_flight"  # popped; this is the fallback if its answer never arrives
-
-
-_URGENT = frozenset({CheckKind.END, CheckKind.STALE, CheckKind.EXPEDITED})
-
-
-class _Outcome(enum.Enum):
-    """What the last recorded check found, to tell a repeat (next ladder step) from a change."""
-
-    NONE = enum.auto()
-    PLAYING = enum.auto()
-    STALE = enum.auto()
-    PAUSED = enum.auto()
-    IDLE = enum.auto()
-    ERROR = enum.auto()
-
-
-@dataclass(slots=True, eq=False)
-class _Member:
-    token: int  # matches the one live heap entry; older entries are garbage
-    due: float
-    kind: CheckKind
-    rate: float  # nominal requests per second this member needs, for the demand estimate
-    in_flight: bool = False
-    purpose: CheckKind = CheckKind.FIRST  # what the check in flight was planned for
-    outcome: _Outcome = _Outcome.NONE
-    streak: int = 0
-    last_item_key: str | None = None
-    paused: bool = False
-    last_seen_at: float | None = None  # when a check last told us what was (not) playing
-
-
-@dataclass(frozen=True, slots=True)
-class RecordResult:
-    """What ``record`` decided.
-
-    ``next_check_at`` is None when the member is no longer scheduled (``Gone``, or removed while
-    its check was in flight). ``unseen_since`` is set when the answer shows a change and the
-    time nobody looked before it began is at least ``min_counted_play``: a whole play may have
-    gone unseen, so the poster should fetch recently-played after that (monotonic) time.
-    """
-
-    next_check_at: float | None
-    unseen_since: float | None = None
-
-
-_Entry = tuple[float, int, int]  # (due, token, member_id)
-
-
-class _RequestLog(deque[float]):
-    """Timestamps of the requests made in the last ``span`` seconds, oldest first.
-
-    A request made at ``at`` is inside the span ending at ``now`` while ``at + span > now``.
-    Every test uses that one expression, so the moment a request leaves (``at + span``) is
-    exact: ``(at + 1.0) - 1.0`` need not equal ``at`` in floating point, and a loop woken at
-    the computed moment must find the slot free.
-    """
-
-    __slots__ = ("span",)
-
-    def __init__(self, span: float) -> None:
-        super().__init__()
-        self.span = span
-
-    def add(self, now: float, count: int = 1) -> None:
-        self.extend([now] * count)
-
-    def prune(self, now: float) -> None:
-        """Forget requests that have left the span ending at ``now``."""
-        span = self.span
-        while self and self[0] + span <= now:
-            self.popleft()
-
-    def leaves_at(self, index: int) -> float:
-        """When the request at ``index`` (0: the oldest) leaves the span."""
-        return self[index] + self.span
+__all__ = ["PollScheduler"]
 
 
 # --- the scheduler -------------------------------------------------------------------------
@@ -369,19 +97,9 @@ class PollScheduler:
     ) -> None:
         self.config = config or SchedulerConfig()
         self._rng = rng or random.Random()
-        self._members: dict[int, _Member] = {}
-        self._urgent: list[_Entry] = []
-        self._routine: list[_Entry] = []
-        self._tokens = 0
-        self._hold_until = -math.inf
-        cfg = self.config
-        # Derived budget figures, computed once: pop_due runs for every wake-up of the loop.
-        self._poll_budget = cfg.poll_budget
-        self._per_second_cap = cfg.per_second_cap
-        self._polls = _RequestLog(cfg.window)  # requests made by popping members
-        self._recent_polls = _RequestLog(1.0)  # the same, for the per-second cap
-        self._others = _RequestLog(cfg.window)  # requests reported through note_request
-        self._demand = 0.0  # sum of _Member.rate
+        self._queue = CheckQueue()
+        self._budget = PollBudget(self.config)
+        self._demand = 0.0  # sum of MemberState.rate
         self._updates_since_resum = 0
         self._ramp_at = -math.inf  # next free slot for a first check
 
@@ -394,7 +112,7 @@ class PollScheduler:
         with thousands of members ramps up instead of stampeding) and randomly over
         ``initial_spread`` seconds. Adding a member already followed changes nothing.
         """
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         if state is not None:
             return state.due
         cfg = self.config
@@ -407,75 +125,74 @@ class PollScheduler:
         due = slot + self._rng.uniform(0.0, jitter)
         # Until the first answer, "last seen" is when following began: a first answer showing
         # an item that started well after that may hide a play since then.
-        state = _Member(token=0, due=due, kind=CheckKind.FIRST, rate=0.0, last_seen_at=now)
-        self._members[member_id] = state
+        state = MemberState(token=0, due=due, kind=CheckKind.FIRST, rate=0.0, last_seen_at=now)
+        self._queue.add(member_id, state)
         self._set_rate(state, 1.0 / cfg.skip_check_interval)
         self._plan(member_id, state, due, CheckKind.FIRST)
         return due
 
     def remove(self, member_id: int) -> bool:
         """Stop following a member (its queued check is dropped lazily). True if it was known."""
-        state = self._members.pop(member_id, None)
+        state = self._queue.remove(member_id)
         if state is None:
             return False
         self._demand -= state.rate
-        self._maybe_compact()
         return True
 
     def __contains__(self, member_id: object) -> bool:
-        return member_id in self._members
+        return member_id in self._queue
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self._queue)
 
     def members(self) -> Iterable[int]:
-        return self._members.keys()
+        return iter(self._queue)
 
     # -- introspection, mostly for tests and metrics --------------------------------------
 
     def next_check_at(self, member_id: int) -> float | None:
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return None if state is None or state.in_flight else state.due
 
     def next_check_kind(self, member_id: int) -> CheckKind | None:
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return None if state is None else state.kind
 
     def last_item_key(self, member_id: int) -> str | None:
         """The item the member's last answer showed (kept across pauses, idle and errors)."""
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return None if state is None else state.last_item_key
 
     def is_paused(self, member_id: int) -> bool:
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return state is not None and state.paused
 
     def is_in_flight(self, member_id: int) -> bool:
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         return state is not None and state.in_flight
 
     @property
     def held_until(self) -> float | None:
         """The end of the current app-wide hold, if one was ever set."""
-        return None if self._hold_until == -math.inf else self._hold_until
+        return self._budget.held_until
 
     def stretch(self, now: float) -> float:
-        """The factor routine delays are multiplied by right now (1.0: no pressure)."""
+        """The factor routine delays (skip checks first) are multiplied by now (1.0: none)."""
         cfg = self.config
-        self._prune(now)
-        room = (self._poll_budget - len(self._others)) / cfg.window * cfg.target_utilisation
-        if room <= 0:
-            return cfg.max_stretch
+        room = self._budget.routine_room(now) / cfg.window * cfg.target_utilisation
         return min(cfg.max_stretch, max(1.0, self._demand / room))
 
     def demand(self) -> float:
-        """Estimated polls per second the members need at their current states, unstretched."""
+        """Estimated routine polls per second the members need now, unstretched."""
         return max(0.0, self._demand)
+
+    def urgent_headroom(self, now: float) -> int:
+        """Slots of the window routine checks leave to predicted-end checks right now."""
+        return self._budget.urgent_headroom(now)
 
     def requests_in_window(self, now: float) -> int:
         """Requests (polls and noted ones) in the rolling window ending at ``now``."""
-        self._prune(now)
-        return len(self._polls) + len(self._others)
+        return self._budget.requests_in_window(now)
 
     # -- the budget -------------------------------------------------------------------------
 
@@ -485,21 +202,16 @@ class PollScheduler:
         Never refuses: interactive requests are not the scheduler's to delay. They only shrink
         what polling may use in the current window.
         """
-        if count > 0:
-            self._others.add(now, count)
+        self._budget.note(now, count)
 
     def hold_all_until(self, until: float) -> None:
         """Pause every poll until ``until`` (a 429's retry time). Holds only ever extend."""
-        self._hold_until = max(self._hold_until, until)
+        self._budget.hold_until(until)
 
-    def poll_allowance(self, now: float) -> int:
-        """How many polls may start at ``now`` without breaking the window or burst caps."""
-        if now < self._hold_until:
-            return 0
-        self._prune(now)
-        in_window = self._poll_budget - len(self._polls) - len(self._others)
-        in_second = self._per_second_cap - len(self._recent_polls)
-        return max(0, min(in_window, in_second))
+    def poll_allowance(self, now: float, *, urgent: bool = True) -> int:
+        """How many polls may start at ``now`` without breaking the window or burst caps;
+        ``urgent=False``: routine ones, which leave the end checks' headroom free."""
+        return self._budget.allowance(now, urgent=urgent)
 
     # -- the loop's side --------------------------------------------------------------------
 
@@ -511,48 +223,30 @@ class PollScheduler:
         answer never come, the member is returned again ``in_flight_timeout`` later. Members
         left out by the hold or the budget stay due and come out of later calls.
         """
-        allowance = self.poll_allowance(now)
-        if limit is not None:
-            allowance = min(allowance, limit)
+        left = math.inf if limit is None else limit
         popped: list[int] = []
-        for heap in (self._urgent, self._routine):
-            while len(popped) < allowance:
-                member_id = self._peek(heap)
-                if member_id is None:
-                    break
-                state = self._members[member_id]
-                if state.due > now:
-                    break
-                heapq.heappop(heap)
-                popped.append(member_id)
-                state.in_flight = True
-                state.purpose = state.kind
-                self._plan(
-                    member_id, state, now + self.config.in_flight_timeout, CheckKind.IN_FLIGHT
-                )
-        if popped:
-            self._polls.add(now, len(popped))
-            self._recent_polls.add(now, len(popped))
+        timeout = self.config.in_flight_timeout
+        for urgent in (True, False):
+            allowance = min(left, self.poll_allowance(now, urgent=urgent))
+            batch = self._queue.pop_due(now, allowance, urgent=urgent, in_flight_timeout=timeout)
+            self._budget.spend(now, len(batch), urgent=urgent)
+            popped.extend(batch)
+            left -= len(batch)
         return popped
 
     def next_wakeup(self, now: float) -> float | None:
         """When ``pop_due`` may next return someone (<= ``now``: call it now). None: no one.
 
         Accounts for the hold and the budget, so the loop never spins on an empty pop. After
-        ``add``, ``expedite`` or a ``record`` from outside the loop, ask again.
+        ``add`` or a ``record`` from outside the loop, ask again.
         """
         earliest: float | None = None
-        for heap in (self._urgent, self._routine):
-            member_id = self._peek(heap)
-            if member_id is not None:
-                due = self._members[member_id].due
+        for urgent in (True, False):
+            top = self._queue.peek(urgent=urgent)
+            if top is not None:
+                due = max(top[0], self._budget.frees_at(now, urgent=urgent))
                 earliest = due if earliest is None else min(earliest, due)
-        if earliest is None:
-            return None
-        # Without new requests the allowance only grows, so the first moment it is positive
-        # again, from ``now`` on, is exact; never prune at a future time (that forgets
-        # requests still inside the window at ``now``).
-        return max(earliest, self._hold_until, self._budget_frees_at(now))
+        return earliest
 
     def record(self, member_id: int, observation: Observation, now: float) -> RecordResult:
         """Take what a check found and plan the member's next check.
@@ -561,7 +255,7 @@ class PollScheduler:
         for another reason (an interactive ``/np`` of a followed member), which then replaces
         the planned check. Unknown members are ignored.
         """
-        state = self._members.get(member_id)
+        state = self._queue.get(member_id)
         if state is None:
             return RecordResult(None)
         if isinstance(observation, Gone):
@@ -578,55 +272,53 @@ class PollScheduler:
             self._plan(member_id, state, due, CheckKind.HOLD)
             return RecordResult(due)
         if isinstance(observation, TransientError):
-            delay = self._ladder(state, _Outcome.ERROR, cfg.error_backoff)
+            delay = self._ladder(state, Outcome.ERROR, cfg.error_backoff)
             return RecordResult(self._plan_routine(member_id, state, now, delay, CheckKind.ERROR))
 
-        unseen_since = self._unseen_since(state, observation, now)
+        unseen_since = state.unseen_since(observation, now, self.config.min_counted_play)
         state.last_seen_at = now
         if isinstance(observation, Idle):
             state.paused = False
-            delay = self._ladder(state, _Outcome.IDLE, cfg.idle_backoff)
+            delay = self._ladder(state, Outcome.IDLE, cfg.idle_backoff)
             due = self._plan_routine(member_id, state, now, delay, CheckKind.IDLE)
             return RecordResult(due, unseen_since)
         if not observation.is_playing:
             state.paused = True
             state.last_item_key = observation.item_key
-            delay = self._ladder(state, _Outcome.PAUSED, cfg.paused_backoff)
-            due = self._plan_routine(member_id, state, now, delay, CheckKind.PAUSED)
+            delay = self._ladder(state, Outcome.PAUSED, cfg.paused_backoff)
+            if delay < cfg.min_counted_play:
+                # Early in a pause: not stretched, and urgent. After the resume only a check
+                # can tell when the track ends; a late one makes that natural change late.
+                self._set_rate(state, 0.0)
+                delay *= 1.0 - self._rng.uniform(0.0, cfg.jitter_fraction)
+                due = self._plan(member_id, state, now + delay, CheckKind.RESUME)
+            else:
+                due = self._plan_routine(member_id, state, now, delay, CheckKind.PAUSED)
             return RecordResult(due, unseen_since)
         due = self._plan_playing(member_id, state, observation, now, purpose)
         state.paused = False
         state.last_item_key = observation.item_key
         return RecordResult(due, unseen_since)
 
-    def expedite(self, member_id: int, now: float, delay: float = 0.0) -> float | None:
-        """Check a member soon (e.g. its Discord presence changed track), as a priority check.
-
-        Only ever brings a check forward; a member whose check is in flight is left alone.
-        """
-        state = self._members.get(member_id)
-        if state is None or state.in_flight:
-            return None
-        due = now + max(0.0, delay)
-        if due < state.due:
-            self._plan(member_id, state, due, CheckKind.EXPEDITED)
-        return state.due
-
     # -- planning -------------------------------------------------------------------------
 
     def _plan_playing(
-        self, member_id: int, state: _Member, obs: Playing, now: float, purpose: CheckKind
+        self, member_id: int, state: MemberState, obs: Playing, now: float, purpose: CheckKind
     ) -> float:
         cfg = self.config
-        self._set_rate(state, 1.0 / cfg.skip_check_interval)
-        cap = cfg.skip_check_interval * self.stretch(now)
+        interval = cfg.skip_check_interval
+        cap = interval * self.stretch(now)
         duration = obs.duration_ms / 1000.0
         progress = obs.progress_ms / 1000.0
         if duration <= 0:  # unknown length: just keep the skip-check cadence
-            state.outcome, state.streak = _Outcome.PLAYING, 0
+            self._set_rate(state, 1.0 / interval)
+            state.outcome, state.streak = Outcome.PLAYING, 0
             return self._plan_routine(member_id, state, now, cap, CheckKind.SKIP, stretch=False)
         remaining = max(0.0, duration - progress)
         until_end = remaining + cfg.end_margin
+        # Unstretched, the rest of the item takes ceil(until_end / interval) checks, the last
+        # one at the end: the others are this member's routine demand until then.
+        self._set_rate(state, (math.ceil(until_end / interval) - 1) / until_end)
         expected_change = purpose in (CheckKind.END, CheckKind.STALE)
         if (
             expected_change
@@ -635,42 +327,34 @@ class PollScheduler:
         ):
             # The end was due but the old item is still there: Spotify's progress lags.
             # Look again soon, backing off if it stays stuck (e.g. a device that stopped).
-            state.streak = state.streak + 1 if state.outcome is _Outcome.STALE else 1
-            state.outcome = _Outcome.STALE
+            state.streak = state.streak + 1 if state.outcome is Outcome.STALE else 1
+            state.outcome = Outcome.STALE
             delay = cfg.recheck_after_stale * 2.0 ** min(state.streak - 1, 16)
             delay = min(cap, max(until_end, delay))
             return self._plan(member_id, state, now + delay, CheckKind.STALE)
-        state.outcome, state.streak = _Outcome.PLAYING, 0
+        state.outcome, state.streak = Outcome.PLAYING, 0
         if until_end <= cap:
             delay = until_end + self._rng.uniform(0.0, cfg.end_jitter)
             return self._plan(member_id, state, now + delay, CheckKind.END)
         gaps = math.ceil(until_end / cap)
-        return self._plan_routine(
+        due = self._plan_routine(
             member_id, state, now, until_end / gaps, CheckKind.SKIP, stretch=False
         )
+        # Should the budget hold that skip check back past the predicted end, the same check
+        # becomes the end check then (whichever entry comes out first plans anew).
+        end = now + until_end + self._rng.uniform(0.0, cfg.end_jitter)
+        self._queue.plan_end_fallback(member_id, state, end)
+        return due
 
-    def _ladder(self, state: _Member, outcome: _Outcome, ladder: tuple[float, ...]) -> float:
-        """The next step of a back-off ladder; a different outcome than last time restarts it.
-
-        A member idle at its very first check starts at the ceiling: the short first steps are
-        for a member who just stopped (or an ad, or a stray 204 mid-track), and someone idle
-        since we started following costs the ceiling rate from the first hour on.
-        """
-        if state.outcome is outcome:
-            state.streak += 1
-        elif outcome is _Outcome.IDLE and state.outcome is _Outcome.NONE:
-            state.streak = len(ladder)
-        else:
-            state.streak = 1
-        state.outcome = outcome
-        step = ladder[min(state.streak, len(ladder)) - 1]
+    def _ladder(self, state: MemberState, outcome: Outcome, ladder: tuple[float, ...]) -> float:
+        step = state.next_step(outcome, ladder)
         self._set_rate(state, 1.0 / step)
         return step
 
     def _plan_routine(
         self,
         member_id: int,
-        state: _Member,
+        state: MemberState,
         now: float,
         delay: float,
         kind: CheckKind,
@@ -682,88 +366,13 @@ class PollScheduler:
             delay *= 1.0 - self._rng.uniform(0.0, self.config.jitter_fraction)
         return self._plan(member_id, state, now + delay, kind)
 
-    def _plan(self, member_id: int, state: _Member, due: float, kind: CheckKind) -> float:
-        self._tokens += 1
-        state.token = self._tokens
-        state.due = due
-        state.kind = kind
-        heap = self._urgent if kind in _URGENT else self._routine
-        heapq.heappush(heap, (due, self._tokens, member_id))
-        self._maybe_compact()
-        return due
+    def _plan(self, member_id: int, state: MemberState, due: float, kind: CheckKind) -> float:
+        return self._queue.plan(member_id, state, due, kind)
 
-    def _unseen_since(self, state: _Member, obs: Playing | Idle, now: float) -> float | None:
-        """Start of an unobserved stretch long enough to hide a play, if this answer ends one."""
-        if state.last_seen_at is None:
-            return None
-        if isinstance(obs, Playing):
-            # (A member's very first answer has no item to compare: any item is a change.)
-            if obs.item_key == state.last_item_key and state.outcome is not _Outcome.IDLE:
-                return None
-            # The new item began about ``progress`` ago; before that, since our last look,
-            # anything may have played.
-            began = now - obs.progress_ms / 1000.0
-        elif state.outcome in (_Outcome.PLAYING, _Outcome.STALE, _Outcome.PAUSED):
-            began = now
-        else:
-            return None  # idle then and idle now: assume nothing happened in between
-        if began - state.last_seen_at >= self.config.min_counted_play:
-            return state.last_seen_at
-        return None
-
-    def _set_rate(self, state: _Member, rate: float) -> None:
+    def _set_rate(self, state: MemberState, rate: float) -> None:
         self._demand += rate - state.rate
         state.rate = rate
         self._updates_since_resum += 1
         if self._updates_since_resum > 100_000:  # wash out floating-point drift
-            self._demand = math.fsum(m.rate for m in self._members.values())
+            self._demand = math.fsum(m.rate for m in self._queue.states())
             self._updates_since_resum = 0
-
-    # -- heaps and the window ---------------------------------------------------------------
-
-    def _peek(self, heap: list[_Entry]) -> int | None:
-        """The member at the top of ``heap`` after dropping stale entries."""
-        members = self._members
-        while heap:
-            _, token, member_id = heap[0]
-            state = members.get(member_id)
-            if state is not None and state.token == token:
-                return member_id
-            heapq.heappop(heap)
-        return None
-
-    def _maybe_compact(self) -> None:
-        """Rebuild the heaps when stale entries outnumber live ones (amortised O(1))."""
-        live = len(self._members)
-        if len(self._urgent) + len(self._routine) <= 2 * live + 1024:
-            return
-        members = self._members
-        for heap in (self._urgent, self._routine):
-            heap[:] = [
-                entry
-                for entry in heap
-                if (state := members.get(entry[2])) is not None and state.token == entry[1]
-            ]
-            heapq.heapify(heap)
-
-    def _prune(self, now: float) -> None:
-        self._polls.prune(now)
-        self._recent_polls.prune(now)
-        self._others.prune(now)
-
-    def _budget_frees_at(self, now: float) -> float:
-        """The earliest time from ``now`` on at which the budget lets a poll through."""
-        self._prune(now)
-        at = now
-        over = len(self._polls) + len(self._others) - self._poll_budget + 1
-        if over > 0:
-            # Walk both logs oldest-first: the window frees once ``over`` requests leave it.
-            merged = heapq.merge(self._polls, self._others)
-            for index, stamp in enumerate(merged, start=1):
-                if index == over:
-                    at = max(at, stamp + self.config.window)
-                    break
-        over = len(self._recent_polls) - self._per_second_cap + 1
-        if over > 0:
-            at = max(at, self._recent_polls.leaves_at(over - 1))
-        return at

@@ -13,8 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from tests.fakes.discord import ChannelArg, FakeMessage
 from tests.fakes.discord_payloads import EMBED_LINKS, SEND_MESSAGES
 from tests.fakes.spotify import FakeSpotify, track_payload
@@ -106,6 +105,13 @@ async def polls(stack: Stack, user: str, count: int, timeout: float = WAIT) -> N
             await asyncio.sleep(0.02)
 
 
+async def polling_goes_on(stack: Stack) -> None:
+    """Evidence that time passed for the auto-poster (instead of a sleep): Bob, linked and
+    idle, was polled three more times."""
+    await followed(stack, BOB_ID)
+    await polls(stack, "bob", 3)
+
+
 async def followed(stack: Stack, user_id: int, expected: bool = True) -> None:
     service = stack.app.services.autopost
     assert service is not None
@@ -129,23 +135,21 @@ async def linked_and_posting(stack: Stack, track_id: str = "t1") -> FakeMessage:
 # --- posting -------------------------------------------------------------------------------
 
 
-async def test_track_changes_are_posted_in_time(tmp_path: Path) -> None:
+async def test_track_changes_are_posted(tmp_path: Path) -> None:
+    # How fast is bench/autopost.py's figure (and the scheduler's tests plan the checks on a
+    # hand-moved clock); here: every change arrives, in order, with /np's button.
     async with running(tmp_path, replace(CONFIG, edit_window=0.0)) as stack:
         first = await linked_and_posting(stack)
         assert first.embeds[0]["title"] == "Song t1"
         assert first.components, "the Open in Spotify button, as in /np"
 
-        # A natural end: seen at the predicted end plus the margin.
+        # A natural end: t2 runs out and t3 follows.
         stack.spotify.set_playing("alice", timeline(("t2", 2.0), ("t3", 200.0)))
-        changed_at = time.monotonic() + 2.0
-        post = await wait_for_post(stack, "Song t3")
-        assert post.created_at - changed_at < 1.5  # margin 0.2-0.25 s, the rest is slack
+        await wait_for_post(stack, "Song t3")
 
-        # A skip: seen within one skip-check interval.
-        skipped_at = time.monotonic()
+        # A skip.
         stack.spotify.set_playing("alice", playing("t4", progress_ms=0))
-        post = await wait_for_post(stack, "Song t4")
-        assert post.created_at - skipped_at < SKIP_CHECK + 1.0
+        await wait_for_post(stack, "Song t4")
         assert [title(m) for m in posts(stack)] == ["Song t1", "Song t2", "Song t3", "Song t4"]
 
 
@@ -203,12 +207,13 @@ async def test_a_restart_does_not_repost(tmp_path: Path) -> None:
 async def test_opting_out_stops_posts_and_opting_in_brings_them_back(tmp_path: Path) -> None:
     async with running(tmp_path) as stack:
         await linked_and_posting(stack)
+        await stack.link(BOB_ID, "bob")
         reply = await autopost(stack, "me", {"enabled": False}, user_id=ALICE_ID)
         assert "won't auto-post" in reply.content
         await followed(stack, ALICE_ID, False)
         calls = stack.spotify.call_count("currently_playing", "alice")
         stack.spotify.set_playing("alice", playing("t2"))
-        await asyncio.sleep(3 * SKIP_CHECK)
+        await polling_goes_on(stack)
         assert stack.spotify.call_count("currently_playing", "alice") <= calls + 1
         assert [title(m) for m in posts(stack)] == ["Song t1"]
 
@@ -220,12 +225,13 @@ async def test_opting_out_stops_posts_and_opting_in_brings_them_back(tmp_path: P
 async def test_unlinking_stops_posts(tmp_path: Path) -> None:
     async with running(tmp_path) as stack:
         await linked_and_posting(stack)
+        await stack.link(BOB_ID, "bob")
         sent = await stack.discord.send_slash_command("unlink", {}, user_id=str(ALICE_ID))
         await sent.wait_for_reply(timeout=WAIT)
         await followed(stack, ALICE_ID, False)
         calls = stack.spotify.call_count("currently_playing", "alice")
         stack.spotify.set_playing("alice", playing("t2"))
-        await asyncio.sleep(3 * SKIP_CHECK)
+        await polling_goes_on(stack)
         assert stack.spotify.call_count("currently_playing", "alice") <= calls + 1
         assert len(posts(stack)) == 1
 
@@ -233,10 +239,11 @@ async def test_unlinking_stops_posts(tmp_path: Path) -> None:
 async def test_a_member_who_left_the_guild_is_not_posted(tmp_path: Path) -> None:
     async with running(tmp_path) as stack:
         await linked_and_posting(stack)
+        await stack.link(BOB_ID, "bob")
         await stack.discord.remove_member(GUILD_ID, ALICE_ID)  # no event: no members intent
         stack.spotify.set_playing("alice", playing("t2"))
         await followed(stack, ALICE_ID, False)  # looked up at post time: 404 Unknown Member
-        await asyncio.sleep(2 * SKIP_CHECK)
+        await polling_goes_on(stack)
         assert [title(m) for m in posts(stack)] == ["Song t1"]
 
 

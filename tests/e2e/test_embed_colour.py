@@ -3,20 +3,18 @@ Spotify and its fake CDN on loopback (album art URLs stay https://i.scdn.co/imag
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.colours import pick_colour
 from bot.embeds import SPOTIFY_GREEN
 from tests.fakes.discord import ChannelArg
 from tests.fakes.discord_payloads import make_spotify_activity
 from tests.fakes.spotify import FakeSpotify, track_payload
 from tests.harness import ADMIN_ID, ALICE_ID, BOB_ID, GUILD_ID, MUSIC_ID, Stack
+from tests.helpers import eventually
 
 WAIT = 8.0
 
@@ -25,14 +23,6 @@ def expected_colour(stack: Stack, image_id: str) -> int:
     colour = pick_colour(stack.spotify.cdn.picture(image_id).data)
     assert colour is not None
     return colour
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 async def np_embed(stack: Stack, user_id: int, member_id: int | None = None) -> dict[str, Any]:
@@ -77,7 +67,7 @@ async def test_a_slow_cdn_never_holds_np_and_the_colour_arrives_later(tmp_path: 
         assert sent.callback_latency < 0.9  # the colour wait is 0.3 s at most
         colours = stack.app.services.colours
         assert colours is not None
-        await eventually(lambda: len(colours) == 1)  # the fetch went on in the background
+        await eventually(lambda: len(colours) == 1, WAIT)  # the fetch went on in the background
         assert (await np_embed(stack, ALICE_ID))["color"] == expected_colour(stack, "album-t2-64")
         assert stack.spotify.cdn.requests["album-t2-64"] == 1
 
@@ -116,7 +106,7 @@ async def test_presence_art_is_coloured_by_its_image_id(tmp_path: Path) -> None:
             member = guild.get_member(BOB_ID) if guild else None
             return member is not None and any(a.name == "Spotify" for a in member.activities)
 
-        await eventually(shows_spotify)
+        await eventually(shows_spotify, WAIT)
         embed = await np_embed(stack, BOB_ID)
         assert embed["title"] == "Status Song"
         small_id = "ab67616d00004851e8b066f70c206551210d902b"  # the 64 px sibling

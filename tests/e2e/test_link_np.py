@@ -34,8 +34,8 @@ from tests.harness import (
     Stack,
     authorize_url_of,
     components_flat,
-    query_of,
 )
+from tests.helpers import eventually, query_of
 
 PASTE_LABEL = "Paste the link"
 ADDRESS_LABEL = "Address from your browser's address bar"
@@ -671,8 +671,10 @@ async def test_shutdown_lets_a_running_command_answer(tmp_path: Path) -> None:
         await stack.link(ALICE_ID, "alice")
         stack.spotify.set_playing("alice", payload("t1", "Late Song", 200_000, 10_000))
         stack.spotify.delay_next("currently_playing", 0.5)
+        before = stack.spotify.call_count("currently_playing", "alice")
         sent = await stack.np(ALICE_ID)
-        await asyncio.sleep(0.1)  # the command is now waiting for the slow answer
+        # The command now waits for the slow answer (counted by the fake on arrival).
+        await eventually(lambda: stack.spotify.call_count("currently_playing", "alice") > before)
         await stack.app.close()  # SIGTERM arrives while /np waits for Spotify
         reply = await sent.wait_for_reply(timeout=5)
         assert reply.embeds[0]["title"] == "Late Song"

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from tests.fakes.spotify import FakeSpotify, track_payload
-from tests.harness import ALICE_ID, BOB_ID, Stack, authorize_url_of, components_flat, query_of
+from tests.harness import ALICE_ID, BOB_ID, Stack, authorize_url_of, components_flat
+from tests.helpers import query_of
 
 
 async def callback_address(stack: Stack, authorize_url: str) -> str:

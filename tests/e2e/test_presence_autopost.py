@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from tests.fakes.discord import ChannelArg, FakeMessage
 from tests.fakes.discord_payloads import (
     make_channel,
@@ -93,14 +92,6 @@ async def set_music_channel(stack: Stack, guild_id: int, channel_id: int) -> Non
         guild_id=guild_id,
     )
     assert f"<#{channel_id}>" in reply.content, reply.content
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def listening(track_id: str, title: str) -> dict[str, Any]:

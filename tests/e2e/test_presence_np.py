@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.fakes.discord_payloads import make_spotify_activity
 from tests.fakes.spotify import track_payload
 from tests.harness import ALICE_ID, BOB_ID, CAROL_ID, GUILD_ID, Stack
+from tests.helpers import eventually
 
 PRESENCE = {"ENABLE_PRESENCE": "true"}
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def shows_spotify(stack: Stack, user_id: int) -> bool:

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.privacy import DM_ONLY_YOURSELF
 from bot.storage import Storage
 from tests import harness
@@ -36,6 +35,7 @@ from tests.harness import (
     Stack,
     default_guild,
 )
+from tests.helpers import eventually
 
 OTHER_GUILD_ID = 700000000000000101
 OTHER_GENERAL_ID = 700000000000000110
@@ -124,12 +124,6 @@ def titles(stack: Stack, channel_id: int) -> list[str]:
         for m in stack.discord.channel_posts
         if m.channel_id == str(channel_id) and m.embeds
     ]
-
-
-async def until(predicate: Any, timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
 
 
 # --- /np member: is scoped to the server ---------------------------------------------------
@@ -231,7 +225,7 @@ async def test_private_stops_auto_posts_everywhere_and_forgets_them(tmp_path: Pa
             )
         stack.spotify.set_playing("alice", track_payload("a1", "Song a1", 200_000, 1_000))
         await stack.link(ALICE_ID, "alice")
-        await until(lambda: titles(stack, MUSIC_ID) and titles(stack, OTHER_MUSIC_ID))
+        await eventually(lambda: titles(stack, MUSIC_ID) and titles(stack, OTHER_MUSIC_ID), WAIT)
         storage = stack.app.services.storage
         assert await storage.get_last_post(ALICE_ID, MUSIC_ID) is not None
 
@@ -241,6 +235,7 @@ async def test_private_stops_auto_posts_everywhere_and_forgets_them(tmp_path: Pa
         assert not service.is_followed(ALICE_ID)
         assert await storage.get_last_post(ALICE_ID, MUSIC_ID) is None
         assert await storage.get_last_post(ALICE_ID, OTHER_MUSIC_ID) is None
+        await eventually(lambda: service.polls_in_flight == 0, WAIT)  # a poll already started lands
         polled = stack.spotify.call_count("currently_playing", "alice")
         stack.spotify.set_playing("alice", track_payload("a2", "Song a2", 200_000, 1_000))
         await asyncio.sleep(1.5)  # more than one skip-check interval: a poll would be due
@@ -250,8 +245,8 @@ async def test_private_stops_auto_posts_everywhere_and_forgets_them(tmp_path: Pa
 
         # Back to server: followed and posted again, with no other command.
         await privacy(stack, ALICE_ID, "server")
-        await until(lambda: titles(stack, MUSIC_ID) == ["Song a1", "Song a2"])
-        await until(lambda: titles(stack, OTHER_MUSIC_ID) == ["Song a1", "Song a2"])
+        await eventually(lambda: titles(stack, MUSIC_ID) == ["Song a1", "Song a2"], WAIT)
+        await eventually(lambda: titles(stack, OTHER_MUSIC_ID) == ["Song a1", "Song a2"], WAIT)
 
 
 async def test_a_private_member_status_is_not_shown_either(tmp_path: Path) -> None:
@@ -265,7 +260,7 @@ async def test_a_private_member_status_is_not_shown_either(tmp_path: Path) -> No
             member = guild.get_member(CAROL_ID) if guild else None
             return member is not None and any(a.name == "Spotify" for a in member.activities)
 
-        await until(shows_spotify)
+        await eventually(shows_spotify, WAIT)
         reply = await np(stack, BOB_ID, CAROL_ID)
         assert reply.ephemeral
         assert reply.content == "Carol keeps their listening private."
@@ -302,7 +297,7 @@ async def test_autopost_me_applies_in_the_server_where_it_runs(tmp_path: Path) -
             stack, "me", {"enabled": True}, user_id=ALICE_ID, guild_id=OTHER_GUILD_ID
         )
         assert f"<#{OTHER_MUSIC_ID}>" in reply.content
-        await until(lambda: titles(stack, OTHER_MUSIC_ID) == ["Song a1"])
+        await eventually(lambda: titles(stack, OTHER_MUSIC_ID) == ["Song a1"], WAIT)
         assert titles(stack, MUSIC_ID) == []
 
         # Opting out in the other server stops posts there; the first one is opted in now.
@@ -312,6 +307,6 @@ async def test_autopost_me_applies_in_the_server_where_it_runs(tmp_path: Path) -
         )
         assert "in this server" in reply.content
         stack.spotify.set_playing("alice", track_payload("a2", "Song a2", 200_000, 1_000))
-        await until(lambda: titles(stack, MUSIC_ID)[-1:] == ["Song a2"])
+        await eventually(lambda: titles(stack, MUSIC_ID)[-1:] == ["Song a2"], WAIT)
         assert titles(stack, OTHER_MUSIC_ID) == ["Song a1"]
         assert await stack.app.services.storage.get_guild_autopost_opt_in(ALICE_ID, GUILD_ID)

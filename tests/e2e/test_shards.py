@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.storage import Storage
 from bot.tokens import TokenManager
 from tests.fakes.discord import ChannelArg, FakeDiscord, shard_of
