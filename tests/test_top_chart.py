@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import cast
+
 import pytest
 
+from bot import top_chart
+from bot.charts import ChartRenderer
+from bot.images import ImageFetcher
+from bot.listening import SpotifyListening
 from bot.spotify.models import Artist, Image, Track
 from bot.top_chart import (
     CHART_PICTURE_NAME,
@@ -132,3 +139,55 @@ def test_empty_answer_is_plain_words() -> None:
 
 def test_heading_names_member_and_period() -> None:
     assert chart_heading("Alice", "all-time") == "Alice · top tracks · all time"
+
+
+class _SlowImages:
+    """Stands in for ImageFetcher: one URL never answers, one fails (None), others answer."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.hang = asyncio.Event()
+
+    async def fetch(self, url: str) -> bytes | None:
+        self.asked.append(url)
+        if url.endswith("slow"):
+            await self.hang.wait()
+        if url.endswith("broken"):
+            return None
+        return url.encode()
+
+
+async def test_covers_are_fetched_once_each_and_late_ones_are_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(top_chart, "COVER_WAIT_SECONDS", 0.05)
+    images = _SlowImages()
+    renderer = ChartRenderer()
+    service = top_chart.TopChart(
+        cast(SpotifyListening, object()), cast(ImageFetcher, images), renderer
+    )
+    entries = [
+        ChartEntry("a", (), None, "https://i.scdn.co/image/ok", None),
+        ChartEntry("b", (), None, "https://i.scdn.co/image/slow", None),
+        ChartEntry("c", (), None, None, None),
+        ChartEntry("d", (), None, "https://i.scdn.co/image/ok", None),
+        ChartEntry("e", (), None, "https://i.scdn.co/image/broken", None),
+    ]
+    try:
+        covers = await asyncio.wait_for(service.covers(entries), 5)
+    finally:
+        renderer.close()
+    assert covers == [
+        b"https://i.scdn.co/image/ok",
+        None,
+        None,
+        b"https://i.scdn.co/image/ok",
+        None,
+    ]
+    assert sorted(images.asked) == sorted(
+        [
+            "https://i.scdn.co/image/ok",
+            "https://i.scdn.co/image/slow",
+            "https://i.scdn.co/image/broken",
+        ]
+    )
