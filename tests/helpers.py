@@ -45,6 +45,17 @@ async def no_sleep(seconds: float) -> None:
     return None
 
 
+def fake_spotify_auth(sender: SpotifySender, fake: FakeSpotify) -> SpotifyAuth:
+    """The app's SpotifyAuth with the fake's registered client, pointed at the fake."""
+    return SpotifyAuth(
+        sender,
+        client_id=DEFAULT_CLIENT_ID,
+        client_secret=DEFAULT_CLIENT_SECRET,
+        redirect_uri=DEFAULT_REDIRECT_URI,
+        accounts_base=fake.accounts_base,
+    )
+
+
 def linked_account(user_id: int, refresh_token: bytes | None = b"encrypted") -> LinkedAccount:
     return LinkedAccount(
         discord_user_id=user_id,
@@ -97,13 +108,7 @@ class LinkWorld:
         # The sender's monotonic clock moves by hand too: 429 holds end when a test says so.
         self.monotonic = ManualClock(5_000.0)
         self.sender = SpotifySender(session, sleep=no_sleep, clock=self.monotonic)
-        self.auth = SpotifyAuth(
-            self.sender,
-            client_id=DEFAULT_CLIENT_ID,
-            client_secret=DEFAULT_CLIENT_SECRET,
-            redirect_uri=DEFAULT_REDIRECT_URI,
-            accounts_base=fake.accounts_base,
-        )
+        self.auth = fake_spotify_auth(self.sender, fake)
         self.api = SpotifyApi(self.sender, api_base=fake.api_base)
         self.tokens = TokenManager(storage, self.cipher, self.auth)
         self.links = LinkService(

@@ -17,9 +17,8 @@ from PIL import Image
 
 from bot.charts import layout_for
 from tests.fakes.discord import FakeMessage, SentInteraction, UserArg
-from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user
 from tests.fakes.spotify import track_object
-from tests.harness import ADMIN_ID, ALICE_ID, BOB_ID, Stack, default_guild
+from tests.harness import ADMIN_ID, ALICE_ID, BOB_ID, Stack, default_guild, guild_of
 
 WAIT = 15.0
 SECOND_GUILD_ID = 700000000000000333
@@ -141,15 +140,11 @@ async def test_chart_empty_period_is_a_plain_answer(tmp_path: Path) -> None:
 
 
 async def test_chart_of_a_member_and_the_rules_that_cost_no_spotify_call(tmp_path: Path) -> None:
-    second = make_guild(
-        id=SECOND_GUILD_ID,
-        name="Elsewhere",
-        channels=[make_channel(id=700000000000000334, name="general")],
-        members=[
-            make_member(make_user(ALICE_ID, "alice", global_name="Alice")),
-            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
-        ],
-        owner_id=ADMIN_ID,
+    second = guild_of(
+        SECOND_GUILD_ID,
+        "Elsewhere",
+        [(700000000000000334, "general")],
+        [(ALICE_ID, "alice"), (ADMIN_ID, "admin")],
     )
     async with Stack.running(tmp_path, guilds=[default_guild(), second]) as stack:
         await stack.link(BOB_ID, "bob")

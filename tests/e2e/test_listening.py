@@ -12,17 +12,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
 from bot.history import ListeningLog
 from bot.spotify.models import Artist, Playback, Track
 from tests.fakes.discord import ChannelArg, FakeMessage, UserArg
 from tests.fakes.discord_payloads import (
-    make_channel,
-    make_guild,
-    make_member,
     make_spotify_activity,
-    make_user,
 )
 from tests.fakes.spotify import (
     FakeSpotify,
@@ -40,6 +34,8 @@ from tests.harness import (
     MUSIC_ID,
     Stack,
     default_guild,
+    fast_autopost,
+    guild_of,
 )
 
 WAIT = 8.0
@@ -378,19 +374,7 @@ async def test_recap_empty(tmp_path: Path) -> None:
 
 # --- the poller, a restart, presence mode, other servers, slow Spotify ------------------------
 
-POLL_CONFIG = AutopostConfig(
-    scheduler=SchedulerConfig(
-        skip_check_interval=0.5,
-        end_margin=0.2,
-        end_jitter=0.05,
-        recheck_after_stale=0.3,
-        paused_backoff=(0.3,),
-        idle_backoff=(0.3,),
-        error_backoff=(0.3,),
-        initial_spread=0.1,
-        budget_per_window=3000,
-    ),
-)
+POLL_CONFIG = fast_autopost(skip_check=0.5, backoff=0.3)
 SECOND_GUILD_ID = 700000000000000222
 
 
@@ -499,15 +483,11 @@ async def test_presence_mode_logs_opted_in_members_only(tmp_path: Path) -> None:
 
 
 def two_guilds() -> list[dict[str, Any]]:
-    second = make_guild(
-        id=SECOND_GUILD_ID,
-        name="Elsewhere",
-        channels=[make_channel(id=700000000000000223, name="general")],
-        members=[
-            make_member(make_user(ALICE_ID, "alice", global_name="Alice")),
-            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
-        ],
-        owner_id=ADMIN_ID,
+    second = guild_of(
+        SECOND_GUILD_ID,
+        "Elsewhere",
+        [(700000000000000223, "general")],
+        [(ALICE_ID, "alice"), (ADMIN_ID, "admin")],
     )
     return [default_guild(), second]
 
