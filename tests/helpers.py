@@ -1,16 +1,18 @@
 """Small helpers several test modules share: a hand-moved clock, a sleep that returns at
-once, waiting for a condition, a stored link as a finished /link leaves it, and a LinkService
-wired as the app wires it."""
+once, pictures as file bytes, waiting for a condition, a stored link as a finished /link
+leaves it, and a LinkService wired as the app wires it."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+from PIL import Image
 
 from bot.crypto import TokenCipher
 from bot.link_completion import PendingLinkCompleter
@@ -43,6 +45,18 @@ class ManualClock:
 
 async def no_sleep(seconds: float) -> None:
     return None
+
+
+def encode_image(image: Image.Image, kind: str = "PNG") -> bytes:
+    """The file bytes of ``image`` in format ``kind`` (PNG, JPEG, GIF...)."""
+    out = io.BytesIO()
+    image.save(out, format=kind)
+    return out.getvalue()
+
+
+def solid_image(rgb: tuple[int, int, int], kind: str = "PNG", size: int = 64) -> bytes:
+    """A square picture of one colour, as file bytes."""
+    return encode_image(Image.new("RGB", (size, size), rgb), kind)
 
 
 def fake_spotify_auth(sender: SpotifySender, fake: FakeSpotify) -> SpotifyAuth:
