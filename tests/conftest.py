@@ -1,5 +1,5 @@
-"""Fixtures several test modules share: the fake Spotify on loopback, an HTTP session, and
-putting the process-wide logging set-up back after a test changed it.
+"""Fixtures several test modules share: the fake Spotify on loopback, an HTTP session, the fake
+image CDN, and putting the process-wide logging set-up back after a test changed it.
 
 Plain helpers (a clock, ``eventually``, a wired LinkService) live in ``tests/helpers.py``.
 """
@@ -11,8 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bot.logs import SecretMasker
+from tests.fakes.cdn import FakeCdn
 from tests.fakes.spotify import FakeSpotify
 
 
@@ -53,3 +56,14 @@ def restore_logging() -> Iterator[None]:
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     logging.captureWarnings(False)
+
+
+@pytest.fixture
+async def cdn(aiohttp_server: object) -> tuple[FakeCdn, str]:
+    """The fake Spotify image CDN on 127.0.0.1, and its base URL."""
+    fake = FakeCdn()
+    app = web.Application()
+    fake.add_routes(app.router)
+    server = await aiohttp_server(app)  # type: ignore[operator]
+    assert isinstance(server, TestServer)
+    return fake, str(server.make_url("")).rstrip("/")

@@ -24,7 +24,7 @@ import discord.http
 from bot.app import Application
 from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.config import Settings, load_settings
-from tests.fakes.discord import FakeDiscord, SentInteraction
+from tests.fakes.discord import ChannelArg, FakeDiscord, FakeMessage, SentInteraction
 from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user
 from tests.fakes.spotify import FakeSpotify
 
@@ -85,6 +85,21 @@ def default_guild() -> dict[str, Any]:
         [(GENERAL_ID, "general"), (MUSIC_ID, "music")],
         [(ALICE_ID, "alice"), (BOB_ID, "bob"), (CAROL_ID, "carol"), (ADMIN_ID, "admin")],
     )
+
+
+async def set_autopost_channel(
+    stack: Stack, channel_id: int = MUSIC_ID, *, guild_id: int | None = None, timeout: float = 8.0
+) -> FakeMessage:
+    """The admin's ``/autopost channel`` (in the default server unless ``guild_id`` names
+    another); the bot's reply."""
+    sent = await stack.discord.send_slash_command(
+        "autopost",
+        {"channel": ChannelArg(str(channel_id))},
+        subcommand="channel",
+        user_id=str(ADMIN_ID),
+        guild_id=guild_id,
+    )
+    return await sent.wait_for_reply(timeout=timeout)
 
 
 def fast_autopost(*, skip_check: float = 1.0, backoff: float = 0.4) -> AutopostConfig:

@@ -6,8 +6,6 @@ import io
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from PIL import Image, ImageDraw
 
 from bot.charts import (
@@ -240,18 +238,8 @@ def test_latin_greek_cyrillic_are_drawn_other_scripts_fall_back() -> None:
 # --- covers from the fake CDN, a 404 among them ----------------------------------------------
 
 
-@pytest.fixture
-async def cdn_base(aiohttp_server: object) -> tuple[FakeCdn, str]:
-    fake = FakeCdn()
-    app = web.Application()
-    fake.add_routes(app.router)
-    server = await aiohttp_server(app)  # type: ignore[operator]
-    assert isinstance(server, TestServer)
-    return fake, str(server.make_url("")).rstrip("/")
-
-
-async def test_chart_from_fetched_covers_with_a_404(cdn_base: tuple[FakeCdn, str]) -> None:
-    fake, base = cdn_base
+async def test_chart_from_fetched_covers_with_a_404(cdn: tuple[FakeCdn, str]) -> None:
+    fake, base = cdn
     fake.missing.add("album-gone-300")
     ids = ["album-a-300", "album-gone-300", "album-b-300", "album-c-300"]
     async with aiohttp.ClientSession() as session:

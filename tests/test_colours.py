@@ -10,8 +10,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from PIL import Image, ImageDraw
 
 from bot.colours import (
@@ -217,16 +215,6 @@ def test_every_size_of_one_cover_shares_a_key() -> None:
 
 
 # --- the cache ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def cdn(aiohttp_server: object) -> tuple[FakeCdn, str]:
-    fake = FakeCdn()
-    app = web.Application()
-    fake.add_routes(app.router)
-    server = await aiohttp_server(app)  # type: ignore[operator]
-    assert isinstance(server, TestServer)
-    return fake, str(server.make_url("")).rstrip("/")
 
 
 @pytest.fixture

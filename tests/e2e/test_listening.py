@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.history import ListeningLog
 from bot.spotify.models import Artist, Playback, Track
-from tests.fakes.discord import ChannelArg, FakeMessage, UserArg
+from tests.fakes.discord import FakeMessage, UserArg
 from tests.fakes.discord_payloads import (
     make_spotify_activity,
 )
@@ -31,11 +31,11 @@ from tests.harness import (
     BOB_ID,
     CAROL_ID,
     GUILD_ID,
-    MUSIC_ID,
     Stack,
     default_guild,
     fast_autopost,
     guild_of,
+    set_autopost_channel,
 )
 
 WAIT = 8.0
@@ -386,16 +386,6 @@ async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 
     await asyncio.wait_for(wait(), timeout)
 
 
-async def set_music_channel(stack: Stack) -> None:
-    sent = await stack.discord.send_slash_command(
-        "autopost",
-        {"channel": ChannelArg(str(MUSIC_ID))},
-        subcommand="channel",
-        user_id=str(ADMIN_ID),
-    )
-    await sent.wait_for_reply(timeout=WAIT)
-
-
 async def test_polled_plays_are_logged_and_a_restart_catches_up(tmp_path: Path) -> None:
     async with FakeSpotify.running() as spotify:
         await polled_then_restarted(tmp_path, spotify)
@@ -407,7 +397,7 @@ async def polled_then_restarted(tmp_path: Path, spotify: FakeSpotify) -> None:
         await stack.link(ALICE_ID, "alice")
         # Started three minutes ago, so what follows while the bot is down fits after it.
         stack.spotify.set_playing("alice", track_payload("p1", "Polled", 200_000, 180_000))
-        await set_music_channel(stack)
+        await set_autopost_channel(stack, timeout=WAIT)
         storage = stack.app.services.storage
 
         async def logged() -> bool:

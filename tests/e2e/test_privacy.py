@@ -94,6 +94,17 @@ async def autopost(
     return reply
 
 
+async def autopost_in_both_servers(stack: Stack) -> None:
+    for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
+        await autopost(
+            stack,
+            "channel",
+            {"channel": ChannelArg(str(channel_id))},
+            user_id=ADMIN_ID,
+            guild_id=guild_id,
+        )
+
+
 def titles(stack: Stack, channel_id: int) -> list[str]:
     return [
         m.embeds[0].get("title", "")
@@ -191,14 +202,7 @@ async def test_private_hides_you_from_others_but_not_from_yourself(tmp_path: Pat
 
 async def test_private_stops_auto_posts_everywhere_and_forgets_them(tmp_path: Path) -> None:
     async with two_servers(tmp_path) as stack:
-        for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
-            await autopost(
-                stack,
-                "channel",
-                {"channel": ChannelArg(str(channel_id))},
-                user_id=ADMIN_ID,
-                guild_id=guild_id,
-            )
+        await autopost_in_both_servers(stack)
         stack.spotify.set_playing("alice", track_payload("a1", "Song a1", 200_000, 1_000))
         await stack.link(ALICE_ID, "alice")
         await eventually(lambda: titles(stack, MUSIC_ID) and titles(stack, OTHER_MUSIC_ID), WAIT)
@@ -254,14 +258,7 @@ async def test_autopost_me_applies_in_the_server_where_it_runs(tmp_path: Path) -
     async with await Storage.open(harness.database_target(tmp_path)) as storage:
         await storage.set_autopost_opt_in(ALICE_ID, False)
     async with two_servers(tmp_path) as stack:
-        for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
-            await autopost(
-                stack,
-                "channel",
-                {"channel": ChannelArg(str(channel_id))},
-                user_id=ADMIN_ID,
-                guild_id=guild_id,
-            )
+        await autopost_in_both_servers(stack)
         stack.spotify.set_playing("alice", track_payload("a1", "Song a1", 200_000, 1_000))
         await stack.link(ALICE_ID, "alice")
         service = stack.app.services.autopost
