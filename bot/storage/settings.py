@@ -1,0 +1,173 @@
+"""Guild settings (the music channel) and members' auto-post opt-in, globally and per server."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from bot.storage.base import StorageBase
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettings:
+    guild_id: int
+    music_channel_id: int | None
+    autopost_notice: str | None
+
+
+class SettingsStore(StorageBase):
+    """Guild settings (the music channel) and members' auto-post opt-in, globally and per server."""
+
+    # --- guild settings ------------------------------------------------------------------------
+
+    async def get_guild_settings(self, guild_id: int) -> GuildSettings | None:
+        row = await self._fetchone(
+            "SELECT guild_id, music_channel_id, autopost_notice FROM guild_settings "
+            "WHERE guild_id = ?",
+            (guild_id,),
+        )
+        if row is None:
+            return None
+        return GuildSettings(
+            guild_id=int(row[0]),
+            music_channel_id=int(row[1]) if row[1] is not None else None,
+            autopost_notice=str(row[2]) if row[2] is not None else None,
+        )
+
+    async def _set_channel(
+        self, guild_id: int, channel_id: int | None, notice: str | None, now: float
+    ) -> None:
+        async with self._transaction() as tx:
+            previous = await tx.fetchone(
+                "SELECT music_channel_id FROM guild_settings WHERE guild_id = ?", (guild_id,)
+            )
+            await tx.execute(
+                """
+                INSERT INTO guild_settings (guild_id, music_channel_id, autopost_notice, updated_at)
+                VALUES (?, ?, ?, ?)
+                ON CONFLICT (guild_id) DO UPDATE SET
+                    music_channel_id = excluded.music_channel_id,
+                    autopost_notice = excluded.autopost_notice,
+                    updated_at = excluded.updated_at
+                """,
+                (guild_id, channel_id, notice, now),
+            )
+            # Posts in a channel the guild no longer uses must not suppress future posts there.
+            if previous is not None and previous[0] is not None and previous[0] != channel_id:
+                await tx.execute("DELETE FROM last_posts WHERE channel_id = ?", (previous[0],))
+
+    async def set_music_channel(
+        self, guild_id: int, channel_id: int | None, *, now: float | None = None
+    ) -> None:
+        """Set (or with None, unset) the guild's auto-post channel; clears any notice.
+
+        When the channel changes, the last-post records of the previous channel are dropped.
+        """
+        await self._set_channel(guild_id, channel_id, None, time.time() if now is None else now)
+
+    async def disable_autopost(
+        self, guild_id: int, notice: str, *, now: float | None = None
+    ) -> None:
+        """Stop auto-posting in the guild and keep ``notice`` for the admin to read."""
+        await self._set_channel(guild_id, None, notice, time.time() if now is None else now)
+
+    async def clear_autopost_notice(self, guild_id: int) -> None:
+        await self._write(
+            "UPDATE guild_settings SET autopost_notice = NULL WHERE guild_id = ?", (guild_id,)
+        )
+
+    async def list_music_channels(self) -> dict[int, int]:
+        """guild id -> auto-post channel id, for every guild that has one."""
+        rows = await self._fetchall(
+            "SELECT guild_id, music_channel_id FROM guild_settings "
+            "WHERE music_channel_id IS NOT NULL ORDER BY guild_id"
+        )
+        return {int(row[0]): int(row[1]) for row in rows}
+
+    # --- member settings -----------------------------------------------------------------------
+
+    async def get_autopost_opt_in(self, user_id: int) -> bool | None:
+        """True/False as the member chose; None when they never chose (callers apply the
+        default: linked members in, presence-only members out)."""
+        row = await self._fetchone(
+            "SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?", (user_id,)
+        )
+        if row is None or row[0] is None:
+            return None
+        return bool(row[0])
+
+    async def set_autopost_opt_in(
+        self, user_id: int, enabled: bool, *, now: float | None = None
+    ) -> None:
+        await self._write(
+            """
+            INSERT INTO member_settings (discord_user_id, autopost_opt_in, updated_at)
+            VALUES (?, ?, ?)
+            ON CONFLICT (discord_user_id) DO UPDATE SET
+                autopost_opt_in = excluded.autopost_opt_in,
+                updated_at = excluded.updated_at
+            """,
+            (user_id, int(bool(enabled)), time.time() if now is None else now),
+        )
+
+    async def get_guild_autopost_opt_in(self, user_id: int, guild_id: int) -> bool | None:
+        """The member's auto-post choice in one server: the choice made there, else the choice
+        made before it was per server (it applies everywhere until changed), else None."""
+        row = await self._fetchone(
+            """
+            SELECT coalesce(
+                (SELECT autopost_opt_in FROM member_guild_settings
+                 WHERE discord_user_id = ? AND guild_id = ?),
+                (SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?)
+            )
+            """,
+            (user_id, guild_id, user_id),
+        )
+        if row is None or row[0] is None:
+            return None
+        return bool(row[0])
+
+    async def set_guild_autopost_opt_in(
+        self, user_id: int, guild_id: int, enabled: bool, *, now: float | None = None
+    ) -> None:
+        """``/autopost me`` in one server; other servers keep their own (or the old) choice."""
+        await self._write(
+            """
+            INSERT INTO member_guild_settings (discord_user_id, guild_id, autopost_opt_in,
+                                               updated_at)
+            VALUES (?, ?, ?, ?)
+            ON CONFLICT (discord_user_id, guild_id) DO UPDATE SET
+                autopost_opt_in = excluded.autopost_opt_in,
+                updated_at = excluded.updated_at
+            """,
+            (user_id, guild_id, int(bool(enabled)), time.time() if now is None else now),
+        )
+
+    async def get_autopost_opt_in_anywhere(self, user_id: int) -> bool | None:
+        """Summary over every server: True when the member opted in somewhere (here or before
+        it was per server), False when they opted out before it was per server and in
+        nowhere since, None otherwise (the default of each server applies)."""
+        row = await self._fetchone(
+            """
+            SELECT
+                (SELECT max(autopost_opt_in) FROM member_guild_settings
+                 WHERE discord_user_id = ?),
+                (SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?)
+            """,
+            (user_id, user_id),
+        )
+        per_guild = row[0] if row is not None else None
+        fallback = row[1] if row is not None else None
+        if per_guild == 1 or fallback == 1:
+            return True
+        if fallback == 0:
+            return False
+        return None
+
+    async def list_autopost_opted_in_user_ids(self) -> set[int]:
+        """Every member who opted in somewhere (per server, or before it was per server)."""
+        rows = await self._fetchall(
+            "SELECT discord_user_id FROM member_guild_settings WHERE autopost_opt_in = 1 "
+            "UNION SELECT discord_user_id FROM member_settings WHERE autopost_opt_in = 1"
+        )
+        return {int(row[0]) for row in rows}
