@@ -8,7 +8,7 @@ opening the same file at once apply each migration exactly once. Never edit a re
 migration: append a new one.
 
 PostgreSQL runs the same migrations (``Migration.postgresql``) from ``bot.backends.postgresql``.
-All SQL of the project lives here, in ``bot/storage.py`` and in ``bot/backends/``.
+All SQL of the project lives here, in ``bot/storage/`` and in ``bot/backends/``.
 """
 
 from __future__ import annotations
