@@ -16,7 +16,7 @@ from bot.backends.sqlite import SqliteDatabase
 log = logging.getLogger(__name__)
 
 
-def _upsert_by_member(table: str, columns: str) -> str:
+def upsert_by_member(table: str, columns: str) -> str:
     """INSERT one row of ``columns`` (comma-separated, the member's id first); a row the member
     already has takes every other column from the new one."""
     names = [name.strip() for name in columns.split(",")]

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from bot.storage.base import StorageBase, _upsert_by_member
+from bot.storage.base import StorageBase, upsert_by_member
 
 LinkStateStatus = Literal["ok", "unknown", "expired", "used"]
 
@@ -251,7 +251,7 @@ class LinkStatesStore(StorageBase):
     async def save_pending_link(self, pending: PendingLink) -> None:
         """Keep a member's exchanged grant (one per member: the newest wins)."""
         await self._write(
-            _upsert_by_member("pending_links", _PENDING_COLUMNS),
+            upsert_by_member("pending_links", _PENDING_COLUMNS),
             (
                 pending.discord_user_id,
                 pending.state_hash,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from bot.backends import Row
-from bot.storage.base import StorageBase, _upsert_by_member
+from bot.storage.base import StorageBase, upsert_by_member
 
 LinkStatus = Literal["active", "broken"]
 
@@ -82,7 +82,7 @@ class LinksStore(StorageBase):
             if owner is not None and int(owner[0]) != account.discord_user_id:
                 raise SpotifyAccountTaken("the Spotify account is linked to another member")
             await tx.execute(
-                _upsert_by_member("linked_accounts", _ACCOUNT_COLUMNS),
+                upsert_by_member("linked_accounts", _ACCOUNT_COLUMNS),
                 (
                     account.discord_user_id,
                     account.spotify_account_id,
