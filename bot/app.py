@@ -224,7 +224,9 @@ class Application:
                 on_linked=autopost.member_linked,
                 on_unlinked=unlinked_elsewhere,
                 on_visibility=privacy.reload,
+                on_settings=autopost.reload_settings,
             )
+            autopost.add_settings_listener(relay.settings_changed)
             links.add_linked_listener(relay.linked)
             links.add_unlinked_listener(relay.unlinked)
             privacy.add_private_listener(relay.visibility_changed)

@@ -88,9 +88,10 @@ class MemberChangeRelay:
     """What one process changes for a member, the others apply to what they keep in memory.
 
     The database holds the change already; the notification only says "member N: look again"
-    (``linked``, ``unlinked`` or ``visibility``), tagged with the sending process so it skips
-    its own. Another process re-reads what it needs: who it follows for auto-posting, the
-    private members it must not show, the cached access token of a member who unlinked.
+    (``linked``, ``unlinked``, ``visibility``; ``settings``: auto-post channels or opt-ins),
+    tagged with the sending process so it skips its own. Another process re-reads what it
+    needs: who it follows for auto-posting, the private members it must not show, the cached
+    access token of a member who unlinked.
     """
 
     def __init__(
@@ -100,11 +101,13 @@ class MemberChangeRelay:
         on_linked: Callable[[int], Awaitable[None]],
         on_unlinked: Callable[[int], None],
         on_visibility: Callable[[int], Awaitable[None]],
+        on_settings: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._storage = storage
         self._on_linked = on_linked
         self._on_unlinked = on_unlinked
         self._on_visibility = on_visibility
+        self._on_settings = on_settings
         self._origin = secrets.token_hex(8)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -121,6 +124,10 @@ class MemberChangeRelay:
 
     def visibility_changed(self, member_id: int) -> None:
         self._spawn(self._send("visibility", member_id))
+
+    def settings_changed(self) -> None:
+        """Auto-post settings (music channels, opt-ins) changed here."""
+        self._spawn(self._send("settings", 0))
 
     async def _send(self, kind: str, member_id: int) -> None:
         try:
@@ -142,6 +149,8 @@ class MemberChangeRelay:
             self._on_unlinked(member_id)
         elif kind == "visibility":
             self._spawn(self._on_visibility(member_id))
+        elif kind == "settings" and self._on_settings is not None:
+            self._spawn(self._on_settings())
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def run() -> None:
