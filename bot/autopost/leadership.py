@@ -41,7 +41,11 @@ class Leadership:
     async def leading(
         self, on_wait: Callable[[], None] | None = None
     ) -> AsyncIterator[asyncio.Event]:
-        """``on_wait`` is called each time another process was found leading."""
+        """``on_wait`` is called each time another process was found leading. A process that
+        led before steps back for one ``retry`` first: its connection was lost, another
+        process gets the first chance."""
+        if self.tries:
+            await asyncio.sleep(self._retry)
         while True:
             self.tries += 1
             try:
