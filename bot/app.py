@@ -19,6 +19,7 @@ from aiohttp import web
 
 from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.autopost.discord_side import DiscordPySide
+from bot.autopost.outbox import OutboxDiscordSide, OutboxSender
 from bot.autopost.ports import PostAction
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
@@ -93,6 +94,7 @@ class Application:
         self.services: Services
         self.web_runner: web.AppRunner
         self.web_port: int = settings.web_port
+        self.outbox_sender: OutboxSender | None = None
 
     async def __aenter__(self) -> Application:
         try:
@@ -163,10 +165,13 @@ class Application:
         def build_services(client: discord.Client) -> Services:
             """Every service, whole, before the bot loads a cog (the auto-poster posts
             through the bot's own connection)."""
+            # Posts go through the outbox (sent once, by whichever process can).
+            outbox = OutboxDiscordSide(DiscordPySide(client), storage)
+            self.outbox_sender = OutboxSender(storage, outbox)
             autopost = AutopostService(
                 storage,
                 poll,
-                DiscordPySide(client),
+                outbox,
                 scheduler=scheduler,
                 config=self.autopost_config,
                 hold=sender,
@@ -265,6 +270,10 @@ class Application:
         )
         self._bot_task = asyncio.create_task(starter.run(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
+        if self.outbox_sender is not None:  # sends what the outbox holds unsent, in any process
+            await self._stack.enter_async_context(self.outbox_sender.listening())
+            self.outbox_sender.start()
+            self._stack.push_async_callback(self.outbox_sender.stop)
         # Links that waited for a Spotify hold (also from before a restart) finish now.
         completer.start()
         self._stack.push_async_callback(completer.stop)

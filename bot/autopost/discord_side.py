@@ -113,10 +113,17 @@ class DiscordPySide:
             raise DiscordUnavailable(f"member lookup: {exc!r}") from exc
         return _view_of_payload(self._client, guild_id, data)
 
-    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
+    async def send(
+        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
+    ) -> int:
         channel = self._client.get_partial_messageable(channel_id)
+        # With a nonce discord.py also sends enforce_nonce: Discord answers a second create
+        # with the same nonce in the channel (within minutes) with the first message.
+        arguments = send_arguments(message)
+        if nonce is not None:
+            arguments["nonce"] = nonce
         try:
-            sent = await channel.send(**send_arguments(message))
+            sent = await channel.send(**arguments)
         except discord.HTTPException as exc:
             raise _translate(exc, "post") from exc
         except (OSError, TimeoutError) as exc:
