@@ -9,6 +9,7 @@ import logging
 import math
 import signal
 import sqlite3
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -42,7 +43,12 @@ from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
 from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
-from bot.shards import IDENTIFY_INTERVAL, IdentifyGate, MemberChangeRelay
+from bot.shards import (
+    IDENTIFY_INTERVAL,
+    IdentifyGate,
+    MemberChangeRelay,
+    SharedRequestCount,
+)
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
@@ -95,6 +101,7 @@ class Application:
         self.web_runner: web.AppRunner
         self.web_port: int = settings.web_port
         self.outbox_sender: OutboxSender | None = None
+        self._note_request: Callable[[float], None] = lambda _now: None
 
     async def __aenter__(self) -> Application:
         try:
@@ -150,7 +157,22 @@ class Application:
         links.add_pending_listener(completer.wake)
         scheduler = PollScheduler(self.autopost_config.scheduler)
         # Interactive /np counts toward the polling budget, and is never held back by it.
-        playback = PlaybackService(tokens, api, on_request=scheduler.note_request)
+        note_request = scheduler.note_request
+        shared_count: SharedRequestCount | None = None
+        if storage.dialect == "postgresql":  # the budget is the app's, whichever process asks
+
+            def leads() -> bool:
+                autopost = getattr(self, "services", None)
+                return autopost is not None and autopost.autopost.leadership.is_leader
+
+            shared_count = SharedRequestCount(
+                storage, scheduler.note_request, leads, clock=time.monotonic
+            )
+            await self._stack.enter_async_context(shared_count.listening())
+            self._stack.push_async_callback(shared_count.close)
+            note_request = shared_count.note_request
+        self._note_request = note_request
+        playback = PlaybackService(tokens, api, on_request=note_request)
         if metrics is not None:
             metrics.watch_links(links)
             await self._stack.enter_async_context(
@@ -303,9 +325,7 @@ class Application:
             keep_days=self.settings.listening_log_days,
             recently_played=recently_played,
         )
-        listening = SpotifyListening(
-            tokens, api, storage, history, on_request=scheduler.note_request
-        )
+        listening = SpotifyListening(tokens, api, storage, history, on_request=self._note_request)
         services.history = history
         services.listening = listening
         feed = AutopostFeed(history)
