@@ -186,8 +186,9 @@ class AutopostService:
             for task in workers:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        # Lost: stop every poll in flight; whoever leads next starts from the database.
-        await self.loop.drain(0.0)
+        # Lost: start no poll; the ones in flight may finish (a token refresh cut halfway
+        # could lose a rotated refresh token; a post they make twice lands once: the nonce).
+        await self.loop.drain(self.config.shutdown_grace)
         self.loop.stopping = False
 
     async def reload_settings(self) -> None:

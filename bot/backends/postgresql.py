@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
@@ -278,6 +279,11 @@ class PostgresDatabase:
             if not taken:
                 yield None
                 return
+            # Who holds it shows in pg_stat_activity (the pool's reset clears it on release).
+            await connection.execute(
+                "SELECT set_config('application_name', $1, false)",
+                f"nowplaying {name} pid {os.getpid()}"[:63],
+            )
             connection.add_termination_listener(lambda _connection: lost.set())
             watcher = asyncio.create_task(_watch(connection, lost), name=f"lock-watch-{name}")
             yield lost

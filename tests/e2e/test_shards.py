@@ -237,7 +237,8 @@ async def _leader_lock_pid(database_url: str) -> int:
         key = await connection.fetchval("SELECT hashtextextended($1, 0)", LEADER_LOCK)
         pid = await connection.fetchval(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
+            " AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (key >> 32) & 0xFFFFFFFF,
             key & 0xFFFFFFFF,
         )
@@ -311,3 +312,26 @@ async def test_one_process_polls_and_another_takes_over_when_it_dies(tmp_path: P
         await new.settle()
         assert titles(MUSIC_ID) == ["First Song", "Meanwhile Song"]
         assert titles(OTHER_MUSIC_ID) == ["First Song", "Meanwhile Song"]
+
+
+async def test_without_shard_count_one_process_runs_every_recommended_shard(
+    tmp_path: Path,
+) -> None:
+    """SHARD_COUNT unset: Discord's recommended count (``GET /gateway/bot``), every shard in
+    this one process, so it gets the guilds of all of them."""
+    async with (
+        FakeSpotify.running() as spotify,
+        FakeDiscord.running(
+            guilds=[default_guild(), other_guild()], recommended_shards=2
+        ) as fake_discord,
+        Stack.running(
+            tmp_path,
+            spotify=spotify,
+            fake_discord=fake_discord,
+            app_options={"identify_interval": IDENTIFY_INTERVAL},
+        ) as stack,
+    ):
+        assert sorted(tuple(i["shard"]) for i in fake_discord.identifies) == [(0, 2), (1, 2)]
+        assert {g.id for g in stack.app.bot.guilds} == {GUILD_ID, OTHER_GUILD_ID}
+        assert stack.app.bot.syncs_commands
+        assert stack.app.bot.gateway_connected()
