@@ -767,7 +767,9 @@ class SilentSide:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return MemberView(f"member{user_id}")
 
-    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
+    async def send(
+        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
+    ) -> int:
         raise AssertionError("the scale run never posts")
 
     async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:

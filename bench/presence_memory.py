@@ -69,7 +69,9 @@ class InstantDiscord:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return MemberView(display_name=f"member {user_id % 10_000}")
 
-    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
+    async def send(
+        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
+    ) -> int:
         self.sent += 1
         return 1_000_000 + self.sent
 

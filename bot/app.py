@@ -9,6 +9,7 @@ import logging
 import math
 import signal
 import sqlite3
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.autopost.discord_side import DiscordPySide
+from bot.autopost.outbox import OutboxDiscordSide, OutboxSender
 from bot.autopost.ports import PostAction
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
@@ -41,7 +43,12 @@ from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
 from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
-from bot.shards import IDENTIFY_INTERVAL, IdentifyGate, MemberChangeRelay
+from bot.shards import (
+    IDENTIFY_INTERVAL,
+    IdentifyGate,
+    MemberChangeRelay,
+    SharedRequestCount,
+)
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
@@ -93,6 +100,8 @@ class Application:
         self.services: Services
         self.web_runner: web.AppRunner
         self.web_port: int = settings.web_port
+        self.outbox_sender: OutboxSender | None = None
+        self._note_request: Callable[[float], None] = lambda _now: None
 
     async def __aenter__(self) -> Application:
         try:
@@ -148,7 +157,22 @@ class Application:
         links.add_pending_listener(completer.wake)
         scheduler = PollScheduler(self.autopost_config.scheduler)
         # Interactive /np counts toward the polling budget, and is never held back by it.
-        playback = PlaybackService(tokens, api, on_request=scheduler.note_request)
+        note_request = scheduler.note_request
+        shared_count: SharedRequestCount | None = None
+        if storage.dialect == "postgresql":  # the budget is the app's, whichever process asks
+
+            def leads() -> bool:
+                autopost = getattr(self, "services", None)
+                return autopost is not None and autopost.autopost.leadership.is_leader
+
+            shared_count = SharedRequestCount(
+                storage, scheduler.note_request, leads, clock=time.monotonic
+            )
+            await self._stack.enter_async_context(shared_count.listening())
+            self._stack.push_async_callback(shared_count.close)
+            note_request = shared_count.note_request
+        self._note_request = note_request
+        playback = PlaybackService(tokens, api, on_request=note_request)
         if metrics is not None:
             metrics.watch_links(links)
             await self._stack.enter_async_context(
@@ -163,10 +187,13 @@ class Application:
         def build_services(client: discord.Client) -> Services:
             """Every service, whole, before the bot loads a cog (the auto-poster posts
             through the bot's own connection)."""
+            # Posts go through the outbox (sent once, by whichever process can).
+            outbox = OutboxDiscordSide(DiscordPySide(client), storage)
+            self.outbox_sender = OutboxSender(storage, outbox)
             autopost = AutopostService(
                 storage,
                 poll,
-                DiscordPySide(client),
+                outbox,
                 scheduler=scheduler,
                 config=self.autopost_config,
                 hold=sender,
@@ -224,7 +251,9 @@ class Application:
                 on_linked=autopost.member_linked,
                 on_unlinked=unlinked_elsewhere,
                 on_visibility=privacy.reload,
+                on_settings=autopost.reload_settings,
             )
+            autopost.add_settings_listener(relay.settings_changed)
             links.add_linked_listener(relay.linked)
             links.add_unlinked_listener(relay.unlinked)
             privacy.add_private_listener(relay.visibility_changed)
@@ -263,6 +292,10 @@ class Application:
         )
         self._bot_task = asyncio.create_task(starter.run(), name="discord-gateway")
         await autopost.start()  # its loop waits for the gateway to be ready
+        if self.outbox_sender is not None:  # sends what the outbox holds unsent, in any process
+            await self._stack.enter_async_context(self.outbox_sender.listening())
+            self.outbox_sender.start()
+            self._stack.push_async_callback(self.outbox_sender.stop)
         # Links that waited for a Spotify hold (also from before a restart) finish now.
         completer.start()
         self._stack.push_async_callback(completer.stop)
@@ -292,9 +325,7 @@ class Application:
             keep_days=self.settings.listening_log_days,
             recently_played=recently_played,
         )
-        listening = SpotifyListening(
-            tokens, api, storage, history, on_request=scheduler.note_request
-        )
+        listening = SpotifyListening(tokens, api, storage, history, on_request=self._note_request)
         services.history = history
         services.listening = listening
         feed = AutopostFeed(history)

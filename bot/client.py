@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import discord
+import yarl
 from discord import app_commands
 from discord.ext import commands
+from discord.gateway import DiscordWebSocket
+from discord.shard import Shard
 
 from bot.config import Settings
+from bot.connect import backoff_delays, describe_failure, format_wait
 from bot.errors import BotError
 from bot.services import Services
 from bot.shards import IdentifyGate
@@ -185,7 +190,37 @@ class NowPlayingBot(commands.Bot):
 
 
 class ShardedNowPlayingBot(NowPlayingBot, commands.AutoShardedBot):
-    """The same bot running the shards SHARD_IDS of SHARD_COUNT (one connection each)."""
+    """The same bot running the shards SHARD_IDS of SHARD_COUNT (one connection each), or
+    every shard of Discord's recommended count."""
+
+    async def launch_shard(
+        self, gateway: yarl.URL, shard_id: int, *, initial: bool = False
+    ) -> None:
+        """discord.py's own, with a quiet retry: a gateway that is not up yet is one WARNING
+        line and a backoff (discord.py logs a traceback and waits 5 s each time)."""
+        delays = backoff_delays()
+        while True:
+            try:
+                connecting = DiscordWebSocket.from_client(
+                    self, initial=initial, gateway=gateway, shard_id=shard_id
+                )
+                ws = await asyncio.wait_for(connecting, timeout=self.shard_connect_timeout)
+                break
+            except Exception as exc:
+                if self.is_closed():
+                    raise
+                delay = next(delays)
+                logging.getLogger("bot.connect").warning(
+                    "Could not connect to the Discord gateway (%s); retrying in %s",
+                    describe_failure(exc),
+                    format_wait(delay),
+                )
+                await asyncio.sleep(delay)
+                initial = False
+        shards: dict[int, Shard] = self._AutoShardedClient__shards  # type: ignore[attr-defined]
+        queue = self._AutoShardedClient__queue  # type: ignore[attr-defined]
+        shards[shard_id] = shard = Shard(ws, self, queue.put_nowait)
+        shard.launch()
 
     def gateway_connected(self) -> bool:
         shards = self.shards
@@ -200,9 +235,10 @@ class ShardedNowPlayingBot(NowPlayingBot, commands.AutoShardedBot):
 def create_bot(
     settings: Settings, build_services: Callable[[discord.Client], Services], **options: Any
 ) -> NowPlayingBot:
-    """Sharded when SHARD_COUNT is set; otherwise one connection, as before."""
+    """Every shard in this process unless SHARD_IDS names some: SHARD_COUNT unset takes
+    Discord's recommended count (``GET /gateway/bot``), as many connections as it says."""
     if settings.shard_count is None:
-        return NowPlayingBot(settings, build_services, **options)
+        return ShardedNowPlayingBot(settings, build_services, **options)
     shard_ids = list(settings.shard_ids or range(settings.shard_count))
     return ShardedNowPlayingBot(
         settings,

@@ -88,9 +88,10 @@ class MemberChangeRelay:
     """What one process changes for a member, the others apply to what they keep in memory.
 
     The database holds the change already; the notification only says "member N: look again"
-    (``linked``, ``unlinked`` or ``visibility``), tagged with the sending process so it skips
-    its own. Another process re-reads what it needs: who it follows for auto-posting, the
-    private members it must not show, the cached access token of a member who unlinked.
+    (``linked``, ``unlinked``, ``visibility``; ``settings``: auto-post channels or opt-ins),
+    tagged with the sending process so it skips its own. Another process re-reads what it
+    needs: who it follows for auto-posting, the private members it must not show, the cached
+    access token of a member who unlinked.
     """
 
     def __init__(
@@ -100,11 +101,13 @@ class MemberChangeRelay:
         on_linked: Callable[[int], Awaitable[None]],
         on_unlinked: Callable[[int], None],
         on_visibility: Callable[[int], Awaitable[None]],
+        on_settings: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._storage = storage
         self._on_linked = on_linked
         self._on_unlinked = on_unlinked
         self._on_visibility = on_visibility
+        self._on_settings = on_settings
         self._origin = secrets.token_hex(8)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -121,6 +124,10 @@ class MemberChangeRelay:
 
     def visibility_changed(self, member_id: int) -> None:
         self._spawn(self._send("visibility", member_id))
+
+    def settings_changed(self) -> None:
+        """Auto-post settings (music channels, opt-ins) changed here."""
+        self._spawn(self._send("settings", 0))
 
     async def _send(self, kind: str, member_id: int) -> None:
         try:
@@ -142,6 +149,8 @@ class MemberChangeRelay:
             self._on_unlinked(member_id)
         elif kind == "visibility":
             self._spawn(self._on_visibility(member_id))
+        elif kind == "settings" and self._on_settings is not None:
+            self._spawn(self._on_settings())
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def run() -> None:
@@ -163,3 +172,75 @@ class MemberChangeRelay:
 
 
 __all__ = ["IDENTIFY_INTERVAL", "MEMBER_CHANNEL", "IdentifyGate", "MemberChangeRelay"]
+
+
+REQUESTS_CHANNEL: Final = "nowplaying_spotify_requests"
+REQUESTS_FLUSH_SECONDS: Final = 0.5
+
+
+class SharedRequestCount:
+    """Spotify's request budget is one for the app: the interactive Web API requests (``/np``,
+    ``/listening``...) of every process count in the polling budget of the one process that
+    polls (the leader).
+
+    Every request is counted locally (``note``: the local scheduler); a process that does not
+    lead also adds it to a running count it sends the others at most every
+    ``REQUESTS_FLUSH_SECONDS`` (``origin:count``); the leader counts what it receives. A
+    count lost with a notification costs one window's precision, never a request.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        note: Callable[[float, int], None],
+        is_leader: Callable[[], bool],
+        *,
+        clock: Callable[[], float],
+        flush_every: float = REQUESTS_FLUSH_SECONDS,
+    ) -> None:
+        self._storage = storage
+        self._note = note
+        self._is_leader = is_leader
+        self._clock = clock
+        self._flush_every = flush_every
+        self._origin = secrets.token_hex(8)
+        self._pending = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self.received = 0
+
+    def listening(self) -> AbstractAsyncContextManager[None]:
+        return self._storage.listen(REQUESTS_CHANNEL, self._received)
+
+    def note_request(self, now: float, count: int = 1) -> None:
+        self._note(now, count)
+        if self._is_leader():
+            return
+        self._pending += count
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="spotify-request-count")
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self._flush_every)
+        count, self._pending = self._pending, 0
+        if not count:
+            return
+        try:
+            await self._storage.notify(REQUESTS_CHANNEL, f"{self._origin}:{count}")
+        except Exception:  # the leader misses these requests for one window
+            log.debug("could not tell the polling process about %d Spotify requests", count)
+
+    def _received(self, payload: str) -> None:
+        origin, _, raw = payload.partition(":")
+        if origin == self._origin or not raw.isdigit() or not self._is_leader():
+            return
+        self.received += int(raw)
+        self._note(self._clock(), int(raw))
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+
+
+__all__ += ["REQUESTS_CHANNEL", "SharedRequestCount"]

@@ -34,7 +34,9 @@ class Side:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return MemberView("Alice") if user_id == ALICE else None
 
-    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
+    async def send(
+        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
+    ) -> int:
         return 1
 
     async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:

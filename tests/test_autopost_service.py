@@ -122,7 +122,9 @@ class FakeSide:
             return MemberView(f"member{user_id}", None)
         return None
 
-    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
+    async def send(
+        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
+    ) -> int:
         await asyncio.sleep(0)
         if self.send_error is not None:
             raise self.send_error

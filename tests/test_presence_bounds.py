@@ -43,7 +43,9 @@ class Side:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return MemberView(display_name=f"m{user_id}")
 
-    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
+    async def send(
+        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
+    ) -> int:
         self.posts.append((channel_id, message.embed.title if message.embed else None))
         return len(self.posts)
 

@@ -224,6 +224,13 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
             (10, 1, NOW),
         ),
     ],
+    7: [
+        (
+            "INSERT INTO autopost_outbox (nonce, channel_id, payload, created_at, message_id) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ("seed-nonce", 100, "{}", NOW, 42),
+        ),
+    ],
 }
 
 
@@ -271,6 +278,10 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         [play] = await storage.recent_plays(1)
         assert (play.track_id, play.artists, play.started_at) == ("track-1", ("A", "B"), NOW)
         assert await storage.list_listening_guilds() == [(10, 1)]
+    if version >= 7:
+        post = await storage.outbox_get("seed-nonce")
+        assert post is not None
+        assert (post.channel_id, post.message_id) == (100, 42)
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))

@@ -13,6 +13,7 @@ The bot runs with the guilds intent only (unless presence mode adds members and 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import discord
 
@@ -55,8 +56,21 @@ class DiscordPySide:
     async def wait_until_ready(self) -> None:
         await self._client.wait_until_ready()
 
+    def _elsewhere(self, guild_id: int) -> bool:
+        """True for a guild of a shard another process runs (this one polls for all of them:
+        such a guild is never in our cache, so channels and members are asked over REST)."""
+        count = self._client.shard_count
+        ids = getattr(self._client, "shard_ids", None)
+        if not count or ids is None:
+            return False
+        return (guild_id >> 22) % count not in ids
+
     def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
         guild = self._client.get_guild(guild_id)
+        if guild is None and self._elsewhere(guild_id):
+            # Not in our cache: Discord itself says on the post whether the channel works
+            # (deleted or forbidden turn auto-posting off there, as for our own guilds).
+            return ChannelCheck(ChannelState.OK)
         if guild is None or guild.unavailable:
             return ChannelCheck(ChannelState.UNAVAILABLE)
         channel = guild.get_channel(channel_id)
@@ -71,6 +85,8 @@ class DiscordPySide:
 
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         guild = self._client.get_guild(guild_id)
+        if guild is None and self._elsewhere(guild_id):
+            return await self._fetch_member_elsewhere(guild_id, user_id)
         if guild is None:
             return None  # the bot is no longer in that guild
         if self._client.intents.members and guild.chunked:
@@ -86,10 +102,28 @@ class DiscordPySide:
             raise DiscordUnavailable(f"member lookup: {exc!r}") from exc
         return _view(member)
 
-    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
-        channel = self._client.get_partial_messageable(channel_id)
+    async def _fetch_member_elsewhere(self, guild_id: int, user_id: int) -> MemberView | None:
         try:
-            sent = await channel.send(**send_arguments(message))
+            data = await self._client.http.get_member(guild_id, user_id)
+        except discord.NotFound:
+            return None  # not a member (10007), or the bot left the guild (10004)
+        except discord.HTTPException as exc:
+            raise DiscordUnavailable(f"member lookup: HTTP {exc.status} ({exc.code})") from exc
+        except (OSError, TimeoutError) as exc:
+            raise DiscordUnavailable(f"member lookup: {exc!r}") from exc
+        return _view_of_payload(self._client, guild_id, data)
+
+    async def send(
+        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
+    ) -> int:
+        channel = self._client.get_partial_messageable(channel_id)
+        # With a nonce discord.py also sends enforce_nonce: Discord answers a second create
+        # with the same nonce in the channel (within minutes) with the first message.
+        arguments = send_arguments(message)
+        if nonce is not None:
+            arguments["nonce"] = nonce
+        try:
+            sent = await channel.send(**arguments)
         except discord.HTTPException as exc:
             raise _translate(exc, "post") from exc
         except (OSError, TimeoutError) as exc:
@@ -123,6 +157,21 @@ class DiscordPySide:
 
 def _view(member: discord.Member) -> MemberView:
     return MemberView(display_name=member.display_name, avatar_url=member.display_avatar.url)
+
+
+def _view_of_payload(client: discord.Client, guild_id: int, data: Any) -> MemberView:
+    """A member from ``GET /guilds/{g}/members/{u}`` (no cached guild to build one on)."""
+    user = data["user"]
+    user_id = int(user["id"])
+    state = client._connection
+    name = data.get("nick") or user.get("global_name") or user["username"]
+    if data.get("avatar"):
+        avatar = discord.Asset._from_guild_avatar(state, guild_id, user_id, data["avatar"])
+    elif user.get("avatar"):
+        avatar = discord.Asset._from_avatar(state, user_id, user["avatar"])
+    else:
+        avatar = discord.Asset._from_default_avatar(state, (user_id >> 22) % 6)
+    return MemberView(display_name=str(name), avatar_url=avatar.url)
 
 
 def _translate(error: discord.HTTPException, what: str) -> Exception:

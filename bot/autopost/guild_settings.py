@@ -45,6 +45,16 @@ class GuildSettings:
         # Opt-in summary over all guilds; None: never chose (linked members count as in).
         self._choices: dict[int, bool | None] = {}
         self._lock = asyncio.Lock()
+        self._change_listeners: list[Callable[[], None]] = []
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` hears that a music channel or an opt-in changed here (the database
+        has it already): other processes read theirs again."""
+        self._change_listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._change_listeners:
+            listener()
 
     async def load(self) -> None:
         """Music channels, and who opted in somewhere: before the gateway connects, so
@@ -137,6 +147,7 @@ class GuildSettings:
             self._choices[member_id] = choice
         else:
             self._choices.pop(member_id, None)
+        self._changed()
 
     # --- channels ----------------------------------------------------------------------------
 
@@ -147,6 +158,7 @@ class GuildSettings:
             previous = self._channels.get(guild_id)
             self._channels[guild_id] = channel_id
         log.info("auto-post channel of guild %s set to %s", guild_id, channel_id)
+        self._changed()
         return previous if previous != channel_id else None
 
     async def turn_off(self, guild_id: int) -> int | None:
@@ -157,6 +169,7 @@ class GuildSettings:
                 return None
             await self._storage.set_music_channel(guild_id, None)
         log.info("auto-post turned off in guild %s by an admin", guild_id)
+        self._changed()
         return previous
 
     async def disable(self, guild_id: int, channel_id: int, reason: str) -> bool:
@@ -172,6 +185,7 @@ class GuildSettings:
             )
             await self._storage.disable_autopost(guild_id, notice)
         log.warning("auto-post turned off in guild %s: %s", guild_id, reason)
+        self._changed()
         return True
 
     async def take_notice(self, guild_id: int) -> str | None:

@@ -111,8 +111,11 @@ class DiscordSide(Protocol):
         """The member as they are now; None when they are not in the guild."""
         ...
 
-    async def send(self, channel_id: int, message: NowPlayingMessage) -> int:
-        """Post; return the new message's id. Raises ChannelUnusable or DiscordUnavailable."""
+    async def send(
+        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
+    ) -> int:
+        """Post; return the new message's id. Raises ChannelUnusable or DiscordUnavailable.
+        ``nonce``: the same post sent again (a retry, another process) lands once."""
         ...
 
     async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:

@@ -28,6 +28,7 @@ Every source (the poll loop, presence updates) ends up in :meth:`Poster.observe`
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -207,7 +208,10 @@ class Poster:
             colour=self._colours.known(playback) if self._colours is not None else None,
         )
         try:
-            action, message_id = await self._send_or_edit(channel_id, message, last, now_wall)
+            nonce = post_nonce(member_id, channel_id, key, last)
+            action, message_id = await self._send_or_edit(
+                channel_id, message, last, now_wall, nonce
+            )
         except ChannelUnusable as exc:
             reason = (
                 "the music channel was deleted"
@@ -233,7 +237,12 @@ class Poster:
         return settings.may_post_now(member_id) and settings.music_channel(guild_id) == channel_id
 
     async def _send_or_edit(
-        self, channel_id: int, message: NowPlayingMessage, last: LastPost | None, now: float
+        self,
+        channel_id: int,
+        message: NowPlayingMessage,
+        last: LastPost | None,
+        now: float,
+        nonce: str,
     ) -> tuple[PostAction, int]:
         if last is not None and now - last.posted_at < self._edit_window:
             try:
@@ -244,7 +253,7 @@ class Poster:
                     return "edited", last.message_id
             except DiscordUnavailable as exc:
                 log.debug("auto-post: cannot edit in channel %s (%s); posting", channel_id, exc)
-        return "posted", await self._discord.send(channel_id, message)
+        return "posted", await self._discord.send(channel_id, message, nonce)
 
     def _report(self, action: PostAction, playback: Playback, source: Source) -> None:
         if self.on_post is None:
@@ -257,6 +266,15 @@ class Poster:
             self.on_post(action, lag)
         except Exception:  # a metrics bug must not stop posting
             log.exception("auto-post: on_post hook failed (%s from %s)", action, source)
+
+
+def post_nonce(member_id: int, channel_id: int, key: str, last: LastPost | None) -> str:
+    """Discord's nonce for a post (at most 25 characters): the same for the same item after
+    the same previous post, so a post retried by this or another process (a new leader that
+    did not see it recorded) lands once."""
+    previous = last.message_id if last is not None else 0
+    seed = f"{member_id}:{channel_id}:{key}:{previous}".encode()
+    return hashlib.sha256(seed).hexdigest()[:25]
 
 
 def _reason_for(check: ChannelCheck) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection
 
 from bot.autopost.config import AutopostConfig
 from bot.autopost.guild_settings import GuildSettings
+from bot.autopost.leadership import Leadership
 from bot.autopost.poll_loop import PollLoop
 from bot.autopost.ports import (
     DiscordSide,
@@ -69,6 +70,7 @@ class AutopostService:
         wall_clock: Callable[[], float] = time.time,
         is_private: Callable[[int], bool] | None = None,
         colours: CoverColours | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.config = config = config or AutopostConfig()
         self.scheduler: PollScheduling = (
@@ -110,6 +112,7 @@ class AutopostService:
         if on_gap is not None:
             self.loop.add_gap_listener(on_gap)
         self._wake = wake
+        self.leadership = leadership if leadership is not None else Leadership(storage)
         self._clock = clock
         self._main: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -144,11 +147,24 @@ class AutopostService:
     async def settle(self) -> None:
         """Until every queued membership lookup is done (tests and benchmarks)."""
         await self._ready.wait()
-        await self.lookups.join()
+        if self.leadership.is_leader:  # elsewhere nobody works the queue
+            await self.lookups.join()
 
     async def _run(self) -> None:
         await self._discord.wait_until_ready()
+        while True:
+            # While another process polls there is nothing of ours to wait for.
+            async with self.leadership.leading(on_wait=self._ready.set) as lost:
+                await self._lead(lost)
+            log.warning("auto-post: this process may no longer be the one that polls; stopped")
+
+    async def _lead(self, lost: asyncio.Event) -> None:
+        """Poll for every guild until ``lost``: what the previous leader stored (settings,
+        links, last posts) is read again first, so nothing it posted is posted twice."""
+        self._ready.clear()
+        await self.settings.load()
         await self.settings.load_members()
+        await self.poster.load()
         self.lookups.start()
         self.lookups.everyone()
         self._ready.set()
@@ -157,7 +173,30 @@ class AutopostService:
             len(self.settings.linked),
             len(self.settings.channels),
         )
-        await self.loop.run()
+        polling = asyncio.create_task(self.loop.run(), name="autopost-poll-loop")
+        watching = asyncio.create_task(lost.wait())
+        try:
+            await asyncio.wait({polling, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await polling
+            workers = self.lookups.stop()
+            for task in workers:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        # Lost: start no poll; the ones in flight may finish (a token refresh cut halfway
+        # could lose a rotated refresh token; a post they make twice lands once: the nonce).
+        await self.loop.drain(self.config.shutdown_grace)
+        self.loop.stopping = False
+
+    async def reload_settings(self) -> None:
+        """Another process changed music channels or opt-ins: read them again."""
+        await self.settings.load()
+        if self.leadership.is_leader:
+            await self.settings.load_members()
+            self.lookups.everyone()
 
     # --- what sources call -------------------------------------------------------------------
 
@@ -176,6 +215,10 @@ class AutopostService:
         """``listener(member, since)`` hears of stretches (since: Unix time) a poll found
         nobody watched, long enough to hide a play."""
         self.loop.add_gap_listener(listener)
+
+    def add_settings_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` hears that a music channel or an opt-in changed in this process."""
+        self.settings.add_change_listener(listener)
 
     def suspend_polling(self, member_id: int) -> None:
         """Stop polling a followed member while another source (presence) covers them.

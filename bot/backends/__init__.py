@@ -10,6 +10,7 @@ a read-then-write inside a transaction never races another process.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol
@@ -76,6 +77,10 @@ class Database(Protocol):
         self, channel: str, callback: Callable[[str], None]
     ) -> AbstractAsyncContextManager[None]:
         """Within the block, ``callback(payload)`` runs for each notification on ``channel``."""
+        ...
+
+    def try_lock(self, name: str) -> AbstractAsyncContextManager[asyncio.Event | None]:
+        """A lock across processes taken only if free: None, or an event set when it is lost."""
         ...
 
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:

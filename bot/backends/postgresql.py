@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
@@ -41,6 +42,7 @@ POOL_MAX_SIZE: Final = 20
 CONNECT_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 2.0
 LISTEN_RETRY_SECONDS: Final = 1.0
+LOCK_WATCH_SECONDS: Final = 5.0  # how often a held try_lock connection is asked whether it lives
 
 
 @functools.lru_cache(maxsize=1024)
@@ -259,6 +261,48 @@ class PostgresDatabase:
                         "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name
                     )
 
+    @asynccontextmanager
+    async def try_lock(self, name: str) -> AsyncIterator[asyncio.Event | None]:
+        """Take the session-level advisory lock on ``name`` if it is free, on a connection of
+        its own held for the block (``pg_try_advisory_lock``: never waits). Yields None when
+        another session holds it; otherwise an event set when the lock may be lost (the
+        connection closed or stopped answering): the holder must stop acting on it then.
+        A process that dies releases the lock with its connection."""
+        pool = self._require_pool()
+        connection = await pool.acquire()
+        lost = asyncio.Event()
+        watcher: asyncio.Task[None] | None = None
+        try:
+            taken = await connection.fetchval(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name
+            )
+            if not taken:
+                yield None
+                return
+            # Who holds it shows in pg_stat_activity (the pool's reset clears it on release).
+            await connection.execute(
+                "SELECT set_config('application_name', $1, false)",
+                f"nowplaying {name} pid {os.getpid()}"[:63],
+            )
+            connection.add_termination_listener(lambda _connection: lost.set())
+            watcher = asyncio.create_task(_watch(connection, lost), name=f"lock-watch-{name}")
+            yield lost
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            if lost.is_set():
+                with contextlib.suppress(asyncpg.InterfaceError):  # the pool closed it already
+                    connection.terminate()  # whatever state it is in, it goes
+            else:
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await connection.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name
+                    )
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await pool.release(connection)
+
     async def notify(self, channel: str, payload: str) -> None:
         await self._require_pool().execute("SELECT pg_notify($1, $2)", channel, payload)
 
@@ -313,6 +357,19 @@ class PostgresDatabase:
 
     async def checkpoint_truncate(self) -> bool:
         return True
+
+
+async def _watch(connection: AnyConnection, lost: asyncio.Event) -> None:
+    """Ask the lock's connection every LOCK_WATCH_SECONDS whether it still answers; a connection
+    that does not answer within the same time may have lost its session (and the lock)."""
+    while not lost.is_set():
+        await asyncio.sleep(LOCK_WATCH_SECONDS)
+        try:
+            async with asyncio.timeout(LOCK_WATCH_SECONDS):
+                await connection.fetchval("SELECT 1")
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("the connection holding a lock stopped answering (%s)", exc)
+            lost.set()
 
 
 __all__ = [

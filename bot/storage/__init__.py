@@ -28,6 +28,7 @@ from bot.storage.link_states import (
 )
 from bot.storage.links import LinkedAccount, LinksStore, LinkStatus, SpotifyAccountTaken
 from bot.storage.listening import ListeningStore, Play, Recap, RecapAlbum, RecapEntry
+from bot.storage.outbox import OutboxPost, OutboxStore
 from bot.storage.privacy import PrivacyStore, Visibility
 from bot.storage.settings import GuildSettings, SettingsStore
 
@@ -38,6 +39,7 @@ class Storage(
     SettingsStore,
     PrivacyStore,
     LastPostsStore,
+    OutboxStore,
     ColoursStore,
     ListeningStore,
     StorageBase,
@@ -55,6 +57,7 @@ __all__ = [
     "LinkStateResult",
     "LinkStatus",
     "LinkedAccount",
+    "OutboxPost",
     "PendingLink",
     "Play",
     "Recap",

@@ -3,6 +3,7 @@ notifications across processes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -119,6 +120,12 @@ class StorageBase:
     def named_lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """A lock across every process sharing the database (e.g. IDENTIFY turns)."""
         return self._database.lock(name)
+
+    def try_named_lock(self, name: str) -> AbstractAsyncContextManager[asyncio.Event | None]:
+        """Take a lock across every process sharing the database only if it is free: yields
+        None when another process holds it, else an event set when it may have been lost
+        (the database connection holding it went away). SQLite: always taken, never lost."""
+        return self._database.try_lock(name)
 
     async def notify(self, channel: str, payload: str) -> None:
         """Wake the other processes sharing the database (nothing to do on SQLite)."""

@@ -224,3 +224,114 @@ async def test_rotated_refresh_tokens_survive_two_processes_refreshing_at_once(
         finally:
             for storage in storages:
                 await storage.close()
+
+
+async def _leader_lock_pid(database_url: str) -> int:
+    """The PostgreSQL session that holds the auto-post leader's advisory lock."""
+    import asyncpg
+
+    from bot.autopost.leadership import LEADER_LOCK
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        key = await connection.fetchval("SELECT hashtextextended($1, 0)", LEADER_LOCK)
+        pid = await connection.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (key >> 32) & 0xFFFFFFFF,
+            key & 0xFFFFFFFF,
+        )
+        assert pid is not None, "nobody holds the leader lock"
+        return int(pid)
+    finally:
+        await connection.close()
+
+
+async def _cut_session(database_url: str, pid: int) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        assert await connection.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await connection.close()
+
+
+async def test_one_process_polls_and_another_takes_over_when_it_dies(tmp_path: Path) -> None:
+    """Exactly one of the two processes polls Spotify, for the guilds of both shards; when its
+    session dies (as with kill -9: the server frees the lock with the connection) the other
+    takes over within 15 s and posts what changed meanwhile, once."""
+    from tests import harness
+
+    database_url = harness.database_url
+    assert database_url is not None
+    async with two_processes(tmp_path) as (zero, one, fake_discord):
+        await zero.link(ALICE_ID, "alice")
+        for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
+            sent = await fake_discord.send_slash_command(
+                "autopost",
+                {"channel": ChannelArg(str(channel_id))},
+                subcommand="channel",
+                user_id=str(ADMIN_ID),
+                guild_id=str(guild_id),
+            )
+            assert f"<#{channel_id}>" in (await sent.wait_for_reply()).content
+
+        def titles(channel_id: int) -> list[str]:
+            return [
+                m.embeds[0]["title"]
+                for m in fake_discord.channel_posts
+                if m.channel_id == str(channel_id) and m.embeds
+            ]
+
+        def both_posted(title: str) -> bool | None:
+            done = all(title in titles(c) for c in (MUSIC_ID, OTHER_MUSIC_ID))
+            return True if done else None
+
+        zero.spotify.set_playing("alice", track_payload("t1", "First Song", 200_000, 5_000))
+        await fake_discord.wait_for(lambda: both_posted("First Song"), timeout=10)
+        services = [s.app.services.autopost for s in (zero, one)]
+        assert all(s is not None for s in services)
+        leaders = [s for s in services if s is not None and s.leadership.is_leader]
+        assert len(leaders) == 1  # exactly one polls
+        old = leaders[0]
+        new = next(s for s in services if s is not old)
+        assert new is not None
+        old.leadership._retry = 3600.0  # the dead process does not come back in this test
+
+        await _cut_session(database_url, await _leader_lock_pid(database_url))
+        cut_at = asyncio.get_running_loop().time()
+        zero.spotify.set_playing("alice", track_payload("t2", "Meanwhile Song", 200_000, 0))
+
+        await fake_discord.wait_for(lambda: True if new.leadership.is_leader else None, timeout=15)
+        took_over = asyncio.get_running_loop().time() - cut_at
+        assert took_over < 15
+        assert not old.leadership.is_leader
+        await fake_discord.wait_for(lambda: both_posted("Meanwhile Song"), timeout=15)
+        await new.settle()
+        assert titles(MUSIC_ID) == ["First Song", "Meanwhile Song"]
+        assert titles(OTHER_MUSIC_ID) == ["First Song", "Meanwhile Song"]
+
+
+async def test_without_shard_count_one_process_runs_every_recommended_shard(
+    tmp_path: Path,
+) -> None:
+    """SHARD_COUNT unset: Discord's recommended count (``GET /gateway/bot``), every shard in
+    this one process, so it gets the guilds of all of them."""
+    async with (
+        FakeSpotify.running() as spotify,
+        FakeDiscord.running(
+            guilds=[default_guild(), other_guild()], recommended_shards=2
+        ) as fake_discord,
+        Stack.running(
+            tmp_path,
+            spotify=spotify,
+            fake_discord=fake_discord,
+            app_options={"identify_interval": IDENTIFY_INTERVAL},
+        ) as stack,
+    ):
+        assert sorted(tuple(i["shard"]) for i in fake_discord.identifies) == [(0, 2), (1, 2)]
+        assert {g.id for g in stack.app.bot.guilds} == {GUILD_ID, OTHER_GUILD_ID}
+        assert stack.app.bot.syncs_commands
+        assert stack.app.bot.gateway_connected()

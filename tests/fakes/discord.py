@@ -130,6 +130,7 @@ DEFAULT_TOKEN = "fake-bot-token.NowPlaying.0000"
 DEFAULT_TIMEOUT = 5.0
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 HEARTBEAT_INTERVAL_MS = 41_250
+NONCE_WINDOW = 300.0  # how long Discord remembers a message nonce (enforce_nonce)
 
 # Interaction types and callback types (https://discord.com/developers/docs/interactions).
 APPLICATION_COMMAND = 2
@@ -721,6 +722,10 @@ class FakeDiscord:
         self.messages: dict[str, FakeMessage] = {}
         self.attachment_data: dict[str, bytes] = {}  # attachment id -> uploaded bytes
         self.channel_posts: list[FakeMessage] = []
+        # Discord's nonce with enforce_nonce: (channel, nonce) -> (first message, monotonic
+        # time); a second create within NONCE_WINDOW answers the first message, posts nothing.
+        self._nonces: dict[tuple[str, str], tuple[FakeMessage, float]] = {}
+        self.nonce_repeats = 0
         self.interactions: dict[str, SentInteraction] = {}
         self._interactions_by_token: dict[str, SentInteraction] = {}
         self.command_syncs: list[CommandSync] = []
@@ -1785,9 +1790,18 @@ class FakeDiscord:
         )
         if error is not None:
             return error
+        nonce = data.get("nonce")
+        channel_id = str(channel["id"])
+        if nonce is not None and data.get("enforce_nonce"):
+            first = self._nonces.get((channel_id, str(nonce)))
+            if first is not None and time.monotonic() - first[1] < NONCE_WINDOW:
+                self.nonce_repeats += 1
+                return _json_response(first[0].to_payload())
         message = self._new_message(
             channel, data, record, flags=int(data.get("flags") or 0) & ~(EPHEMERAL | LOADING)
         )
+        if nonce is not None and data.get("enforce_nonce"):
+            self._nonces[channel_id, str(nonce)] = (message, time.monotonic())
         self.channel_posts.append(message)
         channel["last_message_id"] = message.id
         return _json_response(message.to_payload())

@@ -1,0 +1,174 @@
+"""The auto-post outbox (bot.autopost.outbox) on both engines, and Discord's nonce in the fake:
+a post queued while no sender runs is sent later, once; senders of two processes never send a
+row twice; the same nonce posted twice lands once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import discord
+import pytest
+
+from bot.autopost.outbox import OutboxDiscordSide, OutboxSender, decode_message, encode_message
+from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
+from bot.embeds import LinkButton, NowPlayingMessage
+from bot.storage import OutboxPost, Storage
+from tests.fakes.discord import FakeDiscord
+from tests.harness import MUSIC_ID, default_guild
+
+CHANNEL = 555
+
+
+class RecordingSide:
+    """A DiscordSide that records posts and, like Discord, answers a repeated nonce with the
+    first message."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, NowPlayingMessage, str | None]] = []
+        self._by_nonce: dict[str, int] = {}
+
+    async def wait_until_ready(self) -> None:
+        return None
+
+    def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
+        return ChannelCheck(ChannelState.OK)
+
+    async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
+        return MemberView("someone")
+
+    async def send(
+        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
+    ) -> int:
+        if nonce is not None and nonce in self._by_nonce:
+            return self._by_nonce[nonce]
+        self.sent.append((channel_id, message, nonce))
+        message_id = 1000 + len(self.sent)
+        if nonce is not None:
+            self._by_nonce[nonce] = message_id
+        return message_id
+
+    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+        return True
+
+    async def last_message_id(self, channel_id: int) -> int | None:
+        return None
+
+
+@pytest.fixture
+async def storage(database_target: str | Path) -> AsyncIterator[Storage]:
+    """Every test that takes it runs once per backend (SQLite and PostgreSQL)."""
+    async with await Storage.open(database_target) as opened:
+        yield opened
+
+
+def message(title: str) -> NowPlayingMessage:
+    return NowPlayingMessage(
+        embed=discord.Embed(title=title, description="by Someone"),
+        buttons=(LinkButton("Open in Spotify", "https://open.spotify.com/track/x"),),
+    )
+
+
+def test_messages_survive_the_round_trip_through_json() -> None:
+    original = message("Song")
+    copy = decode_message(encode_message(original))
+    assert copy.embed is not None
+    assert original.embed is not None
+    assert copy.embed.to_dict() == original.embed.to_dict()
+    assert copy.buttons == original.buttons
+    assert copy.content is None
+
+
+async def test_a_post_queued_while_nobody_sends_is_sent_later_once(storage: Storage) -> None:
+    """The leader queued a post and died before sending it: the next sender sends it."""
+    await storage.outbox_put(
+        OutboxPost("nonce-1", CHANNEL, encode_message(message("Queued Song")), 1000.0)
+    )
+    side = RecordingSide()
+    sender = OutboxSender(storage, OutboxDiscordSide(side, storage), wall_clock=lambda: 1005.0)
+    assert await sender.send_due() == 1
+    assert await sender.send_due() == 0
+    assert [(c, m.embed.title if m.embed else None, n) for c, m, n in side.sent] == [
+        (CHANNEL, "Queued Song", "nonce-1")
+    ]
+    row = await storage.outbox_get("nonce-1")
+    assert row is not None
+    assert row.message_id == 1001
+
+
+async def test_a_claimed_row_waits_for_its_lease(storage: Storage) -> None:
+    """A row a sender claimed (and may be sending) is not taken by another until its lease
+    ends; then it is, with the same nonce (Discord makes it land once)."""
+    await storage.outbox_put(OutboxPost("n", CHANNEL, encode_message(message("S")), 100.0))
+    assert [p.nonce for p in await storage.outbox_claim(100.0, 30.0)] == ["n"]
+    assert await storage.outbox_claim(110.0, 30.0) == []
+    assert [p.nonce for p in await storage.outbox_claim(131.0, 30.0)] == ["n"]
+
+
+async def test_sending_the_same_nonce_twice_posts_once(storage: Storage) -> None:
+    side = RecordingSide()
+    outbox = OutboxDiscordSide(side, storage)
+    first = await outbox.send(CHANNEL, message("Once"), "same")
+    second = await outbox.send(CHANNEL, message("Once"), "same")
+    assert first == second
+    assert len(side.sent) == 1
+
+
+async def test_stale_posts_are_not_sent(storage: Storage) -> None:
+    await storage.outbox_put(OutboxPost("old", CHANNEL, encode_message(message("Old")), 0.0))
+    side = RecordingSide()
+    sender = OutboxSender(storage, OutboxDiscordSide(side, storage), wall_clock=lambda: 400.0)
+    assert await sender.send_due() == 0
+    assert side.sent == []
+
+
+@pytest.mark.postgresql
+async def test_senders_of_two_processes_send_each_row_once(postgres_database: str) -> None:
+    storages = [await Storage.open(postgres_database) for _ in range(2)]
+    try:
+        for index in range(40):
+            await storages[0].outbox_put(
+                OutboxPost(f"n{index}", CHANNEL, encode_message(message(f"S{index}")), 10.0)
+            )
+        sides = [RecordingSide(), RecordingSide()]
+        senders = [
+            OutboxSender(s, OutboxDiscordSide(side, s), wall_clock=lambda: 11.0)
+            for s, side in zip(storages, sides, strict=True)
+        ]
+
+        async def drain(sender: OutboxSender) -> None:
+            while await sender.send_due():
+                pass
+
+        await asyncio.wait_for(asyncio.gather(*(drain(s) for s in senders)), 30)
+        nonces = [n for side in sides for _, _, n in side.sent]
+        assert sorted(nonces) == sorted(f"n{i}" for i in range(40))  # every row, once
+    finally:
+        for s in storages:
+            await s.close()
+
+
+async def test_the_fake_discord_honours_nonce_and_enforce_nonce() -> None:
+    async with (
+        FakeDiscord.running(guilds=[default_guild()]) as fake,
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"{fake.api_url}/channels/{MUSIC_ID}/messages"
+        headers = {"Authorization": f"Bot {fake.token}"}
+
+        async def post(body: dict[str, object]) -> str:
+            async with http.post(url, json=body, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                return str((await response.json())["id"])
+
+        first = await post({"content": "hi", "nonce": "abc", "enforce_nonce": True})
+        again = await post({"content": "hi", "nonce": "abc", "enforce_nonce": True})
+        assert again == first
+        assert fake.nonce_repeats == 1
+        # Without enforce_nonce, or another nonce, each create is a message of its own.
+        other = await post({"content": "hi", "nonce": "abc"})
+        third = await post({"content": "hi", "nonce": "xyz", "enforce_nonce": True})
+        assert len({first, other, third}) == 3
+        assert len([m for m in fake.channel_posts if m.channel_id == str(MUSIC_ID)]) == 3
