@@ -29,6 +29,7 @@ EXTENSIONS = (
     "cogs.autopost",
     "cogs.presence",
     "cogs.listening",
+    "cogs.chart",
 )
 
 APOLOGY = "Sorry, something went wrong on our side. The bot owner can find the details in the log."

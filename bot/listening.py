@@ -28,7 +28,7 @@ from bot.errors import (
     SpotifyUnavailable,
 )
 from bot.history import ListeningLog
-from bot.spotify.api import SpotifyApi
+from bot.spotify.api import TOP_ITEMS_LIMIT, SpotifyApi
 from bot.spotify.auth import RECENTLY_PLAYED_SCOPE, TOP_READ_SCOPE, has_scope
 from bot.spotify.models import PlayedTrack, TimeRange, TopItems, TopKind
 from bot.storage import Storage
@@ -165,8 +165,18 @@ class SpotifyListening:
         )
         return RecentAnswer(tracks, "log", note)
 
-    async def top(self, member_id: int, kind: TopKind, period: str, *, is_self: bool) -> TopItems:
-        """The member's top 10 from Spotify. Raises BotError with the words for the member."""
+    async def top(
+        self,
+        member_id: int,
+        kind: TopKind,
+        period: str,
+        *,
+        is_self: bool,
+        limit: int = TOP_ITEMS_LIMIT,
+        command: str = "/top",
+    ) -> TopItems:
+        """The member's top ``limit`` (10; at most 50) from Spotify. Raises BotError with the
+        words for the member; ``command`` is what a 429 answer asks them to run again."""
         time_range = TOP_PERIODS[period]
         granted = await self._granted(member_id)
         if granted is None:
@@ -178,7 +188,7 @@ class SpotifyListening:
         self._count_request()
 
         async def call(token: str) -> TopItems:
-            return await self._api.top_items(token, kind, time_range)
+            return await self._api.top_items(token, kind, time_range, limit=limit)
 
         try:
             return await self._tokens.call(member_id, call)
@@ -186,7 +196,7 @@ class SpotifyListening:
             raise BotError(user_message=RELINK_HINT if is_self else NO_TOP_FOR_OTHERS) from exc
         except SpotifyRateLimited as exc:
             raise BotError(
-                user_message=f"Spotify asks me to slow down: try /top again in "
+                user_message=f"Spotify asks me to slow down: try {command} again in "
                 f"{wait_words(exc.retry_after)}."
             ) from exc
         except (LinkBroken, DecryptionError, SpotifyForbidden, SpotifyUnauthorized) as exc:

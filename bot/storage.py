@@ -223,6 +223,18 @@ _ACCOUNT_COLUMNS: Final = (
     "discord_user_id, spotify_account_id, spotify_user_id, display_name, "
     "refresh_token, scopes, linked_at, status"
 )
+_PENDING_COLUMNS: Final = "discord_user_id, state_hash, sealed_grant, discord_name, created_at"
+
+
+def _upsert_by_member(table: str, columns: str) -> str:
+    """INSERT one row of ``columns`` (comma-separated, the member's id first); a row the member
+    already has takes every other column from the new one."""
+    names = [name.strip() for name in columns.split(",")]
+    updates = ", ".join(f"{name} = excluded.{name}" for name in names[1:])
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(names))}) "  # noqa: S608
+        f"ON CONFLICT (discord_user_id) DO UPDATE SET {updates}"
+    )
 
 
 def _account_from_row(row: Row) -> LinkedAccount:
@@ -356,17 +368,7 @@ class Storage:
             if owner is not None and int(owner[0]) != account.discord_user_id:
                 raise SpotifyAccountTaken("the Spotify account is linked to another member")
             await tx.execute(
-                f"""
-                INSERT INTO linked_accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (discord_user_id) DO UPDATE SET
-                    spotify_account_id = excluded.spotify_account_id,
-                    spotify_user_id = excluded.spotify_user_id,
-                    display_name = excluded.display_name,
-                    refresh_token = excluded.refresh_token,
-                    scopes = excluded.scopes,
-                    linked_at = excluded.linked_at,
-                    status = excluded.status
-                """,  # noqa: S608
+                _upsert_by_member("linked_accounts", _ACCOUNT_COLUMNS),
                 (
                     account.discord_user_id,
                     account.spotify_account_id,
@@ -701,16 +703,7 @@ class Storage:
     async def save_pending_link(self, pending: PendingLink) -> None:
         """Keep a member's exchanged grant (one per member: the newest wins)."""
         await self._write(
-            """
-            INSERT INTO pending_links
-                (discord_user_id, state_hash, sealed_grant, discord_name, created_at)
-            VALUES (?, ?, ?, ?, ?)
-            ON CONFLICT (discord_user_id) DO UPDATE SET
-                state_hash = excluded.state_hash,
-                sealed_grant = excluded.sealed_grant,
-                discord_name = excluded.discord_name,
-                created_at = excluded.created_at
-            """,
+            _upsert_by_member("pending_links", _PENDING_COLUMNS),
             (
                 pending.discord_user_id,
                 pending.state_hash,

@@ -22,8 +22,9 @@ import discord.gateway
 import discord.http
 
 from bot.app import Application
+from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.config import Settings, load_settings
-from tests.fakes.discord import FakeDiscord, SentInteraction
+from tests.fakes.discord import ChannelArg, FakeDiscord, FakeMessage, SentInteraction
 from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user
 from tests.fakes.spotify import FakeSpotify
 
@@ -53,21 +54,68 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def default_guild() -> dict[str, Any]:
+def listener(user_id: int, username: str) -> dict[str, Any]:
+    """A member whose display name is the capitalised username ("alice" shows as "Alice")."""
+    return make_member(make_user(user_id, username, global_name=username.capitalize()))
+
+
+def guild_of(
+    guild_id: int,
+    name: str,
+    channels: list[tuple[int, str]],
+    members: list[tuple[int, str]],
+) -> dict[str, Any]:
+    """A server the admin owns: its text channels in order, and its members by username."""
     return make_guild(
-        id=GUILD_ID,
-        name="Listening Club",
+        id=guild_id,
+        name=name,
         channels=[
-            make_channel(id=GENERAL_ID, name="general"),
-            make_channel(id=MUSIC_ID, name="music", position=1),
+            make_channel(id=channel_id, name=channel_name, position=position)
+            for position, (channel_id, channel_name) in enumerate(channels)
         ],
-        members=[
-            make_member(make_user(ALICE_ID, "alice", global_name="Alice")),
-            make_member(make_user(BOB_ID, "bob", global_name="Bob")),
-            make_member(make_user(CAROL_ID, "carol", global_name="Carol")),
-            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
-        ],
+        members=[listener(user_id, username) for user_id, username in members],
         owner_id=ADMIN_ID,
+    )
+
+
+def default_guild() -> dict[str, Any]:
+    return guild_of(
+        GUILD_ID,
+        "Listening Club",
+        [(GENERAL_ID, "general"), (MUSIC_ID, "music")],
+        [(ALICE_ID, "alice"), (BOB_ID, "bob"), (CAROL_ID, "carol"), (ADMIN_ID, "admin")],
+    )
+
+
+async def set_autopost_channel(
+    stack: Stack, channel_id: int = MUSIC_ID, *, guild_id: int | None = None, timeout: float = 8.0
+) -> FakeMessage:
+    """The admin's ``/autopost channel`` (in the default server unless ``guild_id`` names
+    another); the bot's reply."""
+    sent = await stack.discord.send_slash_command(
+        "autopost",
+        {"channel": ChannelArg(str(channel_id))},
+        subcommand="channel",
+        user_id=str(ADMIN_ID),
+        guild_id=guild_id,
+    )
+    return await sent.wait_for_reply(timeout=timeout)
+
+
+def fast_autopost(*, skip_check: float = 1.0, backoff: float = 0.4) -> AutopostConfig:
+    """Auto-post timings short enough for a test to watch a track end and the next post go out."""
+    return AutopostConfig(
+        scheduler=SchedulerConfig(
+            skip_check_interval=skip_check,
+            end_margin=0.2,
+            end_jitter=0.05,
+            recheck_after_stale=0.3,
+            paused_backoff=(backoff,),
+            idle_backoff=(backoff,),
+            error_backoff=(backoff,),
+            initial_spread=0.1,
+            budget_per_window=3000,
+        ),
     )
 
 

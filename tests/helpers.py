@@ -1,16 +1,18 @@
 """Small helpers several test modules share: a hand-moved clock, a sleep that returns at
-once, waiting for a condition, a stored link as a finished /link leaves it, and a LinkService
-wired as the app wires it."""
+once, pictures as file bytes, waiting for a condition, a stored link as a finished /link
+leaves it, and a LinkService wired as the app wires it."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+from PIL import Image
 
 from bot.crypto import TokenCipher
 from bot.link_completion import PendingLinkCompleter
@@ -43,6 +45,29 @@ class ManualClock:
 
 async def no_sleep(seconds: float) -> None:
     return None
+
+
+def encode_image(image: Image.Image, kind: str = "PNG") -> bytes:
+    """The file bytes of ``image`` in format ``kind`` (PNG, JPEG, GIF...)."""
+    out = io.BytesIO()
+    image.save(out, format=kind)
+    return out.getvalue()
+
+
+def solid_image(rgb: tuple[int, int, int], kind: str = "PNG", size: int = 64) -> bytes:
+    """A square picture of one colour, as file bytes."""
+    return encode_image(Image.new("RGB", (size, size), rgb), kind)
+
+
+def fake_spotify_auth(sender: SpotifySender, fake: FakeSpotify) -> SpotifyAuth:
+    """The app's SpotifyAuth with the fake's registered client, pointed at the fake."""
+    return SpotifyAuth(
+        sender,
+        client_id=DEFAULT_CLIENT_ID,
+        client_secret=DEFAULT_CLIENT_SECRET,
+        redirect_uri=DEFAULT_REDIRECT_URI,
+        accounts_base=fake.accounts_base,
+    )
 
 
 def linked_account(user_id: int, refresh_token: bytes | None = b"encrypted") -> LinkedAccount:
@@ -97,13 +122,7 @@ class LinkWorld:
         # The sender's monotonic clock moves by hand too: 429 holds end when a test says so.
         self.monotonic = ManualClock(5_000.0)
         self.sender = SpotifySender(session, sleep=no_sleep, clock=self.monotonic)
-        self.auth = SpotifyAuth(
-            self.sender,
-            client_id=DEFAULT_CLIENT_ID,
-            client_secret=DEFAULT_CLIENT_SECRET,
-            redirect_uri=DEFAULT_REDIRECT_URI,
-            accounts_base=fake.accounts_base,
-        )
+        self.auth = fake_spotify_auth(self.sender, fake)
         self.api = SpotifyApi(self.sender, api_base=fake.api_base)
         self.tokens = TokenManager(storage, self.cipher, self.auth)
         self.links = LinkService(

@@ -161,20 +161,23 @@ LAYOUT_SCRIPT = """
 """
 
 
-async def assert_member_page(
-    visit_result: Visit,
+async def member_page(
+    tab: Page,
+    url: str,
+    bot_origin: str,
     *,
     name: str,
-    bot_origin: str,
     status: int,
     heading: str,
     text: str,
     expected_hops: int = 0,
     bot_redirects: int = 0,
-) -> None:
-    """Everything a member's page must be. ``expected_hops``: requests before the bot's page
-    (the authorize step on the fake Spotify during a real flow); ``bot_redirects``: the bot's
-    own redirects before it (the callback sending the browser to its result page)."""
+) -> Visit:
+    """Visit ``url`` in ``tab`` and check everything a member's page must be; the visit.
+    ``expected_hops``: requests before the bot's page (the authorize step on the fake Spotify
+    during a real flow); ``bot_redirects``: the bot's own redirects before it (the callback
+    sending the browser to its result page)."""
+    visit_result = await visit(tab, url)
     page = visit_result.page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -211,6 +214,7 @@ async def assert_member_page(
     assert layout["bodyFontPx"] >= 14, layout
     assert layout["clipped"] == [], layout
     assert layout["outside"] == [], layout
+    return visit_result
 
 
 # --- a real link, then reloads ------------------------------------------------------------
@@ -221,11 +225,12 @@ async def test_success_then_reload_says_already_linked(stack: Stack, phone: Page
     assert origin(authorize_url) == stack.spotify.base_url
     stack.spotify.approve_as("alice")
 
-    linked = await visit(phone, authorize_url)  # Spotify redirects to the callback
-    await assert_member_page(
-        linked,
+    # Spotify redirects to the callback
+    linked = await member_page(
+        phone,
+        authorize_url,
+        stack.web_base,
         name="success",
-        bot_origin=stack.web_base,
         status=200,
         heading="Linked as Alice",
         text="The Spotify account Alice is now linked to the Discord account Alice (@alice).",
@@ -242,22 +247,24 @@ async def test_success_then_reload_says_already_linked(stack: Stack, phone: Page
     apps = phone.get_by_role("link", name="remove this bot's access in your Spotify account")
     assert await apps.get_attribute("href") == "https://www.spotify.com/account/apps/"
 
-    reloaded = await visit(phone, phone.url)  # the result page again: nobody named
-    await assert_member_page(
-        reloaded,
+    # the result page again: nobody named
+    await member_page(
+        phone,
+        phone.url,
+        stack.web_base,
         name="result-again",
-        bot_origin=stack.web_base,
         status=200,
         heading="Linking finished",
         text="this page names the linked accounts only once",
     )
     assert "Alice" not in await phone.inner_text("main")
 
-    shared = await visit(phone, callback_url)  # the callback from history, or shared
-    await assert_member_page(
-        shared,
+    # the callback from history, or shared
+    await member_page(
+        phone,
+        callback_url,
+        stack.web_base,
         name="already-used",
-        bot_origin=stack.web_base,
         status=200,
         heading="This sign-in link was already used",
         text="It already finished linking a Spotify account, so nothing new happened here.",
@@ -268,21 +275,22 @@ async def test_success_then_reload_says_already_linked(stack: Stack, phone: Page
 async def test_reload_after_a_failed_exchange_says_used(stack: Stack, phone: Page) -> None:
     state = query_of(await stack.start_link(BOB_ID))["state"]
     callback_url = f"{stack.web_base}/callback?code=not-a-real-code&state={state}"
-    failed = await visit(phone, callback_url)
-    await assert_member_page(
-        failed,
+    await member_page(
+        phone,
+        callback_url,
+        stack.web_base,
         name="exchange-failed",
-        bot_origin=stack.web_base,
         status=400,
         heading="Spotify did not accept this sign-in",
         text="The authorization code was already used or has expired.",
     )
 
-    again = await visit(phone, callback_url)  # the state was spent by the first attempt
-    await assert_member_page(
-        again,
+    # the state was spent by the first attempt
+    await member_page(
+        phone,
+        callback_url,
+        stack.web_base,
         name="used-state",
-        bot_origin=stack.web_base,
         status=410,
         heading="This sign-in link was already used",
         text="It did not link anything. Each sign-in link works once.",
@@ -298,11 +306,12 @@ async def test_reload_after_unlink_is_not_valid(stack: Stack, phone: Page) -> No
     sent = await stack.discord.send_slash_command("unlink", {}, user_id=str(ALICE_ID))
     await sent.wait_for_reply()
 
-    again = await visit(phone, callback_url)  # /unlink forgot the member's states too
-    await assert_member_page(
-        again,
+    # /unlink forgot the member's states too
+    await member_page(
+        phone,
+        callback_url,
+        stack.web_base,
         name="after-unlink",
-        bot_origin=stack.web_base,
         status=400,
         heading="This link is not valid",
         text="The bot does not recognise this sign-in attempt.",
@@ -313,11 +322,11 @@ async def test_a_spotify_account_linked_to_someone_else(stack: Stack, phone: Pag
     await stack.link(BOB_ID, "bob")
     authorize_url = await stack.start_link(ALICE_ID)
     stack.spotify.approve_as("bob")  # Alice's button, approved by Bob
-    taken = await visit(phone, authorize_url)
-    await assert_member_page(
-        taken,
+    await member_page(
+        phone,
+        authorize_url,
+        stack.web_base,
         name="taken",
-        bot_origin=stack.web_base,
         status=409,
         heading="This Spotify account is linked to another Discord account",
         text="run /unlink there first, then /link again from this one.",
@@ -330,11 +339,11 @@ async def test_a_link_that_waits_for_spotify(stack: Stack, phone: Page) -> None:
     authorize_url = await stack.start_link(ALICE_ID)
     stack.spotify.approve_as("alice")
     stack.spotify.fail_next("me", 429, retry_after=600)
-    pending = await visit(phone, authorize_url)
-    await assert_member_page(
-        pending,
+    await member_page(
+        phone,
+        authorize_url,
+        stack.web_base,
         name="pending",
-        bot_origin=stack.web_base,
         status=202,
         heading="Almost done",
         text="asked the bot to pause for about 10 min",
@@ -346,11 +355,11 @@ async def test_an_accounts_service_hold_says_when_to_reload(stack: Stack, phone:
     authorize_url = await stack.start_link(ALICE_ID)
     stack.spotify.approve_as("alice")
     stack.spotify.fail_next("token", 429, retry_after="0.2")
-    held = await visit(phone, authorize_url)
-    await assert_member_page(
-        held,
+    await member_page(
+        phone,
+        authorize_url,
+        stack.web_base,
         name="accounts-held",
-        bot_origin=stack.web_base,
         status=429,
         heading="Spotify asks the bot to wait",
         text="Nothing was used up: reload this page in 1 s",
@@ -358,11 +367,11 @@ async def test_an_accounts_service_hold_says_when_to_reload(stack: Stack, phone:
     )
     # Once the hold is over, the reload the page asked for links: nothing was used up.
     await asyncio.sleep(0.3)  # a hold is a span of time: Spotify's Retry-After below
-    done = await visit(phone, phone.url)
-    await assert_member_page(
-        done,
+    await member_page(
+        phone,
+        phone.url,
+        stack.web_base,
         name="accounts-held-reloaded",
-        bot_origin=stack.web_base,
         status=200,
         heading="Linked as Alice",
         text="is now linked to the Discord account Alice (@alice)",
@@ -398,27 +407,27 @@ async def test_two_tabs_of_one_callback_agree(stack: Stack, browser: Browser) ->
 async def test_access_denied(stack: Stack, phone: Page) -> None:
     authorize_url = await stack.start_link(BOB_ID)
     stack.spotify.deny_next()
-    denied = await visit(phone, authorize_url)
-    assert "error=access_denied" in phone.url
-    await assert_member_page(
-        denied,
+    await member_page(
+        phone,
+        authorize_url,
+        stack.web_base,
         name="access-denied",
-        bot_origin=stack.web_base,
         status=403,
         heading="Linking was cancelled",
         text="You chose not to give the bot access on Spotify",
         expected_hops=1,
     )
+    assert "error=access_denied" in phone.url
 
 
 async def test_not_registered(stack: Stack, phone: Page) -> None:
     authorize_url = await stack.start_link(BOB_ID)
     stack.spotify.approve_as("outsider")  # not on the development-mode allow-list
-    refused = await visit(phone, authorize_url)
-    await assert_member_page(
-        refused,
+    await member_page(
+        phone,
+        authorize_url,
+        stack.web_base,
         name="not-registered",
-        bot_origin=stack.web_base,
         status=403,
         heading="Your Spotify account is not allowed yet",
         text="Ask the bot owner to add your Spotify email address",
@@ -426,28 +435,39 @@ async def test_not_registered(stack: Stack, phone: Page) -> None:
     )
 
 
-async def test_missing_state(stack: Stack, phone: Page) -> None:
-    missing = await visit(phone, f"{stack.web_base}/callback")
-    await assert_member_page(
-        missing,
-        name="missing-state",
-        bot_origin=stack.web_base,
-        status=400,
-        heading="This link is incomplete",
-        text="Run /link in Discord to get a fresh link.",
-    )
-
-
-async def test_unknown_state(stack: Stack, phone: Page) -> None:
-    state = secrets.token_urlsafe(32)
-    unknown = await visit(phone, f"{stack.web_base}/callback?code=abc&state={state}")
-    await assert_member_page(
-        unknown,
-        name="unknown-state",
-        bot_origin=stack.web_base,
-        status=400,
-        heading="This link is not valid",
-        text="The bot does not recognise this sign-in attempt.",
+@pytest.mark.parametrize(
+    ("path", "name", "status", "heading", "text"),
+    [
+        (
+            "/callback",
+            "missing-state",
+            400,
+            "This link is incomplete",
+            "Run /link in Discord to get a fresh link.",
+        ),
+        (
+            "/callback?code=abc&state={state}",  # a state the bot never made
+            "unknown-state",
+            400,
+            "This link is not valid",
+            "The bot does not recognise this sign-in attempt.",
+        ),
+        (
+            "/nothing/here",
+            "not-found",
+            404,
+            "Nothing here",
+            "Use /link in Discord to connect your Spotify account.",
+        ),
+    ],
+    ids=["missing-state", "unknown-state", "not-found"],
+)
+async def test_a_page_no_link_led_to(
+    stack: Stack, phone: Page, path: str, name: str, status: int, heading: str, text: str
+) -> None:
+    url = stack.web_base + path.format(state=secrets.token_urlsafe(32))
+    await member_page(
+        phone, url, stack.web_base, name=name, status=status, heading=heading, text=text
     )
 
 
@@ -455,26 +475,14 @@ async def test_expired_state(stack: Stack, phone: Page) -> None:
     state = secrets.token_urlsafe(32)
     # A state /link made an hour ago: the ten minutes it was valid for are long over.
     await stack.app.services.storage.create_link_state(state, BOB_ID, now=time.time() - 3600)
-    expired = await visit(phone, f"{stack.web_base}/callback?code=abc&state={state}")
-    await assert_member_page(
-        expired,
+    await member_page(
+        phone,
+        f"{stack.web_base}/callback?code=abc&state={state}",
+        stack.web_base,
         name="expired-state",
-        bot_origin=stack.web_base,
         status=410,
         heading="This link has expired",
         text="Sign-in links are valid for 10 minutes.",
-    )
-
-
-async def test_not_found_page(stack: Stack, phone: Page) -> None:
-    lost = await visit(phone, f"{stack.web_base}/nothing/here")
-    await assert_member_page(
-        lost,
-        name="not-found",
-        bot_origin=stack.web_base,
-        status=404,
-        heading="Nothing here",
-        text="Use /link in Discord to connect your Spotify account.",
     )
 
 
@@ -485,11 +493,11 @@ async def test_dark_mode_page(stack: Stack, browser: Browser) -> None:
     context.set_default_timeout(TIMEOUT_MS)
     try:
         page = await context.new_page()
-        dark = await visit(page, f"{stack.web_base}/callback?error=access_denied")
-        await assert_member_page(
-            dark,
+        await member_page(
+            page,
+            f"{stack.web_base}/callback?error=access_denied",
+            stack.web_base,
             name="dark-access-denied",
-            bot_origin=stack.web_base,
             status=403,
             heading="Linking was cancelled",
             text="nothing was linked",

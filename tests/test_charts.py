@@ -6,8 +6,6 @@ import io
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from PIL import Image, ImageDraw
 
 from bot.charts import (
@@ -28,28 +26,23 @@ from bot.charts import (
 )
 from bot.images import ImageFetcher
 from tests.fakes.cdn import FakeCdn, cover_colour
+from tests.helpers import encode_image, solid_image
 
 
-def encode(image: Image.Image, kind: str = "PNG") -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=kind)
-    return out.getvalue()
-
-
-def solid(rgb: tuple[int, int, int], kind: str = "JPEG", size: int = 300) -> bytes:
-    return encode(Image.new("RGB", (size, size), rgb), kind)
+def solid(rgb: tuple[int, int, int]) -> bytes:
+    return solid_image(rgb, "JPEG", 300)
 
 
 def gradient() -> bytes:
     """Black at the top to white at the bottom (greyscale, 300 x 300)."""
-    return encode(Image.linear_gradient("L").resize((300, 300)).convert("RGB"), "JPEG")
+    return encode_image(Image.linear_gradient("L").resize((300, 300)).convert("RGB"), "JPEG")
 
 
 def wide_transparent() -> bytes:
     """A 300 x 150 PNG: transparent except an opaque blue right half."""
     image = Image.new("RGBA", (300, 150), (255, 0, 0, 0))
     ImageDraw.Draw(image).rectangle((150, 0, 299, 149), fill=(0, 0, 255, 255))
-    return encode(image, "PNG")
+    return encode_image(image, "PNG")
 
 
 def open_png(data: bytes) -> Image.Image:
@@ -133,7 +126,7 @@ def test_wide_transparent_png_is_letterboxed_uncropped_over_the_tile_colour() ->
         b"",
         b"corrupt file",
         b"\xff\xd8\xff\xe0" + b"\x00" * 100,  # a JPEG header and nothing usable
-        encode(Image.new("RGB", (10, 10), (255, 0, 0)), "GIF"),
+        encode_image(Image.new("RGB", (10, 10), (255, 0, 0)), "GIF"),
     ],
 )
 def test_missing_or_corrupt_cover_is_a_neutral_tile_with_its_text(cover: bytes | None) -> None:
@@ -197,7 +190,7 @@ def test_too_big_or_invalid_sizes_are_refused() -> None:
 
 
 def test_decompression_bomb_is_a_neutral_tile() -> None:
-    bomb = encode(Image.new("L", (5000, 5000), 255), "PNG")  # small file, 25 Mpx
+    bomb = encode_image(Image.new("L", (5000, 5000), 255), "PNG")  # small file, 25 Mpx
     image = open_png(render_chart([ChartTile(bomb, "Bomb", "")], 3))
     x, y = layout_for(3, heading=False).tile_origin(0)
     assert close_to(pixel(image, x + 5, y + 5), NEUTRAL_TILE, 2)
@@ -245,18 +238,8 @@ def test_latin_greek_cyrillic_are_drawn_other_scripts_fall_back() -> None:
 # --- covers from the fake CDN, a 404 among them ----------------------------------------------
 
 
-@pytest.fixture
-async def cdn_base(aiohttp_server: object) -> tuple[FakeCdn, str]:
-    fake = FakeCdn()
-    app = web.Application()
-    fake.add_routes(app.router)
-    server = await aiohttp_server(app)  # type: ignore[operator]
-    assert isinstance(server, TestServer)
-    return fake, str(server.make_url("")).rstrip("/")
-
-
-async def test_chart_from_fetched_covers_with_a_404(cdn_base: tuple[FakeCdn, str]) -> None:
-    fake, base = cdn_base
+async def test_chart_from_fetched_covers_with_a_404(cdn: tuple[FakeCdn, str]) -> None:
+    fake, base = cdn
     fake.missing.add("album-gone-300")
     ids = ["album-a-300", "album-gone-300", "album-b-300", "album-c-300"]
     async with aiohttp.ClientSession() as session:

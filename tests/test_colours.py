@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import colorsys
-import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from PIL import Image, ImageDraw
 
 from bot.colours import (
@@ -38,19 +35,10 @@ from bot.spotify.models import (
 )
 from bot.storage import Storage
 from tests.fakes.cdn import FakeCdn, cover_colour
+from tests.helpers import encode_image, solid_image
 
 DISCORD_DARK = 0x313338
 DISCORD_LIGHT = 0xFFFFFF
-
-
-def encode(image: Image.Image, kind: str = "PNG") -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=kind)
-    return out.getvalue()
-
-
-def solid(rgb: tuple[int, int, int], kind: str = "PNG", size: int = 64) -> bytes:
-    return encode(Image.new("RGB", (size, size), rgb), kind)
 
 
 def hue_of(colour: int) -> float:
@@ -89,7 +77,7 @@ def assert_readable(colour: int) -> None:
 def test_solid_covers_keep_their_hue_and_become_readable(
     rgb: tuple[int, int, int], hue: float, kind: str
 ) -> None:
-    colour = pick_colour(solid(rgb, kind))
+    colour = pick_colour(solid_image(rgb, kind))
     assert colour is not None
     assert hue_distance(hue_of(colour), hue) < 8
     assert saturation_of(colour) > 0.5
@@ -97,7 +85,7 @@ def test_solid_covers_keep_their_hue_and_become_readable(
 
 
 def test_already_readable_colour_is_kept() -> None:
-    colour = pick_colour(solid((200, 60, 60)))
+    colour = pick_colour(solid_image((200, 60, 60)))
     assert colour is not None
     assert abs(((colour >> 16) & 255) - 200) <= 3
 
@@ -106,7 +94,7 @@ def test_vivid_dominant_colour_beats_a_large_dull_area() -> None:
     # 70 % dull grey-brown, 30 % vivid orange: the average would be mud; we want the orange.
     image = Image.new("RGB", (100, 100), (110, 100, 95))
     ImageDraw.Draw(image).rectangle((0, 0, 99, 29), fill=(255, 120, 0))
-    colour = pick_colour(encode(image))
+    colour = pick_colour(encode_image(image))
     assert colour is not None
     assert hue_distance(hue_of(colour), 28) < 8
     assert saturation_of(colour) > 0.6
@@ -119,7 +107,7 @@ def test_gradient_cover_gives_a_colour_from_its_dominant_half() -> None:
     for x in range(90):
         shade = 120 + x
         draw.line((x, 0, x, 89), fill=(0, 40, shade) if x < 60 else (shade, 20, 20))
-    colour = pick_colour(encode(image, "JPEG"))
+    colour = pick_colour(encode_image(image, "JPEG"))
     assert colour is not None
     assert hue_distance(hue_of(colour), 225) < 15
     assert_readable(colour)
@@ -128,7 +116,7 @@ def test_gradient_cover_gives_a_colour_from_its_dominant_half() -> None:
 @pytest.mark.parametrize(("level", "lighter"), [(20, False), (128, None), (235, True)])
 def test_greyscale_covers_get_a_readable_neutral_grey(level: int, lighter: bool | None) -> None:
     image = Image.linear_gradient("L").resize((64, 64)).point(lambda v: level + (v - 128) // 16)
-    colour = pick_colour(encode(image.convert("RGB"), "JPEG"))
+    colour = pick_colour(encode_image(image.convert("RGB"), "JPEG"))
     assert colour is not None
     r, g, b = (colour >> 16) & 255, (colour >> 8) & 255, colour & 255
     assert max(r, g, b) - min(r, g, b) <= 2  # grey, not a tint from JPEG noise
@@ -143,35 +131,35 @@ def test_greyscale_covers_get_a_readable_neutral_grey(level: int, lighter: bool 
 def test_transparent_areas_are_ignored() -> None:
     image = Image.new("RGBA", (64, 64), (255, 0, 0, 0))  # fully transparent red everywhere
     ImageDraw.Draw(image).ellipse((16, 16, 47, 47), fill=(0, 90, 255, 255))
-    colour = pick_colour(encode(image))
+    colour = pick_colour(encode_image(image))
     assert colour is not None
     assert hue_distance(hue_of(colour), 219) < 8
-    assert pick_colour(encode(Image.new("RGBA", (8, 8), (0, 0, 0, 0)))) is None
+    assert pick_colour(encode_image(Image.new("RGBA", (8, 8), (0, 0, 0, 0)))) is None
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"not a picture", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, solid((1, 2, 3))[:60]],
+    [b"", b"not a picture", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, solid_image((1, 2, 3))[:60]],
 )
 def test_corrupt_covers_give_none(data: bytes) -> None:
     assert pick_colour(data) is None
 
 
 def test_a_huge_picture_in_a_small_file_is_not_decoded() -> None:
-    bomb = encode(Image.new("L", (5000, 5000), 200), "PNG")
+    bomb = encode_image(Image.new("L", (5000, 5000), 200), "PNG")
     assert len(bomb) < 100_000
     assert pick_colour(bomb) is None
 
 
 def test_gif_is_not_accepted() -> None:
-    assert pick_colour(encode(Image.new("RGB", (8, 8), (255, 0, 0)), "GIF")) is None
+    assert pick_colour(encode_image(Image.new("RGB", (8, 8), (255, 0, 0)), "GIF")) is None
 
 
 def test_every_colour_is_readable_on_both_themes() -> None:
     for red in range(0, 256, 51):
         for green in range(0, 256, 51):
             for blue in range(0, 256, 51):
-                colour = pick_colour(solid((red, green, blue), size=8))
+                colour = pick_colour(solid_image((red, green, blue), size=8))
                 assert colour is not None
                 assert colour != 0  # 0 means "no colour" to Discord
                 assert_readable(colour)
@@ -227,16 +215,6 @@ def test_every_size_of_one_cover_shares_a_key() -> None:
 
 
 # --- the cache ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def cdn(aiohttp_server: object) -> tuple[FakeCdn, str]:
-    fake = FakeCdn()
-    app = web.Application()
-    fake.add_routes(app.router)
-    server = await aiohttp_server(app)  # type: ignore[operator]
-    assert isinstance(server, TestServer)
-    return fake, str(server.make_url("")).rstrip("/")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
@@ -29,27 +28,8 @@ from bot.logs import (
     masker_for_settings,
 )
 
-_LOGGERS_TOUCHED = ("aiohttp.access", "aiosqlite", "discord", "discord.client", "discord.gateway")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide state; put it back after each test."""
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    root_level = root.level
-    levels = {name: logging.getLogger(name).level for name in _LOGGERS_TOUCHED}
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for handler in root.handlers:
-        for installed in [f for f in handler.filters if isinstance(f, SecretMasker)]:
-            handler.removeFilter(installed)
-    root.setLevel(root_level)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    logging.captureWarnings(False)
+# configure_logging changes process-wide state: put it back after each test.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def spotify_token(prefix: str = "BQ") -> str:

@@ -24,19 +24,15 @@ from bot.errors import (
     SpotifyUnavailable,
 )
 from bot.spotify.api import SpotifyApi
-from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import Playback, SpotifyUser, TokenGrant
 from bot.storage import LinkedAccount, SpotifyAccountTaken, Storage
 from bot.tokens import TokenManager
 from tests.fakes.spotify import (
-    DEFAULT_CLIENT_ID,
-    DEFAULT_CLIENT_SECRET,
-    DEFAULT_REDIRECT_URI,
     FakeSpotify,
     track_payload,
 )
-from tests.helpers import ManualClock, eventually, no_sleep
+from tests.helpers import ManualClock, eventually, fake_spotify_auth, no_sleep
 
 ALICE = 111_111_111_111_111_111
 BOB = 222_222_222_222_222_222
@@ -59,13 +55,7 @@ class World:
         self.db_path = db_path
         self.clock = ManualClock(10_000.0)
         self.sender = SpotifySender(session, clock=self.clock, sleep=no_sleep)
-        self.auth = SpotifyAuth(
-            self.sender,
-            client_id=DEFAULT_CLIENT_ID,
-            client_secret=DEFAULT_CLIENT_SECRET,
-            redirect_uri=DEFAULT_REDIRECT_URI,
-            accounts_base=fake.accounts_base,
-        )
+        self.auth = fake_spotify_auth(self.sender, fake)
         self.api = SpotifyApi(self.sender, api_base=fake.api_base)
         self.tokens = TokenManager(storage, cipher, self.auth, clock=self.clock)
         self.secrets_seen: list[str] = []

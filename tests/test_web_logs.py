@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import logging
 import random
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,28 +21,9 @@ from aiohttp import web
 from bot.logs import SecretMasker, configure_logging
 from bot.web import WebDependencies, create_app, runner_options
 
-_LOGGERS_TOUCHED = ("aiohttp.access", "aiosqlite", "discord", "discord.client", "discord.gateway")
+# configure_logging changes process-wide state: put it back after each test.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 LINE_START = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide state; put it back after each test."""
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    root_level = root.level
-    levels = {name: logging.getLogger(name).level for name in _LOGGERS_TOUCHED}
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for handler in root.handlers:
-        for installed in [f for f in handler.filters if isinstance(f, SecretMasker)]:
-            handler.removeFilter(installed)
-    root.setLevel(root_level)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    logging.captureWarnings(False)
 
 
 class _NoLinks:

@@ -13,26 +13,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.config import AutopostConfig, SchedulerConfig
+from bot.autopost.config import AutopostConfig
 from tests.fakes.discord import ChannelArg, FakeMessage
 from tests.fakes.discord_payloads import EMBED_LINKS, SEND_MESSAGES
 from tests.fakes.spotify import FakeSpotify, track_payload
-from tests.harness import ADMIN_ID, ALICE_ID, BOB_ID, GENERAL_ID, GUILD_ID, MUSIC_ID, Stack
+from tests.harness import (
+    ADMIN_ID,
+    ALICE_ID,
+    BOB_ID,
+    GENERAL_ID,
+    GUILD_ID,
+    MUSIC_ID,
+    Stack,
+    fast_autopost,
+)
 
 SKIP_CHECK = 1.0
-CONFIG = AutopostConfig(
-    scheduler=SchedulerConfig(
-        skip_check_interval=SKIP_CHECK,
-        end_margin=0.2,
-        end_jitter=0.05,
-        recheck_after_stale=0.3,
-        paused_backoff=(0.4,),
-        idle_backoff=(0.4,),
-        error_backoff=(0.4,),
-        initial_spread=0.1,
-        budget_per_window=3000,
-    ),
-)
+CONFIG = fast_autopost(skip_check=SKIP_CHECK)
 WAIT = 8.0
 
 

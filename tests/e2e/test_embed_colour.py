@@ -7,13 +7,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.colours import pick_colour
 from bot.embeds import SPOTIFY_GREEN
-from tests.fakes.discord import ChannelArg
 from tests.fakes.discord_payloads import make_spotify_activity
 from tests.fakes.spotify import FakeSpotify, track_payload
-from tests.harness import ADMIN_ID, ALICE_ID, BOB_ID, GUILD_ID, MUSIC_ID, Stack
+from tests.harness import (
+    ALICE_ID,
+    BOB_ID,
+    GUILD_ID,
+    MUSIC_ID,
+    Stack,
+    fast_autopost,
+    set_autopost_channel,
+)
 from tests.helpers import eventually
 
 WAIT = 8.0
@@ -123,27 +129,9 @@ async def test_presence_art_is_coloured_by_its_image_id(tmp_path: Path) -> None:
 
 
 async def test_auto_posts_use_the_album_colour(tmp_path: Path) -> None:
-    config = AutopostConfig(
-        scheduler=SchedulerConfig(
-            skip_check_interval=1.0,
-            end_margin=0.2,
-            end_jitter=0.05,
-            recheck_after_stale=0.3,
-            paused_backoff=(0.4,),
-            idle_backoff=(0.4,),
-            error_backoff=(0.4,),
-            initial_spread=0.1,
-            budget_per_window=3000,
-        )
-    )
+    config = fast_autopost()
     async with Stack.running(tmp_path, app_options={"autopost_config": config}) as stack:
-        sent = await stack.discord.send_slash_command(
-            "autopost",
-            {"channel": ChannelArg(str(MUSIC_ID))},
-            subcommand="channel",
-            user_id=str(ADMIN_ID),
-        )
-        await sent.wait_for_reply(timeout=WAIT)
+        await set_autopost_channel(stack, timeout=WAIT)
         stack.spotify.set_playing("alice", track_payload("t5", "Posted", 200_000, 1_000))
         await stack.link(ALICE_ID, "alice")
         post = await stack.discord.wait_for_message(

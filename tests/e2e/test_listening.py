@@ -12,17 +12,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.scheduler import SchedulerConfig
-from bot.autopost.service import AutopostConfig
 from bot.history import ListeningLog
 from bot.spotify.models import Artist, Playback, Track
-from tests.fakes.discord import ChannelArg, FakeMessage, UserArg
+from tests.fakes.discord import FakeMessage, UserArg
 from tests.fakes.discord_payloads import (
-    make_channel,
-    make_guild,
-    make_member,
     make_spotify_activity,
-    make_user,
 )
 from tests.fakes.spotify import (
     FakeSpotify,
@@ -37,9 +31,11 @@ from tests.harness import (
     BOB_ID,
     CAROL_ID,
     GUILD_ID,
-    MUSIC_ID,
     Stack,
     default_guild,
+    fast_autopost,
+    guild_of,
+    set_autopost_channel,
 )
 
 WAIT = 8.0
@@ -378,19 +374,7 @@ async def test_recap_empty(tmp_path: Path) -> None:
 
 # --- the poller, a restart, presence mode, other servers, slow Spotify ------------------------
 
-POLL_CONFIG = AutopostConfig(
-    scheduler=SchedulerConfig(
-        skip_check_interval=0.5,
-        end_margin=0.2,
-        end_jitter=0.05,
-        recheck_after_stale=0.3,
-        paused_backoff=(0.3,),
-        idle_backoff=(0.3,),
-        error_backoff=(0.3,),
-        initial_spread=0.1,
-        budget_per_window=3000,
-    ),
-)
+POLL_CONFIG = fast_autopost(skip_check=0.5, backoff=0.3)
 SECOND_GUILD_ID = 700000000000000222
 
 
@@ -400,16 +384,6 @@ async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(wait(), timeout)
-
-
-async def set_music_channel(stack: Stack) -> None:
-    sent = await stack.discord.send_slash_command(
-        "autopost",
-        {"channel": ChannelArg(str(MUSIC_ID))},
-        subcommand="channel",
-        user_id=str(ADMIN_ID),
-    )
-    await sent.wait_for_reply(timeout=WAIT)
 
 
 async def test_polled_plays_are_logged_and_a_restart_catches_up(tmp_path: Path) -> None:
@@ -423,7 +397,7 @@ async def polled_then_restarted(tmp_path: Path, spotify: FakeSpotify) -> None:
         await stack.link(ALICE_ID, "alice")
         # Started three minutes ago, so what follows while the bot is down fits after it.
         stack.spotify.set_playing("alice", track_payload("p1", "Polled", 200_000, 180_000))
-        await set_music_channel(stack)
+        await set_autopost_channel(stack, timeout=WAIT)
         storage = stack.app.services.storage
 
         async def logged() -> bool:
@@ -499,15 +473,11 @@ async def test_presence_mode_logs_opted_in_members_only(tmp_path: Path) -> None:
 
 
 def two_guilds() -> list[dict[str, Any]]:
-    second = make_guild(
-        id=SECOND_GUILD_ID,
-        name="Elsewhere",
-        channels=[make_channel(id=700000000000000223, name="general")],
-        members=[
-            make_member(make_user(ALICE_ID, "alice", global_name="Alice")),
-            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
-        ],
-        owner_id=ADMIN_ID,
+    second = guild_of(
+        SECOND_GUILD_ID,
+        "Elsewhere",
+        [(700000000000000223, "general")],
+        [(ALICE_ID, "alice"), (ADMIN_ID, "admin")],
     )
     return [default_guild(), second]
 

@@ -10,14 +10,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.config import AutopostConfig, SchedulerConfig
 from tests.fakes.discord import ChannelArg, FakeMessage
 from tests.fakes.discord_payloads import (
-    make_channel,
-    make_guild,
-    make_member,
     make_spotify_activity,
-    make_user,
 )
 from tests.fakes.spotify import track_payload
 from tests.harness import (
@@ -28,37 +23,23 @@ from tests.harness import (
     MUSIC_ID,
     Stack,
     default_guild,
+    fast_autopost,
+    guild_of,
 )
 
 PRESENCE = {"ENABLE_PRESENCE": "true"}
 SECOND_GUILD_ID = 700000000000000101
 SECOND_MUSIC_ID = 700000000000000111
-CONFIG = AutopostConfig(
-    scheduler=SchedulerConfig(
-        skip_check_interval=0.5,
-        end_margin=0.2,
-        end_jitter=0.05,
-        recheck_after_stale=0.3,
-        paused_backoff=(0.3,),
-        idle_backoff=(0.3,),
-        error_backoff=(0.3,),
-        initial_spread=0.1,
-        budget_per_window=3000,
-    ),
-)
+CONFIG = fast_autopost(skip_check=0.5, backoff=0.3)
 WAIT = 8.0
 
 
 def second_guild() -> dict[str, Any]:
-    return make_guild(
-        id=SECOND_GUILD_ID,
-        name="Second Home",
-        channels=[make_channel(id=SECOND_MUSIC_ID, name="tunes")],
-        members=[
-            make_member(make_user(BOB_ID, "bob", global_name="Bob")),
-            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
-        ],
-        owner_id=ADMIN_ID,
+    return guild_of(
+        SECOND_GUILD_ID,
+        "Second Home",
+        [(SECOND_MUSIC_ID, "tunes")],
+        [(BOB_ID, "bob"), (ADMIN_ID, "admin")],
     )
 
 

@@ -12,17 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.privacy import DM_ONLY_YOURSELF
 from bot.storage import Storage
 from tests import harness
 from tests.fakes.discord import ChannelArg, FakeMessage, UserArg
 from tests.fakes.discord_payloads import (
-    make_channel,
-    make_guild,
-    make_member,
     make_spotify_activity,
-    make_user,
 )
 from tests.fakes.spotify import track_payload
 from tests.harness import (
@@ -34,6 +29,8 @@ from tests.harness import (
     MUSIC_ID,
     Stack,
     default_guild,
+    fast_autopost,
+    guild_of,
 )
 from tests.helpers import eventually
 
@@ -43,36 +40,15 @@ OTHER_MUSIC_ID = 700000000000000111
 DAVE_ID = 800000000000000004  # only in the other guild
 WAIT = 8.0
 
-FAST = AutopostConfig(
-    scheduler=SchedulerConfig(
-        skip_check_interval=1.0,
-        end_margin=0.2,
-        end_jitter=0.05,
-        recheck_after_stale=0.3,
-        paused_backoff=(0.4,),
-        idle_backoff=(0.4,),
-        error_backoff=(0.4,),
-        initial_spread=0.1,
-        budget_per_window=3000,
-    ),
-)
+FAST = fast_autopost()
 
 
 def other_guild() -> dict[str, Any]:
-    return make_guild(
-        id=OTHER_GUILD_ID,
-        name="Other Club",
-        channels=[
-            make_channel(id=OTHER_GENERAL_ID, name="general"),
-            make_channel(id=OTHER_MUSIC_ID, name="music", position=1),
-        ],
-        members=[
-            make_member(make_user(ALICE_ID, "alice", global_name="Alice")),
-            make_member(make_user(BOB_ID, "bob", global_name="Bob")),
-            make_member(make_user(DAVE_ID, "dave", global_name="Dave")),
-            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
-        ],
-        owner_id=ADMIN_ID,
+    return guild_of(
+        OTHER_GUILD_ID,
+        "Other Club",
+        [(OTHER_GENERAL_ID, "general"), (OTHER_MUSIC_ID, "music")],
+        [(ALICE_ID, "alice"), (BOB_ID, "bob"), (DAVE_ID, "dave"), (ADMIN_ID, "admin")],
     )
 
 
@@ -116,6 +92,17 @@ async def autopost(
     reply = await sent.wait_for_reply(timeout=WAIT)
     assert reply.ephemeral
     return reply
+
+
+async def autopost_in_both_servers(stack: Stack) -> None:
+    for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
+        await autopost(
+            stack,
+            "channel",
+            {"channel": ChannelArg(str(channel_id))},
+            user_id=ADMIN_ID,
+            guild_id=guild_id,
+        )
 
 
 def titles(stack: Stack, channel_id: int) -> list[str]:
@@ -215,14 +202,7 @@ async def test_private_hides_you_from_others_but_not_from_yourself(tmp_path: Pat
 
 async def test_private_stops_auto_posts_everywhere_and_forgets_them(tmp_path: Path) -> None:
     async with two_servers(tmp_path) as stack:
-        for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
-            await autopost(
-                stack,
-                "channel",
-                {"channel": ChannelArg(str(channel_id))},
-                user_id=ADMIN_ID,
-                guild_id=guild_id,
-            )
+        await autopost_in_both_servers(stack)
         stack.spotify.set_playing("alice", track_payload("a1", "Song a1", 200_000, 1_000))
         await stack.link(ALICE_ID, "alice")
         await eventually(lambda: titles(stack, MUSIC_ID) and titles(stack, OTHER_MUSIC_ID), WAIT)
@@ -278,14 +258,7 @@ async def test_autopost_me_applies_in_the_server_where_it_runs(tmp_path: Path) -
     async with await Storage.open(harness.database_target(tmp_path)) as storage:
         await storage.set_autopost_opt_in(ALICE_ID, False)
     async with two_servers(tmp_path) as stack:
-        for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
-            await autopost(
-                stack,
-                "channel",
-                {"channel": ChannelArg(str(channel_id))},
-                user_id=ADMIN_ID,
-                guild_id=guild_id,
-            )
+        await autopost_in_both_servers(stack)
         stack.spotify.set_playing("alice", track_payload("a1", "Song a1", 200_000, 1_000))
         await stack.link(ALICE_ID, "alice")
         service = stack.app.services.autopost
