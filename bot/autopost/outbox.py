@@ -166,6 +166,8 @@ class OutboxSender:
         self._wall_clock = wall_clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._working = False
         self.sent = 0
 
     def listening(self) -> AbstractAsyncContextManager[None]:
@@ -175,16 +177,25 @@ class OutboxSender:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="autopost-outbox-sender")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let a round in progress finish (a database connection being opened is not cut
+        halfway), then stop; cancelled after ``grace`` seconds."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._working:  # past waiting for Discord: let the round end
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), grace)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
     async def _run(self) -> None:
         await self._side.wait_until_ready()
-        while True:
+        self._working = True
+        while not self._stopping:
             try:
                 await self.send_due()
             except Exception:
@@ -193,6 +204,8 @@ class OutboxSender:
                 async with asyncio.timeout(self._poll_every):
                     await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
 
     async def send_due(self) -> int:
         """Claim and send what is unsent; drop old rows. Returns how many were sent."""

@@ -207,7 +207,9 @@ async def test_private_stops_auto_posts_everywhere_and_forgets_them(tmp_path: Pa
         await stack.link(ALICE_ID, "alice")
         await eventually(lambda: titles(stack, MUSIC_ID) and titles(stack, OTHER_MUSIC_ID), WAIT)
         storage = stack.app.services.storage
-        assert await storage.get_last_post(ALICE_ID, MUSIC_ID) is not None
+        async with asyncio.timeout(WAIT):  # recorded just after Discord has the post
+            while await storage.get_last_post(ALICE_ID, MUSIC_ID) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
 
         await privacy(stack, ALICE_ID, "private")
         service = stack.app.services.autopost
