@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.storage import Storage
 from bot.tokens import TokenManager
-from tests.fakes.discord import ChannelArg, FakeDiscord, shard_of
-from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user
+from tests.fakes.discord import FakeDiscord, shard_of
 from tests.fakes.spotify import FakeSpotify, track_payload
 from tests.harness import (
     ADMIN_ID,
@@ -25,7 +24,10 @@ from tests.harness import (
     MUSIC_ID,
     Stack,
     default_guild,
+    fast_autopost,
     free_port,
+    guild_of,
+    set_autopost_channel,
 )
 
 DATABASE_BACKENDS = ("postgresql",)  # several processes need the shared database
@@ -33,38 +35,39 @@ DATABASE_BACKENDS = ("postgresql",)  # several processes need the shared databas
 OTHER_GUILD_ID = GUILD_ID + (1 << 22)  # the neighbouring shard of two
 OTHER_GENERAL_ID = 700000000000000110
 OTHER_MUSIC_ID = 700000000000000111
-FAST_AUTOPOST = AutopostConfig(
-    scheduler=SchedulerConfig(
-        skip_check_interval=0.5,
-        end_margin=0.2,
-        end_jitter=0.05,
-        recheck_after_stale=0.3,
-        paused_backoff=(0.4,),
-        idle_backoff=(0.4,),
-        error_backoff=(0.4,),
-        initial_spread=0.1,
-        budget_per_window=3000,
-    ),
-    edit_window=0.0,  # every track its own post (not an edit of the last one)
-)
+# Every track its own post (not an edit of the last one).
+FAST_AUTOPOST = dataclasses.replace(fast_autopost(skip_check=0.5), edit_window=0.0)
 IDENTIFY_INTERVAL = 0.5
 
 
 def other_guild() -> dict[str, object]:
-    return make_guild(
-        id=OTHER_GUILD_ID,
-        name="Second Server",
-        channels=[
-            make_channel(id=OTHER_GENERAL_ID, name="general"),
-            make_channel(id=OTHER_MUSIC_ID, name="music", position=1),
-        ],
-        members=[
-            make_member(make_user(ALICE_ID, "alice", global_name="Alice")),
-            make_member(make_user(BOB_ID, "bob", global_name="Bob")),
-            make_member(make_user(ADMIN_ID, "admin", global_name="Admin")),
-        ],
-        owner_id=ADMIN_ID,
+    return guild_of(
+        OTHER_GUILD_ID,
+        "Second Server",
+        [(OTHER_GENERAL_ID, "general"), (OTHER_MUSIC_ID, "music")],
+        [(ALICE_ID, "alice"), (BOB_ID, "bob"), (ADMIN_ID, "admin")],
     )
+
+
+async def set_both_music_channels(stack: Stack) -> None:
+    """The admin's /autopost channel in both servers, each answered by its shard's process."""
+    for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
+        reply = await set_autopost_channel(stack, channel_id, guild_id=guild_id)
+        assert f"<#{channel_id}>" in reply.content
+
+
+def posted_titles(fake_discord: FakeDiscord, channel_id: int) -> list[str]:
+    return [
+        m.embeds[0]["title"]
+        for m in fake_discord.channel_posts
+        if m.channel_id == str(channel_id) and m.embeds
+    ]
+
+
+def posted_in_both(fake_discord: FakeDiscord, title: str) -> bool | None:
+    """True once a post titled ``title`` is in both servers' music channels (for wait_for)."""
+    done = all(title in posted_titles(fake_discord, c) for c in (MUSIC_ID, OTHER_MUSIC_ID))
+    return True if done else None
 
 
 @contextlib.asynccontextmanager
@@ -139,35 +142,16 @@ async def test_two_processes_split_the_guilds_and_share_links(tmp_path: Path) ->
             assert reply.embeds[0]["title"] == "Shared Song"
 
         # Auto-posts: each guild's channel is served by the process of its shard, once.
-        for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
-            sent = await fake_discord.send_slash_command(
-                "autopost",
-                {"channel": ChannelArg(str(channel_id))},
-                subcommand="channel",
-                user_id=str(ADMIN_ID),
-                guild_id=str(guild_id),
-            )
-            assert f"<#{channel_id}>" in (await sent.wait_for_reply()).content
+        await set_both_music_channels(zero)
 
-        def titles(channel_id: int) -> list[str]:
-            return [
-                m.embeds[0]["title"]
-                for m in fake_discord.channel_posts
-                if m.channel_id == str(channel_id) and m.embeds
-            ]
-
-        def both_posted(title: str) -> bool | None:
-            done = all(title in titles(c) for c in (MUSIC_ID, OTHER_MUSIC_ID))
-            return True if done else None
-
-        await fake_discord.wait_for(lambda: both_posted("Shared Song"), timeout=10)
+        await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "Shared Song"), timeout=10)
         zero.spotify.set_playing("alice", track_payload("t2", "Next Song", 200_000, 0))
-        await fake_discord.wait_for(lambda: both_posted("Next Song"), timeout=10)
+        await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "Next Song"), timeout=10)
         for service in (zero.app.services.autopost, one.app.services.autopost):
             assert service is not None
             await service.settle()
-        assert titles(MUSIC_ID) == ["Shared Song", "Next Song"]
-        assert titles(OTHER_MUSIC_ID) == ["Shared Song", "Next Song"]
+        assert posted_titles(fake_discord, MUSIC_ID) == ["Shared Song", "Next Song"]
+        assert posted_titles(fake_discord, OTHER_MUSIC_ID) == ["Shared Song", "Next Song"]
 
 
 @pytest.mark.postgresql
@@ -268,29 +252,10 @@ async def test_one_process_polls_and_another_takes_over_when_it_dies(tmp_path: P
     assert database_url is not None
     async with two_processes(tmp_path) as (zero, one, fake_discord):
         await zero.link(ALICE_ID, "alice")
-        for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
-            sent = await fake_discord.send_slash_command(
-                "autopost",
-                {"channel": ChannelArg(str(channel_id))},
-                subcommand="channel",
-                user_id=str(ADMIN_ID),
-                guild_id=str(guild_id),
-            )
-            assert f"<#{channel_id}>" in (await sent.wait_for_reply()).content
-
-        def titles(channel_id: int) -> list[str]:
-            return [
-                m.embeds[0]["title"]
-                for m in fake_discord.channel_posts
-                if m.channel_id == str(channel_id) and m.embeds
-            ]
-
-        def both_posted(title: str) -> bool | None:
-            done = all(title in titles(c) for c in (MUSIC_ID, OTHER_MUSIC_ID))
-            return True if done else None
+        await set_both_music_channels(zero)
 
         zero.spotify.set_playing("alice", track_payload("t1", "First Song", 200_000, 5_000))
-        await fake_discord.wait_for(lambda: both_posted("First Song"), timeout=10)
+        await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "First Song"), timeout=10)
         services = [s.app.services.autopost for s in (zero, one)]
         assert all(s is not None for s in services)
         leaders = [s for s in services if s is not None and s.leadership.is_leader]
@@ -308,10 +273,12 @@ async def test_one_process_polls_and_another_takes_over_when_it_dies(tmp_path: P
         took_over = asyncio.get_running_loop().time() - cut_at
         assert took_over < 15
         assert not old.leadership.is_leader
-        await fake_discord.wait_for(lambda: both_posted("Meanwhile Song"), timeout=15)
+        await fake_discord.wait_for(
+            lambda: posted_in_both(fake_discord, "Meanwhile Song"), timeout=15
+        )
         await new.settle()
-        assert titles(MUSIC_ID) == ["First Song", "Meanwhile Song"]
-        assert titles(OTHER_MUSIC_ID) == ["First Song", "Meanwhile Song"]
+        assert posted_titles(fake_discord, MUSIC_ID) == ["First Song", "Meanwhile Song"]
+        assert posted_titles(fake_discord, OTHER_MUSIC_ID) == ["First Song", "Meanwhile Song"]
 
 
 async def test_without_shard_count_one_process_runs_every_recommended_shard(
