@@ -149,6 +149,16 @@ class PrivacyService:
             return private_refusal(target)
         return None
 
+    async def answers_only_to_viewer(
+        self, interaction: discord.Interaction[Any], target: discord.abc.Snowflake | None
+    ) -> bool:
+        """True when the command is about the viewer themselves and they are private: their own
+        answer is then shown only to them (ephemeral). ``target`` as for :meth:`refusal`."""
+        viewer_id = interaction.user.id
+        if target is not None and target.id != viewer_id:
+            return False
+        return await self.is_private(viewer_id)
+
     async def ensure_visible(
         self, interaction: discord.Interaction[Any], target: discord.abc.Snowflake | None
     ) -> None:

@@ -47,7 +47,7 @@ class ChartCog(commands.Cog):
         is_self = target.id == interaction.user.id
         if target.bot and not is_self:
             raise BotError(user_message=f"{target.display_name} is a bot and does not listen.")
-        only_you = is_self and await self.privacy.is_private(target.id)
+        only_you = await self.privacy.answers_only_to_viewer(interaction, member)
         await interaction.response.defer(thinking=True, ephemeral=only_you)
         try:
             entries = await self.charts.entries(target.id, period, size, is_self=is_self)

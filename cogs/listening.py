@@ -126,10 +126,6 @@ class ListeningCog(commands.Cog):
         await self.privacy.ensure_visible(interaction, member)
         return target
 
-    def _only_for_self(self, target: discord.abc.User, is_self: bool) -> bool:
-        """A private member's own answers are shown only to them."""
-        return is_self and self.privacy.is_private_now(target.id)
-
     # --- commands -------------------------------------------------------------------------
 
     @app_commands.command(name="listening", description="Who in this server is listening now")
@@ -167,7 +163,8 @@ class ListeningCog(commands.Cog):
             answer = await self.spotify.recent(target.id, is_self=is_self)
             return render_recent(answer, member_name=_name(target), is_self=is_self)
 
-        await send_rendered(interaction, work, ephemeral=self._only_for_self(target, is_self))
+        only_you = await self.privacy.answers_only_to_viewer(interaction, member)
+        await send_rendered(interaction, work, ephemeral=only_you)
 
     @app_commands.command(name="top", description="Your (or a member's) top tracks or artists")
     @app_commands.describe(
@@ -189,7 +186,8 @@ class ListeningCog(commands.Cog):
             items = await self.spotify.top(target.id, kind, period, is_self=is_self)
             return render_top(items, member_name=_name(target), period=period)
 
-        await send_rendered(interaction, work, ephemeral=self._only_for_self(target, is_self))
+        only_you = await self.privacy.answers_only_to_viewer(interaction, member)
+        await send_rendered(interaction, work, ephemeral=only_you)
 
     @app_commands.command(name="recap", description="What this server played lately")
     @app_commands.describe(period="week or month (default: week)")

@@ -68,7 +68,7 @@ class NowPlayingCog(commands.Cog):
         target = member or interaction.user
         is_self = target.id == interaction.user.id
         # A private member's own /np is for their eyes only.
-        only_you = is_self and await self.privacy.is_private(target.id)
+        only_you = await self.privacy.answers_only_to_viewer(interaction, member)
         if target.bot and not is_self:
             await interaction.response.send_message(
                 f"{target.display_name} is a bot and does not listen to Spotify.", ephemeral=True
