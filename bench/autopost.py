@@ -53,7 +53,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -99,6 +99,7 @@ KEY = base64.urlsafe_b64encode(b"bench-autopost-key-0123456789abc"[:32]).decode(
 SETTLE_MARGIN = 35.0  # tracks starting this close to the end are not judged
 TRACKS_FROM = 30.0  # tracks are judged from this long after the start (first checks done)
 MIN_COUNTED_PLAY = 30.0
+NATURAL_TARGET = 2.0  # natural change -> post, p95 target (s)
 HOLD_SECONDS = 10  # Retry-After of the app-wide 429 in the middle of the run
 ON_THE_WIRE = 0.25  # requests arriving this soon after the 429 left before it was seen
 PAUSED_SHARE = 0.15  # tracks paused once
@@ -427,6 +428,7 @@ class Figures:
     first_seen_paused: int
     duplicates: int
     calls_in_hold: int
+    slow_natural: list[tuple[float, str]] = field(default_factory=list)  # (latency, why)
     posts: int = 0
     edits: int = 0
     peak_rss_mb: float = math.nan
@@ -462,15 +464,27 @@ def poll_counts(spotify: FakeSpotify) -> Counter[str]:
     )
 
 
+def hold_window(spotify: FakeSpotify, prefix: str) -> tuple[float, float] | None:
+    """When one poller's 429 was answered and when its hold ended."""
+    for r in spotify.requests:
+        if (
+            r.endpoint == "currently_playing"
+            and r.status == 429
+            and (r.user or "").startswith(prefix)
+        ):
+            return r.at, r.at + HOLD_SECONDS
+    return None
+
+
 def calls_in_hold(spotify: FakeSpotify, prefix: str) -> int:
     """currently-playing calls of one poller that arrived inside its 429 hold."""
     requests = [
         r for r in spotify.requests if r.endpoint == "currently_playing" and r.user is not None
     ]
-    limited = [r.at for r in requests if r.status == 429 and r.user.startswith(prefix)]
-    if not limited:
+    hold = hold_window(spotify, prefix)
+    if hold is None:
         return 0
-    hold_from, hold_until = limited[0] + ON_THE_WIRE, limited[0] + HOLD_SECONDS
+    hold_from, hold_until = hold[0] + ON_THE_WIRE, hold[1]
     return sum(
         1
         for r in requests
@@ -506,8 +520,10 @@ def judge(
     events: list[tuple[float, str]],
     window: tuple[float, float],
     check_times: dict[str, list[float]],
+    hold: tuple[float, float] | None,
 ) -> Figures:
-    """``calls``: polls per Spotify user since a time; ``window``: tracks starting in it."""
+    """``calls``: polls per Spotify user since a time; ``window``: tracks starting in it;
+    ``hold``: when the 429 hold began and ended (None: no 429 was answered)."""
     begin, end = window
     prefix = SPOTIFY_PREFIX[poller]
 
@@ -524,11 +540,12 @@ def judge(
         first_seen.setdefault(track_id, at)
     natural: list[float] = []
     after_skip: list[float] = []
+    slow: list[tuple[float, str]] = []
     missed = judged = seen_paused = 0
     for index, plays in timelines.items():
         checks = check_times.get(f"{prefix}{index}", [])
         followed_from = checks[0] if checks else math.inf  # the member's first check
-        for play in plays:
+        for previous, play in zip([None, *plays], plays, strict=False):
             if play.first or not max(begin, followed_from) <= play.start <= end - SETTLE_MARGIN:
                 continue
             seen = first_seen.get(play.track_id)
@@ -539,6 +556,9 @@ def judge(
                     missed += 1
             if seen is not None:
                 (after_skip if play.after_skip else natural).append(seen - play.start)
+                if not play.after_skip and seen - play.start > NATURAL_TARGET:
+                    why = slow_reason(play, previous, checks, hold)
+                    slow.append((seen - play.start, f"L{index:04d} {why}"))
     first_checks = [
         times[0]
         for user, times in check_times.items()
@@ -558,7 +578,21 @@ def judge(
         first_seen_paused=seen_paused,
         duplicates=sum(count - 1 for count in shown.values() if count > 1),
         calls_in_hold=0,
+        slow_natural=sorted(slow, reverse=True),
     )
+
+
+def slow_reason(
+    play: Play, previous: Play | None, checks: list[float], hold: tuple[float, float] | None
+) -> str:
+    """Why a natural change took long to post: what the poller could have known."""
+    if hold is not None and hold[0] - 1.0 <= play.start <= hold[1]:
+        return f"ended inside the 429 hold ({play.start - hold[0]:+.1f} s from its start)"
+    if previous is not None and previous.pause_for and previous.pause_at < math.inf:
+        return "the previous track was paused and resumed (its end known only after a check)"
+    before = [at - play.start for at in checks if play.start - 40 <= at < play.start + 10]
+    where = f"; {play.start - hold[0]:+.0f} s from the 429" if hold is not None else ""
+    return "checks around it at " + ", ".join(f"{at:+.1f}" for at in before) + " s" + where
 
 
 def lat(values: list[float]) -> str:
@@ -627,6 +661,12 @@ def report(runs: list[dict[str, Figures]], args: argparse.Namespace) -> bool:
             (f"duplicates == 0: {ours.duplicates}", ours.duplicates == 0),
             (f"calls inside the hold == 0: {ours.calls_in_hold}", ours.calls_in_hold == 0),
         ]
+        if ours.slow_natural:
+            print(f"natural changes posted after > {NATURAL_TARGET:.0f} s ({ours.listeners}):")
+            for latency, why in ours.slow_natural[: args.explain]:
+                print(f"  {latency:5.1f} s  {why}")
+            if len(ours.slow_natural) > args.explain:
+                print(f"  ... {len(ours.slow_natural) - args.explain} more (--explain N)")
         print(f"targets for {ours.listeners} listeners:")
         for text, ok in checks:
             all_ok = all_ok and ok
@@ -727,6 +767,7 @@ async def run_bench(args: argparse.Namespace, listeners: int) -> dict[str, Figur
                 events,
                 (started + TRACKS_FROM, end),
                 check_times,
+                hold_window(spotify, SPOTIFY_PREFIX[poller]),
             )
             result.calls_in_hold = calls_in_hold(spotify, SPOTIFY_PREFIX[poller])
             outcome = process.result or {}
@@ -858,6 +899,9 @@ def main() -> None:
     parser.add_argument("--baseline-interval", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8, help="polls in flight per poller")
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument(
+        "--explain", type=int, default=8, help="slow natural changes listed with their cause"
+    )
     parser.add_argument("--scale", type=int, default=0, help="members for the memory run")
     parser.add_argument("--scale-seconds", type=float, default=60.0)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
