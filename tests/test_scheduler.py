@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import json
 import math
 import random
@@ -218,8 +219,8 @@ def test_skip_checks_are_capped_and_spread_evenly_to_the_end() -> None:
         if now - track_start >= duration:
             break
         observation = playing("a", now - track_start, duration)
-    # ceil(301 / 29) = 11 equal gaps of 27.4 s cover the track; the last check is its end.
-    assert len(gaps) == 11
+    # ceil(301 / 28) = 11 equal gaps of 27.4 s cover the track; the last check is its end.
+    assert len(gaps) == math.ceil(301 / CONFIG.skip_check_interval) == 11
     assert all(gap <= CONFIG.skip_check_interval for gap in gaps)
     assert max(gaps[:-1]) - min(gaps[:-1]) < 0.01
     assert track_start + duration + 1.0 <= now <= track_start + duration + 1.5
@@ -261,7 +262,8 @@ def test_old_track_at_the_predicted_end_is_rechecked_soon_then_less_often() -> N
         assert scheduler.next_check_kind(MEMBER) is CheckKind.STALE
         delays.append(delay)
         now += delay
-    assert delays == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0, 29.0, 29.0])
+    cap = CONFIG.skip_check_interval  # never longer than a skip check's gap
+    assert delays == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0, cap, cap])
 
 
 def test_progress_reported_late_is_rechecked_at_its_new_end() -> None:
@@ -354,6 +356,33 @@ def test_paused_backs_off_and_keeps_the_item() -> None:
     assert delay <= CONFIG.skip_check_interval
 
 
+def test_a_track_paused_near_its_end_is_checked_before_it_could_end_after_a_resume() -> None:
+    scheduler = make_scheduler()
+    now = first_check(scheduler)
+    now += delay_after(scheduler, playing("a", 180, 200), now)
+    check_now(scheduler, now)
+    # Paused with 5 s left: resumed just after a check, it would end long before the ladder's
+    # 15 s; the checks come by its possible end instead (urgent), and the ladder waits.
+    assert delay_after(scheduler, playing("a", 195, 200, paused=True), now) == 6.0
+    assert scheduler.next_check_kind(MEMBER) is CheckKind.RESUME
+    now += 6.0
+    check_now(scheduler, now)
+    delays, now = walk_ladder(scheduler, playing("a", 195, 200, paused=True), now, 4)
+    assert delays == pytest.approx([6.0] * 4)
+    # Resumed 1 s before the last of those checks: it sees it playing and plans its end.
+    delay = delay_after(scheduler, playing("a", 196, 200), now)
+    assert 5.0 <= delay <= 5.5
+    assert scheduler.next_check_kind(MEMBER) is CheckKind.END
+    # Paused for good: after resume_watch the ladder takes over (never under 3 s, either).
+    scheduler = make_scheduler()
+    now = first_check(scheduler)
+    delays, now = walk_ladder(scheduler, playing("b", 199.5, 200, paused=True), now, 50)
+    assert min(delays) == CONFIG.min_resume_check
+    watched = [d for d, at in zip(delays, itertools.accumulate(delays), strict=True) if at <= 120]
+    assert sum(watched) <= CONFIG.resume_watch + CONFIG.min_resume_check
+    assert_ladder(delays[-3:], [105.0, 105.0, 105.0])
+
+
 def test_transient_errors_back_off_and_success_resets() -> None:
     scheduler = make_scheduler()
     now = first_check(scheduler)
@@ -391,10 +420,30 @@ def test_a_429_holds_every_poll_until_retry_at(retry_after: float, quota: bool) 
     for now in (2.2, 3.0, retry_at - 0.01):
         assert scheduler.pop_due(now) == []
     assert scheduler.next_wakeup(2.2) == retry_at
-    # After the hold the due crowd comes out, paced by the per-second cap.
-    assert len(scheduler.pop_due(retry_at)) == CONFIG.per_second_cap
+    # After the hold the due crowd (first checks: routine) comes out, paced by the per-second
+    # cap less the end checks' share of it.
+    assert CONFIG.routine_per_second_cap == 6
+    assert len(scheduler.pop_due(retry_at)) == CONFIG.routine_per_second_cap
     assert scheduler.pop_due(retry_at + 0.5) == []
-    assert len(scheduler.pop_due(retry_at + 1.0)) == CONFIG.per_second_cap
+    assert len(scheduler.pop_due(retry_at + 1.0)) == CONFIG.routine_per_second_cap
+
+
+def test_an_end_check_just_after_a_hold_does_not_wait_behind_the_routine_backlog() -> None:
+    scheduler = make_scheduler()
+    now = first_check(scheduler)
+    # The member's track ends 12 s from now: its end check comes 1-1.5 s after that.
+    end_at = scheduler.record(MEMBER, playing("a", 188, 200), now).next_check_at
+    assert end_at is not None
+    assert scheduler.next_check_kind(MEMBER) is CheckKind.END
+    for member_id in range(100, 130):  # first checks (routine), all due within 9 s
+        scheduler.add(member_id, now)
+    hold_end = end_at - 0.3
+    scheduler.hold_all_until(hold_end)
+    # When the hold ends the routine crowd takes its share of the second...
+    assert len(scheduler.pop_due(hold_end)) == CONFIG.routine_per_second_cap
+    # ...and the end check due 0.3 s later goes out at once, not a second later.
+    assert scheduler.next_wakeup(hold_end) == end_at
+    assert scheduler.pop_due(end_at) == [MEMBER]
 
 
 def test_a_check_the_429_turned_away_comes_back_before_routine_checks() -> None:
@@ -524,9 +573,10 @@ def test_demand_above_the_budget_stretches_routine_delays_but_not_end_checks() -
     scheduler = make_scheduler(config)
     for member_id in range(300):
         scheduler.add(member_id, 0.0)
-    # 300 members at one check per 29 s want 10.3/s; routine checks may use 24 of every 30 s
+    # 300 members at one check per 28 s want 10.7/s; routine checks may use 24 of every 30 s
     # (3 are the end checks' headroom), at 95%: 0.76/s.
-    assert scheduler.stretch(0.0) == pytest.approx((300 / 29) / (24 / 30 * 0.95))
+    interval = CONFIG.skip_check_interval
+    assert scheduler.stretch(0.0) == pytest.approx((300 / interval) / (24 / 30 * 0.95))
     now = scheduler.next_wakeup(0.0) or 0.0
     member_id = scheduler.pop_due(now, limit=1)[0]
     idle_delay = delay_after(scheduler, Idle(), now, member_id)
@@ -555,9 +605,16 @@ def test_end_checks_keep_their_headroom_while_routine_checks_wait() -> None:
     assert now + 11.0 <= wake <= now + 11.5
     later = now + 11.5
     assert sorted(scheduler.pop_due(later)) == sorted(popped[:2])
-    # The headroom follows what end checks used in the last window, plus two.
-    assert scheduler.urgent_headroom(later) == 4
-    assert scheduler.urgent_headroom(later + 30.0) == config.min_urgent_headroom
+    # They took two of the headroom's three slots: routine checks still wait for the window
+    # to free (the first checks leave it at now + 30), then count on 2 fewer slots while the
+    # end checks are in it.
+    assert scheduler.urgent_headroom(later) == config.min_urgent_headroom == 3
+    assert scheduler.pop_due(later + 1.0) == []
+    wake = scheduler.next_wakeup(later + 1.0)
+    assert wake is not None
+    assert wake >= now + 30.0
+    room = 27 - 3
+    assert scheduler.stretch(later) == pytest.approx(scheduler.demand() / ((room - 2) / 30 * 0.95))
 
 
 def test_a_skip_check_held_back_past_the_predicted_end_comes_out_as_the_end_check() -> None:
@@ -590,7 +647,7 @@ def test_no_stretch_while_demand_fits() -> None:
     for member_id in range(20):
         scheduler.add(member_id, 0.0)
     assert scheduler.stretch(0.0) == 1.0
-    assert scheduler.demand() == pytest.approx(20 / 29)
+    assert scheduler.demand() == pytest.approx(20 / CONFIG.skip_check_interval)
 
 
 def test_end_checks_go_first_when_the_budget_is_short() -> None:
@@ -693,7 +750,7 @@ def test_regular_playing_checks_never_ask_for_a_backfill() -> None:
     next_at = scheduler.next_check_at(MEMBER)
     assert next_at is not None
     check_now(scheduler, next_at)
-    # Skipped to b 3 s ago: the stretch before it is under 29 s, too short for a counted play.
+    # Skipped to b 3 s ago: the stretch before it is under 28 s, too short for a counted play.
     assert scheduler.record(MEMBER, playing("b", 3, 200), next_at).unseen_since is None
 
 

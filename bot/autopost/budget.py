@@ -2,9 +2,16 @@
 
 Pure bookkeeping on timestamps (the caller passes ``now``). Polls, the requests made outside
 polling (``note``, interactive ``/np`` included) and the predicted-end checks among the polls
-are kept in rolling logs; a 429 holds everything until its retry time. Routine checks may only
-use what is left after a headroom for predicted-end checks, sized by how many of those the
-last window made, so end checks keep their latency until they alone would fill the budget.
+are kept in rolling logs; a 429 holds everything until its retry time.
+
+Routine checks (skip checks, back-offs, first checks) stop short of the window's budget by a
+fixed headroom that only predicted-end checks use: when routine checks fill the window, each
+end check takes a slot of that headroom and the next request to leave the window goes back to
+it rather than to a routine check, so end checks keep their latency until they alone would
+fill the budget. Routine checks always keep ``min_routine_room`` of each window, and leave end
+checks a share of each second's cap too. ``routine_room`` (what the stretch is sized by) is what
+that leaves routine checks: the budget less the headroom, the requests from outside and the
+end checks the last window made.
 """
 
 from __future__ import annotations
@@ -53,10 +60,12 @@ class PollBudget:
         # Derived figures, computed once: the loop asks for every wake-up.
         self._poll_budget = config.poll_budget
         self._per_second_cap = config.per_second_cap
+        self._routine_per_second_cap = config.routine_per_second_cap
         self._polls = RequestLog(config.window)  # requests made by popping members
         self._recent_polls = RequestLog(1.0)  # the same, for the per-second cap
         self._others = RequestLog(config.window)  # requests reported through ``note``
         self._urgent_polls = RequestLog(config.window)  # predicted-end checks among the polls
+        self._routine_polls = RequestLog(config.window)  # the other polls
         self._hold_until = -math.inf
 
     @property
@@ -78,8 +87,7 @@ class PollBudget:
         if count > 0:
             self._polls.add(now, count)
             self._recent_polls.add(now, count)
-            if urgent:
-                self._urgent_polls.add(now, count)
+            (self._urgent_polls if urgent else self._routine_polls).add(now, count)
 
     def requests_in_window(self, now: float) -> int:
         """Requests (polls and noted ones) in the rolling window ending at ``now``."""
@@ -87,14 +95,15 @@ class PollBudget:
         return len(self._polls) + len(self._others)
 
     def urgent_headroom(self, now: float) -> int:
-        """Slots of the window routine checks leave to predicted-end checks right now."""
-        self._prune(now)
-        return max(self.config.min_urgent_headroom, len(self._urgent_polls) + 2)
+        """Slots of the window routine checks leave to predicted-end checks."""
+        return self.config.min_urgent_headroom
 
     def routine_room(self, now: float) -> float:
-        """Slots per window routine checks may use, given the requests noted from outside."""
+        """Slots per window routine checks can count on: the budget less the end checks'
+        headroom, the requests noted from outside and the end checks of the last window."""
         self._prune(now)
-        return max(self.config.min_routine_room, self._routine_limit(now) - len(self._others))
+        used = len(self._others) + len(self._urgent_polls)
+        return max(self.config.min_routine_room, self._routine_limit - used)
 
     def allowance(self, now: float, *, urgent: bool = True) -> int:
         """How many polls may start at ``now`` without breaking the window or burst caps;
@@ -102,41 +111,66 @@ class PollBudget:
         if now < self._hold_until:
             return 0
         self._prune(now)
-        budget = self._poll_budget if urgent else self._routine_limit(now)
-        in_window = budget - len(self._polls) - len(self._others)
-        in_second = self._per_second_cap - len(self._recent_polls)
+        total = len(self._polls) + len(self._others)
+        in_window = self._poll_budget - total
+        if not urgent:
+            # However many end checks there are, routine checks keep their floor.
+            floor = self.config.min_routine_room - len(self._routine_polls) - len(self._others)
+            in_window = min(in_window, max(self._routine_limit - total, floor))
+        in_second = self._second_cap(urgent) - len(self._recent_polls)
         return max(0, min(in_window, in_second))
 
     def frees_at(self, now: float, *, urgent: bool = True) -> float:
         """The earliest time from ``now`` on at which a poll may start (hold included).
 
-        Without new requests the allowance only grows, so this is exact (or, for routine
-        checks whose headroom shrinks meanwhile, a little late); it never prunes at a future
-        time (that would forget requests still inside the window at ``now``).
+        Without new requests the allowance only grows, so this is exact; it never prunes at a
+        future time (that would forget requests still inside the window at ``now``).
         """
         self._prune(now)
         at = max(now, self._hold_until)
-        budget = self._poll_budget if urgent else self._routine_limit(now)
-        over = len(self._polls) + len(self._others) - budget + 1
-        if over > 0:
-            # Walk both logs oldest-first: the window frees once ``over`` requests leave it.
-            merged = heapq.merge(self._polls, self._others)
-            for index, stamp in enumerate(merged, start=1):
-                if index == over:
-                    at = max(at, stamp + self.config.window)
-                    break
-        over = len(self._recent_polls) - self._per_second_cap + 1
+        window = self._frees_under(self._poll_budget, self._polls, self._others)
+        if not urgent:
+            below_limit = self._frees_under(self._routine_limit, self._polls, self._others)
+            if below_limit > window:
+                # Or: what is not an end check drops under the floor while the window has room.
+                floor = self._frees_under(
+                    self.config.min_routine_room, self._routine_polls, self._others
+                )
+                window = min(below_limit, max(window, floor))
+            else:
+                window = below_limit
+        at = max(at, window)
+        over = len(self._recent_polls) - self._second_cap(urgent) + 1
         if over > 0:
             at = max(at, self._recent_polls.leaves_at(over - 1))
         return at
 
-    def _routine_limit(self, now: float) -> int:
+    def _frees_under(self, limit: int, first: RequestLog, second: RequestLog) -> float:
+        """When the requests of both logs in the window first number under ``limit``."""
+        over = len(first) + len(second) - limit + 1
+        if over <= 0:
+            return -math.inf
+        if not second or not first:  # one log (the usual case: nothing noted): index it
+            return (first or second).leaves_at(over - 1)
+        # Walk both logs oldest-first: the window frees once ``over`` requests leave it.
+        for index, stamp in enumerate(heapq.merge(first, second), start=1):
+            if index == over:
+                return stamp + self.config.window
+        return math.inf  # unreachable: limit is at least 1
+
+    def _second_cap(self, urgent: bool) -> int:
+        return self._per_second_cap if urgent else self._routine_per_second_cap
+
+    @property
+    def _routine_limit(self) -> int:
         """Polls plus noted requests in the window beyond which no routine check starts."""
-        floor = self.config.min_routine_room
-        return max(floor, self._poll_budget - self.urgent_headroom(now))
+        return max(
+            self.config.min_routine_room, self._poll_budget - self.config.min_urgent_headroom
+        )
 
     def _prune(self, now: float) -> None:
         self._polls.prune(now)
         self._recent_polls.prune(now)
         self._others.prune(now)
         self._urgent_polls.prune(now)
+        self._routine_polls.prune(now)

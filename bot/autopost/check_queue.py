@@ -59,6 +59,7 @@ class MemberState:
     streak: int = 0
     last_item_key: str | None = None
     paused: bool = False
+    paused_since: float = 0.0  # when a check first found the current item paused
     last_seen_at: float | None = None  # when a check last told us what was (not) playing
 
     def next_step(self, outcome: Outcome, ladder: tuple[float, ...]) -> float:

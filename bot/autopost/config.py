@@ -15,14 +15,16 @@ class SchedulerConfig:
     144 requests per playing member-hour, at most 40 per idle member-hour, and no track that
     played for 30 s or more going unseen.
 
-    * ``skip_check_interval`` 29 s. The time left on a track (plus the 1 s margin) is covered
-      by ``n = ceil(left / 29)`` equal gaps, the last check landing just after the end, where
+    * ``skip_check_interval`` 28 s. The time left on a track (plus the 1 s margin) is covered
+      by ``n = ceil(left / 28)`` equal gaps, the last check landing just after the end, where
       it is the next track's first sighting. A track of D seconds thus costs about
-      ``D / 29 + 0.5`` checks and the gaps average about ``29 x (1 - 1 / 2n)`` ~ 27 s: about
-      3600 / 27 ~ 133 requests per playing hour (2-5 min tracks, a quarter skipped), against
-      a 144 target. A skip lands uniformly inside a gap, so its p95 latency is about
-      0.95 x 27 ~ 26 s (target 30 s), never more than 29 s. Every gap is under 30 s, so a
-      track that plays 30 s always meets a check.
+      ``D / 28 + 0.5`` checks and the gaps average about ``28 x (1 - 1 / 2n)`` ~ 26 s: about
+      137 requests per playing hour (2-5 min tracks, a quarter skipped; pauses make it less),
+      against a 144 target. A skip lands uniformly inside a gap, so its p95 latency is about
+      0.95 x 26 ~ 25 s (target 30 s), never more than 28 s while the budget keeps up; the
+      2 s left are for the checks the budget holds back a little when it runs full (100
+      listeners fill it). Every gap is under 30 s, so a track that plays 30 s always meets a
+      check.
     * ``end_margin`` 1 s plus ``end_jitter`` up to 0.5 s after the predicted end.
     * ``idle_backoff`` 30, 60, 90, then 105 s (a member idle at its first check starts at
       105 s): 3600 / (105 x 0.985) ~ 34.8 requests per idle hour, at most 35.3 with the full
@@ -32,17 +34,24 @@ class SchedulerConfig:
       29, 29, 60, 105 s) keeps checks under 30 s apart for the first two minutes of a pause
       (a track left while paused is still seen and posted), then backs off like idle.
     * ``budget_per_window`` 120 per ``window`` 30 s matches ``Settings.spotify_request_budget``:
-      108 for polls; routine checks leave the end checks a headroom (11 at least). It carries
-      about 100 listeners (80 playing) with no stretch; beyond, skip checks stretch first.
+      108 for polls (``interactive_reserve_fraction`` keeps 12 for ``/np``); routine checks stop
+      11 short of that (``urgent_headroom_fraction``), the room end checks always find, and
+      keep 2 of each second's 8 for them (``urgent_burst_fraction``). It carries about 100
+      listeners (80 playing) with the budget nearly full; beyond, skip checks stretch first.
     """
 
-    skip_check_interval: float = 29.0
+    skip_check_interval: float = 28.0
     end_margin: float = 1.0
     end_jitter: float = 0.5
     recheck_after_stale: float = 1.5
     # Checks stay under 30 s apart for the first minutes of a pause (a track left while paused
     # is still posted), then back off like idle.
     paused_backoff: tuple[float, ...] = (15.0, 29.0, 29.0, 29.0, 60.0, 105.0)
+    # A track paused this close to its end is checked that often (not under min_resume_check)
+    # for the first resume_watch seconds of the pause: resumed, it would end before the
+    # ladder's next check, and its successor would be posted late.
+    resume_watch: float = 120.0
+    min_resume_check: float = 3.0
     idle_backoff: tuple[float, ...] = (30.0, 60.0, 90.0, 105.0)
     error_backoff: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0)
     # Fraction by which routine delays are randomly shortened (never lengthened: the caps hold).
@@ -53,9 +62,13 @@ class SchedulerConfig:
     interactive_reserve_fraction: float = 0.10
     # Polls in any one second stay under burst_factor x the average rate the budget allows.
     burst_factor: float = 2.0
-    # Share of the poll budget routine checks never use: the least room kept for end checks.
+    # Share of that per-second cap routine checks leave to end checks (at least one slot): a
+    # backlog of skip checks (after a 429 hold) never makes an end check wait for the next second.
+    urgent_burst_fraction: float = 0.25
+    # Share of the poll budget routine checks never use: the room end checks always find.
     urgent_headroom_fraction: float = 0.10
-    # Share of the poll budget routine checks always keep, however many end checks there are.
+    # Share of the poll budget routine checks always keep, however many end checks there are
+    # (requests noted from outside count against it; end checks do not).
     min_routine_fraction: float = 0.10
     # Stretch routine delays once their estimated demand passes this share of their room.
     target_utilisation: float = 0.95
@@ -78,10 +91,11 @@ class SchedulerConfig:
             "burst_factor",
             "in_flight_timeout",
             "min_counted_play",
+            "min_resume_check",
         ):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive")
-        for name in ("end_jitter", "initial_spread"):
+        for name in ("end_jitter", "initial_spread", "resume_watch"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
         for name in ("paused_backoff", "idle_backoff", "error_backoff"):
@@ -94,7 +108,7 @@ class SchedulerConfig:
             problems.append("budget_per_window must be at least 1")
         if not 0 <= self.interactive_reserve_fraction < 1:
             problems.append("interactive_reserve_fraction must be in [0, 1)")
-        for name in ("urgent_headroom_fraction", "min_routine_fraction"):
+        for name in ("urgent_headroom_fraction", "min_routine_fraction", "urgent_burst_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name} must be in [0, 1)")
         if not 0 < self.target_utilisation <= 1:
@@ -123,6 +137,12 @@ class SchedulerConfig:
     @property
     def per_second_cap(self) -> int:
         return max(1, math.ceil(self.burst_factor * self.poll_rate))
+
+    @property
+    def routine_per_second_cap(self) -> int:
+        """Routine checks in any one second: the cap less the end checks' slots (at least 1)."""
+        cap = self.per_second_cap
+        return max(1, cap - max(1, math.ceil(cap * self.urgent_burst_fraction)))
 
     @property
     def min_urgent_headroom(self) -> int:

@@ -34,19 +34,24 @@ The policy, with the defaults of ``SchedulerConfig`` and why they are what they 
   ladder of delays whose last step repeats (``paused_backoff``, ``idle_backoff``,
   ``error_backoff``). Any change of state starts the matching ladder from its first step,
   except that a member idle at its very first check starts at the idle ceiling.
+* A track paused close to its end is checked by the time it could end after a resume (not
+  under ``min_resume_check``, for the first ``resume_watch`` seconds of the pause), so the
+  track after it is not seen a whole ladder step late.
 * A 429 holds *all* polling until its ``retry_at`` (Spotify's quota 429s ask for hours).
 * Polls never exceed ``budget_per_window - interactive_reserve`` requests in any rolling
   ``window`` (interactive requests included in the count), nor ``burst_factor`` times the
   average rate within one second.
 * Predicted-end checks (and their stale rechecks) keep their latency until they alone would
-  fill that budget: routine checks (skip checks, back-offs, first checks) may only use what is
-  left after a headroom for them, sized by how many predicted-end checks the last window made
-  (at least ``urgent_headroom_fraction`` of the budget; routine checks always keep
-  ``min_routine_fraction``). So when the budget is short, skip checks stretch first: the
+  fill that budget: routine checks (skip checks, back-offs, first checks) stop short of it by
+  a headroom (``urgent_headroom_fraction`` of the budget) that only end checks use, and leave
+  them a share of each second's cap (``urgent_burst_fraction``); routine checks always keep
+  ``min_routine_fraction``. So when the budget is short, skip checks stretch first: the
   scheduler keeps a running estimate of the routine request rate its members need (unstretched)
-  and, when it exceeds ``target_utilisation`` of what routine checks may use, multiplies every
-  routine delay by the ratio (``stretch``, also a metric). Predicted-end checks are never
-  stretched and go first, so natural track changes stay fast under load; skips get slower.
+  and, when it exceeds ``target_utilisation`` of what routine checks may use (the budget less
+  the headroom, the requests noted from outside and the end checks of the last window), it
+  multiplies every routine delay by the ratio (``stretch``, also a metric). Predicted-end
+  checks are never stretched and go first, so natural track changes stay fast under load;
+  skips get slower.
   A skip check the budget still holds back at the item's predicted end comes out then, as the
   end check (each such member has a second heap entry for it).
 * Members added together (the bot starting with thousands of followed members) get their first
@@ -283,6 +288,8 @@ class PollScheduler:
             due = self._plan_routine(member_id, state, now, delay, CheckKind.IDLE)
             return RecordResult(due, unseen_since)
         if not observation.is_playing:
+            if not state.paused or state.last_item_key != observation.item_key:
+                state.paused_since = now
             state.paused = True
             state.last_item_key = observation.item_key
             delay = self._ladder(state, Outcome.PAUSED, cfg.paused_backoff)
@@ -291,6 +298,7 @@ class PollScheduler:
                 # can tell when the track ends; a late one makes that natural change late.
                 self._set_rate(state, 0.0)
                 delay *= 1.0 - self._rng.uniform(0.0, cfg.jitter_fraction)
+                delay = self._before_a_resumed_end(state, observation, now, delay)
                 due = self._plan(member_id, state, now + delay, CheckKind.RESUME)
             else:
                 due = self._plan_routine(member_id, state, now, delay, CheckKind.PAUSED)
@@ -345,6 +353,23 @@ class PollScheduler:
         end = now + until_end + self._rng.uniform(0.0, cfg.end_jitter)
         self._queue.plan_end_fallback(member_id, state, end)
         return due
+
+    def _before_a_resumed_end(
+        self, state: MemberState, obs: Playing, now: float, delay: float
+    ) -> float:
+        """A track paused near its end, resumed just after this check, would end before the
+        ladder's next one: look again by then instead (the ladder waits a step), for the
+        first ``resume_watch`` seconds of the pause and never sooner than
+        ``min_resume_check``. Either the track played out by then (its successor is seen at
+        most ``end_margin`` late) or the check sees it playing and plans its end."""
+        cfg = self.config
+        if obs.duration_ms <= 0 or now - state.paused_since >= cfg.resume_watch:
+            return delay
+        until_end = max(0.0, (obs.duration_ms - obs.progress_ms) / 1000.0) + cfg.end_margin
+        if until_end >= delay:
+            return delay
+        state.streak -= 1  # this short check is not a step of the ladder
+        return max(cfg.min_resume_check, until_end)
 
     def _ladder(self, state: MemberState, outcome: Outcome, ladder: tuple[float, ...]) -> float:
         step = state.next_step(outcome, ladder)
