@@ -48,6 +48,7 @@ from bot.shards import (
     IdentifyGate,
     MemberChangeRelay,
     SharedRequestCount,
+    SharedSpotifyHold,
 )
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
@@ -101,6 +102,7 @@ class Application:
         self.web_runner: web.AppRunner
         self.web_port: int = settings.web_port
         self.outbox_sender: OutboxSender | None = None
+        self.spotify_sender: SpotifySender
         self._note_request: Callable[[float], None] = lambda _now: None
 
     async def __aenter__(self) -> Application:
@@ -135,6 +137,11 @@ class Application:
         await report_unreadable_secrets(storage, cipher, self.command)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
+        self.spotify_sender = sender
+        if storage.dialect == "postgresql":  # a 429 to one process holds them all
+            shared_hold = SharedSpotifyHold(storage, sender)
+            await self._stack.enter_async_context(shared_hold.listening())
+            self._stack.push_async_callback(shared_hold.close)
         auth = SpotifyAuth(
             sender,
             client_id=settings.spotify_client_id,

@@ -4,13 +4,20 @@ covers. On SQLite (one process) ``Storage.listen`` and ``Storage.notify`` do not
 
 from bot.shards.identify import IDENTIFY_INTERVAL, IdentifyGate
 from bot.shards.members import MEMBER_CHANNEL, MemberChangeRelay
-from bot.shards.spotify import REQUESTS_CHANNEL, SharedRequestCount
+from bot.shards.spotify import (
+    HOLDS_CHANNEL,
+    REQUESTS_CHANNEL,
+    SharedRequestCount,
+    SharedSpotifyHold,
+)
 
 __all__ = [
+    "HOLDS_CHANNEL",
     "IDENTIFY_INTERVAL",
     "MEMBER_CHANNEL",
     "REQUESTS_CHANNEL",
     "IdentifyGate",
     "MemberChangeRelay",
     "SharedRequestCount",
+    "SharedSpotifyHold",
 ]

@@ -1,4 +1,4 @@
-"""What the processes of one bot coordinate: IDENTIFY turns, and member changes.
+"""IDENTIFY turns across the processes of one bot.
 
 Discord lets a bot start ``max_concurrency`` sessions per 5 s: shard ``n`` belongs to bucket
 ``n % max_concurrency`` and a bucket may IDENTIFY once every 5 s, whichever process runs the

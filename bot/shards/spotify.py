@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Final
 
+from bot.spotify.http import SERVICES, SpotifySender, SpotifyService
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -84,4 +87,83 @@ class SharedRequestCount:
                 await self._flusher
 
 
-__all__ = ["REQUESTS_CHANNEL", "SharedRequestCount"]
+HOLDS_CHANNEL: Final = "nowplaying_spotify_holds"
+# A hold announced for longer than this is garbage (Spotify's longest waits are hours).
+LONGEST_HOLD_SECONDS: Final = 86_400.0
+
+
+class SharedSpotifyHold:
+    """A 429 answered to any process holds that Spotify service (accounts or Web API) in
+    every process until the same moment.
+
+    The process that got the 429 holds the service itself (``SpotifySender``) and tells the
+    others ``origin:service:until:quota`` (``until``: Unix time, as the processes share no
+    monotonic clock; ``quota``: 1 when the answer said QUOTA_EXCEEDED). A receiver holds the
+    service as long, never shorter than a hold it already keeps; a malformed payload is
+    ignored. A process that misses the notification still obeys the 429s it gets itself.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        sender: SpotifySender,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._storage = storage
+        self._sender = sender
+        self._wall_clock = wall_clock
+        self._origin = secrets.token_hex(8)
+        self._sending: set[asyncio.Task[None]] = set()
+        self.received = 0  # holds applied from other processes (tests, logs)
+        sender.add_hold_listener(self._held_here)
+
+    def listening(self) -> AbstractAsyncContextManager[None]:
+        return self._storage.listen(HOLDS_CHANNEL, self._received)
+
+    def _held_here(self, service: SpotifyService, seconds: float, quota_exceeded: bool) -> None:
+        until = self._wall_clock() + seconds
+        payload = f"{self._origin}:{service}:{until:.3f}:{int(quota_exceeded)}"
+        task = asyncio.create_task(self._send(payload), name="spotify-hold-notify")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, payload: str) -> None:
+        try:
+            await self._storage.notify(HOLDS_CHANNEL, payload)
+        except Exception:  # each process still obeys the 429s it gets itself
+            log.warning("could not tell the other processes about Spotify's rate limit")
+
+    def _received(self, payload: str) -> None:
+        parts = payload.split(":")
+        if len(parts) != 4 or parts[0] == self._origin or parts[3] not in ("0", "1"):
+            return
+        service = next((s for s in SERVICES if s == parts[1]), None)
+        try:
+            until = float(parts[2])
+        except ValueError:
+            return
+        if service is None or not math.isfinite(until):
+            return
+        seconds = min(until - self._wall_clock(), LONGEST_HOLD_SECONDS)
+        if self._sender.extend_hold(service, seconds, quota_exceeded=parts[3] == "1"):
+            self.received += 1
+            log.warning(
+                "spotify: rate limited in another process, holding every %s request for %.0fs",
+                "accounts service" if service == "accounts" else "Web API",
+                seconds,
+            )
+
+    async def close(self) -> None:
+        for task in list(self._sending):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 2.0)
+
+
+__all__ = [
+    "HOLDS_CHANNEL",
+    "LONGEST_HOLD_SECONDS",
+    "REQUESTS_CHANNEL",
+    "SharedRequestCount",
+    "SharedSpotifyHold",
+]

@@ -154,6 +154,40 @@ async def test_two_processes_split_the_guilds_and_share_links(tmp_path: Path) ->
         assert posted_titles(fake_discord, OTHER_MUSIC_ID) == ["Shared Song", "Next Song"]
 
 
+async def test_a_spotify_429_to_one_process_holds_every_process(tmp_path: Path) -> None:
+    """Spotify answers /np in one process 429 Retry-After 3: /np in the other process answers
+    "try again" at once without a request to Spotify, and works again once the hold is over."""
+    from tests.helpers import eventually
+
+    async with two_processes(tmp_path) as (zero, one, fake_discord):
+        guild_zero, guild_one = sorted((GUILD_ID, OTHER_GUILD_ID), key=lambda g: shard_of(g, 2))
+        await zero.link(ALICE_ID, "alice")
+        spotify = zero.spotify
+        spotify.set_playing("alice", track_payload("t1", "Held Song", 200_000, 5_000))
+        spotify.fail_next("currently_playing", 429, retry_after=3)
+
+        async def np_in(guild_id: int) -> str:
+            sent = await fake_discord.send_slash_command(
+                "np", {}, user_id=str(ALICE_ID), guild_id=str(guild_id)
+            )
+            reply = await sent.wait_for_reply()
+            return reply.embeds[0]["title"] if reply.embeds else reply.content
+
+        assert await np_in(guild_zero) == "Spotify asks us to wait, try again in 3 s."
+        held_from = spotify.now()
+        sender = one.app.spotify_sender
+        await eventually(lambda: sender.hold_remaining("api") > 0)
+        answer = await np_in(guild_one)
+        assert answer.startswith("Spotify asks us to wait, try again in "), answer
+        assert sender.hold_remaining("accounts") == 0.0  # the Web API's hold only
+
+        await eventually(lambda: sender.hold_remaining("api") == 0.0, timeout=5)
+        assert await np_in(guild_one) == "Held Song"
+        calls = [r for r in spotify.requests if r.endpoint == "currently_playing"]
+        assert [r.status for r in calls] == [429, 200]
+        assert calls[1].at - held_from >= 2.5  # nothing inside the hold
+
+
 @pytest.mark.postgresql
 async def test_rotated_refresh_tokens_survive_two_processes_refreshing_at_once(
     postgres_database: str,
