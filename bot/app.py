@@ -50,6 +50,7 @@ from bot.shards import (
     SharedRequestCount,
     SharedSpotifyHold,
 )
+from bot.shards.presence import PresenceCoverRelay, guild_filter
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
@@ -208,6 +209,8 @@ class Application:
                 on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
                 is_private=privacy.is_private_now,
                 colours=colours,
+                # Presences are posted by the process they arrive in, in its own guilds.
+                serves_guild=guild_filter(settings.shard_count, settings.shard_ids),
             )
             return Services(
                 settings=settings,
@@ -267,6 +270,9 @@ class Application:
             privacy.add_server_listener(relay.visibility_changed)
             await self._stack.enter_async_context(relay.listening())
             self._stack.push_async_callback(relay.close)
+            # The leader polls nobody a presence covers, whichever process heard it.
+            covers = PresenceCoverRelay(storage, autopost.coverage)
+            await self._stack.enter_async_context(covers.running())
         await self._start_listening_log(storage, tokens, api, scheduler, autopost)
 
         app = create_app(
