@@ -161,7 +161,13 @@ class AutopostService:
     async def _run(self) -> None:
         await self._discord.wait_until_ready()
         # Every process: presences are judged (linked? may post?) where they arrive.
-        await self.settings.load_members()
+        while True:
+            try:
+                await self.settings.load_members()
+                break
+            except Exception as exc:  # the database is away: the leader needs it too
+                log.warning("auto-post: cannot read the linked members (%s); trying again", exc)
+                await asyncio.sleep(self.leadership.retry)
         while True:
             # While another process polls there is nothing of ours to wait for.
             async with self.leadership.leading(on_wait=self._ready.set) as lost:
@@ -204,8 +210,8 @@ class AutopostService:
     async def reload_settings(self) -> None:
         """Another process changed music channels or opt-ins: read them again."""
         await self.settings.load()
+        await self.settings.load_members()  # opt-ins judge presences in every process
         if self.leadership.is_leader:
-            await self.settings.load_members()
             self.lookups.everyone()
 
     # --- what sources call -------------------------------------------------------------------
