@@ -81,6 +81,21 @@ async def test_a_cover_from_another_process_expires_unless_announced_again() -> 
     assert process.heard == []
 
 
+async def test_a_process_that_takes_over_polling_skips_the_covered_members() -> None:
+    """Covers are kept by every process, leader or not: one that starts following (takes
+    over polling) does not schedule a member another process covers."""
+    clock = Clock()
+    process = Polling(clock)
+    process.coverage.cover(ALICE, "other", until=clock.now + 15)
+    process.roster.follow(ALICE)  # what a new leader does for every linked member
+    process.roster.follow(BOB)
+    assert not process.polled(ALICE)
+    assert process.polled(BOB)
+    clock.now += 16
+    assert process.coverage.expire() == [ALICE]
+    assert process.polled(ALICE)
+
+
 async def test_a_forgotten_member_keeps_no_cover() -> None:
     process = Polling()
     process.roster.follow(ALICE)
