@@ -48,7 +48,9 @@ from bot.shards import (
     IdentifyGate,
     MemberChangeRelay,
     SharedRequestCount,
+    SharedSpotifyHold,
 )
+from bot.shards.presence import PresenceCoverRelay, guild_filter
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
@@ -101,6 +103,7 @@ class Application:
         self.web_runner: web.AppRunner
         self.web_port: int = settings.web_port
         self.outbox_sender: OutboxSender | None = None
+        self.spotify_sender: SpotifySender
         self._note_request: Callable[[float], None] = lambda _now: None
 
     async def __aenter__(self) -> Application:
@@ -135,6 +138,11 @@ class Application:
         await report_unreadable_secrets(storage, cipher, self.command)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
+        self.spotify_sender = sender
+        if storage.dialect == "postgresql":  # a 429 to one process holds them all
+            shared_hold = SharedSpotifyHold(storage, sender)
+            await self._stack.enter_async_context(shared_hold.listening())
+            self._stack.push_async_callback(shared_hold.close)
         auth = SpotifyAuth(
             sender,
             client_id=settings.spotify_client_id,
@@ -201,6 +209,8 @@ class Application:
                 on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
                 is_private=privacy.is_private_now,
                 colours=colours,
+                # Presences are posted by the process they arrive in, in its own guilds.
+                serves_guild=guild_filter(settings.shard_count, settings.shard_ids),
             )
             return Services(
                 settings=settings,
@@ -260,6 +270,9 @@ class Application:
             privacy.add_server_listener(relay.visibility_changed)
             await self._stack.enter_async_context(relay.listening())
             self._stack.push_async_callback(relay.close)
+            # The leader polls nobody a presence covers, whichever process heard it.
+            covers = PresenceCoverRelay(storage, autopost.coverage)
+            await self._stack.enter_async_context(covers.running())
         await self._start_listening_log(storage, tokens, api, scheduler, autopost)
 
         app = create_app(

@@ -2,9 +2,11 @@
 
 Loaded only in presence mode. A PRESENCE_UPDATE that shows Spotify is handed to the auto-poster
 as an observation (no Spotify call). While a member's status shows Spotify, polling is
-suspended for them; when Spotify disappears from the status (paused, stopped, hidden), polling
-resumes. The same update arrives once per shared guild: the auto-poster's duplicate check
-(checked and marked with no await in between) posts it once per music channel.
+suspended for them (in every process: the cover is relayed to the one that polls); when Spotify
+disappears from the status (paused, stopped, hidden), polling resumes. The same update arrives
+once per shared guild: the auto-poster's duplicate check (checked and marked with no await in
+between) posts it once per music channel; with several processes each posts it in its own
+shards' guilds.
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ class GuildSettings:
     async def load(self) -> None:
         """Music channels, and who opted in somewhere: before the gateway connects, so
         presences that arrive with the guilds are judged without a read."""
-        self._channels = await self._storage.list_music_channels()
+        async with self._lock:  # a channel set meanwhile is not overwritten by this read
+            self._channels = await self._storage.list_music_channels()
         for member_id in await self._storage.list_autopost_opted_in_user_ids():
             self._choices.setdefault(member_id, True)
 

@@ -37,6 +37,11 @@ class Leadership:
         self.is_leader = False
         self.tries = 0
 
+    @property
+    def retry(self) -> float:
+        """Seconds between two tries to take the lead."""
+        return self._retry
+
     @asynccontextmanager
     async def leading(
         self, on_wait: Callable[[], None] | None = None

@@ -15,6 +15,12 @@ Every source (the poll loop, presence updates) ends up in :meth:`Poster.observe`
 * The duplicate check and its mark happen with no ``await`` in between, and a member's posts
   run one at a time (a per-member lock), so concurrent sources (a poll, the same presence
   update from several guilds) never post twice.
+* Several processes (``shared``): a presence is posted where it arrived, in the music channels
+  of the guilds this process runs the shards of (``serves_guild``): every other process hears
+  the same presence in its own guilds and posts it there, so each channel gets it once. The
+  last posts are read from the database before deciding and again just before posting (any
+  process may have posted meanwhile); two processes that still post the same item at once
+  send the same nonce, and Discord keeps one.
 * Before each post the member is looked up in the guild again (``fetch_member``; the guilds
   intent alone never tells us someone left), and the member must still be linked or opted in
   *in that guild* (``Storage.get_guild_autopost_opt_in``: the choice made there, else the one
@@ -35,6 +41,7 @@ import time
 from collections.abc import Callable, Collection
 
 from bot.autopost.guild_settings import GuildSettings
+from bot.autopost.last_posts import LastPosts
 from bot.autopost.ports import (
     ChannelCheck,
     ChannelState,
@@ -74,6 +81,8 @@ class Poster:
         on_post: PostHook | None = None,
         colours: CoverColours | None = None,
         wall_clock: Callable[[], float] = time.time,
+        serves_guild: Callable[[int], bool] | None = None,
+        shared: bool = False,
     ) -> None:
         self._storage = storage
         self._discord = discord
@@ -84,29 +93,25 @@ class Poster:
         self.on_post = on_post
         self._colours = colours
         self._wall_clock = wall_clock
-        self._last_posts: dict[tuple[int, int], LastPost] = {}  # (member, channel)
+        self._serves_guild = serves_guild
+        self._last_posts = LastPosts(storage, shared=shared)
         self._member_locks: KeyedLocks[int, LockEntry] = KeyedLocks(LockEntry)
         self._play_listeners: list[PlayListener] = []
 
     async def load(self) -> None:
-        self._last_posts = {
-            (post.discord_user_id, post.channel_id): post
-            for post in await self._storage.load_last_posts()
-        }
+        await self._last_posts.load()
 
     def per_member_state(self) -> dict[str, Collection[object]]:
-        return {"last posts": self._last_posts, "member locks": self._member_locks.keys()}
+        return {"last posts": self._last_posts.by_key, "member locks": self._member_locks.keys()}
 
     def last_post(self, member_id: int, channel_id: int) -> LastPost | None:
-        return self._last_posts.get((member_id, channel_id))
+        return self._last_posts.get(member_id, channel_id)
 
     def forget_channel(self, channel_id: int) -> None:
-        for key in [key for key in self._last_posts if key[1] == channel_id]:
-            del self._last_posts[key]
+        self._last_posts.forget_channel(channel_id)
 
     def forget_member(self, member_id: int) -> None:
-        for key in [key for key in self._last_posts if key[0] == member_id]:
-            del self._last_posts[key]
+        self._last_posts.forget_member(member_id)
 
     def add_play_listener(self, listener: PlayListener) -> None:
         """``listener(member, playback, source)`` hears every observation (must not block)."""
@@ -148,11 +153,15 @@ class Poster:
         self, member_id: int, playback: Playback, key: str, source: Source
     ) -> bool:
         """Post in every music channel that has not shown ``key`` last. False: retry later."""
+        channels = list(self._settings.channels.items())
+        if source == "presence" and self._serves_guild is not None:
+            channels = [(g, c) for g, c in channels if self._serves_guild(g)]
+        if not await self._last_posts.refresh(member_id):
+            return False
         targets = [
             (guild_id, channel_id)
-            for guild_id, channel_id in self._settings.channels.items()
-            if (last := self._last_posts.get((member_id, channel_id))) is None
-            or last.item_key != key
+            for guild_id, channel_id in channels
+            if (last := self._last_posts.get(member_id, channel_id)) is None or last.item_key != key
         ]
         if not targets:
             return True
@@ -196,7 +205,9 @@ class Poster:
         # Re-check everything the awaits may have changed: opt-out, unlink, channel change.
         if not self._still_wanted(member_id, guild_id, channel_id):
             return True
-        last = self._last_posts.get((member_id, channel_id))
+        if not await self._last_posts.refresh(member_id, channel_id):
+            return False
+        last = self._last_posts.get(member_id, channel_id)
         if last is not None and last.item_key == key:
             return True
         now_wall = self._wall_clock()
@@ -227,8 +238,7 @@ class Poster:
         post = LastPost(member_id, channel_id, key, message_id, self._wall_clock())
         if not self._still_wanted(member_id, guild_id, channel_id):
             return True  # unlinked or turned off while we posted: keep nothing about it
-        self._last_posts[member_id, channel_id] = post
-        await self._storage.record_post(post)
+        await self._last_posts.record(post)
         self._report(action, playback, source)
         return True
 

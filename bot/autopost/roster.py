@@ -105,6 +105,9 @@ class Roster:
         if member_id not in self._suspended:
             return
         self._suspended.discard(member_id)
+        # What was seen before may be stale (another process posted meanwhile): the first
+        # poll decides again per channel, from the last posts.
+        self._observed.pop(member_id, None)
         if member_id in self._followed and member_id not in self.scheduler:
             self.scheduler.add(member_id, self._clock())
             self._wake.set()

@@ -6,7 +6,8 @@ link events come in as listeners. It wires four parts that each own their state:
 
 * ``guild_settings.GuildSettings``: music channels, linked members, opt-in choices;
 * ``roster.Roster`` and ``roster.MembershipLookups``: who is followed (membership cache, the
-  lookup workers, suspend/resume while presence covers someone);
+  lookup workers); ``coverage.PresenceCoverage``: whom a presence covers, here or in another
+  process (not polled meanwhile);
 * ``posting.Poster``: the posting rules (observe, dedupe, post or edit, a dead channel);
 * ``poll_loop.PollLoop``: the one polling loop.
 
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Collection
 
 from bot.autopost.config import AutopostConfig
+from bot.autopost.coverage import PresenceCoverage
 from bot.autopost.guild_settings import GuildSettings
 from bot.autopost.leadership import Leadership
 from bot.autopost.poll_loop import PollLoop
@@ -71,7 +73,10 @@ class AutopostService:
         is_private: Callable[[int], bool] | None = None,
         colours: CoverColours | None = None,
         leadership: Leadership | None = None,
+        serves_guild: Callable[[int], bool] | None = None,
     ) -> None:
+        """``serves_guild``: whether this process runs the guild's shard (presence posts go
+        only there; None: every guild, one process)."""
         self.config = config = config or AutopostConfig()
         self.scheduler: PollScheduling = (
             scheduler if scheduler is not None else PollScheduler(config.scheduler)
@@ -85,6 +90,7 @@ class AutopostService:
         self.lookups = MembershipLookups(
             self.roster, self.settings, discord, workers=config.membership_lookups
         )
+        self.coverage = PresenceCoverage(self.roster, clock=clock)
         self.poster = Poster(
             storage,
             discord,
@@ -95,6 +101,8 @@ class AutopostService:
             on_post=on_post,
             colours=colours,
             wall_clock=wall_clock,
+            serves_guild=serves_guild,
+            shared=storage.dialect == "postgresql",
         )
         self.loop = PollLoop(
             fetch,
@@ -152,6 +160,14 @@ class AutopostService:
 
     async def _run(self) -> None:
         await self._discord.wait_until_ready()
+        # Every process: presences are judged (linked? may post?) where they arrive.
+        while True:
+            try:
+                await self.settings.load_members()
+                break
+            except Exception as exc:  # the database is away: the leader needs it too
+                log.warning("auto-post: cannot read the linked members (%s); trying again", exc)
+                await asyncio.sleep(self.leadership.retry)
         while True:
             # While another process polls there is nothing of ours to wait for.
             async with self.leadership.leading(on_wait=self._ready.set) as lost:
@@ -194,8 +210,8 @@ class AutopostService:
     async def reload_settings(self) -> None:
         """Another process changed music channels or opt-ins: read them again."""
         await self.settings.load()
+        await self.settings.load_members()  # opt-ins judge presences in every process
         if self.leadership.is_leader:
-            await self.settings.load_members()
             self.lookups.everyone()
 
     # --- what sources call -------------------------------------------------------------------
@@ -224,12 +240,13 @@ class AutopostService:
         """Stop polling a followed member while another source (presence) covers them.
         Only linked members are ever polled: for anyone else this keeps nothing."""
         if self.settings.is_linked(member_id):
-            self.roster.suspend(member_id)
+            self.coverage.cover(member_id)
 
     def resume_polling(self, member_id: int) -> None:
         """Poll again when the other source went away (e.g. the presence lost Spotify).
-        A no-op for a member who was not suspended."""
-        self.roster.resume(member_id)
+        A no-op for a member who was not suspended; another process's cover of the member
+        (``coverage``) keeps them unpolled until it ends too."""
+        self.coverage.uncover(member_id)
 
     # --- what commands and other services call -----------------------------------------------
 
@@ -276,6 +293,7 @@ class AutopostService:
     def member_went_private(self, member_id: int) -> None:
         """PrivacyService private listener: no more polls or posts, and what they last
         played is forgotten (the storage deleted its copy with the choice)."""
+        self.coverage.forget(member_id)
         self.roster.stop_following(member_id)
         self.poster.forget_member(member_id)
 
@@ -300,6 +318,7 @@ class AutopostService:
     def member_unlinked(self, member_id: int) -> None:
         """LinkService unlinked listener: their settings and last posts are gone too."""
         self.settings.member_unlinked(member_id)
+        self.coverage.forget(member_id)
         self.roster.forget(member_id, list(self.settings.channels))
         self.poster.forget_member(member_id)
 
@@ -326,5 +345,6 @@ class AutopostService:
             **self.settings.per_member_state(),
             **self.roster.per_member_state(),
             **self.poster.per_member_state(),
+            **self.coverage.per_member_state(),
             "lookup queue": self.lookups.queued,
         }

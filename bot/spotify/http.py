@@ -7,7 +7,8 @@ Endpoints (``auth.py``, ``api.py``) only build a :class:`SpotifyRequest` and rea
 * 5xx answers, connection errors and timeouts are retried at most twice with jittered
   exponential backoff, the sleeping bounded per caller, then :class:`SpotifyUnavailable`;
 * a 429 is never slept on: it raises :class:`SpotifyRateLimited` at once and starts an
-  app-wide hold (Spotify limits are per app) of the service that answered it: the accounts
+  app-wide hold (Spotify limits are per app; other processes of the bot hear of it through
+  ``add_hold_listener`` and ``extend_hold``) of the service that answered it: the accounts
   service (``/api/token``) and the Web API are held separately, because a Web API 429 does
   not stop the accounts service from exchanging a code (and the other way round). During a
   hold every request to that service fails at once without touching the network;
@@ -50,6 +51,8 @@ SpotifyService = Literal["accounts", "api"]
 SERVICES: tuple[SpotifyService, ...] = ("accounts", "api")
 Sleep = Callable[[float], Awaitable[Any]]
 ResponseHook = Callable[[str, str], None]
+# (service, seconds from now, quota exceeded): a 429 just started (or lengthened) a hold.
+HoldListener = Callable[[SpotifyService, float, bool], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,7 @@ class SpotifySender:
         # No retry starts once a request has taken this long in all: bounded to 5 s in total.
         self._retry_total_budget = retry_total_budget
         self._holds: dict[SpotifyService, _Hold] = {service: _Hold() for service in SERVICES}
+        self._hold_listeners: list[HoldListener] = []
         self._sent_at: deque[float] = deque()
         self._window_retention = RATE_WINDOW
 
@@ -214,6 +218,24 @@ class SpotifySender:
 
     def hold_remaining(self, service: SpotifyService = "api") -> float:
         return max(0.0, self._holds[service].until - self._clock())
+
+    def add_hold_listener(self, listener: HoldListener) -> None:
+        """``listener(service, seconds, quota_exceeded)`` hears each hold a 429 answered
+        here starts (not the ones ``extend_hold`` applies); it must not block."""
+        self._hold_listeners.append(listener)
+
+    def extend_hold(
+        self, service: SpotifyService, seconds: float, *, quota_exceeded: bool = False
+    ) -> bool:
+        """Hold ``service`` for ``seconds`` from now (a 429 answered to another process);
+        a longer hold already kept stays as it is. True when the hold grew."""
+        hold = self._holds[service]
+        until = self._clock() + seconds
+        if seconds <= 0 or until <= hold.until:
+            return False
+        hold.until = until
+        hold.quota_exceeded = quota_exceeded
+        return True
 
     def requests_in_window(self, window: float = RATE_WINDOW) -> int:
         """How many HTTP attempts were actually sent in the last ``window`` seconds."""
@@ -355,4 +377,9 @@ class SpotifySender:
             retry_after,
             " (quota exceeded)" if quota_exceeded else "",
         )
+        for listener in self._hold_listeners:
+            try:
+                listener(request.service, retry_after, quota_exceeded)
+            except Exception:  # telling the other processes must not change this answer
+                log.exception("a Spotify hold listener failed")
         return SpotifyRateLimited(retry_after, retry_at, quota_exceeded=quota_exceeded)

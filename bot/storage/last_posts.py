@@ -40,6 +40,15 @@ class LastPostsStore(StorageBase):
         )
         return _last_post_from_row(row) if row is not None else None
 
+    async def load_last_posts_of(self, user_id: int) -> list[LastPost]:
+        """One member's last post in every channel (what any process posted for them)."""
+        rows = await self._fetchall(
+            "SELECT discord_user_id, channel_id, item_key, message_id, posted_at "
+            "FROM last_posts WHERE discord_user_id = ? ORDER BY channel_id",
+            (user_id,),
+        )
+        return [_last_post_from_row(row) for row in rows]
+
     async def record_post(self, post: LastPost) -> None:
         await self._write(
             """

@@ -5,9 +5,6 @@ a link started in one process completes through the other's web server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,87 +13,19 @@ from bot.storage import Storage
 from bot.tokens import TokenManager
 from tests.fakes.discord import FakeDiscord, shard_of
 from tests.fakes.spotify import FakeSpotify, track_payload
-from tests.harness import (
-    ADMIN_ID,
-    ALICE_ID,
-    BOB_ID,
-    GUILD_ID,
-    MUSIC_ID,
-    Stack,
-    default_guild,
-    fast_autopost,
-    free_port,
-    guild_of,
-    set_autopost_channel,
+from tests.harness import ALICE_ID, GUILD_ID, MUSIC_ID, Stack, default_guild
+from tests.shardrun import (
+    IDENTIFY_INTERVAL,
+    OTHER_GUILD_ID,
+    OTHER_MUSIC_ID,
+    other_guild,
+    posted_in_both,
+    posted_titles,
+    set_both_music_channels,
+    two_processes,
 )
 
 DATABASE_BACKENDS = ("postgresql",)  # several processes need the shared database
-
-OTHER_GUILD_ID = GUILD_ID + (1 << 22)  # the neighbouring shard of two
-OTHER_GENERAL_ID = 700000000000000110
-OTHER_MUSIC_ID = 700000000000000111
-# Every track its own post (not an edit of the last one).
-FAST_AUTOPOST = dataclasses.replace(fast_autopost(skip_check=0.5), edit_window=0.0)
-IDENTIFY_INTERVAL = 0.5
-
-
-def other_guild() -> dict[str, object]:
-    return guild_of(
-        OTHER_GUILD_ID,
-        "Second Server",
-        [(OTHER_GENERAL_ID, "general"), (OTHER_MUSIC_ID, "music")],
-        [(ALICE_ID, "alice"), (BOB_ID, "bob"), (ADMIN_ID, "admin")],
-    )
-
-
-async def set_both_music_channels(stack: Stack) -> None:
-    """The admin's /autopost channel in both servers, each answered by its shard's process."""
-    for guild_id, channel_id in ((GUILD_ID, MUSIC_ID), (OTHER_GUILD_ID, OTHER_MUSIC_ID)):
-        reply = await set_autopost_channel(stack, channel_id, guild_id=guild_id)
-        assert f"<#{channel_id}>" in reply.content
-
-
-def posted_titles(fake_discord: FakeDiscord, channel_id: int) -> list[str]:
-    return [
-        m.embeds[0]["title"]
-        for m in fake_discord.channel_posts
-        if m.channel_id == str(channel_id) and m.embeds
-    ]
-
-
-def posted_in_both(fake_discord: FakeDiscord, title: str) -> bool | None:
-    """True once a post titled ``title`` is in both servers' music channels (for wait_for)."""
-    done = all(title in posted_titles(fake_discord, c) for c in (MUSIC_ID, OTHER_MUSIC_ID))
-    return True if done else None
-
-
-@contextlib.asynccontextmanager
-async def two_processes(tmp_path: Path) -> AsyncIterator[tuple[Stack, Stack, FakeDiscord]]:
-    """Shard 0 and shard 1 of one bot, sharing the fake Discord, Spotify and the database."""
-    ports = (free_port(), free_port())
-    redirect_uri = f"http://127.0.0.1:{ports[0]}/callback"  # the proxy sends it to shard 0
-    guilds = [default_guild(), other_guild()]
-    async with (
-        FakeSpotify.running(redirect_uris=[redirect_uri]) as spotify,
-        FakeDiscord.running(guilds=guilds) as fake_discord,
-    ):
-        options = {"identify_interval": IDENTIFY_INTERVAL, "autopost_config": FAST_AUTOPOST}
-        stacks: list[Stack] = []
-        async with contextlib.AsyncExitStack() as processes:
-            for shard_id, port in enumerate(ports):
-                env = {"SHARD_COUNT": "2", "SHARD_IDS": str(shard_id), "WEB_PORT": str(port)}
-                stack = await processes.enter_async_context(
-                    Stack.running(
-                        tmp_path / f"shard{shard_id}",
-                        env=env,
-                        spotify=spotify,
-                        fake_discord=fake_discord,
-                        redirect_uri=redirect_uri,
-                        app_options=options,
-                    )
-                )
-                stacks.append(stack)
-            yield stacks[0], stacks[1], fake_discord
 
 
 async def test_two_processes_split_the_guilds_and_share_links(tmp_path: Path) -> None:
@@ -142,7 +71,7 @@ async def test_two_processes_split_the_guilds_and_share_links(tmp_path: Path) ->
             assert reply.embeds[0]["title"] == "Shared Song"
 
         # Auto-posts: each guild's channel is served by the process of its shard, once.
-        await set_both_music_channels(zero)
+        await set_both_music_channels(zero, zero, one)
 
         await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "Shared Song"), timeout=10)
         zero.spotify.set_playing("alice", track_payload("t2", "Next Song", 200_000, 0))
@@ -152,6 +81,40 @@ async def test_two_processes_split_the_guilds_and_share_links(tmp_path: Path) ->
             await service.settle()
         assert posted_titles(fake_discord, MUSIC_ID) == ["Shared Song", "Next Song"]
         assert posted_titles(fake_discord, OTHER_MUSIC_ID) == ["Shared Song", "Next Song"]
+
+
+async def test_a_spotify_429_to_one_process_holds_every_process(tmp_path: Path) -> None:
+    """Spotify answers /np in one process 429 Retry-After 3: /np in the other process answers
+    "try again" at once without a request to Spotify, and works again once the hold is over."""
+    from tests.helpers import eventually
+
+    async with two_processes(tmp_path) as (zero, one, fake_discord):
+        guild_zero, guild_one = sorted((GUILD_ID, OTHER_GUILD_ID), key=lambda g: shard_of(g, 2))
+        await zero.link(ALICE_ID, "alice")
+        spotify = zero.spotify
+        spotify.set_playing("alice", track_payload("t1", "Held Song", 200_000, 5_000))
+        spotify.fail_next("currently_playing", 429, retry_after=3)
+
+        async def np_in(guild_id: int) -> str:
+            sent = await fake_discord.send_slash_command(
+                "np", {}, user_id=str(ALICE_ID), guild_id=str(guild_id)
+            )
+            reply = await sent.wait_for_reply()
+            return reply.embeds[0]["title"] if reply.embeds else reply.content
+
+        assert await np_in(guild_zero) == "Spotify asks us to wait, try again in 3 s."
+        held_from = spotify.now()
+        sender = one.app.spotify_sender
+        await eventually(lambda: sender.hold_remaining("api") > 0)
+        answer = await np_in(guild_one)
+        assert answer.startswith("Spotify asks us to wait, try again in "), answer
+        assert sender.hold_remaining("accounts") == 0.0  # the Web API's hold only
+
+        await eventually(lambda: sender.hold_remaining("api") == 0.0, timeout=5)
+        assert await np_in(guild_one) == "Held Song"
+        calls = [r for r in spotify.requests if r.endpoint == "currently_playing"]
+        assert [r.status for r in calls] == [429, 200]
+        assert calls[1].at - held_from >= 2.5  # nothing inside the hold
 
 
 @pytest.mark.postgresql
@@ -252,7 +215,7 @@ async def test_one_process_polls_and_another_takes_over_when_it_dies(tmp_path: P
     assert database_url is not None
     async with two_processes(tmp_path) as (zero, one, fake_discord):
         await zero.link(ALICE_ID, "alice")
-        await set_both_music_channels(zero)
+        await set_both_music_channels(zero, zero, one)
 
         zero.spotify.set_playing("alice", track_payload("t1", "First Song", 200_000, 5_000))
         await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "First Song"), timeout=10)
