@@ -100,6 +100,7 @@ SETTLE_MARGIN = 35.0  # tracks starting this close to the end are not judged
 TRACKS_FROM = 30.0  # tracks are judged from this long after the start (first checks done)
 MIN_COUNTED_PLAY = 30.0
 NATURAL_TARGET = 2.0  # natural change -> post, p95 target (s)
+HOLD_REACH = 1.5  # a track ending this long before a 429 has its end check inside the hold
 HOLD_SECONDS = 10  # Retry-After of the app-wide 429 in the middle of the run
 ON_THE_WIRE = 0.25  # requests arriving this soon after the 429 left before it was seen
 PAUSED_SHARE = 0.15  # tracks paused once
@@ -429,6 +430,7 @@ class Figures:
     duplicates: int
     calls_in_hold: int
     slow_natural: list[tuple[float, str]] = field(default_factory=list)  # (latency, why)
+    natural_outside_hold: list[float] = field(default_factory=list)
     posts: int = 0
     edits: int = 0
     peak_rss_mb: float = math.nan
@@ -541,6 +543,7 @@ def judge(
     natural: list[float] = []
     after_skip: list[float] = []
     slow: list[tuple[float, str]] = []
+    outside_hold: list[float] = []
     missed = judged = seen_paused = 0
     for index, plays in timelines.items():
         checks = check_times.get(f"{prefix}{index}", [])
@@ -556,6 +559,8 @@ def judge(
                     missed += 1
             if seen is not None:
                 (after_skip if play.after_skip else natural).append(seen - play.start)
+                if not play.after_skip and not ended_in_hold(play, hold):
+                    outside_hold.append(seen - play.start)
                 if not play.after_skip and seen - play.start > NATURAL_TARGET:
                     why = slow_reason(play, previous, checks, hold)
                     slow.append((seen - play.start, f"L{index:04d} {why}"))
@@ -579,14 +584,21 @@ def judge(
         duplicates=sum(count - 1 for count in shown.values() if count > 1),
         calls_in_hold=0,
         slow_natural=sorted(slow, reverse=True),
+        natural_outside_hold=outside_hold,
     )
+
+
+def ended_in_hold(play: Play, hold: tuple[float, float] | None) -> bool:
+    """Whether the check that would see ``play`` start (1-1.5 s after the previous track's
+    end) fell inside the 429 hold: nothing can see it before the hold ends."""
+    return hold is not None and hold[0] - HOLD_REACH <= play.start <= hold[1]
 
 
 def slow_reason(
     play: Play, previous: Play | None, checks: list[float], hold: tuple[float, float] | None
 ) -> str:
     """Why a natural change took long to post: what the poller could have known."""
-    if hold is not None and hold[0] - 1.0 <= play.start <= hold[1]:
+    if hold is not None and ended_in_hold(play, hold):
         return f"ended inside the 429 hold ({play.start - hold[0]:+.1f} s from its start)"
     if previous is not None and previous.pause_for and previous.pause_at < math.inf:
         return "the previous track was paused and resumed (its end known only after a check)"
@@ -610,6 +622,13 @@ ROWS = [
         lambda f: f"{f.calls_active_hour_whole:.1f} / {f.calls_idle_hour_whole:.1f}",
     ),
     ("latency natural p50 / p95 / max (s)", lambda f: lat(f.natural)),
+    (
+        "  natural p95 outside the hold (inside: n)",
+        lambda f: (
+            f"{percentile(f.natural_outside_hold, 0.95):.2f} "
+            f"({len(f.natural) - len(f.natural_outside_hold)})"
+        ),
+    ),
     ("latency after a skip p50 / p95 / max (s)", lambda f: lat(f.after_skip)),
     ("tracks timed (natural / after skip)", lambda f: f"{len(f.natural)} / {len(f.after_skip)}"),
     ("missed tracks current >= 30 s", lambda f: f"{f.missed} of {f.judged}"),
