@@ -133,11 +133,11 @@ def replay(seed: int, config: SchedulerConfig, listeners: int, minutes: float) -
                 or not max(begin + TRACKS_FROM, first) <= play.start <= end - SETTLE_MARGIN
             ):
                 continue
-            at = seen[member].get(play.track_id)
-            if at is None:
+            seen_at = seen[member].get(play.track_id)
+            if seen_at is None:
                 outcome.missed += play.current_for >= MIN_COUNTED_PLAY
                 continue
-            latency = at - play.start + ANSWER_AFTER / 2 + POST_TAKES
+            latency = seen_at - play.start + ANSWER_AFTER / 2 + POST_TAKES
             (outcome.after_skip if play.after_skip else outcome.natural).append(latency)
     hours = total / 3600.0
     outcome.calls_playing_hour = sum(calls[m] for m in timelines) / (len(timelines) * hours)
