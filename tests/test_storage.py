@@ -710,6 +710,13 @@ async def test_autopost_opt_in_per_server_falls_back_to_the_old_global_choice(
     assert await storage.get_autopost_opt_in_anywhere(2) is None  # in by default elsewhere
     await storage.set_autopost_opt_in(3, True)
     assert await storage.list_autopost_opted_in_user_ids() == {1, 3}
+    await storage.set_autopost_opt_in(4, False)
+    await storage.set_guild_autopost_opt_in(4, 10, False)
+    # The summary of everyone in one query says what the per-member one says.
+    summaries = await storage.list_autopost_opt_in_summaries()
+    assert summaries == {1: True, 3: True, 4: False}
+    for member_id in (1, 2, 3, 4, 5):
+        assert summaries.get(member_id) is await storage.get_autopost_opt_in_anywhere(member_id)
     await storage.delete_member(1)
     assert await storage.get_guild_autopost_opt_in(1, 10) is None
 

@@ -67,8 +67,9 @@ class GuildSettings:
     async def load_members(self) -> None:
         """Linked members and their choices (once Discord is ready: the loop's start)."""
         self._linked = set(await self._storage.list_active_user_ids())
+        summaries = await self._storage.list_autopost_opt_in_summaries()  # one query for all
         for member_id in self._linked:
-            self._choices[member_id] = await self._storage.get_autopost_opt_in_anywhere(member_id)
+            self._choices[member_id] = summaries.get(member_id)
 
     def per_member_state(self) -> dict[str, Collection[object]]:
         return {"linked": self._linked, "opt-in choices": self._choices}

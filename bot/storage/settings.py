@@ -164,6 +164,30 @@ class SettingsStore(StorageBase):
             return False
         return None
 
+    async def list_autopost_opt_in_summaries(self) -> dict[int, bool]:
+        """``get_autopost_opt_in_anywhere`` for every member with a choice, in one query
+        (members absent from the result: None)."""
+        rows = await self._fetchall(
+            """
+            SELECT discord_user_id, max(per_guild), max(fallback) FROM (
+                SELECT discord_user_id, autopost_opt_in AS per_guild, NULL AS fallback
+                FROM member_guild_settings
+                UNION ALL
+                SELECT discord_user_id, NULL AS per_guild, autopost_opt_in AS fallback
+                FROM member_settings
+            ) AS choices
+            GROUP BY discord_user_id
+            """
+        )
+        summaries: dict[int, bool] = {}
+        for row in rows:
+            per_guild, fallback = row[1], row[2]
+            if per_guild == 1 or fallback == 1:
+                summaries[int(row[0])] = True
+            elif fallback == 0:
+                summaries[int(row[0])] = False
+        return summaries
+
     async def list_autopost_opted_in_user_ids(self) -> set[int]:
         """Every member who opted in somewhere (per server, or before it was per server)."""
         rows = await self._fetchall(
