@@ -617,6 +617,22 @@ def test_end_checks_keep_their_headroom_while_routine_checks_wait() -> None:
     assert scheduler.stretch(later) == pytest.approx(scheduler.demand() / ((room - 2) / 30 * 0.95))
 
 
+def test_routine_checks_keep_their_floor_when_end_checks_alone_would_fill_the_budget() -> None:
+    config = SchedulerConfig(budget_per_window=30, burst_factor=40.0)  # 27 polls, floor 3
+    scheduler = make_scheduler(config)
+    ends, firsts = range(40), range(100, 140)
+    for member_id in ends:  # 40 tracks ending at about 99 s: more end checks than the budget
+        scheduler.add(member_id, 0.0)
+        scheduler.record(member_id, playing(f"t{member_id}", 181, 200), 80.0)
+        assert scheduler.next_check_kind(member_id) is CheckKind.END
+    for member_id in firsts:  # first checks (routine), all due by then
+        scheduler.add(member_id, 0.0)
+    popped = scheduler.pop_due(101.0)
+    assert len(popped) == config.poll_budget == 27
+    # Without the floor, nobody new would ever be looked at while tracks keep ending.
+    assert len([m for m in popped if m in firsts]) == config.min_routine_room == 3
+
+
 def test_a_skip_check_held_back_past_the_predicted_end_comes_out_as_the_end_check() -> None:
     config = SchedulerConfig(budget_per_window=30, burst_factor=10.0)  # 27 polls, 24 routine
     scheduler = make_scheduler(config)

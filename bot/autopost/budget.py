@@ -105,6 +105,13 @@ class PollBudget:
         used = len(self._others) + len(self._urgent_polls)
         return max(self.config.min_routine_room, self._routine_limit - used)
 
+    def routine_owed(self, now: float) -> int:
+        """Slots of their floor routine checks have not used in the window ending at ``now``
+        (requests noted from outside count as used; end checks do not)."""
+        self._prune(now)
+        used = len(self._routine_polls) + len(self._others)
+        return max(0, self.config.min_routine_room - used)
+
     def allowance(self, now: float, *, urgent: bool = True) -> int:
         """How many polls may start at ``now`` without breaking the window or burst caps;
         ``urgent=False``: routine ones, which leave the end checks' headroom free."""

@@ -231,8 +231,12 @@ class PollScheduler:
         left = math.inf if limit is None else limit
         popped: list[int] = []
         timeout = self.config.in_flight_timeout
-        for urgent in (True, False):
-            allowance = min(left, self.poll_allowance(now, urgent=urgent))
+        # Routine checks owed their floor go before end checks, which could fill it otherwise.
+        owed = self._budget.routine_owed(now)
+        for urgent, most in ((False, owed), (True, math.inf), (False, math.inf)):
+            if not most:
+                continue
+            allowance = min(left, most, self.poll_allowance(now, urgent=urgent))
             batch = self._queue.pop_due(now, allowance, urgent=urgent, in_flight_timeout=timeout)
             self._budget.spend(now, len(batch), urgent=urgent)
             popped.extend(batch)
