@@ -202,6 +202,18 @@ class Play:
         """How long it was Spotify's current item, paused time included."""
         return self.played + self.pause_for
 
+    def position(self, now: float) -> tuple[float, bool]:
+        """Progress (seconds) and whether it is paused at ``now``."""
+        elapsed = max(0.0, now - self.start)
+        paused = self.pause_at <= elapsed < self.pause_at + self.pause_for
+        if paused:
+            progress = self.pause_at
+        elif elapsed >= self.pause_at:
+            progress = elapsed - self.pause_for
+        else:
+            progress = elapsed
+        return min(self.duration, progress), paused
+
 
 def make_plays(rng: random.Random, index: int, begin: float, until: float) -> list[Play]:
     plays: list[Play] = []
@@ -250,15 +262,7 @@ class Timeline:
     def __call__(self) -> dict[str, Any]:
         now = time.monotonic()
         play = self.plays[max(0, bisect.bisect_right(self.starts, now) - 1)]
-        elapsed = max(0.0, now - play.start)
-        paused = play.pause_at <= elapsed < play.pause_at + play.pause_for
-        if paused:
-            progress = play.pause_at
-        elif elapsed >= play.pause_at:
-            progress = elapsed - play.pause_for
-        else:
-            progress = elapsed
-        progress = min(play.duration, progress)
+        progress, paused = play.position(now)
         return track_payload(
             play.track_id,
             f"Track {play.track_id}",

@@ -59,15 +59,7 @@ def answer(play: Play | None, at: float) -> Observation:
     """What the fake Spotify of the bench would answer at ``at``."""
     if play is None:
         return Idle()
-    elapsed = max(0.0, at - play.start)
-    paused = play.pause_at <= elapsed < play.pause_at + play.pause_for
-    if paused:
-        progress = play.pause_at
-    elif elapsed >= play.pause_at:
-        progress = elapsed - play.pause_for
-    else:
-        progress = elapsed
-    progress = min(play.duration, progress)
+    progress, paused = play.position(at)
     return Playing(
         play.track_id, int(progress * 1000), int(play.duration * 1000), is_playing=not paused
     )
