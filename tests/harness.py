@@ -12,6 +12,7 @@ import base64
 import contextlib
 import socket
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,13 @@ from bot.app import Application
 from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.config import Settings, load_settings
 from tests.fakes.discord import ChannelArg, FakeDiscord, FakeMessage, SentInteraction
-from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user
+from tests.fakes.discord_payloads import (
+    make_channel,
+    make_guild,
+    make_member,
+    make_spotify_activity,
+    make_user,
+)
 from tests.fakes.spotify import FakeSpotify
 
 GUILD_ID = 700000000000000001
@@ -287,3 +294,13 @@ def authorize_url_of(components: Sequence[dict[str, Any]]) -> str:
         if component.get("style") == 5 and "url" in component:
             return str(component["url"])
     raise AssertionError(f"no link button in {components!r}")
+
+
+def listening(track_id: str, title: str) -> dict[str, Any]:
+    """A Discord Spotify activity for a 200 s track that started 5 s ago."""
+    return make_spotify_activity(
+        title=title,
+        track_id=track_id,
+        start_ms=int(time.time() * 1000) - 5_000,
+        duration_ms=200_000,
+    )

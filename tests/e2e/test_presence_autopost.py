@@ -11,9 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.discord import ChannelArg, FakeMessage
-from tests.fakes.discord_payloads import (
-    make_spotify_activity,
-)
 from tests.fakes.spotify import track_payload
 from tests.harness import (
     ADMIN_ID,
@@ -25,6 +22,7 @@ from tests.harness import (
     default_guild,
     fast_autopost,
     guild_of,
+    listening,
 )
 
 PRESENCE = {"ENABLE_PRESENCE": "true"}
@@ -73,15 +71,6 @@ async def set_music_channel(stack: Stack, guild_id: int, channel_id: int) -> Non
         guild_id=guild_id,
     )
     assert f"<#{channel_id}>" in reply.content, reply.content
-
-
-def listening(track_id: str, title: str) -> dict[str, Any]:
-    return make_spotify_activity(
-        title=title,
-        track_id=track_id,
-        start_ms=int(time.time() * 1000) - 5_000,
-        duration_ms=200_000,
-    )
 
 
 def posts_in(stack: Stack, channel_id: int) -> list[FakeMessage]:

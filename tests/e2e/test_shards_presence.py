@@ -11,9 +11,8 @@ import time
 from typing import Any
 
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.discord_payloads import make_spotify_activity
 from tests.fakes.spotify import FakeSpotify, track_payload
-from tests.harness import ALICE_ID, MUSIC_ID, Stack, default_guild, free_port
+from tests.harness import ALICE_ID, MUSIC_ID, Stack, default_guild, free_port, listening
 from tests.helpers import eventually
 from tests.shardrun import (
     FAST_AUTOPOST,
@@ -35,15 +34,6 @@ DATABASE_BACKENDS = ("postgresql",)  # several processes need the shared databas
 PRESENCE = {"ENABLE_PRESENCE": "true"}
 # Longer than a few of the leader's polls (an idle member is polled every 0.4 s here).
 SEVERAL_POLLS = 1.5
-
-
-def listening(track_id: str, title: str) -> dict[str, Any]:
-    return make_spotify_activity(
-        title=title,
-        track_id=track_id,
-        start_ms=int(time.time() * 1000) - 5_000,
-        duration_ms=200_000,
-    )
 
 
 def polls_of_alice(spotify: FakeSpotify) -> int:
