@@ -373,14 +373,19 @@ def test_a_track_paused_near_its_end_is_checked_before_it_could_end_after_a_resu
     delay = delay_after(scheduler, playing("a", 196, 200), now)
     assert 5.0 <= delay <= 5.5
     assert scheduler.next_check_kind(MEMBER) is CheckKind.END
-    # Paused for good: after resume_watch the ladder takes over (never under 3 s, either).
+    # Paused for good 4 s before the end: after resume_watch the ladder takes over.
     scheduler = make_scheduler()
     now = first_check(scheduler)
-    delays, now = walk_ladder(scheduler, playing("b", 199.5, 200, paused=True), now, 50)
-    assert min(delays) == CONFIG.min_resume_check
+    delays, now = walk_ladder(scheduler, playing("b", 196, 200, paused=True), now, 40)
     watched = [d for d, at in zip(delays, itertools.accumulate(delays), strict=True) if at <= 120]
-    assert sum(watched) <= CONFIG.resume_watch + CONFIG.min_resume_check
+    assert watched == pytest.approx([5.0] * len(watched))
+    assert sum(watched) <= CONFIG.resume_watch
     assert_ladder(delays[-3:], [105.0, 105.0, 105.0])
+    # Paused at its very end (a playlist that finished): the plain ladder from the start.
+    scheduler = make_scheduler()
+    now = first_check(scheduler)
+    delays, now = walk_ladder(scheduler, playing("c", 199.5, 200, paused=True), now, 3)
+    assert_ladder(delays, [15.0, 29.0, 29.0])
 
 
 def test_transient_errors_back_off_and_success_resets() -> None:

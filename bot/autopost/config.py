@@ -47,9 +47,10 @@ class SchedulerConfig:
     # Checks stay under 30 s apart for the first minutes of a pause (a track left while paused
     # is still posted), then back off like idle.
     paused_backoff: tuple[float, ...] = (15.0, 29.0, 29.0, 29.0, 60.0, 105.0)
-    # A track paused this close to its end is checked that often (not under min_resume_check)
-    # for the first resume_watch seconds of the pause: resumed, it would end before the
-    # ladder's next check, and its successor would be posted late.
+    # A track paused this close to its end is checked that often for the first resume_watch
+    # seconds of the pause: resumed, it would end before the ladder's next check, and its
+    # successor would be posted late. Not under min_resume_check from the end (mostly a
+    # playlist that finished: its last track stays paused at its end).
     resume_watch: float = 120.0
     min_resume_check: float = 3.0
     idle_backoff: tuple[float, ...] = (30.0, 60.0, 90.0, 105.0)

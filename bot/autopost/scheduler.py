@@ -34,9 +34,10 @@ The policy, with the defaults of ``SchedulerConfig`` and why they are what they 
   ladder of delays whose last step repeats (``paused_backoff``, ``idle_backoff``,
   ``error_backoff``). Any change of state starts the matching ladder from its first step,
   except that a member idle at its very first check starts at the idle ceiling.
-* A track paused close to its end is checked by the time it could end after a resume (not
-  under ``min_resume_check``, for the first ``resume_watch`` seconds of the pause), so the
-  track after it is not seen a whole ladder step late.
+* A track paused close to its end (but not within ``min_resume_check`` of it: a finished
+  playlist) is checked by the time it could end after a resume, for the first
+  ``resume_watch`` seconds of the pause, so the track after it is not seen a whole ladder
+  step late.
 * A 429 holds *all* polling until its ``retry_at`` (Spotify's quota 429s ask for hours).
 * Polls never exceed ``budget_per_window - interactive_reserve`` requests in any rolling
   ``window`` (interactive requests included in the count), nor ``burst_factor`` times the
@@ -363,17 +364,19 @@ class PollScheduler:
     ) -> float:
         """A track paused near its end, resumed just after this check, would end before the
         ladder's next one: look again by then instead (the ladder waits a step), for the
-        first ``resume_watch`` seconds of the pause and never sooner than
-        ``min_resume_check``. Either the track played out by then (its successor is seen at
-        most ``end_margin`` late) or the check sees it playing and plans its end."""
+        first ``resume_watch`` seconds of the pause. Either the track played out by then (its
+        successor is seen at most ``end_margin`` late) or the check sees it playing and plans
+        its end. Not for a track paused under ``min_resume_check`` from its end: that is
+        mostly a playlist or album that finished, and checks that often would only cost."""
         cfg = self.config
         if obs.duration_ms <= 0 or now - state.paused_since >= cfg.resume_watch:
             return delay
-        until_end = max(0.0, (obs.duration_ms - obs.progress_ms) / 1000.0) + cfg.end_margin
-        if until_end >= delay:
+        remaining = (obs.duration_ms - obs.progress_ms) / 1000.0
+        until_end = remaining + cfg.end_margin
+        if remaining < cfg.min_resume_check or until_end >= delay:
             return delay
         state.streak -= 1  # this short check is not a step of the ladder
-        return max(cfg.min_resume_check, until_end)
+        return until_end
 
     def _ladder(self, state: MemberState, outcome: Outcome, ladder: tuple[float, ...]) -> float:
         step = state.next_step(outcome, ladder)
