@@ -15,8 +15,9 @@ from discord.gateway import DiscordWebSocket
 from discord.shard import Shard
 
 from bot.config import Settings
-from bot.connect import backoff_delays, describe_failure, format_wait
+from bot.connect import describe_failure, format_wait
 from bot.errors import BotError
+from bot.retry import backoff_delays
 from bot.services import Services
 from bot.shards import IdentifyGate
 

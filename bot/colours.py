@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import colorsys
-import contextlib
 import io
 import logging
 import re
@@ -32,6 +31,7 @@ from PIL import Image as PilImage
 
 from bot.images import ImageFetcher, spotify_image_id
 from bot.spotify.models import CurrentlyPlaying, Episode, Image, Playback, Track
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -334,11 +334,7 @@ class CoverColours:
         tasks = list(self._tasks)
         if tasks:
             _, running = await asyncio.wait(tasks, timeout=grace)
-            for task in running:
-                task.cancel()
-            for task in running:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(running)
 
 
 __all__ = [

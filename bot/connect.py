@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +28,10 @@ import discord.utils
 import yarl
 
 from bot.errors import StartupError
+from bot.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_SECONDS = 20.0
 DISCOVERY_TIMEOUT_SECONDS = 10.0
 TOKEN_REJECTED = (
     "DISCORD_TOKEN was rejected by Discord; copy it again from the Developer Portal "
@@ -61,14 +61,6 @@ RETRYABLE_DISCOVERY_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
     DiscordUnavailable,
 )
-
-
-def backoff_delays(first: float = 1.0, cap: float = MAX_RETRY_SECONDS) -> Iterator[float]:
-    """1, 2, 4, 8, 16, 20, 20, ... seconds."""
-    delay = first
-    while True:
-        yield min(delay, cap)
-        delay = min(delay * 2, cap)
 
 
 def describe_failure(exc: BaseException) -> str:

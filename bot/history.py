@@ -30,7 +30,6 @@ which never delays the caller).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -40,6 +39,7 @@ from typing import Protocol
 from bot.errors import SpotifyError
 from bot.spotify.models import CurrentlyPlaying, Playback, PlayedTrack, Track
 from bot.storage import Play, Recap, Storage
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -370,12 +370,7 @@ class ListeningLog:
         self._spawn(self._prune_forever(), "listening-log-prune")
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     async def wait_idle(self, timeout: float = 5.0) -> None:

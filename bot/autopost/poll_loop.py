@@ -27,6 +27,7 @@ from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.errors import BotError
 from bot.spotify.models import CurrentlyPlaying
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,7 @@ class PollLoop:
         self.stopping = True
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     def _turn(self) -> float:

@@ -12,13 +12,14 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Final, TypeVar
+from typing import TypeVar
 
 import asyncpg
 
+from bot.retry import backoff_delays
+
 log = logging.getLogger(__name__)
 
-MAX_RETRY_SECONDS: Final = 20.0
 T = TypeVar("T")
 
 # The server is not there (yet), or not accepting connections for the moment.
@@ -41,14 +42,6 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 
 class DatabaseRefused(Exception):
     """PostgreSQL answered and said no; the message is one line for the self-hoster."""
-
-
-def backoff_delays(first: float = 1.0, cap: float = MAX_RETRY_SECONDS) -> Iterator[float]:
-    """1, 2, 4, 8, 16, 20, 20, ... seconds."""
-    delay = first
-    while True:
-        yield min(delay, cap)
-        delay = min(delay * 2, cap)
 
 
 def describe_transient(exc: BaseException) -> str:
@@ -113,6 +106,5 @@ async def connect_with_retry(
 
 __all__ = [
     "DatabaseRefused",
-    "backoff_delays",
     "connect_with_retry",
 ]

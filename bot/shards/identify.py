@@ -10,11 +10,12 @@ process, waits its turn. A process that dies releases its lock with its connecti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Final
+
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,7 @@ class IdentifyGate:
             await asyncio.sleep(self._interval)
 
     async def close(self) -> None:
-        for holder in list(self._holders):
-            holder.cancel()
-        for holder in list(self._holders):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await holder
+        await cancel_and_wait(self._holders)
 
 
 __all__ = ["IDENTIFY_INTERVAL", "IdentifyGate", "LockFactory"]

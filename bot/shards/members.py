@@ -4,7 +4,6 @@ the others to what they keep in memory."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -12,6 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 from bot.storage import Storage
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,7 @@ class MemberChangeRelay:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
 
 
 __all__ = ["MEMBER_CHANNEL", "MemberChangeRelay"]

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from bot.connect import GatewayInfo, backoff_delays, describe_failure, format_wait
+from bot.connect import GatewayInfo, describe_failure, format_wait
+from bot.retry import backoff_delays
 from tests.clirun import PYTHON_M_BOT, bot_env, bot_process, env_for_fakes
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
