@@ -89,6 +89,7 @@ from tests.fakes.spotify import (
     FakeSpotify,
     track_payload,
 )
+from tests.helpers import link_fake_user
 
 ALL_POLLERS = ("ours", "baseline")
 GUILD_IDS = {"ours": 710_000_000_000_000_001, "baseline": 720_000_000_000_000_001}
@@ -390,18 +391,7 @@ async def prepare_database(
             member_id = MEMBER_BASE[poller] + index
             user = f"{SPOTIFY_PREFIX[poller]}{index}"
             spotify.add_user(user)
-            _, refresh = spotify.grant_tokens(user)
-            await storage.save_link(
-                LinkedAccount(
-                    discord_user_id=member_id,
-                    spotify_account_id=f"acct-{user}",
-                    spotify_user_id=user,
-                    display_name=user,
-                    refresh_token=cipher.encrypt(member_id, refresh),
-                    scopes="user-read-currently-playing user-read-playback-state",
-                    linked_at=time.time(),
-                )
-            )
+            await link_fake_user(storage, spotify, cipher, member_id, user)
         await storage.set_music_channel(GUILD_IDS[poller], CHANNEL_IDS[poller])
 
 

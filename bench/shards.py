@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.crypto import TokenCipher  # noqa: E402
-from bot.storage import LinkedAccount, Storage  # noqa: E402
+from bot.storage import Storage  # noqa: E402
 from tests import harness  # noqa: E402
 from tests.fakes.discord import FakeDiscord, shard_of  # noqa: E402
 from tests.fakes.discord_payloads import (  # noqa: E402
@@ -50,6 +50,7 @@ from tests.fakes.discord_payloads import (  # noqa: E402
     make_user,
 )
 from tests.fakes.spotify import FakeSpotify, track_payload  # noqa: E402
+from tests.helpers import link_fake_user  # noqa: E402
 
 GUILDS = 1000
 LISTENERS = 100
@@ -185,19 +186,7 @@ async def bench_shards(admin_url: str, seconds: float) -> None:
                 user_id = f"listener{listener}"
                 spotify.add_user(user_id)
                 spotify.set_playing(user_id, timeline.state(listener))
-                member = FIRST_LISTENER + listener
-                _, refresh = spotify.grant_tokens(user_id)
-                await storage.save_link(
-                    LinkedAccount(
-                        discord_user_id=member,
-                        spotify_account_id=f"acct-{user_id}",
-                        spotify_user_id=user_id,
-                        display_name=user_id,
-                        refresh_token=key.encrypt(member, refresh),
-                        scopes="user-read-currently-playing user-read-playback-state",
-                        linked_at=time.time(),
-                    )
-                )
+                await link_fake_user(storage, spotify, key, FIRST_LISTENER + listener, user_id)
             for index in range(GUILDS):
                 await storage.set_music_channel(guild_id(index), music_id(index))
         env = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -80,6 +81,25 @@ def linked_account(user_id: int, refresh_token: bytes | None = b"encrypted") -> 
         scopes="user-read-currently-playing",
         linked_at=1_750_000_000.0,
         status="active",
+    )
+
+
+async def link_fake_user(
+    storage: Storage, spotify: FakeSpotify, cipher: TokenCipher, member_id: int, user: str
+) -> None:
+    """Link Discord member ``member_id`` to the fake Spotify's ``user`` as /link would: a real
+    refresh token from the fake, stored encrypted (benchmarks link hundreds this way)."""
+    _, refresh = spotify.grant_tokens(user)
+    await storage.save_link(
+        LinkedAccount(
+            discord_user_id=member_id,
+            spotify_account_id=f"acct-{user}",
+            spotify_user_id=user,
+            display_name=user,
+            refresh_token=cipher.encrypt(member_id, refresh),
+            scopes="user-read-currently-playing user-read-playback-state",
+            linked_at=time.time(),
+        )
     )
 
 
