@@ -40,6 +40,18 @@ def polls_of_alice(spotify: FakeSpotify) -> int:
     return spotify.call_count("currently_playing", "alice")
 
 
+async def alice_polled_and_posted(
+    zero: Stack, one: Stack, fake_discord: FakeDiscord
+) -> tuple[Stack, Stack]:
+    """Alice linked, a music channel on each shard, her first track polled and posted in both;
+    the leader and the other process."""
+    await zero.link(ALICE_ID, "alice")
+    await set_both_music_channels(zero, zero, one)
+    zero.spotify.set_playing("alice", track_payload("t1", "Polled Song", 200_000, 5_000))
+    await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "Polled Song"))
+    return leader_and_other(zero, one)
+
+
 def leader_and_other(zero: Stack, one: Stack) -> tuple[Stack, Stack]:
     leaders = [s for s in (zero, one) if s.app.services.autopost.leadership.is_leader]
     assert len(leaders) == 1
@@ -49,11 +61,7 @@ def leader_and_other(zero: Stack, one: Stack) -> tuple[Stack, Stack]:
 async def test_each_presence_track_is_posted_once_in_each_music_channel(tmp_path: Any) -> None:
     async with two_processes(tmp_path, PRESENCE) as (zero, one, fake_discord):
         spotify = zero.spotify
-        await zero.link(ALICE_ID, "alice")
-        await set_both_music_channels(zero, zero, one)
-        spotify.set_playing("alice", track_payload("t1", "Polled Song", 200_000, 5_000))
-        await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "Polled Song"))
-        leader, _ = leader_and_other(zero, one)
+        leader, _ = await alice_polled_and_posted(zero, one, fake_discord)
         coverage = leader.app.services.autopost.coverage
 
         # Discord sends the status once per shared guild: each process hears it in its own.
@@ -86,11 +94,7 @@ async def test_the_leader_polls_nobody_a_presence_in_another_process_covers(
 ) -> None:
     async with two_processes(tmp_path, PRESENCE) as (zero, one, fake_discord):
         spotify = zero.spotify
-        await zero.link(ALICE_ID, "alice")
-        await set_both_music_channels(zero, zero, one)
-        spotify.set_playing("alice", track_payload("t1", "Polled Song", 200_000, 5_000))
-        await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "Polled Song"))
-        leader, other = leader_and_other(zero, one)
+        leader, other = await alice_polled_and_posted(zero, one, fake_discord)
         other_shard = (other.settings.shard_ids or (0,))[0]
         other_guild_id = guild_of_shard(other_shard)
         other_channel = music_channel_of(other_guild_id)
