@@ -71,9 +71,9 @@ from bot.autopost.observations import Gone, Observation, RateLimited, RecordResu
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView, PollScheduling
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
-from bot.client import intents_for
 from bot.crypto import TokenCipher
-from bot.embeds import NowPlayingMessage
+from bot.gateway.client import intents_for
+from bot.nowplaying.render import NowPlayingMessage
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender

@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 from PIL import Image, ImageDraw
 
-from bot.charts import ChartRenderer, ChartTile, render_chart, track_tiles
-from bot.colours import CoverColours
-from bot.images import DEFAULT_CACHE_BYTES, ImageFetcher
+from bot.pictures.charts import ChartRenderer, ChartTile, render_chart, track_tiles
+from bot.pictures.colours import CoverColours
+from bot.pictures.images import DEFAULT_CACHE_BYTES, ImageFetcher
 from bot.spotify.models import Image as SpotifyImage
 from bot.spotify.models import Playback, Track
 from bot.storage import Storage

@@ -30,8 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.history import ListeningLog
-from bot.listening_embeds import render_listening
+from bot.listening.embeds import render_listening
+from bot.listening.log import ListeningLog
 from bot.spotify.models import Artist, Playback, Track
 from bot.storage import LinkedAccount
 from tests.fakes.discord import FakeMessage

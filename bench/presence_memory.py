@@ -41,7 +41,7 @@ import discord
 
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
-from bot.embeds import NowPlayingMessage
+from bot.nowplaying.render import NowPlayingMessage
 from bot.privacy import PrivacyService
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
 from bot.storage import LinkedAccount, Storage

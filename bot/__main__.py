@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from bot.cli.invocation import ENV_FILE_VARIABLE, EnvFile, command_name, locate_env_file
 from bot.config import Settings, environment_with_dotenv, generate_key, load_settings
 from bot.errors import ConfigError, DecryptionError, StartupError
-from bot.invocation import ENV_FILE_VARIABLE, EnvFile, command_name, locate_env_file
 
 log = logging.getLogger("bot")
 
@@ -116,7 +116,7 @@ def _command_run(invocation: Invocation, args: argparse.Namespace) -> int:
     if _is_unconfigured(env):
         if not invocation.interactive:
             return _not_configured(invocation)
-        from bot.setup import SetupCancelled, Terminal, confirm
+        from bot.cli.setup import SetupCancelled, Terminal, confirm
 
         terminal = Terminal()
         terminal.say(f"No configuration yet. {invocation.where_read()}")
@@ -167,8 +167,8 @@ def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
 
 def _setup_then_check(invocation: Invocation) -> int:
     """Ask, write ``.env``, run ``check``: 0 when the bot is usable."""
-    from bot.check import run_check
-    from bot.setup import SetupCancelled, run_setup
+    from bot.cli.check import run_check
+    from bot.cli.setup import SetupCancelled, run_setup
 
     try:
         written = run_setup(
@@ -214,8 +214,8 @@ def _command_gen_key(invocation: Invocation, args: argparse.Namespace) -> int:
 
 def _command_rotate_keys(invocation: Invocation, args: argparse.Namespace) -> int:
     from bot.crypto import TokenCipher
-    from bot.maintenance import count_secrets_by_key, rotate_keys
     from bot.storage import Storage
+    from bot.storage.secrets import count_secrets_by_key, rotate_keys
 
     settings = _settings_or_exit(invocation, invocation.environment())
 
@@ -246,7 +246,7 @@ def _command_rotate_keys(invocation: Invocation, args: argparse.Namespace) -> in
 
 
 def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
-    from bot.check import run_check
+    from bot.cli.check import run_check
 
     env = invocation.environment()
     if _is_unconfigured(env):
@@ -256,9 +256,9 @@ def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
 
 def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int:
     """Copy the SQLite install (DATABASE_PATH) into an empty PostgreSQL database."""
-    from bot.backends.startup import CONNECT_ERRORS, refusal_line
-    from bot.backends.transfer import TransferRefused, copy_sqlite_to_postgresql
     from bot.config import check_database_url, redact_database_url
+    from bot.storage.connect import CONNECT_ERRORS, refusal_line
+    from bot.storage.transfer import TransferRefused, copy_sqlite_to_postgresql
 
     target_url: str = args.to
     shown = redact_database_url(target_url)

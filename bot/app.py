@@ -24,23 +24,20 @@ from bot.autopost.outbox import OutboxDiscordSide, OutboxSender
 from bot.autopost.ports import PostAction
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
-from bot.backends.startup import DatabaseRefused, connect_with_retry
-from bot.charts import ChartRenderer
-from bot.client import NowPlayingBot, create_bot
-from bot.colours import CoverColours
 from bot.config import Settings
-from bot.connect import DiscordStarter, point_discord_at
 from bot.crypto import TokenCipher
-from bot.db import SchemaVersionError
 from bot.errors import StartupError
-from bot.history import AutopostFeed, ListeningLog
-from bot.images import ImageFetcher
-from bot.link_completion import PendingLinkCompleter
-from bot.linking import LinkService
-from bot.listening import SpotifyListening
+from bot.gateway.client import NowPlayingBot, create_bot
+from bot.gateway.connect import DiscordStarter, point_discord_at
+from bot.linking.completion import PendingLinkCompleter
+from bot.linking.service import LinkService
+from bot.listening.log import AutopostFeed, ListeningLog
+from bot.listening.spotify import SpotifyListening
 from bot.logs import SecretMasker
-from bot.maintenance import report_unreadable_secrets
 from bot.metrics import Metrics
+from bot.pictures.charts import ChartRenderer
+from bot.pictures.colours import CoverColours
+from bot.pictures.images import ImageFetcher
 from bot.privacy import PrivacyService
 from bot.services import PlaybackService, Services
 from bot.shards import (
@@ -56,8 +53,11 @@ from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
+from bot.storage.connect import DatabaseRefused, connect_with_retry
+from bot.storage.migrations import SchemaVersionError
+from bot.storage.secrets import report_unreadable_secrets
 from bot.tokens import TokenManager
-from bot.web import WebDependencies, create_app, runner_options
+from bot.web.server import WebDependencies, create_app, runner_options
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class Application:
                 charts=charts,
             )
 
-        # The REST base now; the gateway address once /gateway/bot answers (bot.connect).
+        # The REST base now; the gateway address once /gateway/bot answers (bot.gateway.connect).
         point_discord_at(settings.discord_api_base, None)
 
         self.bot = create_bot(settings, build_services, **self._bot_options)
@@ -326,7 +326,7 @@ class Application:
         scheduler: PollScheduler,
         autopost: AutopostService,
     ) -> ListeningLog:
-        """The listening log, fed by every source that observes a play (see bot.history)."""
+        """The listening log, fed by every source that observes a play (see bot.listening.log)."""
         services = self.services
 
         async def recently_played(member_id: int, after_ms: int | None) -> Any:

@@ -27,7 +27,7 @@ Choices worth knowing:
   are all digits.
 - ``aiohttp.access`` is quiet (WARNING) unless LOG_LEVEL is DEBUG: its INFO lines are one per
   request, mostly health checks, and the callback line carries the OAuth code (masked anyway;
-  this is defence in depth, and bot.web logs requests by path only, on its own logger).
+  this is defence in depth, and bot.web.server logs requests by path only, on its own logger).
 - ``aiosqlite`` never goes below INFO: its DEBUG lines are one per SQL call.
 """
 

@@ -55,7 +55,7 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    from bot.linking import LinkService
+    from bot.linking.service import LinkService
 
 log = logging.getLogger(__name__)
 

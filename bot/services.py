@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.charts import ChartRenderer
-from bot.colours import CoverColours
 from bot.config import Settings
 from bot.crypto import TokenCipher
-from bot.images import ImageFetcher
-from bot.linking import LinkService
+from bot.linking.service import LinkService
 from bot.metrics import Metrics
+from bot.pictures.charts import ChartRenderer
+from bot.pictures.colours import CoverColours
+from bot.pictures.images import ImageFetcher
 from bot.privacy import PrivacyService
 from bot.spotify.api import SpotifyApi
 from bot.spotify.models import CurrentlyPlaying
@@ -22,8 +22,8 @@ from bot.tokens import TokenManager
 
 if TYPE_CHECKING:
     from bot.autopost.service import AutopostService
-    from bot.history import ListeningLog
-    from bot.listening import SpotifyListening
+    from bot.listening.log import ListeningLog
+    from bot.listening.spotify import SpotifyListening
 
 
 class PlaybackService:

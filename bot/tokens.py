@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from bot.aio.keyed_locks import KeyedLocks, LockEntry
 from bot.crypto import TokenCipher
 from bot.errors import InvalidGrant, LinkBroken, NotLinked, SpotifyBadResponse, SpotifyUnauthorized
-from bot.keyed_locks import KeyedLocks, LockEntry
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.models import SpotifyUser, TokenGrant
 from bot.storage import LinkedAccount, Storage

@@ -16,8 +16,8 @@ from discord.ext import commands
 
 from bot.autopost.discord_side import missing_post_permissions
 from bot.autopost.service import AutopostService
-from bot.client import NowPlayingBot
 from bot.errors import BotError
+from bot.gateway.client import NowPlayingBot
 from bot.privacy import PrivacyService
 
 NOT_AN_ADMIN = (

@@ -17,10 +17,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import NowPlayingBot
 from bot.errors import BotError
+from bot.gateway.client import NowPlayingBot
+from bot.listening.chart import TopChart, chart_heading, render_chart_answer, render_empty_chart
 from bot.privacy import PrivacyService
-from bot.top_chart import TopChart, chart_heading, render_chart_answer, render_empty_chart
 
 
 class ChartCog(commands.Cog):

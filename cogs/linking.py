@@ -11,8 +11,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import NowPlayingBot, handle_interaction_error
-from bot.linking import (
+from bot.gateway.client import NowPlayingBot, handle_interaction_error
+from bot.linking.service import (
     LinkFailure,
     LinkKind,
     LinkService,

@@ -19,13 +19,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.charts import ChartRenderer, TopAlbum
-from bot.client import NowPlayingBot
 from bot.errors import BotError
-from bot.history import ListeningLog
-from bot.images import ImageFetcher
-from bot.listening import SpotifyListening
-from bot.listening_embeds import (
+from bot.gateway.client import NowPlayingBot
+from bot.listening.embeds import (
     RECAP_PERIOD_WORDS,
     RECAP_PICTURE_NAME,
     Rendered,
@@ -35,7 +31,11 @@ from bot.listening_embeds import (
     render_top,
     with_picture,
 )
-from bot.presence import spotify_activity
+from bot.listening.log import ListeningLog
+from bot.listening.spotify import SpotifyListening
+from bot.nowplaying.status import spotify_activity
+from bot.pictures.charts import ChartRenderer, TopAlbum
+from bot.pictures.images import ImageFetcher
 from bot.privacy import PrivacyService
 from bot.storage import Recap
 

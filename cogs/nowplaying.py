@@ -15,9 +15,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import NowPlayingBot
-from bot.colours import CoverColours
-from bot.embeds import render_now_playing, send_arguments
 from bot.errors import (
     BotError,
     DecryptionError,
@@ -26,8 +23,11 @@ from bot.errors import (
     SpotifyForbidden,
     SpotifyUnauthorized,
 )
-from bot.linking import LinkService, expiry_reminder
-from bot.presence import member_playback
+from bot.gateway.client import NowPlayingBot
+from bot.linking.service import LinkService, expiry_reminder
+from bot.nowplaying.render import render_now_playing, send_arguments
+from bot.nowplaying.status import member_playback
+from bot.pictures.colours import CoverColours
 from bot.privacy import PrivacyService
 from bot.services import PlaybackService
 from bot.spotify.models import CurrentlyPlaying

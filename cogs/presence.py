@@ -18,8 +18,8 @@ import discord
 from discord.ext import commands
 
 from bot.autopost.service import AutopostService
-from bot.client import NowPlayingBot
-from bot.presence import playback_from_activity, spotify_activity
+from bot.gateway.client import NowPlayingBot
+from bot.nowplaying.status import playback_from_activity, spotify_activity
 
 log = logging.getLogger(__name__)
 

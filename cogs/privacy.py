@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import NowPlayingBot
+from bot.gateway.client import NowPlayingBot
 from bot.privacy import PrivacyService
 from bot.storage import Visibility
 

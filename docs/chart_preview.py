@@ -1,4 +1,4 @@
-"""Draw docs/chart.png: a real /chart picture (bot.charts) from made-up covers.
+"""Draw docs/chart.png: a real /chart picture (bot.pictures.charts) from made-up covers.
 
 The grid, the text under each cover, the neutral tile for a missing cover and the Spotify
 attribution all come from ``render_chart``; only the covers and names are invented
@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 from sample_covers import SAMPLES, cover
 
-from bot.charts import render_chart, track_tiles
+from bot.pictures.charts import render_chart, track_tiles
 
 OUTPUT = Path(__file__).resolve().parent / "chart.png"
 

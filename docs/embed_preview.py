@@ -6,8 +6,8 @@
   for a member whose track just started.
 - docs/link-dm.png: the /link DM: the instructions and the two buttons of cogs/linking.py.
 
-So the pictures show exactly the fields, links, progress bar and buttons the bot sends. The
-embeds' colour is the one ``bot.colours.pick_colour`` picks from the cover shown; the covers are
+So the pictures show exactly the fields, links, progress bar and buttons the bot sends. The embeds'
+colour is the one ``bot.pictures.colours.pick_colour`` picks from the cover shown; the covers are
 made up (docs/sample_covers.py: this machine has no internet, and the README must not hotlink).
 docs/np-embed-themes.png shows the /np answer on Discord's dark and on its light theme.
 
@@ -29,8 +29,8 @@ from PIL import Image
 from playwright.async_api import async_playwright
 from sample_covers import cover
 
-from bot.colours import pick_colour
-from bot.embeds import NowPlayingMessage, render_now_playing
+from bot.nowplaying.render import NowPlayingMessage, render_now_playing
+from bot.pictures.colours import pick_colour
 from bot.spotify.models import NothingPlaying, Playback, parse_currently_playing
 from cogs.linking import LINK_INSTRUCTIONS, LinkButtons
 

@@ -238,7 +238,7 @@ class Stack:
             return
         import asyncpg
 
-        from bot.backends.postgresql import WRITE_LOCK_KEY
+        from bot.storage.engines.postgresql import WRITE_LOCK_KEY
 
         connection = await asyncpg.connect(self.settings.database_url)
         try:

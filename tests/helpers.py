@@ -16,8 +16,8 @@ import aiohttp
 from PIL import Image
 
 from bot.crypto import TokenCipher
-from bot.link_completion import PendingLinkCompleter
-from bot.linking import LinkService
+from bot.linking.completion import PendingLinkCompleter
+from bot.linking.service import LinkService
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender

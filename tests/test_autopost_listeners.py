@@ -11,7 +11,7 @@ import pytest
 from bot.autopost.observations import Observation, RecordResult
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
-from bot.embeds import NowPlayingMessage
+from bot.nowplaying.render import NowPlayingMessage
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying, Playback, Track
 from bot.storage import Storage
 from tests.helpers import ManualClock, linked_account

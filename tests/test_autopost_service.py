@@ -27,8 +27,8 @@ from bot.autopost.ports import (
 )
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
-from bot.embeds import NowPlayingMessage
 from bot.errors import LinkBroken, SpotifyRateLimited
+from bot.nowplaying.render import NowPlayingMessage
 from bot.spotify.models import (
     CurrentlyPlaying,
     NothingPlaying,

@@ -13,13 +13,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from bot import db
 from bot.app import StartupError, _open_storage
-from bot.backends import postgresql
-from bot.backends.postgresql import PostgresDatabase, rows_changed, to_numbered_placeholders
-from bot.backends.startup import DatabaseRefused, connect_with_retry
 from bot.config import Settings, load_settings
 from bot.storage import Storage
+from bot.storage import migrations as db
+from bot.storage.connect import DatabaseRefused, connect_with_retry
+from bot.storage.engines import postgresql
+from bot.storage.engines.postgresql import PostgresDatabase, rows_changed, to_numbered_placeholders
 from tests.harness import free_port
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
@@ -205,7 +205,7 @@ async def test_unreachable_database_is_retried_with_a_capped_backoff(
         result = await connect_with_retry(opener, shown_url="postgresql://bot@db/bot", sleep=sleep)
     assert result == "opened"
     assert waits == [1, 2, 4, 8, 16, 20, 20]
-    lines = [r.getMessage() for r in caplog.records if r.name == "bot.backends.startup"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.storage.connect"]
     assert len(lines) == 7
     assert lines[0] == (
         "Could not connect to PostgreSQL at postgresql://bot@db/bot (connection refused); "
@@ -290,7 +290,7 @@ async def test_the_bot_comes_up_once_postgresql_answers(
                 retried.set()
 
     watcher = Watch()
-    logging.getLogger("bot.backends.startup").addHandler(watcher)
+    logging.getLogger("bot.storage.connect").addHandler(watcher)
     server: asyncio.Server | None = None
     try:
         opening = asyncio.create_task(_open_storage(settings))
@@ -301,7 +301,7 @@ async def test_the_bot_comes_up_once_postgresql_answers(
             assert await storage.ping()
             assert storage.dialect == "postgresql"
     finally:
-        logging.getLogger("bot.backends.startup").removeHandler(watcher)
+        logging.getLogger("bot.storage.connect").removeHandler(watcher)
         if server is not None:
             server.close()
 

@@ -1,4 +1,5 @@
-"""bot.charts: real charts rendered from generated covers; pixels checked where they must be."""
+"""bot.pictures.charts: real charts rendered from generated covers; pixels checked where
+they must be."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import aiohttp
 import pytest
 from PIL import Image, ImageDraw
 
-from bot.charts import (
+from bot.pictures.charts import (
     BACKGROUND,
     BOLD_FONT,
     FONT_DIR,
@@ -24,7 +25,7 @@ from bot.charts import (
     render_top_albums,
     track_tiles,
 )
-from bot.images import ImageFetcher
+from bot.pictures.images import ImageFetcher
 from tests.fakes.cdn import FakeCdn, cover_colour
 from tests.helpers import encode_image, solid_image
 
@@ -223,7 +224,7 @@ def test_font_ships_with_its_licence() -> None:
 
 
 def test_latin_greek_cyrillic_are_drawn_other_scripts_fall_back() -> None:
-    from bot.charts import _font
+    from bot.pictures.charts import _font
 
     font = _font(False, 20)
     assert (

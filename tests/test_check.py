@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot import db
-from bot.check import check_async, invite_url
+from bot.cli.check import check_async, invite_url
 from bot.crypto import TokenCipher
 from bot.storage import Storage
+from bot.storage import migrations as db
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
 from tests.harness import KEY, free_port

@@ -1,5 +1,5 @@
-"""bot.colours: the colour picked from real generated covers, and its cache (memory, database,
-a bounded wait) against the fake CDN on loopback."""
+"""bot.pictures.colours: the colour picked from real generated covers, and its cache
+(memory, database, a bounded wait) against the fake CDN on loopback."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from PIL import Image, ImageDraw
 
-from bot.colours import (
+from bot.pictures.colours import (
     MAX_LUMINANCE,
     MIN_LUMINANCE,
     CoverColours,
@@ -22,7 +22,7 @@ from bot.colours import (
     pick_colour,
     relative_luminance,
 )
-from bot.images import ImageFetcher
+from bot.pictures.images import ImageFetcher
 from bot.spotify.models import (
     Artist,
     Episode,

@@ -1,4 +1,4 @@
-"""bot.embeds: real Spotify answers (the fixtures and edited copies of them) -> embeds."""
+"""bot.nowplaying.render: real Spotify answers (the fixtures and edited copies) -> embeds."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
     import discord
 
-from bot.embeds import (
+from bot.nowplaying.render import (
     EMBED_AUTHOR_NAME_LIMIT,
     EMBED_FIELD_VALUE_LIMIT,
     EMBED_TITLE_LIMIT,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import SpotifyMissingScope, SpotifyRateLimited
-from bot.history import ListeningLog
+from bot.listening.log import ListeningLog
 from bot.spotify.models import Artist, NothingPlaying, Playback, PlayedTrack, Track
 from bot.storage import Play, Storage
 from tests.helpers import ManualClock, linked_account

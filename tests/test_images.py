@@ -1,4 +1,5 @@
-"""bot.images: the fetcher against a CDN on loopback (the fake CDN plus misbehaving routes)."""
+"""bot.pictures.images: the fetcher against a CDN on loopback (the fake CDN, misbehaving
+routes)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.images import ByteBoundedLru, ImageFetcher, sniff_image_type, spotify_image_id
+from bot.pictures.images import ByteBoundedLru, ImageFetcher, sniff_image_type, spotify_image_id
 from tests.fakes.cdn import FakeCdn, generate_cover
 from tests.helpers import ManualClock
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from bot.crypto import TokenCipher
-from bot.maintenance import (
+from bot.storage import Storage
+from bot.storage.secrets import (
     ROTATE_COMMAND,
     SKIP_UNREADABLE_FLAG,
     UndecryptableSecrets,
     report_unreadable_secrets,
     rotate_keys,
 )
-from bot.storage import Storage
 from tests.helpers import linked_account
 
 OLD_KEY = os.urandom(32)

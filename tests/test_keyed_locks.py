@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.keyed_locks import KeyedLocks, LockEntry
+from bot.aio.keyed_locks import KeyedLocks, LockEntry
 
 
 async def test_one_holder_per_key_and_no_entry_left_behind() -> None:

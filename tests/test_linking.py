@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.linking import (
+from bot.linking.service import (
     MAX_PASTE_LENGTH,
     LinkFailure,
     LinkResult,
@@ -286,7 +286,7 @@ def test_database_bytes_reads_sqlite(tmp_path: Path) -> None:
 
 
 def test_expiry_reminder_only_in_the_last_two_weeks() -> None:
-    from bot.linking import expiry_reminder
+    from bot.linking.service import expiry_reminder
 
     day = 86400.0
     linked = 1_000_000.0

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from bot.embeds import embed_limit_problems
-from bot.history import NowEntry
-from bot.listening import RecentAnswer, RecentTrack
-from bot.listening_embeds import (
+from bot.listening.embeds import (
     fit_lines,
     render_listening,
     render_recap,
@@ -13,6 +10,9 @@ from bot.listening_embeds import (
     render_top,
     with_picture,
 )
+from bot.listening.log import NowEntry
+from bot.listening.spotify import RecentAnswer, RecentTrack
+from bot.nowplaying.render import embed_limit_problems
 from bot.spotify.models import TopArtist, TopItems
 from bot.storage import Recap, RecapEntry
 

@@ -291,7 +291,7 @@ def test_secret_in_exception_text_and_traceback() -> None:
     token = spotify_token()
     masker.add_secret(token)
     code = secrets.token_urlsafe(64)
-    log = logging.getLogger("bot.web")
+    log = logging.getLogger("bot.web.server")
     try:
         raise RuntimeError(f"exchange failed for {token} at /callback?code={code}")
     except RuntimeError:

@@ -8,8 +8,8 @@ import pytest
 
 from bot.crypto import TokenCipher
 from bot.errors import DecryptionError
-from bot.maintenance import UndecryptableSecrets, count_secrets_by_key, rotate_keys
 from bot.storage import Storage
+from bot.storage.secrets import UndecryptableSecrets, count_secrets_by_key, rotate_keys
 from tests.helpers import linked_account
 
 OLD_KEY = os.urandom(32)

@@ -14,11 +14,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot import db
-from bot.backends import transfer
-from bot.backends.transfer import TransferRefused, copy_sqlite_to_postgresql
 from bot.crypto import TokenCipher
-from bot.storage import LastPost, LinkedAccount, Storage
+from bot.storage import LastPost, LinkedAccount, Storage, transfer
+from bot.storage import migrations as db
+from bot.storage.transfer import TransferRefused, copy_sqlite_to_postgresql
 
 pytestmark = pytest.mark.postgresql
 

@@ -14,7 +14,7 @@ import pytest
 
 from bot.autopost.outbox import OutboxDiscordSide, OutboxSender, decode_message, encode_message
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
-from bot.embeds import LinkButton, NowPlayingMessage
+from bot.nowplaying.render import LinkButton, NowPlayingMessage
 from bot.storage import OutboxPost, Storage
 from tests.fakes.discord import FakeDiscord
 from tests.harness import MUSIC_ID, default_guild

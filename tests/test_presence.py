@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import discord
 
-from bot.embeds import render_now_playing
-from bot.presence import playback_from_activity, spotify_activity
+from bot.nowplaying.render import render_now_playing
+from bot.nowplaying.status import playback_from_activity, spotify_activity
 
 START_MS = 1_700_000_000_000
 

@@ -14,11 +14,11 @@ import pytest
 
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
-from bot.backends.sqlite import SqliteDatabase
-from bot.embeds import NowPlayingMessage
+from bot.nowplaying.render import NowPlayingMessage
 from bot.privacy import PrivacyService
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
 from bot.storage import Storage
+from bot.storage.engines.sqlite import SqliteDatabase
 from cogs.presence import PresenceCog
 from tests.helpers import linked_account
 

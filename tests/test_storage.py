@@ -11,7 +11,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot import db
 from bot.storage import (
     GuildSettings,
     LastPost,
@@ -21,6 +20,7 @@ from bot.storage import (
     Storage,
     hash_link_state,
 )
+from bot.storage import migrations as db
 
 NOW = 1_750_000_000.0
 

@@ -1,4 +1,4 @@
-"""bot.top_chart's pure parts: album dedupe, the cover picked, the answer's embed."""
+"""bot.listening.chart's pure parts: album dedupe, the cover picked, the answer's embed."""
 
 from __future__ import annotations
 
@@ -7,12 +7,7 @@ from typing import cast
 
 import pytest
 
-from bot import top_chart
-from bot.charts import ChartRenderer
-from bot.images import ImageFetcher
-from bot.listening import SpotifyListening
-from bot.spotify.models import Artist, Image, Track
-from bot.top_chart import (
+from bot.listening.chart import (
     CHART_PICTURE_NAME,
     ChartEntry,
     album_entries,
@@ -22,6 +17,11 @@ from bot.top_chart import (
     render_empty_chart,
     tracks_to_ask,
 )
+from bot.listening.spotify import SpotifyListening
+from bot.listening import chart as top_chart
+from bot.pictures.charts import ChartRenderer
+from bot.pictures.images import ImageFetcher
+from bot.spotify.models import Artist, Image, Track
 
 IMAGES = (
     Image("https://i.scdn.co/image/a-640", 640, 640),

@@ -1,7 +1,7 @@
 """The callback pages and /healthz through aiohttp's test client.
 
-``bot.web.create_app`` over a real LinkService (real Storage on tmp_path, real TokenCipher, real
-Spotify clients against the fake Spotify on loopback), served with the same access logger as
+``bot.web.server.create_app`` over a real LinkService (real Storage on tmp_path, real TokenCipher,
+real Spotify clients against the fake Spotify on loopback), served with the same access logger as
 ``bot.app``.
 """
 
@@ -24,9 +24,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.linking import SPOTIFY_APPS_URL
+from bot.linking.service import SPOTIFY_APPS_URL
 from bot.storage import Storage
-from bot.web import WebDependencies, create_app, runner_options
+from bot.web.server import WebDependencies, create_app, runner_options
 from tests.fakes.spotify import UNREGISTERED_USER, FakeSpotify
 from tests.helpers import ALICE, BOB, LinkWorld, query_of
 
@@ -476,13 +476,13 @@ async def test_a_closed_database_never_gives_a_5xx(
 ) -> None:
     query = await site.world.approved_query(ALICE)
     await site.world.storage.close()
-    with caplog.at_level(logging.ERROR, logger="bot.web"):
+    with caplog.at_level(logging.ERROR, logger="bot.web.server"):
         page = await site.callback(query)
     assert_safe_page(page, 400)
     assert "went wrong" in page.body
     assert "Storage is closed" not in page.body
     # The bot owner gets the traceback in the log; the member does not.
-    assert any(r.exc_info is not None for r in caplog.records if r.name == "bot.web")
+    assert any(r.exc_info is not None for r in caplog.records if r.name == "bot.web.server")
 
 
 async def test_a_dependency_that_raises_never_gives_a_5xx(
@@ -531,7 +531,7 @@ async def test_healthz_when_a_check_raises(
     site: Web, broken: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     site.health[broken] = RuntimeError("check failed")
-    with caplog.at_level(logging.ERROR, logger="bot.web"):
+    with caplog.at_level(logging.ERROR, logger="bot.web.server"):
         status, body, _ = await health_of(site)
     assert body["status"] == "degraded"
     assert body[broken] is False

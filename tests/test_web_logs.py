@@ -1,8 +1,8 @@
 """What the web server writes to the log when anyone on the network talks to it.
 
-The real app (``bot.web.create_app`` served with ``bot.web.runner_options``, as ``bot.app``
-serves it) on 127.0.0.1, the real logging set-up (``configure_logging``, text format) writing
-to a buffer, and raw sockets sending what browsers, scanners and attackers send.
+The real app (``bot.web.server.create_app`` served with ``bot.web.server.runner_options``, as
+``bot.app`` serves it) on 127.0.0.1, the real logging set-up (``configure_logging``, text format)
+writing to a buffer, and raw sockets sending what browsers, scanners and attackers send.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from bot.logs import SecretMasker, configure_logging
-from bot.web import WebDependencies, create_app, runner_options
+from bot.web.server import WebDependencies, create_app, runner_options
 
 # configure_logging changes process-wide state: put it back after each test.
 pytestmark = pytest.mark.usefixtures("restore_logging")

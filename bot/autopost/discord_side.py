@@ -24,7 +24,7 @@ from bot.autopost.ports import (
     DiscordUnavailable,
     MemberView,
 )
-from bot.embeds import NowPlayingMessage, edit_arguments, send_arguments
+from bot.nowplaying.render import NowPlayingMessage, edit_arguments, send_arguments
 
 log = logging.getLogger(__name__)
 

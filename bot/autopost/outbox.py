@@ -32,7 +32,7 @@ from bot.autopost.ports import (
     DiscordUnavailable,
     MemberView,
 )
-from bot.embeds import LinkButton, NowPlayingMessage
+from bot.nowplaying.render import LinkButton, NowPlayingMessage
 from bot.storage import OutboxPost, Storage
 
 log = logging.getLogger(__name__)

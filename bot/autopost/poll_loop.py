@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from bot.aio.tasks import cancel_and_wait
 from bot.autopost.guild_settings import GuildSettings
 from bot.autopost.observations import (
     Gone,
@@ -27,7 +28,6 @@ from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.errors import BotError
 from bot.spotify.models import CurrentlyPlaying
-from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

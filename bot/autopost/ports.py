@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bot.autopost.observations import Observation, RecordResult
-from bot.embeds import NowPlayingMessage
+from bot.nowplaying.render import NowPlayingMessage
 from bot.spotify.models import CurrentlyPlaying
 
 Source = Literal["spotify", "presence"]

@@ -40,6 +40,7 @@ import math
 import time
 from collections.abc import Callable, Collection
 
+from bot.aio.keyed_locks import KeyedLocks, LockEntry
 from bot.autopost.guild_settings import GuildSettings
 from bot.autopost.last_posts import LastPosts
 from bot.autopost.ports import (
@@ -54,9 +55,8 @@ from bot.autopost.ports import (
     Source,
 )
 from bot.autopost.roster import MembershipLookups, Roster
-from bot.colours import CoverColours
-from bot.embeds import NowPlayingMessage, render_now_playing
-from bot.keyed_locks import KeyedLocks, LockEntry
+from bot.nowplaying.render import NowPlayingMessage, render_now_playing
+from bot.pictures.colours import CoverColours
 from bot.spotify.models import CurrentlyPlaying, Playback
 from bot.storage import LastPost, Storage
 

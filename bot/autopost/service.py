@@ -43,7 +43,7 @@ from bot.autopost.ports import (
 from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.autopost.scheduler import PollScheduler
-from bot.colours import CoverColours
+from bot.pictures.colours import CoverColours
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import LastPost, Storage
 

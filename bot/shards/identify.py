@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Final
 
-from bot.tasks import cancel_and_wait
+from bot.aio.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

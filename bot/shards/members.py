@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Final
 
+from bot.aio.tasks import cancel_and_wait
 from bot.storage import Storage
-from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

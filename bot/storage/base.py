@@ -11,8 +11,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bot.backends import Database, Row, Transaction, is_postgresql_url
-from bot.backends.sqlite import SqliteDatabase
+from bot.storage.engines import Database, Row, Transaction, is_postgresql_url
+from bot.storage.engines.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class StorageBase:
     async def open(cls, path_or_url: Path | str) -> Self:
         """Open (creating the SQLite folder and file when missing) and migrate to the latest."""
         if isinstance(path_or_url, str) and is_postgresql_url(path_or_url):
-            from bot.backends.postgresql import PostgresDatabase  # asyncpg only when used
+            from bot.storage.engines.postgresql import PostgresDatabase  # asyncpg only when used
 
             return cls(await PostgresDatabase.open(path_or_url))
         return cls(await SqliteDatabase.open(path_or_url))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.backends import Row
 from bot.storage.base import StorageBase
+from bot.storage.engines import Row
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from bot.backends import Row
 from bot.storage.base import StorageBase, upsert_by_member
+from bot.storage.engines import Row
 
 LinkStatus = Literal["active", "broken"]
 

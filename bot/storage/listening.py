@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bot.backends import Row
 from bot.storage.base import StorageBase
+from bot.storage.engines import Row
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.charts import layout_for
+from bot.pictures.charts import layout_for
 from tests.fakes.discord import FakeMessage, SentInteraction, UserArg
 from tests.fakes.spotify import track_object
 from tests.harness import ADMIN_ID, ALICE_ID, BOB_ID, Stack, default_guild, guild_of

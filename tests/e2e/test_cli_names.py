@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli.invocation import command_name, locate_env_file
 from bot.crypto import TokenCipher
-from bot.invocation import command_name, locate_env_file
 from bot.storage import Storage
 from tests.clirun import CONSOLE_SCRIPT, PYTHON_M_BOT, env_for_fakes, run_command
 from tests.fakes.discord import FakeDiscord

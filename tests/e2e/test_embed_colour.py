@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.colours import pick_colour
-from bot.embeds import SPOTIFY_GREEN
+from bot.nowplaying.render import SPOTIFY_GREEN
+from bot.pictures.colours import pick_colour
 from tests.fakes.discord_payloads import make_spotify_activity
 from tests.fakes.spotify import FakeSpotify, track_payload
 from tests.harness import (

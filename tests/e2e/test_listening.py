@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.history import ListeningLog
+from bot.listening.log import ListeningLog
 from bot.spotify.models import Artist, Playback, Track
 from tests.fakes.discord import FakeMessage, UserArg
 from tests.fakes.discord_payloads import (

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from bot.connect import GatewayInfo, describe_failure, format_wait
-from bot.retry import backoff_delays
+from bot.aio.retry import backoff_delays
+from bot.gateway.connect import GatewayInfo, describe_failure, format_wait
 from tests.clirun import PYTHON_M_BOT, bot_env, bot_process, env_for_fakes
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
@@ -115,7 +115,9 @@ async def test_the_gateway_refusing_the_first_connection_is_retried_quietly(
         assert stack.discord.refused_gateway_handshakes == 1
         assert stack.app.bot.is_ready()
     warnings = [
-        r for r in caplog.records if r.levelno == logging.WARNING and r.name == "bot.connect"
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "bot.gateway.connect"
     ]
     assert [r.getMessage() for r in warnings] == [
         "Could not connect to the Discord gateway (the gateway answered HTTP 503); retrying in 1 s"
@@ -137,7 +139,7 @@ async def test_no_identify_while_discord_allows_no_new_session(
         assert len(stack.discord.identifies) == 1
         assert stack.discord.session_starts_remaining == 999
     assert waited >= 2.0
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "bot.connect"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "bot.gateway.connect"]
     assert warning == (
         "Discord allows no new gateway session right now (0 of 1000 session starts left); "
         "waiting 2 s until the limit resets before identifying"

@@ -27,8 +27,8 @@ import discord.http
 import discord.utils
 import yarl
 
+from bot.aio.retry import backoff_delays
 from bot.errors import StartupError
-from bot.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 

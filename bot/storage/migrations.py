@@ -7,8 +7,8 @@ with the version bump, and the version is read again inside that transaction, so
 opening the same file at once apply each migration exactly once. Never edit a released
 migration: append a new one.
 
-PostgreSQL runs the same migrations (``Migration.postgresql``) from ``bot.backends.postgresql``.
-All SQL of the project lives here, in ``bot/storage/`` and in ``bot/backends/``.
+PostgreSQL runs the same migrations (``Migration.postgresql``) from
+``bot.storage.engines.postgresql``. All SQL of the project lives in ``bot/storage/``.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from bot.errors import (
     SpotifyUnauthorized,
     SpotifyUnavailable,
 )
-from bot.history import ListeningLog
+from bot.listening.log import ListeningLog
 from bot.spotify.api import TOP_ITEMS_LIMIT, SpotifyApi
 from bot.spotify.auth import RECENTLY_PLAYED_SCOPE, TOP_READ_SCOPE, has_scope
 from bot.spotify.models import PlayedTrack, TimeRange, TopItems, TopKind

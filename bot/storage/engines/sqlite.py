@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from bot import db
-from bot.backends import Row
-from bot.keyed_locks import KeyedLocks, LockEntry
+from bot.aio.keyed_locks import KeyedLocks, LockEntry
+from bot.storage import migrations as db
+from bot.storage.engines import Row
 
 
 class SqliteTransaction:

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.charts import CHART_SIZES, ChartRenderer, track_tiles
-from bot.embeds import (
+from bot.listening.embeds import PERIOD_WORDS, Rendered, fit_lines
+from bot.listening.spotify import SpotifyListening
+from bot.nowplaying.render import (
     EMBED_DESCRIPTION_LIMIT,
     EMBED_TITLE_LIMIT,
     SPOTIFY_GREEN,
@@ -31,9 +32,8 @@ from bot.embeds import (
     markdown_link,
     truncate,
 )
-from bot.images import ImageFetcher
-from bot.listening import SpotifyListening
-from bot.listening_embeds import PERIOD_WORDS, Rendered, fit_lines
+from bot.pictures.charts import CHART_SIZES, ChartRenderer, track_tiles
+from bot.pictures.images import ImageFetcher
 from bot.spotify.models import Image, Track
 
 CHART_PICTURE_NAME = "chart.png"

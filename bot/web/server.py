@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from bot.linking import SPOTIFY_APPS_URL, LinkFailure, LinkService, describe_wait
+from bot.linking.service import SPOTIFY_APPS_URL, LinkFailure, LinkService, describe_wait
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bot.web.access")

@@ -36,10 +36,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.aio.tasks import cancel_and_wait
 from bot.errors import SpotifyError
 from bot.spotify.models import CurrentlyPlaying, Playback, PlayedTrack, Track
 from bot.storage import Play, Recap, Storage
-from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from bot.errors import (
     SpotifyRateLimited,
     SpotifyUnauthorized,
 )
-from bot.linking import LinkFailure, LinkService
+from bot.linking.service import LinkFailure, LinkService
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifyService

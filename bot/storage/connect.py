@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from bot.retry import backoff_delays
+from bot.aio.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 

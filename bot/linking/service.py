@@ -12,7 +12,7 @@ Rules (docs/linking.md explains them for self-hosters):
   reports it without naming any account;
 * a 429 of the accounts service uses up nothing (the state is released); a Web API hold does
   not stop the code exchange: the grant waits, encrypted, in ``pending_links`` and
-  :class:`~bot.link_completion.PendingLinkCompleter` finishes the link when the hold ends.
+  :class:`~bot.linking.completion.PendingLinkCompleter` finishes the link when the hold ends.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from typing import Any
 import aiosqlite
 import asyncpg
 
-from bot import db
-from bot.backends import postgresql
+from bot.storage import migrations as db
+from bot.storage.engines import postgresql
 
 log = logging.getLogger(__name__)
 

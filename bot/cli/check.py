@@ -50,8 +50,6 @@ import aiohttp
 import aiosqlite
 import discord
 
-from bot import db
-from bot.backends.sqlite import SqliteDatabase
 from bot.config import Settings, load_settings, redact_database_url
 from bot.crypto import TokenCipher
 from bot.errors import (
@@ -63,14 +61,16 @@ from bot.errors import (
     SpotifyUnavailable,
 )
 from bot.logs import SecretMasker, masker_for_settings
-from bot.maintenance import (
+from bot.spotify.auth import SpotifyAuth
+from bot.spotify.http import SpotifySender
+from bot.storage import Storage
+from bot.storage import migrations as db
+from bot.storage.engines.sqlite import SqliteDatabase
+from bot.storage.secrets import (
     count_secrets_by_key,
     keys_open_summary,
     unreadable_advice,
 )
-from bot.spotify.auth import SpotifyAuth
-from bot.spotify.http import SpotifySender
-from bot.storage import Storage
 
 OK: Final = "ok"
 PROBLEM: Final = "problem"
@@ -289,13 +289,13 @@ async def _check_database(path: Path, cipher: TokenCipher) -> tuple[Finding, Sec
 
 async def _check_postgresql(url: str, cipher: TokenCipher) -> tuple[Finding, SecretCounts | None]:
     """Connect once (no retry, no migration) and read the schema version and the secrets."""
-    from bot.backends.postgresql import PostgresDatabase
-    from bot.backends.startup import (
+    from bot.storage.connect import (
         CONNECT_ERRORS,
         TRANSIENT_ERRORS,
         describe_transient,
         refusal_line,
     )
+    from bot.storage.engines.postgresql import PostgresDatabase
 
     item = "database"
     shown = redact_database_url(url)

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import asyncpg
 
-from bot import db
-from bot.backends import Row
+from bot.storage import migrations as db
+from bot.storage.engines import Row
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ class PostgresDatabase:
     ) -> PostgresDatabase:
         """Connect a pool and migrate (unless ``run_migrations`` is False: ``check`` only looks).
 
-        Connection errors propagate; ``bot.backends.startup`` tells a refusal from a server that
-        is not up yet."""
+        Connection errors propagate; ``bot.storage.connect`` tells a refusal from a server
+        that is not up yet."""
         pool = await asyncpg.create_pool(
             dsn=url, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT
         )

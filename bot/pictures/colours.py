@@ -29,9 +29,9 @@ from typing import Protocol
 
 from PIL import Image as PilImage
 
-from bot.images import ImageFetcher, spotify_image_id
+from bot.aio.tasks import cancel_and_wait
+from bot.pictures.images import ImageFetcher, spotify_image_id
 from bot.spotify.models import CurrentlyPlaying, Episode, Image, Playback, Track
-from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

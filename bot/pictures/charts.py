@@ -7,11 +7,11 @@ through :class:`ChartRenderer`: one worker thread of its own, renders queued one
 stall the event loop for tens of milliseconds; one worker keeps every stall to a few.)
 
 Each cover is drawn whole (scaled to fit its square, never cropped; transparency over the tile
-colour) and its text sits in a band *under* it, never over the art. A missing or undecodable
-cover, and every tile beyond the items given, is a neutral tile. The picture carries Spotify's
-attribution in its footer. Text uses Noto Sans (a Latin, Greek and Cyrillic subset shipped in
-``bot/fonts`` under the SIL Open Font License); characters of other scripts (CJK, Arabic, Hebrew,
-Indic scripts, Thai, emoji, ...) fall back to one replacement mark (U+FFFD) per run of such
+colour) and its text sits in a band *under* it, never over the art. A missing or undecodable cover,
+and every tile beyond the items given, is a neutral tile. The picture carries Spotify's attribution
+in its footer. Text uses Noto Sans (a Latin, Greek and Cyrillic subset shipped in
+``bot/pictures/fonts`` under the SIL Open Font License); characters of other scripts (CJK, Arabic,
+Hebrew, Indic scripts, Thai, emoji, ...) fall back to one replacement mark (U+FFFD) per run of such
 characters, so a name in such a script shows what the font can draw plus that mark, while the
 message text around the picture shows it in full.
 """

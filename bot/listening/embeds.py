@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.embeds import (
+from bot.listening.log import NowEntry
+from bot.listening.spotify import RecentAnswer
+from bot.nowplaying.render import (
     EMBED_DESCRIPTION_LIMIT,
     EMBED_FIELD_VALUE_LIMIT,
     EMBED_FOOTER_LIMIT,
@@ -22,8 +24,6 @@ from bot.embeds import (
     markdown_link,
     truncate,
 )
-from bot.history import NowEntry
-from bot.listening import RecentAnswer
 from bot.spotify.models import TopItems
 from bot.storage import Recap
 

@@ -14,10 +14,10 @@ from discord.ext import commands
 from discord.gateway import DiscordWebSocket
 from discord.shard import Shard
 
+from bot.aio.retry import backoff_delays
 from bot.config import Settings
-from bot.connect import describe_failure, format_wait
 from bot.errors import BotError
-from bot.retry import backoff_delays
+from bot.gateway.connect import describe_failure, format_wait
 from bot.services import Services
 from bot.shards import IdentifyGate
 
@@ -211,7 +211,7 @@ class ShardedNowPlayingBot(NowPlayingBot, commands.AutoShardedBot):
                 if self.is_closed():
                     raise
                 delay = next(delays)
-                logging.getLogger("bot.connect").warning(
+                logging.getLogger("bot.gateway.connect").warning(
                     "Could not connect to the Discord gateway (%s); retrying in %s",
                     describe_failure(exc),
                     format_wait(delay),

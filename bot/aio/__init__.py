@@ -1,0 +1,1 @@
+"""Small asyncio helpers every part may use: ending tasks, per-key locks, start-up back-off."""

@@ -1,0 +1,1 @@
+"""The command line: which ``.env`` is read, the first-run setup, the setup doctor (``check``)."""

@@ -1,0 +1,1 @@
+"""The bot on Discord's gateway: the ``commands.Bot`` subclass and getting it connected."""

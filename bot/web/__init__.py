@@ -1,0 +1,1 @@
+"""The bot's small web server: the OAuth callback pages, /healthz and /metrics."""
