@@ -73,7 +73,8 @@ from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
 from bot.crypto import TokenCipher
 from bot.gateway.client import intents_for
-from bot.nowplaying.render import NowPlayingMessage
+from bot.messages.message import BotMessage
+from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
@@ -314,6 +315,7 @@ async def worker(config: dict[str, Any]) -> None:
             scheduler=scheduler,
             config=AutopostConfig(max_concurrent_polls=config["concurrency"]),
             hold=sender,
+            renderer=NowPlayingRenderer(None),
         )
         fake = SimpleNamespace(token=config["discord_token"], base_url=config["discord_base"])
         stretches: list[float] = []
@@ -821,12 +823,10 @@ class SilentSide:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return MemberView(f"member{user_id}")
 
-    async def send(
-        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
-    ) -> int:
+    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
         raise AssertionError("the scale run never posts")
 
-    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
         raise AssertionError("the scale run never posts")
 
     async def last_message_id(self, channel_id: int) -> int | None:
@@ -871,6 +871,7 @@ async def run_scale(args: argparse.Namespace) -> None:
                 config=AutopostConfig(
                     scheduler=SchedulerConfig(budget_per_window=args.budget), membership_lookups=8
                 ),
+                renderer=NowPlayingRenderer(None),
             )
             started = time.monotonic()
             await service.start()

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.nowplaying.render import SPOTIFY_GREEN
+from bot.messages.text import SPOTIFY_GREEN
 from bot.spotify.models import SpotifyUser, TokenGrant
 from tests.fakes.discord import SentInteraction
 from tests.fakes.discord_payloads import make_channel, make_guild, make_member, make_user

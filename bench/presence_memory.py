@@ -41,7 +41,8 @@ import discord
 
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
-from bot.nowplaying.render import NowPlayingMessage
+from bot.messages.message import BotMessage
+from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.privacy import PrivacyService
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
 from bot.storage import LinkedAccount, Storage
@@ -69,13 +70,11 @@ class InstantDiscord:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return MemberView(display_name=f"member {user_id % 10_000}")
 
-    async def send(
-        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
-    ) -> int:
+    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
         self.sent += 1
         return 1_000_000 + self.sent
 
-    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
         return True
 
     async def last_message_id(self, channel_id: int) -> int | None:
@@ -211,7 +210,11 @@ async def run(args: argparse.Namespace) -> None:
             await privacy.start()
             side = InstantDiscord()
             service = AutopostService(
-                storage, nothing_playing, side, is_private=privacy.is_private_now
+                storage,
+                nothing_playing,
+                side,
+                is_private=privacy.is_private_now,
+                renderer=NowPlayingRenderer(None),
             )
             await service.start()
             await service.settle()

@@ -35,6 +35,7 @@ from bot.listening.log import AutopostFeed, ListeningLog
 from bot.listening.spotify import SpotifyListening
 from bot.logs import SecretMasker
 from bot.metrics import Metrics
+from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.pictures.charts import ChartRenderer
 from bot.pictures.colours import CoverColours
 from bot.pictures.images import ImageFetcher
@@ -208,7 +209,7 @@ class Application:
                 on_post=_autopost_metrics(metrics) if metrics is not None else None,
                 on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
                 is_private=privacy.is_private_now,
-                colours=colours,
+                renderer=NowPlayingRenderer(colours),
                 # Presences are posted by the process they arrive in, in its own guilds.
                 serves_guild=guild_filter(settings.shard_count, settings.shard_ids),
             )

@@ -10,7 +10,6 @@ keeps the ephemerality chosen at defer time).
 from __future__ import annotations
 
 import contextlib
-import io
 from typing import Any, Literal
 
 import discord
@@ -19,6 +18,7 @@ from discord.ext import commands
 
 from bot.errors import BotError
 from bot.gateway.client import NowPlayingBot
+from bot.gateway.interactions import send_message
 from bot.listening.chart import TopChart, chart_heading, render_chart_answer, render_empty_chart
 from bot.privacy import PrivacyService
 
@@ -66,15 +66,7 @@ class ChartCog(commands.Cog):
             with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
             raise
-        kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
-        if rendered.content is not None:
-            kwargs["content"] = rendered.content
-        if rendered.embed is not None:
-            kwargs["embed"] = rendered.embed
-        if rendered.picture is not None:
-            name, png = rendered.picture
-            kwargs["file"] = discord.File(io.BytesIO(png), filename=name)
-        await interaction.followup.send(**kwargs)
+        await send_message(interaction, rendered)
 
 
 async def setup(bot: commands.Bot) -> None:

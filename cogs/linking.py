@@ -11,7 +11,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.gateway.client import NowPlayingBot, handle_interaction_error
+from bot.gateway.client import NowPlayingBot
+from bot.gateway.interactions import handle_interaction_error
 from bot.linking.service import (
     LinkFailure,
     LinkKind,

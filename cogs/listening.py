@@ -9,10 +9,9 @@ error handler). Anything that may take over 1.5 s shows "thinking" first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Literal
 
 import discord
@@ -21,18 +20,18 @@ from discord.ext import commands
 
 from bot.errors import BotError
 from bot.gateway.client import NowPlayingBot
+from bot.gateway.interactions import answer_in_time
 from bot.listening.embeds import (
     RECAP_PERIOD_WORDS,
     RECAP_PICTURE_NAME,
-    Rendered,
     render_listening,
     render_recap,
     render_recent,
     render_top,
-    with_picture,
 )
 from bot.listening.log import ListeningLog
 from bot.listening.spotify import SpotifyListening
+from bot.messages.message import BotMessage, with_picture
 from bot.nowplaying.status import spotify_activity
 from bot.pictures.charts import ChartRenderer, TopAlbum
 from bot.pictures.images import ImageFetcher
@@ -41,7 +40,6 @@ from bot.storage import Recap
 
 log = logging.getLogger(__name__)
 
-DEFER_AFTER_SECONDS = 1.5
 COVER_WAIT_SECONDS = 2.0  # the recap picture waits this long for uncached covers
 GUILD_ONLY = "This command only works in a server."
 CHOICE_COMMANDS = frozenset({"autopost me", "privacy"})
@@ -57,44 +55,6 @@ def _server(interaction: discord.Interaction[Any]) -> tuple[int, discord.Guild |
         raise BotError(user_message=GUILD_ONLY)
     guild = interaction.guild
     return interaction.guild_id, guild, guild.name if guild is not None else "this server"
-
-
-async def send_rendered(
-    interaction: discord.Interaction[Any],
-    work: Callable[[], Awaitable[Rendered]],
-    *,
-    ephemeral: bool = False,
-) -> Rendered:
-    """Answer (publicly unless ``ephemeral``) with what ``work`` renders; "thinking" first
-    when it takes over 1.5 s. An error after a public "thinking" removes that message, so the
-    error answer is private."""
-    task = asyncio.ensure_future(work())
-    try:
-        rendered = await asyncio.wait_for(asyncio.shield(task), DEFER_AFTER_SECONDS)
-    except TimeoutError:
-        await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-        try:
-            rendered = await task
-        except Exception:
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.delete_original_response()
-            raise
-    kwargs: dict[str, Any] = {
-        "allowed_mentions": discord.AllowedMentions.none(),
-        "ephemeral": ephemeral,
-    }
-    if rendered.content is not None:
-        kwargs["content"] = rendered.content
-    if rendered.embed is not None:
-        kwargs["embed"] = rendered.embed
-    if rendered.picture is not None:
-        name, png = rendered.picture
-        kwargs["file"] = discord.File(io.BytesIO(png), filename=name)
-    if interaction.response.is_done():
-        await interaction.followup.send(**kwargs)
-    else:
-        await interaction.response.send_message(**kwargs)
-    return rendered
 
 
 class ListeningCog(commands.Cog):
@@ -144,10 +104,10 @@ class ListeningCog(commands.Cog):
         if is_member is not None:
             entries = [e for e in entries if is_member(e.member_id)]
 
-        async def work() -> Rendered:
+        async def work() -> BotMessage:
             return render_listening(entries, guild_name=name)
 
-        await send_rendered(interaction, work)
+        await answer_in_time(interaction, work)
 
     @app_commands.command(name="recent", description="The last 10 tracks you (or a member) played")
     @app_commands.describe(member="Whose tracks to show (default: you)")
@@ -159,12 +119,12 @@ class ListeningCog(commands.Cog):
         target = await self._target(interaction, member)
         is_self = target.id == interaction.user.id
 
-        async def work() -> Rendered:
+        async def work() -> BotMessage:
             answer = await self.spotify.recent(target.id, is_self=is_self)
             return render_recent(answer, member_name=_name(target), is_self=is_self)
 
         only_you = await self.privacy.answers_only_to_viewer(interaction, member)
-        await send_rendered(interaction, work, ephemeral=only_you)
+        await answer_in_time(interaction, work, ephemeral=only_you)
 
     @app_commands.command(name="top", description="Your (or a member's) top tracks or artists")
     @app_commands.describe(
@@ -182,12 +142,12 @@ class ListeningCog(commands.Cog):
         target = await self._target(interaction, member)
         is_self = target.id == interaction.user.id
 
-        async def work() -> Rendered:
+        async def work() -> BotMessage:
             items = await self.spotify.top(target.id, kind, period, is_self=is_self)
             return render_top(items, member_name=_name(target), period=period)
 
         only_you = await self.privacy.answers_only_to_viewer(interaction, member)
-        await send_rendered(interaction, work, ephemeral=only_you)
+        await answer_in_time(interaction, work, ephemeral=only_you)
 
     @app_commands.command(name="recap", description="What this server played lately")
     @app_commands.describe(period="week or month (default: week)")
@@ -207,12 +167,12 @@ class ListeningCog(commands.Cog):
 
         recaps: list[Recap] = []
 
-        async def work() -> Rendered:
+        async def work() -> BotMessage:
             recap = await self.history.recap(guild_id, period, still_member=still_member)
             recaps.append(recap)
             return render_recap(recap, guild_name=name, period=period)
 
-        rendered = await send_rendered(interaction, work)
+        rendered = await answer_in_time(interaction, work)
         # The numbers go out at once; the picture of the top albums follows in an edit.
         png = await self._recap_picture(recaps[0], name, period) if rendered.embed else None
         if png is not None:

@@ -6,8 +6,6 @@ when the interaction resolved them as a member of this server and they are not p
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -24,16 +22,16 @@ from bot.errors import (
     SpotifyUnauthorized,
 )
 from bot.gateway.client import NowPlayingBot
+from bot.gateway.interactions import answer_in_time
 from bot.linking.service import LinkService, expiry_reminder
-from bot.nowplaying.render import render_now_playing, send_arguments
+from bot.messages.message import BotMessage
+from bot.nowplaying.render import render_now_playing
 from bot.nowplaying.status import member_playback
 from bot.pictures.colours import CoverColours
 from bot.privacy import PrivacyService
 from bot.services import PlaybackService
 from bot.spotify.models import CurrentlyPlaying
 
-# Answer directly when Spotify is quick; otherwise show "thinking" well inside Discord's 3 s.
-DEFER_AFTER_SECONDS = 1.5
 # /np waits at most this long for a new cover's colour; then it answers in Spotify green.
 COLOUR_WAIT_SECONDS = 0.3
 
@@ -81,39 +79,25 @@ class NowPlayingCog(commands.Cog):
             if self.presence_enabled and interaction.guild is not None
             else None
         )
-        lookup = asyncio.ensure_future(
-            self._lookup(target, is_self=is_self, cached_member=cached_member)
-        )
-        try:
-            playback = await asyncio.wait_for(asyncio.shield(lookup), DEFER_AFTER_SECONDS)
-        except TimeoutError:
-            await interaction.response.defer(thinking=True, ephemeral=only_you)
-            try:
-                playback = await lookup
-            except Exception:
-                # The public "thinking" message would turn into the error for everyone to see:
-                # remove it, so the error handler's follow-up is a private message instead.
-                with contextlib.suppress(discord.HTTPException):
-                    await interaction.delete_original_response()
-                raise
-        colour = None
-        if self.colours is not None:
-            colour = await self.colours.colour_for(playback, wait=COLOUR_WAIT_SECONDS)
-        message = render_now_playing(
-            playback,
-            member_name=target.display_name,
-            member_avatar_url=target.display_avatar.url,
-            now=time.time(),
-            colour=colour,
-        )
-        kwargs = send_arguments(message)
-        if only_you:
-            kwargs["ephemeral"] = True
-        if interaction.response.is_done():
-            await interaction.followup.send(**kwargs)
-        else:
-            await interaction.response.send_message(**kwargs)
-        if is_self and playback.source == "spotify":
+
+        playback: CurrentlyPlaying | None = None
+
+        async def work() -> BotMessage:
+            nonlocal playback
+            playback = await self._lookup(target, is_self=is_self, cached_member=cached_member)
+            colour = None
+            if self.colours is not None:
+                colour = await self.colours.colour_for(playback, wait=COLOUR_WAIT_SECONDS)
+            return render_now_playing(
+                playback,
+                member_name=target.display_name,
+                member_avatar_url=target.display_avatar.url,
+                now=time.time(),
+                colour=colour,
+            )
+
+        await answer_in_time(interaction, work, ephemeral=only_you)
+        if is_self and playback is not None and playback.source == "spotify":
             await self._remind_if_expiring(interaction)
 
     async def _remind_if_expiring(self, interaction: discord.Interaction[Any]) -> None:

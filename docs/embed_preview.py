@@ -29,7 +29,8 @@ from PIL import Image
 from playwright.async_api import async_playwright
 from sample_covers import cover
 
-from bot.nowplaying.render import NowPlayingMessage, render_now_playing
+from bot.messages.message import BotMessage
+from bot.nowplaying.render import render_now_playing
 from bot.pictures.colours import pick_colour
 from bot.spotify.models import NothingPlaying, Playback, parse_currently_playing
 from cogs.linking import LINK_INSTRUCTIONS, LinkButtons
@@ -92,7 +93,7 @@ body.light { background:#ffffff; color:#313338; }
 """
 
 
-def embed_html(message: NowPlayingMessage, art: bytes) -> str:
+def embed_html(message: BotMessage, art: bytes) -> str:
     """The embed and link buttons of a rendered message, as Discord lays them out."""
     assert message.embed is not None
     embed = message.embed.to_dict()

@@ -11,7 +11,8 @@ import pytest
 from bot.autopost.observations import Observation, RecordResult
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
-from bot.nowplaying.render import NowPlayingMessage
+from bot.messages.message import BotMessage
+from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying, Playback, Track
 from bot.storage import Storage
 from tests.helpers import ManualClock, linked_account
@@ -34,12 +35,10 @@ class Side:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return MemberView("Alice") if user_id == ALICE else None
 
-    async def send(
-        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
-    ) -> int:
+    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
         return 1
 
-    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
         return True
 
     async def last_message_id(self, channel_id: int) -> int | None:
@@ -112,6 +111,7 @@ async def test_a_poll_reports_what_it_saw_and_the_unwatched_stretch(storage: Sto
         scheduler=OnePollScheduler(unseen_since=380.0),  # 120 s before "now" (500)
         clock=monotonic,
         wall_clock=wall,
+        renderer=NowPlayingRenderer(None),
     )
     service.add_play_listener(lambda m, p, s: plays.append((m, p, s)))
     service.add_gap_listener(lambda m, since: gaps.append((m, since)))
@@ -136,7 +136,9 @@ async def test_every_observation_is_heard_even_when_nothing_is_posted(storage: S
     async def fetch(member_id: int) -> CurrentlyPlaying:
         return NothingPlaying()
 
-    service = AutopostService(storage, fetch, Side(), scheduler=OnePollScheduler(0.0))
+    service = AutopostService(
+        storage, fetch, Side(), scheduler=OnePollScheduler(0.0), renderer=NowPlayingRenderer(None)
+    )
     service.add_play_listener(lambda m, p, s: heard.append((m, s)))
 
     def broken(member_id: int, playback: CurrentlyPlaying, source: str) -> None:

@@ -28,7 +28,8 @@ from bot.autopost.ports import (
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
 from bot.errors import LinkBroken, SpotifyRateLimited
-from bot.nowplaying.render import NowPlayingMessage
+from bot.messages.message import BotMessage
+from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.models import (
     CurrentlyPlaying,
     NothingPlaying,
@@ -82,8 +83,8 @@ def local_file(name: str) -> Playback:
 class Post:
     channel_id: int
     message_id: int
-    message: NowPlayingMessage
-    edits: list[NowPlayingMessage] = field(default_factory=list)
+    message: BotMessage
+    edits: list[BotMessage] = field(default_factory=list)
 
     @property
     def title(self) -> str | None:
@@ -122,9 +123,7 @@ class FakeSide:
             return MemberView(f"member{user_id}", None)
         return None
 
-    async def send(
-        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
-    ) -> int:
+    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
         await asyncio.sleep(0)
         if self.send_error is not None:
             raise self.send_error
@@ -135,7 +134,7 @@ class FakeSide:
         self.last_in_channel[channel_id] = message_id
         return message_id
 
-    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
         await asyncio.sleep(0)
         post = self.messages.get(message_id)
         if post is None:
@@ -197,6 +196,7 @@ def make_service(world: World, **config: object) -> AutopostService:
         config=AutopostConfig(**options),  # type: ignore[arg-type]
         wall_clock=world.wall,
         on_post=lambda action, lag: world.posted.append((action, lag)),
+        renderer=NowPlayingRenderer(None),
     )
 
 
@@ -673,6 +673,7 @@ async def test_the_senders_hold_from_an_interactive_429_holds_polling(
         FakeSide(),
         config=AutopostConfig(scheduler=FAST),
         hold=hold,
+        renderer=NowPlayingRenderer(None),
     )
     try:
         await service.start()
@@ -708,6 +709,7 @@ async def test_an_answer_after_an_unobserved_stretch_reports_the_gap(tmp_path: P
         FakeSide(),
         config=AutopostConfig(scheduler=config),
         on_gap=lambda member_id, since: gaps.append((member_id, since)),
+        renderer=NowPlayingRenderer(None),
     )
     try:
         started = time.time()
@@ -745,7 +747,11 @@ async def test_polls_stay_under_the_concurrency_limit(tmp_path: Path) -> None:
         return NothingPlaying()
 
     service = AutopostService(
-        storage, slow_fetch, side, config=AutopostConfig(scheduler=FAST, max_concurrent_polls=3)
+        storage,
+        slow_fetch,
+        side,
+        config=AutopostConfig(scheduler=FAST, max_concurrent_polls=3),
+        renderer=NowPlayingRenderer(None),
     )
     try:
         await service.start()
@@ -776,7 +782,13 @@ async def test_the_loop_waits_for_discord(tmp_path: Path) -> None:
     side = FakeSide()
     side.ready.clear()
     spotify = Spotify()
-    service = AutopostService(storage, spotify.fetch, side, config=AutopostConfig(scheduler=FAST))
+    service = AutopostService(
+        storage,
+        spotify.fetch,
+        side,
+        config=AutopostConfig(scheduler=FAST),
+        renderer=NowPlayingRenderer(None),
+    )
     try:
         await service.start()
         await loop_turns(service)
@@ -805,7 +817,13 @@ async def test_stored_last_posts_survive_in_storage(world: World) -> None:
 async def test_the_scheduler_handed_in_is_used_even_while_empty(world: World) -> None:
     scheduler = PollScheduler(FAST)
     assert len(scheduler) == 0  # falsy: must not be replaced by a default one
-    service = AutopostService(world.storage, world.spotify.fetch, world.side, scheduler=scheduler)
+    service = AutopostService(
+        world.storage,
+        world.spotify.fetch,
+        world.side,
+        scheduler=scheduler,
+        renderer=NowPlayingRenderer(None),
+    )
     assert service.scheduler is scheduler
 
 

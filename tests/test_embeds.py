@@ -19,26 +19,24 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
     import discord
 
-from bot.nowplaying.render import (
+from bot.messages.message import BotMessage, LinkButton, edit_arguments, make_view, send_arguments
+from bot.messages.text import (
     EMBED_AUTHOR_NAME_LIMIT,
     EMBED_FIELD_VALUE_LIMIT,
     EMBED_TITLE_LIMIT,
     EMBED_TOTAL_LIMIT,
-    PROGRESS_BAR_WIDTH,
     SPOTIFY_GREEN,
-    LinkButton,
-    NowPlayingMessage,
-    edit_arguments,
     embed_limit_problems,
     embed_total_length,
     escape_markdown,
+    truncate,
+)
+from bot.nowplaying.render import (
+    PROGRESS_BAR_WIDTH,
     format_duration,
-    make_view,
     pick_image,
     progress_bar,
     render_now_playing,
-    send_arguments,
-    truncate,
 )
 from bot.spotify.models import (
     Image,
@@ -79,7 +77,7 @@ def render(
     *,
     member_name: str = "Ann",
     seconds_later: float = 0.0,
-) -> NowPlayingMessage:
+) -> BotMessage:
     return render_now_playing(
         playback,
         member_name=member_name,
@@ -88,7 +86,7 @@ def render(
     )
 
 
-def embed_of(message: NowPlayingMessage) -> discord.Embed:
+def embed_of(message: BotMessage) -> discord.Embed:
     assert message.embed is not None
     return message.embed
 
@@ -135,7 +133,7 @@ def markdown_links(text: str) -> list[tuple[str, str]]:
     return links
 
 
-def assert_valid(message: NowPlayingMessage) -> discord.Embed:
+def assert_valid(message: BotMessage) -> discord.Embed:
     """Within every Discord limit, counted two independent ways, with whole markdown links."""
     embed = embed_of(message)
     assert embed_limit_problems(embed) == []
@@ -607,7 +605,7 @@ async def test_send_arguments_are_what_np_and_auto_posts_send() -> None:
 
 
 async def test_edit_arguments_clear_what_the_message_lacks() -> None:
-    message = NowPlayingMessage(embed=None, content="Nothing playing right now.")
+    message = BotMessage(embed=None, content="Nothing playing right now.")
     arguments = edit_arguments(message)
     assert arguments["content"] == "Nothing playing right now."
     assert arguments["embed"] is None  # an edit drops the old embed

@@ -8,11 +8,11 @@ from bot.listening.embeds import (
     render_recap,
     render_recent,
     render_top,
-    with_picture,
 )
 from bot.listening.log import NowEntry
 from bot.listening.spotify import RecentAnswer, RecentTrack
-from bot.nowplaying.render import embed_limit_problems
+from bot.messages.message import with_picture
+from bot.messages.text import embed_limit_problems
 from bot.spotify.models import TopArtist, TopItems
 from bot.storage import Recap, RecapEntry
 

@@ -14,7 +14,7 @@ import pytest
 
 from bot.autopost.outbox import OutboxDiscordSide, OutboxSender, decode_message, encode_message
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
-from bot.nowplaying.render import LinkButton, NowPlayingMessage
+from bot.messages.message import BotMessage, LinkButton
 from bot.storage import OutboxPost, Storage
 from tests.fakes.discord import FakeDiscord
 from tests.harness import MUSIC_ID, default_guild
@@ -27,7 +27,7 @@ class RecordingSide:
     first message."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[int, NowPlayingMessage, str | None]] = []
+        self.sent: list[tuple[int, BotMessage, str | None]] = []
         self._by_nonce: dict[str, int] = {}
 
     async def wait_until_ready(self) -> None:
@@ -39,9 +39,7 @@ class RecordingSide:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return MemberView("someone")
 
-    async def send(
-        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
-    ) -> int:
+    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
         if nonce is not None and nonce in self._by_nonce:
             return self._by_nonce[nonce]
         self.sent.append((channel_id, message, nonce))
@@ -50,7 +48,7 @@ class RecordingSide:
             self._by_nonce[nonce] = message_id
         return message_id
 
-    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
         return True
 
     async def last_message_id(self, channel_id: int) -> int | None:
@@ -64,8 +62,8 @@ async def storage(database_target: str | Path) -> AsyncIterator[Storage]:
         yield opened
 
 
-def message(title: str) -> NowPlayingMessage:
-    return NowPlayingMessage(
+def message(title: str) -> BotMessage:
+    return BotMessage(
         embed=discord.Embed(title=title, description="by Someone"),
         buttons=(LinkButton("Open in Spotify", "https://open.spotify.com/track/x"),),
     )

@@ -14,7 +14,8 @@ import pytest
 
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
-from bot.nowplaying.render import NowPlayingMessage
+from bot.messages.message import BotMessage
+from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.privacy import PrivacyService
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
 from bot.storage import Storage
@@ -43,13 +44,11 @@ class Side:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return MemberView(display_name=f"m{user_id}")
 
-    async def send(
-        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
-    ) -> int:
+    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
         self.posts.append((channel_id, message.embed.title if message.embed else None))
         return len(self.posts)
 
-    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
         return True
 
     async def last_message_id(self, channel_id: int) -> int | None:
@@ -90,7 +89,9 @@ async def test_presence_only_listeners_leave_no_trace(storage: Storage) -> None:
     privacy = PrivacyService(storage)
     await privacy.start()
     side = Side()
-    service = AutopostService(storage, nothing, side, is_private=privacy.is_private_now)
+    service = AutopostService(
+        storage, nothing, side, is_private=privacy.is_private_now, renderer=NowPlayingRenderer(None)
+    )
     await service.start()
     await service.settle()
     cog = PresenceCog(service)

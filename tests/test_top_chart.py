@@ -7,6 +7,7 @@ from typing import cast
 
 import pytest
 
+from bot.listening import chart as top_chart
 from bot.listening.chart import (
     CHART_PICTURE_NAME,
     ChartEntry,
@@ -18,7 +19,6 @@ from bot.listening.chart import (
     tracks_to_ask,
 )
 from bot.listening.spotify import SpotifyListening
-from bot.listening import chart as top_chart
 from bot.pictures.charts import ChartRenderer
 from bot.pictures.images import ImageFetcher
 from bot.spotify.models import Artist, Image, Track

@@ -24,7 +24,7 @@ from bot.autopost.ports import (
     DiscordUnavailable,
     MemberView,
 )
-from bot.nowplaying.render import NowPlayingMessage, edit_arguments, send_arguments
+from bot.messages.message import BotMessage, edit_arguments, send_arguments
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,7 @@ class DiscordPySide:
             raise DiscordUnavailable(f"member lookup: {exc!r}") from exc
         return _view_of_payload(self._client, guild_id, data)
 
-    async def send(
-        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
-    ) -> int:
+    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
         channel = self._client.get_partial_messageable(channel_id)
         # With a nonce discord.py also sends enforce_nonce: Discord answers a second create
         # with the same nonce in the channel (within minutes) with the first message.
@@ -130,7 +128,7 @@ class DiscordPySide:
             raise DiscordUnavailable(f"post: {exc!r}") from exc
         return sent.id
 
-    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
         partial = self._client.get_partial_messageable(channel_id).get_partial_message(message_id)
         try:
             await partial.edit(**edit_arguments(message))

@@ -32,7 +32,7 @@ from bot.autopost.ports import (
     DiscordUnavailable,
     MemberView,
 )
-from bot.nowplaying.render import LinkButton, NowPlayingMessage
+from bot.messages.message import BotMessage, LinkButton
 from bot.storage import OutboxPost, Storage
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ KEEP_FOR: Final = 600.0  # rows (sent or not) are dropped after this; unsent one
 SEND_AFTER_AT_MOST: Final = 300.0  # an unsent post older than this is not sent any more
 
 
-def encode_message(message: NowPlayingMessage) -> str:
+def encode_message(message: BotMessage) -> str:
     return json.dumps(
         {
             "content": message.content,
@@ -55,11 +55,11 @@ def encode_message(message: NowPlayingMessage) -> str:
     )
 
 
-def decode_message(payload: str) -> NowPlayingMessage:
+def decode_message(payload: str) -> BotMessage:
     data: dict[str, Any] = json.loads(payload)
     embed = discord.Embed.from_dict(data["embed"]) if data.get("embed") else None
     buttons = tuple(LinkButton(label, url) for label, url in data.get("buttons") or ())
-    return NowPlayingMessage(embed=embed, content=data.get("content"), buttons=buttons)
+    return BotMessage(embed=embed, content=data.get("content"), buttons=buttons)
 
 
 class OutboxDiscordSide:
@@ -89,15 +89,13 @@ class OutboxDiscordSide:
     async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
         return await self._inner.fetch_member(guild_id, user_id)
 
-    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
         return await self._inner.edit(channel_id, message_id, message)
 
     async def last_message_id(self, channel_id: int) -> int | None:
         return await self._inner.last_message_id(channel_id)
 
-    async def send(
-        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
-    ) -> int:
+    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
         """Queue the post, then send it (or wait for the sender that claimed it)."""
         nonce = nonce or secrets.token_hex(12)
         now = self._wall_clock()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bot.autopost.observations import Observation, RecordResult
-from bot.nowplaying.render import NowPlayingMessage
+from bot.messages.message import BotMessage
 from bot.spotify.models import CurrentlyPlaying
 
 Source = Literal["spotify", "presence"]
@@ -27,6 +27,21 @@ GapHook = GapListener
 # Every observation, from any source, before the posting rules (the listening log).
 PlayListener = Callable[[int, CurrentlyPlaying, Source], None]
 Fetch = Callable[[int], Awaitable[CurrentlyPlaying]]
+
+
+class Renderer(Protocol):
+    """The now-playing message, handed in (``bot.nowplaying.renderer`` in the app)."""
+
+    async def prepare(self, playback: CurrentlyPlaying, *, wait: float) -> None: ...
+
+    def render(
+        self,
+        playback: CurrentlyPlaying,
+        *,
+        member_name: str,
+        member_avatar_url: str | None,
+        now: float | None = None,
+    ) -> BotMessage: ...
 
 
 class PollScheduling(Protocol):
@@ -111,14 +126,12 @@ class DiscordSide(Protocol):
         """The member as they are now; None when they are not in the guild."""
         ...
 
-    async def send(
-        self, channel_id: int, message: NowPlayingMessage, nonce: str | None = None
-    ) -> int:
+    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
         """Post; return the new message's id. Raises ChannelUnusable or DiscordUnavailable.
         ``nonce``: the same post sent again (a retry, another process) lands once."""
         ...
 
-    async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
+    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
         """Replace a message's content; False when the message no longer exists."""
         ...
 

@@ -52,11 +52,11 @@ from bot.autopost.ports import (
     PlayListener,
     PostAction,
     PostHook,
+    Renderer,
     Source,
 )
 from bot.autopost.roster import MembershipLookups, Roster
-from bot.nowplaying.render import NowPlayingMessage, render_now_playing
-from bot.pictures.colours import CoverColours
+from bot.messages.message import BotMessage
 from bot.spotify.models import CurrentlyPlaying, Playback
 from bot.storage import LastPost, Storage
 
@@ -77,9 +77,9 @@ class Poster:
         roster: Roster,
         lookups: MembershipLookups,
         *,
+        renderer: Renderer,
         edit_window: float,
         on_post: PostHook | None = None,
-        colours: CoverColours | None = None,
         wall_clock: Callable[[], float] = time.time,
         serves_guild: Callable[[int], bool] | None = None,
         shared: bool = False,
@@ -91,7 +91,7 @@ class Poster:
         self._lookups = lookups
         self._edit_window = edit_window
         self.on_post = on_post
-        self._colours = colours
+        self._renderer = renderer
         self._wall_clock = wall_clock
         self._serves_guild = serves_guild
         self._last_posts = LastPosts(storage, shared=shared)
@@ -165,8 +165,8 @@ class Poster:
         ]
         if not targets:
             return True
-        if self._colours is not None:  # warm it once; each post below reads it without waiting
-            await self._colours.colour_for(playback, wait=AUTOPOST_COLOUR_WAIT)
+        # The cover's colour once; each post below reads it without waiting.
+        await self._renderer.prepare(playback, wait=AUTOPOST_COLOUR_WAIT)
         results = await asyncio.gather(
             *(self._post_in(member_id, g, c, playback, key, source) for g, c in targets)
         )
@@ -211,12 +211,11 @@ class Poster:
         if last is not None and last.item_key == key:
             return True
         now_wall = self._wall_clock()
-        message = render_now_playing(
+        message = self._renderer.render(
             playback,
             member_name=member.display_name,
             member_avatar_url=member.avatar_url,
             now=now_wall,
-            colour=self._colours.known(playback) if self._colours is not None else None,
         )
         try:
             nonce = post_nonce(member_id, channel_id, key, last)
@@ -249,7 +248,7 @@ class Poster:
     async def _send_or_edit(
         self,
         channel_id: int,
-        message: NowPlayingMessage,
+        message: BotMessage,
         last: LastPost | None,
         now: float,
         nonce: str,

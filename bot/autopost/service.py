@@ -37,13 +37,13 @@ from bot.autopost.ports import (
     PlayListener,
     PollScheduling,
     PostHook,
+    Renderer,
     Source,
     SpotifyHold,
 )
 from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.autopost.scheduler import PollScheduler
-from bot.pictures.colours import CoverColours
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import LastPost, Storage
 
@@ -63,6 +63,7 @@ class AutopostService:
         fetch: Fetch,
         discord: DiscordSide,
         *,
+        renderer: Renderer,
         scheduler: PollScheduling | None = None,
         config: AutopostConfig | None = None,
         hold: SpotifyHold | None = None,
@@ -71,7 +72,6 @@ class AutopostService:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         is_private: Callable[[int], bool] | None = None,
-        colours: CoverColours | None = None,
         leadership: Leadership | None = None,
         serves_guild: Callable[[int], bool] | None = None,
     ) -> None:
@@ -98,8 +98,8 @@ class AutopostService:
             self.roster,
             self.lookups,
             edit_window=config.edit_window,
+            renderer=renderer,
             on_post=on_post,
-            colours=colours,
             wall_clock=wall_clock,
             serves_guild=serves_guild,
             shared=storage.dialect == "postgresql",

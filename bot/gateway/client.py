@@ -16,8 +16,8 @@ from discord.shard import Shard
 
 from bot.aio.retry import backoff_delays
 from bot.config import Settings
-from bot.errors import BotError
 from bot.gateway.connect import describe_failure, format_wait
+from bot.gateway.interactions import command_outcome_for, handle_interaction_error
 from bot.services import Services
 from bot.shards import IdentifyGate
 
@@ -33,8 +33,6 @@ EXTENSIONS = (
     "cogs.chart",
 )
 
-APOLOGY = "Sorry, something went wrong on our side. The bot owner can find the details in the log."
-
 # Called with (command name, outcome) after every slash command: the metrics counter.
 CommandOutcomeHook = Callable[[str, str], None]
 
@@ -48,54 +46,6 @@ def intents_for(enable_presence: bool) -> discord.Intents:
         intents.presences = True
         intents.members = True
     return intents
-
-
-def user_message_for(error: BaseException) -> str | None:
-    """The plain words for an expected error, or None for a bug."""
-    if isinstance(error, app_commands.CommandInvokeError | commands.CommandInvokeError):
-        error = error.original
-    if isinstance(error, BotError):
-        return error.user_message
-    if isinstance(error, app_commands.MissingPermissions):
-        wanted = ", ".join(
-            p.replace("_", " ").replace("guild", "server") for p in error.missing_permissions
-        )
-        return f"You need the {wanted} permission to do that."
-    if isinstance(error, app_commands.NoPrivateMessage):
-        return "This command only works in a server."
-    if isinstance(error, app_commands.CommandOnCooldown):
-        return f"Slow down a little: try again in {error.retry_after:.0f} s."
-    if isinstance(error, app_commands.CheckFailure):
-        return "You can't use this command here."
-    return None
-
-
-def command_outcome_for(error: BaseException) -> str:
-    """``user_error`` when the member was told what went wrong, ``error`` for a bug."""
-    return "error" if user_message_for(error) is None else "user_error"
-
-
-async def reply_privately(interaction: discord.Interaction[Any], message: str) -> None:
-    """Answer ephemerally whether or not the interaction was already answered or deferred."""
-    try:
-        if interaction.response.is_done():
-            await interaction.followup.send(message, ephemeral=True)
-        else:
-            await interaction.response.send_message(message, ephemeral=True)
-    except discord.HTTPException:
-        log.warning("Could not deliver an error message for interaction %s", interaction.id)
-
-
-async def handle_interaction_error(
-    interaction: discord.Interaction[Any], error: BaseException
-) -> None:
-    """The one place that turns an exception into words for the member."""
-    message = user_message_for(error)
-    if message is None:
-        command = interaction.command.qualified_name if interaction.command else "component"
-        log.error("Unexpected error in %s", command, exc_info=error)
-        message = APOLOGY
-    await reply_privately(interaction, message)
 
 
 class BotTree(app_commands.CommandTree["NowPlayingBot"]):

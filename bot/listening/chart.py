@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.listening.embeds import PERIOD_WORDS, Rendered, fit_lines
+from bot.listening.embeds import PERIOD_WORDS, fit_lines
 from bot.listening.spotify import SpotifyListening
-from bot.nowplaying.render import (
+from bot.messages.message import BotMessage
+from bot.messages.text import (
     EMBED_DESCRIPTION_LIMIT,
     EMBED_TITLE_LIMIT,
     SPOTIFY_GREEN,
@@ -119,7 +120,7 @@ def chart_heading(member_name: str, period: str) -> str:
 
 def render_chart_answer(
     entries: Sequence[ChartEntry], *, member_name: str, period: str, size: int, png: bytes
-) -> Rendered:
+) -> BotMessage:
     """The public answer: an embed showing the attached chart, the entries as text."""
     name = fit_markdown(member_name, NAME_LIMIT)
     when = PERIOD_WORDS.get(period, period)
@@ -136,13 +137,13 @@ def render_chart_answer(
     albums = "1 album" if len(entries) == 1 else f"{len(entries)} albums"
     embed.set_footer(text=f"{size}x{size} · {albums} · {CHART_FOOTER}")
     embed.set_image(url=f"attachment://{CHART_PICTURE_NAME}")
-    return Rendered(embed=embed, picture=(CHART_PICTURE_NAME, png))
+    return BotMessage(embed=embed, picture=(CHART_PICTURE_NAME, png))
 
 
-def render_empty_chart(*, member_name: str, period: str, is_self: bool) -> Rendered:
+def render_empty_chart(*, member_name: str, period: str, is_self: bool) -> BotMessage:
     when = PERIOD_WORDS.get(period, period)
     who = "you" if is_self else fit_markdown(member_name, NAME_LIMIT)
-    return Rendered(
+    return BotMessage(
         content=f"Spotify has no top tracks of {who} for {when} yet, so there is no chart to "
         "draw: it needs a little more listening."
     )

@@ -8,13 +8,13 @@ failed send. An empty list is a plain sentence, not an empty embed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import discord
 
 from bot.listening.log import NowEntry
 from bot.listening.spotify import RecentAnswer
-from bot.nowplaying.render import (
+from bot.messages.message import BotMessage
+from bot.messages.text import (
     EMBED_DESCRIPTION_LIMIT,
     EMBED_FIELD_VALUE_LIMIT,
     EMBED_FOOTER_LIMIT,
@@ -40,24 +40,6 @@ RECAP_PERIOD_WORDS = {"week": "the last 7 days", "month": "the last 30 days"}
 
 
 RECAP_PICTURE_NAME = "recap.png"
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    """What to send: plain ``content`` (empty answers) or an ``embed``, and optionally a
-    picture the embed shows (``picture`` is ``(file name, PNG bytes)``)."""
-
-    content: str | None = None
-    embed: discord.Embed | None = None
-    picture: tuple[str, bytes] | None = None
-
-
-def with_picture(rendered: Rendered, name: str, png: bytes) -> Rendered:
-    """The same answer with ``png`` attached and shown as the embed's image."""
-    if rendered.embed is None:
-        return rendered
-    rendered.embed.set_image(url=f"attachment://{name}")
-    return Rendered(rendered.content, rendered.embed, (name, png))
 
 
 def _artists(names: Sequence[str]) -> str:
@@ -104,11 +86,11 @@ def _embed(title: str, description: str | None, footer: str) -> discord.Embed:
     return embed
 
 
-def render_listening(entries: Sequence[NowEntry], *, guild_name: str) -> Rendered:
+def render_listening(entries: Sequence[NowEntry], *, guild_name: str) -> BotMessage:
     """``entries`` newest first, already filtered (this server, not private, not ended)."""
     guild_name = fit_markdown(guild_name, NAME_LIMIT)
     if not entries:
-        return Rendered(
+        return BotMessage(
             content="Nobody here is listening to Spotify right now, as far as I can see. "
             "Members show up here while the bot sees them play (linked with /link, or with "
             "Spotify in their Discord status)."
@@ -124,17 +106,17 @@ def render_listening(entries: Sequence[NowEntry], *, guild_name: str) -> Rendere
     )
     count = len(entries)
     who = "1 member is" if count == 1 else f"{count} members are"
-    return Rendered(
+    return BotMessage(
         embed=_embed(f"Listening now in {guild_name}", description, f"{who} listening · Spotify")
     )
 
 
-def render_recent(answer: RecentAnswer, *, member_name: str, is_self: bool) -> Rendered:
+def render_recent(answer: RecentAnswer, *, member_name: str, is_self: bool) -> BotMessage:
     member_name = fit_markdown(member_name, NAME_LIMIT)
     note = f" {answer.note}" if answer.note else ""
     if not answer.tracks:
         who = "You have" if is_self else f"{member_name} has"
-        return Rendered(content=f"{who} no recent tracks I know of yet.{note}")
+        return BotMessage(content=f"{who} no recent tracks I know of yet.{note}")
     lines = []
     for number, track in enumerate(answer.tracks, start=1):
         link = markdown_link(track.name, track.url, text_limit=NAME_LIMIT)
@@ -147,15 +129,15 @@ def render_recent(answer: RecentAnswer, *, member_name: str, is_self: bool) -> R
     if answer.note:
         description += f"\n\n{answer.note}"
     footer = "Spotify" if answer.source == "spotify" else "From the bot's listening log"
-    return Rendered(embed=_embed(f"Recently played by {member_name}", description, footer))
+    return BotMessage(embed=_embed(f"Recently played by {member_name}", description, footer))
 
 
-def render_top(top: TopItems, *, member_name: str, period: str) -> Rendered:
+def render_top(top: TopItems, *, member_name: str, period: str) -> BotMessage:
     member_name = fit_markdown(member_name, NAME_LIMIT)
     when = PERIOD_WORDS.get(period, period)
     what = "tracks" if top.kind == "tracks" else "artists"
     if len(top) == 0:
-        return Rendered(
+        return BotMessage(
             content=f"Spotify has no top {what} of {member_name} for {when} yet: "
             "it needs a little more listening."
         )
@@ -168,7 +150,7 @@ def render_top(top: TopItems, *, member_name: str, period: str) -> Rendered:
     else:
         for number, artist in enumerate(top.artists, start=1):
             lines.append(f"{number}. {markdown_link(artist.name, artist.url)}")
-    return Rendered(
+    return BotMessage(
         embed=_embed(
             f"Top {what} of {member_name} · {when}",
             fit_lines(lines, EMBED_DESCRIPTION_LIMIT),
@@ -177,11 +159,11 @@ def render_top(top: TopItems, *, member_name: str, period: str) -> Rendered:
     )
 
 
-def render_recap(recap: Recap, *, guild_name: str, period: str) -> Rendered:
+def render_recap(recap: Recap, *, guild_name: str, period: str) -> BotMessage:
     guild_name = fit_markdown(guild_name, NAME_LIMIT)
     when = RECAP_PERIOD_WORDS.get(period, period)
     if not recap.tracks:
-        return Rendered(
+        return BotMessage(
             content=f"No plays logged in {guild_name} in {when} yet. The recap counts what "
             "linked members (and members who opted in) play while the bot is running."
         )
@@ -211,7 +193,7 @@ def render_recap(recap: Recap, *, guild_name: str, period: str) -> Rendered:
         embed.add_field(
             name="Top artists", value=fit_lines(artist_lines, EMBED_FIELD_VALUE_LIMIT), inline=False
         )
-    return Rendered(embed=embed)
+    return BotMessage(embed=embed)
 
 
 def _plays(count: int) -> str:

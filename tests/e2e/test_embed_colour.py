@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.nowplaying.render import SPOTIFY_GREEN
+from bot.messages.text import SPOTIFY_GREEN
 from bot.pictures.colours import pick_colour
 from tests.fakes.discord_payloads import make_spotify_activity
 from tests.fakes.spotify import FakeSpotify, track_payload
