@@ -58,7 +58,8 @@ from bot.storage.connect import DatabaseRefused, connect_with_retry
 from bot.storage.migrations import SchemaVersionError
 from bot.storage.secrets import report_unreadable_secrets
 from bot.tokens import TokenManager
-from bot.web.server import WebDependencies, create_app, runner_options
+from bot.web.access import runner_options
+from bot.web.server import WebDependencies, create_app
 
 log = logging.getLogger(__name__)
 

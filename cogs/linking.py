@@ -13,14 +13,8 @@ from discord.ext import commands
 
 from bot.gateway.client import NowPlayingBot
 from bot.gateway.interactions import handle_interaction_error
-from bot.linking.service import (
-    LinkFailure,
-    LinkKind,
-    LinkService,
-    LinkSource,
-    describe_wait,
-    parse_pasted_address,
-)
+from bot.linking.service import LinkKind, LinkService, LinkSource, parse_pasted_address
+from bot.linking.words import LinkFailure, failure_words, pending_words
 from bot.spotify.models import SpotifyUser
 
 log = logging.getLogger(__name__)
@@ -50,16 +44,11 @@ class PasteLinkModal(discord.ui.Modal, title="Finish linking Spotify"):
                 parse_pasted_address(self.address.value), pasted_by=interaction.user.id
             )
         except LinkFailure as failure:
-            await interaction.followup.send(
-                f"**{failure.title}.** {failure.message}", ephemeral=True
-            )
+            words = failure_words(failure)
+            await interaction.followup.send(f"**{words.title}.** {words.message}", ephemeral=True)
             return
         if result.outcome == "pending":
-            text = (
-                "Spotify accepted your sign-in but asked the bot to pause for about "
-                f"{describe_wait(result.retry_after)}. The bot finishes the link by itself then "
-                "and sends you a direct message."
-            )
+            text = pending_words(result.retry_after) + "."
         elif result.outcome == "renewed":
             text = f"Your link to **{result.display_name}** is renewed for six more months."
         else:

@@ -23,7 +23,8 @@ from bot.errors import (
 )
 from bot.gateway.client import NowPlayingBot
 from bot.gateway.interactions import answer_in_time
-from bot.linking.service import LinkService, expiry_reminder
+from bot.linking.service import LinkService
+from bot.linking.words import expiry_reminder
 from bot.messages.message import BotMessage
 from bot.nowplaying.render import render_now_playing
 from bot.nowplaying.status import member_playback

@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bot.web.server import SECURITY_HEADERS, render_page
+from bot.web.pages import SECURITY_HEADERS, render_page
 from tests.harness import ALICE_ID, BOB_ID, Stack
 from tests.helpers import query_of
 

@@ -18,12 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.linking.service import (
-    MAX_PASTE_LENGTH,
-    LinkFailure,
-    LinkResult,
-    parse_pasted_address,
-)
+from bot.linking.service import MAX_PASTE_LENGTH, LinkResult, parse_pasted_address
+from bot.linking.words import LinkFailure, failure_words
 from bot.storage import Storage
 from tests.fakes.spotify import (
     DEFAULT_CLIENT_ID,
@@ -127,9 +123,13 @@ async def test_state_is_single_use(world: LinkWorld) -> None:
     # claim of a new success, no account named.
     with pytest.raises(LinkFailure) as again:
         await world.links.complete(query)
-    assert (again.value.kind, again.value.status, again.value.tone) == ("used_state", 200, "info")
-    assert "already finished linking" in again.value.message
-    assert "Alice" not in again.value.message
+    assert (
+        again.value.kind,
+        failure_words(again.value).status,
+        failure_words(again.value).tone,
+    ) == ("used_state", 200, "info")
+    assert "already finished linking" in failure_words(again.value).message
+    assert "Alice" not in failure_words(again.value).message
     assert world.fake.call_count("token") == 1
 
 
@@ -142,7 +142,7 @@ async def test_a_used_state_without_a_link_is_refused(world: LinkWorld) -> None:
     with pytest.raises(LinkFailure) as second:
         await world.links.complete(query)
     assert second.value.kind == "used_state"
-    assert second.value.status == 410
+    assert failure_words(second.value).status == 410
     assert await world.storage.get_link(ALICE) is None
 
 
@@ -155,8 +155,8 @@ async def test_state_expires_after_ten_minutes(world: LinkWorld) -> None:
     with pytest.raises(LinkFailure) as caught:
         await world.links.complete(late)
     assert caught.value.kind == "expired_state"
-    assert "10 minutes" in caught.value.message
-    assert "/link" in caught.value.message
+    assert "10 minutes" in failure_words(caught.value).message
+    assert "/link" in failure_words(caught.value).message
     assert await world.storage.get_link(BOB) is None
     assert world.fake.call_count("token") == 1  # the expired one never reached Spotify
 
@@ -175,7 +175,7 @@ async def test_a_state_pasted_by_another_member_is_refused_without_using_it(
     with pytest.raises(LinkFailure) as caught:
         await world.links.complete(query, pasted_by=BOB)
     assert caught.value.kind == "wrong_member"
-    assert caught.value.status == 403
+    assert failure_words(caught.value).status == 403
     assert world.fake.call_count("token") == 0
     assert await world.storage.get_link(BOB) is None
     # The owner can still finish with it.
@@ -190,7 +190,7 @@ async def test_a_used_state_pasted_by_another_member_reveals_nothing(world: Link
     with pytest.raises(LinkFailure) as caught:
         await world.links.complete(query, pasted_by=BOB)
     assert caught.value.kind == "wrong_member"
-    assert "Alice" not in caught.value.message
+    assert "Alice" not in failure_words(caught.value).message
 
 
 async def test_a_paste_without_the_code_does_not_use_up_the_state(world: LinkWorld) -> None:
@@ -286,7 +286,7 @@ def test_database_bytes_reads_sqlite(tmp_path: Path) -> None:
 
 
 def test_expiry_reminder_only_in_the_last_two_weeks() -> None:
-    from bot.linking.service import expiry_reminder
+    from bot.linking.words import expiry_reminder
 
     day = 86400.0
     linked = 1_000_000.0
@@ -313,10 +313,10 @@ async def test_a_spotify_account_linked_to_another_member_is_never_moved(
     with pytest.raises(LinkFailure) as caught:
         await world.links.complete(await world.approved_query(BOB, "alice"))
     failure = caught.value
-    assert (failure.kind, failure.status) == ("taken", 409)
-    assert "/unlink" in failure.message
-    assert str(ALICE) not in failure.message
-    assert "Alice" not in failure.message + failure.title
+    assert (failure.kind, failure_words(failure).status) == ("taken", 409)
+    assert "/unlink" in failure_words(failure).message
+    assert str(ALICE) not in failure_words(failure).message
+    assert "Alice" not in failure_words(failure).message + failure_words(failure).title
     assert await world.storage.get_link(BOB) is None  # no tokens of Alice's under Bob
     assert await world.stored_refresh_token(ALICE) == alice_token  # Alice's link untouched
     assert await world.storage.list_pending_links() == []
@@ -372,8 +372,12 @@ async def test_concurrent_tabs_of_one_callback_agree(world: LinkWorld) -> None:
     assert [r.outcome for r in linked] == ["linked"]
     assert len(others) == 3
     for failure in others:  # ...the others wait for it and report the same outcome, unnamed
-        assert (failure.kind, failure.status, failure.tone) == ("used_state", 200, "info")
-        assert "Alice" not in failure.message
+        assert (failure.kind, failure_words(failure).status, failure_words(failure).tone) == (
+            "used_state",
+            200,
+            "info",
+        )
+        assert "Alice" not in failure_words(failure).message
     assert world.fake.call_count("token") == 1
 
 
@@ -385,13 +389,13 @@ async def test_an_accounts_service_hold_uses_up_nothing(world: LinkWorld) -> Non
     world.fake.fail_next("token", 429, retry_after=40)
     with pytest.raises(LinkFailure) as caught:
         await world.links.complete(query)
-    assert (caught.value.kind, caught.value.status) == ("rate_limited", 429)
-    assert "reload this page in 40 s" in caught.value.message
+    assert (caught.value.kind, failure_words(caught.value).status) == ("rate_limited", 429)
+    assert "reload this page in 40 s" in failure_words(caught.value).message
     # During the hold, a reload does not even reach Spotify, and still uses nothing up.
     world.monotonic.advance(10)
     with pytest.raises(LinkFailure) as held:
         await world.links.complete(query)
-    assert "30 s" in held.value.message
+    assert "30 s" in failure_words(held.value).message
     assert world.fake.call_count("token") == 1
     world.monotonic.advance(31)
     result = await world.links.complete(query)  # the same address, once the hold is over
@@ -422,7 +426,7 @@ async def test_a_web_api_hold_keeps_the_grant_and_finishes_the_link_later(
     # A reload says so, without a name and without claiming a success.
     with pytest.raises(LinkFailure) as reload:
         await world.links.complete(query)
-    assert "finishes the link as soon as Spotify lets it" in reload.value.message
+    assert "finishes the link as soon as Spotify lets it" in failure_words(reload.value).message
 
     world.completer.start()
     try:

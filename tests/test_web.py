@@ -24,9 +24,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.linking.service import SPOTIFY_APPS_URL
+from bot.linking.words import SPOTIFY_APPS_URL
 from bot.storage import Storage
-from bot.web.server import WebDependencies, create_app, runner_options
+from bot.web.access import runner_options
+from bot.web.server import WebDependencies, create_app
 from tests.fakes.spotify import UNREGISTERED_USER, FakeSpotify
 from tests.helpers import ALICE, BOB, LinkWorld, query_of
 

@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 
 from bot.logs import SecretMasker, configure_logging
-from bot.web.server import WebDependencies, create_app, runner_options
+from bot.web.access import runner_options
+from bot.web.server import WebDependencies, create_app
 
 # configure_logging changes process-wide state: put it back after each test.
 pytestmark = pytest.mark.usefixtures("restore_logging")

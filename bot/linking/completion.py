@@ -26,7 +26,8 @@ from bot.errors import (
     SpotifyRateLimited,
     SpotifyUnauthorized,
 )
-from bot.linking.service import LinkFailure, LinkService
+from bot.linking.service import LinkService
+from bot.linking.words import LinkFailure, failure_words
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifyService
@@ -150,9 +151,9 @@ class PendingLinkCompleter:
             await self._links.store(user_id, user, grant, item.state_hash, "later")
         except LinkFailure as failure:  # the account is linked to another member
             await self._storage.finish_link_state(item.state_hash, "taken")
+            words = failure_words(failure)
             await self._links.notify(
-                user_id,
-                f"Your Spotify link was not completed. **{failure.title}.** {failure.message}",
+                user_id, f"Your Spotify link was not completed. **{words.title}.** {words.message}"
             )
 
     async def _fresh_grant(self, item: PendingLink) -> TokenGrant:

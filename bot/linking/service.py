@@ -4,7 +4,7 @@
 ``MAX_STATES_PER_MEMBER`` per member; within ``LINK_COOLDOWN_SECONDS`` of the last one, that one
 is handed out again) and returns the authorize URL. ``LinkService.complete`` takes the
 callback's query (from the browser, or pasted into the Discord modal) and either stores the
-link or raises ``LinkFailure`` with words for the member.
+link or raises ``LinkFailure`` (``bot.linking.words`` says it to the member).
 
 Rules (docs/linking.md explains them for self-hosters):
 * a Spotify account linked to another member is never moved (``taken``, 409);
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import secrets
 import sqlite3
 import time
@@ -40,6 +39,7 @@ from bot.errors import (
     SpotifyNotRegistered,
     SpotifyRateLimited,
 )
+from bot.linking.words import LinkFailure, Outcome
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifyService
@@ -66,57 +66,13 @@ CONCURRENT_POLL_SECONDS = 0.05
 MAX_WAITERS = 50
 # A pasted address longer than this is not a callback URL; refuse before parsing it.
 MAX_PASTE_LENGTH = 4000
-# Spotify refresh tokens stop working 6 months after the member authorized; refreshing does
-# not extend that (docs/spotify.md). Remind members in the last two weeks.
-REFRESH_TOKEN_LIFETIME_DAYS = 182
-EXPIRY_WARNING_DAYS = 14
-SPOTIFY_APPS_URL = "https://www.spotify.com/account/apps/"
 
-FailureKind = Literal[
-    "denied",
-    "missing",
-    "unknown_state",
-    "expired_state",
-    "used_state",
-    "wrong_member",
-    "exchange_failed",
-    "not_registered",
-    "rate_limited",
-    "spotify_down",
-    "bad_config",
-    "taken",
-]
-# What a used state came to (stored with it, so a reload can say so without names).
-Outcome = Literal["linked", "renewed", "pending", "taken", "failed"]
 LinkKind = Literal["linked", "renewed"]
 LinkSource = Literal["web", "paste", "later"]
 # Called with (member id, Spotify user, where the link completed, linked or renewed).
 LinkedCallback = Callable[[int, SpotifyUser, LinkSource, LinkKind], Awaitable[None]]
 # Called with (member id, words for them) when a link finished without them watching.
 NoticeCallback = Callable[[int, str], Awaitable[None]]
-
-
-class LinkFailure(Exception):
-    """A link attempt did not link; ``title``/``message`` are plain words for the member.
-
-    ``tone`` is "info" for answers that are not an error (a reload of a finished link).
-    """
-
-    def __init__(
-        self,
-        kind: FailureKind,
-        title: str,
-        message: str,
-        status: int = 400,
-        *,
-        tone: Literal["fail", "info"] = "fail",
-    ) -> None:
-        super().__init__(f"{kind}: {title}")
-        self.kind = kind
-        self.title = title
-        self.message = message
-        self.status = status
-        self.tone = tone
 
 
 class LinkBusy(BotError):
@@ -159,29 +115,6 @@ def parse_pasted_address(text: str) -> dict[str, str]:
     return dict(parse_qsl(cleaned, keep_blank_values=False))
 
 
-def expiry_reminder(linked_at: float, now: float) -> str | None:
-    """Words for a member whose link runs out soon (or None): Spotify ends it 6 months after
-    they authorized, however often the bot refreshes."""
-    days_left = REFRESH_TOKEN_LIFETIME_DAYS - (now - linked_at) / 86400
-    if days_left > EXPIRY_WARNING_DAYS:
-        return None
-    when = "within a day" if days_left <= 1 else f"in {math.ceil(days_left)} days"
-    return (
-        f"Heads-up: Spotify ends your link {when} (links last six months). "
-        "Run /link to renew it; it takes a few seconds."
-    )
-
-
-def describe_wait(seconds: float) -> str:
-    """ "12 s", "4 min", "2 h" for a page or a message."""
-    seconds = max(1.0, seconds)
-    if seconds < 90:
-        return f"{math.ceil(seconds)} s"
-    if seconds < 90 * 60:
-        return f"{math.ceil(seconds / 60)} min"
-    return f"{math.ceil(seconds / 3600)} h"
-
-
 def seal_grant(cipher: TokenCipher, user_id: int, grant: TokenGrant, now: float) -> bytes:
     """A grant as an encrypted blob bound to the member (``now`` is Unix time)."""
     payload = {
@@ -191,17 +124,6 @@ def seal_grant(cipher: TokenCipher, user_id: int, grant: TokenGrant, now: float)
         "expires_at": now + grant.expires_in,
     }
     return cipher.encrypt(user_id, json.dumps(payload))
-
-
-_RELINK = "Run /link in Discord to get a fresh link."
-_TAKEN = LinkFailure(
-    "taken",
-    "This Spotify account is linked to another Discord account",
-    "A Spotify account can be linked to one Discord account at a time, and the bot never "
-    "moves it. Nothing was changed. If that other Discord account is yours, run /unlink there "
-    "first, then /link again from this one.",
-    status=409,
-)
 
 
 class LinkService:
@@ -321,58 +243,35 @@ class LinkService:
         error = (query.get("error") or "").strip()
         code = (query.get("code") or "").strip()
         if not state:
-            if error:
-                raise _denied()
-            raise LinkFailure(
-                "missing",
-                "This link is incomplete",
-                "The address is missing part of what Spotify sends back. " + _RELINK,
-            )
+            raise LinkFailure("denied" if error else "missing", reason="state")
         if not error and not code:
             # Checked before the state is used up: a member who pasted a cut-off address can
             # still paste the whole one.
-            raise LinkFailure(
-                "missing",
-                "This link is incomplete",
-                "Spotify did not send an authorization code. Paste the whole address from "
-                "your browser's address bar, or run /link in Discord to get a fresh link.",
-            )
+            raise LinkFailure("missing", reason="code")
 
         peeked = await self._storage.peek_link_state(state, now=self._clock())
         owner = peeked.discord_user_id
         if pasted_by is not None and owner is not None and owner != pasted_by:
             # Refuse before consuming, so the real owner's link keeps working.
-            raise LinkFailure(
-                "wrong_member",
-                "This link belongs to someone else",
-                "Each /link address works only for the member who asked for it. " + _RELINK,
-                status=403,
-            )
+            raise LinkFailure("wrong_member")
         held = self._hold_remaining("accounts")
         if peeked.status == "ok" and not error and held > 0:
-            raise _accounts_held(held)  # nothing used up: the same address works later
+            # Nothing used up: the same address works later.
+            raise LinkFailure("rate_limited", retry_after=held)
 
         consumed = await self._storage.consume_link_state(state, now=self._clock())
         if consumed.status == "unknown" or consumed.discord_user_id is None:
-            raise LinkFailure(
-                "unknown_state",
-                "This link is not valid",
-                "The bot does not recognise this sign-in attempt. " + _RELINK,
-            )
+            raise LinkFailure("unknown_state")
         if consumed.status == "used":
-            raise _already_used(consumed.outcome or await self._wait_for_outcome(state))
+            outcome_of_use = consumed.outcome or await self._wait_for_outcome(state)
+            raise LinkFailure("used_state", outcome=outcome_of_use)
         if consumed.status == "expired":
-            raise LinkFailure(
-                "expired_state",
-                "This link has expired",
-                "Sign-in links are valid for 10 minutes. " + _RELINK,
-                status=410,
-            )
+            raise LinkFailure("expired_state")
         digest = hash_link_state(state)
         outcome: Outcome | None = "failed"  # None: nothing to record
         try:
             if error:
-                raise _denied()
+                raise LinkFailure("denied")
             result = await self._exchange_and_link(
                 consumed.discord_user_id,
                 code,
@@ -406,7 +305,7 @@ class LinkService:
             grant = await self._auth.exchange_code(code)
         except SpotifyRateLimited as exc:
             # Spotify did nothing with the code: it and the state stay usable.
-            raise _accounts_held(exc.retry_after) from exc
+            raise LinkFailure("rate_limited", retry_after=exc.retry_after) from exc
         except SpotifyError as exc:
             raise _spotify_failure(exc) from exc
         if grant.refresh_token is None:
@@ -444,7 +343,7 @@ class LinkService:
             kind = await self._tokens.store_new_link(user_id, user, grant)
         except SpotifyAccountTaken:
             log.info("Member %s tried to link a Spotify account linked to another member", user_id)
-            raise _TAKEN from None
+            raise LinkFailure("taken") from None
         if source != "later":
             # The member linked again meanwhile: an older link still waiting for Spotify must
             # not override this one when the hold ends.
@@ -494,97 +393,19 @@ class LinkService:
             self._waiters -= 1
 
 
-# --- words for the member ------------------------------------------------------------------
-
-
-def _already_used(outcome: str | None) -> LinkFailure:
-    """A used state: say what it came to, never whose accounts, never a new success."""
-    title = "This sign-in link was already used"
-    if outcome in ("linked", "renewed"):
-        return LinkFailure(
-            "used_state",
-            title,
-            "It already finished linking a Spotify account, so nothing new happened here. "
-            "The bot's direct message in Discord names the account.",
-            status=200,
-            tone="info",
-        )
-    if outcome == "pending":
-        return LinkFailure(
-            "used_state",
-            title,
-            "Spotify accepted it; the bot finishes the link as soon as Spotify lets it and "
-            "then sends you a direct message in Discord. Nothing else to do.",
-            status=200,
-            tone="info",
-        )
-    if outcome == "taken":
-        return LinkFailure(_TAKEN.kind, _TAKEN.title, _TAKEN.message, status=409)
-    if outcome is None:
-        message = "It is still being used in another tab, or that attempt was cut off. "
-    else:
-        message = "It did not link anything. "
-    return LinkFailure(
-        "used_state", title, message + "Each sign-in link works once. " + _RELINK, status=410
-    )
-
-
-def _accounts_held(seconds: float) -> LinkFailure:
-    wait = describe_wait(seconds)
-    return LinkFailure(
-        "rate_limited",
-        "Spotify asks the bot to wait",
-        f"Nothing was used up: reload this page in {wait} to finish linking "
-        f"(or run /link again after {wait}).",
-        status=429,
-    )
+# --- what a Spotify error means for a link -----------------------------------------------
 
 
 def _spotify_failure(exc: SpotifyError) -> LinkFailure:
     if isinstance(exc, SpotifyNotRegistered):
-        return LinkFailure(
-            "not_registered",
-            "Your Spotify account is not allowed yet",
-            "This bot's Spotify app is in development mode, which only works for accounts "
-            "the bot owner has added to its allow-list. Ask the bot owner to add your "
-            "Spotify email address in the Spotify developer dashboard, then run /link again.",
-            status=403,
-        )
+        return LinkFailure("not_registered")
     if isinstance(exc, InvalidGrant):
-        return LinkFailure(
-            "exchange_failed",
-            "Spotify did not accept this sign-in",
-            "The authorization code was already used or has expired. " + _RELINK,
-        )
+        return LinkFailure("exchange_failed", reason="code")
     if isinstance(exc, InvalidClient):
         log.error("Spotify rejected the client id/secret while linking: %s", exc)
-        return LinkFailure(
-            "bad_config",
-            "The bot is not set up correctly",
-            "Spotify rejected the bot's app credentials. Please tell the bot owner.",
-            status=400,
-        )
+        return LinkFailure("bad_config")
     if isinstance(exc, SpotifyAuthError):
         log.warning("Spotify refused a code exchange: %s", exc.error)
-        return LinkFailure(
-            "exchange_failed",
-            "Spotify did not accept this sign-in",
-            "Something did not match on Spotify's side. " + _RELINK,
-        )
+        return LinkFailure("exchange_failed", reason="mismatch")
     log.warning("Spotify failed during a link: %s", exc)
-    return LinkFailure(
-        "spotify_down",
-        "Spotify is not answering right now",
-        "Nothing was saved. Please run /link again in a minute.",
-        status=424,
-    )
-
-
-def _denied() -> LinkFailure:
-    return LinkFailure(
-        "denied",
-        "Linking was cancelled",
-        "You chose not to give the bot access on Spotify, so nothing was linked. "
-        "If that was a mistake, run /link again.",
-        status=403,
-    )
+    return LinkFailure("spotify_down")

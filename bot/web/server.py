@@ -1,214 +1,32 @@
-"""The bot's small web server: the OAuth callback page, /healthz and (optionally) /metrics.
+"""The bot's small web server: the OAuth callback pages, /healthz and (optionally) /metrics.
 
 Never imports discord: the Discord side reaches in only through the callables it is given.
-Every answer of the callback route is a self-contained HTML page; failures are 4xx pages,
-never a 5xx and never a traceback.
+Every answer of the callback route is a self-contained HTML page (``bot.web.pages``) with the
+words of ``bot.linking.words``; failures are 4xx pages, never a 5xx and never a traceback.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http_exceptions import HttpProcessingError
 
-from bot.linking.service import SPOTIFY_APPS_URL, LinkFailure, LinkService, describe_wait
+from bot.linking.service import LinkService
+from bot.linking.words import (
+    DONE_HINT,
+    SPOTIFY_APPS_URL,
+    LinkFailure,
+    failure_words,
+    pending_words,
+)
+from bot.web.access import loggable
+from bot.web.pages import SECURITY_HEADERS, PageLink, page_response
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("bot.web.access")
-
-_STYLE = """
-:root { color-scheme: light dark; --accent: #1db954; }
-* { box-sizing: border-box; }
-body { margin: 0; min-height: 100vh; display: flex; align-items: center; justify-content: center;
-  font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-  background: #f4f5f7; color: #1f2328; padding: 16px; }
-main { width: 100%; max-width: 28rem; background: #fff; border-radius: 12px; padding: 24px;
-  box-shadow: 0 2px 12px rgba(0, 0, 0, .08); border-top: 6px solid var(--accent); }
-main.failure { border-top-color: #d1242f; }
-main.info { border-top-color: #0969da; }
-a { color: inherit; text-decoration: underline; }
-h1 { font-size: 1.35rem; margin: 0 0 .5rem; overflow-wrap: anywhere; }
-p { margin: .5rem 0; overflow-wrap: anywhere; }
-.hint { color: #59636e; font-size: .9rem; }
-.mark { font-size: 2rem; line-height: 1; margin-bottom: .5rem; }
-@media (prefers-color-scheme: dark) {
-  body { background: #16181d; color: #e6e8eb; }
-  main { background: #22252b; box-shadow: none; }
-  .hint { color: #9aa3ad; }
-}
-""".strip()
-
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'none'; "
-        f"style-src 'sha256-{_STYLE_HASH}'; "
-        "img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-}
-
-
-Tone = Literal["ok", "info", "fail"]
-_MARKS: dict[str, tuple[str, str]] = {
-    "ok": ("&#10003;", "success"),
-    "info": ("&#8505;", "info"),
-    "fail": ("&#9888;", "failure"),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class PageLink:
-    """One outgoing link on a page: ``before`` + the link text + ``after``, all plain text."""
-
-    before: str
-    text: str
-    href: str
-    after: str = ""
-
-
-def render_page(
-    *,
-    title: str,
-    heading: str,
-    message: str,
-    hint: str,
-    ok: bool,
-    tone: Tone | None = None,
-    link: PageLink | None = None,
-) -> str:
-    """A self-contained page; every interpolated value is escaped here."""
-    mark, css_class = _MARKS[tone or ("ok" if ok else "fail")]
-    extra = ""
-    if link is not None:
-        extra = (
-            f'<p class="hint">{html.escape(link.before)}'
-            f'<a href="{html.escape(link.href)}" rel="noopener noreferrer">'
-            f"{html.escape(link.text)}</a>{html.escape(link.after)}</p>"
-        )
-    return (
-        "<!doctype html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="robots" content="noindex">'
-        f"<title>{html.escape(title)} · nowplaying-bot</title>"
-        f"<style>{_STYLE}</style></head>"
-        f'<body><main class="{css_class}" role="main">'
-        f'<div class="mark" aria-hidden="true">{mark}</div>'
-        f"<h1>{html.escape(heading)}</h1>"
-        f"<p>{html.escape(message)}</p>"
-        f"{extra}"
-        f'<p class="hint">{html.escape(hint)}</p>'
-        "</main></body></html>\n"
-    )
-
-
-def page_response(
-    *,
-    status: int,
-    title: str,
-    heading: str,
-    message: str,
-    hint: str,
-    ok: bool,
-    tone: Tone | None = None,
-    link: PageLink | None = None,
-) -> web.Response:
-    return web.Response(
-        status=status,
-        text=render_page(
-            title=title, heading=heading, message=message, hint=hint, ok=ok, tone=tone, link=link
-        ),
-        content_type="text/html",
-        charset="utf-8",
-        headers=SECURITY_HEADERS,
-    )
-
-
-# Probes (Docker's HEALTHCHECK every 30 s, a Prometheus scraper) would drown the log at INFO.
-_PROBE_PATHS = frozenset({"/healthz", "/metrics"})
-_LOGGABLE_LIMIT = 200
-# aiohttp answers a request it could not parse with a stand-in request of this method.
-_UNPARSED_METHOD = "UNKNOWN"
-
-
-def loggable(text: str, limit: int = _LOGGABLE_LIMIT) -> str:
-    """Request-borne text made safe for one log line: control characters, backslashes and
-    anything outside printable ASCII become escapes, so nobody can start a forged line."""
-    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
-    if len(escaped) > limit:
-        escaped = escaped[:limit] + "..."
-    return escaped
-
-
-class QuietAccessLogger(AbstractAccessLogger):
-    """Access log without query strings (the callback's carries the OAuth code); method and
-    path are escaped: they come from whoever sent the request."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        path = request.rel_url.path
-        level = logging.DEBUG if path in _PROBE_PATHS and response.status < 400 else logging.INFO
-        if response.status == 400 and request.method == _UNPARSED_METHOD:
-            level = logging.DEBUG  # a malformed request aiohttp refused before routing
-        access_log.log(
-            level,
-            "%s %s %s %.1fms",
-            loggable(request.method, 20),
-            loggable(path),
-            response.status,
-            time * 1000,
-        )
-
-
-class _ServerLog(logging.LoggerAdapter[logging.Logger]):
-    """aiohttp's server logger, tamed. aiohttp (web_protocol.RequestHandler.handle_error) logs
-    every request it cannot parse as "Error handling request" at ERROR with a traceback; junk
-    from the internet is no error of ours: one DEBUG line, no traceback. Anything else it
-    reports (a handler that crashed past our middleware) stays an ERROR with its traceback."""
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
-        if isinstance(error, HttpProcessingError):
-            self.logger.debug("Malformed request refused: %s", _describe_bad_request(error))
-            return
-        self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
-
-    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
-        error = kwargs.pop("exc_info", None)
-        if isinstance(error, BaseException):
-            self.logger.debug("Malformed request refused: %s", _describe_bad_request(error))
-            return
-        self.logger.debug(msg, *args, **kwargs)
-
-
-def _describe_bad_request(error: BaseException) -> str:
-    detail = error.message if isinstance(error, HttpProcessingError) else str(error)
-    return (
-        f"{type(error).__name__} ({loggable(str(detail).splitlines()[0] if detail else '', 120)})"
-    )
-
-
-def runner_options() -> dict[str, Any]:
-    """How ``web.AppRunner`` (or a test server) must serve the app: our access log and the
-    tamed server logger."""
-    return {
-        "access_log_class": QuietAccessLogger,
-        "logger": _ServerLog(logging.getLogger("aiohttp.server"), {}),
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +57,6 @@ def result_route(redirect_path: str) -> str:
     return redirect_path.rstrip("/") + "/done/{token:[A-Za-z0-9_-]{16,64}}"
 
 
-_DONE_HINT = "You can close this tab and go back to Discord."
-
-
 async def _callback(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS_KEY]
     query = {key: request.query[key] for key in request.query}
@@ -249,26 +64,24 @@ async def _callback(request: web.Request) -> web.StreamResponse:
         result = await deps.links.complete(query)
     except LinkFailure as failure:
         log.info("Link callback refused: %s", failure.kind)
+        words = failure_words(failure)
         return page_response(
-            status=failure.status,
-            title=failure.title,
-            heading=failure.title,
-            message=failure.message,
+            status=words.status,
+            title=words.title,
+            heading=words.title,
+            message=words.message,
             hint="You can close this tab.",
             ok=False,
-            tone=failure.tone,
+            tone=words.tone,
         )
     if result.outcome == "pending":
         return page_response(
             status=202,
             title="Almost linked",
             heading="Almost done",
-            message=(
-                "Spotify accepted your sign-in but asked the bot to pause for about "
-                f"{describe_wait(result.retry_after)}. The bot finishes the link by itself then "
-                "and sends you a direct message in Discord: nothing else to do."
-            ),
-            hint=_DONE_HINT,
+            message=pending_words(result.retry_after, where=" in Discord")
+            + ": nothing else to do.",
+            hint=DONE_HINT,
             ok=True,
         )
     # The names go on a page of their own, once: the code and state leave the address bar,
@@ -288,7 +101,7 @@ async def _result(request: web.Request) -> web.Response:
             title="Page expired",
             heading="This page is no longer available",
             message="Run /np in Discord to see whether your Spotify account is linked.",
-            hint=_DONE_HINT,
+            hint=DONE_HINT,
             ok=False,
             tone="info",
         )
@@ -301,7 +114,7 @@ async def _result(request: web.Request) -> web.Response:
                 "For privacy, this page names the linked accounts only once. The bot's direct "
                 "message in Discord names your Spotify account."
             ),
-            hint=_DONE_HINT,
+            hint=DONE_HINT,
             ok=True,
             tone="info",
         )
@@ -318,7 +131,7 @@ async def _result(request: web.Request) -> web.Response:
             + f" linked to the Discord account {discord}. Try /np in Discord to show what "
             "you are playing."
         ),
-        hint=_DONE_HINT,
+        hint=DONE_HINT,
         ok=True,
         link=PageLink(
             before=(
