@@ -9,7 +9,7 @@ from bot.listening.embeds import (
     render_recent,
     render_top,
 )
-from bot.listening.log import NowEntry
+from bot.listening.now import NowEntry
 from bot.listening.spotify import RecentAnswer, RecentTrack
 from bot.messages.message import with_picture
 from bot.messages.text import embed_limit_problems

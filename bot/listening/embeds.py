@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import discord
 
-from bot.listening.log import NowEntry
+from bot.listening.now import NowEntry
 from bot.listening.spotify import RecentAnswer
 from bot.messages.message import BotMessage
 from bot.messages.text import (

@@ -32,290 +32,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from bot.aio.tasks import cancel_and_wait
-from bot.errors import SpotifyError
-from bot.spotify.models import CurrentlyPlaying, Playback, PlayedTrack, Track
+from bot.listening.guilds import GuildRoster
+from bot.listening.now import NowEntry, NowListening, started_at
+from bot.listening.recorder import (
+    MATCH_WINDOW,
+    GapFiller,
+    PlayRecorder,
+    RecentlyPlayedFetch,
+    play_from,
+)
+from bot.spotify.models import CurrentlyPlaying, Playback, Track
 from bot.storage import Play, Recap, Storage
 
 log = logging.getLogger(__name__)
 
-MATCH_WINDOW = 10.0  # seconds two observations of one play's start may differ
-ENDED_SLACK = 5.0  # a play whose track should have ended this long ago is no longer "now"
 PRUNE_EVERY = 3600.0
-FLUSH_DELAY = 0.25  # plays observed within this are written in one transaction
 RECAP_PERIODS: dict[str, float] = {"week": 7 * 86400.0, "month": 30 * 86400.0}
-
-# (member id, only plays after this Unix time in ms or None) -> recently-played, newest first
-RecentlyPlayedFetch = Callable[[int, int | None], Awaitable[Sequence[PlayedTrack]]]
 
 
 class PrivacyView(Protocol):
     def is_private_now(self, user_id: int) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class NowEntry:
-    """What a member plays now, as last observed."""
-
-    member_id: int
-    track_name: str
-    artists: tuple[str, ...]
-    url: str | None
-    started_at: float
-    ends_at: float | None
-    source: str
-
-
-class NowListening:
-    """Who plays what right now, from observations only (no Spotify call). Entries end when
-    the member stops, pauses, or the track's time is up."""
-
-    def __init__(self) -> None:
-        self._entries: dict[int, NowEntry] = {}
-
-    def update(self, member_id: int, playback: CurrentlyPlaying) -> None:
-        if not isinstance(playback, Playback) or playback.item is None or not playback.is_playing:
-            self._entries.pop(member_id, None)
-            return
-        item = playback.item
-        started = _started_at(playback)
-        if isinstance(item, Track):
-            artists = tuple(a.name for a in item.artists)
-        else:
-            artists = (item.show_name,) if item.show_name else ()
-        ends = started + item.duration_ms / 1000.0 if item.duration_ms > 0 else None
-        self._entries[member_id] = NowEntry(
-            member_id, item.name, artists, item.url, started, ends, playback.source
-        )
-
-    def clear(self, member_id: int) -> None:
-        self._entries.pop(member_id, None)
-
-    def listening(self, include: Callable[[int], bool], now: float) -> list[NowEntry]:
-        """Current entries of the members ``include`` accepts, newest start first; entries
-        whose track has ended are dropped on the way."""
-        current: list[NowEntry] = []
-        for member_id, entry in list(self._entries.items()):
-            if entry.ends_at is not None and now > entry.ends_at + ENDED_SLACK:
-                del self._entries[member_id]
-            elif include(member_id):
-                current.append(entry)
-        current.sort(key=lambda e: (-e.started_at, e.member_id))
-        return current
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-class GuildRoster:
-    """Which members the bot has seen in which server (kept in the database)."""
-
-    def __init__(self, storage: Storage, clock: Callable[[], float] = time.time) -> None:
-        self._storage = storage
-        self._clock = clock
-        self._members: dict[int, set[int]] = {}
-
-    async def load(self) -> None:
-        self._members = {}
-        for guild_id, member_id in await self._storage.list_listening_guilds():
-            self._members.setdefault(guild_id, set()).add(member_id)
-
-    async def note(self, guild_id: int, member_id: int) -> None:
-        members = self._members.setdefault(guild_id, set())
-        if member_id in members:
-            return
-        members.add(member_id)  # before the await: concurrent notes write once
-        await self._storage.note_listening_guild(guild_id, member_id, now=self._clock())
-
-    def knows(self, guild_id: int, member_id: int) -> bool:
-        return member_id in self._members.get(guild_id, ())
-
-    def members_of(self, guild_id: int) -> frozenset[int]:
-        return frozenset(self._members.get(guild_id, ()))
-
-    async def forget(self, guild_id: int, member_id: int) -> None:
-        self._members.get(guild_id, set()).discard(member_id)
-        await self._storage.forget_listening_guild(guild_id, member_id)
-
-    def forget_member(self, member_id: int) -> None:
-        """Memory only: the storage deletes the rows with the member's plays."""
-        for members in self._members.values():
-            members.discard(member_id)
-
-
-def _started_at(playback: Playback) -> float:
-    progress = (playback.progress_ms or 0) / 1000.0
-    return playback.received_at - progress
-
-
-def play_from(member_id: int, track: Track, started_at: float, source: str) -> Play | None:
-    """A log row for a track (None for local files: they have no track id)."""
-    if track.id is None or track.is_local:
-        return None
-    cover = track.images[0].url if track.images else None
-    return Play(
-        discord_user_id=member_id,
-        track_id=track.id,
-        started_at=started_at,
-        track_name=track.name,
-        artists=tuple(a.name for a in track.artists),
-        duration_ms=track.duration_ms,
-        source=source,
-        album_id=track.album_id,
-        album_name=track.album_name,
-        image_url=cover,
-    )
-
-
-class PlayRecorder:
-    """Writes plays once: the member's last logged play in memory (repeated observations of
-    one play cost no database round trip) and the same-play check in the database. ``record``
-    writes one play now; ``add`` batches plays into one transaction per ``FLUSH_DELAY``."""
-
-    def __init__(
-        self,
-        storage: Storage,
-        keeps: Callable[[int], bool],
-        is_private: Callable[[int], bool],
-        spawn: Callable[[Awaitable[None], str], None],
-    ) -> None:
-        self._storage = storage
-        self._keeps = keeps
-        self._is_private = is_private
-        self._spawn = spawn
-        self._last: dict[int, tuple[str, float, float]] = {}  # track, start, seconds
-        self._pending: list[tuple[Play, float, float]] = []
-        self._flushing = False
-
-    def seen(self, play: Play) -> bool:
-        """The same play as the last one logged for the member."""
-        last = self._last.get(play.discord_user_id)
-        if last is None or last[0] != play.track_id:
-            return False
-        _, started, seconds = last
-        return (
-            started - MATCH_WINDOW
-            <= play.started_at
-            < started + max(seconds - MATCH_WINDOW, MATCH_WINDOW)
-        )
-
-    def _remember(self, play: Play) -> None:
-        previous = self._last.get(play.discord_user_id)
-        if previous is None or play.started_at >= previous[1]:
-            self._last[play.discord_user_id] = (
-                play.track_id,
-                play.started_at,
-                play.duration_ms / 1000.0,
-            )
-
-    def forget(self, member_id: int) -> None:
-        self._last.pop(member_id, None)
-        self._pending = [p for p in self._pending if p[0].discord_user_id != member_id]
-
-    async def record(self, play: Play, match_from: float, match_to: float) -> bool:
-        member_id = play.discord_user_id
-        if not self._keeps(member_id):
-            return False
-        inserted = await self._storage.record_play(play, match_from=match_from, match_to=match_to)
-        self._remember(play)
-        if inserted and self._is_private(member_id):
-            await self._storage.delete_plays(member_id)  # went private while we wrote
-            return False
-        return inserted
-
-    def add(self, play: Play, match_from: float, match_to: float) -> None:
-        self._remember(play)
-        self._pending.append((play, match_from, match_to))
-        if not self._flushing:
-            self._flushing = True
-            self._spawn(self._flush_soon(), "listening-log-flush")
-
-    async def _flush_soon(self) -> None:
-        try:
-            await asyncio.sleep(FLUSH_DELAY)
-            while self._pending:
-                batch, self._pending = self._pending, []
-                kept = [item for item in batch if self._keeps(item[0].discord_user_id)]
-                await self._storage.record_plays(kept)
-                for member_id in {p.discord_user_id for p, _, _ in kept}:
-                    if self._is_private(member_id):  # went private while we wrote
-                        await self._storage.delete_plays(member_id)
-        except Exception:
-            log.exception("listening log: could not record a batch of plays")
-        finally:
-            self._flushing = False
-
-
-class GapFiller:
-    """Recently-played into the log: one call per stretch nobody watched (and per member after
-    a restart), each entry matched to a logged play by its ``played_at`` (see the module)."""
-
-    def __init__(
-        self,
-        storage: Storage,
-        recorder: PlayRecorder,
-        keeps: Callable[[int], bool],
-        recently_played: RecentlyPlayedFetch | None,
-        spawn: Callable[[Awaitable[None], str], None],
-        clock: Callable[[], float],
-    ) -> None:
-        self._storage = storage
-        self._recorder = recorder
-        self._keeps = keeps
-        self._recently_played = recently_played
-        self._spawn = spawn
-        self._clock = clock
-
-    def soon(self, member_id: int, since: float) -> None:
-        """The poller could not watch the member since ``since`` (Unix time): fill it."""
-        self._spawn(self._logged(self.fill(member_id, since), member_id), "listening-log-gap")
-
-    def absorb_soon(self, member_id: int, items: Sequence[PlayedTrack]) -> None:
-        """:meth:`absorb` in the background (a command answers first)."""
-        self._spawn(self._logged(self.absorb(member_id, items), member_id), "listening-log-gap")
-
-    @staticmethod
-    async def _logged(work: Awaitable[int], member_id: int) -> None:
-        try:
-            await work
-        except Exception:
-            log.exception("listening log: could not fill a gap for member %s", member_id)
-
-    async def fill(self, member_id: int, since: float) -> int:
-        """One recently-played call for plays after ``since``; returns how many were new."""
-        if self._recently_played is None or not self._keeps(member_id):
-            return 0
-        try:
-            items = await self._recently_played(member_id, int(since * 1000))
-        except SpotifyError as exc:  # missing scope, 429, Spotify down: the gap stays
-            log.debug("listening log: no recently-played for member %s (%s)", member_id, exc)
-            return 0
-        return await self.absorb(member_id, items)
-
-    async def catch_up(self, member_id: int) -> int:
-        """After a restart: fill from the member's latest logged play on (if any)."""
-        latest = await self._storage.latest_play_at(member_id)
-        if latest is None or self._clock() - latest < 30.0:
-            return 0
-        return await self.fill(member_id, latest)
-
-    async def absorb(self, member_id: int, items: Iterable[PlayedTrack]) -> int:
-        """Log recently-played entries that match no logged play."""
-        added = 0
-        for item in items:
-            seconds = item.track.duration_ms / 1000.0
-            play = play_from(member_id, item.track, item.played_at - seconds, "recently_played")
-            if play is None:
-                continue
-            if await self._recorder.record(
-                play, item.played_at - seconds - MATCH_WINDOW, item.played_at + MATCH_WINDOW
-            ):
-                added += 1
-        return added
 
 
 class ListeningLog:
@@ -473,7 +213,7 @@ class ListeningLog:
             and isinstance(playback.item, Track)
         ):
             return None
-        started = _started_at(playback)
+        started = started_at(playback)
         play = play_from(member_id, playback.item, started, source)
         if play is None or self._recorder.seen(play):
             return None
