@@ -46,7 +46,7 @@ ROUTINE = {CheckKind.SKIP, CheckKind.IDLE, CheckKind.PAUSED, CheckKind.FIRST, Ch
 
 
 @dataclass
-class Outcome:
+class CheckOutcome:
     natural: list[float] = field(default_factory=list)
     after_skip: list[float] = field(default_factory=list)
     routine_late: list[float] = field(default_factory=list)  # started - planned, seconds
@@ -65,7 +65,7 @@ def answer(play: Play | None, at: float) -> Observation:
     )
 
 
-def replay(seed: int, config: SchedulerConfig, listeners: int, minutes: float) -> Outcome:
+def replay(seed: int, config: SchedulerConfig, listeners: int, minutes: float) -> CheckOutcome:
     rng = random.Random(seed)  # the same draws as bench/autopost.py: the same timelines
     idle = set(rng.sample(range(listeners), round(listeners * 0.2)))
     begin, warmup, total = 20.0, 30.0, minutes * 60.0
@@ -84,7 +84,7 @@ def replay(seed: int, config: SchedulerConfig, listeners: int, minutes: float) -
     seen: dict[int, dict[str, float]] = {index: {} for index in timelines}
     calls = dict.fromkeys(range(listeners), 0)
     answers: list[tuple[float, int, Observation]] = []  # (arrives, member, observation)
-    outcome = Outcome()
+    outcome = CheckOutcome()
     now = begin
     while now < end + 5.0:
         answers.sort(key=lambda item: item[0])

@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX: Final = "nowplaying"
-COMMAND_OUTCOMES: Final = ("ok", "user_error", "error")
 REFRESH_OUTCOMES: Final = ("ok", "invalid_grant", "error")
 AUTOPOST_ACTIONS: Final = ("posted", "edited")
 # Detection latency of a track change: polls land at a track's predicted end or every few

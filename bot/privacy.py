@@ -185,10 +185,6 @@ class PrivacyService:
             except Exception:
                 log.exception("a visibility listener failed for member %s", user_id)
 
-    @property
-    def private_count(self) -> int:
-        return len(self._private)
-
 
 __all__ = [
     "DM_ONLY_YOURSELF",

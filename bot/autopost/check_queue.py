@@ -36,7 +36,7 @@ class CheckKind(enum.Enum):
 URGENT_KINDS = frozenset({CheckKind.END, CheckKind.STALE, CheckKind.RESUME, CheckKind.HOLD})
 
 
-class Outcome(enum.Enum):
+class CheckOutcome(enum.Enum):
     """What the last recorded check found, to tell a repeat (next ladder step) from a change."""
 
     NONE = enum.auto()
@@ -55,14 +55,14 @@ class MemberState:
     rate: float  # routine requests per second this member needs, unstretched (the demand)
     in_flight: bool = False
     purpose: CheckKind = CheckKind.FIRST  # what the check in flight was planned for
-    outcome: Outcome = Outcome.NONE
+    outcome: CheckOutcome = CheckOutcome.NONE
     streak: int = 0
     last_item_key: str | None = None
     paused: bool = False
     paused_since: float = 0.0  # when a check first found the current item paused
     last_seen_at: float | None = None  # when a check last told us what was (not) playing
 
-    def next_step(self, outcome: Outcome, ladder: tuple[float, ...]) -> float:
+    def next_step(self, outcome: CheckOutcome, ladder: tuple[float, ...]) -> float:
         """The next step of a back-off ladder; a different outcome than last time restarts it.
 
         A member idle at its very first check starts at the ceiling: the short first steps are
@@ -71,7 +71,7 @@ class MemberState:
         """
         if self.outcome is outcome:
             self.streak += 1
-        elif outcome is Outcome.IDLE and self.outcome is Outcome.NONE:
+        elif outcome is CheckOutcome.IDLE and self.outcome is CheckOutcome.NONE:
             self.streak = len(ladder)
         else:
             self.streak = 1
@@ -84,12 +84,12 @@ class MemberState:
             return None
         if isinstance(obs, Playing):
             # (A member's very first answer has no item to compare: any item is a change.)
-            if obs.item_key == self.last_item_key and self.outcome is not Outcome.IDLE:
+            if obs.item_key == self.last_item_key and self.outcome is not CheckOutcome.IDLE:
                 return None
             # The new item began about ``progress`` ago; before that, since our last look,
             # anything may have played.
             began = now - obs.progress_ms / 1000.0
-        elif self.outcome in (Outcome.PLAYING, Outcome.STALE, Outcome.PAUSED):
+        elif self.outcome in (CheckOutcome.PLAYING, CheckOutcome.STALE, CheckOutcome.PAUSED):
             began = now
         else:
             return None  # idle then and idle now: assume nothing happened in between

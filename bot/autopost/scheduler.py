@@ -77,7 +77,7 @@ import random
 from collections.abc import Iterable
 
 from bot.autopost.budget import PollBudget
-from bot.autopost.check_queue import CheckKind, CheckQueue, MemberState, Outcome
+from bot.autopost.check_queue import CheckKind, CheckOutcome, CheckQueue, MemberState
 from bot.autopost.config import SchedulerConfig
 from bot.autopost.observations import (
     Gone,
@@ -282,14 +282,14 @@ class PollScheduler:
             self._plan(member_id, state, due, CheckKind.HOLD)
             return RecordResult(due)
         if isinstance(observation, TransientError):
-            delay = self._ladder(state, Outcome.ERROR, cfg.error_backoff)
+            delay = self._ladder(state, CheckOutcome.ERROR, cfg.error_backoff)
             return RecordResult(self._plan_routine(member_id, state, now, delay, CheckKind.ERROR))
 
         unseen_since = state.unseen_since(observation, now, self.config.min_counted_play)
         state.last_seen_at = now
         if isinstance(observation, Idle):
             state.paused = False
-            delay = self._ladder(state, Outcome.IDLE, cfg.idle_backoff)
+            delay = self._ladder(state, CheckOutcome.IDLE, cfg.idle_backoff)
             due = self._plan_routine(member_id, state, now, delay, CheckKind.IDLE)
             return RecordResult(due, unseen_since)
         if not observation.is_playing:
@@ -297,7 +297,7 @@ class PollScheduler:
                 state.paused_since = now
             state.paused = True
             state.last_item_key = observation.item_key
-            delay = self._ladder(state, Outcome.PAUSED, cfg.paused_backoff)
+            delay = self._ladder(state, CheckOutcome.PAUSED, cfg.paused_backoff)
             if delay < cfg.min_counted_play:
                 # Early in a pause: not stretched, and urgent. After the resume only a check
                 # can tell when the track ends; a late one makes that natural change late.
@@ -325,7 +325,7 @@ class PollScheduler:
         progress = obs.progress_ms / 1000.0
         if duration <= 0:  # unknown length: just keep the skip-check cadence
             self._set_rate(state, 1.0 / interval)
-            state.outcome, state.streak = Outcome.PLAYING, 0
+            state.outcome, state.streak = CheckOutcome.PLAYING, 0
             return self._plan_routine(member_id, state, now, cap, CheckKind.SKIP, stretch=False)
         remaining = max(0.0, duration - progress)
         until_end = remaining + cfg.end_margin
@@ -340,12 +340,12 @@ class PollScheduler:
         ):
             # The end was due but the old item is still there: Spotify's progress lags.
             # Look again soon, backing off if it stays stuck (e.g. a device that stopped).
-            state.streak = state.streak + 1 if state.outcome is Outcome.STALE else 1
-            state.outcome = Outcome.STALE
+            state.streak = state.streak + 1 if state.outcome is CheckOutcome.STALE else 1
+            state.outcome = CheckOutcome.STALE
             delay = cfg.recheck_after_stale * 2.0 ** min(state.streak - 1, 16)
             delay = min(cap, max(until_end, delay))
             return self._plan(member_id, state, now + delay, CheckKind.STALE)
-        state.outcome, state.streak = Outcome.PLAYING, 0
+        state.outcome, state.streak = CheckOutcome.PLAYING, 0
         if until_end <= cap:
             delay = until_end + self._rng.uniform(0.0, cfg.end_jitter)
             return self._plan(member_id, state, now + delay, CheckKind.END)
@@ -378,7 +378,9 @@ class PollScheduler:
         state.streak -= 1  # this short check is not a step of the ladder
         return until_end
 
-    def _ladder(self, state: MemberState, outcome: Outcome, ladder: tuple[float, ...]) -> float:
+    def _ladder(
+        self, state: MemberState, outcome: CheckOutcome, ladder: tuple[float, ...]
+    ) -> float:
         step = state.next_step(outcome, ladder)
         self._set_rate(state, 1.0 / step)
         return step

@@ -44,8 +44,8 @@ INTENTS_REFUSED = (
 )
 
 
-class DiscordUnavailable(Exception):
-    """Discord did not answer usefully yet; worth another try."""
+class DiscoveryFailed(Exception):
+    """Discord did not say where its gateway is (yet): worth another try."""
 
 
 # What the network (not Discord's judgement) can throw while Discord is not reachable yet.
@@ -59,7 +59,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 RETRYABLE_DISCOVERY_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
-    DiscordUnavailable,
+    DiscoveryFailed,
 )
 
 
@@ -108,7 +108,7 @@ class GatewayInfo:
     @classmethod
     def from_payload(cls, payload: Any) -> GatewayInfo:
         if not isinstance(payload, dict) or not isinstance(payload.get("url"), str):
-            raise DiscordUnavailable("/gateway/bot did not say where the gateway is")
+            raise DiscoveryFailed("/gateway/bot did not say where the gateway is")
         limit = payload.get("session_start_limit")
         limit = limit if isinstance(limit, dict) else {}
         total = _int(limit.get("total"), default=1000)
@@ -127,7 +127,7 @@ def _int(value: Any, *, default: int) -> int:
 async def fetch_gateway_info(
     session: aiohttp.ClientSession, api_base: str, token: str
 ) -> GatewayInfo:
-    """Ask ``/gateway/bot``. StartupError on a definitive refusal, DiscordUnavailable (or a
+    """Ask ``/gateway/bot``. StartupError on a definitive refusal, DiscoveryFailed (or a
     network error) when it is worth asking again."""
     url = f"{api_base}/gateway/bot"
     headers = {"Authorization": f"Bot {token}"}
@@ -136,13 +136,13 @@ async def fetch_gateway_info(
         if response.status == 401:
             raise StartupError(TOKEN_REJECTED)
         if response.status == 429 or response.status >= 500:
-            raise DiscordUnavailable(f"Discord answered HTTP {response.status}")
+            raise DiscoveryFailed(f"Discord answered HTTP {response.status}")
         if response.status != 200:
             raise StartupError(f"{url} answered HTTP {response.status}; is DISCORD_API_BASE right?")
         try:
             payload = await response.json(content_type=None)
         except ValueError as exc:
-            raise DiscordUnavailable("/gateway/bot answered something that is not JSON") from exc
+            raise DiscoveryFailed("/gateway/bot answered something that is not JSON") from exc
     return GatewayInfo.from_payload(payload)
 
 

@@ -37,7 +37,7 @@ from bot.storage import PendingLink, Storage
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 30.0  # after a transient failure (Spotify down, database busy)
-EARLY_REFRESH_SECONDS = 120.0  # a kept access token this close to expiry is refreshed first
+PENDING_TOKEN_MARGIN_SECONDS = 120.0  # a kept access token this close to expiry is refreshed first
 
 
 class _Permanent(Exception):
@@ -169,7 +169,7 @@ class PendingLinkCompleter:
                 "The bot could not finish linking your Spotify account. Please run /link again."
             ) from exc
         left = expires_at - self._clock()
-        if left <= EARLY_REFRESH_SECONDS:
+        if left <= PENDING_TOKEN_MARGIN_SECONDS:
             return await self._refreshed(refresh_token)
         return TokenGrant(access_token, int(left), scope, refresh_token, self._auth.clock())
 

@@ -23,13 +23,14 @@ import concurrent.futures
 import functools
 import io
 import unicodedata
-import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from bot.pictures.decode import open_cover
 
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
 REGULAR_FONT = FONT_DIR / "NotoSans-Regular.ttf"
@@ -44,11 +45,10 @@ NEUTRAL_MARK = (72, 72, 72)
 TITLE_TEXT = (255, 255, 255)
 SUBTITLE_TEXT = (179, 179, 179)
 ATTRIBUTION_TEXT = (179, 179, 179)
-SPOTIFY_GREEN = (29, 185, 84)
+SPOTIFY_GREEN_RGB = (29, 185, 84)
 TOP_TRACKS_ATTRIBUTION = "Covers, names and rankings from Spotify"
 RECAP_ATTRIBUTION = "Covers and names from Spotify · plays counted in this server"
 ELLIPSIS = "…"
-MAX_COVER_PIXELS = 4096 * 4096  # refuse absurd covers (decompression bombs) rather than decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,16 +161,9 @@ def _decode_cover(data: bytes | None, tile: int) -> Image.Image | None:
     if not data:
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
-            if opened.format not in ("JPEG", "PNG"):
-                return None
-            if opened.width * opened.height > MAX_COVER_PIXELS:
-                return None
-            opened.draft("RGB", (tile, tile))  # JPEG: decode near the size we need
-            transparent = opened.mode in ("RGBA", "LA", "PA") or "transparency" in opened.info
-            cover = opened.convert("RGBA" if transparent else "RGB")
+        opened = open_cover(data, tile)
+        transparent = opened.mode in ("RGBA", "LA", "PA") or "transparency" in opened.info
+        cover = opened.convert("RGBA" if transparent else "RGB")
     except Exception:  # a corrupt or odd file is a neutral tile, never an error
         return None
     if cover.size != (tile, tile):
@@ -230,7 +223,9 @@ def _draw_frame(
     font = _font(False, 17)
     baseline_y = layout.height - layout.footer + 18
     disc = 18
-    draw.ellipse((MARGIN, baseline_y + 1, MARGIN + disc, baseline_y + 1 + disc), fill=SPOTIFY_GREEN)
+    draw.ellipse(
+        (MARGIN, baseline_y + 1, MARGIN + disc, baseline_y + 1 + disc), fill=SPOTIFY_GREEN_RGB
+    )
     draw.text(
         (MARGIN + disc + 10, baseline_y - 2),
         fit_text(attribution, font, inner - disc - 10),

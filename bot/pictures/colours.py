@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import colorsys
-import io
 import logging
 import re
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from PIL import Image as PilImage
-
 from bot.aio.tasks import cancel_and_wait
+from bot.pictures.decode import open_cover
 from bot.pictures.images import ImageFetcher, spotify_image_id
 from bot.spotify.models import CurrentlyPlaying, Episode, Image, Playback, Track
 
@@ -41,7 +38,6 @@ MAX_LUMINANCE = 0.36
 MIN_SATURATION = 0.35
 HUE_BINS = 24
 SAMPLE_SIZE = 32
-MAX_COVER_PIXELS = 4096 * 4096
 # Below this share of colourful pixels a cover counts as greyscale.
 COLOURFUL_SHARE = 0.05
 _SPOTIFY_ART_ID = re.compile(r"(ab67616d)([0-9a-f]{8})([0-9a-f]{24})")
@@ -104,16 +100,9 @@ _LINEAR = tuple(_linear(channel) for channel in range(256))
 
 def _sample(data: bytes) -> tuple[bytes, bytes, bytes]:
     """(RGB bytes, HSV bytes, alpha bytes) of the cover shrunk to SAMPLE_SIZE at most."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning: we only need 32 px
-        opened = PilImage.open(io.BytesIO(data))
-        if opened.format not in ("JPEG", "PNG"):
-            raise ValueError(f"not a JPEG or PNG ({opened.format})")
-        if opened.width * opened.height > MAX_COVER_PIXELS:  # a small file can hold a huge image
-            raise ValueError(f"{opened.width}x{opened.height} is too large to decode")
-        opened.draft("RGB", (SAMPLE_SIZE * 2, SAMPLE_SIZE * 2))  # JPEG: decode at a small scale
-        image = opened.convert("RGBA")
-        image.thumbnail((SAMPLE_SIZE, SAMPLE_SIZE))
+    opened = open_cover(data, SAMPLE_SIZE * 2)  # we only need SAMPLE_SIZE pixels a side
+    image = opened.convert("RGBA")
+    image.thumbnail((SAMPLE_SIZE, SAMPLE_SIZE))
     rgb = image.convert("RGB")
     # Pillow converts to HSV in C (each channel 0-255): no per-pixel Python colour maths.
     return rgb.tobytes(), rgb.convert("HSV").tobytes(), image.getchannel("A").tobytes()
