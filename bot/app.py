@@ -18,6 +18,7 @@ import aiohttp
 import discord
 from aiohttp import web
 
+from bot.aio.tasks import cancel_and_wait
 from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.outbox import OutboxDiscordSide, OutboxSender
@@ -371,10 +372,7 @@ class Application:
             await asyncio.wait(running, timeout=INTERACTION_DRAIN_SECONDS)
         await self.bot.close()
         if self._bot_task is not None:
-            if not self._bot_task.done():
-                self._bot_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._bot_task
+            await cancel_and_wait([self._bot_task])
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -397,9 +395,7 @@ class Application:
             elif self._bot_task is not None and self._bot_task.exception() is not None:
                 raise self._bot_task.exception()  # type: ignore[misc]
         finally:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+            await cancel_and_wait([waiter])
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
                     loop.remove_signal_handler(sig)

@@ -54,6 +54,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from bot.aio.tasks import cancel_and_wait
+
 if TYPE_CHECKING:
     from bot.linking.service import LinkService
 
@@ -274,9 +276,7 @@ class Metrics:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
 
     # --- exposition ----------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,9 +13,12 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]]) -> None:
     pending = list(tasks)
     for task in pending:
         task.cancel()
+    if not pending:
+        return
+    await asyncio.wait(pending)
     for task in pending:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        if not task.cancelled():
+            task.exception()  # retrieved: asyncio does not report it as never retrieved
 
 
 __all__ = ["cancel_and_wait"]

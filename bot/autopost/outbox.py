@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import discord
 
+from bot.aio.tasks import cancel_and_wait
 from bot.autopost.ports import (
     ChannelCheck,
     ChannelUnusable,
@@ -186,9 +187,7 @@ class OutboxSender:
         if self._working:  # past waiting for Discord: let the round end
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), grace)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_and_wait([task])
 
     async def _run(self) -> None:
         await self._side.wait_until_ready()

@@ -19,11 +19,11 @@ channel where they did not opt out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
 
+from bot.aio.tasks import cancel_and_wait
 from bot.autopost.config import AutopostConfig
 from bot.autopost.coverage import PresenceCoverage
 from bot.autopost.guild_settings import GuildSettings
@@ -141,11 +141,9 @@ class AutopostService:
         first = [t for t in (self._main, *self.lookups.stop()) if t is not None]
         self.loop.stopping = True
         for task in first:
-            task.cancel()
+            task.cancel()  # at once: no new poll starts while the ones in flight finish
         await self.loop.drain(self.config.shutdown_grace)
-        for task in first:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(first)
         self._main = None
 
     async def wait_until_ready(self) -> None:
@@ -194,14 +192,7 @@ class AutopostService:
         try:
             await asyncio.wait({polling, watching}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            watching.cancel()
-            polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await polling
-            workers = self.lookups.stop()
-            for task in workers:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait([watching, polling, *self.lookups.stop()])
         # Lost: start no poll; the ones in flight may finish (a token refresh cut halfway
         # could lose a rotated refresh token; a post they make twice lands once: the nonce).
         await self.loop.drain(self.config.shutdown_grace)

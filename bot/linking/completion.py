@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bot.aio.tasks import cancel_and_wait
 from bot.crypto import TokenCipher
 from bot.errors import (
     DecryptionError,
@@ -83,9 +84,7 @@ class PendingLinkCompleter:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
 
     async def _run(self) -> None:
         while True:

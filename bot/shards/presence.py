@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Final
 
+from bot.aio.tasks import cancel_and_wait
 from bot.autopost.coverage import PresenceCoverage
 from bot.storage import Storage
 
@@ -62,9 +63,7 @@ class PresenceCoverRelay:
             try:
                 yield
             finally:
-                ticking.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticking
+                await cancel_and_wait([ticking])
                 for task in list(self._sending):
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(task, 2.0)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Final
 
+from bot.aio.tasks import cancel_and_wait
 from bot.spotify.http import SERVICES, SpotifySender, SpotifyService
 from bot.storage import Storage
 
@@ -82,9 +83,7 @@ class SharedRequestCount:
 
     async def close(self) -> None:
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await cancel_and_wait([self._flusher])
 
 
 HOLDS_CHANNEL: Final = "nowplaying_spotify_holds"
