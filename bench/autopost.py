@@ -71,8 +71,10 @@ from bot.autopost.observations import Gone, Observation, RateLimited, RecordResu
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView, PollScheduling
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
+from bot.client import intents_for
 from bot.crypto import TokenCipher
-from bot.gateway.client import intents_for
+from bot.gateway.connection import DiscordConnection
+from bot.members.tokens import TokenManager
 from bot.messages.message import BotMessage
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.api import SpotifyApi
@@ -80,7 +82,6 @@ from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying, parse_currently_playing
 from bot.storage import LinkedAccount, Storage
-from bot.tokens import TokenManager
 from tests.fakes.discord import FakeDiscord, make_channel, make_guild, make_member, make_user
 from tests.fakes.discord import run_client as run_discord_client
 from tests.fakes.spotify import (
@@ -292,6 +293,8 @@ async def worker(config: dict[str, Any]) -> None:
     else:
         scheduler = FixedIntervalScheduler(config["baseline_interval"])
     client = discord.Client(intents=intents_for(False), guild_ready_timeout=0.05)
+    connection = DiscordConnection()
+    connection.attach(client)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         storage = await Storage.open(config["database"])
         sender = SpotifySender(session)
@@ -311,7 +314,7 @@ async def worker(config: dict[str, Any]) -> None:
         service = AutopostService(
             storage,
             poll,
-            DiscordPySide(client),
+            DiscordPySide(connection),
             scheduler=scheduler,
             config=AutopostConfig(max_concurrent_polls=config["concurrency"]),
             hold=sender,

@@ -41,9 +41,10 @@ import discord
 
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
+from bot.members.events import MemberEvents
+from bot.members.privacy import PrivacyService
 from bot.messages.message import BotMessage
 from bot.nowplaying.renderer import NowPlayingRenderer
-from bot.privacy import PrivacyService
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
 from bot.storage import LinkedAccount, Storage
 from cogs.presence import PresenceCog
@@ -206,7 +207,7 @@ async def run(args: argparse.Namespace) -> None:
             assert connection is not None
             await connection.set_trace_callback(statements.append)
 
-            privacy = PrivacyService(storage)
+            privacy = PrivacyService(storage, MemberEvents())
             await privacy.start()
             side = InstantDiscord()
             service = AutopostService(

@@ -21,11 +21,11 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.crypto import TokenCipher
+from bot.members.tokens import TokenManager
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import SpotifyUser, TokenGrant
 from bot.storage import Storage
-from bot.tokens import TokenManager
 from tests.fakes.spotify import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,

@@ -1,5 +1,11 @@
-"""Start-up and shutdown in one place: settings -> session, database, cipher, services,
-web server and bot; everything is closed in reverse order, whatever stopped the bot."""
+"""Start-up and shutdown in one place.
+
+``Application`` builds every service whole before any bot exists (resources first: the HTTP
+session, the database, the cipher, Spotify; then the services; then the web server), hands
+them to the starter, which builds the bot with them and connects it in the background, and
+closes everything in reverse order, whatever stopped the bot. Each feature wires the events
+it listens to in one function of its own (``follow_members``, ``feed_listening_log``...).
+"""
 
 from __future__ import annotations
 
@@ -11,37 +17,45 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import aiohttp
-import discord
 from aiohttp import web
 
 from bot.aio.tasks import cancel_and_wait
 from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.autopost.discord_side import DiscordPySide
+from bot.autopost.leadership import Leadership
 from bot.autopost.outbox import OutboxDiscordSide, OutboxSender
 from bot.autopost.ports import PostAction
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
+from bot.client import NowPlayingBot
 from bot.config import Settings
 from bot.crypto import TokenCipher
 from bot.errors import StartupError
-from bot.gateway.client import NowPlayingBot, create_bot
-from bot.gateway.connect import DiscordStarter, point_discord_at
+from bot.gateway.connect import DiscordStarter, fetch_gateway_info, point_discord_at
+from bot.gateway.connection import DiscordConnection
+from bot.gateway.direct_messages import DirectMessages
 from bot.linking.completion import PendingLinkCompleter
 from bot.linking.service import LinkService
-from bot.listening.log import AutopostFeed, ListeningLog
-from bot.listening.spotify import SpotifyListening
+from bot.listening.chart import TopChart
+from bot.listening.log import ListeningLog, feed_listening_log
+from bot.listening.recap import RecapPictures
+from bot.listening.spotify import MemberSpotify, SpotifyListening
 from bot.logs import SecretMasker
+from bot.members.events import MemberEvents
+from bot.members.privacy import PrivacyService
+from bot.members.tokens import TokenManager
 from bot.metrics import Metrics
 from bot.nowplaying.renderer import NowPlayingRenderer
+from bot.nowplaying.service import PlaybackService
 from bot.pictures.charts import ChartRenderer
 from bot.pictures.colours import CoverColours
 from bot.pictures.images import ImageFetcher
-from bot.privacy import PrivacyService
-from bot.services import PlaybackService, Services
+from bot.services import Services
 from bot.shards import (
     IDENTIFY_INTERVAL,
     IdentifyGate,
@@ -58,7 +72,6 @@ from bot.storage import Storage
 from bot.storage.connect import DatabaseRefused, connect_with_retry
 from bot.storage.migrations import SchemaVersionError
 from bot.storage.secrets import report_unreadable_secrets
-from bot.tokens import TokenManager
 from bot.web.access import runner_options
 from bot.web.server import WebDependencies, create_app
 
@@ -73,6 +86,17 @@ class DatabaseSettingRejected(StartupError):
     """The database refused DATABASE_URL (user, password, database name): a bad setting."""
 
     exit_status = 2
+
+
+@dataclass(frozen=True, slots=True)
+class StartOptions:
+    """How this start differs from the defaults (the command line, tests, benchmarks)."""
+
+    masker: SecretMasker | None = None  # learns secrets that appear at run time
+    autopost: AutopostConfig | None = None  # None: the defaults with SPOTIFY_REQUEST_BUDGET
+    command: str = "nowplaying-bot"  # how the self-hoster runs the CLI, named in log hints
+    identify_interval: float = IDENTIFY_INTERVAL  # seconds an IDENTIFY keeps its bucket
+    bot_options: dict[str, Any] = field(default_factory=dict)  # for discord.py's constructor
 
 
 class Application:
@@ -90,24 +114,13 @@ class Application:
         **bot_options: Any,
     ) -> None:
         self.settings = settings
-        # Seconds an IDENTIFY keeps its bucket across processes (Discord: 5; tests: shorter).
-        self.identify_interval = identify_interval
-        self.masker = masker
-        self.command = command  # how the self-hoster runs the CLI, named in log hints
-        # Default: the scheduler's defaults with SPOTIFY_REQUEST_BUDGET; tests pass short intervals.
-        self.autopost_config = autopost_config or AutopostConfig(
-            scheduler=SchedulerConfig(budget_per_window=settings.spotify_request_budget)
+        self._options = StartOptions(
+            masker, autopost_config, command, identify_interval, dict(bot_options)
         )
-        self._bot_options = bot_options
         self._stack = contextlib.AsyncExitStack()
-        self._bot_task: asyncio.Task[None] | None = None
-        self.bot: NowPlayingBot
         self.services: Services
-        self.web_runner: web.AppRunner
         self.web_port: int = settings.web_port
-        self.outbox_sender: OutboxSender | None = None
-        self.spotify_sender: SpotifySender
-        self._note_request: Callable[[float], None] = lambda _now: None
+        self._bot_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Application:
         try:
@@ -125,27 +138,37 @@ class Application:
     ) -> None:
         await self.close()
 
+    @property
+    def bot(self) -> NowPlayingBot:
+        """The current bot (the starter builds it as soon as Discord says which intents)."""
+        bot = self.services.discord.bot
+        assert isinstance(bot, NowPlayingBot), "the bot is built once the starter runs"
+        return bot
+
+    @property
+    def bot_task(self) -> asyncio.Task[None] | None:
+        return self._bot_task
+
+    # --- start-up ------------------------------------------------------------------------
+
     async def _start(self) -> None:
-        settings = self.settings
         session = await self._stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         )
-        storage = await _open_storage(settings)
+        storage = await open_storage(self.settings)
         self._stack.push_async_callback(storage.close)
-        images = ImageFetcher(session, image_base=settings.spotify_image_base)
-        colours = CoverColours(images, storage)
-        self._stack.push_async_callback(colours.close)  # before the database closes
-        charts = ChartRenderer()
-        self._stack.callback(charts.close)
+        self.services = await self._build_services(session, storage)
+        await self._share_with_other_processes()
+        await self._serve_web()
+        self._connect_discord(session)
+        await self._start_background_work()
+
+    async def _build_services(self, session: aiohttp.ClientSession, storage: Storage) -> Services:
+        settings, options, stack = self.settings, self._options, self._stack
         cipher = TokenCipher(settings.token_encryption_keys)
-        await report_unreadable_secrets(storage, cipher, self.command)
+        await report_unreadable_secrets(storage, cipher, options.command)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
-        self.spotify_sender = sender
-        if storage.dialect == "postgresql":  # a 429 to one process holds them all
-            shared_hold = SharedSpotifyHold(storage, sender)
-            await self._stack.enter_async_context(shared_hold.listening())
-            self._stack.push_async_callback(shared_hold.close)
         auth = SpotifyAuth(
             sender,
             client_id=settings.spotify_client_id,
@@ -154,143 +177,148 @@ class Application:
             accounts_base=settings.spotify_accounts_base,
         )
         api = SpotifyApi(sender, api_base=settings.spotify_api_base)
+        events = MemberEvents()
+        discord = DiscordConnection()
+
         tokens = TokenManager(
             storage, cipher, auth, on_refresh=metrics.token_refresh if metrics else None
         )
-        if self.masker is not None:
-            tokens.register_secret_listener(self.masker.add_secret)
+        tokens.follow_members(events)
+        if options.masker is not None:
+            tokens.register_secret_listener(options.masker.add_secret)
+        privacy = PrivacyService(storage, events)
+        await privacy.start()
         links = LinkService(
-            storage, auth, api, tokens, cipher, hold_remaining=sender.hold_remaining
+            storage, auth, api, tokens, cipher, events, hold_remaining=sender.hold_remaining
         )
+        links.add_notice_listener(DirectMessages(discord).send)
         completer = PendingLinkCompleter(
             storage, cipher, auth, api, links, hold_remaining=sender.hold_remaining
         )
-        links.add_pending_listener(completer.wake)
-        scheduler = PollScheduler(self.autopost_config.scheduler)
-        # Interactive /np counts toward the polling budget, and is never held back by it.
+
+        autopost_config = options.autopost or AutopostConfig(
+            scheduler=SchedulerConfig(budget_per_window=settings.spotify_request_budget)
+        )
+        scheduler = PollScheduler(autopost_config.scheduler)
+        leadership = Leadership(storage)
+        # Interactive calls count toward the polling budget, and are never held back by it;
+        # with several processes the leader's scheduler counts everyone's.
         note_request = scheduler.note_request
-        shared_count: SharedRequestCount | None = None
-        if storage.dialect == "postgresql":  # the budget is the app's, whichever process asks
-
-            def leads() -> bool:
-                autopost = getattr(self, "services", None)
-                return autopost is not None and autopost.autopost.leadership.is_leader
-
+        if storage.dialect == "postgresql":
             shared_count = SharedRequestCount(
-                storage, scheduler.note_request, leads, clock=time.monotonic
+                storage, scheduler.note_request, lambda: leadership.is_leader, clock=time.monotonic
             )
-            await self._stack.enter_async_context(shared_count.listening())
-            self._stack.push_async_callback(shared_count.close)
+            await stack.enter_async_context(shared_count.listening())
+            stack.push_async_callback(shared_count.close)
             note_request = shared_count.note_request
-        self._note_request = note_request
         playback = PlaybackService(tokens, api, on_request=note_request)
-        if metrics is not None:
-            metrics.watch_links(links)
-            await self._stack.enter_async_context(
-                metrics.linked_members_refresher(storage.count_links)
-            )
-        privacy = PrivacyService(storage)
-        await privacy.start()
+
+        images = ImageFetcher(session, image_base=settings.spotify_image_base)
+        colours = CoverColours(images, storage)
+        stack.push_async_callback(colours.close)  # before the database closes
+        charts = ChartRenderer()
+        stack.callback(charts.close)
+        renderer = NowPlayingRenderer(colours)
 
         async def poll(member_id: int) -> CurrentlyPlaying:
             return await tokens.call(member_id, api.currently_playing)
 
-        def build_services(client: discord.Client) -> Services:
-            """Every service, whole, before the bot loads a cog (the auto-poster posts
-            through the bot's own connection)."""
-            # Posts go through the outbox (sent once, by whichever process can).
-            outbox = OutboxDiscordSide(DiscordPySide(client), storage)
-            self.outbox_sender = OutboxSender(storage, outbox)
-            autopost = AutopostService(
-                storage,
-                poll,
-                outbox,
-                scheduler=scheduler,
-                config=self.autopost_config,
-                hold=sender,
-                on_post=_autopost_metrics(metrics) if metrics is not None else None,
-                on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
-                is_private=privacy.is_private_now,
-                renderer=NowPlayingRenderer(colours),
-                # Presences are posted by the process they arrive in, in its own guilds.
-                serves_guild=guild_filter(settings.shard_count, settings.shard_ids),
-            )
-            return Services(
-                settings=settings,
-                storage=storage,
-                cipher=cipher,
-                tokens=tokens,
-                links=links,
-                playback=playback,
-                autopost=autopost,
-                privacy=privacy,
-                metrics=metrics,
-                images=images,
-                colours=colours,
-                charts=charts,
-            )
+        # Posts go through the outbox: sent once, by whichever process can.
+        posting_side = OutboxDiscordSide(DiscordPySide(discord), storage)
+        autopost = AutopostService(
+            storage,
+            poll,
+            posting_side,
+            renderer=renderer,
+            scheduler=scheduler,
+            config=autopost_config,
+            hold=sender,
+            on_post=_autopost_metrics(metrics) if metrics is not None else None,
+            on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
+            is_private=privacy.is_private_now,
+            leadership=leadership,
+            # Presences are posted by the process they arrive in, in its own guilds.
+            serves_guild=guild_filter(settings.shard_count, settings.shard_ids),
+        )
+        autopost.follow_members(events)
 
-        # The REST base now; the gateway address once /gateway/bot answers (bot.gateway.connect).
-        point_discord_at(settings.discord_api_base, None)
+        member_spotify = MemberSpotify(tokens, api, storage, on_request=note_request)
+        history = ListeningLog(
+            storage,
+            privacy,
+            keep_days=settings.listening_log_days,
+            recently_played=member_spotify.recently_played,
+        )
+        feed_listening_log(history, events, autopost, playback)
+        listening = SpotifyListening(member_spotify, history)
 
-        self.bot = create_bot(settings, build_services, **self._bot_options)
-        self.services = self.bot.services
-        autopost = self.services.autopost
-        if storage.dialect == "postgresql":  # other processes may share this bot
-            gate = IdentifyGate(
-                storage.named_lock, self._max_concurrency, interval=self.identify_interval
-            )
-            self.bot.identify_gate = gate
-            self._stack.push_async_callback(gate.close)
-        self._stack.push_async_callback(self._close_bot)
         if metrics is not None:
-            self.bot.command_outcome_hook = metrics.command_completed
-            metrics.set_gateway_latency_source(lambda: self.bot.latency)
+            metrics.watch_links(events)
+            await stack.enter_async_context(metrics.linked_members_refresher(storage.count_links))
+            metrics.set_gateway_latency_source(discord.latency)
             metrics.watch_spotify(sender.requests_in_window, sender.hold_remaining)
             metrics.watch_autopost_stretch(autopost.skip_check_stretch)
-        self._stack.push_async_callback(autopost.stop)  # stops before the bot and storage close
-        links.add_linked_listener(autopost.member_linked)
-        links.add_unlinked_listener(autopost.member_unlinked)
-        privacy.add_private_listener(autopost.member_went_private)
-        privacy.add_server_listener(autopost.member_went_public)
-        if storage.dialect == "postgresql":  # other processes may share this bot
+        return Services(
+            settings=settings,
+            storage=storage,
+            cipher=cipher,
+            spotify=sender,
+            discord=discord,
+            events=events,
+            tokens=tokens,
+            privacy=privacy,
+            links=links,
+            completer=completer,
+            playback=playback,
+            renderer=renderer,
+            colours=colours,
+            autopost=autopost,
+            outbox=OutboxSender(storage, posting_side),
+            history=history,
+            listening=listening,
+            top_chart=TopChart(listening, images, charts),
+            recap_pictures=RecapPictures(images, charts),
+            metrics=metrics,
+        )
 
-            def unlinked_elsewhere(member_id: int) -> None:
-                tokens.forget(member_id)
-                autopost.member_unlinked(member_id)
+    async def _share_with_other_processes(self) -> None:
+        """With PostgreSQL other processes may run the same bot: one 429 hold for all, member
+        changes and presence covers told to the others."""
+        services, stack = self.services, self._stack
+        storage = services.storage
+        if storage.dialect != "postgresql":
+            return
+        shared_hold = SharedSpotifyHold(storage, services.spotify)
+        await stack.enter_async_context(shared_hold.listening())
+        stack.push_async_callback(shared_hold.close)
+        relay = MemberChangeRelay(
+            storage,
+            services.events,
+            on_visibility=services.privacy.reload,
+            on_settings=services.autopost.reload_settings,
+        )
+        services.autopost.add_settings_listener(relay.settings_changed)
+        await stack.enter_async_context(relay.listening())
+        stack.push_async_callback(relay.close)
+        # The leader polls nobody a presence covers, whichever process heard it.
+        covers = PresenceCoverRelay(storage, services.autopost.coverage)
+        await stack.enter_async_context(covers.running())
 
-            relay = MemberChangeRelay(
-                storage,
-                on_linked=autopost.member_linked,
-                on_unlinked=unlinked_elsewhere,
-                on_visibility=privacy.reload,
-                on_settings=autopost.reload_settings,
-            )
-            autopost.add_settings_listener(relay.settings_changed)
-            links.add_linked_listener(relay.linked)
-            links.add_unlinked_listener(relay.unlinked)
-            privacy.add_private_listener(relay.visibility_changed)
-            privacy.add_server_listener(relay.visibility_changed)
-            await self._stack.enter_async_context(relay.listening())
-            self._stack.push_async_callback(relay.close)
-            # The leader polls nobody a presence covers, whichever process heard it.
-            covers = PresenceCoverRelay(storage, autopost.coverage)
-            await self._stack.enter_async_context(covers.running())
-        await self._start_listening_log(storage, tokens, api, scheduler, autopost)
-
+    async def _serve_web(self) -> None:
+        settings, services = self.settings, self.services
         app = create_app(
             WebDependencies(
-                links=links,
+                links=services.links,
                 redirect_path=settings.redirect_path,
-                database_ok=storage.ping,
-                gateway_ok=self.bot.gateway_connected,
-                metrics=metrics.render if metrics else None,
+                database_ok=services.storage.ping,
+                gateway_ok=services.discord.gateway_connected,
+                metrics=services.metrics.render if services.metrics else None,
             )
         )
-        self.web_runner = web.AppRunner(app, handle_signals=False, **runner_options())
-        await self.web_runner.setup()
-        self._stack.push_async_callback(self.web_runner.cleanup)
-        site = web.TCPSite(self.web_runner, settings.web_host, settings.web_port)
+        runner = web.AppRunner(app, handle_signals=False, **runner_options())
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.web_host, settings.web_port)
         try:
             await site.start()
         except OSError as exc:
@@ -298,67 +326,60 @@ class Application:
                 f"WEB_PORT: cannot listen on {settings.web_host}:{settings.web_port} "
                 f"({exc.strerror})"
             ) from exc
-        self.web_port = _bound_port(self.web_runner, settings.web_port)
+        self.web_port = _bound_port(runner, settings.web_port)
         log.info("Web server listening on %s:%s", settings.web_host, self.web_port)
 
-        # Discord may not be reachable yet: log in and connect in the background, retrying,
-        # while the web server already answers (/healthz says "degraded" until the gateway is up).
+    def _connect_discord(self, session: aiohttp.ClientSession) -> None:
+        """Build the bot with the services and connect it in the background, retrying, while
+        the web server already answers (/healthz says "degraded" until the gateway is up)."""
+        settings, services, options = self.settings, self.services, self._options
+        identify_gate: IdentifyGate | None = None
+        if services.storage.dialect == "postgresql":  # IDENTIFY turns across the processes
+
+            async def max_concurrency() -> int:
+                info = await fetch_gateway_info(
+                    session, settings.discord_api_base, settings.discord_token
+                )
+                return info.max_concurrency
+
+            identify_gate = IdentifyGate(
+                services.storage.named_lock, max_concurrency, interval=options.identify_interval
+            )
+            self._stack.push_async_callback(identify_gate.close)
+
+        def build(presence: bool) -> NowPlayingBot:
+            return NowPlayingBot(
+                services, presence=presence, identify_gate=identify_gate, **options.bot_options
+            )
+
+        # The REST base now; the gateway address once /gateway/bot answers.
+        point_discord_at(settings.discord_api_base, None)
         starter = DiscordStarter(
-            self.bot, session, token=settings.discord_token, api_base=settings.discord_api_base
+            services.discord,
+            build,
+            session,
+            token=settings.discord_token,
+            api_base=settings.discord_api_base,
+            presence=settings.enable_presence,
         )
+        self._stack.push_async_callback(self._close_bot)
         self._bot_task = asyncio.create_task(starter.run(), name="discord-gateway")
-        await autopost.start()  # its loop waits for the gateway to be ready
-        if self.outbox_sender is not None:  # sends what the outbox holds unsent, in any process
-            await self._stack.enter_async_context(self.outbox_sender.listening())
-            self.outbox_sender.start()
-            self._stack.push_async_callback(self.outbox_sender.stop)
+
+    async def _start_background_work(self) -> None:
+        services, stack = self.services, self._stack
+        await services.autopost.start()  # its loop waits for the gateway to be ready
+        stack.push_async_callback(services.autopost.stop)  # before the bot and storage close
+        await services.history.start()
+        stack.push_async_callback(services.history.stop)
+        # Sends what the outbox holds unsent, in any process.
+        await stack.enter_async_context(services.outbox.listening())
+        services.outbox.start()
+        stack.push_async_callback(services.outbox.stop)
         # Links that waited for a Spotify hold (also from before a restart) finish now.
-        completer.start()
-        self._stack.push_async_callback(completer.stop)
+        services.completer.start()
+        stack.push_async_callback(services.completer.stop)
 
-    async def _max_concurrency(self) -> int:
-        """How many sessions Discord lets the bot start per 5 s (``/gateway/bot``)."""
-        _, _, limits = await self.bot.http.get_bot_gateway()
-        return int(limits.get("max_concurrency", 1))
-
-    async def _start_listening_log(
-        self,
-        storage: Storage,
-        tokens: TokenManager,
-        api: SpotifyApi,
-        scheduler: PollScheduler,
-        autopost: AutopostService,
-    ) -> ListeningLog:
-        """The listening log, fed by every source that observes a play (see bot.listening.log)."""
-        services = self.services
-
-        async def recently_played(member_id: int, after_ms: int | None) -> Any:
-            return await listening.recently_played(member_id, after_ms)
-
-        history = ListeningLog(
-            storage,
-            services.privacy,
-            keep_days=self.settings.listening_log_days,
-            recently_played=recently_played,
-        )
-        listening = SpotifyListening(tokens, api, storage, history, on_request=self._note_request)
-        services.history = history
-        services.listening = listening
-        feed = AutopostFeed(history)
-        autopost.add_play_listener(feed.on_play)
-        autopost.add_gap_listener(feed.on_gap)
-        services.playback.add_listener(feed.on_np)
-        services.links.add_unlinked_listener(history.member_unlinked)
-        services.links.add_linked_listener(history.member_linked)
-        services.privacy.add_private_listener(history.member_went_private)
-        services.privacy.add_server_listener(history.member_went_public)
-        await history.start()
-        self._stack.push_async_callback(history.stop)
-        return history
-
-    @property
-    def bot_task(self) -> asyncio.Task[None] | None:
-        return self._bot_task
+    # --- shutdown ------------------------------------------------------------------------
 
     async def _close_bot(self) -> None:
         # Let commands, buttons and modals already running answer their member (and finish
@@ -370,7 +391,9 @@ class Application:
         ]
         if running:
             await asyncio.wait(running, timeout=INTERACTION_DRAIN_SECONDS)
-        await self.bot.close()
+        bot = self.services.discord.bot
+        if bot is not None:
+            await bot.close()
         if self._bot_task is not None:
             await cancel_and_wait([self._bot_task])
 
@@ -401,7 +424,7 @@ class Application:
                     loop.remove_signal_handler(sig)
 
 
-async def _open_storage(settings: Settings) -> Storage:
+async def open_storage(settings: Settings) -> Storage:
     """SQLite: open the file. PostgreSQL: keep trying while the server cannot be reached."""
     if settings.database_url is not None:
         shown = settings.database_shown

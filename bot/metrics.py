@@ -43,7 +43,7 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -55,9 +55,7 @@ from prometheus_client import (
 )
 
 from bot.aio.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from bot.linking.service import LinkService
+from bot.members.events import MemberEvents
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +233,10 @@ class Metrics:
         """Ask the refresher to count again now (cheap; call from any event handler)."""
         self._linked_members_stale.set()
 
-    def watch_links(self, links: LinkService) -> None:
+    def watch_links(self, events: MemberEvents) -> None:
         """Recount after every link and unlink."""
-
-        async def linked(*_: object) -> None:
-            self.mark_linked_members_stale()
-
-        links.add_linked_listener(linked)
-        links.add_unlinked_listener(lambda _user_id: self.mark_linked_members_stale())
+        events.on("linked", lambda _member_id: self.mark_linked_members_stale())
+        events.on("unlinked", lambda _member_id: self.mark_linked_members_stale())
 
     async def keep_linked_members_fresh(
         self,

@@ -16,9 +16,9 @@ from discord.ext import commands
 
 from bot.autopost.discord_side import missing_post_permissions
 from bot.autopost.service import AutopostService
+from bot.client import NowPlayingBot
 from bot.errors import BotError
-from bot.gateway.client import NowPlayingBot
-from bot.privacy import PrivacyService
+from bot.members.privacy import PrivacyService
 
 NOT_AN_ADMIN = (
     "Only members with the Manage Server permission can change where auto-posts go. "
@@ -49,7 +49,7 @@ class AutopostCog(commands.Cog):
         service: AutopostService,
         privacy: PrivacyService,
         *,
-        presence_enabled: bool = False,
+        presence_enabled: bool,
     ) -> None:
         self.service = service
         self.presence_enabled = presence_enabled
@@ -153,11 +153,7 @@ class AutopostCog(commands.Cog):
 
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
-    service = bot.services.autopost
+    services = bot.services
     await bot.add_cog(
-        AutopostCog(
-            service,
-            bot.services.privacy,
-            presence_enabled=bot.services.settings.enable_presence,
-        )
+        AutopostCog(services.autopost, services.privacy, presence_enabled=bot.sees_presence)
     )

@@ -16,11 +16,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.client import NowPlayingBot
 from bot.errors import BotError
-from bot.gateway.client import NowPlayingBot
 from bot.gateway.interactions import send_message
 from bot.listening.chart import TopChart, chart_heading, render_chart_answer, render_empty_chart
-from bot.privacy import PrivacyService
+from bot.members.privacy import PrivacyService
 
 
 class ChartCog(commands.Cog):
@@ -71,9 +71,4 @@ class ChartCog(commands.Cog):
 
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
-    services = bot.services
-    if services.listening is None or services.images is None or services.charts is None:
-        raise RuntimeError("cogs.chart needs services.listening, images and charts (bot.app)")
-    await bot.add_cog(
-        ChartCog(TopChart(services.listening, services.images, services.charts), services.privacy)
-    )
+    await bot.add_cog(ChartCog(bot.services.top_chart, bot.services.privacy))

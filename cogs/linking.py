@@ -11,16 +11,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.gateway.client import NowPlayingBot
+from bot.client import NowPlayingBot
+from bot.gateway.direct_messages import DM_TIMEOUT_SECONDS
 from bot.gateway.interactions import handle_interaction_error
-from bot.linking.service import LinkKind, LinkService, LinkSource, parse_pasted_address
+from bot.linking.service import LinkService, parse_pasted_address
 from bot.linking.words import LinkFailure, failure_words, pending_words
-from bot.spotify.models import SpotifyUser
 
 log = logging.getLogger(__name__)
 
 PASTE_BUTTON_ID = "nowplaying:paste-link"
-DM_TIMEOUT_SECONDS = 2.0  # leave room inside Discord's 3 s for the reply itself
 CANNOT_DM = 50007
 
 
@@ -106,41 +105,9 @@ class LinkingCog(commands.Cog):
     def __init__(self, bot: NowPlayingBot, links: LinkService) -> None:
         self.bot = bot
         self.links = links
-        links.add_linked_listener(self._tell_member_linked)
-        links.add_notice_listener(self._dm)
 
     async def cog_load(self) -> None:
         self.bot.add_view(LinkButtons(self.links))
-
-    async def _tell_member_linked(
-        self, user_id: int, spotify_user: SpotifyUser, source: LinkSource, kind: LinkKind
-    ) -> None:
-        if source == "paste":
-            return  # the modal's own answer says it
-        if kind == "renewed":
-            text = f"Your link to the Spotify account **{spotify_user.display_name}** is renewed."
-        else:
-            text = (
-                f"Linked as **{spotify_user.display_name}** (your Spotify account). "
-                "Try /np to show what you are playing."
-            )
-        await self._dm(user_id, text)
-
-    async def _dm(self, user_id: int, text: str) -> None:
-        async def send() -> None:
-            user = self.bot.get_user(user_id) or await self.bot.fetch_user(user_id)
-            await user.send(discord.utils.escape_mentions(text))
-
-        # The callback page waits for this: a slow or failing Discord (discord.py retries a
-        # 5xx for many seconds) must not hold the member's browser; the page says it anyway.
-        try:
-            await asyncio.wait_for(send(), timeout=DM_TIMEOUT_SECONDS)
-        except discord.HTTPException as exc:
-            log.info("Could not DM member %s about their link (%s)", user_id, exc.code)
-        except TimeoutError:
-            log.info(
-                "Gave up sending member %s a DM about their link: Discord was too slow", user_id
-            )
 
     @app_commands.command(
         name="link", description="Connect your Spotify account (one Spotify account per member)"

@@ -8,7 +8,6 @@ error handler). Anything that may take over 1.5 s shows "thinking" first.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from collections.abc import Callable
@@ -18,11 +17,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.client import NowPlayingBot
 from bot.errors import BotError
-from bot.gateway.client import NowPlayingBot
 from bot.gateway.interactions import answer_in_time
 from bot.listening.embeds import (
-    RECAP_PERIOD_WORDS,
     RECAP_PICTURE_NAME,
     render_listening,
     render_recap,
@@ -30,17 +28,15 @@ from bot.listening.embeds import (
     render_top,
 )
 from bot.listening.log import ListeningLog
+from bot.listening.recap import RecapPictures
 from bot.listening.spotify import SpotifyListening
+from bot.members.privacy import PrivacyService
 from bot.messages.message import BotMessage, with_picture
 from bot.nowplaying.status import spotify_activity
-from bot.pictures.charts import ChartRenderer, TopAlbum
-from bot.pictures.images import ImageFetcher
-from bot.privacy import PrivacyService
 from bot.storage import Recap
 
 log = logging.getLogger(__name__)
 
-COVER_WAIT_SECONDS = 2.0  # the recap picture waits this long for uncached covers
 GUILD_ONLY = "This command only works in a server."
 CHOICE_COMMANDS = frozenset({"autopost me", "privacy"})
 
@@ -63,17 +59,15 @@ class ListeningCog(commands.Cog):
         history: ListeningLog,
         spotify: SpotifyListening,
         privacy: PrivacyService,
+        recap_pictures: RecapPictures,
         *,
-        presence_enabled: bool = False,
-        images: ImageFetcher | None = None,
-        charts: ChartRenderer | None = None,
+        presence_enabled: bool,
     ) -> None:
         self.history = history
         self.spotify = spotify
         self.privacy = privacy
+        self.recap_pictures = recap_pictures
         self.presence_enabled = presence_enabled
-        self.images = images
-        self.charts = charts
 
     async def _target(
         self,
@@ -174,7 +168,9 @@ class ListeningCog(commands.Cog):
 
         rendered = await answer_in_time(interaction, work)
         # The numbers go out at once; the picture of the top albums follows in an edit.
-        png = await self._recap_picture(recaps[0], name, period) if rendered.embed else None
+        png = None
+        if rendered.embed is not None:
+            png = await self.recap_pictures.picture(recaps[0], guild_name=name, period=period)
         if png is not None:
             pictured = with_picture(rendered, RECAP_PICTURE_NAME, png)
             try:
@@ -184,31 +180,6 @@ class ListeningCog(commands.Cog):
                 )
             except discord.HTTPException as exc:
                 log.info("/recap: could not add the picture (%s)", exc)
-
-    async def _recap_picture(self, recap: Recap, guild_name: str, period: str) -> bytes | None:
-        """The server's top albums as a 3x3 picture, or None (no albums, no renderer, or it
-        failed: the answer goes out without it). Covers come from the image cache or Spotify's
-        CDN, waited for at most ``COVER_WAIT_SECONDS`` together."""
-        images, charts = self.images, self.charts
-        if images is None or charts is None or not recap.albums:
-            return None
-        urls = [album.image_url for album in recap.albums]
-        fetches = [asyncio.ensure_future(images.fetch(url)) for url in urls if url]
-        if fetches:
-            await asyncio.wait(fetches, timeout=COVER_WAIT_SECONDS)
-        covers = [images.cached(url) if url else None for url in urls]
-        for fetch in fetches:
-            fetch.cancel()
-        albums = [
-            TopAlbum(cover=cover, album=album.name, artist=album.artist, plays=album.plays)
-            for cover, album in zip(covers, recap.albums, strict=True)
-        ]
-        heading = f"{guild_name} · {RECAP_PERIOD_WORDS.get(period, period)}"
-        try:
-            return await charts.top_albums(albums, size=3, heading=heading)
-        except Exception:
-            log.exception("/recap: the picture could not be drawn; answering without it")
-            return None
 
     # --- where members are seen -----------------------------------------------------------
 
@@ -247,15 +218,12 @@ class ListeningCog(commands.Cog):
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
     services = bot.services
-    if services.history is None or services.listening is None:
-        raise RuntimeError("cogs.listening needs services.history (built by bot.app)")
     await bot.add_cog(
         ListeningCog(
             services.history,
             services.listening,
             services.privacy,
-            presence_enabled=services.settings.enable_presence,
-            images=services.images,
-            charts=services.charts,
+            services.recap_pictures,
+            presence_enabled=bot.sees_presence,
         )
     )

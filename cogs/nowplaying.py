@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.client import NowPlayingBot
 from bot.errors import (
     BotError,
     DecryptionError,
@@ -21,16 +22,14 @@ from bot.errors import (
     SpotifyForbidden,
     SpotifyUnauthorized,
 )
-from bot.gateway.client import NowPlayingBot
 from bot.gateway.interactions import answer_in_time
 from bot.linking.service import LinkService
 from bot.linking.words import expiry_reminder
+from bot.members.privacy import PrivacyService
 from bot.messages.message import BotMessage
-from bot.nowplaying.render import render_now_playing
+from bot.nowplaying.renderer import NowPlayingRenderer
+from bot.nowplaying.service import PlaybackService
 from bot.nowplaying.status import member_playback
-from bot.pictures.colours import CoverColours
-from bot.privacy import PrivacyService
-from bot.services import PlaybackService
 from bot.spotify.models import CurrentlyPlaying
 
 # /np waits at most this long for a new cover's colour; then it answers in Spotify green.
@@ -43,15 +42,15 @@ class NowPlayingCog(commands.Cog):
         playback: PlaybackService,
         links: LinkService,
         privacy: PrivacyService,
+        renderer: NowPlayingRenderer,
         *,
-        presence_enabled: bool = False,
-        colours: CoverColours | None = None,
+        presence_enabled: bool,
     ) -> None:
         self.playback = playback
         self.links = links
         self.privacy = privacy
+        self.renderer = renderer
         self.presence_enabled = presence_enabled
-        self.colours = colours
 
     @app_commands.command(
         name="np", description="Show what you, or another member, play on Spotify"
@@ -86,15 +85,11 @@ class NowPlayingCog(commands.Cog):
         async def work() -> BotMessage:
             nonlocal playback
             playback = await self._lookup(target, is_self=is_self, cached_member=cached_member)
-            colour = None
-            if self.colours is not None:
-                colour = await self.colours.colour_for(playback, wait=COLOUR_WAIT_SECONDS)
-            return render_now_playing(
+            return await self.renderer.render_within(
                 playback,
                 member_name=target.display_name,
                 member_avatar_url=target.display_avatar.url,
-                now=time.time(),
-                colour=colour,
+                wait=COLOUR_WAIT_SECONDS,
             )
 
         await answer_in_time(interaction, work, ephemeral=only_you)
@@ -151,12 +146,13 @@ class NowPlayingCog(commands.Cog):
 
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
+    services = bot.services
     await bot.add_cog(
         NowPlayingCog(
-            bot.services.playback,
-            bot.services.links,
-            bot.services.privacy,
-            presence_enabled=bot.services.settings.enable_presence,
-            colours=bot.services.colours,
+            services.playback,
+            services.links,
+            services.privacy,
+            services.renderer,
+            presence_enabled=bot.sees_presence,
         )
     )

@@ -18,7 +18,7 @@ import discord
 from discord.ext import commands
 
 from bot.autopost.service import AutopostService
-from bot.gateway.client import NowPlayingBot
+from bot.client import NowPlayingBot
 from bot.nowplaying.status import playback_from_activity, spotify_activity
 
 log = logging.getLogger(__name__)
@@ -53,5 +53,5 @@ class PresenceCog(commands.Cog):
 
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, NowPlayingBot)
-    if bot.services.settings.enable_presence:
+    if bot.sees_presence:
         await bot.add_cog(PresenceCog(bot.services.autopost))

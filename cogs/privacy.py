@@ -1,4 +1,4 @@
-"""/privacy [visibility]: who sees what you listen to. The rule itself lives in bot.privacy."""
+"""/privacy [visibility]: who sees what you listen to (the rule: ``bot.members.privacy``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.gateway.client import NowPlayingBot
-from bot.privacy import PrivacyService
+from bot.client import NowPlayingBot
+from bot.members.privacy import PrivacyService
 from bot.storage import Visibility
 
 SERVER_TEXT = (

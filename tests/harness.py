@@ -202,7 +202,7 @@ class Stack:
                     settings, guild_ready_timeout=0.05, **(app_options or {})
                 ) as app:
                     stack = cls(dc, sp, settings, app, http)
-                    await asyncio.wait_for(app.bot.wait_until_ready(), 10)
+                    await asyncio.wait_for(app.services.discord.wait_until_ready(), 10)
                     if app.bot.syncs_commands:
                         await dc.wait_for_command_sync(str(GUILD_ID))
                     yield stack

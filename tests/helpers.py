@@ -18,11 +18,12 @@ from PIL import Image
 from bot.crypto import TokenCipher
 from bot.linking.completion import PendingLinkCompleter
 from bot.linking.service import LinkService
+from bot.members.events import MemberEvents
+from bot.members.tokens import TokenManager
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.storage import LinkedAccount, Storage
-from bot.tokens import TokenManager
 from tests.fakes.spotify import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -145,12 +146,15 @@ class LinkWorld:
         self.auth = fake_spotify_auth(self.sender, fake)
         self.api = SpotifyApi(self.sender, api_base=fake.api_base)
         self.tokens = TokenManager(storage, self.cipher, self.auth)
+        self.events = MemberEvents()
+        self.tokens.follow_members(self.events)
         self.links = LinkService(
             storage,
             self.auth,
             self.api,
             self.tokens,
             self.cipher,
+            self.events,
             hold_remaining=self.sender.hold_remaining,
             clock=self.clock,
         )
@@ -164,7 +168,6 @@ class LinkWorld:
             clock=self.clock,
             retry_seconds=0.05,
         )
-        self.links.add_pending_listener(self.completer.wake)
 
     async def redirect_after_consent(self, authorize_url: str) -> str:
         """What the browser is sent to after the consent screen (not followed)."""

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from bot.app import StartupError, _open_storage
+from bot.app import StartupError, open_storage
 from bot.config import Settings, load_settings
 from bot.storage import Storage
 from bot.storage import migrations as db
@@ -240,7 +240,7 @@ def settings_for(url: str) -> Settings:
 async def test_a_wrong_user_stops_with_one_line(postgres_database: str) -> None:
     settings = settings_for(url_with(postgres_database, user="nobody"))
     with pytest.raises(StartupError) as caught:
-        await _open_storage(settings)
+        await open_storage(settings)
     message = str(caught.value)
     assert message.startswith("DATABASE_URL: PostgreSQL at postgresql://nobody:***@")
     assert "refused the user or password" in message
@@ -252,7 +252,7 @@ async def test_a_wrong_user_stops_with_one_line(postgres_database: str) -> None:
 async def test_a_missing_database_stops_with_one_line(postgres_database: str) -> None:
     settings = settings_for(url_with(postgres_database, database="no_such_db"))
     with pytest.raises(StartupError, match="does not exist; create it"):
-        await _open_storage(settings)
+        await open_storage(settings)
 
 
 async def forward(listen_port: int, target_port: int) -> asyncio.Server:
@@ -293,7 +293,7 @@ async def test_the_bot_comes_up_once_postgresql_answers(
     logging.getLogger("bot.storage.connect").addHandler(watcher)
     server: asyncio.Server | None = None
     try:
-        opening = asyncio.create_task(_open_storage(settings))
+        opening = asyncio.create_task(open_storage(settings))
         await asyncio.wait_for(retried.wait(), timeout=10)
         server = await forward(port, real_port)
         storage = await asyncio.wait_for(opening, timeout=15)

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from bot.linking.service import MAX_PASTE_LENGTH, LinkResult, parse_pasted_address
-from bot.linking.words import LinkFailure, failure_words
+from bot.linking.words import LinkFailure, failure_words, linked_words
 from bot.storage import Storage
 from tests.fakes.spotify import (
     DEFAULT_CLIENT_ID,
@@ -231,21 +231,27 @@ async def test_success_stores_the_refresh_token_encrypted(world: LinkWorld) -> N
 async def test_listeners_hear_of_a_link_and_their_failure_does_not_undo_it(
     world: LinkWorld,
 ) -> None:
-    heard: list[tuple[int, str, str, str]] = []
+    heard: list[int] = []
+    told: list[tuple[int, str]] = []
 
-    async def listener(member: int, user: object, source: str, kind: str) -> None:
-        heard.append((member, getattr(user, "id", ""), source, kind))
+    async def listener(member: int) -> None:
+        heard.append(member)
         raise RuntimeError("a listener bug")
 
-    world.links.add_linked_listener(listener)
+    async def notice(member: int, text: str) -> None:
+        told.append((member, text))
+
+    world.events.on("linked", listener)
+    world.links.add_notice_listener(notice)
     await world.links.complete(await world.approved_query(ALICE))
     await world.links.complete(await world.approved_query(BOB, "bob"), pasted_by=BOB)
     world.clock.advance(31)  # past /link's cooldown: a new state
     await world.links.complete(await world.approved_query(ALICE))
-    assert heard == [
-        (ALICE, "alice", "web", "linked"),
-        (BOB, "bob", "paste", "linked"),
-        (ALICE, "alice", "web", "renewed"),
+    assert heard == [ALICE, BOB, ALICE]
+    # The browser's links are told by DM; a pasted link is answered in the modal instead.
+    assert told == [
+        (ALICE, linked_words("Alice", "linked")),
+        (ALICE, linked_words("Alice", "renewed")),
     ]
     assert await world.links.current_link(ALICE) is not None
 
@@ -257,7 +263,7 @@ async def test_unlink(world: LinkWorld) -> None:
     assert await world.links.unlink(ALICE) is False
     await world.links.complete(await world.approved_query(ALICE))
     unlinked: list[int] = []
-    world.links.add_unlinked_listener(unlinked.append)
+    world.events.on("unlinked", unlinked.append)
     assert await world.links.unlink(ALICE) is True
     assert await world.storage.get_link(ALICE) is None
     assert await world.links.current_link(ALICE) is None
@@ -406,13 +412,18 @@ async def test_a_web_api_hold_keeps_the_grant_and_finishes_the_link_later(
     world: LinkWorld,
 ) -> None:
     linked = asyncio.Event()
-    heard: list[tuple[int, str, str]] = []
+    heard: list[int] = []
+    told: list[str] = []
 
-    async def listener(member: int, user: object, source: str, kind: str) -> None:
-        heard.append((member, source, kind))
+    async def listener(member: int) -> None:
+        heard.append(member)
         linked.set()
 
-    world.links.add_linked_listener(listener)
+    async def notice(member: int, text: str) -> None:
+        told.append(text)
+
+    world.events.on("linked", listener)
+    world.links.add_notice_listener(notice)
     query = await world.approved_query(ALICE)
     world.fake.fail_next("me", 429, retry_after=3600)
     result = await world.links.complete(query)
@@ -435,7 +446,8 @@ async def test_a_web_api_hold_keeps_the_grant_and_finishes_the_link_later(
         await asyncio.wait_for(linked.wait(), 5)
     finally:
         await world.completer.stop()
-    assert heard == [(ALICE, "later", "linked")]
+    assert heard == [ALICE]
+    assert told == [linked_words("Alice", "linked")]
     link = await world.links.current_link(ALICE)
     assert link is not None
     assert link.display_name == "Alice"
@@ -454,8 +466,8 @@ async def test_a_link_waiting_for_a_hold_still_gets_the_ownership_check(
         notices.append((member, text))
         told.set()
 
-    world.links.add_notice_listener(notice)
     await world.links.complete(await world.approved_query(ALICE, "alice"))
+    world.links.add_notice_listener(notice)  # Alice's own "linked" DM is not this test's
     world.fake.fail_next("me", 429, retry_after=60)
     result = await world.links.complete(await world.approved_query(BOB, "alice"))
     assert result.outcome == "pending"

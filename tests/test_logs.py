@@ -276,7 +276,7 @@ def test_secret_in_log_arguments_and_f_strings() -> None:
     stream, masker = configured()
     token = spotify_token()
     masker.add_secret(token)
-    log = logging.getLogger("bot.tokens")
+    log = logging.getLogger("bot.members.tokens")
     log.info("refreshed access token %s for %s", token, "member")
     log.info(f"refreshed access token {token}")  # noqa: G004 - f-strings must be masked too
     log.info("payload %r", {"nested": [token]})
@@ -385,7 +385,7 @@ def test_json_format_one_object_per_line() -> None:
     stream, masker = configured("DEBUG", "json")
     token = spotify_token()
     masker.add_secret(token)
-    log = logging.getLogger("bot.tokens")
+    log = logging.getLogger("bot.members.tokens")
     log.info("first line\nsecond line %s", token, extra={"user_id": 42, "url": f"?code={token}"})
     try:
         raise KeyError(token)
@@ -395,7 +395,7 @@ def test_json_format_one_object_per_line() -> None:
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
     assert first["level"] == "INFO"
-    assert first["logger"] == "bot.tokens"
+    assert first["logger"] == "bot.members.tokens"
     assert first["message"] == "first line\nsecond line ***"
     assert first["user_id"] == 42
     assert first["url"] == "?code=***"

@@ -14,9 +14,10 @@ import pytest
 
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
+from bot.members.events import MemberEvents
+from bot.members.privacy import PrivacyService
 from bot.messages.message import BotMessage
 from bot.nowplaying.renderer import NowPlayingRenderer
-from bot.privacy import PrivacyService
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
 from bot.storage import Storage
 from bot.storage.engines.sqlite import SqliteDatabase
@@ -86,7 +87,7 @@ async def test_presence_only_listeners_leave_no_trace(storage: Storage) -> None:
     await storage.set_guild_autopost_opt_in(OPTED_IN, GUILD, True)
     await storage.set_guild_autopost_opt_in(PRIVATE, GUILD, True)
     await storage.set_visibility(PRIVATE, "private")
-    privacy = PrivacyService(storage)
+    privacy = PrivacyService(storage, MemberEvents())
     await privacy.start()
     side = Side()
     service = AutopostService(

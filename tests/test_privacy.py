@@ -8,7 +8,8 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.privacy import DM_ONLY_YOURSELF, PrivacyService, membership_refusal
+from bot.members.events import MemberEvents
+from bot.members.privacy import DM_ONLY_YOURSELF, PrivacyService, membership_refusal
 from bot.storage import LastPost, Storage
 
 
@@ -20,7 +21,7 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
 
 async def test_default_is_server_and_private_is_remembered(storage: Storage) -> None:
     await storage.set_visibility(7, "private")  # chosen before this start
-    privacy = PrivacyService(storage)
+    privacy = PrivacyService(storage, MemberEvents())
     await privacy.start()
     assert privacy.is_private_now(7)
     assert await privacy.is_private(7)
@@ -32,7 +33,8 @@ async def test_default_is_server_and_private_is_remembered(storage: Storage) -> 
 
 
 async def test_private_listeners_run_in_order_and_a_failure_stops_none(storage: Storage) -> None:
-    privacy = PrivacyService(storage)
+    events = MemberEvents()
+    privacy = PrivacyService(storage, events)
     await privacy.start()
     heard: list[tuple[str, int]] = []
 
@@ -42,16 +44,16 @@ async def test_private_listeners_run_in_order_and_a_failure_stops_none(storage: 
     async def log_deleter(user_id: int) -> None:
         heard.append(("async", user_id))
 
-    privacy.add_private_listener(broken)
-    privacy.add_private_listener(log_deleter)
-    privacy.add_private_listener(lambda user_id: heard.append(("sync", user_id)))
+    events.on("private", broken)
+    events.on("private", log_deleter)
+    events.on("private", lambda user_id: heard.append(("sync", user_id)))
     await storage.record_post(LastPost(5, 100, "track", 1, 1.0))
     assert await privacy.set_visibility(5, "private") == "server"
     assert heard == [("async", 5), ("sync", 5)]
     assert privacy.is_private_now(5)
     assert await storage.get_last_post(5, 100) is None
     back: list[int] = []
-    privacy.add_server_listener(back.append)
+    events.on("public", back.append)
     await privacy.set_visibility(5, "server")  # going back calls no private listener
     assert heard == [("async", 5), ("sync", 5)]
     assert back == [5]

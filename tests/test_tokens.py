@@ -23,11 +23,11 @@ from bot.errors import (
     SpotifyUnauthorized,
     SpotifyUnavailable,
 )
+from bot.members.tokens import TokenManager
 from bot.spotify.api import SpotifyApi
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import Playback, SpotifyUser, TokenGrant
 from bot.storage import LinkedAccount, SpotifyAccountTaken, Storage
-from bot.tokens import TokenManager
 from tests.fakes.spotify import (
     FakeSpotify,
     track_payload,
@@ -388,7 +388,7 @@ async def test_tokens_never_reach_the_logs(world: World, caplog: pytest.LogCaptu
 async def test_the_token_cache_drops_expired_tokens_as_it_grows(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("bot.tokens.SWEEP_MIN_ENTRIES", 4)
+    monkeypatch.setattr("bot.members.tokens.SWEEP_MIN_ENTRIES", 4)
     world.tokens = TokenManager(world.storage, world.cipher, world.auth, clock=world.clock)
     members = [(ALICE, "alice"), (BOB, "bob")]
     for index in range(3):

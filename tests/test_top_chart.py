@@ -144,6 +144,8 @@ def test_heading_names_member_and_period() -> None:
 class _SlowImages:
     """Stands in for ImageFetcher: one URL never answers, one fails (None), others answer."""
 
+    fetch_many = ImageFetcher.fetch_many  # the real concurrency and deadline, over this fetch
+
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.hang = asyncio.Event()

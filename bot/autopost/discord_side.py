@@ -24,6 +24,7 @@ from bot.autopost.ports import (
     DiscordUnavailable,
     MemberView,
 )
+from bot.gateway.connection import DiscordConnection
 from bot.messages.message import BotMessage, edit_arguments, send_arguments
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,21 @@ def missing_post_permissions(permissions: discord.Permissions) -> tuple[str, ...
 
 
 class DiscordPySide:
-    """:class:`bot.autopost.service.DiscordSide` over a discord.py client."""
+    """:class:`bot.autopost.ports.DiscordSide` over the bot's connection (whichever bot the
+    starter built last)."""
 
-    def __init__(self, client: discord.Client) -> None:
-        self._client = client
+    def __init__(self, connection: DiscordConnection) -> None:
+        self._connection = connection
+
+    @property
+    def _client(self) -> discord.Client:
+        bot = self._connection.bot
+        if bot is None:
+            raise DiscordUnavailable("not connected to Discord yet")
+        return bot
 
     async def wait_until_ready(self) -> None:
-        await self._client.wait_until_ready()
+        await self._connection.wait_until_ready()
 
     def _elsewhere(self, guild_id: int) -> bool:
         """True for a guild of a shard another process runs (this one polls for all of them:

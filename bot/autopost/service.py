@@ -44,6 +44,7 @@ from bot.autopost.ports import (
 from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.autopost.scheduler import PollScheduler
+from bot.members.events import MemberEvents
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import LastPost, Storage
 
@@ -281,15 +282,22 @@ class AutopostService:
         else:
             self.roster.unfollow(member_id)
 
+    def follow_members(self, events: MemberEvents) -> None:
+        """Hear who links, unlinks or changes visibility, here or in another process."""
+        events.on("linked", self.member_linked)
+        events.on("unlinked", self.member_unlinked)
+        events.on("private", self.member_went_private)
+        events.on("public", self.member_went_public)
+
     def member_went_private(self, member_id: int) -> None:
-        """PrivacyService private listener: no more polls or posts, and what they last
+        """A member chose private: no more polls or posts, and what they last
         played is forgotten (the storage deleted its copy with the choice)."""
         self.coverage.forget(member_id)
         self.roster.stop_following(member_id)
         self.poster.forget_member(member_id)
 
     def member_went_public(self, member_id: int) -> None:
-        """PrivacyService server listener: a private member is visible again; follow them
+        """A private member is visible again: follow them
         again where their opt-in allows it."""
         if self.settings.is_linked(member_id):
             self.lookups.queue(member_id)
@@ -301,13 +309,12 @@ class AutopostService:
         where = f"#{name}" if name else "the music channel"
         await self.poster.channel_gone(guild_id, channel_id, f"{where} was deleted")
 
-    async def member_linked(self, member_id: int, *_: object) -> None:
-        """LinkService linked listener."""
+    async def member_linked(self, member_id: int) -> None:
         await self.settings.member_linked(member_id)
         self.lookups.queue(member_id)
 
     def member_unlinked(self, member_id: int) -> None:
-        """LinkService unlinked listener: their settings and last posts are gone too."""
+        """Unlinked: their settings and last posts are gone too."""
         self.settings.member_unlinked(member_id)
         self.coverage.forget(member_id)
         self.roster.forget(member_id, list(self.settings.channels))

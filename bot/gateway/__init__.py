@@ -1,1 +1,2 @@
-"""The bot on Discord's gateway: the ``commands.Bot`` subclass and getting it connected."""
+"""Talking to Discord's gateway: getting connected (and which intents Discord allows), the
+connection everything outside a command goes through, and answering interactions."""

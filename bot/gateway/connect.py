@@ -4,7 +4,13 @@ A host often boots before its network (no DNS yet, Discord's port refused, a pro
 starting). Until Discord answers, the first login and the gateway discovery are retried with a
 backoff capped at 20 s, one WARNING line per attempt and no traceback; the web server is already
 up meanwhile and ``/healthz`` says ``degraded``. Only a definitive answer stops the bot: a
-rejected token (401, gateway close 4004), refused privileged intents (4014), a wrong API base.
+rejected token (401, gateway close 4004) or a wrong API base.
+
+Presence (``ENABLE_PRESENCE``) needs two privileged intents that the Developer Portal must
+switch on; asking for one that is off closes the gateway with 4014. So the starter reads the
+application's switches before it builds the bot, asks for the intents only when both are on,
+and when Discord refuses them anyway it builds the bot again without them: the bot stays up,
+without statuses, and says so in one WARNING line.
 
 Every IDENTIFY spends one of Discord's daily session starts, so before connecting we read
 ``session_start_limit`` from ``GET /gateway/bot`` and wait ``reset_after`` when none is left:
@@ -29,6 +35,8 @@ import yarl
 
 from bot.aio.retry import backoff_delays
 from bot.errors import StartupError
+from bot.gateway.application import fetch_application_flags, switches_advice, switches_off
+from bot.gateway.connection import DiscordConnection
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +45,9 @@ TOKEN_REJECTED = (
     "DISCORD_TOKEN was rejected by Discord; copy it again from the Developer Portal "
     "(your application -> Bot -> Reset Token)"
 )
-INTENTS_REFUSED = (
-    "Discord refused the privileged intents: ENABLE_PRESENCE=true needs the Presence and Server "
-    "Members intents switched on in the Developer Portal (your application -> Bot -> Privileged "
-    "Gateway Intents), or set ENABLE_PRESENCE=false"
+PRESENCE_OFF = (
+    "Presence is off: %s. Until then the bot does not see members' Spotify statuses "
+    "(restart it after switching them on), or set ENABLE_PRESENCE=false to silence this"
 )
 
 
@@ -104,6 +111,7 @@ class GatewayInfo:
     remaining: int
     total: int
     reset_after: float  # seconds until ``remaining`` goes back to ``total``
+    max_concurrency: int = 1  # sessions that may IDENTIFY at once (per 5 s)
 
     @classmethod
     def from_payload(cls, payload: Any) -> GatewayInfo:
@@ -117,6 +125,7 @@ class GatewayInfo:
             remaining=_int(limit.get("remaining"), default=total),
             total=total,
             reset_after=_int(limit.get("reset_after"), default=0) / 1000,
+            max_concurrency=max(1, _int(limit.get("max_concurrency"), default=1)),
         )
 
 
@@ -169,39 +178,86 @@ class _FirstConnectQuiet(logging.Filter):
         )
 
 
+class IntentsRefused(Exception):
+    """Discord closed the gateway with 4014: a privileged intent's switch is off."""
+
+
 class DiscordStarter:
-    """Logs the bot in, finds the gateway and connects, retrying what the network has not
-    answered yet. ``run`` returns when the bot closes; it raises StartupError on a refusal."""
+    """Builds the bot, logs it in, finds the gateway and connects, retrying what the network
+    has not answered yet. ``run`` returns when the bot closes; it raises StartupError on a
+    refusal. ``build(presence)`` makes a bot with or without the privileged intents."""
 
     def __init__(
         self,
-        bot: discord.Client,
+        connection: DiscordConnection,
+        build: Callable[[bool], discord.Client],
         session: aiohttp.ClientSession,
         *,
         token: str,
         api_base: str,
+        presence: bool,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.bot = bot
+        self.connection = connection
+        self.build = build
         self.session = session
         self.token = token
         self.api_base = api_base
+        self.presence = presence
         self.sleep = sleep
 
     async def run(self) -> None:
-        await self.login()
-        await self.connect()
+        presence = self.presence and await self.presence_switched_on()
+        while True:
+            bot = self.build(presence)
+            self.connection.attach(bot)
+            await self.login(bot)
+            try:
+                await self.connect(bot)
+                return
+            except IntentsRefused:
+                if not presence:
+                    raise StartupError(
+                        "Discord closed the gateway with 4014 although the bot asked for no "
+                        "privileged intent"
+                    ) from None
+                log.warning(
+                    PRESENCE_OFF,
+                    "Discord refused the privileged intents (4014): " + switches_advice([]),
+                )
+                presence = False
+                await bot.close()
 
-    async def login(self) -> None:
+    async def presence_switched_on(self) -> bool:
+        """Whether the Developer Portal has both presence switches on, asked until Discord
+        answers; True when it answers without saying (the gateway decides then)."""
         delays = backoff_delays()
         while True:
             try:
-                await self.bot.login(self.token)
+                flags = await fetch_application_flags(
+                    self.session, self.api_base, self.token, TOKEN_REJECTED
+                )
+                break
+            except TRANSIENT_ERRORS as exc:
+                await self._wait("reach Discord", exc, next(delays))
+        if flags is None:
+            return True
+        missing = switches_off(flags)
+        if missing:
+            log.warning(PRESENCE_OFF, switches_advice(missing))
+            return False
+        return True
+
+    async def login(self, bot: discord.Client) -> None:
+        delays = backoff_delays()
+        while True:
+            try:
+                await bot.login(self.token)
                 return
             except discord.LoginFailure as exc:
                 raise StartupError(TOKEN_REJECTED) from exc
             except TRANSIENT_ERRORS as exc:
-                await self._forget_http_session()
+                await _forget_http_session(bot)
                 await self._wait("log in to Discord", exc, next(delays))
             except discord.HTTPException as exc:
                 raise StartupError(
@@ -229,22 +285,22 @@ class DiscordStarter:
             )
             await self.sleep(wait)
 
-    async def connect(self) -> None:
+    async def connect(self, bot: discord.Client) -> None:
         """Connect; discord.py reconnects by itself once the first connection exists, but a
         failed *first* connection ends ``connect`` with an AttributeError: retry that here."""
         delays = backoff_delays()
-        quiet = _FirstConnectQuiet(self.bot)
+        quiet = _FirstConnectQuiet(bot)
         client_log = logging.getLogger("discord.client")
         client_log.addFilter(quiet)
         try:
-            while not self.bot.is_closed():
+            while not bot.is_closed():
                 info = await self.discover()
                 point_discord_at(self.api_base, info.url)
                 try:
-                    await self.bot.connect(reconnect=True)
+                    await bot.connect(reconnect=True)
                     return
                 except discord.PrivilegedIntentsRequired as exc:
-                    raise StartupError(INTENTS_REFUSED) from exc
+                    raise IntentsRefused from exc
                 except discord.ConnectionClosed as exc:
                     # discord.py has closed the client for any code but 1000.
                     if exc.code == 4004:
@@ -254,12 +310,12 @@ class DiscordStarter:
                         f"({exc.reason or 'no reason given'})"
                     ) from exc
                 except AttributeError as exc:
-                    if self.bot.ws is not None or exc.__context__ is None:
+                    if bot.ws is not None or exc.__context__ is None:
                         raise  # not the first-connection failure described above
                     failure = exc.__context__
                 except TRANSIENT_ERRORS as exc:
                     failure = exc
-                if self.bot.is_closed():
+                if bot.is_closed():
                     return
                 await self._wait("connect to the Discord gateway", failure, next(delays))
         finally:
@@ -271,8 +327,9 @@ class DiscordStarter:
         )
         await self.sleep(delay)
 
-    async def _forget_http_session(self) -> None:
-        """``login`` opens a new aiohttp session each time and shares one connector, which
-        closing the session closes: drop both so the next attempt starts clean (no leak)."""
-        await self.bot.http.close()
-        self.bot.http.connector = discord.utils.MISSING
+
+async def _forget_http_session(bot: discord.Client) -> None:
+    """``login`` opens a new aiohttp session each time and shares one connector, which
+    closing the session closes: drop both so the next attempt starts clean (no leak)."""
+    await bot.http.close()
+    bot.http.connector = discord.utils.MISSING

@@ -72,6 +72,7 @@ class PendingLinkCompleter:
         self._retry_seconds = retry_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        links.add_pending_listener(self.wake)
 
     def wake(self) -> None:
         """A new pending link arrived (or the caller knows the hold changed): look again."""

@@ -39,7 +39,9 @@ from bot.errors import (
     SpotifyNotRegistered,
     SpotifyRateLimited,
 )
-from bot.linking.words import LinkFailure, Outcome
+from bot.linking.words import LinkFailure, Outcome, linked_words
+from bot.members.events import MemberEvents
+from bot.members.tokens import TokenManager
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifyService
@@ -52,7 +54,6 @@ from bot.storage import (
     Storage,
     hash_link_state,
 )
-from bot.tokens import TokenManager
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ MAX_PASTE_LENGTH = 4000
 
 LinkKind = Literal["linked", "renewed"]
 LinkSource = Literal["web", "paste", "later"]
-# Called with (member id, Spotify user, where the link completed, linked or renewed).
-LinkedCallback = Callable[[int, SpotifyUser, LinkSource, LinkKind], Awaitable[None]]
 # Called with (member id, words for them) when a link finished without them watching.
 NoticeCallback = Callable[[int, str], Awaitable[None]]
 
@@ -134,6 +133,7 @@ class LinkService:
         api: SpotifyApi,
         tokens: TokenManager,
         cipher: TokenCipher,
+        events: MemberEvents,
         *,
         hold_remaining: Callable[[SpotifyService], float] = lambda _service: 0.0,
         clock: Callable[[], float] = time.time,
@@ -151,8 +151,7 @@ class LinkService:
         self._state_ttl = state_ttl
         self._cooldown = cooldown
         self._max_states = max_states
-        self._on_linked: list[LinkedCallback] = []
-        self._on_unlinked: list[Callable[[int], None]] = []
+        self._events = events
         self._on_notice: list[NoticeCallback] = []
         self._on_pending: list[Callable[[], None]] = []
         self._waiters = 0  # requests waiting for another request's outcome
@@ -161,16 +160,9 @@ class LinkService:
     def clock(self) -> Callable[[], float]:
         return self._clock
 
-    def add_linked_listener(self, callback: LinkedCallback) -> None:
-        """Called after a link is stored (the bot DMs "linked as ..."); failures are logged."""
-        self._on_linked.append(callback)
-
-    def add_unlinked_listener(self, callback: Callable[[int], None]) -> None:
-        """Called right after a member unlinks (auto-posting stops following them)."""
-        self._on_unlinked.append(callback)
-
     def add_notice_listener(self, callback: NoticeCallback) -> None:
-        """Called when a link waiting for Spotify ends without a link (the bot DMs why)."""
+        """Called with words for a member who is not watching a page: their link finished
+        (or failed) after a Spotify hold, or was made in the browser (the bot DMs them)."""
         self._on_notice.append(callback)
 
     def add_pending_listener(self, callback: Callable[[], None]) -> None:
@@ -216,9 +208,7 @@ class LinkService:
     async def unlink(self, discord_user_id: int) -> bool:
         """Forget the member's tokens and settings. True when there was anything to forget."""
         existed = await self._storage.delete_member(discord_user_id)
-        self._tokens.forget(discord_user_id)
-        for callback in self._on_unlinked:
-            callback(discord_user_id)
+        await self._events.emit("unlinked", discord_user_id)
         if existed:
             log.info("Member %s unlinked", discord_user_id)
         return existed
@@ -358,11 +348,9 @@ class LinkService:
             spotify_name=user.display_name if token is not None else None,
         )
         log.info("Member %s %s a Spotify account", user_id, kind)
-        for callback in self._on_linked:
-            try:
-                await callback(user_id, user, source, kind)
-            except Exception:
-                log.exception("A link listener failed for member %s", user_id)
+        await self._events.emit("linked", user_id)
+        if source != "paste":  # the modal's own answer says it
+            await self.notify(user_id, linked_words(user.display_name, kind))
         return LinkResult(user_id, kind, user.display_name, user.id, result_token=token)
 
     async def notify(self, user_id: int, text: str) -> None:

@@ -205,6 +205,16 @@ def pending_words(retry_after: float, *, where: str = "") -> str:
     )
 
 
+def linked_words(spotify_name: str, kind: str) -> str:
+    """The DM after a link made in the browser (or finished after a Spotify hold)."""
+    if kind == "renewed":
+        return f"Your link to the Spotify account **{spotify_name}** is renewed."
+    return (
+        f"Linked as **{spotify_name}** (your Spotify account). "
+        "Try /np to show what you are playing."
+    )
+
+
 def expiry_reminder(linked_at: float, now: float) -> str | None:
     """Words for a member whose link runs out soon (or None): Spotify ends it 6 months after
     they authorized, however often the bot refreshes."""
@@ -229,5 +239,6 @@ __all__ = [
     "describe_wait",
     "expiry_reminder",
     "failure_words",
+    "linked_words",
     "pending_words",
 ]

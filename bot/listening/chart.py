@@ -16,7 +16,6 @@ Three parts, the first two pure:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -177,18 +176,7 @@ class TopChart:
     async def covers(self, entries: Sequence[ChartEntry]) -> list[bytes | None]:
         """Each entry's cover (None: missing, broken or late), fetched concurrently."""
         urls = [entry.cover_url for entry in entries]
-        distinct = [url for url in dict.fromkeys(urls) if url]
-        fetches = {url: asyncio.ensure_future(self._images.fetch(url)) for url in distinct}
-        if fetches:
-            await asyncio.wait(fetches.values(), timeout=COVER_WAIT_SECONDS)
-        for fetch in fetches.values():
-            fetch.cancel()
-        found = {
-            url: fetch.result()
-            for url, fetch in fetches.items()
-            if fetch.done() and not fetch.cancelled() and fetch.exception() is None
-        }
-        return [found.get(url) if url else None for url in urls]
+        return await self._images.fetch_many(urls, wait=COVER_WAIT_SECONDS)
 
     async def picture(self, entries: Sequence[ChartEntry], size: int, *, heading: str) -> bytes:
         covers = await self.covers(entries)

@@ -45,6 +45,7 @@ from bot.listening.recorder import (
     RecentlyPlayedFetch,
     play_from,
 )
+from bot.members.events import MemberEvents
 from bot.spotify.models import CurrentlyPlaying, Playback, Track
 from bot.storage import Play, Recap, Storage
 
@@ -267,7 +268,7 @@ class ListeningLog:
         """/unlink: the storage deleted the plays with the link; forget what memory holds."""
         self._forget_in_memory(member_id)
 
-    async def member_linked(self, member_id: int, *_: object) -> None:
+    async def member_linked(self, member_id: int) -> None:
         self._kept.add(member_id)
 
     async def member_went_public(self, member_id: int) -> None:
@@ -316,6 +317,36 @@ class ListeningLog:
         ]
         since = self._clock() - RECAP_PERIODS[period]
         return await self._storage.recap(members, since=since)
+
+
+class PlaySources(Protocol):
+    """Where plays are observed (the auto-poster: polls and statuses)."""
+
+    def add_play_listener(self, listener: Callable[[int, CurrentlyPlaying, str], None]) -> None: ...
+
+    def add_gap_listener(self, listener: Callable[[int, float], None]) -> None: ...
+
+
+class AnswerSource(Protocol):
+    """Where /np's answers come from (``bot.nowplaying.service.PlaybackService``)."""
+
+    def add_listener(self, listener: Callable[[int, CurrentlyPlaying], None]) -> None: ...
+
+
+def feed_listening_log(
+    history: ListeningLog, events: MemberEvents, plays: PlaySources, answers: AnswerSource
+) -> None:
+    """Everything the log hears: who links, unlinks or changes visibility (here or in another
+    process), every play the auto-poster observes, the stretches it could not watch, and every
+    /np answer."""
+    events.on("linked", history.member_linked)
+    events.on("unlinked", history.member_unlinked)
+    events.on("private", history.member_went_private)
+    events.on("public", history.member_went_public)
+    feed = AutopostFeed(history)
+    plays.add_play_listener(feed.on_play)
+    plays.add_gap_listener(feed.on_gap)
+    answers.add_listener(feed.on_np)
 
 
 class AutopostFeed:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from bot.errors import (
     BotError,
@@ -28,13 +28,15 @@ from bot.errors import (
     SpotifyUnavailable,
 )
 from bot.listening.log import ListeningLog
+from bot.members.tokens import TokenManager
 from bot.spotify.api import TOP_ITEMS_LIMIT, SpotifyApi
 from bot.spotify.auth import RECENTLY_PLAYED_SCOPE, TOP_READ_SCOPE, has_scope
 from bot.spotify.models import PlayedTrack, TimeRange, TopItems, TopKind
 from bot.storage import Storage
-from bot.tokens import TokenManager
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RECENT_LIMIT = 10
 TOP_PERIODS: dict[str, TimeRange] = {
@@ -71,65 +73,75 @@ def wait_words(seconds: float) -> str:
     return f"{math.ceil(seconds / 3600)} hours"
 
 
-class SpotifyListening:
+class MemberSpotify:
+    """Calls to Spotify on a member's behalf: the scopes their grant allows (read before any
+    call), each call counted toward the Spotify budget, never waiting for it."""
+
     def __init__(
         self,
         tokens: TokenManager,
         api: SpotifyApi,
         storage: Storage,
-        history: ListeningLog,
         *,
         on_request: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tokens = tokens
-        self._api = api
+        self.api = api
         self._storage = storage
-        self._history = history
         self._on_request = on_request
         self._clock = clock
 
-    async def _granted(self, member_id: int) -> str | None:
+    async def granted(self, member_id: int) -> str | None:
         """The stored grant's scopes, or None when the member has no working link."""
         link = await self._storage.get_link(member_id)
         return link.scopes if link is not None and link.status == "active" else None
 
-    def _count_request(self) -> None:
+    async def call(self, member_id: int, request: Callable[[str], Awaitable[T]]) -> T:
+        """``request(access_token)`` for the member, counted."""
         if self._on_request is not None:
             self._on_request(self._clock())
+        return await self._tokens.call(member_id, request)
 
     async def recently_played(
         self, member_id: int, after_ms: int | None = None
     ) -> Sequence[PlayedTrack]:
         """For the log's gap filling: raises SpotifyMissingScope without asking Spotify when
         the stored grant lacks the scope."""
-        granted = await self._granted(member_id)
+        granted = await self.granted(member_id)
         if granted is None:
             raise NotLinked()
         if not has_scope(granted, RECENTLY_PLAYED_SCOPE):
             raise SpotifyMissingScope("the link predates user-read-recently-played")
-        self._count_request()
 
-        async def call(token: str) -> Sequence[PlayedTrack]:
-            return await self._api.recently_played(token, after_ms=after_ms)
+        async def request(token: str) -> Sequence[PlayedTrack]:
+            return await self.api.recently_played(token, after_ms=after_ms)
 
-        return await self._tokens.call(member_id, call)
+        return await self.call(member_id, request)
+
+
+class SpotifyListening:
+    """/recent and /top: Spotify first, the listening log when Spotify cannot answer."""
+
+    def __init__(self, spotify: MemberSpotify, history: ListeningLog) -> None:
+        self._spotify = spotify
+        self._history = history
 
     async def recent(self, member_id: int, *, is_self: bool) -> RecentAnswer:
         """The member's last 10 tracks: Spotify's recently-played when the link allows it,
         else the listening log."""
-        granted = await self._granted(member_id)
+        granted = await self._spotify.granted(member_id)
         if granted is None:
             return await self._from_log(member_id, LINK_HINT if is_self else None)
         if not has_scope(granted, RECENTLY_PLAYED_SCOPE):
             return await self._from_log(member_id, RELINK_HINT if is_self else None)
-        self._count_request()
+        api = self._spotify.api
 
-        async def call(token: str) -> Sequence[PlayedTrack]:
-            return await self._api.recently_played(token, limit=RECENT_LIMIT)
+        async def request(token: str) -> Sequence[PlayedTrack]:
+            return await api.recently_played(token, limit=RECENT_LIMIT)
 
         try:
-            played = await self._tokens.call(member_id, call)
+            played = await self._spotify.call(member_id, request)
         except SpotifyMissingScope:
             return await self._from_log(member_id, RELINK_HINT if is_self else None)
         except (SpotifyRateLimited, SpotifyUnavailable) as exc:
@@ -178,20 +190,20 @@ class SpotifyListening:
         """The member's top ``limit`` (10; at most 50) from Spotify. Raises BotError with the
         words for the member; ``command`` is what a 429 answer asks them to run again."""
         time_range = TOP_PERIODS[period]
-        granted = await self._granted(member_id)
+        granted = await self._spotify.granted(member_id)
         if granted is None:
             if is_self:
                 raise NotLinked()
             raise BotError(user_message=NO_TOP_FOR_OTHERS)
         if not has_scope(granted, TOP_READ_SCOPE):
             raise BotError(user_message=RELINK_HINT if is_self else NO_TOP_FOR_OTHERS)
-        self._count_request()
+        api = self._spotify.api
 
-        async def call(token: str) -> TopItems:
-            return await self._api.top_items(token, kind, time_range, limit=limit)
+        async def request(token: str) -> TopItems:
+            return await api.top_items(token, kind, time_range, limit=limit)
 
         try:
-            return await self._tokens.call(member_id, call)
+            return await self._spotify.call(member_id, request)
         except SpotifyMissingScope as exc:
             raise BotError(user_message=RELINK_HINT if is_self else NO_TOP_FOR_OTHERS) from exc
         except SpotifyRateLimited as exc:

@@ -17,10 +17,12 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from bot.aio.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,21 @@ class ImageFetcher:
 
     def cached(self, url: str) -> bytes | None:
         return self.cache.get(url)
+
+    async def fetch_many(self, urls: Sequence[str | None], *, wait: float) -> list[bytes | None]:
+        """Each picture (None: no URL, refused, failed or later than ``wait`` seconds),
+        fetched concurrently, each distinct URL once."""
+        distinct = [url for url in dict.fromkeys(urls) if url]
+        fetches = {url: asyncio.ensure_future(self.fetch(url)) for url in distinct}
+        if fetches:
+            await asyncio.wait(fetches.values(), timeout=wait)
+        await cancel_and_wait(fetch for fetch in fetches.values() if not fetch.done())
+        found = {
+            url: fetch.result()
+            for url, fetch in fetches.items()
+            if not fetch.cancelled() and fetch.exception() is None
+        }
+        return [found.get(url) if url else None for url in urls]
 
     async def fetch(self, url: str) -> bytes | None:
         """The picture's bytes, or None (refused, failed recently, too big, wrong type)."""

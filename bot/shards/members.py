@@ -4,6 +4,7 @@ the others to what they keep in memory."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 from bot.aio.tasks import cancel_and_wait
+from bot.members.events import MemberEvents
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -32,33 +34,30 @@ class MemberChangeRelay:
     def __init__(
         self,
         storage: Storage,
+        events: MemberEvents,
         *,
-        on_linked: Callable[[int], Awaitable[None]],
-        on_unlinked: Callable[[int], None],
         on_visibility: Callable[[int], Awaitable[None]],
         on_settings: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``events``: what this process changes is sent; what another process changed is
+        emitted here (``here=False``). ``on_visibility``: read a member's visibility again
+        (``PrivacyService.reload``, which emits the event); ``on_settings``: read the
+        auto-post settings again."""
         self._storage = storage
-        self._on_linked = on_linked
-        self._on_unlinked = on_unlinked
+        self._events = events
         self._on_visibility = on_visibility
         self._on_settings = on_settings
         self._origin = secrets.token_hex(8)
         self._tasks: set[asyncio.Task[None]] = set()
+        events.on("linked", functools.partial(self._send, "linked"), here_only=True)
+        events.on("unlinked", functools.partial(self._send, "unlinked"), here_only=True)
+        for event in ("private", "public"):
+            events.on(event, functools.partial(self._send, "visibility"), here_only=True)
 
     def listening(self) -> AbstractAsyncContextManager[None]:
         return self._storage.listen(MEMBER_CHANNEL, self._received)
 
-    # --- sending (local listeners) ----------------------------------------------------------
-
-    async def linked(self, member_id: int, *_: object) -> None:
-        await self._send("linked", member_id)
-
-    def unlinked(self, member_id: int) -> None:
-        self._spawn(self._send("unlinked", member_id))
-
-    def visibility_changed(self, member_id: int) -> None:
-        self._spawn(self._send("visibility", member_id))
+    # --- sending ---------------------------------------------------------------------------
 
     def settings_changed(self) -> None:
         """Auto-post settings (music channels, opt-ins) changed here."""
@@ -79,9 +78,9 @@ class MemberChangeRelay:
             return
         member_id = int(raw_id)
         if kind == "linked":
-            self._spawn(self._on_linked(member_id))
+            self._spawn(self._events.emit("linked", member_id, here=False))
         elif kind == "unlinked":
-            self._on_unlinked(member_id)
+            self._spawn(self._events.emit("unlinked", member_id, here=False))
         elif kind == "visibility":
             self._spawn(self._on_visibility(member_id))
         elif kind == "settings" and self._on_settings is not None:

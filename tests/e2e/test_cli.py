@@ -33,19 +33,6 @@ async def test_rejected_discord_token_is_one_clear_line(tmp_path: Path) -> None:
     assert "not-the-token" not in output
 
 
-async def test_privileged_intents_refused_is_one_clear_line(tmp_path: Path) -> None:
-    async with (
-        FakeSpotify.running() as spotify,
-        FakeDiscord.running(guilds=[default_guild()], enabled_privileged_intents=0) as discord,
-    ):
-        env = bot_env(tmp_path, discord, spotify, ENABLE_PRESENCE="true")
-        status, output = await run_cli(env, tmp_path)
-    assert status == 1
-    assert "Traceback" not in output
-    assert "Presence and Server Members intents" in output
-    assert "must be switched on" in output or "switched on in the Developer Portal" in output
-
-
 async def test_database_from_a_newer_bot_is_refused_clearly(tmp_path: Path) -> None:
     import sqlite3
 

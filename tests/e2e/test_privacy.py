@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.privacy import DM_ONLY_YOURSELF
+from bot.members.privacy import DM_ONLY_YOURSELF
 from bot.storage import Storage
 from tests import harness
 from tests.fakes.discord import ChannelArg, FakeMessage, UserArg

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.members.tokens import TokenManager
 from bot.storage import Storage
-from bot.tokens import TokenManager
 from tests.fakes.discord import FakeDiscord, shard_of
 from tests.fakes.spotify import FakeSpotify, track_payload
 from tests.harness import ALICE_ID, GUILD_ID, MUSIC_ID, Stack, default_guild
@@ -45,8 +45,8 @@ async def test_two_processes_split_the_guilds_and_share_links(tmp_path: Path) ->
         assert len(fake_discord.command_syncs) == 1
         assert zero.app.bot.syncs_commands
         assert not one.app.bot.syncs_commands
-        assert zero.app.bot.gateway_connected()
-        assert one.app.bot.gateway_connected()
+        assert zero.app.services.discord.gateway_connected()
+        assert one.app.services.discord.gateway_connected()
 
         # /link in the shard-1 guild: answered by shard 1, completed through shard 0's web
         # server (the state lives in the shared database).
@@ -104,7 +104,7 @@ async def test_a_spotify_429_to_one_process_holds_every_process(tmp_path: Path) 
 
         assert await np_in(guild_zero) == "Spotify asks us to wait, try again in 3 s."
         held_from = spotify.now()
-        sender = one.app.spotify_sender
+        sender = one.app.services.spotify
         await eventually(lambda: sender.hold_remaining("api") > 0)
         answer = await np_in(guild_one)
         assert answer.startswith("Spotify asks us to wait, try again in "), answer
@@ -264,4 +264,4 @@ async def test_without_shard_count_one_process_runs_every_recommended_shard(
         assert sorted(tuple(i["shard"]) for i in fake_discord.identifies) == [(0, 2), (1, 2)]
         assert {g.id for g in stack.app.bot.guilds} == {GUILD_ID, OTHER_GUILD_ID}
         assert stack.app.bot.syncs_commands
-        assert stack.app.bot.gateway_connected()
+        assert stack.app.services.discord.gateway_connected()

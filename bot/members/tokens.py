@@ -24,6 +24,7 @@ from typing import Literal, TypeVar
 from bot.aio.keyed_locks import KeyedLocks, LockEntry
 from bot.crypto import TokenCipher
 from bot.errors import InvalidGrant, LinkBroken, NotLinked, SpotifyBadResponse, SpotifyUnauthorized
+from bot.members.events import MemberEvents
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.models import SpotifyUser, TokenGrant
 from bot.storage import LinkedAccount, Storage
@@ -127,6 +128,10 @@ class TokenManager:
     @property
     def active_locks(self) -> int:
         return len(self._locks)
+
+    def follow_members(self, events: MemberEvents) -> None:
+        """A member who unlinks (here or in another process) has no token to keep."""
+        events.on("unlinked", self.forget)
 
     def forget(self, user_id: int) -> None:
         """Drop the member's cached token (unlink); an in-flight refresh will not re-cache."""

@@ -1,10 +1,10 @@
-"""The ``commands.Bot`` subclass: holds the services, loads the cogs, handles command errors."""
+"""The bot itself: a ``commands.AutoShardedBot`` given its services whole, that loads the cogs
+(each gets its services in ``setup``), syncs the commands and handles every command error."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -15,8 +15,8 @@ from discord.gateway import DiscordWebSocket
 from discord.shard import Shard
 
 from bot.aio.retry import backoff_delays
-from bot.config import Settings
 from bot.gateway.connect import describe_failure, format_wait
+from bot.gateway.connection import sees_presence
 from bot.gateway.interactions import command_outcome_for, handle_interaction_error
 from bot.services import Services
 from bot.shards import IdentifyGate
@@ -33,16 +33,13 @@ EXTENSIONS = (
     "cogs.chart",
 )
 
-# Called with (command name, outcome) after every slash command: the metrics counter.
-CommandOutcomeHook = Callable[[str, str], None]
 
-
-def intents_for(enable_presence: bool) -> discord.Intents:
-    """Only what the bot uses: guilds (channels, permissions). Presence mode adds the two
+def intents_for(presence: bool) -> discord.Intents:
+    """Only what the bot uses: guilds (channels, permissions). Presence adds the two
     privileged intents: without members, presence updates for uncached members are dropped."""
     intents = discord.Intents.none()
     intents.guilds = True
-    if enable_presence:
+    if presence:
         intents.presences = True
         intents.members = True
     return intents
@@ -56,42 +53,52 @@ class BotTree(app_commands.CommandTree["NowPlayingBot"]):
         await handle_interaction_error(interaction, error)
 
 
-class NowPlayingBot(commands.Bot):
-    """``build_services(bot)`` builds every service, whole, as the bot is made: some of them
-    talk to Discord through this client, and every cog gets them when ``setup_hook`` loads it."""
+class NowPlayingBot(commands.AutoShardedBot):
+    """Runs the shards SHARD_IDS of SHARD_COUNT (one connection each), or every shard of
+    Discord's recommended count. ``presence``: ask for the privileged intents (the starter
+    decides, from the Developer Portal's switches); ``identify_gate``: IDENTIFY turns shared
+    with the other processes of the bot (several processes on PostgreSQL)."""
 
     def __init__(
         self,
-        settings: Settings,
-        build_services: Callable[[discord.Client], Services],
+        services: Services,
+        *,
+        presence: bool,
+        identify_gate: IdentifyGate | None = None,
         **options: Any,
     ) -> None:
         # The bot never joins voice; don't warn self-hosters about missing voice libraries.
         discord.VoiceClient.warn_nacl = False
         discord.VoiceClient.warn_dave = False
-        options.setdefault("intents", intents_for(settings.enable_presence))
+        settings = services.settings
+        if settings.shard_count is not None:
+            options.setdefault("shard_count", settings.shard_count)
+            options.setdefault("shard_ids", list(settings.shard_ids or range(settings.shard_count)))
+        options.setdefault("intents", intents_for(presence))
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
             tree_cls=BotTree,
             **options,
         )
-        self.services = build_services(self)
-        self.command_outcome_hook: CommandOutcomeHook | None = None
-        # Set when several processes share the bot: IDENTIFY turns across all of them.
-        self.identify_gate: IdentifyGate | None = None
+        self.services = services
+        self._identify_gate = identify_gate
+
+    @property
+    def sees_presence(self) -> bool:
+        """Whether Discord sends this bot members' statuses (both privileged intents)."""
+        return sees_presence(self)
 
     @property
     def syncs_commands(self) -> bool:
-        """Only the process running shard 0 (or an unsharded one) syncs the slash commands."""
-        shard_ids = getattr(self, "shard_ids", None)
-        return shard_ids is None or 0 in shard_ids
+        """Only the process running shard 0 (or every shard) syncs the slash commands."""
+        return self.shard_ids is None or 0 in self.shard_ids
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
-        if self.identify_gate is None:
+        if self._identify_gate is None:
             await super().before_identify_hook(shard_id, initial=initial)
             return
-        await self.identify_gate.wait_turn(shard_id or 0)
+        await self._identify_gate.wait_turn(shard_id or 0)
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
@@ -128,21 +135,14 @@ class NowPlayingBot(commands.Bot):
         self.record_command_outcome(interaction, "ok")
 
     def record_command_outcome(self, interaction: discord.Interaction[Any], outcome: str) -> None:
-        if self.command_outcome_hook is None:
+        metrics = self.services.metrics
+        if metrics is None:
             return
         command = interaction.command.qualified_name if interaction.command else "unknown"
         try:
-            self.command_outcome_hook(command, outcome)
+            metrics.command_completed(command, outcome)
         except Exception:  # a metrics bug must not change what the member sees
             log.exception("command outcome hook failed")
-
-    def gateway_connected(self) -> bool:
-        return self.is_ready() and not self.is_closed() and self.ws is not None
-
-
-class ShardedNowPlayingBot(NowPlayingBot, commands.AutoShardedBot):
-    """The same bot running the shards SHARD_IDS of SHARD_COUNT (one connection each), or
-    every shard of Discord's recommended count."""
 
     async def launch_shard(
         self, gateway: yarl.URL, shard_id: int, *, initial: bool = False
@@ -172,29 +172,3 @@ class ShardedNowPlayingBot(NowPlayingBot, commands.AutoShardedBot):
         queue = self._AutoShardedClient__queue  # type: ignore[attr-defined]
         shards[shard_id] = shard = Shard(ws, self, queue.put_nowait)
         shard.launch()
-
-    def gateway_connected(self) -> bool:
-        shards = self.shards
-        return (
-            self.is_ready()
-            and not self.is_closed()
-            and bool(shards)
-            and all(not shard.is_closed() for shard in shards.values())
-        )
-
-
-def create_bot(
-    settings: Settings, build_services: Callable[[discord.Client], Services], **options: Any
-) -> NowPlayingBot:
-    """Every shard in this process unless SHARD_IDS names some: SHARD_COUNT unset takes
-    Discord's recommended count (``GET /gateway/bot``), as many connections as it says."""
-    if settings.shard_count is None:
-        return ShardedNowPlayingBot(settings, build_services, **options)
-    shard_ids = list(settings.shard_ids or range(settings.shard_count))
-    return ShardedNowPlayingBot(
-        settings,
-        build_services,
-        shard_count=settings.shard_count,
-        shard_ids=shard_ids,
-        **options,
-    )

@@ -13,28 +13,20 @@ target. The rule, judged only from the interaction (no REST lookup, no member ca
 
 Visibility is ``"server"`` (the default: members of a server you are in see you there, and
 you appear in auto-posts) or ``"private"`` (only you see yourself; no auto-posts anywhere;
-whatever the bot logged about your listening is deleted). Choosing ``private`` calls every
-listener added with :meth:`PrivacyService.add_private_listener` (the auto-poster stops
-following the member; the listening log deletes their plays); going back to ``server`` calls
-those added with :meth:`PrivacyService.add_server_listener`.
+whatever the bot logged about your listening is deleted). Choosing ``private`` emits the
+member event ``private`` (``bot.members.events``: the auto-poster stops following the member,
+the listening log deletes their plays); going back to ``server`` emits ``public``.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
 
 from bot.errors import BotError
+from bot.members.events import MemberEvents
 from bot.storage import Storage, Visibility
-
-log = logging.getLogger(__name__)
-
-# Called with the member id when a member chooses private; may be a coroutine function.
-PrivateListener = Callable[[int], Awaitable[None] | None]
 
 DM_ONLY_YOURSELF = (
     "In a direct message I can only show your own music. To see someone else's, use the "
@@ -75,11 +67,10 @@ class PrivacyService:
     :meth:`is_private` reads the database (one indexed row) and is what commands use.
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, events: MemberEvents) -> None:
         self._storage = storage
+        self._events = events
         self._private: set[int] = set()
-        self._listeners: list[PrivateListener] = []
-        self._server_listeners: list[PrivateListener] = []
 
     async def start(self) -> None:
         self._private = await self._storage.list_private_user_ids()
@@ -100,17 +91,6 @@ class PrivacyService:
         """The same answer from memory (loaded by ``start``, kept by ``set_visibility``)."""
         return user_id in self._private
 
-    def add_private_listener(self, callback: PrivateListener) -> None:
-        """``callback(user_id)`` runs each time a member chooses private, after it is stored;
-        it deletes or stops whatever its service keeps about their listening. A failing
-        listener is logged and does not stop the others."""
-        self._listeners.append(callback)
-
-    def add_server_listener(self, callback: PrivateListener) -> None:
-        """``callback(user_id)`` runs when a private member chooses ``server`` again (the
-        auto-poster follows them again); same rules as :meth:`add_private_listener`."""
-        self._server_listeners.append(callback)
-
     async def set_visibility(self, user_id: int, value: Visibility) -> Visibility:
         """Store the member's choice and apply it at once; return the previous visibility."""
         previous = await self._storage.get_visibility(user_id)
@@ -118,9 +98,9 @@ class PrivacyService:
         self._remember(user_id, value)
         await self._storage.set_visibility(user_id, value)
         if value == "private":
-            await self._notify(self._listeners, user_id)
+            await self._events.emit("private", user_id)
         elif previous == "private":
-            await self._notify(self._server_listeners, user_id)
+            await self._events.emit("public", user_id)
         return previous
 
     async def reload(self, user_id: int) -> None:
@@ -128,9 +108,9 @@ class PrivacyService:
         was_private = self.is_private_now(user_id)
         now_private = await self.is_private(user_id)  # reads it and keeps it in memory
         if now_private and not was_private:
-            await self._notify(self._listeners, user_id)
+            await self._events.emit("private", user_id, here=False)
         elif was_private and not now_private:
-            await self._notify(self._server_listeners, user_id)
+            await self._events.emit("public", user_id, here=False)
 
     async def refusal(
         self, interaction: discord.Interaction[Any], target: discord.abc.Snowflake | None
@@ -176,20 +156,10 @@ class PrivacyService:
         else:
             self._private.discard(user_id)
 
-    async def _notify(self, listeners: list[PrivateListener], user_id: int) -> None:
-        for callback in list(listeners):
-            try:
-                result = callback(user_id)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("a visibility listener failed for member %s", user_id)
-
 
 __all__ = [
     "DM_ONLY_YOURSELF",
     "PrivacyService",
-    "PrivateListener",
     "Visibility",
     "membership_refusal",
     "private_refusal",
