@@ -8,7 +8,7 @@ from tests.clirun import env_for_fakes as bot_env
 from tests.clirun import run_cli
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
-from tests.harness import KEY, default_guild
+from tests.harness import KEY
 
 
 async def test_bad_settings_exit_2_with_one_line_per_problem(tmp_path: Path) -> None:
