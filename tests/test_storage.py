@@ -21,6 +21,8 @@ from bot.storage import (
     hash_link_state,
 )
 from bot.storage import migrations as db
+from bot.storage.engines.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
+from bot.storage.migrate import create_database_at_version, migrate
 
 NOW = 1_750_000_000.0
 
@@ -110,8 +112,10 @@ async def test_existing_file_is_tightened_and_existing_folder_left_alone(tmp_pat
 
 
 async def test_connection_pragmas(db_path: Path) -> None:
-    connection = await db.open_database(db_path)
+    database = await SqliteDatabase.open(db_path)
+    connection = database.connection
     try:
+        await migrate(database)
         values = {}
         for pragma in (
             "journal_mode",
@@ -125,11 +129,11 @@ async def test_connection_pragmas(db_path: Path) -> None:
             assert row is not None
             values[pragma] = row[0]
     finally:
-        await connection.close()
+        await database.close()
     assert values == {
         "journal_mode": "wal",
         "foreign_keys": 1,
-        "busy_timeout": db.BUSY_TIMEOUT_MS,
+        "busy_timeout": BUSY_TIMEOUT_MS,
         "synchronous": 1,  # NORMAL
         "secure_delete": 1,  # replaced secrets are zeroed, whatever the build's default
     }
@@ -144,11 +148,11 @@ async def test_reopen_keeps_data_and_does_not_rerun_migrations(db_path: Path) ->
         assert await storage.schema_version() == db.LATEST_SCHEMA_VERSION
         assert await storage.get_link(1) == account(1)
         assert await storage.list_music_channels() == {10: 100}
-    connection = await db.open_database(db_path, run_migrations=False)
+    database = await SqliteDatabase.open(db_path)
     try:
-        assert await db.migrate(connection) == []
+        assert await migrate(database) == []
     finally:
-        await connection.close()
+        await database.close()
 
 
 # Rows that exist from each schema version on, written with plain SQL as an old bot would.
@@ -286,7 +290,7 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))
 async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) -> None:
-    await db.create_database_at_version(db_path, version)
+    await create_database_at_version(db_path, version)
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == version
         for step in range(1, version + 1):
@@ -310,7 +314,7 @@ async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) ->
 
 
 async def test_database_newer_than_the_code_is_refused(db_path: Path) -> None:
-    await db.create_database_at_version(db_path, db.LATEST_SCHEMA_VERSION)
+    await create_database_at_version(db_path, db.LATEST_SCHEMA_VERSION)
     with sqlite3.connect(db_path) as raw:
         raw.execute(f"PRAGMA user_version = {db.LATEST_SCHEMA_VERSION + 1}")
     raw.close()
@@ -324,7 +328,7 @@ async def test_failed_migration_rolls_back_alone(
     broken = db.Migration(
         version=db.LATEST_SCHEMA_VERSION + 1,
         description="broken on purpose",
-        statements=("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL"),
+        sqlite=("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL"),
     )
     monkeypatch.setattr(db, "MIGRATIONS", (*db.MIGRATIONS, broken))
     monkeypatch.setattr(db, "LATEST_SCHEMA_VERSION", broken.version)

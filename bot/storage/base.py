@@ -11,8 +11,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bot.storage.engines import Database, Row, Transaction, is_postgresql_url
-from bot.storage.engines.sqlite import SqliteDatabase
+from bot.storage.engines import Database, Row, Transaction
+from bot.storage.migrate import open_migrated
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,15 @@ class StorageBase:
     """The plumbing every part of ``Storage`` shares: the engine, transactions, health, locks and
     notifications across processes."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, applied_migrations: tuple[int, ...] = ()) -> None:
         self._database = database
+        self._applied_migrations = applied_migrations
 
     @classmethod
     async def open(cls, path_or_url: Path | str) -> Self:
         """Open (creating the SQLite folder and file when missing) and migrate to the latest."""
-        if isinstance(path_or_url, str) and is_postgresql_url(path_or_url):
-            from bot.storage.engines.postgresql import PostgresDatabase  # asyncpg only when used
-
-            return cls(await PostgresDatabase.open(path_or_url))
-        return cls(await SqliteDatabase.open(path_or_url))
+        database, applied = await open_migrated(path_or_url)
+        return cls(database, applied_migrations=applied)
 
     @property
     def database(self) -> Database:
@@ -54,7 +52,8 @@ class StorageBase:
 
     @property
     def applied_migrations(self) -> tuple[int, ...]:
-        return self._database.applied_migrations
+        """The migrations that opening this database applied (none when it was current)."""
+        return self._applied_migrations
 
     async def close(self) -> None:
         """Close the connection after any running transaction finishes. Idempotent."""
