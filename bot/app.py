@@ -132,12 +132,12 @@ class Application:
         storage = await _open_storage(settings)
         self._stack.push_async_callback(storage.close)
         images = ImageFetcher(session, image_base=settings.spotify_image_base)
-        colours = CoverColours(images, storage)
+        colours = CoverColours(images, storage.colours)
         self._stack.push_async_callback(colours.close)  # before the database closes
         charts = ChartRenderer()
         self._stack.callback(charts.close)
         cipher = TokenCipher(settings.token_encryption_keys)
-        await report_unreadable_secrets(storage, cipher, self.command)
+        await report_unreadable_secrets(storage.links, cipher, self.command)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         self.spotify_sender = sender
@@ -162,7 +162,7 @@ class Application:
             storage, auth, api, tokens, cipher, hold_remaining=sender.hold_remaining
         )
         completer = PendingLinkCompleter(
-            storage, cipher, auth, api, links, hold_remaining=sender.hold_remaining
+            storage.link_states, cipher, auth, api, links, hold_remaining=sender.hold_remaining
         )
         links.add_pending_listener(completer.wake)
         scheduler = PollScheduler(self.autopost_config.scheduler)
@@ -186,9 +186,9 @@ class Application:
         if metrics is not None:
             metrics.watch_links(links)
             await self._stack.enter_async_context(
-                metrics.linked_members_refresher(storage.count_links)
+                metrics.linked_members_refresher(storage.links.count_links)
             )
-        privacy = PrivacyService(storage)
+        privacy = PrivacyService(storage.privacy)
         await privacy.start()
 
         async def poll(member_id: int) -> CurrentlyPlaying:
@@ -340,7 +340,9 @@ class Application:
             keep_days=self.settings.listening_log_days,
             recently_played=recently_played,
         )
-        listening = SpotifyListening(tokens, api, storage, history, on_request=self._note_request)
+        listening = SpotifyListening(
+            tokens, api, storage.links, history, on_request=self._note_request
+        )
         services.history = history
         services.listening = listening
         feed = AutopostFeed(history)

@@ -29,7 +29,7 @@ from typing import Any
 import discord
 
 from bot.errors import BotError
-from bot.storage import Storage, Visibility
+from bot.storage import PrivacyStore, Visibility
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def private_refusal(target: object) -> str:
 
 
 class PrivacyService:
-    """Members' visibility (stored by :class:`bot.storage.Storage`) and the visibility rule.
+    """Members' visibility (stored by :class:`bot.storage.PrivacyStore`) and the visibility rule.
 
     ``await start()`` loads the ids of private members once: :meth:`is_private_now` answers
     from that set with no database read (the auto-poster asks on every observation). Its size
@@ -75,7 +75,7 @@ class PrivacyService:
     :meth:`is_private` reads the database (one indexed row) and is what commands use.
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: PrivacyStore) -> None:
         self._storage = storage
         self._private: set[int] = set()
         self._listeners: list[PrivateListener] = []

@@ -161,7 +161,7 @@ async def test_writes_serialise_across_pools(postgres_database: str) -> None:
     try:
 
         async def bump(storage: Storage) -> None:
-            async with storage._transaction() as tx:
+            async with storage.database.transaction() as tx:
                 row = await tx.fetchone(
                     "SELECT updated_at FROM guild_settings WHERE guild_id = ?", (1,)
                 )
@@ -176,7 +176,9 @@ async def test_writes_serialise_across_pools(postgres_database: str) -> None:
         await asyncio.wait_for(
             asyncio.gather(*(bump(first if i % 2 else second) for i in range(40))), timeout=30
         )
-        rows = await first._fetchall("SELECT updated_at FROM guild_settings WHERE guild_id = 1")
+        rows = await first.database.fetchall(
+            "SELECT updated_at FROM guild_settings WHERE guild_id = 1"
+        )
         assert float(rows[0][0]) == 40.0
     finally:
         await first.close()
@@ -364,14 +366,16 @@ async def test_executemany_counts_what_changed_on_both_backends(
     database_target: str | Path,
 ) -> None:
     async with await Storage.open(database_target) as storage:
-        async with storage._transaction() as tx:
+        async with storage.database.transaction() as tx:
             inserted = await tx.executemany(
                 "INSERT INTO guild_settings (guild_id, updated_at) SELECT ?, ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM guild_settings WHERE guild_id = ?)",
                 [(1, 1.0, 1), (2, 2.0, 2), (1, 3.0, 1)],
             )
         assert inserted == 2
-        rows = await storage._fetchall("SELECT guild_id FROM guild_settings ORDER BY guild_id")
+        rows = await storage.database.fetchall(
+            "SELECT guild_id FROM guild_settings ORDER BY guild_id"
+        )
         assert [int(row[0]) for row in rows] == [1, 2]
 
 

@@ -102,7 +102,7 @@ async def seed(path: Path, key: str, user_ids: range) -> None:
     cipher = TokenCipher([raw_key(key)])
     async with await Storage.open(path) as storage:
         for user_id in user_ids:
-            await storage.save_link(
+            await storage.links.save_link(
                 linked_account(user_id, cipher.encrypt(user_id, f"RT-{user_id}"))
             )
 
@@ -541,7 +541,7 @@ async def test_postgresql_connection_is_reported_and_left_alone(
     async with await Storage.open(postgres_database) as storage:
         assert storage.applied_migrations  # check created nothing: the bot migrated it now
         cipher = TokenCipher([raw_key(KEY)])
-        await storage.save_link(linked_account(5, cipher.encrypt(5, "RT-5")))
+        await storage.links.save_link(linked_account(5, cipher.encrypt(5, "RT-5")))
     status, lines, _ = await run(fakes.env(DATABASE_URL=postgres_database))
     assert verdict_line(lines, "database").endswith(
         f"schema version {db.LATEST_SCHEMA_VERSION} (current)"

@@ -320,7 +320,7 @@ async def _check_postgresql(url: str, cipher: TokenCipher) -> tuple[Finding, Sec
         version = await storage.schema_version()
         counts = None
         if version >= 1:
-            current, older, undecryptable = await count_secrets_by_key(storage, cipher)
+            current, older, undecryptable = await count_secrets_by_key(storage.links, cipher)
             counts = SecretCounts(current, older, undecryptable)
     finally:
         await storage.close()
@@ -389,7 +389,7 @@ async def _read_database(path: Path, cipher: TokenCipher) -> tuple[int, SecretCo
         version = await storage.schema_version()
         if version < 1:  # no tables yet: nothing stored
             return version, None
-        current, older, undecryptable = await count_secrets_by_key(storage, cipher)
+        current, older, undecryptable = await count_secrets_by_key(storage.links, cipher)
         return version, SecretCounts(current, older, undecryptable)
     finally:
         await storage.close()

@@ -31,7 +31,7 @@ from bot.listening.log import ListeningLog
 from bot.spotify.api import TOP_ITEMS_LIMIT, SpotifyApi
 from bot.spotify.auth import RECENTLY_PLAYED_SCOPE, TOP_READ_SCOPE, has_scope
 from bot.spotify.models import PlayedTrack, TimeRange, TopItems, TopKind
-from bot.storage import Storage
+from bot.storage import LinksStore
 from bot.tokens import TokenManager
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class SpotifyListening:
         self,
         tokens: TokenManager,
         api: SpotifyApi,
-        storage: Storage,
+        storage: LinksStore,
         history: ListeningLog,
         *,
         on_request: Callable[[float], None] | None = None,

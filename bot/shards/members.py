@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 from bot.aio.tasks import cancel_and_wait
-from bot.storage import Storage
+from bot.storage import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class MemberChangeRelay:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Notifications,
         *,
         on_linked: Callable[[int], Awaitable[None]],
         on_unlinked: Callable[[int], None],

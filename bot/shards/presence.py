@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 from bot.autopost.coverage import PresenceCoverage
-from bot.storage import Storage
+from bot.storage import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class PresenceCoverRelay:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Notifications,
         coverage: PresenceCoverage,
         *,
         announce_every: float = ANNOUNCE_EVERY_SECONDS,

@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 from bot.spotify.http import SERVICES, SpotifySender, SpotifyService
-from bot.storage import Storage
+from bot.storage import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class SharedRequestCount:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Notifications,
         note: Callable[[float, int], None],
         is_leader: Callable[[], bool],
         *,
@@ -105,7 +105,7 @@ class SharedSpotifyHold:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Notifications,
         sender: SpotifySender,
         *,
         wall_clock: Callable[[], float] = time.time,
