@@ -397,7 +397,7 @@ async def prepare_database(
             user = f"{SPOTIFY_PREFIX[poller]}{index}"
             spotify.add_user(user)
             await link_fake_user(storage, spotify, cipher, member_id, user)
-        await storage.set_music_channel(GUILD_IDS[poller], CHANNEL_IDS[poller])
+        await storage.settings.set_music_channel(GUILD_IDS[poller], CHANNEL_IDS[poller])
 
 
 def bench_guild(poller: str, listeners: int) -> dict[str, Any]:
@@ -843,7 +843,7 @@ async def run_scale(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-autopost-scale-") as folder:
         async with await Storage.open(Path(folder) / "scale.db") as storage:
             for index in range(members):
-                await storage.save_link(
+                await storage.links.save_link(
                     LinkedAccount(
                         discord_user_id=900_000 + index,
                         spotify_account_id=f"acct-{index}",
@@ -854,7 +854,7 @@ async def run_scale(args: argparse.Namespace) -> None:
                         linked_at=time.time(),
                     )
                 )
-            await storage.set_music_channel(1, 2)
+            await storage.settings.set_music_channel(1, 2)
             idle = {900_000 + index for index in rng.sample(range(members), members // 5)}
             polls = Counter[str]()
 

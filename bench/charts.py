@@ -263,7 +263,7 @@ async def cache_memory(albums: int) -> bool:
         spotify.cdn.remember_generated = False  # so the process's memory is the bot's side
         storage = await Storage.open(":memory:")
         fetcher = ImageFetcher(session, image_base=spotify.image_base)
-        colours = CoverColours(fetcher, storage)
+        colours = CoverColours(fetcher, storage.colours)
         peak = 0
         fetched_bytes = 0
         rss_before = resident_mib()

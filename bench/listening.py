@@ -135,7 +135,7 @@ async def link_members(stack: Stack, count: int) -> list[int]:
     log = history_of(stack)
     ids = [FIRST_ID + n for n in range(count)]
     for member_id in ids:
-        await storage.save_link(
+        await storage.links.save_link(
             LinkedAccount(member_id, f"acct-{member_id}", f"u{member_id}", "x", b"x", "", 0.0)
         )
         await log.member_linked(member_id)
@@ -206,7 +206,7 @@ async def bench_np_with_recording(seconds: float, runs: int) -> bool:
             await np_latencies(stack, 1.0)  # warm-up
             quiet: list[float] = []
             loaded: list[float] = []
-            plays_before = await stack.app.services.storage.count_plays()
+            plays_before = await stack.app.services.storage.listening.count_plays()
             recorded = 0
             for _ in range(runs):
                 without: list[float] = []
@@ -220,7 +220,7 @@ async def bench_np_with_recording(seconds: float, runs: int) -> bool:
                     await log.wait_idle(10)
                 quiet.append(percentile(without, 0.99))
                 loaded.append(percentile(with_load, 0.99))
-            plays = await stack.app.services.storage.count_plays() - plays_before
+            plays = await stack.app.services.storage.listening.count_plays() - plays_before
     base, busy = statistics.median(quiet), statistics.median(loaded)
     rise = (busy - base) / base * 100
     print(

@@ -163,10 +163,10 @@ def sizes(named: dict[str, object]) -> dict[str, tuple[int, int]]:
 
 async def seed(storage: Storage, args: argparse.Namespace, guilds: list[int]) -> None:
     for index, guild_id in enumerate(guilds):
-        await storage.set_music_channel(guild_id, guild_id + 1 + index)
+        await storage.settings.set_music_channel(guild_id, guild_id + 1 + index)
     for index in range(args.linked):
         member_id = FIRST_LINKED + index
-        await storage.save_link(
+        await storage.links.save_link(
             LinkedAccount(
                 discord_user_id=member_id,
                 spotify_account_id=f"acct-{index}",
@@ -178,11 +178,11 @@ async def seed(storage: Storage, args: argparse.Namespace, guilds: list[int]) ->
             )
         )
     for index in range(args.opted_in):
-        await storage.set_guild_autopost_opt_in(FIRST_OPTED_IN + index, guilds[0], True)
+        await storage.settings.set_guild_autopost_opt_in(FIRST_OPTED_IN + index, guilds[0], True)
     for index in range(args.private):
         member_id = FIRST_PRIVATE + index
-        await storage.set_guild_autopost_opt_in(member_id, guilds[0], True)
-        await storage.set_visibility(member_id, "private")
+        await storage.settings.set_guild_autopost_opt_in(member_id, guilds[0], True)
+        await storage.privacy.set_visibility(member_id, "private")
 
 
 def members_of(args: argparse.Namespace) -> list[SimpleNamespace]:
@@ -207,7 +207,7 @@ async def run(args: argparse.Namespace) -> None:
             assert connection is not None
             await connection.set_trace_callback(statements.append)
 
-            privacy = PrivacyService(storage, MemberEvents())
+            privacy = PrivacyService(storage.privacy, MemberEvents())
             await privacy.start()
             side = InstantDiscord()
             service = AutopostService(

@@ -188,7 +188,7 @@ async def bench_shards(admin_url: str, seconds: float) -> None:
                 spotify.set_playing(user_id, timeline.state(listener))
                 await link_fake_user(storage, spotify, key, FIRST_LISTENER + listener, user_id)
             for index in range(GUILDS):
-                await storage.set_music_channel(guild_id(index), music_id(index))
+                await storage.settings.set_music_channel(guild_id(index), music_id(index))
         env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/tmp"),
@@ -251,12 +251,12 @@ async def bench_shards(admin_url: str, seconds: float) -> None:
         print(f"  another process led {fmt(takeover_at, killed_at)}")
         print(f"  first post after the kill {fmt(first_post_after_kill, killed_at)}")
         async with await Storage.open(url) as storage:
-            links = await storage.count_links()
-            channels = len(await storage.list_music_channels())
+            links = await storage.links.count_links()
+            channels = len(await storage.settings.list_music_channels())
             lost = 0
             for listener in range(LISTENERS):
                 member = FIRST_LISTENER + listener
-                link = await storage.get_link(member)
+                link = await storage.links.get_link(member)
                 if link is None or link.refresh_token is None:
                     lost += 1
                     continue

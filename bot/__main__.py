@@ -228,7 +228,7 @@ def _command_rotate_keys(invocation: Invocation, args: argparse.Namespace) -> in
                 skip_undecryptable=args.skip_unreadable,
                 command=invocation.command,
             )
-            _, _, unreadable = await count_secrets_by_key(storage, cipher)
+            _, _, unreadable = await count_secrets_by_key(storage.links, cipher)
             return changed, unreadable
 
     try:

@@ -166,7 +166,7 @@ class Application:
     async def _build_services(self, session: aiohttp.ClientSession, storage: Storage) -> Services:
         settings, options, stack = self.settings, self._options, self._stack
         cipher = TokenCipher(settings.token_encryption_keys)
-        await report_unreadable_secrets(storage, cipher, options.command)
+        await report_unreadable_secrets(storage.links, cipher, options.command)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(
@@ -186,14 +186,14 @@ class Application:
         tokens.follow_members(events)
         if options.masker is not None:
             tokens.register_secret_listener(options.masker.add_secret)
-        privacy = PrivacyService(storage, events)
+        privacy = PrivacyService(storage.privacy, events)
         await privacy.start()
         links = LinkService(
             storage, auth, api, tokens, cipher, events, hold_remaining=sender.hold_remaining
         )
         links.add_notice_listener(DirectMessages(discord).send)
         completer = PendingLinkCompleter(
-            storage, cipher, auth, api, links, hold_remaining=sender.hold_remaining
+            storage.link_states, cipher, auth, api, links, hold_remaining=sender.hold_remaining
         )
 
         autopost_config = options.autopost or AutopostConfig(
@@ -214,7 +214,7 @@ class Application:
         playback = PlaybackService(tokens, api, on_request=note_request)
 
         images = ImageFetcher(session, image_base=settings.spotify_image_base)
-        colours = CoverColours(images, storage)
+        colours = CoverColours(images, storage.colours)
         stack.push_async_callback(colours.close)  # before the database closes
         charts = ChartRenderer()
         stack.callback(charts.close)
@@ -242,7 +242,7 @@ class Application:
         )
         autopost.follow_members(events)
 
-        member_spotify = MemberSpotify(tokens, api, storage, on_request=note_request)
+        member_spotify = MemberSpotify(tokens, api, storage.links, on_request=note_request)
         history = ListeningLog(
             storage,
             privacy,
@@ -254,7 +254,9 @@ class Application:
 
         if metrics is not None:
             metrics.watch_links(events)
-            await stack.enter_async_context(metrics.linked_members_refresher(storage.count_links))
+            await stack.enter_async_context(
+                metrics.linked_members_refresher(storage.links.count_links)
+            )
             metrics.set_gateway_latency_source(discord.latency)
             metrics.watch_spotify(sender.requests_in_window, sender.hold_remaining)
             metrics.watch_autopost_stretch(autopost.skip_check_stretch)

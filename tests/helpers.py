@@ -91,7 +91,7 @@ async def link_fake_user(
     """Link Discord member ``member_id`` to the fake Spotify's ``user`` as /link would: a real
     refresh token from the fake, stored encrypted (benchmarks link hundreds this way)."""
     _, refresh = spotify.grant_tokens(user)
-    await storage.save_link(
+    await storage.links.save_link(
         LinkedAccount(
             discord_user_id=member_id,
             spotify_account_id=f"acct-{user}",
@@ -159,7 +159,7 @@ class LinkWorld:
             clock=self.clock,
         )
         self.completer = PendingLinkCompleter(
-            storage,
+            storage.link_states,
             self.cipher,
             self.auth,
             self.api,
@@ -183,7 +183,7 @@ class LinkWorld:
         return query_of(location)
 
     async def stored_refresh_token(self, member: int) -> str | None:
-        link = await self.storage.get_link(member)
+        link = await self.storage.links.get_link(member)
         if link is None or link.refresh_token is None:
             return None
         return self.cipher.decrypt(member, link.refresh_token)

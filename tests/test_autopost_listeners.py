@@ -88,8 +88,8 @@ class OnePollScheduler:
 @pytest.fixture
 async def storage() -> AsyncIterator[Storage]:
     async with await Storage.open(":memory:") as opened:
-        await opened.save_link(linked_account(ALICE))
-        await opened.set_music_channel(GUILD, MUSIC)
+        await opened.links.save_link(linked_account(ALICE))
+        await opened.settings.set_music_channel(GUILD, MUSIC)
         yield opened
 
 

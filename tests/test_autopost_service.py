@@ -203,9 +203,9 @@ def make_service(world: World, **config: object) -> AutopostService:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     storage = await Storage.open(tmp_path / "bot.db")
-    await storage.save_link(linked_account(ALICE))
-    await storage.save_link(linked_account(BOB))
-    await storage.set_music_channel(GUILD, MUSIC)
+    await storage.links.save_link(linked_account(ALICE))
+    await storage.links.save_link(linked_account(BOB))
+    await storage.settings.set_music_channel(GUILD, MUSIC)
     spotify = Spotify()
     built = World(storage, FakeSide(), spotify, ManualClock(1_750_000_000.0), None, [])  # type: ignore[arg-type]
     built.service = make_service(built)
@@ -245,7 +245,7 @@ async def test_a_new_item_is_posted_once(world: World) -> None:
     await service.observe(ALICE, track("t1"), source="presence")
     await service.observe(ALICE, track("t1", progress_ms=50_000), source="spotify")
     assert world.side.titles() == ["Song t1"]
-    stored = await world.storage.get_last_post(ALICE, MUSIC)
+    stored = await world.storage.last_posts.get_last_post(ALICE, MUSIC)
     assert stored is not None
     assert stored.item_key == "t1"
     assert stored.message_id == world.side.posts[0].message_id
@@ -318,7 +318,7 @@ async def test_rapid_skips_edit_the_previous_post(world: World) -> None:
     assert world.side.titles() == ["Song t3"]
     assert len(world.side.posts[0].edits) == 2
     assert [action for action, _ in world.posted] == ["posted", "edited", "edited"]
-    stored = await world.storage.get_last_post(ALICE, MUSIC)
+    stored = await world.storage.last_posts.get_last_post(ALICE, MUSIC)
     assert stored is not None
     assert stored.item_key == "t3"
 
@@ -422,7 +422,7 @@ async def test_an_opted_out_member_is_not_posted(world: World) -> None:
     await world.service.set_opt_in(ALICE, False)
     await world.service.observe(ALICE, track("t1"))
     assert world.side.posts == []
-    assert await world.storage.get_autopost_opt_in(ALICE) is False
+    assert await world.storage.settings.get_autopost_opt_in(ALICE) is False
     await world.service.set_opt_in(ALICE, True)
     await world.service.observe(ALICE, track("t1"))
     assert world.side.titles() == ["Song t1"]
@@ -458,7 +458,7 @@ async def test_presence_only_members_are_out_until_they_opt_in(world: World) -> 
 
 async def test_unlinking_forgets_the_member(world: World) -> None:
     await world.service.observe(ALICE, track("t1"))
-    await world.storage.delete_member(ALICE)
+    await world.storage.links.delete_member(ALICE)
     world.service.member_unlinked(ALICE)
     assert world.service.last_post(ALICE, MUSIC) is None
     assert not world.service.is_followed(ALICE)
@@ -492,7 +492,7 @@ async def test_a_deleted_channel_turns_auto_post_off_with_a_notice(
 ) -> None:
     await world.service.channel_deleted(GUILD, MUSIC, name="music")
     assert world.service.music_channel(GUILD) is None
-    settings = await world.storage.get_guild_settings(GUILD)
+    settings = await world.storage.settings.get_guild_settings(GUILD)
     assert settings is not None
     assert settings.music_channel_id is None
     assert "auto-post turned off in guild" in caplog.text
@@ -552,7 +552,7 @@ async def test_a_new_channel_forgets_the_last_posts_of_the_old_one(world: World)
     await world.service.observe(ALICE, track("t1"))
     await world.service.set_channel(GUILD, OTHER_MUSIC)
     assert world.service.last_post(ALICE, MUSIC) is None
-    assert await world.storage.get_last_post(ALICE, MUSIC) is None
+    assert await world.storage.last_posts.get_last_post(ALICE, MUSIC) is None
     world.side.posts.clear()
     await world.service.observe(ALICE, track("t2"))
     assert world.side.titles(OTHER_MUSIC) == ["Song t2"]
@@ -627,7 +627,7 @@ async def test_a_broken_link_stops_polling(world: World) -> None:
 
 
 async def test_a_newly_linked_member_is_followed(world: World) -> None:
-    await world.storage.save_link(linked_account(CAROL))
+    await world.storage.links.save_link(linked_account(CAROL))
     await world.service.member_linked(CAROL)
     await world.service.settle()
     assert world.service.is_followed(CAROL)
@@ -663,8 +663,8 @@ async def test_the_senders_hold_from_an_interactive_429_holds_polling(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     storage = await Storage.open(tmp_path / "bot.db")
-    await storage.save_link(linked_account(ALICE))
-    await storage.set_music_channel(GUILD, MUSIC)
+    await storage.links.save_link(linked_account(ALICE))
+    await storage.settings.set_music_channel(GUILD, MUSIC)
     spotify = Spotify()
     hold = Hold()
     service = AutopostService(
@@ -699,8 +699,8 @@ async def test_an_answer_after_an_unobserved_stretch_reports_the_gap(tmp_path: P
     # A play counts from ``min_counted_play``; idle checks 0.2 s apart leave such gaps.
     config = dataclasses.replace(FAST, min_counted_play=0.1)
     storage = await Storage.open(tmp_path / "bot.db")
-    await storage.save_link(linked_account(ALICE))
-    await storage.set_music_channel(GUILD, MUSIC)
+    await storage.links.save_link(linked_account(ALICE))
+    await storage.settings.set_music_channel(GUILD, MUSIC)
     spotify = Spotify()
     gaps: list[tuple[int, float]] = []
     service = AutopostService(
@@ -730,8 +730,8 @@ async def test_polls_stay_under_the_concurrency_limit(tmp_path: Path) -> None:
     storage = await Storage.open(tmp_path / "bot.db")
     members = list(range(5000, 5040))
     for member_id in members:
-        await storage.save_link(linked_account(member_id))
-    await storage.set_music_channel(GUILD, MUSIC)
+        await storage.links.save_link(linked_account(member_id))
+    await storage.settings.set_music_channel(GUILD, MUSIC)
     side = FakeSide()
     side.members[GUILD] = set(members)
     gate = asyncio.Event()
@@ -777,8 +777,8 @@ async def test_stop_leaves_no_task_behind(world: World) -> None:
 
 async def test_the_loop_waits_for_discord(tmp_path: Path) -> None:
     storage = await Storage.open(tmp_path / "bot.db")
-    await storage.save_link(linked_account(ALICE))
-    await storage.set_music_channel(GUILD, MUSIC)
+    await storage.links.save_link(linked_account(ALICE))
+    await storage.settings.set_music_channel(GUILD, MUSIC)
     side = FakeSide()
     side.ready.clear()
     spotify = Spotify()
@@ -809,7 +809,7 @@ def test_config_rejects_nonsense() -> None:
 
 async def test_stored_last_posts_survive_in_storage(world: World) -> None:
     post = LastPost(ALICE, MUSIC, "t9", 123, world.wall.now)
-    await world.storage.record_post(post)
+    await world.storage.last_posts.record_post(post)
     service = await world.restart()
     assert service.last_post(ALICE, MUSIC) == post
 

@@ -20,6 +20,7 @@ from bot.storage import migrations as db
 from bot.storage.connect import DatabaseRefused, connect_with_retry
 from bot.storage.engines import postgresql
 from bot.storage.engines.postgresql import PostgresDatabase, rows_changed, to_numbered_placeholders
+from bot.storage.migrate import migrate
 from tests.harness import free_port
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
@@ -47,7 +48,7 @@ def test_rows_changed_reads_the_command_tag() -> None:
 
 def test_every_migration_exists_for_both_engines() -> None:
     for migration in db.MIGRATIONS:
-        assert migration.statements, migration.version
+        assert migration.sqlite, migration.version
         assert migration.postgresql, migration.version
 
 
@@ -109,8 +110,8 @@ async def test_both_engines_have_the_same_tables_columns_and_indexes(
 async def test_postgresql_upgrades_from_each_earlier_version(
     postgres_database: str, version: int
 ) -> None:
-    database = await PostgresDatabase.open(postgres_database, target_version=version)
-    assert database.applied_migrations == tuple(range(1, version + 1))
+    database = await PostgresDatabase.open(postgres_database)
+    assert tuple(await migrate(database, version)) == tuple(range(1, version + 1))
     await database.close()
     async with await Storage.open(postgres_database) as storage:
         assert await storage.schema_version() == db.LATEST_SCHEMA_VERSION
@@ -139,7 +140,7 @@ async def test_a_failed_postgresql_migration_leaves_nothing_behind(
     broken = db.Migration(
         version=db.LATEST_SCHEMA_VERSION + 1,
         description="broken",
-        statements=("CREATE TABLE half_done (x INTEGER)", "NOT SQL"),
+        sqlite=("CREATE TABLE half_done (x INTEGER)", "NOT SQL"),
         postgresql=("CREATE TABLE half_done (x INTEGER)", "NOT SQL"),
     )
     monkeypatch.setattr(db, "MIGRATIONS", (*db.MIGRATIONS, broken))
@@ -160,7 +161,7 @@ async def test_writes_serialise_across_pools(postgres_database: str) -> None:
     try:
 
         async def bump(storage: Storage) -> None:
-            async with storage._transaction() as tx:
+            async with storage.database.transaction() as tx:
                 row = await tx.fetchone(
                     "SELECT updated_at FROM guild_settings WHERE guild_id = ?", (1,)
                 )
@@ -175,7 +176,9 @@ async def test_writes_serialise_across_pools(postgres_database: str) -> None:
         await asyncio.wait_for(
             asyncio.gather(*(bump(first if i % 2 else second) for i in range(40))), timeout=30
         )
-        rows = await first._fetchall("SELECT updated_at FROM guild_settings WHERE guild_id = 1")
+        rows = await first.database.fetchall(
+            "SELECT updated_at FROM guild_settings WHERE guild_id = 1"
+        )
         assert float(rows[0][0]) == 40.0
     finally:
         await first.close()
@@ -363,14 +366,16 @@ async def test_executemany_counts_what_changed_on_both_backends(
     database_target: str | Path,
 ) -> None:
     async with await Storage.open(database_target) as storage:
-        async with storage._transaction() as tx:
+        async with storage.database.transaction() as tx:
             inserted = await tx.executemany(
                 "INSERT INTO guild_settings (guild_id, updated_at) SELECT ?, ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM guild_settings WHERE guild_id = ?)",
                 [(1, 1.0, 1), (2, 2.0, 2), (1, 3.0, 1)],
             )
         assert inserted == 2
-        rows = await storage._fetchall("SELECT guild_id FROM guild_settings ORDER BY guild_id")
+        rows = await storage.database.fetchall(
+            "SELECT guild_id FROM guild_settings ORDER BY guild_id"
+        )
         assert [int(row[0]) for row in rows] == [1, 2]
 
 

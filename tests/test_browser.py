@@ -474,7 +474,9 @@ async def test_a_page_no_link_led_to(
 async def test_expired_state(stack: Stack, phone: Page) -> None:
     state = secrets.token_urlsafe(32)
     # A state /link made an hour ago: the ten minutes it was valid for are long over.
-    await stack.app.services.storage.create_link_state(state, BOB_ID, now=time.time() - 3600)
+    await stack.app.services.storage.link_states.create_link_state(
+        state, BOB_ID, now=time.time() - 3600
+    )
     await member_page(
         phone,
         f"{stack.web_base}/callback?code=abc&state={state}",

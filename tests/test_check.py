@@ -23,6 +23,7 @@ from bot.cli.check import check_async, invite_url
 from bot.crypto import TokenCipher
 from bot.storage import Storage
 from bot.storage import migrations as db
+from bot.storage.migrate import create_database_at_version
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
 from tests.harness import KEY, free_port
@@ -101,7 +102,7 @@ async def seed(path: Path, key: str, user_ids: range) -> None:
     cipher = TokenCipher([raw_key(key)])
     async with await Storage.open(path) as storage:
         for user_id in user_ids:
-            await storage.save_link(
+            await storage.links.save_link(
                 linked_account(user_id, cipher.encrypt(user_id, f"RT-{user_id}"))
             )
 
@@ -173,7 +174,7 @@ async def test_current_database_is_read_not_changed(fakes: Fakes) -> None:
 
 
 async def test_older_schema_is_usable_and_left_alone(fakes: Fakes) -> None:
-    await db.create_database_at_version(fakes.db_path, 1)
+    await create_database_at_version(fakes.db_path, 1)
     status, lines, _ = await run(fakes.env())
     assert status == 0
     assert verdict_line(lines, "database") == (
@@ -185,7 +186,7 @@ async def test_older_schema_is_usable_and_left_alone(fakes: Fakes) -> None:
 
 
 async def test_newer_schema_is_a_problem(fakes: Fakes) -> None:
-    await db.create_database_at_version(fakes.db_path, db.LATEST_SCHEMA_VERSION)
+    await create_database_at_version(fakes.db_path, db.LATEST_SCHEMA_VERSION)
     with contextlib.closing(sqlite3.connect(fakes.db_path)) as connection:
         connection.execute("PRAGMA user_version = 99")
     status, lines, _ = await run(fakes.env())
@@ -540,7 +541,7 @@ async def test_postgresql_connection_is_reported_and_left_alone(
     async with await Storage.open(postgres_database) as storage:
         assert storage.applied_migrations  # check created nothing: the bot migrated it now
         cipher = TokenCipher([raw_key(KEY)])
-        await storage.save_link(linked_account(5, cipher.encrypt(5, "RT-5")))
+        await storage.links.save_link(linked_account(5, cipher.encrypt(5, "RT-5")))
     status, lines, _ = await run(fakes.env(DATABASE_URL=postgres_database))
     assert verdict_line(lines, "database").endswith(
         f"schema version {db.LATEST_SCHEMA_VERSION} (current)"

@@ -243,7 +243,7 @@ async def test_colour_is_fetched_once_then_served_from_memory_and_the_database(
     fake, base = cdn
     playback = fake_track("album-red")
     async with await Storage.open(tmp_path / "bot.db") as storage:
-        colours = CoverColours(ImageFetcher(session, image_base=base), storage)
+        colours = CoverColours(ImageFetcher(session, image_base=base), storage.colours)
         colour = await colours.colour_for(playback, wait=5)
         assert colour is not None
         expected_hue = colorsys.rgb_to_hsv(*(c / 255 for c in cover_colour("album-red-64")))[0]
@@ -252,11 +252,11 @@ async def test_colour_is_fetched_once_then_served_from_memory_and_the_database(
         assert colours.known(playback) == colour
         assert await colours.colour_for(playback, wait=0) == colour
         await colours.settle()  # the database write follows the answer
-        assert await storage.get_image_colour("album-red-64") == colour
+        assert await storage.colours.get_image_colour("album-red-64") == colour
         await colours.close()
     # A restart: a new process, the same database, no fetch.
     async with await Storage.open(tmp_path / "bot.db") as storage:
-        colours = CoverColours(ImageFetcher(session, image_base=base), storage)
+        colours = CoverColours(ImageFetcher(session, image_base=base), storage.colours)
         assert colours.known(playback) is None
         assert await colours.colour_for(playback, wait=5) == colour
         assert fake.requests == {"album-red-64": 1}
@@ -268,7 +268,7 @@ async def test_a_slow_picture_answers_none_within_the_bound_and_is_ready_later(
 ) -> None:
     fake, base = cdn
     fake.delay = 0.5
-    colours = CoverColours(ImageFetcher(session, image_base=base), storage)
+    colours = CoverColours(ImageFetcher(session, image_base=base), storage.colours)
     playback = fake_track("album-slow")
     started = asyncio.get_running_loop().time()
     assert await colours.colour_for(playback, wait=0.1) is None
@@ -286,7 +286,7 @@ async def test_missing_or_corrupt_pictures_give_none_and_are_not_refetched_in_a_
     fake, base = cdn
     fake.missing.add("album-404-64")
     fake.put("album-bad-64", b"\x89PNG\r\n\x1a\nbroken", "image/png")
-    colours = CoverColours(ImageFetcher(session, image_base=base), storage)
+    colours = CoverColours(ImageFetcher(session, image_base=base), storage.colours)
     for _ in range(3):
         assert await colours.colour_for(fake_track("album-404"), wait=5) is None
         assert await colours.colour_for(fake_track("album-bad"), wait=5) is None
@@ -299,7 +299,9 @@ async def test_memory_is_bounded(
     cdn: tuple[FakeCdn, str], session: aiohttp.ClientSession, storage: Storage
 ) -> None:
     _, base = cdn
-    colours = CoverColours(ImageFetcher(session, image_base=base), storage, memory_entries=5)
+    colours = CoverColours(
+        ImageFetcher(session, image_base=base), storage.colours, memory_entries=5
+    )
     for n in range(12):
         assert await colours.colour_for(fake_track(f"album-{n}"), wait=5) is not None
         assert len(colours) <= 5
@@ -311,7 +313,7 @@ async def test_close_cancels_background_work(
 ) -> None:
     fake, base = cdn
     fake.delay = 5
-    colours = CoverColours(ImageFetcher(session, image_base=base), storage)
+    colours = CoverColours(ImageFetcher(session, image_base=base), storage.colours)
     assert await colours.colour_for(fake_track("album-hang"), wait=0.05) is None
     await asyncio.wait_for(colours.close(), 2)
     assert await colours.colour_for(fake_track("album-hang"), wait=1) is None

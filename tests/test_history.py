@@ -63,8 +63,8 @@ def playing(item: Track, progress: float, at: float, *, is_playing: bool = True)
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     async with await Storage.open(tmp_path / "bot.db") as opened:
-        await opened.save_link(linked_account(ALICE))
-        await opened.save_link(linked_account(BOB))
+        await opened.links.save_link(linked_account(ALICE))
+        await opened.links.save_link(linked_account(BOB))
         yield opened
 
 
@@ -94,7 +94,9 @@ async def history(
 
 
 async def plays_of(storage: Storage, member: int) -> list[tuple[str, float, str]]:
-    return [(p.track_id, p.started_at, p.source) for p in await storage.recent_plays(member)]
+    return [
+        (p.track_id, p.started_at, p.source) for p in await storage.listening.recent_plays(member)
+    ]
 
 
 # --- one play, one row -------------------------------------------------------------------
@@ -164,11 +166,11 @@ async def test_presence_only_members_only_when_opted_in(
     history: ListeningLog, storage: Storage
 ) -> None:
     assert not await history.observe(PRESENCE_ONLY, playing(track(), 5, NOW), source="presence")
-    await storage.set_guild_autopost_opt_in(PRESENCE_ONLY, GUILD, True)
+    await storage.settings.set_guild_autopost_opt_in(PRESENCE_ONLY, GUILD, True)
     await history.refresh_member(PRESENCE_ONLY)  # what the cog does after /autopost me
     assert await history.observe(PRESENCE_ONLY, playing(track(), 5, NOW), source="presence")
     # Loaded at start too, as is an explicit /privacy visibility:server.
-    await storage.set_visibility(BOB + 100, "server")
+    await storage.privacy.set_visibility(BOB + 100, "server")
     fresh = ListeningLog(storage, Privacy(), keep_days=90)
     await fresh.start()
     try:
@@ -180,12 +182,12 @@ async def test_presence_only_members_only_when_opted_in(
 
 
 async def test_unlink_forgets_an_explicit_server_choice(storage: Storage) -> None:
-    await storage.set_visibility(ALICE, "server")
-    await storage.set_visibility(BOB, "private")
-    await storage.delete_member(ALICE)
-    await storage.delete_member(BOB)
-    assert await storage.get_visibility_choice(ALICE) is None
-    assert await storage.get_visibility_choice(BOB) == "private"  # private stays
+    await storage.privacy.set_visibility(ALICE, "server")
+    await storage.privacy.set_visibility(BOB, "private")
+    await storage.links.delete_member(ALICE)
+    await storage.links.delete_member(BOB)
+    assert await storage.privacy.get_visibility_choice(ALICE) is None
+    assert await storage.privacy.get_visibility_choice(BOB) == "private"  # private stays
 
 
 async def test_private_members_are_never_logged_and_their_log_is_deleted(
@@ -196,20 +198,20 @@ async def test_private_members_are_never_logged_and_their_log_is_deleted(
     privacy.private.add(ALICE)
     await history.member_went_private(ALICE)
     assert await plays_of(storage, ALICE) == []
-    assert await storage.list_listening_guilds() == []
+    assert await storage.listening.list_listening_guilds() == []
     assert not await history.observe(ALICE, playing(track("t2"), 5, NOW + 300), source="np")
     assert history.listening_in(GUILD, lambda _: True) == []
     assert await plays_of(storage, ALICE) == []
 
 
 async def test_retention_zero_keeps_nothing(storage: Storage, privacy: Privacy) -> None:
-    await storage.record_play(
+    await storage.listening.record_play(
         Play(ALICE, "old", NOW - 10, "Old", ("A",), 1000, "spotify"), match_from=0, match_to=0
     )
     log = ListeningLog(storage, privacy, keep_days=0)
     await log.start()
     try:
-        assert await storage.count_plays() == 0
+        assert await storage.listening.count_plays() == 0
         assert not await log.observe(ALICE, playing(track(), 5, NOW), source="spotify")
     finally:
         await log.stop()
@@ -219,7 +221,7 @@ async def test_prune_removes_only_what_is_older_than_the_retention(
     history: ListeningLog, storage: Storage, clock: ManualClock
 ) -> None:
     for days in (100, 91, 89, 1):
-        await storage.record_play(
+        await storage.listening.record_play(
             Play(ALICE, f"d{days}", NOW - days * 86400, "x", ("A",), 1000, "spotify"),
             match_from=0,
             match_to=0,
@@ -230,12 +232,12 @@ async def test_prune_removes_only_what_is_older_than_the_retention(
 
 async def test_prune_works_in_batches(storage: Storage) -> None:
     for n in range(25):
-        await storage.record_play(
+        await storage.listening.record_play(
             Play(ALICE, f"t{n}", NOW - 1000 - n, "x", ("A",), 1000, "spotify"),
             match_from=0,
             match_to=0,
         )
-    assert await storage.prune_plays(before=NOW, batch=10) == 25
+    assert await storage.listening.prune_plays(before=NOW, batch=10) == 25
 
 
 # --- gaps ----------------------------------------------------------------------------------
@@ -309,12 +311,12 @@ async def test_recap_counts_members_of_the_server_and_first_artists(
         )
     await history.observe(BOB, playing(track("hit", 100, "Star"), 1, NOW), source="np")
     await history.observe(BOB, playing(track("b2", 100, "Other"), 1, NOW - 500), source="np")
-    await storage.record_play(
+    await storage.listening.record_play(
         Play(PRESENCE_ONLY, "else", NOW, "Elsewhere", ("Far",), 1000, "presence"),
         match_from=0,
         match_to=0,
     )
-    await storage.record_play(
+    await storage.listening.record_play(
         Play(ALICE, "old", NOW - 9 * 86400, "Old", ("Past",), 1000, "np"), match_from=0, match_to=0
     )
     recap = await history.recap(GUILD, "week")
@@ -345,8 +347,10 @@ async def test_recap_albums_sum_their_tracks(storage: Storage) -> None:
         )
 
     for n, (track_id, album) in enumerate([("a1", "A"), ("a2", "A"), ("b1", "B"), ("a1", "A")]):
-        await storage.record_play(play(track_id, album, NOW - 1000 * n), match_from=0, match_to=0)
-    recap = await storage.recap([ALICE], since=NOW - 86400)
+        await storage.listening.record_play(
+            play(track_id, album, NOW - 1000 * n), match_from=0, match_to=0
+        )
+    recap = await storage.listening.recap([ALICE], since=NOW - 86400)
     assert [(a.album_id, a.name, a.artist, a.plays, a.image_url) for a in recap.albums] == [
         ("A", "Album A", "Star", 3, "https://i.scdn.co/image/A"),
         ("B", "Album B", "Star", 1, "https://i.scdn.co/image/B"),

@@ -48,24 +48,26 @@ async def test_rotation_leaves_no_old_ciphertext_in_any_database_file(tmp_path: 
     # The running bot's connection stays open: SQLite keeps the -wal and -shm files.
     async with await Storage.open(path) as bot, await Storage.open(path) as tool:
         for user_id in range(1, 41):
-            await bot.save_link(linked_account(user_id, old.encrypt(user_id, f"refresh-{user_id}")))
-        superseded = [blob for _, blob in await bot.list_encrypted_secrets()]
+            await bot.links.save_link(
+                linked_account(user_id, old.encrypt(user_id, f"refresh-{user_id}"))
+            )
+        superseded = [blob for _, blob in await bot.links.list_encrypted_secrets()]
         # Refreshes (of another length): the tokens they replace sit in free space and in
         # older page images in the WAL.
         for user_id in range(1, 41, 3):
-            await bot.update_refresh_token(
+            await bot.links.update_refresh_token(
                 user_id, old.encrypt(user_id, f"a-longer-refresh-token-{user_id}")
             )
-        old_blobs = superseded + [blob for _, blob in await bot.list_encrypted_secrets()]
+        old_blobs = superseded + [blob for _, blob in await bot.links.list_encrypted_secrets()]
         assert files_holding(path, old_blobs), "the test must start with old ciphertext on disk"
 
         assert await rotate_keys(tool, TokenCipher([NEW_KEY, OLD_KEY])) == 40
-        assert await bot.count_links() == 40  # the bot reads on afterwards
+        assert await bot.links.count_links() == 40  # the bot reads on afterwards
 
         assert files_holding(path, old_blobs) == []
         assert len(database_bytes(path)["bot.db-wal"]) == 0  # truncated, not just reused
         new_only = TokenCipher([NEW_KEY])
-        secrets = dict(await bot.list_encrypted_secrets())
+        secrets = dict(await bot.links.list_encrypted_secrets())
         assert new_only.decrypt(1, secrets[1]) == "a-longer-refresh-token-1"
         assert new_only.decrypt(2, secrets[2]) == "refresh-2"
 
@@ -73,7 +75,7 @@ async def test_rotation_leaves_no_old_ciphertext_in_any_database_file(tmp_path: 
 async def test_the_refusal_names_what_the_command_line_offers(tmp_path: Path) -> None:
     async with await Storage.open(tmp_path / "bot.db") as storage:
         lost = TokenCipher([os.urandom(32)])
-        await storage.save_link(linked_account(3, lost.encrypt(3, "refresh-3")))
+        await storage.links.save_link(linked_account(3, lost.encrypt(3, "refresh-3")))
         with pytest.raises(UndecryptableSecrets) as caught:
             await rotate_keys(storage, TokenCipher([NEW_KEY, OLD_KEY]))
     message = str(caught.value)
@@ -90,11 +92,11 @@ async def test_one_error_line_with_the_counts(
     lost = TokenCipher([os.urandom(32)])
     async with await Storage.open(tmp_path / "bot.db") as storage:
         for user_id in range(1, readable + 1):
-            await storage.save_link(linked_account(user_id, configured.encrypt(user_id, "t")))
+            await storage.links.save_link(linked_account(user_id, configured.encrypt(user_id, "t")))
         for user_id in range(10, 10 + unreadable):
-            await storage.save_link(linked_account(user_id, lost.encrypt(user_id, "t")))
+            await storage.links.save_link(linked_account(user_id, lost.encrypt(user_id, "t")))
         with caplog.at_level(logging.INFO):
-            assert await report_unreadable_secrets(storage, configured) == (
+            assert await report_unreadable_secrets(storage.links, configured) == (
                 readable,
                 readable + unreadable,
             )

@@ -143,7 +143,7 @@ async def test_a_used_state_without_a_link_is_refused(world: LinkWorld) -> None:
         await world.links.complete(query)
     assert second.value.kind == "used_state"
     assert failure_words(second.value).status == 410
-    assert await world.storage.get_link(ALICE) is None
+    assert await world.storage.links.get_link(ALICE) is None
 
 
 async def test_state_expires_after_ten_minutes(world: LinkWorld) -> None:
@@ -157,7 +157,7 @@ async def test_state_expires_after_ten_minutes(world: LinkWorld) -> None:
     assert caught.value.kind == "expired_state"
     assert "10 minutes" in failure_words(caught.value).message
     assert "/link" in failure_words(caught.value).message
-    assert await world.storage.get_link(BOB) is None
+    assert await world.storage.links.get_link(BOB) is None
     assert world.fake.call_count("token") == 1  # the expired one never reached Spotify
 
 
@@ -177,11 +177,11 @@ async def test_a_state_pasted_by_another_member_is_refused_without_using_it(
     assert caught.value.kind == "wrong_member"
     assert failure_words(caught.value).status == 403
     assert world.fake.call_count("token") == 0
-    assert await world.storage.get_link(BOB) is None
+    assert await world.storage.links.get_link(BOB) is None
     # The owner can still finish with it.
     result = await world.links.complete(query, pasted_by=ALICE)
     assert (result.discord_user_id, result.outcome) == (ALICE, "linked")
-    assert await world.storage.get_link(ALICE) is not None
+    assert await world.storage.links.get_link(ALICE) is not None
 
 
 async def test_a_used_state_pasted_by_another_member_reveals_nothing(world: LinkWorld) -> None:
@@ -211,7 +211,7 @@ async def test_denied_consent_stores_nothing(world: LinkWorld) -> None:
     with pytest.raises(LinkFailure) as caught:
         await world.links.complete(query)
     assert caught.value.kind == "denied"
-    assert await world.storage.get_link(ALICE) is None
+    assert await world.storage.links.get_link(ALICE) is None
 
 
 async def test_success_stores_the_refresh_token_encrypted(world: LinkWorld) -> None:
@@ -265,7 +265,7 @@ async def test_unlink(world: LinkWorld) -> None:
     unlinked: list[int] = []
     world.events.on("unlinked", unlinked.append)
     assert await world.links.unlink(ALICE) is True
-    assert await world.storage.get_link(ALICE) is None
+    assert await world.storage.links.get_link(ALICE) is None
     assert await world.links.current_link(ALICE) is None
     assert await world.links.unlink(ALICE) is False
     assert unlinked == [ALICE, ALICE]
@@ -323,9 +323,9 @@ async def test_a_spotify_account_linked_to_another_member_is_never_moved(
     assert "/unlink" in failure_words(failure).message
     assert str(ALICE) not in failure_words(failure).message
     assert "Alice" not in failure_words(failure).message + failure_words(failure).title
-    assert await world.storage.get_link(BOB) is None  # no tokens of Alice's under Bob
+    assert await world.storage.links.get_link(BOB) is None  # no tokens of Alice's under Bob
     assert await world.stored_refresh_token(ALICE) == alice_token  # Alice's link untouched
-    assert await world.storage.list_pending_links() == []
+    assert await world.storage.link_states.list_pending_links() == []
 
 
 async def test_relinking_the_same_account_is_a_renewal(world: LinkWorld) -> None:
@@ -345,7 +345,7 @@ async def test_link_again_within_the_cooldown_hands_out_the_same_link(world: Lin
     again = await world.links.start(ALICE, "Alice (@alice)")
     assert (again.reused, again.authorize_url) == (True, first.authorize_url)
     assert again.expires_at == first.expires_at
-    assert await world.storage.count_link_states(ALICE) == 1
+    assert await world.storage.link_states.count_link_states(ALICE) == 1
     world.clock.advance(2)
     later = await world.links.start(ALICE)
     assert not later.reused
@@ -357,8 +357,8 @@ async def test_3000_links_in_a_row_leave_at_most_3_states(world: LinkWorld) -> N
     for _ in range(2_999):
         world.clock.advance(31)  # each one past the cooldown: a new state every time
         await world.links.start(ALICE)
-    assert await world.storage.count_link_states(ALICE) <= 3
-    assert await world.storage.count_link_states() <= 3
+    assert await world.storage.link_states.count_link_states(ALICE) <= 3
+    assert await world.storage.link_states.count_link_states() <= 3
     with pytest.raises(LinkFailure) as caught:  # the older states stopped working
         await world.links.complete({"code": "c", "state": query_of(oldest.authorize_url)["state"]})
     assert caught.value.kind == "unknown_state"
@@ -429,8 +429,8 @@ async def test_a_web_api_hold_keeps_the_grant_and_finishes_the_link_later(
     result = await world.links.complete(query)
     assert (result.outcome, result.retry_after) == ("pending", 3600)
     assert world.fake.call_count("token") == 1  # the code was exchanged at once
-    assert await world.storage.get_link(ALICE) is None
-    [pending] = await world.storage.list_pending_links()
+    assert await world.storage.links.get_link(ALICE) is None
+    [pending] = await world.storage.link_states.list_pending_links()
     assert pending.discord_user_id == ALICE
     [refresh_token] = world.fake.refresh_tokens_of("alice")
     assert refresh_token.encode() not in world.database_bytes()  # kept encrypted
@@ -452,8 +452,8 @@ async def test_a_web_api_hold_keeps_the_grant_and_finishes_the_link_later(
     assert link is not None
     assert link.display_name == "Alice"
     assert await world.stored_refresh_token(ALICE) == refresh_token
-    assert await world.storage.list_pending_links() == []
-    assert await world.storage.link_state_outcome(query["state"]) == "linked"
+    assert await world.storage.link_states.list_pending_links() == []
+    assert await world.storage.link_states.link_state_outcome(query["state"]) == "linked"
 
 
 async def test_a_link_waiting_for_a_hold_still_gets_the_ownership_check(
@@ -482,9 +482,9 @@ async def test_a_link_waiting_for_a_hold_still_gets_the_ownership_check(
     assert member == BOB
     assert "linked to another Discord account" in text
     assert "/unlink" in text
-    assert await world.storage.get_link(BOB) is None
-    assert (await world.storage.get_link(ALICE)) is not None
-    assert await world.storage.list_pending_links() == []
+    assert await world.storage.links.get_link(BOB) is None
+    assert (await world.storage.links.get_link(ALICE)) is not None
+    assert await world.storage.link_states.list_pending_links() == []
 
 
 async def test_a_waiting_link_whose_access_was_revoked_is_dropped_with_a_notice(
@@ -509,8 +509,8 @@ async def test_a_waiting_link_whose_access_was_revoked_is_dropped_with_a_notice(
     finally:
         await world.completer.stop()
     assert "run /link again" in notices[0]
-    assert await world.storage.get_link(ALICE) is None
-    assert await world.storage.list_pending_links() == []
+    assert await world.storage.links.get_link(ALICE) is None
+    assert await world.storage.link_states.list_pending_links() == []
 
 
 async def test_a_newer_link_wins_over_one_still_waiting_for_spotify(world: LinkWorld) -> None:
@@ -523,4 +523,6 @@ async def test_a_newer_link_wins_over_one_still_waiting_for_spotify(world: LinkW
     assert (await world.links.complete(await world.approved_query(ALICE, "alice"))).outcome == (
         "linked"
     )
-    assert await world.storage.list_pending_links() == []  # the older one will not override
+    assert (
+        await world.storage.link_states.list_pending_links() == []
+    )  # the older one will not override

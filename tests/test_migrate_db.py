@@ -34,7 +34,7 @@ async def seed(path: Path) -> dict[int, bytes]:
         for user_id in range(1, 31):
             blob = cipher.encrypt(800000000000000000 + user_id, f"refresh-{user_id}")
             secrets[user_id] = blob
-            await storage.save_link(
+            await storage.links.save_link(
                 LinkedAccount(
                     discord_user_id=800000000000000000 + user_id,
                     spotify_account_id=f"acct-{user_id}",
@@ -45,20 +45,20 @@ async def seed(path: Path) -> dict[int, bytes]:
                     linked_at=NOW + user_id,
                 )
             )
-            await storage.record_post(
+            await storage.last_posts.record_post(
                 LastPost(800000000000000000 + user_id, 700000000000000011, f"t{user_id}", 9, NOW)
             )
-        await storage.mark_link_broken(800000000000000003)
-        await storage.create_link_state("state-a", 800000000000000001, now=NOW)
-        await storage.create_link_state("state-b", 800000000000000002, now=NOW)
-        await storage.consume_link_state("state-b", now=NOW + 1)
-        await storage.set_music_channel(700000000000000001, 700000000000000011, now=NOW)
-        await storage.disable_autopost(700000000000000002, "Missing access", now=NOW)
-        await storage.set_autopost_opt_in(800000000000000004, False, now=NOW)
-        await storage.set_guild_autopost_opt_in(
+        await storage.links.mark_link_broken(800000000000000003)
+        await storage.link_states.create_link_state("state-a", 800000000000000001, now=NOW)
+        await storage.link_states.create_link_state("state-b", 800000000000000002, now=NOW)
+        await storage.link_states.consume_link_state("state-b", now=NOW + 1)
+        await storage.settings.set_music_channel(700000000000000001, 700000000000000011, now=NOW)
+        await storage.settings.disable_autopost(700000000000000002, "Missing access", now=NOW)
+        await storage.settings.set_autopost_opt_in(800000000000000004, False, now=NOW)
+        await storage.settings.set_guild_autopost_opt_in(
             800000000000000005, 700000000000000001, True, now=NOW
         )
-        await storage.set_visibility(800000000000000006, "private", now=NOW)
+        await storage.privacy.set_visibility(800000000000000006, "private", now=NOW)
     return {800000000000000000 + k: v for k, v in secrets.items()}
 
 
@@ -110,20 +110,24 @@ async def test_everything_is_copied_as_stored(tmp_path: Path, postgres_database:
 
     async with await Storage.open(postgres_database) as storage:
         assert storage.applied_migrations == ()  # already at the latest schema
-        assert dict(await storage.list_encrypted_secrets()) == {
+        assert dict(await storage.links.list_encrypted_secrets()) == {
             user_id: blob for user_id, blob in secrets.items() if user_id != 800000000000000003
         }
         cipher = TokenCipher([KEY])
-        link = await storage.get_link(800000000000000007)
+        link = await storage.links.get_link(800000000000000007)
         assert link is not None
         assert link.refresh_token is not None
         assert (
             cipher.decrypt(link.discord_user_id, link.refresh_token) == "refresh-7"
         )  # the same key still opens it
-        assert (await storage.consume_link_state("state-b", now=NOW + 2)).status == "used"
-        assert (await storage.consume_link_state("state-a", now=NOW + 2)).status == "ok"
-        assert await storage.get_visibility(800000000000000006) == "private"
-        assert await storage.list_music_channels() == {700000000000000001: 700000000000000011}
+        assert (
+            await storage.link_states.consume_link_state("state-b", now=NOW + 2)
+        ).status == "used"
+        assert (await storage.link_states.consume_link_state("state-a", now=NOW + 2)).status == "ok"
+        assert await storage.privacy.get_visibility(800000000000000006) == "private"
+        assert await storage.settings.list_music_channels() == {
+            700000000000000001: 700000000000000011
+        }
 
 
 async def test_a_target_with_our_tables_is_refused_and_untouched(
@@ -132,7 +136,7 @@ async def test_a_target_with_our_tables_is_refused_and_untouched(
     source = tmp_path / "bot.db"
     await seed(source)
     async with await Storage.open(postgres_database) as storage:
-        await storage.set_music_channel(1, 2, now=NOW)
+        await storage.settings.set_music_channel(1, 2, now=NOW)
     before = await postgres_rows(postgres_database, ["guild_settings", "linked_accounts"])
     with pytest.raises(TransferRefused, match="already has the bot's tables"):
         await copy_sqlite_to_postgresql(source, postgres_database)
@@ -163,7 +167,7 @@ async def test_identity_sequences_continue_after_the_copied_ids(
     numbered = db.Migration(
         version=db.LATEST_SCHEMA_VERSION + 1,
         description="a table with generated ids",
-        statements=("CREATE TABLE numbered (id INTEGER PRIMARY KEY, note TEXT NOT NULL)",),
+        sqlite=("CREATE TABLE numbered (id INTEGER PRIMARY KEY, note TEXT NOT NULL)",),
         postgresql=(
             "CREATE TABLE numbered (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, "
             "note TEXT NOT NULL)",
@@ -172,13 +176,13 @@ async def test_identity_sequences_continue_after_the_copied_ids(
     monkeypatch.setattr(db, "MIGRATIONS", (*db.MIGRATIONS, numbered))
     monkeypatch.setattr(db, "LATEST_SCHEMA_VERSION", numbered.version)
     source = tmp_path / "bot.db"
-    async with await Storage.open(source) as storage, storage._transaction() as tx:
+    async with await Storage.open(source) as storage, storage.database.transaction() as tx:
         for note in ("a", "b", "c"):
             await tx.execute("INSERT INTO numbered (note) VALUES (?)", (note,))
         await tx.execute("INSERT INTO numbered (id, note) VALUES (?, ?)", (41, "d"))
     await copy_sqlite_to_postgresql(source, postgres_database)
     async with await Storage.open(postgres_database) as storage:
-        async with storage._transaction() as tx:
+        async with storage.database.transaction() as tx:
             row = await tx.fetchone("INSERT INTO numbered (note) VALUES (?) RETURNING id", ("e",))
         assert row is not None
         assert row[0] == 42

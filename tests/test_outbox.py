@@ -81,7 +81,7 @@ def test_messages_survive_the_round_trip_through_json() -> None:
 
 async def test_a_post_queued_while_nobody_sends_is_sent_later_once(storage: Storage) -> None:
     """The leader queued a post and died before sending it: the next sender sends it."""
-    await storage.outbox_put(
+    await storage.outbox.outbox_put(
         OutboxPost("nonce-1", CHANNEL, encode_message(message("Queued Song")), 1000.0)
     )
     side = RecordingSide()
@@ -91,7 +91,7 @@ async def test_a_post_queued_while_nobody_sends_is_sent_later_once(storage: Stor
     assert [(c, m.embed.title if m.embed else None, n) for c, m, n in side.sent] == [
         (CHANNEL, "Queued Song", "nonce-1")
     ]
-    row = await storage.outbox_get("nonce-1")
+    row = await storage.outbox.outbox_get("nonce-1")
     assert row is not None
     assert row.message_id == 1001
 
@@ -99,10 +99,10 @@ async def test_a_post_queued_while_nobody_sends_is_sent_later_once(storage: Stor
 async def test_a_claimed_row_waits_for_its_lease(storage: Storage) -> None:
     """A row a sender claimed (and may be sending) is not taken by another until its lease
     ends; then it is, with the same nonce (Discord makes it land once)."""
-    await storage.outbox_put(OutboxPost("n", CHANNEL, encode_message(message("S")), 100.0))
-    assert [p.nonce for p in await storage.outbox_claim(100.0, 30.0)] == ["n"]
-    assert await storage.outbox_claim(110.0, 30.0) == []
-    assert [p.nonce for p in await storage.outbox_claim(131.0, 30.0)] == ["n"]
+    await storage.outbox.outbox_put(OutboxPost("n", CHANNEL, encode_message(message("S")), 100.0))
+    assert [p.nonce for p in await storage.outbox.outbox_claim(100.0, 30.0)] == ["n"]
+    assert await storage.outbox.outbox_claim(110.0, 30.0) == []
+    assert [p.nonce for p in await storage.outbox.outbox_claim(131.0, 30.0)] == ["n"]
 
 
 async def test_sending_the_same_nonce_twice_posts_once(storage: Storage) -> None:
@@ -115,7 +115,7 @@ async def test_sending_the_same_nonce_twice_posts_once(storage: Storage) -> None
 
 
 async def test_stale_posts_are_not_sent(storage: Storage) -> None:
-    await storage.outbox_put(OutboxPost("old", CHANNEL, encode_message(message("Old")), 0.0))
+    await storage.outbox.outbox_put(OutboxPost("old", CHANNEL, encode_message(message("Old")), 0.0))
     side = RecordingSide()
     sender = OutboxSender(storage, OutboxDiscordSide(side, storage), wall_clock=lambda: 400.0)
     assert await sender.send_due() == 0
@@ -127,7 +127,7 @@ async def test_senders_of_two_processes_send_each_row_once(postgres_database: st
     storages = [await Storage.open(postgres_database) for _ in range(2)]
     try:
         for index in range(40):
-            await storages[0].outbox_put(
+            await storages[0].outbox.outbox_put(
                 OutboxPost(f"n{index}", CHANNEL, encode_message(message(f"S{index}")), 10.0)
             )
         sides = [RecordingSide(), RecordingSide()]

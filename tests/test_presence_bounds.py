@@ -82,12 +82,12 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
 
 
 async def test_presence_only_listeners_leave_no_trace(storage: Storage) -> None:
-    await storage.set_music_channel(GUILD, MUSIC)
-    await storage.save_link(linked_account(LINKED))
-    await storage.set_guild_autopost_opt_in(OPTED_IN, GUILD, True)
-    await storage.set_guild_autopost_opt_in(PRIVATE, GUILD, True)
-    await storage.set_visibility(PRIVATE, "private")
-    privacy = PrivacyService(storage, MemberEvents())
+    await storage.settings.set_music_channel(GUILD, MUSIC)
+    await storage.links.save_link(linked_account(LINKED))
+    await storage.settings.set_guild_autopost_opt_in(OPTED_IN, GUILD, True)
+    await storage.settings.set_guild_autopost_opt_in(PRIVATE, GUILD, True)
+    await storage.privacy.set_visibility(PRIVATE, "private")
+    privacy = PrivacyService(storage.privacy, MemberEvents())
     await privacy.start()
     side = Side()
     service = AutopostService(

@@ -20,8 +20,8 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
 
 
 async def test_default_is_server_and_private_is_remembered(storage: Storage) -> None:
-    await storage.set_visibility(7, "private")  # chosen before this start
-    privacy = PrivacyService(storage, MemberEvents())
+    await storage.privacy.set_visibility(7, "private")  # chosen before this start
+    privacy = PrivacyService(storage.privacy, MemberEvents())
     await privacy.start()
     assert privacy.is_private_now(7)
     assert await privacy.is_private(7)
@@ -29,12 +29,12 @@ async def test_default_is_server_and_private_is_remembered(storage: Storage) -> 
     assert await privacy.visibility(8) == "server"
     assert await privacy.set_visibility(7, "server") == "private"
     assert not privacy.is_private_now(7)
-    assert await storage.get_visibility(7) == "server"
+    assert await storage.privacy.get_visibility(7) == "server"
 
 
 async def test_private_listeners_run_in_order_and_a_failure_stops_none(storage: Storage) -> None:
     events = MemberEvents()
-    privacy = PrivacyService(storage, events)
+    privacy = PrivacyService(storage.privacy, events)
     await privacy.start()
     heard: list[tuple[str, int]] = []
 
@@ -47,11 +47,11 @@ async def test_private_listeners_run_in_order_and_a_failure_stops_none(storage: 
     events.on("private", broken)
     events.on("private", log_deleter)
     events.on("private", lambda user_id: heard.append(("sync", user_id)))
-    await storage.record_post(LastPost(5, 100, "track", 1, 1.0))
+    await storage.last_posts.record_post(LastPost(5, 100, "track", 1, 1.0))
     assert await privacy.set_visibility(5, "private") == "server"
     assert heard == [("async", 5), ("sync", 5)]
     assert privacy.is_private_now(5)
-    assert await storage.get_last_post(5, 100) is None
+    assert await storage.last_posts.get_last_post(5, 100) is None
     back: list[int] = []
     events.on("public", back.append)
     await privacy.set_visibility(5, "server")  # going back calls no private listener

@@ -21,6 +21,8 @@ from bot.storage import (
     hash_link_state,
 )
 from bot.storage import migrations as db
+from bot.storage.engines.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
+from bot.storage.migrate import create_database_at_version, migrate
 
 NOW = 1_750_000_000.0
 
@@ -89,7 +91,7 @@ async def test_fresh_database_is_migrated_to_latest(db_path: Path) -> None:
 async def test_folder_created_0700_and_files_0600(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "bot.db"
     async with await Storage.open(path) as storage:
-        await storage.set_autopost_opt_in(1, True)
+        await storage.settings.set_autopost_opt_in(1, True)
         assert mode(tmp_path / "a") == 0o700
         assert mode(tmp_path / "a" / "b") == 0o700
         modes = file_modes(path.parent)
@@ -110,8 +112,10 @@ async def test_existing_file_is_tightened_and_existing_folder_left_alone(tmp_pat
 
 
 async def test_connection_pragmas(db_path: Path) -> None:
-    connection = await db.open_database(db_path)
+    database = await SqliteDatabase.open(db_path)
+    connection = database.connection
     try:
+        await migrate(database)
         values = {}
         for pragma in (
             "journal_mode",
@@ -125,11 +129,11 @@ async def test_connection_pragmas(db_path: Path) -> None:
             assert row is not None
             values[pragma] = row[0]
     finally:
-        await connection.close()
+        await database.close()
     assert values == {
         "journal_mode": "wal",
         "foreign_keys": 1,
-        "busy_timeout": db.BUSY_TIMEOUT_MS,
+        "busy_timeout": BUSY_TIMEOUT_MS,
         "synchronous": 1,  # NORMAL
         "secure_delete": 1,  # replaced secrets are zeroed, whatever the build's default
     }
@@ -137,18 +141,18 @@ async def test_connection_pragmas(db_path: Path) -> None:
 
 async def test_reopen_keeps_data_and_does_not_rerun_migrations(db_path: Path) -> None:
     async with await Storage.open(db_path) as storage:
-        await storage.save_link(account(1))
-        await storage.set_music_channel(10, 100)
+        await storage.links.save_link(account(1))
+        await storage.settings.set_music_channel(10, 100)
     async with await Storage.open(db_path) as storage:
         assert storage.applied_migrations == ()
         assert await storage.schema_version() == db.LATEST_SCHEMA_VERSION
-        assert await storage.get_link(1) == account(1)
-        assert await storage.list_music_channels() == {10: 100}
-    connection = await db.open_database(db_path, run_migrations=False)
+        assert await storage.links.get_link(1) == account(1)
+        assert await storage.settings.list_music_channels() == {10: 100}
+    database = await SqliteDatabase.open(db_path)
     try:
-        assert await db.migrate(connection) == []
+        assert await migrate(database) == []
     finally:
-        await connection.close()
+        await database.close()
 
 
 # Rows that exist from each schema version on, written with plain SQL as an old bot would.
@@ -240,53 +244,55 @@ def test_seed_sql_covers_every_version() -> None:
 
 async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
     if version >= 1:
-        link = await storage.get_link(1)
+        link = await storage.links.get_link(1)
         assert link is not None
         assert (link.spotify_account_id, link.refresh_token, link.status) == (
             "acct-1",
             b"secret-1",
             "active",
         )
-        assert await storage.consume_link_state("old-state", now=NOW + 1) == LinkStateResult(
-            "ok", 1
-        )
+        assert await storage.link_states.consume_link_state(
+            "old-state", now=NOW + 1
+        ) == LinkStateResult("ok", 1)
     if version >= 2:
-        assert await storage.get_guild_settings(10) == GuildSettings(10, 100, None)
-        assert await storage.get_autopost_opt_in(1) is False
-        assert await storage.get_last_post(1, 100) == LastPost(1, 100, "track-1", 555, NOW)
+        assert await storage.settings.get_guild_settings(10) == GuildSettings(10, 100, None)
+        assert await storage.settings.get_autopost_opt_in(1) is False
+        assert await storage.last_posts.get_last_post(1, 100) == LastPost(
+            1, 100, "track-1", 555, NOW
+        )
         # The choice made before auto-post was per server is every server's fallback.
-        assert await storage.get_guild_autopost_opt_in(1, 999) is False
+        assert await storage.settings.get_guild_autopost_opt_in(1, 999) is False
     if version == 2:
-        assert await storage.get_guild_autopost_opt_in(1, 10) is False
-        assert await storage.get_visibility(1) == "server"
+        assert await storage.settings.get_guild_autopost_opt_in(1, 10) is False
+        assert await storage.privacy.get_visibility(1) == "server"
     if version >= 3:
-        assert await storage.get_guild_autopost_opt_in(1, 10) is True
-        assert await storage.get_visibility(1) == "private"
+        assert await storage.settings.get_guild_autopost_opt_in(1, 10) is True
+        assert await storage.privacy.get_visibility(1) == "private"
     if version >= 4:
-        [pending] = await storage.list_pending_links()
+        [pending] = await storage.link_states.list_pending_links()
         assert (pending.discord_user_id, pending.sealed_grant, pending.discord_name) == (
             1,
             b"grant",
             "@one",
         )
-        assert await storage.consume_link_state("new-state", now=NOW + 1) == LinkStateResult(
-            "ok", 1, discord_name="@one"
-        )
+        assert await storage.link_states.consume_link_state(
+            "new-state", now=NOW + 1
+        ) == LinkStateResult("ok", 1, discord_name="@one")
     if version >= 5:
-        assert await storage.get_image_colour("ab67616d-cover") == 0x336699
+        assert await storage.colours.get_image_colour("ab67616d-cover") == 0x336699
     if version >= 6:
-        [play] = await storage.recent_plays(1)
+        [play] = await storage.listening.recent_plays(1)
         assert (play.track_id, play.artists, play.started_at) == ("track-1", ("A", "B"), NOW)
-        assert await storage.list_listening_guilds() == [(10, 1)]
+        assert await storage.listening.list_listening_guilds() == [(10, 1)]
     if version >= 7:
-        post = await storage.outbox_get("seed-nonce")
+        post = await storage.outbox.outbox_get("seed-nonce")
         assert post is not None
         assert (post.channel_id, post.message_id) == (100, 42)
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))
 async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) -> None:
-    await db.create_database_at_version(db_path, version)
+    await create_database_at_version(db_path, version)
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == version
         for step in range(1, version + 1):
@@ -299,18 +305,18 @@ async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) ->
         assert storage.applied_migrations == tuple(range(version + 1, db.LATEST_SCHEMA_VERSION + 1))
         await assert_seeded_data_intact(storage, version)
         # Every feature works after the upgrade.
-        await storage.save_link(account(2))
-        await storage.record_post(LastPost(2, 100, "t", 1, NOW))
-        await storage.set_autopost_opt_in(2, True)
-        await storage.set_guild_autopost_opt_in(2, 10, False)
-        await storage.set_visibility(2, "private")
-        assert await storage.get_link(2) == account(2)
-        assert await storage.get_guild_autopost_opt_in(2, 10) is False
-        assert await storage.get_visibility(2) == "private"
+        await storage.links.save_link(account(2))
+        await storage.last_posts.record_post(LastPost(2, 100, "t", 1, NOW))
+        await storage.settings.set_autopost_opt_in(2, True)
+        await storage.settings.set_guild_autopost_opt_in(2, 10, False)
+        await storage.privacy.set_visibility(2, "private")
+        assert await storage.links.get_link(2) == account(2)
+        assert await storage.settings.get_guild_autopost_opt_in(2, 10) is False
+        assert await storage.privacy.get_visibility(2) == "private"
 
 
 async def test_database_newer_than_the_code_is_refused(db_path: Path) -> None:
-    await db.create_database_at_version(db_path, db.LATEST_SCHEMA_VERSION)
+    await create_database_at_version(db_path, db.LATEST_SCHEMA_VERSION)
     with sqlite3.connect(db_path) as raw:
         raw.execute(f"PRAGMA user_version = {db.LATEST_SCHEMA_VERSION + 1}")
     raw.close()
@@ -324,7 +330,7 @@ async def test_failed_migration_rolls_back_alone(
     broken = db.Migration(
         version=db.LATEST_SCHEMA_VERSION + 1,
         description="broken on purpose",
-        statements=("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL"),
+        sqlite=("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL"),
     )
     monkeypatch.setattr(db, "MIGRATIONS", (*db.MIGRATIONS, broken))
     monkeypatch.setattr(db, "LATEST_SCHEMA_VERSION", broken.version)
@@ -354,8 +360,8 @@ async def test_concurrent_opens_of_a_fresh_database_migrate_once(
 
 async def test_in_memory_database(tmp_path: Path) -> None:
     async with await Storage.open(":memory:") as storage:
-        await storage.save_link(account(1))
-        assert await storage.count_links() == 1
+        await storage.links.save_link(account(1))
+        assert await storage.links.count_links() == 1
     assert os.listdir(tmp_path) == []
 
 
@@ -370,21 +376,23 @@ async def test_concurrent_writers_lose_nothing(database_target: str | Path) -> N
 
         async def work(user_id: int) -> None:
             storage = first if user_id % 2 else second
-            await storage.save_link(account(user_id))
-            await storage.set_autopost_opt_in(user_id, user_id % 3 == 0)
-            await storage.record_post(LastPost(user_id, 100, f"item-{user_id}", user_id, NOW))
-            await storage.update_refresh_token(user_id, f"rotated-{user_id}".encode())
+            await storage.links.save_link(account(user_id))
+            await storage.settings.set_autopost_opt_in(user_id, user_id % 3 == 0)
+            await storage.last_posts.record_post(
+                LastPost(user_id, 100, f"item-{user_id}", user_id, NOW)
+            )
+            await storage.links.update_refresh_token(user_id, f"rotated-{user_id}".encode())
 
         await asyncio.wait_for(asyncio.gather(*(work(u) for u in members)), timeout=60)
 
         for storage in (first, second):
-            assert await storage.count_links() == len(members)
-            assert await storage.list_active_user_ids() == list(members)
-            assert len(await storage.load_last_posts()) == len(members)
-        secrets = dict(await first.list_encrypted_secrets())
+            assert await storage.links.count_links() == len(members)
+            assert await storage.links.list_active_user_ids() == list(members)
+            assert len(await storage.last_posts.load_last_posts()) == len(members)
+        secrets = dict(await first.links.list_encrypted_secrets())
         assert secrets == {u: f"rotated-{u}".encode() for u in members}
         for user_id in members:
-            assert await second.get_autopost_opt_in(user_id) is (user_id % 3 == 0)
+            assert await second.settings.get_autopost_opt_in(user_id) is (user_id % 3 == 0)
     finally:
         await first.close()
         await second.close()
@@ -394,11 +402,11 @@ async def test_link_state_is_consumed_once_across_instances(database_target: str
     first = await Storage.open(database_target)
     second = await Storage.open(database_target)
     try:
-        await first.create_link_state("race", 7, now=NOW)
+        await first.link_states.create_link_state("race", 7, now=NOW)
         results = await asyncio.wait_for(
             asyncio.gather(
                 *(
-                    (first if i % 2 else second).consume_link_state("race", now=NOW + 1)
+                    (first if i % 2 else second).link_states.consume_link_state("race", now=NOW + 1)
                     for i in range(20)
                 )
             ),
@@ -412,14 +420,14 @@ async def test_link_state_is_consumed_once_across_instances(database_target: str
 
 
 async def test_failed_multi_statement_change_rolls_back(storage: Storage) -> None:
-    await storage.save_link(account(1, "shared"))
+    await storage.links.save_link(account(1, "shared"))
     # The owner check runs, then the INSERT fails to bind its token.
     with pytest.raises((sqlite3.Error, asyncpg.DataError)):
-        await storage.save_link(account(1, "other", refresh_token=object()))
-    assert await storage.get_link(1) == account(1, "shared")
+        await storage.links.save_link(account(1, "other", refresh_token=object()))
+    assert await storage.links.get_link(1) == account(1, "shared")
     # The connection is usable afterwards (no transaction left open).
-    await storage.save_link(account(3))
-    assert await storage.count_links() == 2
+    await storage.links.save_link(account(3))
+    assert await storage.links.count_links() == 2
 
 
 async def test_cancelled_writers_leave_no_open_transaction(database_target: str | Path) -> None:
@@ -428,7 +436,7 @@ async def test_cancelled_writers_leave_no_open_transaction(database_target: str 
     try:
         for round_ in range(20):
             tasks = [
-                asyncio.create_task(first.save_link(account(user_id, f"a{round_}-{user_id}")))
+                asyncio.create_task(first.links.save_link(account(user_id, f"a{round_}-{user_id}")))
                 for user_id in range(10)
             ]
             for _ in range(round_ % 5):
@@ -437,9 +445,9 @@ async def test_cancelled_writers_leave_no_open_transaction(database_target: str 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             # Neither this instance nor another connection is left behind a dangling write lock.
-            await asyncio.wait_for(first.set_autopost_opt_in(round_, True), timeout=10)
-            await asyncio.wait_for(second.set_autopost_opt_in(round_, False), timeout=10)
-        assert await first.get_autopost_opt_in(19) is False
+            await asyncio.wait_for(first.settings.set_autopost_opt_in(round_, True), timeout=10)
+            await asyncio.wait_for(second.settings.set_autopost_opt_in(round_, False), timeout=10)
+        assert await first.settings.get_autopost_opt_in(19) is False
     finally:
         await first.close()
         await second.close()
@@ -449,21 +457,21 @@ async def test_cancelled_writers_leave_no_open_transaction(database_target: str 
 
 
 async def test_link_round_trip_and_updates(storage: Storage) -> None:
-    assert await storage.get_link(1) is None
-    await storage.save_link(account(1))
-    assert await storage.get_link(1) == account(1)
+    assert await storage.links.get_link(1) is None
+    await storage.links.save_link(account(1))
+    assert await storage.links.get_link(1) == account(1)
 
     relinked = account(1, display_name="New name", refresh_token=b"new", linked_at=NOW + 5)
-    await storage.save_link(relinked)
-    assert await storage.get_link(1) == relinked
+    await storage.links.save_link(relinked)
+    assert await storage.links.get_link(1) == relinked
 
-    await storage.update_refresh_token(1, b"rotated")
-    stored = await storage.get_link(1)
+    await storage.links.update_refresh_token(1, b"rotated")
+    stored = await storage.links.get_link(1)
     assert stored is not None
     assert stored.refresh_token == b"rotated"
 
-    await storage.update_refresh_token(999, b"nobody")  # not linked: nothing is created
-    assert await storage.get_link(999) is None
+    await storage.links.update_refresh_token(999, b"nobody")  # not linked: nothing is created
+    assert await storage.links.get_link(999) is None
 
 
 async def test_refresh_token_hidden_from_repr() -> None:
@@ -471,130 +479,146 @@ async def test_refresh_token_hidden_from_repr() -> None:
 
 
 async def test_save_link_never_moves_a_spotify_account(storage: Storage) -> None:
-    assert await storage.save_link(account(1, "shared")) == "linked"
-    await storage.save_link(account(2, "other"))
+    assert await storage.links.save_link(account(1, "shared")) == "linked"
+    await storage.links.save_link(account(2, "other"))
     with pytest.raises(SpotifyAccountTaken):
-        await storage.save_link(account(3, "shared"))
-    assert await storage.get_link(1) == account(1, "shared")
-    assert await storage.get_link(3) is None
-    assert await storage.spotify_account_owner("shared") == 1
-    assert await storage.list_active_user_ids() == [1, 2]
+        await storage.links.save_link(account(3, "shared"))
+    assert await storage.links.get_link(1) == account(1, "shared")
+    assert await storage.links.get_link(3) is None
+    assert await storage.links.spotify_account_owner("shared") == 1
+    assert await storage.links.list_active_user_ids() == [1, 2]
     # The same member again is a renewal; switching to another Spotify account keeps one row.
-    assert await storage.save_link(account(1, "shared")) == "renewed"
-    assert await storage.save_link(account(1, "third")) == "linked"
-    assert await storage.count_links() == 2
-    assert (await storage.get_link(1)) == account(1, "third")
+    assert await storage.links.save_link(account(1, "shared")) == "renewed"
+    assert await storage.links.save_link(account(1, "third")) == "linked"
+    assert await storage.links.count_links() == 2
+    assert (await storage.links.get_link(1)) == account(1, "third")
 
 
 async def test_at_most_a_few_states_per_member(storage: Storage) -> None:
     for index in range(3_000):
-        await storage.create_link_state(f"s{index}", 7, now=NOW + index, keep_per_member=3)
-    await storage.create_link_state("other", 8, now=NOW, keep_per_member=3)
-    assert await storage.count_link_states(7) == 3
-    assert await storage.count_link_states() == 4
-    assert (await storage.peek_link_state("s2996", now=NOW + 3_000)).status == "unknown"
-    assert (await storage.peek_link_state("s2997", now=NOW + 3_000)).status == "ok"
+        await storage.link_states.create_link_state(
+            f"s{index}", 7, now=NOW + index, keep_per_member=3
+        )
+    await storage.link_states.create_link_state("other", 8, now=NOW, keep_per_member=3)
+    assert await storage.link_states.count_link_states(7) == 3
+    assert await storage.link_states.count_link_states() == 4
+    assert (await storage.link_states.peek_link_state("s2996", now=NOW + 3_000)).status == "unknown"
+    assert (await storage.link_states.peek_link_state("s2997", now=NOW + 3_000)).status == "ok"
 
 
 async def test_a_result_page_names_the_accounts_once(storage: Storage) -> None:
-    await storage.create_link_state("st", 7, now=NOW, discord_name="Ann (@ann)")
-    await storage.consume_link_state("st", now=NOW + 1)
-    await storage.finish_link_state(
+    await storage.link_states.create_link_state("st", 7, now=NOW, discord_name="Ann (@ann)")
+    await storage.link_states.consume_link_state("st", now=NOW + 1)
+    await storage.link_states.finish_link_state(
         hash_link_state("st"), "linked", result_token="tok", spotify_name="Ann S"
     )
-    first = await storage.open_link_result("tok", now=NOW + 2, names_for=600)
+    first = await storage.link_states.open_link_result("tok", now=NOW + 2, names_for=600)
     assert first is not None
     assert (first.first_view, first.spotify_name, first.discord_name) == (
         True,
         "Ann S",
         "Ann (@ann)",
     )
-    again = await storage.open_link_result("tok", now=NOW + 3, names_for=600)
+    again = await storage.link_states.open_link_result("tok", now=NOW + 3, names_for=600)
     assert again is not None
     assert (again.first_view, again.spotify_name, again.discord_name) == (False, None, None)
-    assert await storage.open_link_result("nope", now=NOW, names_for=600) is None
+    assert await storage.link_states.open_link_result("nope", now=NOW, names_for=600) is None
 
 
 async def test_mark_link_broken_and_counts(storage: Storage) -> None:
     for user_id in (1, 2, 3):
-        await storage.save_link(account(user_id))
-    await storage.mark_link_broken(2)
-    broken = await storage.get_link(2)
+        await storage.links.save_link(account(user_id))
+    await storage.links.mark_link_broken(2)
+    broken = await storage.links.get_link(2)
     assert broken is not None
     assert broken.status == "broken"
     assert broken.refresh_token is None
-    assert await storage.count_links() == 2
-    assert await storage.count_links("broken") == 1
-    assert await storage.list_active_user_ids() == [1, 3]
-    assert [user for user, _ in await storage.list_encrypted_secrets()] == [1, 3]
+    assert await storage.links.count_links() == 2
+    assert await storage.links.count_links("broken") == 1
+    assert await storage.links.list_active_user_ids() == [1, 3]
+    assert [user for user, _ in await storage.links.list_encrypted_secrets()] == [1, 3]
 
     # Linking again makes it active.
-    await storage.save_link(account(2))
-    assert await storage.count_links() == 3
+    await storage.links.save_link(account(2))
+    assert await storage.links.count_links() == 3
 
 
 async def test_replace_encrypted_secrets(storage: Storage) -> None:
     for user_id in (1, 2, 3):
-        await storage.save_link(account(user_id))
-    assert await storage.replace_encrypted_secrets([]) == 0
-    changed = await storage.replace_encrypted_secrets([(1, b"a"), (2, b"b"), (404, b"x")])
+        await storage.links.save_link(account(user_id))
+    assert await storage.links.replace_encrypted_secrets([]) == 0
+    changed = await storage.links.replace_encrypted_secrets([(1, b"a"), (2, b"b"), (404, b"x")])
     assert changed == 2
     # Compare-and-swap: only rows still holding the expected blob change.
-    changed = await storage.replace_encrypted_secrets(
+    changed = await storage.links.replace_encrypted_secrets(
         [(1, b"a2"), (3, b"c2")], expected={1: b"stale", 3: b"secret-3"}
     )
     assert changed == 1
-    assert await storage.list_encrypted_secrets() == [(1, b"a"), (2, b"b"), (3, b"c2")]
+    assert await storage.links.list_encrypted_secrets() == [(1, b"a"), (2, b"b"), (3, b"c2")]
 
 
 async def test_delete_member(storage: Storage) -> None:
-    await storage.save_link(account(1))
-    await storage.save_link(account(2))
-    await storage.set_autopost_opt_in(1, False)
-    await storage.record_post(LastPost(1, 100, "k", 5, NOW))
-    await storage.record_post(LastPost(2, 100, "k", 6, NOW))
-    await storage.create_link_state("pending", 1, now=NOW)
+    await storage.links.save_link(account(1))
+    await storage.links.save_link(account(2))
+    await storage.settings.set_autopost_opt_in(1, False)
+    await storage.last_posts.record_post(LastPost(1, 100, "k", 5, NOW))
+    await storage.last_posts.record_post(LastPost(2, 100, "k", 6, NOW))
+    await storage.link_states.create_link_state("pending", 1, now=NOW)
 
-    assert await storage.delete_member(1) is True
-    assert await storage.get_link(1) is None
-    assert await storage.get_autopost_opt_in(1) is None
-    assert await storage.get_last_post(1, 100) is None
-    assert await storage.consume_link_state("pending", now=NOW + 1) == LinkStateResult(
+    assert await storage.links.delete_member(1) is True
+    assert await storage.links.get_link(1) is None
+    assert await storage.settings.get_autopost_opt_in(1) is None
+    assert await storage.last_posts.get_last_post(1, 100) is None
+    assert await storage.link_states.consume_link_state("pending", now=NOW + 1) == LinkStateResult(
         "unknown", None
     )
     # Others are untouched.
-    assert await storage.get_link(2) == account(2)
-    assert await storage.get_last_post(2, 100) is not None
+    assert await storage.links.get_link(2) == account(2)
+    assert await storage.last_posts.get_last_post(2, 100) is not None
 
-    assert await storage.delete_member(1) is False
-    await storage.set_autopost_opt_in(5, True)  # settings alone count as "something existed"
-    assert await storage.delete_member(5) is True
+    assert await storage.links.delete_member(1) is False
+    await storage.settings.set_autopost_opt_in(
+        5, True
+    )  # settings alone count as "something existed"
+    assert await storage.links.delete_member(5) is True
 
 
 # --- link states ----------------------------------------------------------------------------
 
 
 async def test_link_state_single_use(storage: Storage) -> None:
-    await storage.create_link_state("abc", 42, now=NOW, ttl=600)
-    assert await storage.consume_link_state("abc", now=NOW + 10) == LinkStateResult("ok", 42)
-    assert await storage.consume_link_state("abc", now=NOW + 11) == LinkStateResult("used", 42)
+    await storage.link_states.create_link_state("abc", 42, now=NOW, ttl=600)
+    assert await storage.link_states.consume_link_state("abc", now=NOW + 10) == LinkStateResult(
+        "ok", 42
+    )
+    assert await storage.link_states.consume_link_state("abc", now=NOW + 11) == LinkStateResult(
+        "used", 42
+    )
     # Still "used" (not "expired") after the expiry, so a reload says "already linked".
-    assert await storage.consume_link_state("abc", now=NOW + 10_000) == LinkStateResult("used", 42)
+    assert await storage.link_states.consume_link_state("abc", now=NOW + 10_000) == LinkStateResult(
+        "used", 42
+    )
 
 
 async def test_link_state_expiry_and_unknown(storage: Storage) -> None:
-    await storage.create_link_state("late", 42, now=NOW, ttl=600)
-    assert await storage.consume_link_state("late", now=NOW + 600) == LinkStateResult("expired", 42)
-    assert await storage.consume_link_state("late", now=NOW + 599) == LinkStateResult("ok", 42)
-    assert await storage.consume_link_state("nope", now=NOW) == LinkStateResult("unknown", None)
+    await storage.link_states.create_link_state("late", 42, now=NOW, ttl=600)
+    assert await storage.link_states.consume_link_state("late", now=NOW + 600) == LinkStateResult(
+        "expired", 42
+    )
+    assert await storage.link_states.consume_link_state("late", now=NOW + 599) == LinkStateResult(
+        "ok", 42
+    )
+    assert await storage.link_states.consume_link_state("nope", now=NOW) == LinkStateResult(
+        "unknown", None
+    )
 
 
 async def test_link_state_stored_only_as_hash(
     storage: Storage, database_target: str | Path
 ) -> None:
     state = "very-secret-state-value"
-    await storage.create_link_state(state, 1, now=NOW)
-    rows = await storage._fetchall("SELECT state_hash FROM link_states")
+    await storage.link_states.create_link_state(state, 1, now=NOW)
+    rows = await storage.database.fetchall("SELECT state_hash FROM link_states")
     assert [bytes(row[0]) for row in rows] == [hash_link_state(state)]
     if not isinstance(database_target, Path):
         return
@@ -604,165 +628,183 @@ async def test_link_state_stored_only_as_hash(
 
 async def test_purge_link_states(storage: Storage) -> None:
     day = 86400
-    await storage.create_link_state("fresh", 1, now=NOW, ttl=600)
-    await storage.create_link_state("expired-recently", 2, now=NOW - 1000, ttl=600)
-    await storage.create_link_state("expired-long-ago", 3, now=NOW - 2 * day, ttl=600)
-    await storage.create_link_state("used-recently", 4, now=NOW - 100, ttl=600)
-    await storage.create_link_state("used-long-ago", 5, now=NOW - 2 * day, ttl=600)
-    await storage.consume_link_state("used-recently", now=NOW - 50)
-    await storage.consume_link_state("used-long-ago", now=NOW - 2 * day + 10)
+    await storage.link_states.create_link_state("fresh", 1, now=NOW, ttl=600)
+    await storage.link_states.create_link_state("expired-recently", 2, now=NOW - 1000, ttl=600)
+    await storage.link_states.create_link_state("expired-long-ago", 3, now=NOW - 2 * day, ttl=600)
+    await storage.link_states.create_link_state("used-recently", 4, now=NOW - 100, ttl=600)
+    await storage.link_states.create_link_state("used-long-ago", 5, now=NOW - 2 * day, ttl=600)
+    await storage.link_states.consume_link_state("used-recently", now=NOW - 50)
+    await storage.link_states.consume_link_state("used-long-ago", now=NOW - 2 * day + 10)
 
-    assert await storage.purge_link_states(now=NOW) == 2
-    assert (await storage.peek_link_state("expired-long-ago", now=NOW)).discord_user_id is None
-    assert (await storage.peek_link_state("used-long-ago", now=NOW)).discord_user_id is None
+    assert await storage.link_states.purge_link_states(now=NOW) == 2
+    assert (
+        await storage.link_states.peek_link_state("expired-long-ago", now=NOW)
+    ).discord_user_id is None
+    assert (
+        await storage.link_states.peek_link_state("used-long-ago", now=NOW)
+    ).discord_user_id is None
     # Recently finished states still explain themselves.
-    assert (await storage.consume_link_state("expired-recently", now=NOW)).status == "expired"
-    assert (await storage.consume_link_state("used-recently", now=NOW)).status == "used"
-    assert (await storage.consume_link_state("fresh", now=NOW)).status == "ok"
+    assert (
+        await storage.link_states.consume_link_state("expired-recently", now=NOW)
+    ).status == "expired"
+    assert (await storage.link_states.consume_link_state("used-recently", now=NOW)).status == "used"
+    assert (await storage.link_states.consume_link_state("fresh", now=NOW)).status == "ok"
 
     # With no grace, everything finished goes; a state still open stays.
-    await storage.create_link_state("open", 6, now=NOW, ttl=600)
-    assert await storage.purge_link_states(now=NOW + 1, keep_used_for=0) == 3
-    assert (await storage.peek_link_state("open", now=NOW)).discord_user_id == 6
+    await storage.link_states.create_link_state("open", 6, now=NOW, ttl=600)
+    assert await storage.link_states.purge_link_states(now=NOW + 1, keep_used_for=0) == 3
+    assert (await storage.link_states.peek_link_state("open", now=NOW)).discord_user_id == 6
 
 
 async def test_link_state_peek_does_not_consume(storage: Storage) -> None:
-    assert await storage.peek_link_state("abc", now=NOW) == LinkStateResult("unknown", None)
-    await storage.create_link_state("abc", 42, now=NOW)
-    assert await storage.peek_link_state("abc", now=NOW + 1) == LinkStateResult("ok", 42)
-    assert await storage.consume_link_state("abc", now=NOW + 1) == LinkStateResult("ok", 42)
-    assert await storage.peek_link_state("abc", now=NOW + 2) == LinkStateResult("used", 42)
-    await storage.finish_link_state(hash_link_state("abc"), "linked")
-    assert await storage.peek_link_state("abc", now=NOW + 2) == LinkStateResult(
+    assert await storage.link_states.peek_link_state("abc", now=NOW) == LinkStateResult(
+        "unknown", None
+    )
+    await storage.link_states.create_link_state("abc", 42, now=NOW)
+    assert await storage.link_states.peek_link_state("abc", now=NOW + 1) == LinkStateResult(
+        "ok", 42
+    )
+    assert await storage.link_states.consume_link_state("abc", now=NOW + 1) == LinkStateResult(
+        "ok", 42
+    )
+    assert await storage.link_states.peek_link_state("abc", now=NOW + 2) == LinkStateResult(
+        "used", 42
+    )
+    await storage.link_states.finish_link_state(hash_link_state("abc"), "linked")
+    assert await storage.link_states.peek_link_state("abc", now=NOW + 2) == LinkStateResult(
         "used", 42, "linked"
     )
     # Released (Spotify did nothing with it): it works again.
-    await storage.release_link_state("abc")
-    assert await storage.consume_link_state("abc", now=NOW + 3) == LinkStateResult("ok", 42)
+    await storage.link_states.release_link_state("abc")
+    assert await storage.link_states.consume_link_state("abc", now=NOW + 3) == LinkStateResult(
+        "ok", 42
+    )
 
 
 # --- guild and member settings --------------------------------------------------------------
 
 
 async def test_guild_settings_and_notices(storage: Storage) -> None:
-    assert await storage.get_guild_settings(10) is None
-    assert await storage.list_music_channels() == {}
+    assert await storage.settings.get_guild_settings(10) is None
+    assert await storage.settings.list_music_channels() == {}
 
-    await storage.set_music_channel(10, 100)
-    await storage.set_music_channel(20, 200)
-    assert await storage.get_guild_settings(10) == GuildSettings(10, 100, None)
-    assert await storage.list_music_channels() == {10: 100, 20: 200}
+    await storage.settings.set_music_channel(10, 100)
+    await storage.settings.set_music_channel(20, 200)
+    assert await storage.settings.get_guild_settings(10) == GuildSettings(10, 100, None)
+    assert await storage.settings.list_music_channels() == {10: 100, 20: 200}
 
-    await storage.disable_autopost(10, "I lost permission to post in #music.")
-    assert await storage.get_guild_settings(10) == GuildSettings(
+    await storage.settings.disable_autopost(10, "I lost permission to post in #music.")
+    assert await storage.settings.get_guild_settings(10) == GuildSettings(
         10, None, "I lost permission to post in #music."
     )
-    assert await storage.list_music_channels() == {20: 200}
+    assert await storage.settings.list_music_channels() == {20: 200}
 
-    await storage.clear_autopost_notice(10)
-    assert await storage.get_guild_settings(10) == GuildSettings(10, None, None)
+    await storage.settings.clear_autopost_notice(10)
+    assert await storage.settings.get_guild_settings(10) == GuildSettings(10, None, None)
 
-    await storage.disable_autopost(10, "again")
-    await storage.set_music_channel(10, 101)  # setting a channel clears the notice
-    assert await storage.get_guild_settings(10) == GuildSettings(10, 101, None)
+    await storage.settings.disable_autopost(10, "again")
+    await storage.settings.set_music_channel(10, 101)  # setting a channel clears the notice
+    assert await storage.settings.get_guild_settings(10) == GuildSettings(10, 101, None)
 
-    await storage.set_music_channel(20, None)
-    assert await storage.list_music_channels() == {10: 101}
+    await storage.settings.set_music_channel(20, None)
+    assert await storage.settings.list_music_channels() == {10: 101}
 
-    await storage.clear_autopost_notice(999)  # unknown guild: nothing happens
-    assert await storage.get_guild_settings(999) is None
+    await storage.settings.clear_autopost_notice(999)  # unknown guild: nothing happens
+    assert await storage.settings.get_guild_settings(999) is None
 
 
 async def test_changing_channel_forgets_its_last_posts(storage: Storage) -> None:
-    await storage.set_music_channel(10, 100)
-    await storage.record_post(LastPost(1, 100, "k", 1, NOW))
-    await storage.record_post(LastPost(1, 300, "k", 2, NOW))  # another guild's channel
-    await storage.set_music_channel(10, 100)  # same channel: kept
-    assert await storage.get_last_post(1, 100) is not None
-    await storage.set_music_channel(10, 200)
-    assert await storage.get_last_post(1, 100) is None
-    assert await storage.get_last_post(1, 300) is not None
+    await storage.settings.set_music_channel(10, 100)
+    await storage.last_posts.record_post(LastPost(1, 100, "k", 1, NOW))
+    await storage.last_posts.record_post(LastPost(1, 300, "k", 2, NOW))  # another guild's channel
+    await storage.settings.set_music_channel(10, 100)  # same channel: kept
+    assert await storage.last_posts.get_last_post(1, 100) is not None
+    await storage.settings.set_music_channel(10, 200)
+    assert await storage.last_posts.get_last_post(1, 100) is None
+    assert await storage.last_posts.get_last_post(1, 300) is not None
 
 
 async def test_autopost_opt_in(storage: Storage) -> None:
-    assert await storage.get_autopost_opt_in(1) is None
-    await storage.set_autopost_opt_in(1, False)
-    assert await storage.get_autopost_opt_in(1) is False
-    await storage.set_autopost_opt_in(1, True)
-    assert await storage.get_autopost_opt_in(1) is True
+    assert await storage.settings.get_autopost_opt_in(1) is None
+    await storage.settings.set_autopost_opt_in(1, False)
+    assert await storage.settings.get_autopost_opt_in(1) is False
+    await storage.settings.set_autopost_opt_in(1, True)
+    assert await storage.settings.get_autopost_opt_in(1) is True
 
 
 async def test_autopost_opt_in_per_server_falls_back_to_the_old_global_choice(
     storage: Storage,
 ) -> None:
-    assert await storage.get_guild_autopost_opt_in(1, 10) is None
-    assert await storage.get_autopost_opt_in_anywhere(1) is None
-    await storage.set_autopost_opt_in(1, False)  # as stored before it was per server
-    assert await storage.get_guild_autopost_opt_in(1, 10) is False
-    assert await storage.get_guild_autopost_opt_in(1, 20) is False
-    assert await storage.get_autopost_opt_in_anywhere(1) is False
-    await storage.set_guild_autopost_opt_in(1, 10, True)
-    assert await storage.get_guild_autopost_opt_in(1, 10) is True
-    assert await storage.get_guild_autopost_opt_in(1, 20) is False  # unchanged there
-    assert await storage.get_autopost_opt_in_anywhere(1) is True
-    await storage.set_guild_autopost_opt_in(2, 20, False)
-    assert await storage.get_guild_autopost_opt_in(2, 10) is None
-    assert await storage.get_autopost_opt_in_anywhere(2) is None  # in by default elsewhere
-    await storage.set_autopost_opt_in(3, True)
-    assert await storage.list_autopost_opted_in_user_ids() == {1, 3}
-    await storage.set_autopost_opt_in(4, False)
-    await storage.set_guild_autopost_opt_in(4, 10, False)
+    assert await storage.settings.get_guild_autopost_opt_in(1, 10) is None
+    assert await storage.settings.get_autopost_opt_in_anywhere(1) is None
+    await storage.settings.set_autopost_opt_in(1, False)  # as stored before it was per server
+    assert await storage.settings.get_guild_autopost_opt_in(1, 10) is False
+    assert await storage.settings.get_guild_autopost_opt_in(1, 20) is False
+    assert await storage.settings.get_autopost_opt_in_anywhere(1) is False
+    await storage.settings.set_guild_autopost_opt_in(1, 10, True)
+    assert await storage.settings.get_guild_autopost_opt_in(1, 10) is True
+    assert await storage.settings.get_guild_autopost_opt_in(1, 20) is False  # unchanged there
+    assert await storage.settings.get_autopost_opt_in_anywhere(1) is True
+    await storage.settings.set_guild_autopost_opt_in(2, 20, False)
+    assert await storage.settings.get_guild_autopost_opt_in(2, 10) is None
+    assert await storage.settings.get_autopost_opt_in_anywhere(2) is None  # in by default elsewhere
+    await storage.settings.set_autopost_opt_in(3, True)
+    assert await storage.settings.list_autopost_opted_in_user_ids() == {1, 3}
+    await storage.settings.set_autopost_opt_in(4, False)
+    await storage.settings.set_guild_autopost_opt_in(4, 10, False)
     # The summary of everyone in one query says what the per-member one says.
-    summaries = await storage.list_autopost_opt_in_summaries()
+    summaries = await storage.settings.list_autopost_opt_in_summaries()
     assert summaries == {1: True, 3: True, 4: False}
     for member_id in (1, 2, 3, 4, 5):
-        assert summaries.get(member_id) is await storage.get_autopost_opt_in_anywhere(member_id)
-    await storage.delete_member(1)
-    assert await storage.get_guild_autopost_opt_in(1, 10) is None
+        assert summaries.get(member_id) is await storage.settings.get_autopost_opt_in_anywhere(
+            member_id
+        )
+    await storage.links.delete_member(1)
+    assert await storage.settings.get_guild_autopost_opt_in(1, 10) is None
 
 
 async def test_visibility_default_choice_and_unlink(storage: Storage) -> None:
-    assert await storage.get_visibility(1) == "server"
-    assert await storage.get_visibility_choice(1) is None
-    await storage.record_post(LastPost(1, 100, "track-1", 555, NOW))
-    await storage.record_post(LastPost(2, 100, "track-2", 556, NOW))
-    await storage.set_visibility(1, "private")
-    assert await storage.get_visibility(1) == "private"
-    assert await storage.get_last_post(1, 100) is None  # what they played is forgotten
-    assert await storage.get_last_post(2, 100) is not None
-    assert await storage.list_private_user_ids() == {1}
-    await storage.save_link(account(1))
-    await storage.delete_member(1)  # /unlink keeps the member private
-    assert await storage.get_visibility(1) == "private"
-    await storage.set_visibility(1, "server")
-    assert await storage.get_visibility_choice(1) == "server"
-    assert await storage.list_private_user_ids() == set()
+    assert await storage.privacy.get_visibility(1) == "server"
+    assert await storage.privacy.get_visibility_choice(1) is None
+    await storage.last_posts.record_post(LastPost(1, 100, "track-1", 555, NOW))
+    await storage.last_posts.record_post(LastPost(2, 100, "track-2", 556, NOW))
+    await storage.privacy.set_visibility(1, "private")
+    assert await storage.privacy.get_visibility(1) == "private"
+    assert await storage.last_posts.get_last_post(1, 100) is None  # what they played is forgotten
+    assert await storage.last_posts.get_last_post(2, 100) is not None
+    assert await storage.privacy.list_private_user_ids() == {1}
+    await storage.links.save_link(account(1))
+    await storage.links.delete_member(1)  # /unlink keeps the member private
+    assert await storage.privacy.get_visibility(1) == "private"
+    await storage.privacy.set_visibility(1, "server")
+    assert await storage.privacy.get_visibility_choice(1) == "server"
+    assert await storage.privacy.list_private_user_ids() == set()
     with pytest.raises(ValueError, match="visibility"):
-        await storage.set_visibility(1, "public")  # type: ignore[arg-type]
+        await storage.privacy.set_visibility(1, "public")  # type: ignore[arg-type]
 
 
 # --- last posts -----------------------------------------------------------------------------
 
 
 async def test_last_posts_round_trip(storage: Storage, database_target: str | Path) -> None:
-    assert await storage.get_last_post(1, 100) is None
+    assert await storage.last_posts.get_last_post(1, 100) is None
     first = LastPost(1, 100, "spotify:track:a", 900000000000000001, NOW)
-    await storage.record_post(first)
-    await storage.record_post(LastPost(2, 100, "b", 2, NOW))
-    await storage.record_post(LastPost(1, 200, "c", 3, NOW))
-    assert await storage.get_last_post(1, 100) == first
+    await storage.last_posts.record_post(first)
+    await storage.last_posts.record_post(LastPost(2, 100, "b", 2, NOW))
+    await storage.last_posts.record_post(LastPost(1, 200, "c", 3, NOW))
+    assert await storage.last_posts.get_last_post(1, 100) == first
 
     newer = LastPost(1, 100, "spotify:track:z", 900000000000000009, NOW + 60)
-    await storage.record_post(newer)
-    assert await storage.get_last_post(1, 100) == newer
+    await storage.last_posts.record_post(newer)
+    assert await storage.last_posts.get_last_post(1, 100) == newer
 
     expected = [newer, LastPost(2, 100, "b", 2, NOW), LastPost(1, 200, "c", 3, NOW)]
-    assert await storage.load_last_posts() == expected
+    assert await storage.last_posts.load_last_posts() == expected
 
     # Survives a restart.
     await storage.close()
     async with await Storage.open(database_target) as reopened:
-        assert await reopened.load_last_posts() == expected
+        assert await reopened.last_posts.load_last_posts() == expected
 
 
 # --- health ---------------------------------------------------------------------------------
@@ -776,13 +818,13 @@ async def test_ping_and_close(database_target: str | Path) -> None:
     assert storage.closed
     assert not await storage.ping()
     with pytest.raises(RuntimeError, match="closed"):
-        await storage.get_link(1)
+        await storage.links.get_link(1)
 
 
 async def test_files_stay_private_after_writes(db_path: Path) -> None:
     async with await Storage.open(db_path) as storage:
         for user_id in range(5):
-            await storage.save_link(account(user_id))
+            await storage.links.save_link(account(user_id))
     modes = file_modes(db_path.parent)
     assert "bot.db" in modes
     assert set(modes.values()) == {0o600}, modes
@@ -791,15 +833,15 @@ async def test_files_stay_private_after_writes(db_path: Path) -> None:
 async def test_image_colours_round_trip_and_survive_a_restart(
     storage: Storage, database_target: str | Path
 ) -> None:
-    assert await storage.get_image_colour("ab67616d-abc") is None
-    await storage.save_image_colour("ab67616d-abc", 0x1DB954, now=NOW)
-    await storage.save_image_colour("ab67616d-abc", 0xC0FFEE, now=NOW + 1)  # a re-pick wins
-    await storage.save_image_colour("other", 0x000001, now=NOW)
-    assert await storage.get_image_colour("ab67616d-abc") == 0xC0FFEE
+    assert await storage.colours.get_image_colour("ab67616d-abc") is None
+    await storage.colours.save_image_colour("ab67616d-abc", 0x1DB954, now=NOW)
+    await storage.colours.save_image_colour("ab67616d-abc", 0xC0FFEE, now=NOW + 1)  # a re-pick wins
+    await storage.colours.save_image_colour("other", 0x000001, now=NOW)
+    assert await storage.colours.get_image_colour("ab67616d-abc") == 0xC0FFEE
     await storage.close()
     async with await Storage.open(database_target) as reopened:
-        assert await reopened.get_image_colour("ab67616d-abc") == 0xC0FFEE
-        assert await reopened.get_image_colour("other") == 1
+        assert await reopened.colours.get_image_colour("ab67616d-abc") == 0xC0FFEE
+        assert await reopened.colours.get_image_colour("other") == 1
     with pytest.raises((sqlite3.IntegrityError, asyncpg.CheckViolationError)):
         async with await Storage.open(database_target) as reopened:
-            await reopened.save_image_colour("too-big", 0x1000000)
+            await reopened.colours.save_image_colour("too-big", 0x1000000)

@@ -65,7 +65,7 @@ class World:
         """Store a link as a completed /link would, without caching: returns the refresh token."""
         _, refresh_token = self.fake.grant_tokens(spotify_user)
         user = self.fake.users[spotify_user]
-        await self.storage.save_link(
+        await self.storage.links.save_link(
             LinkedAccount(
                 discord_user_id=discord_id,
                 spotify_account_id=user.account_id,
@@ -79,7 +79,7 @@ class World:
         return refresh_token
 
     async def stored_refresh_token(self, discord_id: int) -> str | None:
-        link = await self.storage.get_link(discord_id)
+        link = await self.storage.links.get_link(discord_id)
         assert link is not None
         if link.refresh_token is None:
             return None
@@ -108,7 +108,7 @@ async def test_not_linked(world: World) -> None:
 
 async def test_broken_link(world: World) -> None:
     await world.link(ALICE, "alice")
-    await world.storage.mark_link_broken(ALICE)
+    await world.storage.links.mark_link_broken(ALICE)
     with pytest.raises(LinkBroken):
         await world.tokens.access_token(ALICE)
     assert world.fake.call_count("token") == 0
@@ -184,9 +184,9 @@ async def test_forget_during_a_refresh_does_not_recache(world: World) -> None:
 
 async def test_missing_refresh_token_keeps_the_old_one(world: World) -> None:
     refresh_token = await world.link(ALICE, "alice")
-    before = await world.storage.get_link(ALICE)
+    before = await world.storage.links.get_link(ALICE)
     await world.tokens.access_token(ALICE)
-    after = await world.storage.get_link(ALICE)
+    after = await world.storage.links.get_link(ALICE)
     assert before is not None
     assert after is not None
     assert after.refresh_token == before.refresh_token  # untouched
@@ -206,7 +206,7 @@ async def test_rotated_refresh_token_is_stored_encrypted(world: World) -> None:
     # The rotated token is the one used next; the old one would be refused.
     await world.tokens.access_token(ALICE, force_refresh=True)
     assert world.refreshes("alice") == 2
-    assert await world.storage.get_link(ALICE) is not None
+    assert await world.storage.links.get_link(ALICE) is not None
 
 
 async def test_concurrent_refresh_with_rotation_loses_nothing(world: World) -> None:
@@ -216,7 +216,7 @@ async def test_concurrent_refresh_with_rotation_loses_nothing(world: World) -> N
         await asyncio.gather(
             *(world.tokens.access_token(ALICE, force_refresh=True) for _ in range(5))
         )
-    link = await world.storage.get_link(ALICE)
+    link = await world.storage.links.get_link(ALICE)
     assert link is not None
     assert link.status == "active"
     assert await world.stored_refresh_token(ALICE) in world.fake.refresh_tokens_of("alice")
@@ -229,7 +229,7 @@ async def test_invalid_grant_marks_the_link_broken(world: World) -> None:
     with pytest.raises(LinkBroken) as caught:
         await world.tokens.access_token(ALICE, force_refresh=True)
     assert "/link" in caught.value.user_message
-    link = await world.storage.get_link(ALICE)
+    link = await world.storage.links.get_link(ALICE)
     assert link is not None
     assert link.status == "broken"
     assert link.refresh_token is None
@@ -248,7 +248,7 @@ async def test_transient_refresh_failures_keep_the_link(world: World) -> None:
     world.clock.advance(1)
     with pytest.raises(SpotifyRateLimited):
         await world.tokens.access_token(ALICE)
-    link = await world.storage.get_link(ALICE)
+    link = await world.storage.links.get_link(ALICE)
     assert link is not None
     assert link.status == "active"
     world.clock.advance(30)
@@ -260,7 +260,7 @@ async def test_invalid_client_is_not_the_members_fault(world: World) -> None:
     world.fake.client_secret = "rotated-by-the-owner"
     with pytest.raises(InvalidClient):
         await world.tokens.access_token(ALICE)
-    link = await world.storage.get_link(ALICE)
+    link = await world.storage.links.get_link(ALICE)
     assert link is not None
     assert link.status == "active"
 
@@ -331,7 +331,7 @@ async def test_store_new_link_caches_the_access_token(world: World) -> None:
     user = await world.api.me(grant.access_token)
     before = time.time()
     assert await world.tokens.store_new_link(BOB, user, grant) == "linked"
-    account = await world.storage.get_link(BOB)
+    account = await world.storage.links.get_link(BOB)
     assert account is not None
     assert account.status == "active"
     assert account.spotify_account_id == "acct-bob"
@@ -350,7 +350,7 @@ async def test_a_spotify_account_linked_to_another_member_is_never_moved(world: 
     alice = SpotifyUser(account_id="acct-alice", id="alice", display_name="Alice")
     with pytest.raises(SpotifyAccountTaken):
         await world.tokens.store_new_link(BOB, alice, grant)
-    assert await world.storage.get_link(BOB) is None
+    assert await world.storage.links.get_link(BOB) is None
     assert await world.tokens.access_token(ALICE) == alice_token  # untouched, still cached
     with pytest.raises(NotLinked):  # nothing of Alice's was cached for Bob either
         await world.tokens.access_token(BOB)

@@ -172,9 +172,9 @@ def assert_safe_page(page: Page, status: int) -> None:
 
 async def assert_nothing_stored(world: LinkWorld, *members: int) -> None:
     for member in members or (ALICE, BOB):
-        assert await world.storage.get_link(member) is None
-    assert await world.storage.count_links() == 0
-    assert await world.storage.count_links("broken") == 0
+        assert await world.storage.links.get_link(member) is None
+    assert await world.storage.links.count_links() == 0
+    assert await world.storage.links.count_links("broken") == 0
 
 
 # --- success -------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ async def test_success_names_the_account_and_stores_the_link_encrypted(site: Web
     assert f"linked to the Discord account Member {ALICE} (@member{ALICE})" in page.body
     assert f'href="{SPOTIFY_APPS_URL}"' in page.body
     assert "/np" in page.body
-    link = await world.storage.get_link(ALICE)
+    link = await world.storage.links.get_link(ALICE)
     assert link is not None
     assert (link.spotify_user_id, link.display_name, link.status) == ("ann", "Ann & Co", "active")
     [refresh_token] = world.fake.refresh_tokens_of("ann")
@@ -256,8 +256,8 @@ async def test_a_spotify_account_linked_to_another_member_is_a_409(site: Web) ->
     assert "Member" not in page.body
     assert str(ALICE) not in page.body
     assert "Alice" not in page.body
-    assert await world.storage.get_link(BOB) is None
-    link = await world.storage.get_link(ALICE)
+    assert await world.storage.links.get_link(BOB) is None
+    link = await world.storage.links.get_link(ALICE)
     assert link is not None
     assert link.spotify_user_id == "alice"
 
@@ -272,7 +272,7 @@ async def test_a_web_api_hold_during_the_callback_says_the_link_finishes_later(
     assert "Almost done" in page.body
     assert "30 min" in page.body
     assert "direct message" in page.body
-    assert len(await world.storage.list_pending_links()) == 1
+    assert len(await world.storage.link_states.list_pending_links()) == 1
 
 
 async def test_an_accounts_service_hold_says_when_to_reload(site: Web) -> None:
@@ -284,7 +284,7 @@ async def test_an_accounts_service_hold_says_when_to_reload(site: Web) -> None:
     assert "reload this page in 2 min" in page.body
     world.monotonic.advance(121)
     await site.link(query)  # the reload works: nothing was used up
-    assert await world.storage.get_link(ALICE) is not None
+    assert await world.storage.links.get_link(ALICE) is not None
 
 
 async def test_head_never_completes_a_link(site: Web) -> None:

@@ -5,8 +5,8 @@ polled, the poster who may be posted and where). Every write goes to storage fir
 restart must remember it; a channel change is serialised by one lock.
 
 ``/autopost me`` is per server: the poster asks storage for the member's choice in the guild
-it posts in (``Storage.get_guild_autopost_opt_in``: the choice made there, else the one made
-before opt-in was per server). Kept here is only the summary over all guilds
+it posts in (``SettingsStore.get_guild_autopost_opt_in``: the choice made there, else the one
+made before opt-in was per server). Kept here is only the summary over all guilds
 (``get_autopost_opt_in_anywhere``), for linked members and members who opted in somewhere:
 members known only through presence who never opted in get no entry and cause no read. A
 private member (``is_private``) is never polled nor posted.
@@ -21,10 +21,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
+from typing import Protocol
 
-from bot.storage import Storage
+from bot.storage import HasLinks, HasSettings
 
 log = logging.getLogger(__name__)
+
+
+class SettingsStorage(HasSettings, HasLinks, Protocol):
+    """What the settings use of ``bot.storage.Storage``: the settings, and who is linked."""
 
 
 class GuildSettings:
@@ -32,7 +37,7 @@ class GuildSettings:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: SettingsStorage,
         *,
         is_private: Callable[[int], bool] | None = None,
         wall_clock: Callable[[], float] = time.time,
@@ -60,14 +65,16 @@ class GuildSettings:
         """Music channels, and who opted in somewhere: before the gateway connects, so
         presences that arrive with the guilds are judged without a read."""
         async with self._lock:  # a channel set meanwhile is not overwritten by this read
-            self._channels = await self._storage.list_music_channels()
-        for member_id in await self._storage.list_autopost_opted_in_user_ids():
+            self._channels = await self._storage.settings.list_music_channels()
+        for member_id in await self._storage.settings.list_autopost_opted_in_user_ids():
             self._choices.setdefault(member_id, True)
 
     async def load_members(self) -> None:
         """Linked members and their choices (once Discord is ready: the loop's start)."""
-        self._linked = set(await self._storage.list_active_user_ids())
-        summaries = await self._storage.list_autopost_opt_in_summaries()  # one query for all
+        self._linked = set(await self._storage.links.list_active_user_ids())
+        summaries = (
+            await self._storage.settings.list_autopost_opt_in_summaries()
+        )  # one query for all
         for member_id in self._linked:
             self._choices[member_id] = summaries.get(member_id)
 
@@ -114,7 +121,7 @@ class GuildSettings:
         """The member's own choice for this guild (asked of storage at post time)."""
         if not self.may_post_now(member_id):
             return False
-        choice = await self._storage.get_guild_autopost_opt_in(member_id, guild_id)
+        choice = await self._storage.settings.get_guild_autopost_opt_in(member_id, guild_id)
         if member_id in self._linked:
             return choice is not False
         return choice is True
@@ -123,7 +130,9 @@ class GuildSettings:
 
     async def member_linked(self, member_id: int) -> None:
         self._linked.add(member_id)
-        self._choices[member_id] = await self._storage.get_autopost_opt_in_anywhere(member_id)
+        self._choices[member_id] = await self._storage.settings.get_autopost_opt_in_anywhere(
+            member_id
+        )
 
     def member_unlinked(self, member_id: int) -> None:
         """Their settings are gone with the link."""
@@ -141,10 +150,10 @@ class GuildSettings:
         if guild_id is None:
             if not enabled:
                 self._choices[member_id] = False
-            await self._storage.set_autopost_opt_in(member_id, enabled)
+            await self._storage.settings.set_autopost_opt_in(member_id, enabled)
         else:
-            await self._storage.set_guild_autopost_opt_in(member_id, guild_id, enabled)
-        choice = await self._storage.get_autopost_opt_in_anywhere(member_id)
+            await self._storage.settings.set_guild_autopost_opt_in(member_id, guild_id, enabled)
+        choice = await self._storage.settings.get_autopost_opt_in_anywhere(member_id)
         if member_id in self._linked or choice is True:
             self._choices[member_id] = choice
         else:
@@ -156,7 +165,7 @@ class GuildSettings:
     async def set_channel(self, guild_id: int, channel_id: int) -> int | None:
         """Store and apply a music channel; return the previous one, if another."""
         async with self._lock:
-            await self._storage.set_music_channel(guild_id, channel_id)
+            await self._storage.settings.set_music_channel(guild_id, channel_id)
             previous = self._channels.get(guild_id)
             self._channels[guild_id] = channel_id
         log.info("auto-post channel of guild %s set to %s", guild_id, channel_id)
@@ -169,7 +178,7 @@ class GuildSettings:
             previous = self._channels.pop(guild_id, None)
             if previous is None:
                 return None
-            await self._storage.set_music_channel(guild_id, None)
+            await self._storage.settings.set_music_channel(guild_id, None)
         log.info("auto-post turned off in guild %s by an admin", guild_id)
         self._changed()
         return previous
@@ -185,15 +194,15 @@ class GuildSettings:
                 f"Auto-posting was turned off <t:{int(self._wall_clock())}:f> because {reason}. "
                 "Run /autopost channel to choose a channel again."
             )
-            await self._storage.disable_autopost(guild_id, notice)
+            await self._storage.settings.disable_autopost(guild_id, notice)
         log.warning("auto-post turned off in guild %s: %s", guild_id, reason)
         self._changed()
         return True
 
     async def take_notice(self, guild_id: int) -> str | None:
         """The notice left when auto-posting turned itself off, cleared once read."""
-        settings = await self._storage.get_guild_settings(guild_id)
+        settings = await self._storage.settings.get_guild_settings(guild_id)
         if settings is None or settings.autopost_notice is None:
             return None
-        await self._storage.clear_autopost_notice(guild_id)
+        await self._storage.settings.clear_autopost_notice(guild_id)
         return settings.autopost_notice

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
-from bot.storage import LastPost, Storage
+from bot.storage import LastPost, LastPostsStore
 
 log = logging.getLogger(__name__)
 
 
 class LastPosts:
-    def __init__(self, storage: Storage, *, shared: bool = False) -> None:
+    def __init__(self, storage: LastPostsStore, *, shared: bool = False) -> None:
         self._storage = storage
         self.shared = shared
         self._posts: dict[tuple[int, int], LastPost] = {}  # (member, channel)

@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Final
-
-from bot.storage import Storage
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +22,18 @@ LEADER_LOCK: Final = "autopost:leader"
 LEADER_RETRY_SECONDS: Final = 3.0
 
 
+class LeaderLock(Protocol):
+    """The lock the leader holds (``bot.storage.Storage.try_named_lock``)."""
+
+    def try_named_lock(self, name: str) -> AbstractAsyncContextManager[asyncio.Event | None]: ...
+
+
 class Leadership:
     """``async with leadership.leading() as lost:`` returns once this process leads; ``lost``
     is set when the lock may have gone (the holder must stop polling then)."""
 
     def __init__(
-        self, storage: Storage, *, name: str = LEADER_LOCK, retry: float = LEADER_RETRY_SECONDS
+        self, storage: LeaderLock, *, name: str = LEADER_LOCK, retry: float = LEADER_RETRY_SECONDS
     ) -> None:
         self._storage = storage
         self._name = name

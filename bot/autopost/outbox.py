@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import discord
 
@@ -34,7 +34,7 @@ from bot.autopost.ports import (
     MemberView,
 )
 from bot.messages.message import BotMessage, LinkButton
-from bot.storage import OutboxPost, Storage
+from bot.storage import HasOutbox, Notifications, OutboxPost
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ CLAIM_LEASE: Final = 30.0  # a claimed row waits this long before another sender
 POLL_EVERY: Final = 3.0
 KEEP_FOR: Final = 600.0  # rows (sent or not) are dropped after this; unsent ones are stale
 SEND_AFTER_AT_MOST: Final = 300.0  # an unsent post older than this is not sent any more
+
+
+class OutboxStorage(HasOutbox, Notifications, Protocol):
+    """What the outbox uses of ``bot.storage.Storage``: its store, and the notification that
+    wakes every process's sender."""
 
 
 def encode_message(message: BotMessage) -> str:
@@ -69,7 +74,7 @@ class OutboxDiscordSide:
     def __init__(
         self,
         inner: DiscordSide,
-        storage: Storage,
+        storage: OutboxStorage,
         *,
         wall_clock: Callable[[], float] = time.time,
         lease: float = CLAIM_LEASE,
@@ -101,10 +106,10 @@ class OutboxDiscordSide:
         nonce = nonce or secrets.token_hex(12)
         now = self._wall_clock()
         try:
-            await self._storage.outbox_put(
+            await self._storage.outbox.outbox_put(
                 OutboxPost(nonce, channel_id, encode_message(message), now)
             )
-            claimed = await self._storage.outbox_claim(now, self._lease, nonce=nonce)
+            claimed = await self._storage.outbox.outbox_claim(now, self._lease, nonce=nonce)
         except Exception as exc:  # the database is away: try again with the next poll
             raise DiscordUnavailable(f"outbox: {exc!r}") from exc
         if claimed:
@@ -118,21 +123,21 @@ class OutboxDiscordSide:
                 post.channel_id, decode_message(post.payload), post.nonce
             )
         except ChannelUnusable as exc:
-            await self._storage.outbox_failed(post.nonce, exc.reason)
+            await self._storage.outbox.outbox_failed(post.nonce, exc.reason)
             raise
         except DiscordUnavailable:
             with contextlib.suppress(Exception):  # the lease runs out by itself otherwise
-                await self._storage.outbox_release(post.nonce)
+                await self._storage.outbox.outbox_release(post.nonce)
                 await self._storage.notify(OUTBOX_CHANNEL, post.nonce)
             raise
-        await self._storage.outbox_sent(post.nonce, message_id)
+        await self._storage.outbox.outbox_sent(post.nonce, message_id)
         return message_id
 
     async def _outcome(self, nonce: str, deadline: float) -> int:
         """Another sender holds the row (or sent it already): its message id, once known."""
         while True:
             try:
-                row = await self._storage.outbox_get(nonce)
+                row = await self._storage.outbox.outbox_get(nonce)
             except Exception as exc:
                 raise DiscordUnavailable(f"outbox: {exc!r}") from exc
             if row is not None and row.message_id is not None:
@@ -151,7 +156,7 @@ class OutboxSender:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: OutboxStorage,
         side: OutboxDiscordSide,
         *,
         poll_every: float = POLL_EVERY,
@@ -207,11 +212,11 @@ class OutboxSender:
     async def send_due(self) -> int:
         """Claim and send what is unsent; drop old rows. Returns how many were sent."""
         now = self._wall_clock()
-        await self._storage.outbox_prune(now - KEEP_FOR)
+        await self._storage.outbox.outbox_prune(now - KEEP_FOR)
         sent = 0
-        for post in await self._storage.outbox_claim(now, self._lease):
+        for post in await self._storage.outbox.outbox_claim(now, self._lease):
             if now - post.created_at > SEND_AFTER_AT_MOST:
-                await self._storage.outbox_failed(post.nonce, "stale")
+                await self._storage.outbox.outbox_failed(post.nonce, "stale")
                 continue
             try:
                 await self._side.deliver(post)

@@ -7,8 +7,8 @@ Every source (the poll loop, presence updates) ends up in :meth:`Poster.observe`
   replay after another item is a new item. A new item first seen paused is posted at once
   (shown paused): it may never play again before the next one, and it was current.
 * Never the same item twice in a row per member and channel: the last post per (member,
-  channel) is kept in memory and in the database (``Storage.record_post``), so a restart does
-  not repost what is playing.
+  channel) is kept in memory and in the database (``LastPostsStore.record_post``), so a
+  restart does not repost what is playing.
 * Rapid skips: when the member's previous post in that channel is under ``edit_window`` old
   and is still the channel's last message (``GET /channels/{id}``: the bot has no message
   intent, so discord.py's cached ``last_message_id`` never moves), it is edited instead.
@@ -23,9 +23,9 @@ Every source (the poll loop, presence updates) ends up in :meth:`Poster.observe`
   send the same nonce, and Discord keeps one.
 * Before each post the member is looked up in the guild again (``fetch_member``; the guilds
   intent alone never tells us someone left), and the member must still be linked or opted in
-  *in that guild* (``Storage.get_guild_autopost_opt_in``: the choice made there, else the one
-  made before opt-in was per server) and not private: leaving, unlinking, opting out or
-  going private stops posts at once.
+  *in that guild* (``SettingsStore.get_guild_autopost_opt_in``: the choice made there, else
+  the one made before opt-in was per server) and not private: leaving, unlinking, opting out
+  or going private stops posts at once.
 * A deleted channel or a lost permission (seen in the cache, or as 404 10003 / 403
   50001/50013 on a post) turns auto-posting off for that guild, with a log line and a notice
   the admin sees on their next ``/autopost``.
@@ -58,7 +58,7 @@ from bot.autopost.ports import (
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.messages.message import BotMessage
 from bot.spotify.models import CurrentlyPlaying, Playback
-from bot.storage import LastPost, Storage
+from bot.storage import LastPost, LastPostsStore
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Poster:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: LastPostsStore,
         discord: DiscordSide,
         settings: GuildSettings,
         roster: Roster,
@@ -84,7 +84,6 @@ class Poster:
         serves_guild: Callable[[int], bool] | None = None,
         shared: bool = False,
     ) -> None:
-        self._storage = storage
         self._discord = discord
         self._settings = settings
         self._roster = roster

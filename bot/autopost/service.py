@@ -22,12 +22,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
+from typing import Protocol
 
 from bot.aio.tasks import cancel_and_wait
 from bot.autopost.config import AutopostConfig
 from bot.autopost.coverage import PresenceCoverage
-from bot.autopost.guild_settings import GuildSettings
-from bot.autopost.leadership import Leadership
+from bot.autopost.guild_settings import GuildSettings, SettingsStorage
+from bot.autopost.leadership import LeaderLock, Leadership
 from bot.autopost.poll_loop import PollLoop
 from bot.autopost.ports import (
     DiscordSide,
@@ -46,9 +47,17 @@ from bot.autopost.roster import MembershipLookups, Roster
 from bot.autopost.scheduler import PollScheduler
 from bot.members.events import MemberEvents
 from bot.spotify.models import CurrentlyPlaying
-from bot.storage import LastPost, Storage
+from bot.storage import HasLastPosts, LastPost
 
 log = logging.getLogger(__name__)
+
+
+class AutopostStorage(SettingsStorage, HasLastPosts, LeaderLock, Protocol):
+    """What the auto-poster uses of ``bot.storage.Storage``: the settings and links, the last
+    posts, the leader's lock, and which engine (several processes share PostgreSQL)."""
+
+    @property
+    def dialect(self) -> str: ...
 
 
 class AutopostService:
@@ -60,7 +69,7 @@ class AutopostService:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: AutopostStorage,
         fetch: Fetch,
         discord: DiscordSide,
         *,
@@ -93,7 +102,7 @@ class AutopostService:
         )
         self.coverage = PresenceCoverage(self.roster, clock=clock)
         self.poster = Poster(
-            storage,
+            storage.last_posts,
             discord,
             self.settings,
             self.roster,

@@ -65,7 +65,7 @@ from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.storage import Storage
 from bot.storage import migrations as db
-from bot.storage.engines.sqlite import SqliteDatabase
+from bot.storage.engines.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase, is_memory_path
 from bot.storage.secrets import (
     count_secrets_by_key,
     keys_open_summary,
@@ -302,7 +302,7 @@ async def _check_postgresql(url: str, cipher: TokenCipher) -> tuple[Finding, Sec
     latest = db.LATEST_SCHEMA_VERSION
     try:
         async with asyncio.timeout(POSTGRES_CHECK_TIMEOUT):
-            database = await PostgresDatabase.open(url, run_migrations=False, max_size=1)
+            database = await PostgresDatabase.open(url, max_size=1)
     except CONNECT_ERRORS as exc:
         if isinstance(exc, TRANSIENT_ERRORS):
             return (
@@ -320,7 +320,7 @@ async def _check_postgresql(url: str, cipher: TokenCipher) -> tuple[Finding, Sec
         version = await storage.schema_version()
         counts = None
         if version >= 1:
-            current, older, undecryptable = await count_secrets_by_key(storage, cipher)
+            current, older, undecryptable = await count_secrets_by_key(storage.links, cipher)
             counts = SecretCounts(current, older, undecryptable)
     finally:
         await storage.close()
@@ -344,7 +344,7 @@ def _locate_database(path: Path) -> Finding | Path:
     """The existing database file to read, or the finding when there is nothing to read."""
     item = "database"
     latest = db.LATEST_SCHEMA_VERSION
-    if db.is_memory_path(path):
+    if is_memory_path(path):
         return Finding(SKIPPED, item, "DATABASE_PATH is :memory:, links are lost on restart")
     shown = path.absolute()
     folder = shown.parent
@@ -384,12 +384,12 @@ async def _read_database(path: Path, cipher: TokenCipher) -> tuple[int, SecretCo
     connection = await aiosqlite.connect(uri, uri=True, isolation_level=None)
     storage = Storage(SqliteDatabase(connection))
     try:
-        async with connection.execute(f"PRAGMA busy_timeout = {db.BUSY_TIMEOUT_MS}"):
+        async with connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"):
             pass
         version = await storage.schema_version()
         if version < 1:  # no tables yet: nothing stored
             return version, None
-        current, older, undecryptable = await count_secrets_by_key(storage, cipher)
+        current, older, undecryptable = await count_secrets_by_key(storage.links, cipher)
         return version, SecretCounts(current, older, undecryptable)
     finally:
         await storage.close()

@@ -33,7 +33,7 @@ from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifyService
 from bot.spotify.models import TokenGrant
-from bot.storage import PendingLink, Storage
+from bot.storage import LinkStatesStore, PendingLink
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class _Permanent(Exception):
 class PendingLinkCompleter:
     def __init__(
         self,
-        storage: Storage,
+        storage: LinkStatesStore,
         cipher: TokenCipher,
         auth: SpotifyAuth,
         api: SpotifyApi,

@@ -25,7 +25,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import parse_qsl
 
 from bot.crypto import TokenCipher
@@ -47,11 +47,12 @@ from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifyService
 from bot.spotify.models import SpotifyUser, TokenGrant
 from bot.storage import (
+    HasLinks,
+    HasLinkStates,
     LinkedAccount,
     LinkResultView,
     PendingLink,
     SpotifyAccountTaken,
-    Storage,
     hash_link_state,
 )
 
@@ -125,10 +126,15 @@ def seal_grant(cipher: TokenCipher, user_id: int, grant: TokenGrant, now: float)
     return cipher.encrypt(user_id, json.dumps(payload))
 
 
+class LinkStorage(HasLinkStates, HasLinks, Protocol):
+    """What linking uses of ``bot.storage.Storage``: the link flow's states and pending links,
+    and the links (to read one, and to forget a member on /unlink)."""
+
+
 class LinkService:
     def __init__(
         self,
-        storage: Storage,
+        storage: LinkStorage,
         auth: SpotifyAuth,
         api: SpotifyApi,
         tokens: TokenManager,
@@ -176,7 +182,7 @@ class LinkService:
         fresh single-use state (256 random bits); only the newest few states keep working."""
         now = self._clock()
         try:
-            recent = await self._storage.recent_link_state(
+            recent = await self._storage.link_states.recent_link_state(
                 discord_user_id, created_since=now - self._cooldown, now=now
             )
             if recent is not None and recent.sealed_state is not None:
@@ -187,7 +193,7 @@ class LinkService:
                 else:
                     return LinkStart(self._authorize_url(state), True, recent.expires_at)
             state = secrets.token_urlsafe(32)
-            await self._storage.create_link_state(
+            await self._storage.link_states.create_link_state(
                 state,
                 discord_user_id,
                 now=now,
@@ -196,7 +202,7 @@ class LinkService:
                 sealed_state=self._cipher.encrypt(discord_user_id, state),
                 keep_per_member=self._max_states,
             )
-            await self._storage.purge_link_states(now=now)
+            await self._storage.link_states.purge_link_states(now=now)
         except sqlite3.OperationalError as exc:  # another process holds the write lock
             raise LinkBusy(f"could not create a link state: {exc}") from exc
         return LinkStart(self._authorize_url(state), False, now + self._state_ttl)
@@ -207,19 +213,19 @@ class LinkService:
 
     async def unlink(self, discord_user_id: int) -> bool:
         """Forget the member's tokens and settings. True when there was anything to forget."""
-        existed = await self._storage.delete_member(discord_user_id)
+        existed = await self._storage.links.delete_member(discord_user_id)
         await self._events.emit("unlinked", discord_user_id)
         if existed:
             log.info("Member %s unlinked", discord_user_id)
         return existed
 
     async def current_link(self, discord_user_id: int) -> LinkedAccount | None:
-        link = await self._storage.get_link(discord_user_id)
+        link = await self._storage.links.get_link(discord_user_id)
         return link if link is not None and link.status == "active" else None
 
     async def open_result(self, token: str) -> LinkResultView | None:
         """The one-time result page (names on the first view only)."""
-        return await self._storage.open_link_result(
+        return await self._storage.link_states.open_link_result(
             token, now=self._clock(), names_for=RESULT_NAMES_SECONDS
         )
 
@@ -239,7 +245,7 @@ class LinkService:
             # still paste the whole one.
             raise LinkFailure("missing", reason="code")
 
-        peeked = await self._storage.peek_link_state(state, now=self._clock())
+        peeked = await self._storage.link_states.peek_link_state(state, now=self._clock())
         owner = peeked.discord_user_id
         if pasted_by is not None and owner is not None and owner != pasted_by:
             # Refuse before consuming, so the real owner's link keeps working.
@@ -249,7 +255,7 @@ class LinkService:
             # Nothing used up: the same address works later.
             raise LinkFailure("rate_limited", retry_after=held)
 
-        consumed = await self._storage.consume_link_state(state, now=self._clock())
+        consumed = await self._storage.link_states.consume_link_state(state, now=self._clock())
         if consumed.status == "unknown" or consumed.discord_user_id is None:
             raise LinkFailure("unknown_state")
         if consumed.status == "used":
@@ -277,11 +283,11 @@ class LinkService:
                 outcome = "taken"
             elif failure.kind == "rate_limited":
                 outcome = None
-                await self._storage.release_link_state(state)
+                await self._storage.link_states.release_link_state(state)
             raise
         finally:
             if outcome is not None:
-                await self._storage.finish_link_state(digest, outcome)
+                await self._storage.link_states.finish_link_state(digest, outcome)
 
     async def _exchange_and_link(
         self,
@@ -303,7 +309,7 @@ class LinkService:
         try:
             user = await self._api.me(grant.access_token)
         except SpotifyRateLimited as exc:
-            await self._storage.save_pending_link(
+            await self._storage.link_states.save_pending_link(
                 PendingLink(
                     discord_user_id=user_id,
                     state_hash=state_hash,
@@ -337,11 +343,11 @@ class LinkService:
         if source != "later":
             # The member linked again meanwhile: an older link still waiting for Spotify must
             # not override this one when the hold ends.
-            await self._storage.delete_pending_link(user_id)
+            await self._storage.link_states.delete_pending_link(user_id)
         # The result page is for the browser that is waiting; a pasted link is answered in
         # Discord, and a link finished later by DM.
         token = secrets.token_urlsafe(24) if source == "web" else None
-        await self._storage.finish_link_state(
+        await self._storage.link_states.finish_link_state(
             state_hash,
             kind,
             result_token=token,
@@ -373,7 +379,7 @@ class LinkService:
             while loop.time() < deadline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
-                outcome = await self._storage.link_state_outcome(state)
+                outcome = await self._storage.link_states.link_state_outcome(state)
                 if outcome is not None:
                     return outcome
             return None

@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bot.storage import Storage
+from bot.storage import ListeningStore
 
 
 class GuildRoster:
     """Which members the bot has seen in which server (kept in the database)."""
 
-    def __init__(self, storage: Storage, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, storage: ListeningStore, clock: Callable[[], float] = time.time) -> None:
         self._storage = storage
         self._clock = clock
         self._members: dict[int, set[int]] = {}

@@ -47,7 +47,7 @@ from bot.listening.recorder import (
 )
 from bot.members.events import MemberEvents
 from bot.spotify.models import CurrentlyPlaying, Playback, Track
-from bot.storage import Play, Recap, Storage
+from bot.storage import HasLinks, HasListening, HasPrivacy, HasSettings, Play, Recap
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,17 @@ class PrivacyView(Protocol):
     def is_private_now(self, user_id: int) -> bool: ...
 
 
+class ListeningStorage(HasListening, HasLinks, HasSettings, HasPrivacy, Protocol):
+    """What the log uses of ``bot.storage.Storage``: its own store, and the members' choices
+    that say whose plays are kept."""
+
+
 class ListeningLog:
     """Records plays, answers what the commands need, fills gaps and prunes. See the module."""
 
     def __init__(
         self,
-        storage: Storage,
+        storage: ListeningStorage,
         privacy: PrivacyView,
         *,
         keep_days: int,
@@ -72,7 +77,7 @@ class ListeningLog:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.now_listening = NowListening()
-        self.roster = GuildRoster(storage, clock)
+        self.roster = GuildRoster(storage.listening, clock)
         self._storage = storage
         self._privacy = privacy
         self._keep_days = keep_days
@@ -82,10 +87,10 @@ class ListeningLog:
         self._kept: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._recorder = PlayRecorder(
-            storage, self.keeps_plays_of, privacy.is_private_now, self._spawn
+            storage.listening, self.keeps_plays_of, privacy.is_private_now, self._spawn
         )
         self.gaps = GapFiller(
-            storage,
+            storage.listening,
             self._recorder,
             self._keeps_if_enabled,
             recently_played,
@@ -102,9 +107,9 @@ class ListeningLog:
     async def start(self) -> None:
         storage = self._storage
         self._kept = (
-            set(await storage.list_active_user_ids())
-            | await storage.list_autopost_opted_in_user_ids()
-            | await storage.list_explicit_server_user_ids()
+            set(await storage.links.list_active_user_ids())
+            | await storage.settings.list_autopost_opted_in_user_ids()
+            | await storage.privacy.list_explicit_server_user_ids()
         )
         await self.roster.load()
         await self.prune()
@@ -138,7 +143,7 @@ class ListeningLog:
     async def prune(self) -> int:
         """Delete plays older than LISTENING_LOG_DAYS (every play when it is 0)."""
         cutoff = self._clock() - self._keep_days * 86400.0 if self.enabled else float("inf")
-        removed = await self._storage.prune_plays(before=cutoff)
+        removed = await self._storage.listening.prune_plays(before=cutoff)
         if removed:
             log.info("listening log: deleted %d plays older than the retention", removed)
         return removed
@@ -233,11 +238,11 @@ class ListeningLog:
     async def refresh_member(self, member_id: int) -> None:
         """Read again whether the member's plays are kept (after /autopost me, /privacy)."""
         storage = self._storage
-        link = await storage.get_link(member_id)
+        link = await storage.links.get_link(member_id)
         keep = (
             (link is not None and link.status == "active")
-            or await storage.get_autopost_opt_in_anywhere(member_id) is True
-            or await storage.get_visibility_choice(member_id) == "server"
+            or await storage.settings.get_autopost_opt_in_anywhere(member_id) is True
+            or await storage.privacy.get_visibility_choice(member_id) == "server"
         )
         if keep:
             self._kept.add(member_id)
@@ -261,7 +266,7 @@ class ListeningLog:
     async def member_went_private(self, member_id: int) -> None:
         """Private: nothing kept, nothing shown. (The decision is read on every observation.)"""
         self._forget_in_memory(member_id)
-        removed = await self._storage.delete_plays(member_id)
+        removed = await self._storage.listening.delete_plays(member_id)
         log.info("listening log: deleted %d plays of a member who chose private", removed)
 
     def member_unlinked(self, member_id: int) -> None:
@@ -299,7 +304,7 @@ class ListeningLog:
         return self.now_listening.listening(include, self._clock())
 
     async def recent(self, member_id: int, limit: int = 10) -> list[Play]:
-        return await self._storage.recent_plays(member_id, limit=limit)
+        return await self._storage.listening.recent_plays(member_id, limit=limit)
 
     async def recap(
         self,
@@ -316,7 +321,7 @@ class ListeningLog:
             if not self._privacy.is_private_now(m) and (still_member is None or still_member(m))
         ]
         since = self._clock() - RECAP_PERIODS[period]
-        return await self._storage.recap(members, since=since)
+        return await self._storage.listening.recap(members, since=since)
 
 
 class PlaySources(Protocol):

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from bot.errors import SpotifyError
 from bot.spotify.models import PlayedTrack, Track
-from bot.storage import Play, Storage
+from bot.storage import ListeningStore, Play
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class PlayRecorder:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: ListeningStore,
         keeps: Callable[[int], bool],
         is_private: Callable[[int], bool],
         spawn: Callable[[Awaitable[None], str], None],
@@ -124,7 +124,7 @@ class GapFiller:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: ListeningStore,
         recorder: PlayRecorder,
         keeps: Callable[[int], bool],
         recently_played: RecentlyPlayedFetch | None,

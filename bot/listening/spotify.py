@@ -32,7 +32,7 @@ from bot.members.tokens import TokenManager
 from bot.spotify.api import TOP_ITEMS_LIMIT, SpotifyApi
 from bot.spotify.auth import RECENTLY_PLAYED_SCOPE, TOP_READ_SCOPE, has_scope
 from bot.spotify.models import PlayedTrack, TimeRange, TopItems, TopKind
-from bot.storage import Storage
+from bot.storage import LinksStore
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class MemberSpotify:
         self,
         tokens: TokenManager,
         api: SpotifyApi,
-        storage: Storage,
+        storage: LinksStore,
         *,
         on_request: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,

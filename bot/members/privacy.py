@@ -26,7 +26,7 @@ import discord
 
 from bot.errors import BotError
 from bot.members.events import MemberEvents
-from bot.storage import Storage, Visibility
+from bot.storage import PrivacyStore, Visibility
 
 DM_ONLY_YOURSELF = (
     "In a direct message I can only show your own music. To see someone else's, use the "
@@ -59,7 +59,7 @@ def private_refusal(target: object) -> str:
 
 
 class PrivacyService:
-    """Members' visibility (stored by :class:`bot.storage.Storage`) and the visibility rule.
+    """Members' visibility (stored by :class:`bot.storage.PrivacyStore`) and the visibility rule.
 
     ``await start()`` loads the ids of private members once: :meth:`is_private_now` answers
     from that set with no database read (the auto-poster asks on every observation). Its size
@@ -67,7 +67,7 @@ class PrivacyService:
     :meth:`is_private` reads the database (one indexed row) and is what commands use.
     """
 
-    def __init__(self, storage: Storage, events: MemberEvents) -> None:
+    def __init__(self, storage: PrivacyStore, events: MemberEvents) -> None:
         self._storage = storage
         self._events = events
         self._private: set[int] = set()

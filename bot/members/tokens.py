@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from bot.aio.keyed_locks import KeyedLocks, LockEntry
 from bot.crypto import TokenCipher
@@ -27,7 +28,7 @@ from bot.errors import InvalidGrant, LinkBroken, NotLinked, SpotifyBadResponse, 
 from bot.members.events import MemberEvents
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.models import SpotifyUser, TokenGrant
-from bot.storage import LinkedAccount, Storage
+from bot.storage import HasLinks, LinkedAccount
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,17 @@ class _LockEntry(LockEntry):
         self.forgotten = False  # forget() ran while a refresh was in flight
 
 
+class TokenStorage(HasLinks, Protocol):
+    """What the token manager uses of ``bot.storage.Storage``: the links, and the per-member
+    lock across processes around each refresh."""
+
+    def member_lock(self, user_id: int) -> AbstractAsyncContextManager[None]: ...
+
+
 class TokenManager:
     def __init__(
         self,
-        storage: Storage,
+        storage: TokenStorage,
         cipher: TokenCipher,
         auth: SpotifyAuth,
         *,
@@ -186,7 +194,7 @@ class TokenManager:
             status="active",
         )
         async with self._locks.hold(user_id) as entry:
-            kind = await self._storage.save_link(account)
+            kind = await self._storage.links.save_link(account)
             entry.forgotten = False
             self._remember(
                 user_id,
@@ -214,7 +222,7 @@ class TokenManager:
 
     async def _refresh(self, user_id: int, entry: _LockEntry) -> str:
         entry.forgotten = False
-        link = await self._storage.get_link(user_id)
+        link = await self._storage.links.get_link(user_id)
         if link is None:
             self._cache.pop(user_id, None)
             raise NotLinked(f"member {user_id} has no Spotify link")
@@ -227,7 +235,7 @@ class TokenManager:
             grant = await self._auth.refresh(refresh_token)
         except InvalidGrant as exc:
             self._cache.pop(user_id, None)
-            await self._storage.mark_link_broken(user_id)
+            await self._storage.links.mark_link_broken(user_id)
             self._report_refresh("invalid_grant")  # after the write: metrics recount links
             log.info(
                 "spotify refused the refresh token of member %s (%s); link marked broken",
@@ -245,7 +253,7 @@ class TokenManager:
             raise NotLinked(f"member {user_id} unlinked during a token refresh")
         if grant.refresh_token is not None and grant.refresh_token != refresh_token:
             encrypted = self._cipher.encrypt(user_id, grant.refresh_token)
-            await self._storage.update_refresh_token(user_id, encrypted)
+            await self._storage.links.update_refresh_token(user_id, encrypted)
         self._remember(
             user_id,
             _CachedToken(

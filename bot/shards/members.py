@@ -13,7 +13,7 @@ from typing import Final
 
 from bot.aio.tasks import cancel_and_wait
 from bot.members.events import MemberEvents
-from bot.storage import Storage
+from bot.storage import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class MemberChangeRelay:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Notifications,
         events: MemberEvents,
         *,
         on_visibility: Callable[[int], Awaitable[None]],

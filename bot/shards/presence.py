@@ -22,7 +22,7 @@ from typing import Final
 
 from bot.aio.tasks import cancel_and_wait
 from bot.autopost.coverage import PresenceCoverage
-from bot.storage import Storage
+from bot.storage import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class PresenceCoverRelay:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Notifications,
         coverage: PresenceCoverage,
         *,
         announce_every: float = ANNOUNCE_EVERY_SECONDS,

@@ -14,7 +14,7 @@ from typing import Final
 
 from bot.aio.tasks import cancel_and_wait
 from bot.spotify.http import SERVICES, SpotifySender, SpotifyService
-from bot.storage import Storage
+from bot.storage import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class SharedRequestCount:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Notifications,
         note: Callable[[float, int], None],
         is_leader: Callable[[], bool],
         *,
@@ -104,7 +104,7 @@ class SharedSpotifyHold:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: Notifications,
         sender: SpotifySender,
         *,
         wall_clock: Callable[[], float] = time.time,

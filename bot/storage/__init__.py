@@ -1,21 +1,34 @@
-"""Every query of the bot, written once for SQLite and PostgreSQL (``bot.backends``).
+"""Everything about the database: the stores, the engines, the migrations.
 
-``Storage`` is the one object the app opens: ``base`` holds the plumbing (engine, transactions,
-health, locks, notifications) and each other module one concern's queries and records, as a
-mixin on that base.
+``Storage`` (``storage.py``) is the opened database: the engine plumbing every part of the bot
+shares (health, locks and notifications across processes, the WAL checkpoint) and one store per
+concern as an attribute. Each store is a class owning its concern's SQL and records, built on
+the ``Handle`` every store shares (``base.py``: the engine, transactions, reads):
+
+* ``storage.links``: linked accounts and their encrypted refresh tokens (``links.py``)
+* ``storage.link_states``: OAuth link states, pending links, link results (``link_states.py``)
+* ``storage.settings``: guild settings and members' auto-post opt-in (``settings.py``)
+* ``storage.privacy``: members' visibility (``privacy.py``)
+* ``storage.last_posts``: the auto-post's last messages (``last_posts.py``)
+* ``storage.outbox``: the auto-post outbox (``outbox.py``)
+* ``storage.colours``: embed colours picked from album art (``colours.py``)
+* ``storage.listening``: the listening log and the recap (``listening.py``)
+
+A consumer takes the store it uses, or a narrow Protocol of the stores and plumbing it calls,
+which ``Storage`` satisfies. Under the stores, ``engines`` runs the SQL (SQLite or PostgreSQL);
+``migrations`` holds the schema's history as data files and ``migrate`` the one runner.
 
 Queries use ``?`` placeholders and the SQL both engines share. Every change runs in a write
-transaction of the backend (rolled back on any error) that serialises writers across every
+transaction of the engine (rolled back on any error) that serialises writers across every
 process sharing the database, so a read-then-write inside one never races; reads are single
 statements.
 
 Timestamps are floats of Unix time (``time.time()``). Refresh tokens arrive and leave here
-already encrypted (``bot.crypto.TokenCipher``); this module never sees plaintext.
+already encrypted (``bot.crypto.TokenCipher``); this package never sees plaintext.
 """
 
 from __future__ import annotations
 
-from bot.storage.base import StorageBase
 from bot.storage.colours import ColoursStore
 from bot.storage.last_posts import LastPost, LastPostsStore
 from bot.storage.link_states import (
@@ -31,39 +44,48 @@ from bot.storage.listening import ListeningStore, Play, Recap, RecapAlbum, Recap
 from bot.storage.outbox import OutboxPost, OutboxStore
 from bot.storage.privacy import PrivacyStore, Visibility
 from bot.storage.settings import GuildSettings, SettingsStore
-
-
-class Storage(
-    LinksStore,
-    LinkStatesStore,
-    SettingsStore,
-    PrivacyStore,
-    LastPostsStore,
-    OutboxStore,
-    ColoursStore,
-    ListeningStore,
-    StorageBase,
-):
-    """The bot's database. Open with ``await Storage.open(path_or_url)`` or ``async with``.
-
-    ``path_or_url``: an SQLite file (or ``":memory:"``), or a ``postgresql://`` URL.
-    """
-
+from bot.storage.storage import (
+    HasLastPosts,
+    HasLinks,
+    HasLinkStates,
+    HasListening,
+    HasOutbox,
+    HasPrivacy,
+    HasSettings,
+    Notifications,
+    Storage,
+)
 
 __all__ = [
+    "ColoursStore",
     "GuildSettings",
+    "HasLastPosts",
+    "HasLinkStates",
+    "HasLinks",
+    "HasListening",
+    "HasOutbox",
+    "HasPrivacy",
+    "HasSettings",
     "LastPost",
+    "LastPostsStore",
     "LinkResultView",
     "LinkStateResult",
+    "LinkStatesStore",
     "LinkStatus",
     "LinkedAccount",
+    "LinksStore",
+    "ListeningStore",
+    "Notifications",
     "OutboxPost",
+    "OutboxStore",
     "PendingLink",
     "Play",
+    "PrivacyStore",
     "Recap",
     "RecapAlbum",
     "RecapEntry",
     "RecentLinkState",
+    "SettingsStore",
     "SpotifyAccountTaken",
     "Storage",
     "Visibility",

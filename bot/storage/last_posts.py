@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.storage.base import StorageBase
+from bot.storage.base import Store
 from bot.storage.engines import Row
 
 
@@ -27,13 +27,13 @@ def _last_post_from_row(row: Row) -> LastPost:
     )
 
 
-class LastPostsStore(StorageBase):
+class LastPostsStore(Store):
     """The auto-post's last message per member and channel."""
 
     # --- auto-post last posts ------------------------------------------------------------------
 
     async def get_last_post(self, user_id: int, channel_id: int) -> LastPost | None:
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT discord_user_id, channel_id, item_key, message_id, posted_at "
             "FROM last_posts WHERE discord_user_id = ? AND channel_id = ?",
             (user_id, channel_id),
@@ -42,7 +42,7 @@ class LastPostsStore(StorageBase):
 
     async def load_last_posts_of(self, user_id: int) -> list[LastPost]:
         """One member's last post in every channel (what any process posted for them)."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT discord_user_id, channel_id, item_key, message_id, posted_at "
             "FROM last_posts WHERE discord_user_id = ? ORDER BY channel_id",
             (user_id,),
@@ -50,7 +50,7 @@ class LastPostsStore(StorageBase):
         return [_last_post_from_row(row) for row in rows]
 
     async def record_post(self, post: LastPost) -> None:
-        await self._write(
+        await self._db.write(
             """
             INSERT INTO last_posts (discord_user_id, channel_id, item_key, message_id, posted_at)
             VALUES (?, ?, ?, ?, ?)
@@ -63,7 +63,7 @@ class LastPostsStore(StorageBase):
         )
 
     async def load_last_posts(self) -> list[LastPost]:
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT discord_user_id, channel_id, item_key, message_id, posted_at "
             "FROM last_posts ORDER BY channel_id, discord_user_id"
         )

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from bot.storage.base import StorageBase, upsert_by_member
+from bot.storage.base import Store, upsert_by_member
 
 LinkStateStatus = Literal["ok", "unknown", "expired", "used"]
 
@@ -71,7 +71,7 @@ def hash_link_state(state: str) -> bytes:
 _PENDING_COLUMNS: Final = "discord_user_id, state_hash, sealed_grant, discord_name, created_at"
 
 
-class LinkStatesStore(StorageBase):
+class LinkStatesStore(Store):
     """OAuth link states, links waiting for Spotify's Web API hold to end, and link results."""
 
     # --- OAuth link states ---------------------------------------------------------------------
@@ -94,7 +94,7 @@ class LinkStatesStore(StorageBase):
         """
         if ttl <= 0:
             raise ValueError("ttl must be positive")
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO link_states (state_hash, discord_user_id, created_at, expires_at, "
                 "discord_name, sealed_state) VALUES (?, ?, ?, ?, ?, ?)",
@@ -112,7 +112,7 @@ class LinkStatesStore(StorageBase):
         self, user_id: int, *, created_since: float, now: float
     ) -> RecentLinkState | None:
         """The member's newest unused, unexpired state created at ``created_since`` or later."""
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT sealed_state, created_at, expires_at FROM link_states "
             "WHERE discord_user_id = ? AND used_at IS NULL AND created_at >= ? AND expires_at > ? "
             "ORDER BY created_at DESC LIMIT 1",
@@ -128,9 +128,9 @@ class LinkStatesStore(StorageBase):
 
     async def count_link_states(self, user_id: int | None = None) -> int:
         if user_id is None:
-            row = await self._fetchone("SELECT COUNT(*) FROM link_states")
+            row = await self._db.fetchone("SELECT COUNT(*) FROM link_states")
         else:
-            row = await self._fetchone(
+            row = await self._db.fetchone(
                 "SELECT COUNT(*) FROM link_states WHERE discord_user_id = ?", (user_id,)
             )
         return int(row[0]) if row is not None else 0
@@ -143,7 +143,7 @@ class LinkStatesStore(StorageBase):
         reports ``used`` even after it expired, as long as it is kept (see purge_link_states).
         """
         digest = hash_link_state(state)
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT discord_user_id, expires_at, used_at, outcome, discord_name "
                 "FROM link_states WHERE state_hash = ?",
@@ -165,7 +165,7 @@ class LinkStatesStore(StorageBase):
 
     async def peek_link_state(self, state: str, *, now: float) -> LinkStateResult:
         """What ``consume_link_state`` would answer, without consuming anything."""
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT discord_user_id, expires_at, used_at, outcome FROM link_states "
             "WHERE state_hash = ?",
             (hash_link_state(state),),
@@ -181,7 +181,7 @@ class LinkStatesStore(StorageBase):
 
     async def release_link_state(self, state: str) -> None:
         """Make a consumed state usable again (Spotify refused to do anything with it yet)."""
-        await self._write(
+        await self._db.write(
             "UPDATE link_states SET used_at = NULL, outcome = NULL WHERE state_hash = ?",
             (hash_link_state(state),),
         )
@@ -198,7 +198,7 @@ class LinkStatesStore(StorageBase):
 
         Without one, the member's name is erased: nothing will show it.
         """
-        await self._write(
+        await self._db.write(
             "UPDATE link_states SET outcome = ?, result_hash = ?, spotify_name = ?, "
             "discord_name = CASE WHEN ? THEN discord_name END "
             "WHERE state_hash = ?",
@@ -212,7 +212,7 @@ class LinkStatesStore(StorageBase):
         )
 
     async def link_state_outcome(self, state: str) -> str | None:
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT outcome FROM link_states WHERE state_hash = ?", (hash_link_state(state),)
         )
         return str(row[0]) if row is not None and row[0] is not None else None
@@ -223,7 +223,7 @@ class LinkStatesStore(StorageBase):
         """A result page by its token. The names come with the first view only, and only
         within ``names_for`` seconds of the link; they are erased once shown."""
         digest = hash_link_state(token)
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT discord_user_id, outcome, result_shown_at, spotify_name, discord_name, "
                 "used_at FROM link_states WHERE result_hash = ?",
@@ -250,7 +250,7 @@ class LinkStatesStore(StorageBase):
 
     async def save_pending_link(self, pending: PendingLink) -> None:
         """Keep a member's exchanged grant (one per member: the newest wins)."""
-        await self._write(
+        await self._db.write(
             upsert_by_member("pending_links", _PENDING_COLUMNS),
             (
                 pending.discord_user_id,
@@ -262,7 +262,7 @@ class LinkStatesStore(StorageBase):
         )
 
     async def list_pending_links(self) -> list[PendingLink]:
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT discord_user_id, state_hash, sealed_grant, discord_name, created_at "
             "FROM pending_links ORDER BY created_at"
         )
@@ -281,11 +281,11 @@ class LinkStatesStore(StorageBase):
         """Forget a member's pending link; with ``state_hash``, only that one (not a newer one
         that replaced it meanwhile)."""
         if state_hash is None:
-            removed = await self._write(
+            removed = await self._db.write(
                 "DELETE FROM pending_links WHERE discord_user_id = ?", (user_id,)
             )
         else:
-            removed = await self._write(
+            removed = await self._db.write(
                 "DELETE FROM pending_links WHERE discord_user_id = ? AND state_hash = ?",
                 (user_id, state_hash),
             )
@@ -299,7 +299,7 @@ class LinkStatesStore(StorageBase):
         Finished states are kept a while so that a reloaded or late callback page can say
         "already used" or "expired" instead of "unknown link". Returns how many were deleted.
         """
-        return await self._write(
+        return await self._db.write(
             "DELETE FROM link_states WHERE coalesce(used_at, expires_at) <= ?",
             (now - keep_used_for,),
         )

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from bot.storage.base import StorageBase, upsert_by_member
+from bot.storage.base import Store, upsert_by_member
 from bot.storage.engines import Row
 
 LinkStatus = Literal["active", "broken"]
@@ -54,13 +54,13 @@ def _account_from_row(row: Row) -> LinkedAccount:
     )
 
 
-class LinksStore(StorageBase):
+class LinksStore(Store):
     """Linked Spotify accounts and their encrypted refresh tokens (key rotation included)."""
 
     # --- linked accounts -----------------------------------------------------------------------
 
     async def get_link(self, user_id: int) -> LinkedAccount | None:
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             f"SELECT {_ACCOUNT_COLUMNS} FROM linked_accounts WHERE discord_user_id = ?",  # noqa: S608
             (user_id,),
         )
@@ -74,7 +74,7 @@ class LinksStore(StorageBase):
         """
         if account.status not in LINK_STATUSES:
             raise ValueError(f"status must be one of {LINK_STATUSES}")
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             owner = await tx.fetchone(
                 "SELECT discord_user_id, status FROM linked_accounts WHERE spotify_account_id = ?",
                 (account.spotify_account_id,),
@@ -99,7 +99,7 @@ class LinksStore(StorageBase):
 
     async def spotify_account_owner(self, spotify_account_id: str) -> int | None:
         """The member a Spotify account is linked to, if any."""
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT discord_user_id FROM linked_accounts WHERE spotify_account_id = ?",
             (spotify_account_id,),
         )
@@ -107,14 +107,14 @@ class LinksStore(StorageBase):
 
     async def update_refresh_token(self, user_id: int, encrypted: bytes) -> None:
         """Store a rotated refresh token. Does nothing when the member is no longer linked."""
-        await self._write(
+        await self._db.write(
             "UPDATE linked_accounts SET refresh_token = ? WHERE discord_user_id = ?",
             (encrypted, user_id),
         )
 
     async def mark_link_broken(self, user_id: int) -> None:
         """Forget the refresh token and flag the link, keeping who it was for the member."""
-        await self._write(
+        await self._db.write(
             "UPDATE linked_accounts SET refresh_token = NULL, status = 'broken' "
             "WHERE discord_user_id = ?",
             (user_id,),
@@ -126,7 +126,7 @@ class LinksStore(StorageBase):
         The privacy choice (``member_privacy``) stays: a private member who unlinks must not
         become visible through their Discord status. Returns True when anything was stored.
         """
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             removed = 0
             for table in (
                 "linked_accounts",
@@ -155,13 +155,13 @@ class LinksStore(StorageBase):
         return removed > 0
 
     async def count_links(self, status: str = "active") -> int:
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT COUNT(*) FROM linked_accounts WHERE status = ?", (status,)
         )
         return int(row[0]) if row is not None else 0
 
     async def list_active_user_ids(self) -> list[int]:
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT discord_user_id FROM linked_accounts WHERE status = 'active' "
             "ORDER BY discord_user_id"
         )
@@ -169,7 +169,7 @@ class LinksStore(StorageBase):
 
     async def list_encrypted_secrets(self) -> list[tuple[int, bytes]]:
         """Every stored refresh token as (discord user id, encrypted blob)."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT discord_user_id, refresh_token FROM linked_accounts "
             "WHERE refresh_token IS NOT NULL ORDER BY discord_user_id"
         )
@@ -189,7 +189,7 @@ class LinksStore(StorageBase):
         if not updates:
             return 0
         changed = 0
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             for user_id, blob in updates:
                 if expected is None:
                     changed += await tx.execute(

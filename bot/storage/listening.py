@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bot.storage.base import StorageBase
+from bot.storage.base import Store
 from bot.storage.engines import Row
 
 
@@ -103,7 +103,7 @@ def _play_values(play: Play) -> tuple[Any, ...]:
     )
 
 
-class ListeningStore(StorageBase):
+class ListeningStore(Store):
     """The listening log: plays, the guilds a member listens in, and the recap."""
 
     # --- listening log -------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class ListeningStore(StorageBase):
         The check and the insert share one transaction, so two sources (or two processes)
         recording the same play at once leave one row. True when a row was inserted.
         """
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             existing = await tx.fetchone(
                 "SELECT 1 FROM plays WHERE discord_user_id = ? AND started_at BETWEEN ? AND ? "
                 "AND track_id = ? LIMIT 1",
@@ -136,8 +136,8 @@ class ListeningStore(StorageBase):
         inserted."""
         if not batch:
             return 0
-        async with self._transaction() as tx:
-            if self.dialect == "sqlite":
+        async with self._db.transaction() as tx:
+            if self._db.dialect == "sqlite":
                 rows = [
                     (*_play_values(play), play.discord_user_id, low, high, play.track_id)
                     for play, low, high in batch
@@ -166,7 +166,7 @@ class ListeningStore(StorageBase):
 
     async def recent_plays(self, user_id: int, *, limit: int = 10) -> list[Play]:
         """The member's latest plays, newest first."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             f"SELECT {_PLAY_COLUMNS} FROM plays WHERE discord_user_id = ? "  # noqa: S608
             "ORDER BY started_at DESC LIMIT ?",
             (user_id, limit),
@@ -174,14 +174,14 @@ class ListeningStore(StorageBase):
         return [_play_from_row(row) for row in rows]
 
     async def latest_play_at(self, user_id: int) -> float | None:
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT max(started_at) FROM plays WHERE discord_user_id = ?", (user_id,)
         )
         return float(row[0]) if row is not None and row[0] is not None else None
 
     async def delete_plays(self, user_id: int) -> int:
         """Forget the member's listening log (and where they were seen); return the plays."""
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             removed = await tx.execute("DELETE FROM plays WHERE discord_user_id = ?", (user_id,))
             await tx.execute("DELETE FROM listening_guilds WHERE discord_user_id = ?", (user_id,))
         return removed
@@ -191,7 +191,7 @@ class ListeningStore(StorageBase):
         large prune never holds the write lock for long. Returns how many were deleted."""
         total = 0
         while True:
-            removed = await self._write(
+            removed = await self._db.write(
                 "DELETE FROM plays WHERE id IN (SELECT id FROM plays WHERE started_at < ? LIMIT ?)",
                 (before, batch),
             )
@@ -201,12 +201,12 @@ class ListeningStore(StorageBase):
             await asyncio.sleep(0)  # let other queries in between batches
 
     async def count_plays(self) -> int:
-        row = await self._fetchone("SELECT count(*) FROM plays")
+        row = await self._db.fetchone("SELECT count(*) FROM plays")
         return int(row[0]) if row is not None else 0
 
     async def note_listening_guild(self, guild_id: int, user_id: int, *, now: float) -> None:
         """Remember that the member was seen in the server (their plays count there)."""
-        await self._write(
+        await self._db.write(
             """
             INSERT INTO listening_guilds (guild_id, discord_user_id, seen_at) VALUES (?, ?, ?)
             ON CONFLICT (guild_id, discord_user_id) DO UPDATE SET seen_at = excluded.seen_at
@@ -215,14 +215,14 @@ class ListeningStore(StorageBase):
         )
 
     async def forget_listening_guild(self, guild_id: int, user_id: int) -> None:
-        await self._write(
+        await self._db.write(
             "DELETE FROM listening_guilds WHERE guild_id = ? AND discord_user_id = ?",
             (guild_id, user_id),
         )
 
     async def list_listening_guilds(self) -> list[tuple[int, int]]:
         """Every (guild id, member id) pair the log knows."""
-        rows = await self._fetchall("SELECT guild_id, discord_user_id FROM listening_guilds")
+        rows = await self._db.fetchall("SELECT guild_id, discord_user_id FROM listening_guilds")
         return [(int(row[0]), int(row[1])) for row in rows]
 
     async def recap(
@@ -239,14 +239,14 @@ class ListeningStore(StorageBase):
             return Recap(tracks=(), artists=(), listeners=0, plays=0)
         marks = ", ".join("?" for _ in members)
         # SQLite: name the per-member covering index (its planner may pick the time index).
-        hint = "INDEXED BY plays_member_cover " if self.dialect == "sqlite" else ""
+        hint = "INDEXED BY plays_member_cover " if self._db.dialect == "sqlite" else ""
         where = f"discord_user_id IN ({marks}) AND started_at >= ?"
         # One seek per member in the per-member index: far cheaper than a DISTINCT pass.
-        listeners = await self._fetchall(
+        listeners = await self._db.fetchall(
             f"SELECT count(DISTINCT discord_user_id) FROM plays {hint}WHERE {where}",  # noqa: S608
             (*members, since),
         )
-        per_track = await self._fetchall(
+        per_track = await self._db.fetchall(
             "SELECT track_id, max(artist), count(*), max(id), max(album_id) FROM plays "  # noqa: S608
             f"{hint}WHERE {where} GROUP BY track_id",
             (*members, since),
@@ -264,7 +264,7 @@ class ListeningStore(StorageBase):
         names: dict[int, Row] = {}
         wanted = [int(row[3]) for row in top] + [entry[1] for _, entry in top_albums]
         if wanted:
-            rows = await self._fetchall(
+            rows = await self._db.fetchall(
                 "SELECT id, track_name, artists, album_name, image_url FROM plays "  # noqa: S608
                 f"WHERE id IN ({', '.join('?' for _ in wanted)})",
                 wanted,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.storage.base import StorageBase
+from bot.storage.base import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +21,12 @@ class OutboxPost:
     failure: str | None = None
 
 
-class OutboxStore(StorageBase):
+class OutboxStore(Store):
     """The auto-post outbox."""
 
     async def outbox_put(self, post: OutboxPost) -> None:
         """Queue a post; a nonce already queued keeps its row (the same post, once)."""
-        await self._write(
+        await self._db.write(
             "INSERT INTO autopost_outbox (nonce, channel_id, payload, created_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (nonce) DO NOTHING",
             (post.nonce, post.channel_id, post.payload, post.created_at),
@@ -42,8 +42,8 @@ class OutboxStore(StorageBase):
         if nonce is not None:
             where += " AND nonce = ?"
             parameters.append(nonce)
-        skip = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
-        async with self._transaction() as tx:
+        skip = " FOR UPDATE SKIP LOCKED" if self._db.dialect == "postgresql" else ""
+        async with self._db.transaction() as tx:
             rows = await tx.fetchall(
                 "SELECT nonce, channel_id, payload, created_at FROM autopost_outbox "  # noqa: S608
                 f"WHERE {where} ORDER BY created_at LIMIT ?{skip}",
@@ -57,23 +57,23 @@ class OutboxStore(StorageBase):
 
     async def outbox_release(self, nonce: str) -> None:
         """Sending failed in a way that may pass: any sender may try again now."""
-        await self._write(
+        await self._db.write(
             "UPDATE autopost_outbox SET claimed_until = 0 WHERE nonce = ? AND message_id IS NULL",
             (nonce,),
         )
 
     async def outbox_sent(self, nonce: str, message_id: int) -> None:
-        await self._write(
+        await self._db.write(
             "UPDATE autopost_outbox SET message_id = ? WHERE nonce = ?", (message_id, nonce)
         )
 
     async def outbox_failed(self, nonce: str, failure: str) -> None:
-        await self._write(
+        await self._db.write(
             "UPDATE autopost_outbox SET failure = ? WHERE nonce = ?", (failure, nonce)
         )
 
     async def outbox_get(self, nonce: str) -> OutboxPost | None:
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT nonce, channel_id, payload, created_at, message_id, failure "
             "FROM autopost_outbox WHERE nonce = ?",
             (nonce,),
@@ -85,4 +85,4 @@ class OutboxStore(StorageBase):
 
     async def outbox_prune(self, before: float) -> int:
         """Drop rows queued before ``before`` (sent, failed, or too old to be worth sending)."""
-        return await self._write("DELETE FROM autopost_outbox WHERE created_at < ?", (before,))
+        return await self._db.write("DELETE FROM autopost_outbox WHERE created_at < ?", (before,))

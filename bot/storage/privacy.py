@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Final, Literal
 
-from bot.storage.base import StorageBase
+from bot.storage.base import Store
 
 Visibility = Literal["server", "private"]
 
@@ -13,14 +13,14 @@ Visibility = Literal["server", "private"]
 VISIBILITIES: Final[tuple[Visibility, ...]] = ("server", "private")
 
 
-class PrivacyStore(StorageBase):
+class PrivacyStore(Store):
     """Members' visibility choice."""
 
     # --- privacy -------------------------------------------------------------------------------
 
     async def get_visibility_choice(self, user_id: int) -> Visibility | None:
         """The visibility the member chose with /privacy, or None when they never chose."""
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT visibility FROM member_privacy WHERE discord_user_id = ?", (user_id,)
         )
         if row is None:
@@ -39,7 +39,7 @@ class PrivacyStore(StorageBase):
         of what they last played (``last_posts``) in the same transaction."""
         if value not in VISIBILITIES:
             raise ValueError(f"visibility must be one of {VISIBILITIES}")
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             await tx.execute(
                 """
                 INSERT INTO member_privacy (discord_user_id, visibility, updated_at)
@@ -55,14 +55,14 @@ class PrivacyStore(StorageBase):
 
     async def list_explicit_server_user_ids(self) -> set[int]:
         """Members who chose ``server`` with /privacy (rather than never choosing)."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT discord_user_id FROM member_privacy WHERE visibility = 'server'"
         )
         return {int(row[0]) for row in rows}
 
     async def list_private_user_ids(self) -> set[int]:
         """Every member whose visibility is ``private``."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT discord_user_id FROM member_privacy WHERE visibility = 'private'"
         )
         return {int(row[0]) for row in rows}

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from bot.crypto import TokenCipher
 from bot.errors import DecryptionError
-from bot.storage import Storage
+from bot.storage import LinksStore, Storage
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ async def rotate_keys(
     rows are left untouched and logged. A token refreshed by the running bot between the read
     and the write is not overwritten (compare-and-swap on the old blob).
     """
-    secrets = await storage.list_encrypted_secrets()
+    secrets = await storage.links.list_encrypted_secrets()
     updates: list[tuple[int, bytes]] = []
     expected: dict[int, bytes] = {}
     undecryptable: list[int] = []
@@ -100,7 +100,7 @@ async def rotate_keys(
             "key rotation skipped %d secret(s) that no configured key decrypts", len(undecryptable)
         )
     async with storage.secure_delete():
-        changed = await storage.replace_encrypted_secrets(updates, expected=expected)
+        changed = await storage.links.replace_encrypted_secrets(updates, expected=expected)
     if changed < len(updates):
         log.info(
             "%d secret(s) changed during rotation and were left as written by the bot",
@@ -115,13 +115,13 @@ async def rotate_keys(
     return changed
 
 
-async def count_secrets_by_key(storage: Storage, cipher: TokenCipher) -> tuple[int, int, int]:
+async def count_secrets_by_key(links: LinksStore, cipher: TokenCipher) -> tuple[int, int, int]:
     """(under the first key, under an older key, undecryptable) over every stored secret.
 
     Each secret is authenticated, not just looked up by its key id.
     """
     current = older = undecryptable = 0
-    for user_id, blob in await storage.list_encrypted_secrets():
+    for user_id, blob in await links.list_encrypted_secrets():
         try:
             index = cipher.key_index(user_id, blob)
         except DecryptionError:
@@ -135,11 +135,11 @@ async def count_secrets_by_key(storage: Storage, cipher: TokenCipher) -> tuple[i
 
 
 async def report_unreadable_secrets(
-    storage: Storage, cipher: TokenCipher, command: str = DEFAULT_COMMAND
+    links: LinksStore, cipher: TokenCipher, command: str = DEFAULT_COMMAND
 ) -> tuple[int, int]:
     """At start-up: one ERROR line when the configured keys open none or only some of the
     stored secrets. Returns (readable, total)."""
-    current, older, unreadable = await count_secrets_by_key(storage, cipher)
+    current, older, unreadable = await count_secrets_by_key(links, cipher)
     total = current + older + unreadable
     if unreadable:
         log.error(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from bot.storage.base import StorageBase
+from bot.storage.base import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,13 +15,13 @@ class GuildSettings:
     autopost_notice: str | None
 
 
-class SettingsStore(StorageBase):
+class SettingsStore(Store):
     """Guild settings (the music channel) and members' auto-post opt-in, globally and per server."""
 
     # --- guild settings ------------------------------------------------------------------------
 
     async def get_guild_settings(self, guild_id: int) -> GuildSettings | None:
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT guild_id, music_channel_id, autopost_notice FROM guild_settings "
             "WHERE guild_id = ?",
             (guild_id,),
@@ -37,7 +37,7 @@ class SettingsStore(StorageBase):
     async def _set_channel(
         self, guild_id: int, channel_id: int | None, notice: str | None, now: float
     ) -> None:
-        async with self._transaction() as tx:
+        async with self._db.transaction() as tx:
             previous = await tx.fetchone(
                 "SELECT music_channel_id FROM guild_settings WHERE guild_id = ?", (guild_id,)
             )
@@ -72,13 +72,13 @@ class SettingsStore(StorageBase):
         await self._set_channel(guild_id, None, notice, time.time() if now is None else now)
 
     async def clear_autopost_notice(self, guild_id: int) -> None:
-        await self._write(
+        await self._db.write(
             "UPDATE guild_settings SET autopost_notice = NULL WHERE guild_id = ?", (guild_id,)
         )
 
     async def list_music_channels(self) -> dict[int, int]:
         """guild id -> auto-post channel id, for every guild that has one."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT guild_id, music_channel_id FROM guild_settings "
             "WHERE music_channel_id IS NOT NULL ORDER BY guild_id"
         )
@@ -89,7 +89,7 @@ class SettingsStore(StorageBase):
     async def get_autopost_opt_in(self, user_id: int) -> bool | None:
         """True/False as the member chose; None when they never chose (callers apply the
         default: linked members in, presence-only members out)."""
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             "SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?", (user_id,)
         )
         if row is None or row[0] is None:
@@ -99,7 +99,7 @@ class SettingsStore(StorageBase):
     async def set_autopost_opt_in(
         self, user_id: int, enabled: bool, *, now: float | None = None
     ) -> None:
-        await self._write(
+        await self._db.write(
             """
             INSERT INTO member_settings (discord_user_id, autopost_opt_in, updated_at)
             VALUES (?, ?, ?)
@@ -113,7 +113,7 @@ class SettingsStore(StorageBase):
     async def get_guild_autopost_opt_in(self, user_id: int, guild_id: int) -> bool | None:
         """The member's auto-post choice in one server: the choice made there, else the choice
         made before it was per server (it applies everywhere until changed), else None."""
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             """
             SELECT coalesce(
                 (SELECT autopost_opt_in FROM member_guild_settings
@@ -131,7 +131,7 @@ class SettingsStore(StorageBase):
         self, user_id: int, guild_id: int, enabled: bool, *, now: float | None = None
     ) -> None:
         """``/autopost me`` in one server; other servers keep their own (or the old) choice."""
-        await self._write(
+        await self._db.write(
             """
             INSERT INTO member_guild_settings (discord_user_id, guild_id, autopost_opt_in,
                                                updated_at)
@@ -147,7 +147,7 @@ class SettingsStore(StorageBase):
         """Summary over every server: True when the member opted in somewhere (here or before
         it was per server), False when they opted out before it was per server and in
         nowhere since, None otherwise (the default of each server applies)."""
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             """
             SELECT
                 (SELECT max(autopost_opt_in) FROM member_guild_settings
@@ -167,7 +167,7 @@ class SettingsStore(StorageBase):
     async def list_autopost_opt_in_summaries(self) -> dict[int, bool]:
         """``get_autopost_opt_in_anywhere`` for every member with a choice, in one query
         (members absent from the result: None)."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             """
             SELECT discord_user_id, max(per_guild), max(fallback) FROM (
                 SELECT discord_user_id, autopost_opt_in AS per_guild, NULL AS fallback
@@ -190,7 +190,7 @@ class SettingsStore(StorageBase):
 
     async def list_autopost_opted_in_user_ids(self) -> set[int]:
         """Every member who opted in somewhere (per server, or before it was per server)."""
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             "SELECT discord_user_id FROM member_guild_settings WHERE autopost_opt_in = 1 "
             "UNION SELECT discord_user_id FROM member_settings WHERE autopost_opt_in = 1"
         )

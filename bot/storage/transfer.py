@@ -2,11 +2,12 @@
 
 The copy reads the SQLite file inside one ``BEGIN IMMEDIATE`` transaction (a consistent
 snapshot that no other writer can change meanwhile) and writes PostgreSQL inside one transaction:
-the schema (the same numbered migrations), every row of every table with binary COPY, identity
-sequences moved past the copied ids, and the row counts compared table by table before COMMIT.
-Anything wrong rolls everything back, so the target is either a complete copy or untouched.
-A target that already has any of the bot's tables is refused. Secrets are copied as the stored
-ciphertext: nothing here holds a key, so nothing can be decrypted.
+the schema (the same numbered migrations, applied as ``bot.storage.migrate`` applies them), every
+row of every table with binary COPY, identity sequences moved past the copied ids, and the row
+counts compared table by table before COMMIT. Anything wrong rolls everything back, so the
+target is either a complete copy or untouched. A target that already has any of the bot's
+tables is refused. Secrets are copied as the stored ciphertext: nothing here holds a key, so
+nothing can be decrypted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import asyncpg
 
 from bot.storage import migrations as db
 from bot.storage.engines import postgresql
+from bot.storage.engines.sqlite import SqliteDatabase, get_schema_version
+from bot.storage.migrate import apply_migration, migrate
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +103,10 @@ async def _reset_identities(connection: asyncpg.Connection) -> None:
 async def copy_sqlite_to_postgresql(source: Path, target_url: str) -> TransferReport:
     """Copy everything; raise TransferRefused (target untouched) when it cannot or did not
     verify. The caller checked that ``source`` is an existing file."""
-    sqlite_connection = await db.open_database(source)  # brings it to the latest schema first
+    sqlite = await SqliteDatabase.open(source)
     try:
+        await migrate(sqlite)  # brings it to the latest schema first
+        sqlite_connection = sqlite.connection
         target = await asyncpg.connect(target_url, timeout=postgresql.CONNECT_TIMEOUT)
         try:
             # The write lock for the whole copy: a bot still running cannot change the file
@@ -115,11 +120,11 @@ async def copy_sqlite_to_postgresql(source: Path, target_url: str) -> TransferRe
         finally:
             await target.close()
     finally:
-        await sqlite_connection.close()
+        await sqlite.close()
 
 
 async def _copy(source: aiosqlite.Connection, target: asyncpg.Connection) -> TransferReport:
-    version = await db.get_schema_version(source)
+    version = await get_schema_version(source)
     tables = await _sqlite_tables(source)
     existing = await _target_tables(target)
     ours = existing & {*tables, postgresql.SCHEMA_TABLE}
@@ -131,14 +136,9 @@ async def _copy(source: aiosqlite.Connection, target: asyncpg.Connection) -> Tra
         )
     counts: dict[str, int] = {}
     async with target.transaction():
-        await target.execute(f"CREATE TABLE {postgresql.SCHEMA_TABLE} (version integer NOT NULL)")
-        await target.execute(
-            f"INSERT INTO {postgresql.SCHEMA_TABLE} VALUES ($1)",  # noqa: S608
-            version,
-        )
+        schema = postgresql.PostgresTransaction(target)
         for migration in db.MIGRATIONS[:version]:
-            for statement in migration.postgresql:
-                await target.execute(statement)
+            await apply_migration(schema, migration, "postgresql")
         created = await _target_tables(target)
         missing = set(tables) - created
         if missing:

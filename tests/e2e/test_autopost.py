@@ -118,7 +118,7 @@ async def followed(stack: Stack, user_id: int, expected: bool = True) -> None:
 
 
 async def music_channel_in_db(stack: Stack) -> int | None:
-    settings = await stack.app.services.storage.get_guild_settings(GUILD_ID)
+    settings = await stack.app.services.storage.settings.get_guild_settings(GUILD_ID)
     return settings.music_channel_id if settings is not None else None
 
 

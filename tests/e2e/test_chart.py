@@ -203,9 +203,9 @@ async def test_chart_errors_are_plain_and_private(tmp_path: Path) -> None:
 
         # A link made before user-top-read: one sentence, no Spotify call.
         storage = stack.app.services.storage
-        link = await storage.get_link(ALICE_ID)
+        link = await storage.links.get_link(ALICE_ID)
         assert link is not None
-        await storage.save_link(
+        await storage.links.save_link(
             replace(link, scopes="user-read-currently-playing user-read-playback-state")
         )
         stack.spotify.reset_calls()
@@ -214,7 +214,7 @@ async def test_chart_errors_are_plain_and_private(tmp_path: Path) -> None:
         assert stack.spotify.call_count("top_tracks") == 0
 
         # Spotify's own 403 "Insufficient client scope" means the same.
-        await storage.save_link(link)
+        await storage.links.save_link(link)
         stack.spotify.fail_next(
             "top_tracks",
             403,

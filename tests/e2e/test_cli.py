@@ -66,7 +66,7 @@ async def test_rotate_keys_reencrypts_with_the_first_key(tmp_path: Path) -> None
     database = tmp_path / "data" / "bot.db"
     async with await Storage.open(database) as storage:
         blob = TokenCipher([old]).encrypt(42, "refresh-token-value")
-        await storage.save_link(
+        await storage.links.save_link(
             LinkedAccount(42, "acct", "user", "User", blob, "scope", 0.0, "active")
         )
     env = {
@@ -81,7 +81,7 @@ async def test_rotate_keys_reencrypts_with_the_first_key(tmp_path: Path) -> None
     assert status == 0, output
     assert "Re-encrypted 1 stored secret(s)" in output
     async with await Storage.open(database) as storage:
-        link = await storage.get_link(42)
+        link = await storage.links.get_link(42)
     assert link is not None
     assert link.refresh_token is not None
     new_only = TokenCipher([base64.urlsafe_b64decode(new_text)])

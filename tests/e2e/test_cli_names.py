@@ -207,7 +207,7 @@ async def test_rotate_keys_refusal_names_the_console_script(tmp_path: Path) -> N
     database = tmp_path / "data" / "bot.db"
     lost = TokenCipher([b"l" * 32])
     async with await Storage.open(database) as storage:
-        await storage.save_link(linked_account(7, lost.encrypt(7, "refresh")))
+        await storage.links.save_link(linked_account(7, lost.encrypt(7, "refresh")))
     env = {
         "DISCORD_TOKEN": "t",
         "SPOTIFY_CLIENT_ID": "id",

@@ -122,7 +122,7 @@ async def test_presence_art_is_coloured_by_its_image_id(tmp_path: Path) -> None:
         colours = stack.app.services.colours
         assert colours is not None
         await colours.settle()
-        stored = await stack.app.services.storage.get_image_colour(
+        stored = await stack.app.services.storage.colours.get_image_colour(
             "ab67616d-e8b066f70c206551210d902b"
         )
         assert stored == embed["color"]

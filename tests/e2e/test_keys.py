@@ -29,9 +29,9 @@ async def seed(database: Path, readable: int, unreadable: int) -> None:
     lost = TokenCipher([LOST_KEY])
     async with await Storage.open(database) as storage:
         for user_id in range(1, readable + 1):
-            await storage.save_link(linked_account(user_id, configured.encrypt(user_id, "r")))
+            await storage.links.save_link(linked_account(user_id, configured.encrypt(user_id, "r")))
         for user_id in range(100, 100 + unreadable):
-            await storage.save_link(linked_account(user_id, lost.encrypt(user_id, "r")))
+            await storage.links.save_link(linked_account(user_id, lost.encrypt(user_id, "r")))
 
 
 async def test_start_up_logs_one_error_with_the_counts(
@@ -98,7 +98,7 @@ async def test_rotate_keys_does_what_its_refusal_offers(tmp_path: Path) -> None:
     assert "Left 1 stored secret(s) that no configured key opens" in output
     new_only = TokenCipher([base64.urlsafe_b64decode(new_key)])
     async with await Storage.open(database) as storage:
-        secrets = dict(await storage.list_encrypted_secrets())
+        secrets = dict(await storage.links.list_encrypted_secrets())
     assert {user_id for user_id in secrets if user_id < 100} == {1, 2, 3}
     for user_id in (1, 2, 3):
         assert new_only.decrypt(user_id, secrets[user_id]) == "r"

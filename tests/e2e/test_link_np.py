@@ -167,7 +167,7 @@ async def test_a_cancelled_consent_links_nothing(tmp_path: Path) -> None:
         status, _, body = await stack.follow(url)
         assert status == 403
         assert "cancelled" in body
-        assert await stack.app.services.storage.get_link(ALICE_ID) is None
+        assert await stack.app.services.storage.links.get_link(ALICE_ID) is None
 
 
 # --- /link through the paste modal ---------------------------------------------------------
@@ -235,7 +235,7 @@ async def test_a_link_pasted_by_another_member_is_refused(tmp_path: Path) -> Non
         refused = await paste(stack, bob_dm, BOB_ID, alice_location)
         assert "belongs to someone else" in refused.content
         assert "Alice" not in refused.content
-        assert await stack.app.services.storage.get_link(BOB_ID) is None
+        assert await stack.app.services.storage.links.get_link(BOB_ID) is None
         assert stack.spotify.call_count("token") == 0
 
         # Alice's link was not used up by Bob's attempt.
@@ -308,7 +308,7 @@ async def test_unlink(tmp_path: Path) -> None:
         reply = await sent.wait_for_reply()
         assert reply.ephemeral
         assert reply.content.startswith("Done")
-        assert await stack.app.services.storage.get_link(ALICE_ID) is None
+        assert await stack.app.services.storage.links.get_link(ALICE_ID) is None
 
         stack.spotify.reset_calls()
         reply = await np_reply(stack, ALICE_ID)
@@ -452,7 +452,7 @@ async def test_np_after_the_member_revoked_access(tmp_path: Path) -> None:
         reply = await np_reply(stack, ALICE_ID)
         assert reply.ephemeral
         assert "run /link again" in reply.content
-        link = await stack.app.services.storage.get_link(ALICE_ID)
+        link = await stack.app.services.storage.links.get_link(ALICE_ID)
         assert link is not None
         assert (link.status, link.refresh_token) == ("broken", None)
 
@@ -652,9 +652,11 @@ async def test_np_reminds_privately_when_the_link_runs_out_soon(tmp_path: Path) 
         await stack.commands_finished()  # its reminder check read the fresh link
 
         storage = stack.app.services.storage
-        link = await storage.get_link(ALICE_ID)
+        link = await storage.links.get_link(ALICE_ID)
         assert link is not None
-        await storage.save_link(dataclasses.replace(link, linked_at=time.time() - 175 * 86400))
+        await storage.links.save_link(
+            dataclasses.replace(link, linked_at=time.time() - 175 * 86400)
+        )
         old = await stack.np(ALICE_ID)
         reply = await old.wait_for_reply()
         assert reply.embeds[0]["title"] == "Song"

@@ -37,10 +37,10 @@ async def test_a_button_sent_to_someone_else_cannot_move_their_account(tmp_path:
         assert "bob" not in body.lower().replace("nowplaying-bot", "")
 
         # Bob's link is untouched; Alice got nothing of his.
-        link = await stack.app.services.storage.get_link(BOB_ID)
+        link = await stack.app.services.storage.links.get_link(BOB_ID)
         assert link is not None
         assert link.spotify_user_id == "bob"
-        assert await stack.app.services.storage.get_link(ALICE_ID) is None
+        assert await stack.app.services.storage.links.get_link(ALICE_ID) is None
         stack.spotify.set_playing("bob", track_payload("b1", "Bob's Song", 200_000, 1_000))
         alice_np = await (await stack.np(ALICE_ID)).wait_for_reply()
         assert "Bob's Song" not in str(alice_np.embeds) + alice_np.content
@@ -64,7 +64,7 @@ async def test_link_again_inside_the_cooldown_gets_the_same_button(tmp_path: Pat
         assert labels == {"Link Spotify", "Paste the link"}
         assert authorize_url_of(reply.components) == first_url
         assert len(stack.discord.dms_to(ALICE_ID)) == dms  # no second DM
-        assert await stack.app.services.storage.count_link_states(ALICE_ID) == 1
+        assert await stack.app.services.storage.link_states.count_link_states(ALICE_ID) == 1
         # The button works.
         stack.spotify.approve_as("alice")
         status, _, body = await stack.follow(first_url)
@@ -116,14 +116,14 @@ async def test_a_link_waiting_for_a_hold_survives_a_restart(tmp_path: Path) -> N
             status, _, body = await stack.follow(url)
             assert status == 202
             assert "60 min" in body
-            assert len(await stack.app.services.storage.list_pending_links()) == 1
+            assert len(await stack.app.services.storage.link_states.list_pending_links()) == 1
         # The bot restarts (Spotify's hold is long over by the time it is back).
         async with Stack.running(tmp_path, spotify=spotify) as stack:
             dm = await stack.discord.wait_for_dm(
                 ALICE_ID, predicate=lambda m: "Linked as" in m.content
             )
             assert dm.content.startswith("Linked as **Alice**")
-            assert await stack.app.services.storage.list_pending_links() == []
+            assert await stack.app.services.storage.link_states.list_pending_links() == []
             link = await stack.app.services.links.current_link(ALICE_ID)
             assert link is not None
             assert link.spotify_user_id == "alice"

@@ -84,7 +84,7 @@ async def test_np_logs_one_play_and_a_restart_duplicates_nothing(tmp_path: Path)
             await stack.link(ALICE_ID, "alice")
             await np_playing(stack, ALICE_ID, "alice", "t1")
             await np_playing(stack, ALICE_ID, "alice", "t1")  # the same play seen again
-            plays = await stack.app.services.storage.recent_plays(ALICE_ID)
+            plays = await stack.app.services.storage.listening.recent_plays(ALICE_ID)
             assert [(p.track_id, p.artists, p.source) for p in plays] == [
                 ("t1", ("Band t1",), "np")
             ]
@@ -92,7 +92,7 @@ async def test_np_logs_one_play_and_a_restart_duplicates_nothing(tmp_path: Path)
             spotify.reset_calls()
             await np_playing(stack, ALICE_ID, "alice", "t1")  # after the restart: same play
             assert spotify.call_count("currently_playing") == 1
-            plays = await stack.app.services.storage.recent_plays(ALICE_ID)
+            plays = await stack.app.services.storage.listening.recent_plays(ALICE_ID)
             assert [p.track_id for p in plays] == ["t1"]
 
 
@@ -104,19 +104,19 @@ async def test_unlink_and_private_delete_the_log(tmp_path: Path) -> None:
         await np_playing(stack, ALICE_ID, "alice", "a1")
         await np_playing(stack, BOB_ID, "bob", "b1")
         await command(stack, "unlink", user_id=ALICE_ID)
-        assert await storage.recent_plays(ALICE_ID) == []
+        assert await storage.listening.recent_plays(ALICE_ID) == []
 
         await stack.app.services.privacy.set_visibility(BOB_ID, "private")
-        assert await storage.recent_plays(BOB_ID) == []
+        assert await storage.listening.recent_plays(BOB_ID) == []
         await np_playing(stack, BOB_ID, "bob", "b2")  # nothing logged while private
-        assert await storage.recent_plays(BOB_ID) == []
+        assert await storage.listening.recent_plays(BOB_ID) == []
 
 
 async def test_retention_zero_keeps_nothing(tmp_path: Path) -> None:
     async with Stack.running(tmp_path, env={"LISTENING_LOG_DAYS": "0"}) as stack:
         await stack.link(ALICE_ID, "alice")
         await np_playing(stack, ALICE_ID, "alice", "t1")
-        assert await stack.app.services.storage.count_plays() == 0
+        assert await stack.app.services.storage.listening.count_plays() == 0
 
 
 async def test_gap_is_filled_from_recently_played(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ async def test_gap_is_filled_from_recently_played(tmp_path: Path) -> None:
         assert added == 2
         # Matching played_at to logged plays: filling again adds nothing.
         assert await history(stack).gaps.fill(ALICE_ID, now - 1000) == 0
-        plays = await stack.app.services.storage.recent_plays(ALICE_ID)
+        plays = await stack.app.services.storage.listening.recent_plays(ALICE_ID)
         assert [p.track_id for p in plays] == ["g2", "g1"]
         assert all(p.source == "recently_played" for p in plays)
 
@@ -224,12 +224,12 @@ async def test_recent_for_an_old_link_uses_the_log_and_asks_to_link_again(tmp_pa
     async with Stack.running(tmp_path) as stack:
         await stack.link(ALICE_ID, "alice")
         storage = stack.app.services.storage
-        link = await storage.get_link(ALICE_ID)
+        link = await storage.links.get_link(ALICE_ID)
         assert link is not None
         from dataclasses import replace
 
         old = "user-read-currently-playing user-read-playback-state"
-        await storage.save_link(replace(link, scopes=old))
+        await storage.links.save_link(replace(link, scopes=old))
         await np_playing(stack, ALICE_ID, "alice", "t9")
         stack.spotify.reset_calls()
         reply = await command(stack, "recent", user_id=ALICE_ID)
@@ -239,7 +239,7 @@ async def test_recent_for_an_old_link_uses_the_log_and_asks_to_link_again(tmp_pa
         assert stack.spotify.call_count("recently_played") == 0
 
         # Spotify's own 403 "Insufficient client scope" means the same.
-        await storage.save_link(link)
+        await storage.links.save_link(link)
         stack.spotify.fail_next(
             "recently_played",
             403,
@@ -326,7 +326,7 @@ async def test_recap_counts_visible_members_of_this_server_only(tmp_path: Path) 
         log = history(stack)
         # A member seen only in another server never counts here.
         storage = stack.app.services.storage
-        await storage.delete_plays(CAROL_ID)
+        await storage.listening.delete_plays(CAROL_ID)
         await log.roster.note(OTHER_GUILD_ID, CAROL_ID)
         track = Track(
             name="Elsewhere",
@@ -401,10 +401,10 @@ async def polled_then_restarted(tmp_path: Path, spotify: FakeSpotify) -> None:
         storage = stack.app.services.storage
 
         async def logged() -> bool:
-            return [p.track_id for p in await storage.recent_plays(ALICE_ID)] == ["p1"]
+            return [p.track_id for p in await storage.listening.recent_plays(ALICE_ID)] == ["p1"]
 
         await eventually(logged)
-        assert (await storage.recent_plays(ALICE_ID))[0].source == "spotify"
+        assert (await storage.listening.recent_plays(ALICE_ID))[0].source == "spotify"
         # Linked members show in /listening from the poller's latest observation.
         reply = await command(stack, "listening", user_id=BOB_ID)
         assert "Polled" in text_of(reply)
@@ -423,7 +423,7 @@ async def polled_then_restarted(tmp_path: Path, spotify: FakeSpotify) -> None:
         storage = stack.app.services.storage
 
         async def caught_up() -> bool:
-            return {p.track_id for p in await storage.recent_plays(ALICE_ID)} == {
+            return {p.track_id for p in await storage.listening.recent_plays(ALICE_ID)} == {
                 "p1",
                 "d1",
                 "d2",
@@ -431,7 +431,7 @@ async def polled_then_restarted(tmp_path: Path, spotify: FakeSpotify) -> None:
             }
 
         await eventually(caught_up)
-        assert await storage.count_plays() == 4  # no play twice
+        assert await storage.listening.count_plays() == 4  # no play twice
 
 
 async def test_presence_mode_logs_opted_in_members_only(tmp_path: Path) -> None:
@@ -454,12 +454,12 @@ async def test_presence_mode_logs_opted_in_members_only(tmp_path: Path) -> None:
         storage = stack.app.services.storage
 
         async def carol_logged() -> bool:
-            return len(await storage.recent_plays(CAROL_ID)) == 1
+            return len(await storage.listening.recent_plays(CAROL_ID)) == 1
 
         await eventually(carol_logged)
         await history(stack).wait_idle()
-        assert await storage.recent_plays(BOB_ID) == []  # never opted in: not logged
-        [play] = await storage.recent_plays(CAROL_ID)
+        assert await storage.listening.recent_plays(BOB_ID) == []  # never opted in: not logged
+        [play] = await storage.listening.recent_plays(CAROL_ID)
         assert play.source == "presence"
         assert abs(play.started_at - start / 1000) < 0.01
         # Both appear in /listening: their status is visible to the server anyway.
@@ -550,11 +550,11 @@ async def test_privacy_server_chosen_explicitly_opts_a_status_in_until_unlink(
         storage = stack.app.services.storage
 
         async def bob_logged() -> bool:
-            return len(await storage.recent_plays(BOB_ID)) == 1
+            return len(await storage.listening.recent_plays(BOB_ID)) == 1
 
         await eventually(bob_logged)
         await command(stack, "unlink", user_id=BOB_ID)
-        assert await storage.recent_plays(BOB_ID) == []
+        assert await storage.listening.recent_plays(BOB_ID) == []
         assert not log.keeps_plays_of(BOB_ID)
 
 
@@ -570,7 +570,7 @@ async def test_a_private_members_own_answers_and_a_dm(tmp_path: Path) -> None:
         assert reply.ephemeral  # a private member's own answer is only for them
         assert "Mine Only" in text_of(reply)
         await history(stack).wait_idle()
-        assert await stack.app.services.storage.recent_plays(ALICE_ID) == []  # not logged
+        assert await stack.app.services.storage.listening.recent_plays(ALICE_ID) == []  # not logged
         sent = await stack.discord.send_slash_command("recent", {}, user_id=str(BOB_ID), dm=True)
         reply = await sent.wait_for_reply(timeout=WAIT)
         assert "no recent tracks" in reply.content  # a DM works for yourself

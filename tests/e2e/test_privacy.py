@@ -179,7 +179,7 @@ async def test_private_hides_you_from_others_but_not_from_yourself(tmp_path: Pat
 
         reply = await privacy(stack, ALICE_ID, "private")
         assert reply.content.startswith("Done. You are **private**.")
-        assert await stack.app.services.storage.get_visibility(ALICE_ID) == "private"
+        assert await stack.app.services.storage.privacy.get_visibility(ALICE_ID) == "private"
         stack.spotify.reset_calls()
         for guild_id in (GUILD_ID, OTHER_GUILD_ID):
             reply = await np(stack, BOB_ID, ALICE_ID, guild_id=str(guild_id))
@@ -208,15 +208,15 @@ async def test_private_stops_auto_posts_everywhere_and_forgets_them(tmp_path: Pa
         await eventually(lambda: titles(stack, MUSIC_ID) and titles(stack, OTHER_MUSIC_ID), WAIT)
         storage = stack.app.services.storage
         async with asyncio.timeout(WAIT):  # recorded just after Discord has the post
-            while await storage.get_last_post(ALICE_ID, MUSIC_ID) is None:  # noqa: ASYNC110
+            while await storage.last_posts.get_last_post(ALICE_ID, MUSIC_ID) is None:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
 
         await privacy(stack, ALICE_ID, "private")
         service = stack.app.services.autopost
         assert service is not None
         assert not service.is_followed(ALICE_ID)
-        assert await storage.get_last_post(ALICE_ID, MUSIC_ID) is None
-        assert await storage.get_last_post(ALICE_ID, OTHER_MUSIC_ID) is None
+        assert await storage.last_posts.get_last_post(ALICE_ID, MUSIC_ID) is None
+        assert await storage.last_posts.get_last_post(ALICE_ID, OTHER_MUSIC_ID) is None
         await eventually(lambda: service.polls_in_flight == 0, WAIT)  # a poll already started lands
         polled = stack.spotify.call_count("currently_playing", "alice")
         stack.spotify.set_playing("alice", track_payload("a2", "Song a2", 200_000, 1_000))
@@ -258,7 +258,7 @@ async def test_a_private_member_status_is_not_shown_either(tmp_path: Path) -> No
 async def test_autopost_me_applies_in_the_server_where_it_runs(tmp_path: Path) -> None:
     # A choice stored before it was per server (opted out) applies everywhere until changed.
     async with await Storage.open(harness.database_target(tmp_path)) as storage:
-        await storage.set_autopost_opt_in(ALICE_ID, False)
+        await storage.settings.set_autopost_opt_in(ALICE_ID, False)
     async with two_servers(tmp_path) as stack:
         await autopost_in_both_servers(stack)
         stack.spotify.set_playing("alice", track_payload("a1", "Song a1", 200_000, 1_000))
@@ -284,4 +284,6 @@ async def test_autopost_me_applies_in_the_server_where_it_runs(tmp_path: Path) -
         stack.spotify.set_playing("alice", track_payload("a2", "Song a2", 200_000, 1_000))
         await eventually(lambda: titles(stack, MUSIC_ID)[-1:] == ["Song a2"], WAIT)
         assert titles(stack, OTHER_MUSIC_ID) == ["Song a1"]
-        assert await stack.app.services.storage.get_guild_autopost_opt_in(ALICE_ID, GUILD_ID)
+        assert await stack.app.services.storage.settings.get_guild_autopost_opt_in(
+            ALICE_ID, GUILD_ID
+        )

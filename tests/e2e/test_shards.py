@@ -142,7 +142,7 @@ async def test_rotated_refresh_tokens_survive_two_processes_refreshing_at_once(
         _, refresh_token = spotify.grant_tokens(user.id)
         storages = [await Storage.open(postgres_database) for _ in range(2)]
         try:
-            await storages[0].save_link(
+            await storages[0].links.save_link(
                 linked_account(ALICE_ID, cipher.encrypt(ALICE_ID, refresh_token))
             )
             managers = []
@@ -161,7 +161,7 @@ async def test_rotated_refresh_tokens_survive_two_processes_refreshing_at_once(
                     await manager.access_token(ALICE_ID, force_refresh=True)
 
             await asyncio.wait_for(asyncio.gather(*(refresh_many(m) for m in managers)), 30)
-            link = await storages[1].get_link(ALICE_ID)
+            link = await storages[1].links.get_link(ALICE_ID)
             assert link is not None
             assert link.status == "active"
             assert link.refresh_token is not None

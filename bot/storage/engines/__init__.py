@@ -6,6 +6,10 @@ aiosqlite connection, PostgreSQL through an asyncpg pool (``?`` becomes ``$n``).
 gives write transactions the same meaning: one writer at a time across every process sharing
 the database (SQLite's ``BEGIN IMMEDIATE``; on PostgreSQL a transaction-scoped advisory lock), so
 a read-then-write inside a transaction never races another process.
+
+The engines differ in where the schema version lives (SQLite's ``PRAGMA user_version``, a
+one-row ``nowplaying_schema`` table on PostgreSQL): ``Migratable`` is what the one migration
+runner (``bot.storage.migrate``) needs of them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -42,22 +47,39 @@ class Transaction(Protocol):
     async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]: ...
 
 
-class Database(Protocol):
-    """What ``bot.storage.Storage`` needs from an engine."""
+class SchemaTransaction(Transaction, Protocol):
+    """A write transaction that also reads and sets the schema version."""
+
+    async def schema_version(self) -> int: ...
+
+    async def set_schema_version(self, version: int) -> None: ...
+
+
+class Migratable(Protocol):
+    """What the migration runner needs from an engine."""
 
     @property
     def dialect(self) -> Dialect: ...
 
-    @property
-    def applied_migrations(self) -> tuple[int, ...]: ...
+    async def schema_version(self) -> int:
+        """The version the database is at (0: nothing applied yet), read outside a transaction."""
+        ...
+
+    def schema_transaction(self) -> AbstractAsyncContextManager[SchemaTransaction]:
+        """A write transaction in which one migration runs and the version is bumped; it
+        serialises with every other process migrating the database (SQLite's ``BEGIN
+        IMMEDIATE``, a transaction-scoped advisory lock on PostgreSQL). Rolled back on error."""
+        ...
+
+
+class Database(Migratable, Protocol):
+    """What ``bot.storage.Storage`` needs from an engine."""
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction (serialised with every other writer); rolled back on error."""
         ...
 
     async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]: ...
-
-    async def schema_version(self) -> int: ...
 
     async def ping(self, timeout: float) -> bool: ...
 
@@ -98,4 +120,25 @@ def is_postgresql_url(value: str) -> bool:
     return value.startswith(("postgresql://", "postgres://"))
 
 
-__all__ = ["Database", "Dialect", "Row", "Transaction", "is_postgresql_url"]
+async def open_engine(path_or_url: Path | str) -> Database:
+    """The engine for a ``postgresql://`` URL or an SQLite file (or ``":memory:"``), opened
+    as it is (not migrated)."""
+    if isinstance(path_or_url, str) and is_postgresql_url(path_or_url):
+        from bot.storage.engines.postgresql import PostgresDatabase  # asyncpg only when used
+
+        return await PostgresDatabase.open(path_or_url)
+    from bot.storage.engines.sqlite import SqliteDatabase
+
+    return await SqliteDatabase.open(path_or_url)
+
+
+__all__ = [
+    "Database",
+    "Dialect",
+    "Migratable",
+    "Row",
+    "SchemaTransaction",
+    "Transaction",
+    "is_postgresql_url",
+    "open_engine",
+]

@@ -6,8 +6,9 @@ so writers are serialised across every process exactly as SQLite's ``BEGIN IMMED
 the storage layer's read-then-write transactions need no engine-specific locking. Reads run
 on any pooled connection without that lock.
 
-The schema version lives in a one-row table ``nowplaying_schema``; migrations run under an
-advisory lock too, so processes starting together apply each one exactly once.
+The schema version lives in a one-row table ``nowplaying_schema`` (created with the first
+migration); migrations run under an advisory lock of their own, so processes starting together
+apply each one exactly once.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import asyncpg
 
-from bot.storage import migrations as db
 from bot.storage.engines import Row
 
 log = logging.getLogger(__name__)
@@ -112,91 +112,59 @@ class PostgresTransaction:
     async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
         return list(await self._connection.fetch(to_numbered_placeholders(sql), *parameters))
 
+    async def schema_version(self) -> int:
+        return await get_schema_version(self._connection)
+
+    async def set_schema_version(self, version: int) -> None:
+        await set_schema_version(self._connection, version)
+
+
+async def _has_schema_table(connection: AnyConnection) -> bool:
+    # pg_class as of this statement, not to_regclass: that answers from the session's catalog
+    # cache, which misses a table another process created after this transaction began (when
+    # the session looked the name up before, as the migration runner does outside its lock).
+    return bool(
+        await connection.fetchval(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace "
+            "WHERE c.relname = $1 AND n.nspname = ANY (current_schemas(false)))",
+            SCHEMA_TABLE,
+        )
+    )
+
 
 async def get_schema_version(connection: AnyConnection) -> int:
-    exists = await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", SCHEMA_TABLE)
-    if not exists:
+    if not await _has_schema_table(connection):
         return 0
     version = await connection.fetchval(f"SELECT version FROM {SCHEMA_TABLE}")  # noqa: S608
     return int(version) if version is not None else 0
 
 
-async def migrate(connection: AnyConnection, target_version: int | None = None) -> list[int]:
-    """Apply pending migrations (their PostgreSQL statements) up to ``target_version``."""
-    if target_version is None:
-        target_version = db.LATEST_SCHEMA_VERSION
-    if not 0 <= target_version <= db.LATEST_SCHEMA_VERSION:
-        raise ValueError(f"target_version must be between 0 and {db.LATEST_SCHEMA_VERSION}")
-    applied: list[int] = []
-    while True:
-        async with connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-            current = await get_schema_version(connection)
-            if current > db.LATEST_SCHEMA_VERSION:
-                raise db.SchemaVersionError(
-                    f"the database is at schema version {current}, newer than this bot "
-                    f"supports ({db.LATEST_SCHEMA_VERSION}); upgrade the bot or restore a "
-                    "matching backup"
-                )
-            if current >= target_version:
-                return applied
-            if current == 0:
-                await connection.execute(f"CREATE TABLE {SCHEMA_TABLE} (version integer NOT NULL)")
-                await connection.execute(f"INSERT INTO {SCHEMA_TABLE} VALUES (0)")  # noqa: S608
-            migration = db.MIGRATIONS[current]
-            for statement in migration.postgresql:
-                await connection.execute(statement)
-            await connection.execute(
-                f"UPDATE {SCHEMA_TABLE} SET version = $1",  # noqa: S608
-                migration.version,
-            )
-        log.info(
-            "database migrated to schema version %d (%s)",
-            migration.version,
-            migration.description,
-        )
-        applied.append(migration.version)
+async def set_schema_version(connection: AnyConnection, version: int) -> None:
+    """Inside a transaction: record ``version``, creating the one-row table the first time."""
+    if not await _has_schema_table(connection):
+        await connection.execute(f"CREATE TABLE {SCHEMA_TABLE} (version integer NOT NULL)")
+        await connection.execute(f"INSERT INTO {SCHEMA_TABLE} VALUES (0)")  # noqa: S608
+    await connection.execute(f"UPDATE {SCHEMA_TABLE} SET version = $1", version)  # noqa: S608
 
 
 class PostgresDatabase:
     dialect: Literal["postgresql"] = "postgresql"
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        applied_migrations: Sequence[int] = (),
-        max_size: int = POOL_MAX_SIZE,
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, max_size: int = POOL_MAX_SIZE) -> None:
         self._pool: asyncpg.Pool | None = pool
         self._lock_slots = asyncio.Semaphore(max(1, max_size // 2))
-        self.applied_migrations: tuple[int, ...] = tuple(applied_migrations)
 
     @classmethod
-    async def open(
-        cls,
-        url: str,
-        *,
-        run_migrations: bool = True,
-        target_version: int | None = None,
-        max_size: int = POOL_MAX_SIZE,
-    ) -> PostgresDatabase:
-        """Connect a pool and migrate (unless ``run_migrations`` is False: ``check`` only looks).
+    async def open(cls, url: str, *, max_size: int = POOL_MAX_SIZE) -> PostgresDatabase:
+        """Connect a pool (not migrated: ``bot.storage.migrate`` does that, ``check`` only looks).
 
         Connection errors propagate; ``bot.storage.connect`` tells a refusal from a server
         that is not up yet."""
         pool = await asyncpg.create_pool(
             dsn=url, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT
         )
-        try:
-            applied: list[int] = []
-            if run_migrations:
-                async with pool.acquire() as connection:
-                    applied = await migrate(connection, target_version)
-        except BaseException:
-            await pool.close()
-            raise
-        return cls(pool, applied_migrations=applied, max_size=max_size)
+        return cls(pool, max_size=max_size)
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -218,10 +186,16 @@ class PostgresDatabase:
     def closed(self) -> bool:
         return self._pool is None
 
+    def transaction(self) -> AbstractAsyncContextManager[PostgresTransaction]:
+        return self._locked_transaction(WRITE_LOCK_KEY)
+
+    def schema_transaction(self) -> AbstractAsyncContextManager[PostgresTransaction]:
+        return self._locked_transaction(MIGRATION_LOCK_KEY)
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+    async def _locked_transaction(self, lock_key: int) -> AsyncIterator[PostgresTransaction]:
         async with self._require_pool().acquire() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK_KEY)
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
             yield PostgresTransaction(connection)
 
     async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
@@ -376,7 +350,7 @@ __all__ = [
     "PostgresDatabase",
     "PostgresTransaction",
     "get_schema_version",
-    "migrate",
     "rows_changed",
+    "set_schema_version",
     "to_numbered_placeholders",
 ]

@@ -1,25 +1,151 @@
-"""SQLite through one aiosqlite connection (the embedded default).
+"""SQLite through one aiosqlite connection (the embedded default), and opening its file.
 
 One ``asyncio.Lock`` guards the connection, so a coroutine never runs a statement inside another
 coroutine's transaction. Every change runs in ``BEGIN IMMEDIATE ... COMMIT`` (rolled back on any
 error), which also serialises writers in other processes through SQLite's write lock and
 ``busy_timeout``. Reads are single statements under the same lock.
+
+Opening creates the folder (0700) and the file (0600) when missing, tightens an existing file
+and its ``-wal``/``-shm`` companions to 0600, and sets the PRAGMAs (``busy_timeout``, foreign
+keys, ``synchronous = NORMAL``, ``secure_delete``, WAL). The schema version is
+``PRAGMA user_version``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import aiosqlite
 
 from bot.aio.keyed_locks import KeyedLocks, LockEntry
-from bot.storage import migrations as db
 from bot.storage.engines import Row
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS: Final = 5000
+FILE_MODE: Final = 0o600
+FOLDER_MODE: Final = 0o700
+MEMORY_PATH: Final = ":memory:"
+
+
+def is_memory_path(path: Path | str) -> bool:
+    return str(path) == MEMORY_PATH
+
+
+def prepare_database_file(path: Path) -> None:
+    """Create the folder (0700) and an empty file (0600) when missing; tighten the file to 0600.
+
+    Doing this before SQLite opens the file means the database never exists with looser
+    permissions, and SQLite gives the -wal and -shm files the main file's mode.
+    """
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:  # created concurrently: fine, and not ours to chmod
+            continue
+        os.chmod(folder, FOLDER_MODE)  # the umask may have stripped more than we asked
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    os.close(fd)
+    secure_database_files(path)
+
+
+def secure_database_files(path: Path) -> None:
+    """chmod the database and its -wal / -shm companions (when present) to 0600."""
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            os.chmod(candidate, FILE_MODE)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            log.warning("could not restrict permissions of %s to 0600 (not its owner)", candidate)
+
+
+async def get_schema_version(connection: aiosqlite.Connection) -> int:
+    async with connection.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+async def _journal_mode(connection: aiosqlite.Connection, statement: str) -> str:
+    async with connection.execute(statement) as cursor:
+        row = await cursor.fetchone()
+    return str(row[0]).lower() if row is not None else ""
+
+
+async def _enable_wal(connection: aiosqlite.Connection) -> str:
+    """Switch to WAL (persistent in the file) and return the journal mode now in force.
+
+    Switching needs an exclusive lock, and SQLite answers "database is locked" at once instead
+    of calling the busy handler when another connection is opening the same new file, so this
+    retries for up to the busy timeout.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            if await _journal_mode(connection, "PRAGMA journal_mode") == "wal":
+                return "wal"
+            return await _journal_mode(connection, "PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+async def _configure(connection: aiosqlite.Connection, *, memory: bool) -> None:
+    # busy_timeout first: switching to WAL may have to wait for another process.
+    for pragma in (
+        f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+        "PRAGMA foreign_keys = ON",
+        "PRAGMA synchronous = NORMAL",
+        # Zero what is deleted or overwritten (replaced refresh tokens): no old ciphertext
+        # lingers in free space. Some builds default to it; others do not.
+        "PRAGMA secure_delete = ON",
+    ):
+        async with connection.execute(pragma):
+            pass
+    if memory:
+        return
+    mode = await _enable_wal(connection)
+    if mode != "wal":
+        log.warning("SQLite refused WAL journal mode (got %r); concurrency will suffer", mode)
+
+
+async def open_connection(path: Path | str) -> aiosqlite.Connection:
+    """Open (creating when missing) and configure the database, as it is (not migrated).
+
+    ``":memory:"`` opens a private in-memory database (no file, no WAL). The connection is in
+    autocommit mode: changes run in explicit ``BEGIN IMMEDIATE`` transactions.
+    """
+    memory = is_memory_path(path)
+    file_path = Path(path)
+    if not memory:
+        prepare_database_file(file_path)
+    connection = await aiosqlite.connect(
+        MEMORY_PATH if memory else str(file_path), isolation_level=None
+    )
+    try:
+        await _configure(connection, memory=memory)
+    except BaseException:
+        await connection.close()
+        raise
+    if not memory:
+        secure_database_files(file_path)
+    return connection
 
 
 class SqliteTransaction:
@@ -46,30 +172,27 @@ class SqliteTransaction:
     async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
         return list(await self._connection.execute_fetchall(sql, tuple(parameters)))
 
+    async def schema_version(self) -> int:
+        return await get_schema_version(self._connection)
+
+    async def set_schema_version(self, version: int) -> None:
+        # PRAGMA arguments cannot be bound; the value is our own int.
+        async with self._connection.execute(f"PRAGMA user_version = {int(version)}"):
+            pass
+
 
 class SqliteDatabase:
     dialect: Literal["sqlite"] = "sqlite"
 
-    def __init__(
-        self, connection: aiosqlite.Connection, *, applied_migrations: Sequence[int] = ()
-    ) -> None:
+    def __init__(self, connection: aiosqlite.Connection) -> None:
         self._connection: aiosqlite.Connection | None = connection
         self._lock = asyncio.Lock()
         self._named_locks: KeyedLocks[str, LockEntry] = KeyedLocks(LockEntry)
-        self.applied_migrations: tuple[int, ...] = tuple(applied_migrations)
 
     @classmethod
     async def open(cls, path: Path | str) -> SqliteDatabase:
-        """Open (creating folder and file when missing) and migrate to the latest schema."""
-        connection = await db.open_database(path, run_migrations=False)
-        try:
-            applied = await db.migrate(connection)
-        except BaseException:
-            await connection.close()
-            raise
-        if not db.is_memory_path(path):
-            db.secure_database_files(Path(path))
-        return cls(connection, applied_migrations=applied)
+        """Open (creating folder and file when missing; see ``open_connection``)."""
+        return cls(await open_connection(path))
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -107,6 +230,10 @@ class SqliteDatabase:
                 await connection.rollback()
                 raise
 
+    def schema_transaction(self) -> AbstractAsyncContextManager[SqliteTransaction]:
+        """Migrations run in a write transaction like any other (it reads and sets the version)."""
+        return self.transaction()
+
     async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
         async with self._lock:
             connection = self._require_connection()
@@ -114,7 +241,7 @@ class SqliteDatabase:
 
     async def schema_version(self) -> int:
         async with self._lock:
-            return await db.get_schema_version(self._require_connection())
+            return await get_schema_version(self._require_connection())
 
     async def ping(self, timeout: float) -> bool:
         try:
@@ -126,8 +253,8 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def scrub_freed_content(self) -> AsyncIterator[None]:
-        """``PRAGMA secure_delete`` for the block. Connections opened by ``bot.db`` have it on
-        already; this makes sure, then restores what was set."""
+        """``PRAGMA secure_delete`` for the block. Connections opened by ``open_connection``
+        have it on already; this makes sure, then restores what was set."""
         async with self._lock:
             connection = self._require_connection()
             async with connection.execute("PRAGMA secure_delete") as cursor:
@@ -170,4 +297,13 @@ class SqliteDatabase:
         return not rows or int(rows[0][0]) == 0
 
 
-__all__ = ["SqliteDatabase", "SqliteTransaction"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "SqliteDatabase",
+    "SqliteTransaction",
+    "get_schema_version",
+    "is_memory_path",
+    "open_connection",
+    "prepare_database_file",
+    "secure_database_files",
+]
