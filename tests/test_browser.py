@@ -27,6 +27,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from bot.web.pages import SECURITY_HEADERS, render_page
+from bot.web.pages import Page as BotPage
 from tests.harness import ALICE_ID, BOB_ID, Stack
 from tests.helpers import query_of
 
@@ -517,7 +518,7 @@ async def test_the_console_check_would_see_a_csp_violation(browser: Browser) -> 
     """Control: a page whose style does not match the CSP hash logs a console error."""
     headers = dict(SECURITY_HEADERS)
     headers["Content-Security-Policy"] = "default-src 'none'; style-src 'sha256-AAAA'"
-    body = render_page(title="t", heading="Styled?", message="m", hint="h", ok=True)
+    body = render_page(BotPage(200, "t", "m", "h", "ok", heading="Styled?"))
 
     async def page_handler(request: web.Request) -> web.Response:
         return web.Response(text=body, content_type="text/html", headers=headers)

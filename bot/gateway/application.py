@@ -13,12 +13,12 @@ from typing import Any, Final
 import aiohttp
 
 from bot.errors import StartupError
+from bot.gateway.rest import get_json
 
 FLAG_PRESENCE: Final = (1 << 12) | (1 << 13)
 FLAG_GUILD_MEMBERS: Final = (1 << 14) | (1 << 15)
 SWITCHES: Final = (("Presence", FLAG_PRESENCE), ("Server Members", FLAG_GUILD_MEMBERS))
 WHERE_THE_SWITCHES_ARE: Final = "Developer Portal -> your app -> Bot -> Privileged Gateway Intents"
-APPLICATION_TIMEOUT_SECONDS: Final = 10.0
 
 
 def switches_off(flags: int) -> list[str]:
@@ -50,19 +50,10 @@ async def fetch_application_flags(
     """The application's flags, or None when Discord answered without them (a REST proxy
     that does not know the route, say: the gateway's answer decides then). StartupError
     (``rejected``) when Discord refuses the token; a network error when nothing answered."""
-    url = f"{api_base}/oauth2/applications/@me"
-    headers = {"Authorization": f"Bot {token}"}
-    timeout = aiohttp.ClientTimeout(total=APPLICATION_TIMEOUT_SECONDS)
-    async with session.get(url, headers=headers, timeout=timeout) as response:
-        if response.status == 401:
-            raise StartupError(rejected)
-        if response.status != 200:
-            return None
-        try:
-            payload = await response.json(content_type=None)
-        except ValueError:
-            return None
-    return flags_of(payload)
+    status, payload = await get_json(session, api_base, "/oauth2/applications/@me", token)
+    if status == 401:
+        raise StartupError(rejected)
+    return flags_of(payload) if status == 200 else None
 
 
 __all__ = [

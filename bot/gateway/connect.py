@@ -37,10 +37,10 @@ from bot.aio.retry import backoff_delays
 from bot.errors import StartupError
 from bot.gateway.application import fetch_application_flags, switches_advice, switches_off
 from bot.gateway.connection import DiscordConnection
+from bot.gateway.rest import get_json
 
 log = logging.getLogger(__name__)
 
-DISCOVERY_TIMEOUT_SECONDS = 10.0
 TOKEN_REJECTED = (
     "DISCORD_TOKEN was rejected by Discord; copy it again from the Developer Portal "
     "(your application -> Bot -> Reset Token)"
@@ -138,20 +138,17 @@ async def fetch_gateway_info(
 ) -> GatewayInfo:
     """Ask ``/gateway/bot``. StartupError on a definitive refusal, DiscoveryFailed (or a
     network error) when it is worth asking again."""
-    url = f"{api_base}/gateway/bot"
-    headers = {"Authorization": f"Bot {token}"}
-    timeout = aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT_SECONDS)
-    async with session.get(url, headers=headers, timeout=timeout) as response:
-        if response.status == 401:
-            raise StartupError(TOKEN_REJECTED)
-        if response.status == 429 or response.status >= 500:
-            raise DiscoveryFailed(f"Discord answered HTTP {response.status}")
-        if response.status != 200:
-            raise StartupError(f"{url} answered HTTP {response.status}; is DISCORD_API_BASE right?")
-        try:
-            payload = await response.json(content_type=None)
-        except ValueError as exc:
-            raise DiscoveryFailed("/gateway/bot answered something that is not JSON") from exc
+    status, payload = await get_json(session, api_base, "/gateway/bot", token)
+    if status == 401:
+        raise StartupError(TOKEN_REJECTED)
+    if status == 429 or status >= 500:
+        raise DiscoveryFailed(f"Discord answered HTTP {status}")
+    if status != 200:
+        raise StartupError(
+            f"{api_base}/gateway/bot answered HTTP {status}; is DISCORD_API_BASE right?"
+        )
+    if payload is None:
+        raise DiscoveryFailed("/gateway/bot answered something that is not JSON")
     return GatewayInfo.from_payload(payload)
 
 

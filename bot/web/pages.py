@@ -66,19 +66,25 @@ class PageLink:
     after: str = ""
 
 
-def render_page(
-    *,
-    title: str,
-    heading: str,
-    message: str,
-    hint: str,
-    ok: bool,
-    tone: Tone | None = None,
-    link: PageLink | None = None,
-) -> str:
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page: its HTTP status and plain-text words (escaped when rendered). ``tone`` picks
+    the mark and the accent colour; ``heading`` defaults to the title."""
+
+    status: int
+    title: str
+    message: str
+    hint: str = ""
+    tone: Tone = "fail"
+    heading: str | None = None
+    link: PageLink | None = None
+
+
+def render_page(page: Page) -> str:
     """A self-contained page; every interpolated value is escaped here."""
-    mark, css_class = _MARKS[tone or ("ok" if ok else "fail")]
+    mark, css_class = _MARKS[page.tone]
     extra = ""
+    link = page.link
     if link is not None:
         extra = (
             f'<p class="hint">{html.escape(link.before)}'
@@ -90,34 +96,22 @@ def render_page(
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="robots" content="noindex">'
-        f"<title>{html.escape(title)} · nowplaying-bot</title>"
+        f"<title>{html.escape(page.title)} · nowplaying-bot</title>"
         f"<style>{_STYLE}</style></head>"
         f'<body><main class="{css_class}" role="main">'
         f'<div class="mark" aria-hidden="true">{mark}</div>'
-        f"<h1>{html.escape(heading)}</h1>"
-        f"<p>{html.escape(message)}</p>"
+        f"<h1>{html.escape(page.heading or page.title)}</h1>"
+        f"<p>{html.escape(page.message)}</p>"
         f"{extra}"
-        f'<p class="hint">{html.escape(hint)}</p>'
+        f'<p class="hint">{html.escape(page.hint)}</p>'
         "</main></body></html>\n"
     )
 
 
-def page_response(
-    *,
-    status: int,
-    title: str,
-    heading: str,
-    message: str,
-    hint: str,
-    ok: bool,
-    tone: Tone | None = None,
-    link: PageLink | None = None,
-) -> web.Response:
+def page_response(page: Page) -> web.Response:
     return web.Response(
-        status=status,
-        text=render_page(
-            title=title, heading=heading, message=message, hint=hint, ok=ok, tone=tone, link=link
-        ),
+        status=page.status,
+        text=render_page(page),
         content_type="text/html",
         charset="utf-8",
         headers=SECURITY_HEADERS,

@@ -24,7 +24,7 @@ from bot.linking.words import (
     pending_words,
 )
 from bot.web.access import loggable
-from bot.web.pages import SECURITY_HEADERS, PageLink, page_response
+from bot.web.pages import SECURITY_HEADERS, Page, PageLink, page_response
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +66,19 @@ async def _callback(request: web.Request) -> web.StreamResponse:
         log.info("Link callback refused: %s", failure.kind)
         words = failure_words(failure)
         return page_response(
-            status=words.status,
-            title=words.title,
-            heading=words.title,
-            message=words.message,
-            hint="You can close this tab.",
-            ok=False,
-            tone=words.tone,
+            Page(words.status, words.title, words.message, "You can close this tab.", words.tone)
         )
     if result.outcome == "pending":
+        message = pending_words(result.retry_after, where=" in Discord")
         return page_response(
-            status=202,
-            title="Almost linked",
-            heading="Almost done",
-            message=pending_words(result.retry_after, where=" in Discord")
-            + ": nothing else to do.",
-            hint=DONE_HINT,
-            ok=True,
+            Page(
+                202,
+                "Almost linked",
+                message + ": nothing else to do.",
+                DONE_HINT,
+                "ok",
+                heading="Almost done",
+            )
         )
     # The names go on a page of their own, once: the code and state leave the address bar,
     # and a reload, the history or a shared address shows nobody's account.
@@ -97,50 +93,48 @@ async def _result(request: web.Request) -> web.Response:
     view = await deps.links.open_result(request.match_info["token"])
     if view is None:
         return page_response(
-            status=410,
-            title="Page expired",
-            heading="This page is no longer available",
-            message="Run /np in Discord to see whether your Spotify account is linked.",
-            hint=DONE_HINT,
-            ok=False,
-            tone="info",
+            Page(
+                410,
+                "Page expired",
+                "Run /np in Discord to see whether your Spotify account is linked.",
+                DONE_HINT,
+                "info",
+                heading="This page is no longer available",
+            )
         )
     if not view.first_view or view.spotify_name is None:
         return page_response(
-            status=200,
-            title="Linking finished",
-            heading="Linking finished",
-            message=(
+            Page(
+                200,
+                "Linking finished",
                 "For privacy, this page names the linked accounts only once. The bot's direct "
-                "message in Discord names your Spotify account."
-            ),
-            hint=DONE_HINT,
-            ok=True,
-            tone="info",
+                "message in Discord names your Spotify account.",
+                DONE_HINT,
+                "info",
+            )
         )
     spotify = view.spotify_name
     discord = view.discord_name or "the Discord account that asked for it"
     renewed = view.outcome == "renewed"
     return page_response(
-        status=200,
-        title="Link renewed" if renewed else "Spotify linked",
-        heading=f"Link renewed for {spotify}" if renewed else f"Linked as {spotify}",
-        message=(
+        Page(
+            200,
+            "Link renewed" if renewed else "Spotify linked",
             f"The Spotify account {spotify} is "
             + ("still" if renewed else "now")
             + f" linked to the Discord account {discord}. Try /np in Discord to show what "
-            "you are playing."
-        ),
-        hint=DONE_HINT,
-        ok=True,
-        link=PageLink(
-            before=(
-                "Not your Discord account? Someone may have sent you a link that was not yours: "
+            "you are playing.",
+            DONE_HINT,
+            "ok",
+            heading=f"Link renewed for {spotify}" if renewed else f"Linked as {spotify}",
+            link=PageLink(
+                before="Not your Discord account? Someone may have sent you a link that was "
+                "not yours: ",
+                text="remove this bot's access in your Spotify account",
+                href=SPOTIFY_APPS_URL,
+                after=", and the link stops working.",
             ),
-            text="remove this bot's access in your Spotify account",
-            href=SPOTIFY_APPS_URL,
-            after=", and the link stops working.",
-        ),
+        )
     )
 
 
@@ -179,12 +173,13 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def _not_found() -> web.Response:
     return page_response(
-        status=404,
-        title="Not found",
-        heading="Nothing here",
-        message="This address is not part of the bot.",
-        hint="Use /link in Discord to connect your Spotify account.",
-        ok=False,
+        Page(
+            404,
+            "Not found",
+            "This address is not part of the bot.",
+            "Use /link in Discord to connect your Spotify account.",
+            heading="Nothing here",
+        )
     )
 
 
@@ -198,14 +193,7 @@ async def _friendly_errors(
     except web.HTTPNotFound:
         return _not_found()
     except web.HTTPMethodNotAllowed:
-        return page_response(
-            status=405,
-            title="Not allowed",
-            heading="Not allowed",
-            message="This page only answers ordinary visits.",
-            hint="",
-            ok=False,
-        )
+        return page_response(Page(405, "Not allowed", "This page only answers ordinary visits."))
     except web.HTTPException:
         raise
     except Exception:
@@ -216,11 +204,11 @@ async def _friendly_errors(
             (time.perf_counter() - started) * 1000,
         )
         return page_response(
-            status=400,
-            title="Something went wrong",
-            heading="Something went wrong",
-            message="The bot could not finish this request. Nothing was saved; please run "
-            "/link in Discord to try again.",
-            hint="If this keeps happening, tell the bot owner.",
-            ok=False,
+            Page(
+                400,
+                "Something went wrong",
+                "The bot could not finish this request. Nothing was saved; please run "
+                "/link in Discord to try again.",
+                "If this keeps happening, tell the bot owner.",
+            )
         )
