@@ -1,0 +1,20 @@
+"""What ``check`` reports: one finding per item, with its verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+OK: Final = "ok"
+PROBLEM: Final = "problem"
+SKIPPED: Final = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    verdict: str
+    item: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.verdict:<9}{self.item}: {self.detail}"
