@@ -6,7 +6,7 @@ One concern per module; dependencies point down this list:
 * ``poll_loop``: the one polling loop (bounded concurrency, the sender's 429 hold).
 * ``posting``: the posting rules (observe, dedupe, post or edit, a dead channel turns off).
 * ``roster``: who is followed (membership cache, lookup workers, suspend/resume).
-* ``guild_settings``: music channels, links and opt-in choices.
+* ``settings``: music channels, links and opt-in choices (``AutopostSettings``).
 * ``scheduler``: when to check each member (pure), on ``check_queue`` (per-member state and
   heaps) and ``budget`` (the rolling window, the end checks' headroom, the hold).
 * ``observations``: what a check found; ``config``: the tuning; ``ports``: what the auto-poster

@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot.aio.tasks import cancel_and_wait
-from bot.autopost.guild_settings import GuildSettings
 from bot.autopost.observations import (
     Gone,
     Observation,
@@ -26,6 +25,7 @@ from bot.autopost.observations import (
 from bot.autopost.ports import Fetch, GapListener, SpotifyHold
 from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
+from bot.autopost.settings import AutopostSettings
 from bot.errors import BotError
 from bot.spotify.models import CurrentlyPlaying
 
@@ -40,7 +40,7 @@ class PollLoop:
         fetch: Fetch,
         roster: Roster,
         lookups: MembershipLookups,
-        settings: GuildSettings,
+        settings: AutopostSettings,
         poster: Poster,
         wake: asyncio.Event,
         *,

@@ -41,7 +41,6 @@ import time
 from collections.abc import Callable, Collection
 
 from bot.aio.keyed_locks import KeyedLocks, LockEntry
-from bot.autopost.guild_settings import GuildSettings
 from bot.autopost.last_posts import LastPosts
 from bot.autopost.ports import (
     ChannelCheck,
@@ -56,6 +55,7 @@ from bot.autopost.ports import (
     Source,
 )
 from bot.autopost.roster import MembershipLookups, Roster
+from bot.autopost.settings import AutopostSettings
 from bot.messages.message import BotMessage
 from bot.spotify.models import CurrentlyPlaying, Playback
 from bot.storage import LastPost, LastPostsStore
@@ -73,7 +73,7 @@ class Poster:
         self,
         storage: LastPostsStore,
         discord: DiscordSide,
-        settings: GuildSettings,
+        settings: AutopostSettings,
         roster: Roster,
         lookups: MembershipLookups,
         *,

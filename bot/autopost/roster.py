@@ -1,6 +1,6 @@
 """Who is followed: the roster of polled members, and the lookups that keep it right.
 
-A member is followed (polled) when they may be polled (:class:`GuildSettings`) and are in at
+A member is followed (polled) when they may be polled (:class:`AutopostSettings`) and are in at
 least one guild with a music channel. Membership answers are cached for ``membership_ttl``;
 members found in no music guild are parked and looked up again that often. Another source
 (presence) may cover a followed member for a while: ``suspend`` takes them off the scheduler
@@ -24,8 +24,8 @@ import logging
 import time
 from collections.abc import Callable, Collection
 
-from bot.autopost.guild_settings import GuildSettings
 from bot.autopost.ports import DiscordSide, DiscordUnavailable, PollScheduling
+from bot.autopost.settings import AutopostSettings
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class MembershipLookups:
     def __init__(
         self,
         roster: Roster,
-        settings: GuildSettings,
+        settings: AutopostSettings,
         discord: DiscordSide,
         *,
         workers: int,

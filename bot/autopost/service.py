@@ -4,7 +4,7 @@
 a Discord presence listener) feed :meth:`AutopostService.observe`, commands change the settings,
 link events come in as listeners. It wires four parts that each own their state:
 
-* ``guild_settings.GuildSettings``: music channels, linked members, opt-in choices;
+* ``settings.AutopostSettings``: music channels, linked members, opt-in choices;
 * ``roster.Roster`` and ``roster.MembershipLookups``: who is followed (membership cache, the
   lookup workers); ``coverage.PresenceCoverage``: whom a presence covers, here or in another
   process (not polled meanwhile);
@@ -27,7 +27,6 @@ from typing import Protocol
 from bot.aio.tasks import cancel_and_wait
 from bot.autopost.config import AutopostConfig
 from bot.autopost.coverage import PresenceCoverage
-from bot.autopost.guild_settings import GuildSettings, SettingsStorage
 from bot.autopost.leadership import LeaderLock, Leadership
 from bot.autopost.poll_loop import PollLoop
 from bot.autopost.ports import (
@@ -45,6 +44,7 @@ from bot.autopost.ports import (
 from bot.autopost.posting import Poster
 from bot.autopost.roster import MembershipLookups, Roster
 from bot.autopost.scheduler import PollScheduler
+from bot.autopost.settings import AutopostSettings, SettingsStorage
 from bot.members.events import MemberEvents
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import HasLastPosts, LastPost
@@ -93,7 +93,7 @@ class AutopostService:
         )
         self._discord = discord
         wake = asyncio.Event()
-        self.settings = GuildSettings(storage, is_private=is_private, wall_clock=wall_clock)
+        self.settings = AutopostSettings(storage, is_private=is_private, wall_clock=wall_clock)
         self.roster = Roster(
             self.scheduler, wake, membership_ttl=config.membership_ttl, clock=clock
         )

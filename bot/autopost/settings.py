@@ -32,7 +32,7 @@ class SettingsStorage(HasSettings, HasLinks, Protocol):
     """What the settings use of ``bot.storage.Storage``: the settings, and who is linked."""
 
 
-class GuildSettings:
+class AutopostSettings:
     """Music channels, linked members and their stored opt-in choices."""
 
     def __init__(
