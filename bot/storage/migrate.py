@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from bot.storage import migrations
-from bot.storage.engines import Database, Dialect, Migratable, SchemaTransaction, open_engine
+from bot.storage.engines import Database, Dialect, Migratable, SchemaTransaction, is_postgresql_url
 from bot.storage.engines.sqlite import is_memory_path
 from bot.storage.migrations import Migration, SchemaVersionError
 
@@ -73,10 +73,22 @@ async def migrate(database: Migratable, target_version: int | None = None) -> li
     return applied
 
 
+async def open_engine(path_or_url: Path | str) -> Database:
+    """The engine for a ``postgresql://`` URL or an SQLite file (or ``":memory:"``), opened
+    as it is (not migrated)."""
+    if isinstance(path_or_url, str) and is_postgresql_url(path_or_url):
+        from bot.storage.engines.postgresql import PostgresDatabase  # asyncpg only when used
+
+        return await PostgresDatabase.open(path_or_url)
+    from bot.storage.engines.sqlite import SqliteDatabase
+
+    return await SqliteDatabase.open(path_or_url)
+
+
 async def open_migrated(
     path_or_url: Path | str, target_version: int | None = None
 ) -> tuple[Database, tuple[int, ...]]:
-    """Open the database (``bot.storage.engines.open_engine``) and migrate it; return it with
+    """Open the database (:func:`open_engine`) and migrate it; return it with
     the versions this call applied. Closed again when migrating fails."""
     database = await open_engine(path_or_url)
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -120,18 +119,6 @@ def is_postgresql_url(value: str) -> bool:
     return value.startswith(("postgresql://", "postgres://"))
 
 
-async def open_engine(path_or_url: Path | str) -> Database:
-    """The engine for a ``postgresql://`` URL or an SQLite file (or ``":memory:"``), opened
-    as it is (not migrated)."""
-    if isinstance(path_or_url, str) and is_postgresql_url(path_or_url):
-        from bot.storage.engines.postgresql import PostgresDatabase  # asyncpg only when used
-
-        return await PostgresDatabase.open(path_or_url)
-    from bot.storage.engines.sqlite import SqliteDatabase
-
-    return await SqliteDatabase.open(path_or_url)
-
-
 __all__ = [
     "Database",
     "Dialect",
@@ -140,5 +127,4 @@ __all__ = [
     "SchemaTransaction",
     "Transaction",
     "is_postgresql_url",
-    "open_engine",
 ]
