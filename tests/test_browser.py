@@ -198,7 +198,7 @@ async def member_page(
 
     assert visit_result.page_errors == []
     # Chromium logs every non-2xx document as "Failed to load resource"; failure pages are 4xx
-    # on purpose (bot/web.py), so that one line for the page itself is expected. Anything
+    # on purpose (bot/web/server.py), so that one line for the page itself is expected. Anything
     # else (a CSP violation, a script error, a blocked subresource) is not.
     expected = f"Failed to load resource: the server responded with a status of {status} "
     errors = [
