@@ -188,9 +188,7 @@ class Application:
             tokens.register_secret_listener(options.masker.add_secret)
         privacy = PrivacyService(storage.privacy, events)
         await privacy.start()
-        links = LinkService(
-            storage, auth, api, tokens, cipher, events, hold_remaining=sender.hold_remaining
-        )
+        links = LinkService(storage, auth, api, tokens, cipher, events)
         links.add_notice_listener(DirectMessages(discord).send)
         completer = PendingLinkCompleter(
             storage.link_states, cipher, auth, api, links, hold_remaining=sender.hold_remaining

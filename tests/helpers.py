@@ -155,7 +155,6 @@ class LinkWorld:
             self.tokens,
             self.cipher,
             self.events,
-            hold_remaining=self.sender.hold_remaining,
             clock=self.clock,
         )
         self.completer = PendingLinkCompleter(

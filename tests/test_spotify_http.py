@@ -13,6 +13,7 @@ import pytest
 from bot.errors import SpotifyRateLimited, SpotifyUnavailable
 from bot.spotify.http import (
     DEFAULT_RETRY_AFTER,
+    RetryPolicy,
     SpotifyRequest,
     SpotifySender,
     parse_retry_after,
@@ -200,7 +201,6 @@ async def test_the_accounts_service_and_the_web_api_are_held_separately(
     with pytest.raises(SpotifyRateLimited):
         await sender.send(token)
     assert sender.hold_remaining("accounts") == 60
-    assert sender.hold_until_for("accounts") == clock.now + 60
     assert sender.hold_until == clock.now + 3600  # the Web API hold, as before
     with pytest.raises(SpotifyRateLimited) as held:
         await sender.send(token)
@@ -336,7 +336,7 @@ async def test_timeout_is_retried(
         session,
         sleep=sleeps,
         # Long enough for a loopback answer on a busy machine; the stuck one never comes.
-        timeout=aiohttp.ClientTimeout(total=1.0),
+        retry=RetryPolicy(timeout=aiohttp.ClientTimeout(total=1.0)),
         on_response=lambda e, o: outcomes.append((e, o)),
     )
     fake.delay_next("me", 30.0)
@@ -349,7 +349,9 @@ async def test_timeout_is_retried(
 async def test_persistent_timeouts_end_in_unavailable(
     fake: FakeSpotify, session: aiohttp.ClientSession, sleeps: RecordingSleep
 ) -> None:
-    sender = SpotifySender(session, sleep=sleeps, timeout=aiohttp.ClientTimeout(total=0.1))
+    sender = SpotifySender(
+        session, sleep=sleeps, retry=RetryPolicy(timeout=aiohttp.ClientTimeout(total=0.1))
+    )
     fake.delay_next("me", 30.0, times=3)  # answers that would come long after the test
     with pytest.raises(SpotifyUnavailable):
         await asyncio.wait_for(sender.send(me(fake, "alice")), 20)
@@ -359,7 +361,9 @@ async def test_persistent_timeouts_end_in_unavailable(
 async def test_non_idempotent_request_is_not_retried_after_a_timeout(
     fake: FakeSpotify, session: aiohttp.ClientSession, sleeps: RecordingSleep
 ) -> None:
-    sender = SpotifySender(session, sleep=sleeps, timeout=aiohttp.ClientTimeout(total=0.2))
+    sender = SpotifySender(
+        session, sleep=sleeps, retry=RetryPolicy(timeout=aiohttp.ClientTimeout(total=0.2))
+    )
     fake.delay_next("token", 1.0)
     request = SpotifyRequest(
         "POST",
@@ -431,7 +435,7 @@ async def test_requests_in_window_stays_small_under_load(
         await sender.send(me(fake, "alice"))
         clock.advance(1)
     assert sender.requests_in_window() == 29  # ages 1..29 s; one exactly 30 s old is out
-    assert len(sender._sent_at) <= 30  # old entries are dropped as new ones arrive
+    assert len(sender._window._sent_at) <= 30  # old entries are dropped as new ones arrive
 
 
 async def test_a_failing_metrics_hook_does_not_break_requests(

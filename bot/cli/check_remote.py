@@ -21,7 +21,7 @@ from bot.errors import (
 )
 from bot.gateway.application import flags_of, switches_off
 from bot.spotify.auth import SpotifyAuth
-from bot.spotify.http import SpotifySender
+from bot.spotify.http import RetryPolicy, SpotifySender
 
 
 def _network_reason(exc: BaseException, timeout: float) -> str | None:
@@ -163,7 +163,7 @@ async def check_spotify(
 ) -> Finding:
     item = "spotify credentials"
     base = settings.spotify_accounts_base
-    sender = SpotifySender(session, timeout=client_timeout, max_retries=0)
+    sender = SpotifySender(session, retry=RetryPolicy(timeout=client_timeout, max_retries=0))
     auth = SpotifyAuth(
         sender,
         client_id=settings.spotify_client_id,

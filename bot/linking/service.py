@@ -44,7 +44,6 @@ from bot.members.events import MemberEvents
 from bot.members.tokens import TokenManager
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
-from bot.spotify.http import SpotifyService
 from bot.spotify.models import SpotifyUser, TokenGrant
 from bot.storage import (
     HasLinks,
@@ -141,22 +140,14 @@ class LinkService:
         cipher: TokenCipher,
         events: MemberEvents,
         *,
-        hold_remaining: Callable[[SpotifyService], float] = lambda _service: 0.0,
         clock: Callable[[], float] = time.time,
-        state_ttl: float = STATE_TTL_SECONDS,
-        cooldown: float = LINK_COOLDOWN_SECONDS,
-        max_states: int = MAX_STATES_PER_MEMBER,
     ) -> None:
         self._storage = storage
         self._auth = auth
         self._api = api
         self._tokens = tokens
         self._cipher = cipher
-        self._hold_remaining = hold_remaining
         self._clock = clock
-        self._state_ttl = state_ttl
-        self._cooldown = cooldown
-        self._max_states = max_states
         self._events = events
         self._on_notice: list[NoticeCallback] = []
         self._on_pending: list[Callable[[], None]] = []
@@ -183,7 +174,7 @@ class LinkService:
         now = self._clock()
         try:
             recent = await self._storage.link_states.recent_link_state(
-                discord_user_id, created_since=now - self._cooldown, now=now
+                discord_user_id, created_since=now - LINK_COOLDOWN_SECONDS, now=now
             )
             if recent is not None and recent.sealed_state is not None:
                 try:
@@ -197,15 +188,15 @@ class LinkService:
                 state,
                 discord_user_id,
                 now=now,
-                ttl=self._state_ttl,
+                ttl=STATE_TTL_SECONDS,
                 discord_name=discord_name,
                 sealed_state=self._cipher.encrypt(discord_user_id, state),
-                keep_per_member=self._max_states,
+                keep_per_member=MAX_STATES_PER_MEMBER,
             )
             await self._storage.link_states.purge_link_states(now=now)
         except sqlite3.OperationalError as exc:  # another process holds the write lock
             raise LinkBusy(f"could not create a link state: {exc}") from exc
-        return LinkStart(self._authorize_url(state), False, now + self._state_ttl)
+        return LinkStart(self._authorize_url(state), False, now + STATE_TTL_SECONDS)
 
     def _authorize_url(self, state: str) -> str:
         # show_dialog: Spotify shows whose account is being linked, even to a returning user.
@@ -250,7 +241,7 @@ class LinkService:
         if pasted_by is not None and owner is not None and owner != pasted_by:
             # Refuse before consuming, so the real owner's link keeps working.
             raise LinkFailure("wrong_member")
-        held = self._hold_remaining("accounts")
+        held = self._auth.hold_remaining()
         if peeked.status == "ok" and not error and held > 0:
             # Nothing used up: the same address works later.
             raise LinkFailure("rate_limited", retry_after=held)

@@ -102,6 +102,32 @@ class ByteBoundedLru:
         return len(self._items)
 
 
+class RecentFailures:
+    """URLs that failed lately, not asked again for ``ttl`` seconds (at most ``size`` kept)."""
+
+    def __init__(self, ttl: float, size: int, clock: Callable[[], float]) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._clock = clock
+        self._until: OrderedDict[str, float] = OrderedDict()  # url -> may be asked again at
+
+    def holds(self, url: str) -> bool:
+        """Whether ``url`` failed less than ``ttl`` seconds ago."""
+        until = self._until.get(url)
+        if until is None:
+            return False
+        if self._clock() < until:
+            return True
+        del self._until[url]
+        return False
+
+    def add(self, url: str) -> None:
+        self._until[url] = self._clock() + self._ttl
+        self._until.move_to_end(url)
+        while len(self._until) > self._size:
+            self._until.popitem(last=False)
+
+
 class _ImageRefused(Exception):
     """Why one fetch produced no picture (logged at DEBUG, never shown to a member)."""
 
@@ -128,11 +154,8 @@ class ImageFetcher:
         self._max_bytes = max_bytes
         self._slots = asyncio.Semaphore(max_concurrency)
         self.cache = ByteBoundedLru(cache_bytes)
-        self._failure_ttl = failure_ttl
-        self._max_failures = max_failures_kept
-        self._failures: OrderedDict[str, float] = OrderedDict()  # url -> retry after
+        self._failures = RecentFailures(failure_ttl, max_failures_kept, clock)
         self._in_flight: dict[str, asyncio.Future[bytes | None]] = {}
-        self._clock = clock
         self.requests_made = 0
 
     def cdn_url(self, url: str) -> str | None:
@@ -163,11 +186,8 @@ class ImageFetcher:
         cached = self.cache.get(url)
         if cached is not None:
             return cached
-        retry_after = self._failures.get(url)
-        if retry_after is not None:
-            if self._clock() < retry_after:
-                return None
-            del self._failures[url]
+        if self._failures.holds(url):
+            return None
         running = self._in_flight.get(url)
         if running is not None:
             # Everyone asking for the same picture shares one request.
@@ -195,7 +215,7 @@ class ImageFetcher:
                 data = await self._download(target)
         except Exception as exc:  # a picture never fails a command: whatever went wrong
             log.debug("picture %s not used: %s", url, exc or type(exc).__name__)
-            self._remember_failure(url)
+            self._failures.add(url)
             return None
         self.cache.put(url, data)
         return data
@@ -222,12 +242,6 @@ class ImageFetcher:
         if sniff_image_type(data) is None:
             raise _ImageRefused("the body is not a JPEG or PNG")
         return data
-
-    def _remember_failure(self, url: str) -> None:
-        self._failures[url] = self._clock() + self._failure_ttl
-        self._failures.move_to_end(url)
-        while len(self._failures) > self._max_failures:
-            self._failures.popitem(last=False)
 
 
 __all__ = [

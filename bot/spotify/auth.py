@@ -64,6 +64,10 @@ class SpotifyAuth:
         credentials = f"{client_id}:{client_secret}".encode()
         self._basic_auth = "Basic " + base64.b64encode(credentials).decode("ascii")
 
+    def hold_remaining(self) -> float:
+        """Seconds until the accounts service may be asked again (0 when it may now)."""
+        return self._sender.hold_remaining("accounts")
+
     @property
     def clock(self) -> Callable[[], float]:
         """The monotonic clock ``TokenGrant.received_at`` is measured on."""

@@ -76,10 +76,53 @@ class SpotifyRequest:
     service: SpotifyService = "api"
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long an attempt may take and how a failed one is retried (bounded in count, in
+    sleep, and in total time)."""
+
+    timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT
+    max_retries: int = MAX_RETRIES
+    backoff_base: float = BACKOFF_BASE
+    backoff_cap: float = BACKOFF_CAP
+    sleep_budget: float = RETRY_SLEEP_BUDGET
+    # No retry starts once a request has taken this long in all: bounded to 5 s in total.
+    total_budget: float = RETRY_TOTAL_BUDGET
+
+
 @dataclass(slots=True)
 class _Hold:
     until: float = 0.0
     quota_exceeded: bool = False
+
+
+class RequestWindow:
+    """When the recent HTTP attempts were sent, to count them in a rolling window."""
+
+    def __init__(self, retention: float = RATE_WINDOW) -> None:
+        self._sent_at: deque[float] = deque()
+        self._retention = retention
+
+    def add(self, now: float) -> None:
+        self._sent_at.append(now)
+        self._prune(now)
+
+    def count(self, window: float, now: float) -> int:
+        """Attempts sent in the last ``window`` seconds before ``now``."""
+        if window > self._retention:
+            self._retention = window  # keep enough history from now on
+        self._prune(now)
+        threshold = now - window
+        sent_at = self._sent_at
+        if not sent_at or sent_at[0] > threshold:
+            return len(sent_at)
+        return len(sent_at) - bisect.bisect_right(sent_at, threshold)
+
+    def _prune(self, now: float) -> None:
+        oldest_kept = now - self._retention
+        sent_at = self._sent_at
+        while sent_at and sent_at[0] <= oldest_kept:
+            sent_at.popleft()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,30 +213,18 @@ class SpotifySender:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
-        timeout: aiohttp.ClientTimeout | None = None,
+        retry: RetryPolicy = RetryPolicy(),
         on_response: ResponseHook | None = None,
-        max_retries: int = MAX_RETRIES,
-        backoff_base: float = BACKOFF_BASE,
-        backoff_cap: float = BACKOFF_CAP,
-        retry_sleep_budget: float = RETRY_SLEEP_BUDGET,
-        retry_total_budget: float = RETRY_TOTAL_BUDGET,
     ) -> None:
         self._session = session
         self._clock = clock
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
-        self._timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
+        self._retry = retry
         self._on_response = on_response
-        self._max_retries = max_retries
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._retry_sleep_budget = retry_sleep_budget
-        # No retry starts once a request has taken this long in all: bounded to 5 s in total.
-        self._retry_total_budget = retry_total_budget
         self._holds: dict[SpotifyService, _Hold] = {service: _Hold() for service in SERVICES}
         self._hold_listeners: list[HoldListener] = []
-        self._sent_at: deque[float] = deque()
-        self._window_retention = RATE_WINDOW
+        self._window = RequestWindow()
 
     # --- what the scheduler reads ---------------------------------------------------------
 
@@ -211,10 +242,6 @@ class SpotifySender:
     def hold_quota_exceeded(self) -> bool:
         """Whether the current (or last) Web API hold came from a QUOTA_EXCEEDED answer."""
         return self._holds["api"].quota_exceeded
-
-    def hold_until_for(self, service: SpotifyService) -> float:
-        """Like ``hold_until``, for either service."""
-        return self._holds[service].until
 
     def hold_remaining(self, service: SpotifyService = "api") -> float:
         return max(0.0, self._holds[service].until - self._clock())
@@ -239,20 +266,7 @@ class SpotifySender:
 
     def requests_in_window(self, window: float = RATE_WINDOW) -> int:
         """How many HTTP attempts were actually sent in the last ``window`` seconds."""
-        if window > self._window_retention:
-            self._window_retention = window  # keep enough history from now on
-        now = self._clock()
-        self._prune(now)
-        threshold = now - window
-        if not self._sent_at or self._sent_at[0] > threshold:
-            return len(self._sent_at)
-        return len(self._sent_at) - bisect.bisect_right(self._sent_at, threshold)
-
-    def _prune(self, now: float) -> None:
-        oldest_kept = now - self._window_retention
-        sent_at = self._sent_at
-        while sent_at and sent_at[0] <= oldest_kept:
-            sent_at.popleft()
+        return self._window.count(window, self._clock())
 
     # --- sending --------------------------------------------------------------------------
 
@@ -283,12 +297,13 @@ class SpotifySender:
                         "may have been acted on)",
                         status=failure.status,
                     ) from None
-                delay = min(self._backoff(attempt), self._retry_sleep_budget - slept)
+                retry = self._retry
+                delay = min(self._backoff(attempt), retry.sleep_budget - slept)
                 elapsed = self._clock() - started
                 if (
-                    attempt >= self._max_retries
+                    attempt >= retry.max_retries
                     or delay <= 0
-                    or elapsed + delay > self._retry_total_budget
+                    or elapsed + delay > retry.total_budget
                 ):
                     raise SpotifyUnavailable(
                         f"{request.endpoint}: {failure.reason} after {attempt + 1} attempts",
@@ -304,7 +319,7 @@ class SpotifySender:
     def _backoff(self, attempt: int) -> float:
         # "Equal jitter": half of the exponential step is fixed, half random, so concurrent
         # callers spread out but none retries immediately.
-        step = min(self._backoff_cap, self._backoff_base * (2.0**attempt))
+        step = min(self._retry.backoff_cap, self._retry.backoff_base * (2.0**attempt))
         return step / 2 + self._rng.uniform(0, step / 2)
 
     def _record(self, endpoint: str, outcome: str) -> None:
@@ -316,9 +331,7 @@ class SpotifySender:
             log.exception("on_response hook failed for %s", endpoint)
 
     async def _attempt(self, request: SpotifyRequest) -> SpotifyResponse:
-        now = self._clock()
-        self._sent_at.append(now)
-        self._prune(now)
+        self._window.add(self._clock())
         try:
             async with self._session.request(
                 request.method,
@@ -326,7 +339,7 @@ class SpotifySender:
                 headers=request.headers,
                 params=request.params,
                 data=request.data,
-                timeout=self._timeout,
+                timeout=self._retry.timeout,
                 allow_redirects=False,
             ) as resp:
                 body = await resp.read()
