@@ -24,8 +24,10 @@ that fails the test with a :class:`FakeDiscordTimeoutError` listing the last req
 Discord behaviours reproduced because a bot must cope with them: 401 on a bad token, 403 code
 50007 on a DM to a member whose DMs are closed (the DM channel itself is still created), 403
 code 50013 in a channel where the bot lacks permissions, 404 code 10003 on a deleted channel,
-400 code 40060 on a second interaction callback, 400 code 50035 on bodies over Discord's limits
-(content, embeds, custom ids, modals), the first follow-up after a defer replacing the
+400 code 40060 on a second interaction callback, 400 code 50035 ("Invalid Form Body", errors
+nested by path) on every body that does not fit its route's schema in Discord's OpenAPI
+description (``discord_spec``) or exceeds a limit Discord documents beyond it (content, embeds
+in total, component rows, modals), the first follow-up after a defer replacing the
 "thinking" message, and intents: without GUILD_PRESENCES a GUILD_CREATE carries only the bot's
 own member and no presences (so discord.py chunks the guild with op 8 when it has
 GUILD_MEMBERS), PRESENCE_UPDATE and GUILD_MEMBER_* go only to sessions with the intent, and a
@@ -93,6 +95,7 @@ from .discord_payloads import (
     modal_problems,
     new_snowflake,
 )
+from .discord_spec import Problem, body_errors, nest_errors
 
 __all__ = [
     "DEFAULT_TOKEN",
@@ -173,8 +176,12 @@ def _error(status: int, code: int, message: str, errors: Any = None) -> web.Resp
     return _json_response(body, status=status)
 
 
-def _invalid_form_body(problems: Sequence[str]) -> web.Response:
-    return _error(400, 50035, "Invalid Form Body", {"_problems": list(problems)})
+def _invalid_form_body(problems: Sequence[Problem]) -> web.Response:
+    return _error(400, 50035, "Invalid Form Body", nest_errors(problems))
+
+
+def _callback_type_problem(message: str) -> web.Response:
+    return _invalid_form_body([Problem(("type",), "INTERACTION_CALLBACK_TYPE_INVALID", message)])
 
 
 class FakeDiscordTimeoutError(AssertionError):
@@ -206,8 +213,16 @@ class RecordedRequest:
     files: list[RecordedFile]
     received_at: float
     status: int = 0
+    error: JSON | None = None  # the JSON body of an error answer (4xx/5xx)
+
+    @property
+    def invalid_form_body(self) -> bool:
+        """Answered 400 code 50035: a body that did not fit Discord's schema or limits."""
+        return self.error is not None and self.error.get("code") == 50035
 
     def __repr__(self) -> str:
+        if self.invalid_form_body and self.error is not None:
+            return f"<{self.method} {self.path} -> {self.status} {self.error.get('errors')}>"
         return f"<{self.method} {self.path} -> {self.status}>"
 
 
@@ -637,7 +652,9 @@ class FakeDiscord:
         enabled_privileged_intents: privileged intents switched on in the "developer portal";
             asking for another one at IDENTIFY closes the gateway with 4014.
         users: extra users that are not members of any guild (for DMs, fetch_user).
-        validate: answer 400 (code 50035 / 50006) to bodies Discord would reject.
+        validate: answer 400 (code 50035 / 50006) to bodies Discord would reject: every body
+            is checked against its route's schema in Discord's OpenAPI description
+            (``discord_spec``), then against the limits Discord documents beyond it.
         check_errors: on stop, fail if a handler of the fake itself crashed.
 
         session_starts_remaining / session_starts_reset_after: the ``session_start_limit``
@@ -1537,11 +1554,12 @@ class FakeDiscord:
         add("PATCH", webhook_message, self._edit_webhook_message, auth=False)
         add("DELETE", webhook_message, self._delete_webhook_message, auth=False)
         router.add_get("/attachments/{attachment_id}/{filename}", self._get_attachment)
-        router.add_route("*", "/{tail:.*}", self._endpoint(self._unknown_route, auth=False))
+        unknown = self._endpoint(self._unknown_route, auth=False, check_body=False)
+        router.add_route("*", "/{tail:.*}", unknown)
         return app
 
     def _endpoint(
-        self, handler: _Handler, *, auth: bool
+        self, handler: _Handler, *, auth: bool, check_body: bool = True
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def endpoint(request: web.Request) -> web.StreamResponse:
             received_at = time.monotonic()
@@ -1562,16 +1580,28 @@ class FakeDiscord:
                 refused = self._injected_failure(record)
                 if refused is None and auth and not self._authorized(request):
                     refused = _error(401, 0, "401: Unauthorized")
+                if refused is None and check_body:
+                    refused = self._schema_error(record)
                 response = refused if refused is not None else await handler(request, record)
             except Exception as exc:
                 _log.exception("fake Discord crashed on %s %s", request.method, path)
                 self.handler_errors.append(exc)
                 response = _error(400, 0, f"fake Discord crashed: {exc!r}")
             record.status = response.status
+            if response.status >= 400 and isinstance(response, web.Response):
+                with contextlib.suppress(TypeError, ValueError):
+                    record.error = json.loads(response.body)  # type: ignore[arg-type]
             self._notify()
             return response
 
         return endpoint
+
+    def _schema_error(self, record: RecordedRequest) -> web.Response | None:
+        """400 50035 when the body does not fit its route's schema in Discord's description."""
+        if not self.validate or record.json is None:
+            return None
+        errors = body_errors(record.method, record.path, record.json)
+        return None if errors is None else _error(400, 50035, "Invalid Form Body", errors)
 
     def _authorized(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bot {self.token}"
@@ -1725,7 +1755,8 @@ class FakeDiscord:
     async def _create_dm(self, request: web.Request, record: RecordedRequest) -> web.Response:
         recipient = (record.json or {}).get("recipient_id")
         if recipient is None:
-            return _invalid_form_body(["recipient_id: required"])
+            required = Problem(("recipient_id",), "BASE_TYPE_REQUIRED", "This field is required")
+            return _invalid_form_body([required])
         # Creating the channel succeeds even when the user's DMs are closed: only sending fails.
         return _json_response(self.dm_channel(recipient))
 
@@ -1768,7 +1799,7 @@ class FakeDiscord:
         return None
 
     def _message_body_error(
-        self, data: JSON, files: list[RecordedFile], *, new: bool
+        self, data: JSON, files: list[RecordedFile], *, new: bool, prefix: tuple[str, ...] = ()
     ) -> web.Response | None:
         if not self.validate:
             return None
@@ -1777,7 +1808,7 @@ class FakeDiscord:
         refused = upload_problem(files)
         if refused is not None:
             return _error(*refused)
-        problems = message_problems(data)
+        problems = message_problems(data, prefix)
         return _invalid_form_body(problems) if problems else None
 
     async def _post_message(self, request: web.Request, record: RecordedRequest) -> web.Response:
@@ -1962,17 +1993,17 @@ class FakeDiscord:
             MESSAGE_COMPONENT,
             MODAL_SUBMIT,
         ):
-            return _invalid_form_body(["type: type 6 answers only components and modal submits"])
+            return _callback_type_problem("type 6 answers only components and modal submits")
         if kind == UPDATE_MESSAGE and interaction.message_id is None:
-            return _invalid_form_body(["type: type 7 needs an interaction on a message"])
+            return _callback_type_problem("type 7 needs an interaction on a message")
         if kind == MODAL and interaction.type == MODAL_SUBMIT:
-            return _invalid_form_body(["type: a modal cannot answer a modal submit"])
+            return _callback_type_problem("a modal cannot answer a modal submit")
         if kind == AUTOCOMPLETE_RESULT and interaction.type != APPLICATION_COMMAND_AUTOCOMPLETE:
-            return _invalid_form_body(["type: autocomplete result for a non-autocomplete"])
+            return _callback_type_problem("autocomplete result for a non-autocomplete")
         if interaction.type == APPLICATION_COMMAND_AUTOCOMPLETE and kind != AUTOCOMPLETE_RESULT:
-            return _invalid_form_body(["type: an autocomplete interaction needs type 8"])
+            return _callback_type_problem("an autocomplete interaction needs type 8")
         if kind not in (4, 5, 6, 7, 8, 9, 10, 12):
-            return _invalid_form_body([f"type: unknown callback type {kind}"])
+            return _callback_type_problem(f"unknown callback type {kind}")
         if not self.validate:
             return None
         if kind == MODAL:
@@ -1980,7 +2011,7 @@ class FakeDiscord:
             return _invalid_form_body(problems) if problems else None
         if kind in (CHANNEL_MESSAGE_WITH_SOURCE, UPDATE_MESSAGE):
             return self._message_body_error(
-                data, record.files, new=kind == CHANNEL_MESSAGE_WITH_SOURCE
+                data, record.files, new=kind == CHANNEL_MESSAGE_WITH_SOURCE, prefix=("data",)
             )
         return None
 
