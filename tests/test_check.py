@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import io
-import json
 import os
 import socket
 import sqlite3
@@ -17,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bot import db
 from bot.check import check_async, invite_url
 from bot.crypto import TokenCipher
 from bot.storage import Storage
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_payloads import INTENT_MESSAGE_CONTENT
 from tests.fakes.spotify import FakeSpotify
 from tests.harness import KEY, free_port
 from tests.helpers import linked_account
@@ -393,16 +392,6 @@ async def test_discord_timeout(fakes: Fakes) -> None:
     )
 
 
-class NoIntentsDiscord(FakeDiscord):
-    """The Developer Portal switches for presence and members are off."""
-
-    async def _get_application(self, request: web.Request, record: Any) -> web.Response:
-        response = await super()._get_application(request, record)
-        payload = json.loads(response.text or "")
-        payload["flags"] = 1 << 19  # only the message content intent
-        return web.Response(body=json.dumps(payload).encode(), content_type="application/json")
-
-
 async def test_presence_needs_privileged_intents(fakes: Fakes) -> None:
     status, lines, _ = await run(fakes.env(ENABLE_PRESENCE="true"))
     assert status == 0
@@ -415,7 +404,8 @@ async def test_presence_needs_privileged_intents(fakes: Fakes) -> None:
 
 async def test_presence_with_intents_off(tmp_path: Path) -> None:
     async with (
-        NoIntentsDiscord.running() as discord,
+        # The Developer Portal switches for presence and members are off.
+        FakeDiscord.running(enabled_privileged_intents=INTENT_MESSAGE_CONTENT) as discord,
         FakeSpotify.running() as spotify,
     ):
         env = Fakes(discord, spotify, tmp_path).env(ENABLE_PRESENCE="true")

@@ -67,6 +67,9 @@ DM = 1
 GUILD_VOICE = 2
 GUILD_CATEGORY = 4
 
+# Select menus (string, user, role, mentionable, channel): their answers carry ``values``.
+SELECT_TYPES = frozenset({3, 5, 6, 7, 8})
+
 # Message flags.
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -75,7 +78,8 @@ LOADING = 1 << 7
 INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_PRESENCES = 1 << 8
 INTENT_GUILD_MESSAGES = 1 << 9
-PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | (1 << 15)
+INTENT_MESSAGE_CONTENT = 1 << 15
+PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
 
 _snowflake_counter = itertools.count()
 
@@ -325,6 +329,51 @@ def make_presence(
         "activities": list(activities),
         "client_status": {"desktop": status} if status != "offline" else {},
     }
+
+
+def modal_submit_components(modal: JSON | None, values: Mapping[str, Any]) -> list[JSON]:
+    """The ``components`` of a MODAL_SUBMIT, in the layout of the modal that was shown."""
+
+    def answer(component: JSON, value: Any) -> JSON:
+        if component["type"] in SELECT_TYPES:
+            return {
+                "type": component["type"],
+                "custom_id": component["custom_id"],
+                "values": list(value or []),
+            }
+        return {
+            "type": 4,
+            "custom_id": component["custom_id"],
+            "value": "" if value is None else str(value),
+        }
+
+    if modal is None:
+        return [
+            {"type": 1, "components": [answer({"type": 4, "custom_id": key}, value)]}
+            for key, value in values.items()
+        ]
+    remaining = dict(values)
+    inputs: list[tuple[str | None, str]] = []
+
+    def take(component: JSON, label: str | None) -> Any:
+        inputs.append((label, component["custom_id"]))
+        for key in (component["custom_id"], label):
+            if key is not None and key in remaining:
+                return remaining.pop(key)
+        return None
+
+    rows: list[JSON] = []
+    for top in modal.get("components") or []:
+        if top["type"] == 1:
+            children = [c for c in top.get("components") or [] if "custom_id" in c]
+            answers = [answer(c, take(c, c.get("label"))) for c in children]
+            rows.append({"type": 1, "components": answers})
+        elif top["type"] == 18 and "custom_id" in top.get("component", {}):
+            child = top["component"]
+            rows.append({"type": 18, "component": answer(child, take(child, top.get("label")))})
+    if remaining:
+        raise KeyError(f"the modal has no input {sorted(remaining)}; (label, custom_id): {inputs}")
+    return rows
 
 
 def compute_permissions(guild: Mapping[str, Any], member: Mapping[str, Any], channel: Any) -> int:
