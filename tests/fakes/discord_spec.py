@@ -11,7 +11,8 @@ The description is ``tests/fixtures/specs/discord-openapi.json`` (OpenAPI 3.1, w
 are JSON Schema draft 2020-12). It is read once per process, on the first body to check, and
 one validator per route (method + path template) is compiled on that route's first body and
 kept: a ``$ref`` into the whole document, resolved through a ``referencing`` registry, so a
-route costs only the schemas it uses.
+route costs only the schemas it uses. The verdict on a body is remembered too (the same command
+sync arrives at every bot start).
 
 Where the description is stricter than Discord about something discord.py legitimately sends,
 the exception is one entry of :data:`TOLERATED_DEVIATIONS`, with its reason; no route is ever
@@ -21,6 +22,7 @@ characters, an embed's 6,000 in total), the limit checks of ``discord_payloads``
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -40,6 +42,7 @@ JSON = dict[str, Any]
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "specs" / "discord-openapi.json"
 _SPEC_URI = "urn:discord-openapi"
+_VERDICTS_KEPT = 1024  # bodies whose verdict is remembered
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class DiscordSpec:
         for templates in self._templates.values():
             templates.sort(key=lambda t: -t.literal_segments)
         self._validators: dict[tuple[str, str], Draft202012Validator | None] = {}
+        self._verdicts: dict[tuple[str, str | None, str], JSON | None] = {}
         self._lock = threading.Lock()
 
     def template(self, method: str, path: str) -> str | None:
@@ -142,17 +146,30 @@ class DiscordSpec:
 
     def body_errors(self, method: str, path: str, body: Any) -> JSON | None:
         """Discord's nested ``errors`` for a body that does not fit (None: it fits, or the
-        route has no body schema)."""
+        route has no body schema).
+
+        A body met before on the same route is not validated again: every bot start sends the
+        same command sync, whose many option unions cost some 20 ms each time.
+        """
         validator = self.validator(method, path)
         if validator is None:
             return None
+        key = (method.upper(), self.template(method, path), json.dumps(body, sort_keys=True))
+        with self._lock:
+            if key in self._verdicts:
+                return copy.deepcopy(self._verdicts[key])
         problems = [
             problem
             for error in validator.iter_errors(body)
             for leaf in leaf_errors(error)
             for problem in _problems(leaf)
         ]
-        return nest_errors(dict.fromkeys(problems)) if problems else None
+        errors = nest_errors(dict.fromkeys(problems)) if problems else None
+        with self._lock:
+            if len(self._verdicts) >= _VERDICTS_KEPT:
+                self._verdicts.pop(next(iter(self._verdicts)))  # the oldest
+            self._verdicts[key] = copy.deepcopy(errors)
+        return errors
 
 
 @functools.cache

@@ -104,6 +104,19 @@ def test_routes_are_matched_to_templates_and_compiled_once() -> None:
     assert spec.validator("POST", "/channels/2/messages") is first
 
 
+def test_a_body_met_again_gets_the_same_verdict_unshared() -> None:
+    body = {"embeds": [{"title": "x" * 257}]}
+    first = body_errors("POST", "/channels/1/messages", body)
+    assert first is not None
+    first.clear()  # a caller's copy: the remembered verdict stays whole
+    assert body_errors("POST", "/channels/2/messages", body) == {
+        "embeds": {
+            "0": {"title": _errors("BASE_TYPE_MAX_LENGTH", "Must be 256 or fewer in length.")}
+        }
+    }
+    assert body_errors("POST", "/channels/1/messages", {"embeds": [{"title": "x"}]}) is None
+
+
 async def test_every_route_the_fake_takes_a_body_on_has_a_schema() -> None:
     fake = FakeDiscord()
     unchecked = []
