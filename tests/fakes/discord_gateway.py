@@ -17,6 +17,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import aiohttp
@@ -144,13 +145,27 @@ class SessionStartLimit:
         return {"url": gateway_url, "shards": self.recommended_shards, "session_start_limit": limit}
 
 
+@dataclass
+class Handshakes:
+    """Which websocket handshakes the gateway refuses with 503 while REST keeps working:
+    all of them while ``down``, and the first ``refuse_first`` (a gateway that comes up after
+    REST); ``refused`` counts the refusals."""
+
+    down: bool = False
+    refuse_first: int = 0
+    refused: int = 0
+
+    def refuse(self) -> bool:
+        if self.down or self.refused < self.refuse_first:
+            self.refused += 1
+            return True
+        return False
+
+
 class FakeGateway:
     """The gateway websocket: sessions, what the bot sent, and what it is sent.
 
-    Switches a test may flip at any time: ``allow_resume``, ``gateway_down`` (the handshake
-    answers 503 while REST keeps working). ``refuse_gateway_handshakes`` answers 503 to that
-    many handshakes first (a gateway that comes up after REST), counted in
-    ``refused_gateway_handshakes``.
+    Switches a test may flip at any time: ``allow_resume``, and those of ``handshakes``.
     """
 
     heartbeat_interval_ms: ClassVar[int] = HEARTBEAT_INTERVAL_MS
@@ -173,9 +188,7 @@ class FakeGateway:
         self.enabled_privileged_intents = enabled_privileged_intents
         self.gateway_url = gateway_url
         self.allow_resume = True
-        self.gateway_down = False
-        self.refuse_gateway_handshakes = refuse_gateway_handshakes
-        self.refused_gateway_handshakes = 0
+        self.handshakes = Handshakes(refuse_first=refuse_gateway_handshakes)
         # Records.
         self.identifies: list[JSON] = []
         self.identify_times: list[float] = []  # monotonic, one per IDENTIFY
@@ -245,8 +258,7 @@ class FakeGateway:
     # --- the websocket ----------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if self.gateway_down or self.refused_gateway_handshakes < self.refuse_gateway_handshakes:
-            self.refused_gateway_handshakes += 1
+        if self.handshakes.refuse():
             self._waiters.notify()
             return web.Response(status=503, text="fake gateway down")
         ws = web.WebSocketResponse(autoping=True)

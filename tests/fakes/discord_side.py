@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.embeds import NowPlayingMessage
 
-__all__ = ["FakeDiscordSide", "Post"]
+__all__ = ["Channels", "FakeDiscordSide", "Post"]
 
 OK_MUSIC = ChannelCheck(ChannelState.OK, "music")
 
@@ -51,6 +51,44 @@ class Post:
         return self.shown.embed.title if self.shown.embed is not None else None
 
 
+class Channels:
+    """What the channels hold: every post by id, the last message of each channel, and the
+    nonces already posted (Discord answers a repeated nonce with the first message)."""
+
+    def __init__(self, first_message_id: int, *, keep_posts: bool) -> None:
+        self.keep_posts = keep_posts
+        self.post_count = 0
+        self.posts: list[Post] = []
+        self.messages: dict[int, Post] = {}  # by message id; clear one to "delete" it
+        self.last_in_channel: dict[int, int] = {}
+        self._by_nonce: dict[tuple[int, str], int] = {}
+        self._ids = itertools.count(first_message_id)
+
+    def post(self, channel_id: int, message: NowPlayingMessage, nonce: str | None) -> int:
+        if nonce is not None and (channel_id, nonce) in self._by_nonce:
+            return self._by_nonce[channel_id, nonce]
+        message_id = next(self._ids)
+        self.post_count += 1
+        self.last_in_channel[channel_id] = message_id
+        if nonce is not None:
+            self._by_nonce[channel_id, nonce] = message_id
+        if self.keep_posts:
+            post = Post(channel_id, message_id, message, nonce)
+            self.posts.append(post)
+            self.messages[message_id] = post
+        return message_id
+
+    def edit(self, message_id: int, message: NowPlayingMessage) -> bool:
+        post = self.messages.get(message_id)
+        if post is None:
+            return not self.keep_posts  # without records, every edit lands
+        post.edits.append(message)
+        return True
+
+    def someone_else_posts(self, channel_id: int) -> None:
+        self.last_in_channel[channel_id] = next(self._ids)
+
+
 class FakeDiscordSide:
     """The ``DiscordSide`` protocol in memory.
 
@@ -71,6 +109,8 @@ class FakeDiscordSide:
     Settable at any time: :attr:`members`, :attr:`checks` (a channel's state),
     :attr:`send_error` and :attr:`lookup_error` (raised by every ``send`` or ``fetch_member``
     until reset to None), :attr:`ready` (``wait_until_ready`` waits while it is clear).
+    What was posted is in :attr:`channels` (:class:`Channels`), and read through
+    :attr:`posts`, :attr:`messages`, :attr:`titles`, :attr:`sent`.
     """
 
     def __init__(
@@ -98,15 +138,21 @@ class FakeDiscordSide:
         self.lookup_error = lookup_error
         self.ready = asyncio.Event()
         self.ready.set()
-        self.keep_posts = keep_posts
-        # Records.
-        self.post_count = 0
-        self.posts: list[Post] = []
-        self.messages: dict[int, Post] = {}  # by message id; clear one to "delete" it
-        self.last_in_channel: dict[int, int] = {}
         self.member_lookups: list[tuple[int, int]] = []
-        self._by_nonce: dict[tuple[int, str], int] = {}
-        self._ids = itertools.count(first_message_id)
+        self.channels = Channels(first_message_id, keep_posts=keep_posts)
+
+    @property
+    def posts(self) -> list[Post]:
+        return self.channels.posts
+
+    @property
+    def messages(self) -> dict[int, Post]:
+        """Posts by message id; clear one to "delete" it (Discord keeps last_message_id)."""
+        return self.channels.messages
+
+    @property
+    def post_count(self) -> int:
+        return self.channels.post_count
 
     @property
     def sent(self) -> list[tuple[int, NowPlayingMessage, str | None]]:
@@ -119,7 +165,7 @@ class FakeDiscordSide:
 
     def someone_else_posts(self, channel_id: int) -> None:
         """A member posts in the channel: the auto-poster's message is no longer the last."""
-        self.last_in_channel[channel_id] = next(self._ids)
+        self.channels.someone_else_posts(channel_id)
 
     async def _pause(self) -> None:
         if self.delay is not None:
@@ -148,27 +194,12 @@ class FakeDiscordSide:
         await self._pause()
         if self.send_error is not None:
             raise self.send_error
-        if nonce is not None and (channel_id, nonce) in self._by_nonce:
-            return self._by_nonce[channel_id, nonce]
-        message_id = next(self._ids)
-        self.post_count += 1
-        self.last_in_channel[channel_id] = message_id
-        if nonce is not None:
-            self._by_nonce[channel_id, nonce] = message_id
-        if self.keep_posts:
-            post = Post(channel_id, message_id, message, nonce)
-            self.posts.append(post)
-            self.messages[message_id] = post
-        return message_id
+        return self.channels.post(channel_id, message, nonce)
 
     async def edit(self, channel_id: int, message_id: int, message: NowPlayingMessage) -> bool:
         await self._pause()
-        post = self.messages.get(message_id)
-        if post is None:
-            return not self.keep_posts  # without records, every edit lands
-        post.edits.append(message)
-        return True
+        return self.channels.edit(message_id, message)
 
     async def last_message_id(self, channel_id: int) -> int | None:
         await self._pause()
-        return self.last_in_channel.get(channel_id)
+        return self.channels.last_in_channel.get(channel_id)
