@@ -68,14 +68,13 @@ from bench.autopost_presence import run_presence
 from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.observations import Gone, Observation, RateLimited, RecordResult
-from bot.autopost.ports import ChannelCheck, ChannelState, MemberView, PollScheduling
+from bot.autopost.ports import ChannelCheck, ChannelState, PollScheduling
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
 from bot.client import intents_for
 from bot.crypto import TokenCipher
 from bot.gateway.connection import DiscordConnection
 from bot.members.tokens import TokenManager
-from bot.messages.message import BotMessage
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
@@ -84,6 +83,7 @@ from bot.spotify.models import CurrentlyPlaying, NothingPlaying, parse_currently
 from bot.storage import LinkedAccount, Storage
 from tests.fakes.discord import FakeDiscord, make_channel, make_guild, make_member, make_user
 from tests.fakes.discord import run_client as run_discord_client
+from tests.fakes.discord_side import FakeDiscordSide
 from tests.fakes.spotify import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -814,28 +814,6 @@ async def run_sizes(args: argparse.Namespace) -> bool:
 # --- 10,000 members, scheduled --------------------------------------------------------------
 
 
-class SilentSide:
-    """Discord for the scale run: everyone is a member, and nothing is ever posted."""
-
-    async def wait_until_ready(self) -> None:
-        return None
-
-    def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
-        return ChannelCheck(ChannelState.UNAVAILABLE)  # skip posting, quietly
-
-    async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
-        return MemberView(f"member{user_id}")
-
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
-        raise AssertionError("the scale run never posts")
-
-    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
-        raise AssertionError("the scale run never posts")
-
-    async def last_message_id(self, channel_id: int) -> int | None:
-        return None
-
-
 async def run_scale(args: argparse.Namespace) -> None:
     members = args.scale
     rng = random.Random(args.seed)
@@ -870,7 +848,11 @@ async def run_scale(args: argparse.Namespace) -> None:
             service = AutopostService(
                 storage,
                 fetch,
-                SilentSide(),
+                # Everyone is a member, and nothing is ever posted: every channel is unavailable.
+                FakeDiscordSide(
+                    channel=ChannelCheck(ChannelState.UNAVAILABLE),
+                    send_error=AssertionError("the scale run never posts"),
+                ),
                 config=AutopostConfig(
                     scheduler=SchedulerConfig(budget_per_window=args.budget), membership_lookups=8
                 ),

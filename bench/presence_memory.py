@@ -39,47 +39,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import discord
 
-from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
 from bot.members.events import MemberEvents
 from bot.members.privacy import PrivacyService
-from bot.messages.message import BotMessage
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
 from bot.storage import LinkedAccount, Storage
 from cogs.presence import PresenceCog
+from tests.fakes.discord_side import FakeDiscordSide
 
 FIRST_GUILD = 900_000_000_000_000_000
 FIRST_LISTENER = 810_000_000_000_000_000
 FIRST_LINKED = 820_000_000_000_000_000
 FIRST_OPTED_IN = 830_000_000_000_000_000
 FIRST_PRIVATE = 840_000_000_000_000_000
-
-
-class InstantDiscord:
-    """The Discord side of the auto-poster, answering at once (nothing over the network)."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    async def wait_until_ready(self) -> None:
-        return None
-
-    def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
-        return ChannelCheck(ChannelState.OK, "music")
-
-    async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
-        return MemberView(display_name=f"member {user_id % 10_000}")
-
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
-        self.sent += 1
-        return 1_000_000 + self.sent
-
-    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
-        return True
-
-    async def last_message_id(self, channel_id: int) -> int | None:
-        return None
 
 
 async def nothing_playing(member_id: int) -> CurrentlyPlaying:
@@ -209,7 +182,8 @@ async def run(args: argparse.Namespace) -> None:
 
             privacy = PrivacyService(storage.privacy, MemberEvents())
             await privacy.start()
-            side = InstantDiscord()
+            # Answers at once, no network; keeps no post, so the memory figure is the bot's alone.
+            side = FakeDiscordSide(first_message_id=1_000_001, keep_posts=False)
             service = AutopostService(
                 storage,
                 nothing_playing,
@@ -281,7 +255,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     print(
         f"{observations:,} presence observations in {elapsed:.1f} s "
-        f"({observations / elapsed:,.0f}/s); {side.sent} auto-posts sent"
+        f"({observations / elapsed:,.0f}/s); {side.post_count} auto-posts sent"
     )
     print()
     print(f"{'cache':40} {'entries':>15} {'bound':>6} {'bytes before':>13} {'bytes after':>12}")

@@ -9,40 +9,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.autopost.observations import Observation, RecordResult
-from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
-from bot.messages.message import BotMessage
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying, Playback, Track
 from bot.storage import Storage
+from tests.fakes.discord_side import FakeDiscordSide
 from tests.helpers import ManualClock, linked_account
 
 ALICE = 21
 PRESENCE_ONLY = 22
 GUILD = 300
 MUSIC = 301
-
-
-class Side:
-    """Discord as the service sees it: Alice is in the guild, posting works."""
-
-    async def wait_until_ready(self) -> None:
-        return None
-
-    def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
-        return ChannelCheck(ChannelState.OK, "music")
-
-    async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
-        return MemberView("Alice") if user_id == ALICE else None
-
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
-        return 1
-
-    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
-        return True
-
-    async def last_message_id(self, channel_id: int) -> int | None:
-        return None
 
 
 class OnePollScheduler:
@@ -107,7 +84,7 @@ async def test_a_poll_reports_what_it_saw_and_the_unwatched_stretch(storage: Sto
     service = AutopostService(
         storage,
         fetch,
-        Side(),
+        FakeDiscordSide(members={GUILD: {ALICE}}, names={ALICE: "Alice"}),
         scheduler=OnePollScheduler(unseen_since=380.0),  # 120 s before "now" (500)
         clock=monotonic,
         wall_clock=wall,
@@ -137,7 +114,11 @@ async def test_every_observation_is_heard_even_when_nothing_is_posted(storage: S
         return NothingPlaying()
 
     service = AutopostService(
-        storage, fetch, Side(), scheduler=OnePollScheduler(0.0), renderer=NowPlayingRenderer(None)
+        storage,
+        fetch,
+        FakeDiscordSide(members={GUILD: {ALICE}}, names={ALICE: "Alice"}),
+        scheduler=OnePollScheduler(0.0),
+        renderer=NowPlayingRenderer(None),
     )
     service.add_play_listener(lambda m, p, s: heard.append((m, s)))
 

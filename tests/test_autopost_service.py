@@ -1,6 +1,6 @@
 """AutopostService: posting rules, who is followed, channel problems, the loop and shutdown.
 
-Discord is an in-memory :class:`FakeSide` (the ``DiscordSide`` protocol), storage is a real
+Discord is an in-memory :class:`FakeDiscordSide` (the ``DiscordSide`` protocol), storage is a real
 SQLite file, Spotify is a dict of answers. End-to-end behaviour against the fake Discord and
 fake Spotify servers lives in ``tests/e2e/test_autopost.py``.
 """
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,6 @@ from bot.autopost.ports import (
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
 from bot.errors import LinkBroken, SpotifyRateLimited
-from bot.messages.message import BotMessage
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.models import (
     CurrentlyPlaying,
@@ -37,6 +35,7 @@ from bot.spotify.models import (
     Track,
 )
 from bot.storage import LastPost, Storage
+from tests.fakes.discord_side import FakeDiscordSide
 from tests.helpers import ManualClock, eventually, linked_account
 
 GUILD = 1001
@@ -79,78 +78,9 @@ def local_file(name: str) -> Playback:
     return Playback(kind="track", item=item, is_playing=True, progress_ms=0, received_at=0.0)
 
 
-@dataclass
-class Post:
-    channel_id: int
-    message_id: int
-    message: BotMessage
-    edits: list[BotMessage] = field(default_factory=list)
-
-    @property
-    def title(self) -> str | None:
-        shown = self.edits[-1] if self.edits else self.message
-        return shown.embed.title if shown.embed is not None else None
-
-
-class FakeSide:
-    """Discord as the service sees it, in memory."""
-
-    def __init__(self) -> None:
-        self.members: dict[int, set[int]] = {GUILD: {ALICE, BOB, CAROL}, OTHER_GUILD: set()}
-        self.checks: dict[int, ChannelCheck] = {}
-        self.posts: list[Post] = []
-        self.messages: dict[int, Post] = {}
-        self.last_in_channel: dict[int, int] = {}
-        self.member_lookups: list[tuple[int, int]] = []
-        self.send_error: Exception | None = None
-        self.lookup_error: Exception | None = None
-        self.ready = asyncio.Event()
-        self.ready.set()
-        self._ids = itertools.count(10_000)
-
-    async def wait_until_ready(self) -> None:
-        await self.ready.wait()
-
-    def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
-        return self.checks.get(channel_id, ChannelCheck(ChannelState.OK, "music"))
-
-    async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
-        self.member_lookups.append((guild_id, user_id))
-        await asyncio.sleep(0)
-        if self.lookup_error is not None:
-            raise self.lookup_error
-        if user_id in self.members.get(guild_id, set()):
-            return MemberView(f"member{user_id}", None)
-        return None
-
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
-        await asyncio.sleep(0)
-        if self.send_error is not None:
-            raise self.send_error
-        message_id = next(self._ids)
-        post = Post(channel_id, message_id, message)
-        self.posts.append(post)
-        self.messages[message_id] = post
-        self.last_in_channel[channel_id] = message_id
-        return message_id
-
-    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
-        await asyncio.sleep(0)
-        post = self.messages.get(message_id)
-        if post is None:
-            return False
-        post.edits.append(message)
-        return True
-
-    async def last_message_id(self, channel_id: int) -> int | None:
-        await asyncio.sleep(0)
-        return self.last_in_channel.get(channel_id)
-
-    def someone_else_posts(self, channel_id: int) -> None:
-        self.last_in_channel[channel_id] = next(self._ids)
-
-    def titles(self, channel_id: int = MUSIC) -> list[str | None]:
-        return [post.title for post in self.posts if post.channel_id == channel_id]
+def side_with_members() -> FakeDiscordSide:
+    """Alice, Bob and Carol in GUILD, nobody in OTHER_GUILD; every call yields once."""
+    return FakeDiscordSide(members={GUILD: {ALICE, BOB, CAROL}, OTHER_GUILD: set()}, delay=0.0)
 
 
 class Spotify:
@@ -172,7 +102,7 @@ class Spotify:
 @dataclass
 class World:
     storage: Storage
-    side: FakeSide
+    side: FakeDiscordSide
     spotify: Spotify
     wall: ManualClock
     service: AutopostService
@@ -207,7 +137,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await storage.links.save_link(linked_account(BOB))
     await storage.settings.set_music_channel(GUILD, MUSIC)
     spotify = Spotify()
-    built = World(storage, FakeSide(), spotify, ManualClock(1_750_000_000.0), None, [])  # type: ignore[arg-type]
+    built = World(storage, side_with_members(), spotify, ManualClock(1_750_000_000.0), None, [])  # type: ignore[arg-type]
     built.service = make_service(built)
     await built.service.start()
     await built.service.settle()
@@ -670,7 +600,7 @@ async def test_the_senders_hold_from_an_interactive_429_holds_polling(
     service = AutopostService(
         storage,
         spotify.fetch,
-        FakeSide(),
+        side_with_members(),
         config=AutopostConfig(scheduler=FAST),
         hold=hold,
         renderer=NowPlayingRenderer(None),
@@ -706,7 +636,7 @@ async def test_an_answer_after_an_unobserved_stretch_reports_the_gap(tmp_path: P
     service = AutopostService(
         storage,
         spotify.fetch,
-        FakeSide(),
+        side_with_members(),
         config=AutopostConfig(scheduler=config),
         on_gap=lambda member_id, since: gaps.append((member_id, since)),
         renderer=NowPlayingRenderer(None),
@@ -732,7 +662,7 @@ async def test_polls_stay_under_the_concurrency_limit(tmp_path: Path) -> None:
     for member_id in members:
         await storage.links.save_link(linked_account(member_id))
     await storage.settings.set_music_channel(GUILD, MUSIC)
-    side = FakeSide()
+    side = side_with_members()
     side.members[GUILD] = set(members)
     gate = asyncio.Event()
     running = {"now": 0, "most": 0}
@@ -779,7 +709,7 @@ async def test_the_loop_waits_for_discord(tmp_path: Path) -> None:
     storage = await Storage.open(tmp_path / "bot.db")
     await storage.links.save_link(linked_account(ALICE))
     await storage.settings.set_music_channel(GUILD, MUSIC)
-    side = FakeSide()
+    side = side_with_members()
     side.ready.clear()
     spotify = Spotify()
     service = AutopostService(

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import io
-import json
 import os
 import socket
 import sqlite3
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bot.cli.check import check_async, invite_url
 from bot.crypto import TokenCipher
@@ -25,6 +23,7 @@ from bot.storage import Storage
 from bot.storage import migrations as db
 from bot.storage.migrate import create_database_at_version
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_payloads import INTENT_MESSAGE_CONTENT
 from tests.fakes.spotify import FakeSpotify
 from tests.harness import KEY, free_port
 from tests.helpers import linked_account
@@ -394,16 +393,6 @@ async def test_discord_timeout(fakes: Fakes) -> None:
     )
 
 
-class NoIntentsDiscord(FakeDiscord):
-    """The Developer Portal switches for presence and members are off."""
-
-    async def _get_application(self, request: web.Request, record: Any) -> web.Response:
-        response = await super()._get_application(request, record)
-        payload = json.loads(response.text or "")
-        payload["flags"] = 1 << 19  # only the message content intent
-        return web.Response(body=json.dumps(payload).encode(), content_type="application/json")
-
-
 async def test_presence_needs_privileged_intents(fakes: Fakes) -> None:
     status, lines, _ = await run(fakes.env(ENABLE_PRESENCE="true"))
     assert status == 0
@@ -416,7 +405,8 @@ async def test_presence_needs_privileged_intents(fakes: Fakes) -> None:
 
 async def test_presence_with_intents_off(tmp_path: Path) -> None:
     async with (
-        NoIntentsDiscord.running() as discord,
+        # The Developer Portal switches for presence and members are off.
+        FakeDiscord.running(enabled_privileged_intents=INTENT_MESSAGE_CONTENT) as discord,
         FakeSpotify.running() as spotify,
     ):
         env = Fakes(discord, spotify, tmp_path).env(ENABLE_PRESENCE="true")

@@ -13,46 +13,13 @@ import discord
 import pytest
 
 from bot.autopost.outbox import OutboxDiscordSide, OutboxSender, decode_message, encode_message
-from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.messages.message import BotMessage, LinkButton
 from bot.storage import OutboxPost, Storage
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_side import FakeDiscordSide
 from tests.harness import MUSIC_ID, default_guild
 
 CHANNEL = 555
-
-
-class RecordingSide:
-    """A DiscordSide that records posts and, like Discord, answers a repeated nonce with the
-    first message."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, BotMessage, str | None]] = []
-        self._by_nonce: dict[str, int] = {}
-
-    async def wait_until_ready(self) -> None:
-        return None
-
-    def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
-        return ChannelCheck(ChannelState.OK)
-
-    async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
-        return MemberView("someone")
-
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
-        if nonce is not None and nonce in self._by_nonce:
-            return self._by_nonce[nonce]
-        self.sent.append((channel_id, message, nonce))
-        message_id = 1000 + len(self.sent)
-        if nonce is not None:
-            self._by_nonce[nonce] = message_id
-        return message_id
-
-    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
-        return True
-
-    async def last_message_id(self, channel_id: int) -> int | None:
-        return None
 
 
 @pytest.fixture
@@ -84,7 +51,7 @@ async def test_a_post_queued_while_nobody_sends_is_sent_later_once(storage: Stor
     await storage.outbox.outbox_put(
         OutboxPost("nonce-1", CHANNEL, encode_message(message("Queued Song")), 1000.0)
     )
-    side = RecordingSide()
+    side = FakeDiscordSide(first_message_id=1001)
     sender = OutboxSender(storage, OutboxDiscordSide(side, storage), wall_clock=lambda: 1005.0)
     assert await sender.send_due() == 1
     assert await sender.send_due() == 0
@@ -106,7 +73,7 @@ async def test_a_claimed_row_waits_for_its_lease(storage: Storage) -> None:
 
 
 async def test_sending_the_same_nonce_twice_posts_once(storage: Storage) -> None:
-    side = RecordingSide()
+    side = FakeDiscordSide(first_message_id=1001)
     outbox = OutboxDiscordSide(side, storage)
     first = await outbox.send(CHANNEL, message("Once"), "same")
     second = await outbox.send(CHANNEL, message("Once"), "same")
@@ -116,7 +83,7 @@ async def test_sending_the_same_nonce_twice_posts_once(storage: Storage) -> None
 
 async def test_stale_posts_are_not_sent(storage: Storage) -> None:
     await storage.outbox.outbox_put(OutboxPost("old", CHANNEL, encode_message(message("Old")), 0.0))
-    side = RecordingSide()
+    side = FakeDiscordSide(first_message_id=1001)
     sender = OutboxSender(storage, OutboxDiscordSide(side, storage), wall_clock=lambda: 400.0)
     assert await sender.send_due() == 0
     assert side.sent == []
@@ -130,7 +97,7 @@ async def test_senders_of_two_processes_send_each_row_once(postgres_database: st
             await storages[0].outbox.outbox_put(
                 OutboxPost(f"n{index}", CHANNEL, encode_message(message(f"S{index}")), 10.0)
             )
-        sides = [RecordingSide(), RecordingSide()]
+        sides = [FakeDiscordSide(first_message_id=1001), FakeDiscordSide(first_message_id=1001)]
         senders = [
             OutboxSender(s, OutboxDiscordSide(side, s), wall_clock=lambda: 11.0)
             for s, side in zip(storages, sides, strict=True)

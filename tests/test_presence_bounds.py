@@ -12,16 +12,15 @@ from typing import Any
 import discord
 import pytest
 
-from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
 from bot.autopost.service import AutopostService
 from bot.members.events import MemberEvents
 from bot.members.privacy import PrivacyService
-from bot.messages.message import BotMessage
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying
 from bot.storage import Storage
 from bot.storage.engines.sqlite import SqliteDatabase
 from cogs.presence import PresenceCog
+from tests.fakes.discord_side import FakeDiscordSide
 from tests.helpers import linked_account
 
 GUILD = 10
@@ -30,30 +29,6 @@ LINKED = 1
 OPTED_IN = 2
 PRIVATE = 3
 LISTENERS = range(1000, 1300)
-
-
-class Side:
-    def __init__(self) -> None:
-        self.posts: list[tuple[int, str | None]] = []
-
-    async def wait_until_ready(self) -> None:
-        return None
-
-    def check_channel(self, guild_id: int, channel_id: int) -> ChannelCheck:
-        return ChannelCheck(ChannelState.OK, "music")
-
-    async def fetch_member(self, guild_id: int, user_id: int) -> MemberView | None:
-        return MemberView(display_name=f"m{user_id}")
-
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
-        self.posts.append((channel_id, message.embed.title if message.embed else None))
-        return len(self.posts)
-
-    async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:
-        return True
-
-    async def last_message_id(self, channel_id: int) -> int | None:
-        return None
 
 
 async def nothing(member_id: int) -> CurrentlyPlaying:
@@ -89,7 +64,7 @@ async def test_presence_only_listeners_leave_no_trace(storage: Storage) -> None:
     await storage.privacy.set_visibility(PRIVATE, "private")
     privacy = PrivacyService(storage.privacy, MemberEvents())
     await privacy.start()
-    side = Side()
+    side = FakeDiscordSide(first_message_id=1)
     service = AutopostService(
         storage, nothing, side, is_private=privacy.is_private_now, renderer=NowPlayingRenderer(None)
     )
@@ -116,7 +91,7 @@ async def test_presence_only_listeners_leave_no_trace(storage: Storage) -> None:
 
         for member_id in (LINKED, OPTED_IN, PRIVATE):
             await cog.observe_member(listening(member_id, f"t{member_id}"))
-        assert sorted(title for _, title in side.posts) == ["Song t1", "Song t2"]  # not private
+        assert sorted(post.title for post in side.posts) == ["Song t1", "Song t2"]  # not private
         assert service.is_linked(LINKED)
         assert not privacy.is_private_now(OPTED_IN)
     finally:

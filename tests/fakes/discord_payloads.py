@@ -1,9 +1,10 @@
 """Builders for Discord API payloads, shaped the way discord.py 2.7 parses them.
 
-Pure functions returning plain ``dict`` s: no server, no state. Used by the fake Discord
-(`tests/fakes/discord.py`) and by tests that need a guild, a member or a Spotify presence.
-Every id is a snowflake *string*, as on the wire. Defaults are sane and minimal; pass only
-what a test cares about.
+Pure functions returning plain ``dict`` s: no server, no state; and the limits Discord enforces
+beyond its OpenAPI description (:func:`message_problems`, :func:`modal_problems`). Used by the
+fake Discord (`tests/fakes/discord.py`) and by tests that need a guild, a member or a Spotify
+presence. Every id is a snowflake *string*, as on the wire. Defaults are sane and minimal; pass
+only what a test cares about.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from .discord_spec import ErrorPath, Problem
 
 JSON = dict[str, Any]
 
@@ -64,6 +67,9 @@ DM = 1
 GUILD_VOICE = 2
 GUILD_CATEGORY = 4
 
+# Select menus (string, user, role, mentionable, channel): their answers carry ``values``.
+SELECT_TYPES = frozenset({3, 5, 6, 7, 8})
+
 # Message flags.
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -72,7 +78,8 @@ LOADING = 1 << 7
 INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_PRESENCES = 1 << 8
 INTENT_GUILD_MESSAGES = 1 << 9
-PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | (1 << 15)
+INTENT_MESSAGE_CONTENT = 1 << 15
+PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
 
 _snowflake_counter = itertools.count()
 
@@ -324,6 +331,51 @@ def make_presence(
     }
 
 
+def modal_submit_components(modal: JSON | None, values: Mapping[str, Any]) -> list[JSON]:
+    """The ``components`` of a MODAL_SUBMIT, in the layout of the modal that was shown."""
+
+    def answer(component: JSON, value: Any) -> JSON:
+        if component["type"] in SELECT_TYPES:
+            return {
+                "type": component["type"],
+                "custom_id": component["custom_id"],
+                "values": list(value or []),
+            }
+        return {
+            "type": 4,
+            "custom_id": component["custom_id"],
+            "value": "" if value is None else str(value),
+        }
+
+    if modal is None:
+        return [
+            {"type": 1, "components": [answer({"type": 4, "custom_id": key}, value)]}
+            for key, value in values.items()
+        ]
+    remaining = dict(values)
+    inputs: list[tuple[str | None, str]] = []
+
+    def take(component: JSON, label: str | None) -> Any:
+        inputs.append((label, component["custom_id"]))
+        for key in (component["custom_id"], label):
+            if key is not None and key in remaining:
+                return remaining.pop(key)
+        return None
+
+    rows: list[JSON] = []
+    for top in modal.get("components") or []:
+        if top["type"] == 1:
+            children = [c for c in top.get("components") or [] if "custom_id" in c]
+            answers = [answer(c, take(c, c.get("label"))) for c in children]
+            rows.append({"type": 1, "components": answers})
+        elif top["type"] == 18 and "custom_id" in top.get("component", {}):
+            child = top["component"]
+            rows.append({"type": 18, "component": answer(child, take(child, top.get("label")))})
+    if remaining:
+        raise KeyError(f"the modal has no input {sorted(remaining)}; (label, custom_id): {inputs}")
+    return rows
+
+
 def compute_permissions(guild: Mapping[str, Any], member: Mapping[str, Any], channel: Any) -> int:
     """A member's permissions in a channel (or guild-wide when ``channel`` is None).
 
@@ -362,73 +414,70 @@ def compute_permissions(guild: Mapping[str, Any], member: Mapping[str, Any], cha
     return permissions
 
 
-# --- validation: the limits real Discord enforces with a 400, so the bot meets them in tests ---
+# --- the limits Discord documents beyond its OpenAPI description ---------------------------------
+# The description (checked by discord_spec) already bounds each embed's title, description,
+# fields, footer and author, custom ids and modal titles; these are the limits it leaves out or
+# sets looser than Discord enforces, worded the way Discord words them.
 
-_EMBED_TOTAL_LIMIT = 6000
-_EMBED_TEXT_LIMITS = {"title": 256, "description": 4096}
+MESSAGE_CONTENT_LIMIT = 2000  # the description allows 4,000 on POST /channels/{id}/messages
+EMBED_TOTAL_LIMIT = 6000  # all embeds of a message together; not in the description
+LEGACY_COMPONENT_ROWS = 5  # top-level components without IS_COMPONENTS_V2 (the description: 40)
+MODAL_COMPONENT_LIMIT = 5  # a modal's top-level components (the description: 40)
+IS_COMPONENTS_V2 = 1 << 15
 
 
-def _embed_problems(index: int, embed: Mapping[str, Any]) -> tuple[list[str], int]:
-    problems: list[str] = []
-    total = 0
-    for key, limit in _EMBED_TEXT_LIMITS.items():
-        text = embed.get(key) or ""
-        total += len(text)
-        if len(text) > limit:
-            problems.append(f"embeds.{index}.{key}: must be {limit} or fewer in length")
+def _embed_text_length(embed: Mapping[str, Any]) -> int:
     fields = embed.get("fields") or []
-    if len(fields) > 25:
-        problems.append(f"embeds.{index}.fields: must be 25 or fewer in length")
-    for field_index, field in enumerate(fields):
-        name, value = field.get("name") or "", field.get("value") or ""
-        total += len(name) + len(value)
-        if not name or len(name) > 256:
-            problems.append(f"embeds.{index}.fields.{field_index}.name: 1..256 characters")
-        if not value or len(value) > 1024:
-            problems.append(f"embeds.{index}.fields.{field_index}.value: 1..1024 characters")
-    footer = (embed.get("footer") or {}).get("text") or ""
-    author = (embed.get("author") or {}).get("name") or ""
-    total += len(footer) + len(author)
-    if len(footer) > 2048:
-        problems.append(f"embeds.{index}.footer.text: must be 2048 or fewer in length")
-    if len(author) > 256:
-        problems.append(f"embeds.{index}.author.name: must be 256 or fewer in length")
-    return problems, total
+    parts = [
+        embed.get("title"),
+        embed.get("description"),
+        (embed.get("footer") or {}).get("text"),
+        (embed.get("author") or {}).get("name"),
+        *(field.get("name") for field in fields),
+        *(field.get("value") for field in fields),
+    ]
+    return sum(len(part) for part in parts if isinstance(part, str))
 
 
-def _custom_ids(components: Iterable[Mapping[str, Any]]) -> Iterable[str]:
-    for component in components:
-        if "custom_id" in component:
-            yield str(component["custom_id"])
-        yield from _custom_ids(component.get("components") or [])
-        for key in ("accessory", "component"):
-            if isinstance(component.get(key), Mapping):
-                yield from _custom_ids([component[key]])
-
-
-def message_problems(data: Mapping[str, Any]) -> list[str]:
-    """Why Discord would reject this message body (empty list: it would accept it)."""
-    problems: list[str] = []
+def message_problems(data: Mapping[str, Any], prefix: ErrorPath = ()) -> list[Problem]:
+    """Why Discord would refuse this message body beyond its description (empty: it would
+    not). ``prefix`` is where the message sits in the body (``("data",)`` in a callback)."""
+    problems: list[Problem] = []
     content = data.get("content") or ""
     embeds = data.get("embeds") or []
     components = data.get("components") or []
-    if len(content) > 2000:
-        problems.append("content: must be 2000 or fewer in length")
-    if len(embeds) > 10:
-        problems.append("embeds: must be 10 or fewer in length")
-    total = 0
+    if len(content) > MESSAGE_CONTENT_LIMIT:
+        problems.append(
+            Problem(
+                (*prefix, "content"),
+                "BASE_TYPE_MAX_LENGTH",
+                f"Must be {MESSAGE_CONTENT_LIMIT} or fewer in length.",
+            )
+        )
     for index, embed in enumerate(embeds):
-        embed_problems, embed_total = _embed_problems(index, embed)
-        problems.extend(embed_problems)
-        total += embed_total
-    if total > _EMBED_TOTAL_LIMIT:
-        problems.append(f"embeds: total text is {total}, more than {_EMBED_TOTAL_LIMIT}")
-    is_v2 = bool(int(data.get("flags") or 0) & (1 << 15))
-    if not is_v2 and len(components) > 5:
-        problems.append("components: must be 5 or fewer in length")
-    for custom_id in _custom_ids(components):
-        if not 1 <= len(custom_id) <= 100:
-            problems.append(f"components: custom_id {custom_id!r} must be 1..100 characters")
+        for field_index, field in enumerate(embed.get("fields") or []):
+            for key in ("name", "value"):
+                if not field.get(key):  # the description sets no minimum; Discord needs text
+                    path = (*prefix, "embeds", index, "fields", field_index, key)
+                    problems.append(Problem(path, "BASE_TYPE_REQUIRED", "This field is required"))
+    total = sum(_embed_text_length(embed) for embed in embeds)
+    if total > EMBED_TOTAL_LIMIT:
+        problems.append(
+            Problem(
+                (*prefix, "embeds"),
+                "MAX_EMBED_SIZE_EXCEEDED",
+                f"Embed size exceeds maximum size of {EMBED_TOTAL_LIMIT}",
+            )
+        )
+    is_v2 = bool(int(data.get("flags") or 0) & IS_COMPONENTS_V2)
+    if not is_v2 and len(components) > LEGACY_COMPONENT_ROWS:
+        problems.append(
+            Problem(
+                (*prefix, "components"),
+                "BASE_TYPE_MAX_LENGTH",
+                f"Must be {LEGACY_COMPONENT_ROWS} or fewer in length.",
+            )
+        )
     return problems
 
 
@@ -437,15 +486,9 @@ def is_empty_message(data: Mapping[str, Any], *, has_files: bool = False) -> boo
     return not has_files and not any(data.get(key) for key in keys)
 
 
-def modal_problems(data: Mapping[str, Any]) -> list[str]:
-    problems: list[str] = []
-    title = data.get("title") or ""
-    if not 1 <= len(title) <= 45:
-        problems.append("data.title: must be 1..45 characters")
-    custom_id = data.get("custom_id") or ""
-    if not 1 <= len(custom_id) <= 100:
-        problems.append("data.custom_id: must be 1..100 characters")
-    components = data.get("components") or []
-    if not 1 <= len(components) <= 5:
-        problems.append("data.components: must be 1..5 components")
-    return problems
+def modal_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """Why Discord would refuse a modal (callback type 9 ``data``) beyond its description."""
+    if len(data.get("components") or []) > MODAL_COMPONENT_LIMIT:
+        message = f"Must be {MODAL_COMPONENT_LIMIT} or fewer in length."
+        return [Problem(("data", "components"), "BASE_TYPE_MAX_LENGTH", message)]
+    return []

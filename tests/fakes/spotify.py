@@ -144,7 +144,11 @@ def track_payload(
     album_obj = {
         **_external("album", album_id),
         "album_type": "album",
+        "total_tracks": 12,
+        "available_markets": ["US"],
         "name": album,
+        "release_date": "2026-01-01",
+        "release_date_precision": "day",
         "images": _images(album_id) if images else [],
         "artists": [],
     }
@@ -187,12 +191,28 @@ def episode_payload(
         "duration_ms": duration_ms,
         "images": _images(episode_id),
         "description": "An episode.",
+        "html_description": "<p>An episode.</p>",
+        "audio_preview_url": None,
+        "explicit": False,
+        "is_externally_hosted": False,
+        "is_playable": True,
+        "languages": ["en"],
         "release_date": "2026-01-01",
+        "release_date_precision": "day",
         "show": {
             **_external("show", show_id),
             "name": show,
             "publisher": publisher,
             "images": _images(show_id),
+            "description": "A show.",
+            "html_description": "<p>A show.</p>",
+            "available_markets": ["US"],
+            "copyrights": [],
+            "explicit": False,
+            "is_externally_hosted": False,
+            "languages": ["en"],
+            "media_type": "audio",
+            "total_episodes": 10,
         },
     }
     return _envelope(item, "episode", progress_ms, is_playing, timestamp)
@@ -208,21 +228,37 @@ def local_track_payload(
     is_playing: bool = True,
     timestamp: int | None = None,
 ) -> dict[str, Any]:
-    """A local file: ``is_local``, null id/href, an album without images, spotify:local URI."""
+    """A local file: ``is_local``, null ids, URLs and album facts, an album without images or
+    artists, a spotify:local URI (every key of a track is there, the unknown ones null)."""
     uri = f"spotify:local:{artist}:{album}:{name}:{duration_ms // 1000}".replace(" ", "+")
+    unknown = {"id": None, "href": None, "external_urls": {}, "uri": None}
     item: dict[str, Any] = {
-        "id": None,
-        "href": None,
-        "external_urls": {},
+        **unknown,
         "type": "track",
         "uri": uri,
         "name": name,
         "duration_ms": duration_ms,
         "is_local": True,
-        "artists": [
-            {"name": artist, "id": None, "href": None, "external_urls": {}, "type": "artist"}
-        ],
-        "album": {"name": album, "id": None, "href": None, "images": [], "type": "album"},
+        "available_markets": [],
+        "disc_number": 0,
+        "explicit": False,
+        "external_ids": {},
+        "popularity": 0,
+        "preview_url": None,
+        "track_number": 0,
+        "artists": [{**unknown, "name": artist, "type": "artist"}],
+        "album": {
+            **unknown,
+            "name": album,
+            "type": "album",
+            "album_type": None,
+            "total_tracks": None,
+            "available_markets": [],
+            "release_date": None,
+            "release_date_precision": None,
+            "images": [],
+            "artists": [],
+        },
     }
     return _envelope(item, "track", progress_ms, is_playing, timestamp)
 
