@@ -136,7 +136,7 @@ def _command_run(invocation: Invocation, args: argparse.Namespace) -> int:
 
 
 def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
-    from bot.app import Application
+    from bot.app import Application, stop_on_signals
     from bot.logs import configure_logging, masker_for_settings
 
     settings = _settings_or_exit(invocation, env)
@@ -149,8 +149,9 @@ def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
         )
 
     async def main() -> None:
-        async with Application(settings, masker=masker, command=invocation.command) as app:
-            await app.run_until_stopped()
+        with stop_on_signals() as stop:
+            async with Application(settings, masker=masker, command=invocation.command) as app:
+                await app.run_until_stopped(stop)
 
     try:
         asyncio.run(main())

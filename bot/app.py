@@ -16,7 +16,7 @@ import math
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -400,28 +400,41 @@ class Application:
     async def close(self) -> None:
         await self._stack.aclose()
 
-    async def run_until_stopped(self) -> None:
-        """Run until SIGINT/SIGTERM or until the bot stops on its own."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+    async def run_until_stopped(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set (SIGINT/SIGTERM: see :func:`stop_on_signals`) or until
+        the bot stops on its own."""
+        with contextlib.ExitStack() as signals:
+            if stop is None:
+                stop = signals.enter_context(stop_on_signals())
+            waiter = asyncio.create_task(stop.wait())
+            try:
+                tasks: list[asyncio.Task[Any]] = [waiter]
+                if self._bot_task is not None:
+                    tasks.append(self._bot_task)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if waiter in done:
+                    log.info("Shutting down")
+                elif self._bot_task is not None and self._bot_task.exception() is not None:
+                    raise self._bot_task.exception()  # type: ignore[misc]
+            finally:
+                await cancel_and_wait([waiter])
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event SIGINT and SIGTERM set while the block runs (installed at once, so a signal
+    during start-up also stops the bot cleanly, once it has started)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        waiter = asyncio.create_task(stop.wait())
-        try:
-            tasks: list[asyncio.Task[Any]] = [waiter]
-            if self._bot_task is not None:
-                tasks.append(self._bot_task)
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if waiter in done:
-                log.info("Shutting down")
-            elif self._bot_task is not None and self._bot_task.exception() is not None:
-                raise self._bot_task.exception()  # type: ignore[misc]
-        finally:
-            await cancel_and_wait([waiter])
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError):
-                    loop.remove_signal_handler(sig)
+                loop.remove_signal_handler(sig)
 
 
 async def open_storage(settings: Settings) -> Storage:

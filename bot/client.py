@@ -84,6 +84,14 @@ class NowPlayingBot(commands.AutoShardedBot):
         self.services = services
         self._identify_gate = identify_gate
 
+    async def close(self) -> None:
+        # discord.py makes the shards' event queue at login; a bot closed before it ever
+        # logged in (Discord unreachable at start, then a shutdown) has none yet, and
+        # AutoShardedClient.close would fail on it instead of closing.
+        if not hasattr(self, "_AutoShardedClient__queue"):
+            self._AutoShardedClient__queue: asyncio.PriorityQueue[Any] = asyncio.PriorityQueue()
+        await super().close()
+
     @property
     def sees_presence(self) -> bool:
         """Whether Discord sends this bot members' statuses (both privileged intents)."""
@@ -169,6 +177,6 @@ class NowPlayingBot(commands.AutoShardedBot):
                 await asyncio.sleep(delay)
                 initial = False
         shards: dict[int, Shard] = self._AutoShardedClient__shards  # type: ignore[attr-defined]
-        queue = self._AutoShardedClient__queue  # type: ignore[attr-defined]
+        queue = self._AutoShardedClient__queue
         shards[shard_id] = shard = Shard(ws, self, queue.put_nowait)
         shard.launch()

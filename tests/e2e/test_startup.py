@@ -155,3 +155,20 @@ async def test_a_wrong_api_base_stops_the_bot_in_one_line(tmp_path: Path) -> Non
     assert status == 1
     assert "Traceback" not in bot.output
     assert "answered HTTP 404 at login; is DISCORD_API_BASE right?" in bot.output
+
+
+async def test_a_stop_before_discord_ever_answered_is_clean(tmp_path: Path) -> None:
+    """The bot was built but never logged in: stopping it closes everything quietly."""
+    async with FakeSpotify.running() as spotify:
+        env = bot_env(
+            tmp_path,
+            discord_api=f"http://127.0.0.1:{free_port()}/api/v10",
+            token="fake-bot-token.NowPlaying.0000",
+            spotify=spotify,
+        )
+        async with bot_process(PYTHON_M_BOT, env, tmp_path) as bot:
+            await bot.wait_for_line("retrying in")
+            status = await bot.stop()
+    assert status == 0, bot.output
+    assert "Traceback" not in bot.output
+    assert "ERROR" not in bot.output
