@@ -114,7 +114,9 @@ class ListeningCog(commands.Cog):
         is_self = target.id == interaction.user.id
 
         async def work() -> BotMessage:
-            answer = await self.spotify.recent(target.id, is_self=is_self)
+            answer = await self.spotify.recent(
+                target.id, is_self=is_self, guild_id=interaction.guild_id
+            )
             return render_recent(answer, member_name=_name(target), is_self=is_self)
 
         only_you = await self.privacy.answers_only_to_viewer(interaction, member)

@@ -303,7 +303,13 @@ class ListeningLog:
 
         return self.now_listening.listening(include, self._clock())
 
-    async def recent(self, member_id: int, limit: int = 10) -> list[Play]:
+    async def recent(
+        self, member_id: int, limit: int = 10, *, seen_in: int | None = None
+    ) -> list[Play]:
+        """The member's latest plays; with ``seen_in``, only when the member was seen in that
+        server (the log answers nowhere else, whoever asks there)."""
+        if seen_in is not None and not self.roster.knows(seen_in, member_id):
+            return []
         return await self._storage.listening.recent_plays(member_id, limit=limit)
 
     async def recap(

@@ -507,6 +507,35 @@ async def test_other_servers_never_see_a_member(tmp_path: Path) -> None:
         assert "Song bobs" in text_of(await command(stack, "recap", user_id=ALICE_ID))
 
 
+async def test_the_log_answers_only_in_a_server_where_the_member_was_seen(tmp_path: Path) -> None:
+    """Bob is in both servers but the bot saw him only in the first: when /recent falls back
+    to the listening log, the second server gets nothing of his."""
+    second = guild_of(
+        SECOND_GUILD_ID,
+        "Elsewhere",
+        [(700000000000000223, "general")],
+        [(ALICE_ID, "alice"), (BOB_ID, "bob"), (ADMIN_ID, "admin")],
+    )
+    async with Stack.running(tmp_path, guilds=[default_guild(), second]) as stack:
+        await stack.link(BOB_ID, "bob")
+        await np_playing(stack, BOB_ID, "bob", "bobs")  # seen in the first server only
+
+        async def recent_of_bob(guild_id: int) -> FakeMessage:
+            stack.spotify.fail_next("recently_played", 429, retry_after=30)  # the log answers
+            sent = await stack.discord.send_slash_command(
+                "recent",
+                {"member": UserArg(str(BOB_ID))},
+                user_id=str(ALICE_ID),
+                guild_id=str(guild_id),
+            )
+            return await sent.wait_for_reply(timeout=WAIT)
+
+        elsewhere = await recent_of_bob(SECOND_GUILD_ID)
+        assert "Song bobs" not in text_of(elsewhere)
+        assert "no recent tracks" in text_of(elsewhere)
+        assert "Song bobs" in text_of(await recent_of_bob(GUILD_ID))
+
+
 async def test_slow_spotify_defers_and_then_answers(tmp_path: Path) -> None:
     async with Stack.running(tmp_path) as stack:
         await stack.link(ALICE_ID, "alice")
