@@ -39,11 +39,13 @@ from bot.errors import StartupError
 from bot.gateway.connect import DiscordStarter, fetch_gateway_info, point_discord_at
 from bot.gateway.connection import DiscordConnection
 from bot.gateway.direct_messages import DirectMessages
+from bot.gateway.members import GuildMembers
 from bot.linking.completion import PendingLinkCompleter
 from bot.linking.service import LinkService
 from bot.listening.chart import TopChart
 from bot.listening.log import ListeningLog, feed_listening_log
 from bot.listening.recap import RecapPictures
+from bot.listening.server import ServerListening
 from bot.listening.spotify import MemberSpotify, SpotifyListening
 from bot.logs import SecretMasker
 from bot.members.events import MemberEvents
@@ -275,6 +277,9 @@ class Application:
             autopost=autopost,
             outbox=OutboxSender(storage, posting_side),
             history=history,
+            server_listening=ServerListening(
+                history, storage.listening, privacy, GuildMembers(discord)
+            ),
             listening=listening,
             top_chart=TopChart(listening, images, charts),
             recap_pictures=RecapPictures(images, charts),

@@ -24,7 +24,8 @@ which never delays the caller).
   one recently-played call for that member fills it.
 * **Where a play counts:** the log remembers in which servers it saw each member (a command
   they ran there, a presence update from there). /recap of a server counts only members seen
-  there who are not private; /listening likewise.
+  there who are not private; /listening likewise (``bot.listening.server`` also checks that
+  they are still in the server).
 """
 
 from __future__ import annotations
@@ -47,12 +48,11 @@ from bot.listening.recorder import (
 )
 from bot.members.events import MemberEvents
 from bot.spotify.models import CurrentlyPlaying, Playback, Track
-from bot.storage import HasLinks, HasListening, HasPrivacy, HasSettings, Play, Recap
+from bot.storage import HasLinks, HasListening, HasPrivacy, HasSettings, Play
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
-RECAP_PERIODS: dict[str, float] = {"week": 7 * 86400.0, "month": 30 * 86400.0}
 
 
 class PrivacyView(Protocol):
@@ -311,23 +311,6 @@ class ListeningLog:
         if seen_in is not None and not self.roster.knows(seen_in, member_id):
             return []
         return await self._storage.listening.recent_plays(member_id, limit=limit)
-
-    async def recap(
-        self,
-        guild_id: int,
-        period: str,
-        *,
-        still_member: Callable[[int], bool] | None = None,
-    ) -> Recap:
-        """The server's top tracks and artists from members seen there who are not private
-        (and, when the member cache can tell, still in the server)."""
-        members = [
-            m
-            for m in self.roster.members_of(guild_id)
-            if not self._privacy.is_private_now(m) and (still_member is None or still_member(m))
-        ]
-        since = self._clock() - RECAP_PERIODS[period]
-        return await self._storage.listening.recap(members, since=since)
 
 
 class PlaySources(Protocol):
