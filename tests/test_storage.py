@@ -235,6 +235,13 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
             ("seed-nonce", 100, "{}", NOW, 42),
         ),
     ],
+    8: [
+        (
+            "INSERT INTO autopost_outbox (nonce, guild_id, channel_id, discord_user_id, payload, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            ("owned-nonce", 10, 100, 1, "{}", NOW),
+        ),
+    ],
 }
 
 
@@ -284,10 +291,13 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         [play] = await storage.listening.recent_plays(1)
         assert (play.track_id, play.artists, play.started_at) == ("track-1", ("A", "B"), NOW)
         assert await storage.listening.list_listening_guilds() == [(10, 1)]
-    if version >= 7:
-        post = await storage.outbox.outbox_get("seed-nonce")
+    if version == 7:
+        # The outbox is made anew with its owners: rows of minutes, and nobody to check.
+        assert await storage.outbox.outbox_get("seed-nonce") is None
+    if version >= 8:
+        post = await storage.outbox.outbox_get("owned-nonce")
         assert post is not None
-        assert (post.channel_id, post.message_id) == (100, 42)
+        assert (post.guild_id, post.channel_id, post.member_id) == (10, 100, 1)
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))

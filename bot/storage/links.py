@@ -8,6 +8,7 @@ from typing import Final, Literal
 
 from bot.storage.base import Store, upsert_by_member
 from bot.storage.engines import Row
+from bot.storage.outbox import UNSENT_OF_MEMBER
 
 LinkStatus = Literal["active", "broken"]
 
@@ -121,7 +122,8 @@ class LinksStore(Store):
         )
 
     async def delete_member(self, user_id: int) -> bool:
-        """Forget everything about a member (link, settings, last posts, pending link states).
+        """Forget everything about a member (link, settings, last posts, posts not sent yet,
+        pending link states).
 
         The privacy choice (``member_privacy``) stays: a private member who unlinks must not
         become visible through their Discord status. Returns True when anything was stored.
@@ -152,6 +154,7 @@ class LinksStore(Store):
                 "DELETE FROM member_privacy WHERE discord_user_id = ? AND visibility = 'server'",
                 (user_id,),
             )
+            await tx.execute(UNSENT_OF_MEMBER, (user_id,))  # no post of theirs goes out later
         return removed > 0
 
     async def count_links(self, status: str = "active") -> int:
