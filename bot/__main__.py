@@ -229,7 +229,7 @@ def _command_rotate_keys(invocation: Invocation, args: argparse.Namespace) -> in
                 skip_undecryptable=args.skip_unreadable,
                 command=invocation.command,
             )
-            _, _, unreadable = await count_secrets_by_key(storage.links, cipher)
+            _, _, unreadable = await count_secrets_by_key(storage.sealed, cipher)
             return changed, unreadable
 
     try:

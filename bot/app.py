@@ -168,7 +168,7 @@ class Application:
     async def _build_services(self, session: aiohttp.ClientSession, storage: Storage) -> Services:
         settings, options, stack = self.settings, self._options, self._stack
         cipher = TokenCipher(settings.token_encryption_keys)
-        await report_unreadable_secrets(storage.links, cipher, options.command)
+        await report_unreadable_secrets(storage.sealed, cipher, options.command)
         metrics = Metrics() if settings.metrics_enabled else None
         sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
         auth = SpotifyAuth(

@@ -18,6 +18,7 @@ from bot.crypto import TokenCipher
 from bot.storage import LastPost, LinkedAccount, Storage, transfer
 from bot.storage import migrations as db
 from bot.storage.transfer import TransferRefused, copy_sqlite_to_postgresql
+from tests.helpers import refresh_token_blobs
 
 pytestmark = pytest.mark.postgresql
 
@@ -110,7 +111,7 @@ async def test_everything_is_copied_as_stored(tmp_path: Path, postgres_database:
 
     async with await Storage.open(postgres_database) as storage:
         assert storage.applied_migrations == ()  # already at the latest schema
-        assert dict(await storage.links.list_encrypted_secrets()) == {
+        assert dict(await refresh_token_blobs(storage)) == {
             user_id: blob for user_id, blob in secrets.items() if user_id != 800000000000000003
         }
         cipher = TokenCipher([KEY])
