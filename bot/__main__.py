@@ -138,10 +138,12 @@ def _command_run(invocation: Invocation, args: argparse.Namespace) -> int:
 def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
     from bot.app import Application, stop_on_signals
     from bot.logs import configure_logging, masker_for_settings
+    from bot.web.connections import raise_open_file_limit
 
     settings = _settings_or_exit(invocation, env)
     masker = masker_for_settings(settings)
     configure_logging(settings.log_level, settings.log_format, masker)
+    raise_open_file_limit()  # before any socket: the web server's share is a quarter of it
     if settings.enable_presence:
         log.info(
             "Presence mode is on: the Presence and Server Members intents must be switched on "
