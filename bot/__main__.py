@@ -28,6 +28,11 @@ REQUIRED = (
     "TOKEN_ENCRYPTION_KEY",
 )
 EXIT_CONFIG = 2
+MIGRATE_DB_NEEDS = (
+    "needs the PostgreSQL database to copy into: --to postgresql://user@host:5432/dbname, or "
+    "DATABASE_URL in the environment or .env (the password in PGPASSWORD keeps it off the "
+    "command line)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,18 +263,24 @@ def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
 
 
 def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int:
-    """Copy the SQLite install (DATABASE_PATH) into an empty PostgreSQL database."""
-    from bot.config import check_database_url, redact_database_url
+    """Copy the SQLite install (DATABASE_PATH) into an empty PostgreSQL database: ``--to``,
+    else DATABASE_URL (so the password need not be on the command line: PGPASSWORD works too)."""
+    from bot.config import check_database_url, database_url_passwords, redact_database_url
     from bot.storage.connect import CONNECT_ERRORS, refusal_line
     from bot.storage.transfer import TransferRefused, copy_sqlite_to_postgresql
 
-    target_url: str = args.to
+    env = invocation.environment()
+    target_url: str = args.to or env.get("DATABASE_URL", "").strip()
+    if not target_url:
+        print(f"migrate-db: {MIGRATE_DB_NEEDS}", file=sys.stderr)
+        return EXIT_CONFIG
     shown = redact_database_url(target_url)
     problem = check_database_url(target_url)
     if problem:
-        print(f"migrate-db: --to '{shown}' {problem}", file=sys.stderr)
+        named = "--to" if args.to else "DATABASE_URL"
+        print(f"migrate-db: {named} '{shown}' {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    env = invocation.environment()
+    password = None if database_url_passwords(target_url) else env.get("PGPASSWORD") or None
     source = Path(env.get("DATABASE_PATH") or "data/bot.db")
     if not source.is_file():
         print(
@@ -278,7 +289,7 @@ def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int
         )
         return EXIT_CONFIG
     try:
-        report = asyncio.run(copy_sqlite_to_postgresql(source, target_url))
+        report = asyncio.run(copy_sqlite_to_postgresql(source, target_url, password=password))
     except TransferRefused as exc:
         print(f"migrate-db: {exc}; nothing was written", file=sys.stderr)
         return 1
@@ -347,7 +358,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--to",
         metavar="POSTGRESQL_URL",
-        help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...)",
+        help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...; "
+        "default: DATABASE_URL)",
     )
     parser.add_argument(
         "--env-file",
@@ -366,8 +378,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--skip-unreadable only goes with rotate-keys")
     if args.to is not None and args.command != "migrate-db":
         parser.error("--to only goes with migrate-db")
-    if args.command == "migrate-db" and not args.to:
-        parser.error("migrate-db needs --to postgresql://user:password@host:5432/dbname")
     invocation = Invocation(
         command=command,
         env_file=locate_env_file(args.env_file),

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from bot.errors import ConfigError
 
@@ -90,14 +90,47 @@ class Settings:
         )
 
 
+# Query parameters of a PostgreSQL URL that carry a secret (asyncpg and libpq read both).
+_SECRET_URL_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def redact_database_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    """The URL with every password replaced by ``***``: in the user part
+    (``postgresql://user:***@host/db``) and as a query parameter (``?password=***``). A URL
+    too malformed to take apart shows only its scheme."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        scheme, sep, _ = url.partition("://")
+        return f"{scheme}://***" if sep and scheme.isalnum() else "***"
+    netloc = parts.netloc
+    if password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = "&".join(_redacted_parameter(pair) for pair in parts.query.split("&"))
+    return parts._replace(netloc=netloc, query=query if parts.query else "").geturl()
+
+
+def _redacted_parameter(pair: str) -> str:
+    name, sep, _ = pair.partition("=")
+    if sep and unquote_plus(name).strip().lower() in _SECRET_URL_PARAMETERS:
+        return f"{name}=***"
+    return pair
+
+
+def database_url_passwords(url: str) -> tuple[str, ...]:
+    """Every password a DATABASE_URL carries, as written and decoded (for the log masker)."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        return ()
+    for pair in parts.query.split("&"):
+        name, sep, value = pair.partition("=")
+        if sep and value and unquote_plus(name).strip().lower() in _SECRET_URL_PARAMETERS:
+            found.append(value)
+    decoded = [decode(p) for p in found for decode in (unquote, unquote_plus)]
+    return tuple(dict.fromkeys([*found, *decoded]))
 
 
 def check_database_url(url: str) -> str | None:
