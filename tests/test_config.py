@@ -208,6 +208,17 @@ def test_bad_port(port: str) -> None:
     assert problem.startswith("WEB_PORT:")
 
 
+@pytest.mark.parametrize(
+    "name", ["WEB_PORT", "DEV_GUILD_ID", "SPOTIFY_REQUEST_BUDGET", "LISTENING_LOG_DAYS"]
+)
+@pytest.mark.parametrize("value", ["²", "१२", "9" * 5000])
+def test_numbers_are_ascii_digits_only(name: str, value: str) -> None:
+    """``str.isdigit`` accepts "²" (``int`` refuses it) and 5,000 digits (``int`` refuses more
+    than 4,300): one line about the setting, never a traceback."""
+    (problem,) = problems_for(**{name: value})
+    assert problem.startswith(f"{name}:")
+
+
 def test_non_numeric_guild() -> None:
     (problem,) = problems_for(DEV_GUILD_ID="my-server")
     assert problem.startswith("DEV_GUILD_ID:")
