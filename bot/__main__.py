@@ -149,6 +149,9 @@ def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
     masker = masker_for_settings(settings)
     configure_logging(settings.log_level, settings.log_format, masker)
     raise_open_file_limit()  # before any socket: the web server's share is a quarter of it
+    exposed = invocation.env_file.exposure()
+    if exposed is not None:
+        log.warning("%s", exposed)
     if settings.enable_presence:
         log.info(
             "Presence mode is on: the Presence and Server Members intents must be switched on "
@@ -191,7 +194,10 @@ def _setup_then_check(invocation: Invocation) -> int:
         return 1
     print(f"\nChecking the setup (`{invocation.hint('check')}`):")
     status = run_check(
-        invocation.environment(), command=invocation.command, source=invocation.where_read()
+        invocation.environment(),
+        command=invocation.command,
+        source=invocation.where_read(),
+        env_file=invocation.env_file,
     )
     if status != 0:
         print(
@@ -259,7 +265,12 @@ def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
     env = invocation.environment()
     if _is_unconfigured(env):
         return _not_configured(invocation)
-    return run_check(env, command=invocation.command, source=invocation.where_read())
+    return run_check(
+        env,
+        command=invocation.command,
+        source=invocation.where_read(),
+        env_file=invocation.env_file,
+    )
 
 
 def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int:

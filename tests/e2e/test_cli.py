@@ -133,3 +133,33 @@ async def test_rotate_keys_and_check_cover_every_encrypted_column(tmp_path: Path
     assert new_only.decrypt(42, link.refresh_token) == "refresh"
     assert new_only.decrypt(43, pending.sealed_grant) == '{"refresh_token": "r"}'
     assert new_only.decrypt(44, state.sealed_state) == "state-of-44"
+
+
+async def test_an_env_file_other_users_can_read_is_warned_about(tmp_path: Path) -> None:
+    """The .env holds the Discord token, the Spotify secret and the encryption key: a file
+    readable by its group or by everyone is named at start and by check, with the fix."""
+    from tests.clirun import PYTHON_M_BOT, bot_process
+
+    env_file = tmp_path / ".env"
+    async with FakeSpotify.running() as spotify, FakeDiscord.running() as discord:
+        settings = bot_env(tmp_path, discord, spotify)
+        env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
+        env_file.chmod(0o644)
+        status, output = await run_cli({}, tmp_path, "check")
+        assert status == 0, output  # usable: a warning, not a problem
+        assert (
+            f"warning  env file: {env_file} holds the bot's secrets and is readable by its "
+            f"group and others (mode 0644): run `chmod 600 {env_file}`"
+        ) in output
+
+        env_file.chmod(0o640)
+        async with bot_process(PYTHON_M_BOT, {}, tmp_path) as bot:
+            line = await bot.wait_for_line("holds the bot's secrets")
+            assert "WARNING" in line
+            assert "readable by its group (mode 0640)" in line
+            await bot.wait_for_line("Connected to Discord")
+            assert await bot.stop() == 0
+
+        env_file.chmod(0o600)
+        status, output = await run_cli({}, tmp_path, "check")
+        assert "env file" not in output
