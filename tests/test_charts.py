@@ -246,6 +246,8 @@ def test_latin_greek_cyrillic_are_drawn_other_scripts_fall_back() -> None:
     )
     assert drawable_text("坂本龍一 - Merry Christmas", font) == "\ufffd - Merry Christmas"
     assert drawable_text("🎵🎶", font) == "\ufffd"
+    # Bidirectional controls would reorder the line in the picture as in an embed.
+    assert drawable_text("Ann\u202egpj.exe\u2066x\u2069", font) == "Anngpj.exex"
     assert fit_text("x" * 500, font, 100).endswith("…")
     assert font.getlength(fit_text("x" * 500, font, 100)) <= 100
 
