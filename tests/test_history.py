@@ -384,3 +384,26 @@ async def test_recap_albums_sum_their_tracks(storage: Storage) -> None:
         ("A", "Album A", "Star", 3, "https://i.scdn.co/image/A"),
         ("B", "Album B", "Star", 1, "https://i.scdn.co/image/B"),
     ]
+
+
+async def test_where_members_were_seen_is_forgotten_with_the_retention(
+    history: ListeningLog, storage: Storage, clock: ManualClock
+) -> None:
+    """A server a member was last seen in longer ago than LISTENING_LOG_DAYS (90 here) is
+    forgotten with the plays of that age; a member seen again is kept (the sighting is
+    written again, at most hourly)."""
+    await history.note_member(GUILD, ALICE)
+    await history.note_member(GUILD, BOB)
+    clock.advance(2 * 3600)
+    await history.note_member(GUILD, BOB)  # seen again: stored again
+    await history.note_member(OTHER_GUILD, ALICE)
+    clock.advance(90 * 86400 - 3600)  # Alice's first sighting is now over 90 days old
+    await history.prune()
+    rows = await storage.listening.list_listening_guilds()
+    assert sorted((row[0], row[1]) for row in rows) == [(GUILD, BOB), (OTHER_GUILD, ALICE)]
+    assert not history.roster.knows(GUILD, ALICE)
+    assert history.roster.knows(OTHER_GUILD, ALICE)
+    clock.advance(2 * 3600)
+    await history.prune()
+    assert await storage.listening.list_listening_guilds() == []
+    assert history.roster.members_of(GUILD) == frozenset()

@@ -292,7 +292,7 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
     if version >= 6:
         [play] = await storage.listening.recent_plays(1)
         assert (play.track_id, play.artists, play.started_at) == ("track-1", ("A", "B"), NOW)
-        assert await storage.listening.list_listening_guilds() == [(10, 1)]
+        assert await storage.listening.list_listening_guilds() == [(10, 1, NOW)]
     if version == 7:
         # The outbox is made anew with its owners: rows of minutes, and nobody to check.
         assert await storage.outbox.outbox_get("seed-nonce") is None

@@ -141,11 +141,17 @@ class ListeningLog:
                 log.exception("listening log: pruning failed; trying again in an hour")
 
     async def prune(self) -> int:
-        """Delete plays older than LISTENING_LOG_DAYS (every play when it is 0)."""
-        cutoff = self._clock() - self._keep_days * 86400.0 if self.enabled else float("inf")
+        """Delete plays older than LISTENING_LOG_DAYS (every play when it is 0), and where
+        members were seen when they were last seen there as long ago (at least a day:
+        /listening needs to know who is in a server even when no play is kept)."""
+        now = self._clock()
+        cutoff = now - self._keep_days * 86400.0 if self.enabled else float("inf")
         removed = await self._storage.listening.prune_plays(before=cutoff)
         if removed:
             log.info("listening log: deleted %d plays older than the retention", removed)
+        forgotten = await self.roster.prune(now - max(self._keep_days, 1) * 86400.0)
+        if forgotten:
+            log.info("listening log: forgot %d sightings of members in servers as old", forgotten)
         return removed
 
     # --- recording ------------------------------------------------------------------------
@@ -255,7 +261,7 @@ class ListeningLog:
         """The member was seen in the server: their plays count there. Never for a private
         member; with ``only_if_logged`` only for members whose plays are kept (a command such
         as /link, run before linking, passes False so the plays that follow count there)."""
-        if self.roster.knows(guild_id, member_id) or self._privacy.is_private_now(member_id):
+        if self.roster.seen_lately(guild_id, member_id) or self._privacy.is_private_now(member_id):
             return
         if only_if_logged and not self.keeps_plays_of(member_id):
             return
