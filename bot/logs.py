@@ -187,10 +187,6 @@ class SecretMasker(logging.Filter):
         self._traceback_formatter = logging.Formatter()
         self._generation = 0  # bumped by every change to the secrets
 
-    @property
-    def secret_count(self) -> int:
-        return len(self._pinned) + len(self._runtime)
-
     def add_secret(self, value: str | None, *, pinned: bool = False) -> None:
         """Mask ``value`` wherever it appears from now on.
 
