@@ -79,7 +79,7 @@ from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.api import SpotifyApi
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying, parse_currently_playing
-from bot.storage import LinkedAccount, Storage
+from bot.storage import Storage
 from tests.fakes.discord import FakeDiscord, make_channel, make_guild, make_member, make_user
 from tests.fakes.discord import run_client as run_discord_client
 from tests.fakes.discord_side import FakeDiscordSide
@@ -87,7 +87,7 @@ from tests.fakes.spotify import (
     FakeSpotify,
     track_payload,
 )
-from tests.helpers import fake_spotify_auth, link_fake_user
+from tests.helpers import fake_spotify_auth, link_fake_user, linked_account
 
 ALL_POLLERS = ("ours", "baseline")
 GUILD_IDS = {"ours": 710_000_000_000_000_001, "baseline": 720_000_000_000_000_001}
@@ -811,17 +811,7 @@ async def run_scale(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-autopost-scale-") as folder:
         async with await Storage.open(Path(folder) / "scale.db") as storage:
             for index in range(members):
-                await storage.links.save_link(
-                    LinkedAccount(
-                        discord_user_id=900_000 + index,
-                        spotify_account_id=f"acct-{index}",
-                        spotify_user_id=f"user{index}",
-                        display_name=f"user{index}",
-                        refresh_token=os.urandom(120),
-                        scopes="user-read-currently-playing",
-                        linked_at=time.time(),
-                    )
-                )
+                await storage.links.save_link(linked_account(900_000 + index, os.urandom(120)))
             await storage.settings.set_music_channel(1, 2)
             idle = {900_000 + index for index in rng.sample(range(members), members // 5)}
             polls = Counter[str]()

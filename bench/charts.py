@@ -92,6 +92,14 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
+def p50_p95(times: list[float], target: float) -> tuple[float, float, bool]:
+    """The median and 95th percentile of ``times`` (sorted here) and whether p95 meets
+    ``target``."""
+    times.sort()
+    p95 = percentile(times, 0.95)
+    return percentile(times, 0.5), p95, p95 <= target
+
+
 def tiles_for(covers: list[bytes], size: int) -> list[ChartTile]:
     entries = [
         (covers[i % len(covers)], f"A track with a fairly long title {i}", f"Artist {i} & Friends")
@@ -111,9 +119,7 @@ def render_times(covers: list[bytes], rounds: int) -> bool:
             started = time.perf_counter()
             png = render_chart(tiles, size, heading="Alice's top tracks · last 4 weeks")
             times.append((time.perf_counter() - started) * 1000)
-        times.sort()
-        p50, p95 = percentile(times, 0.5), percentile(times, 0.95)
-        met = p95 <= target
+        p50, p95, met = p50_p95(times, target)
         ok = ok and met
         print(
             f"{size}x{size} chart, covers cached: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
@@ -243,9 +249,7 @@ async def chart_command(covers: list[bytes], rounds: int) -> bool:
                     defers.append(sent.callback_latency * 1000)
                     if not reply.attachments:
                         raise SystemExit(f"/chart answered without a picture: {reply.content!r}")
-                times.sort()
-                p50, p95 = percentile(times, 0.5), percentile(times, 0.95)
-                met = p95 <= target
+                p50, p95, met = p50_p95(times, target)
                 ok = ok and met
                 print(
                     f"/chart size:{size} end to end, {size * size} uncached covers on loopback: "
