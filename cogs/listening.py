@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import discord
@@ -53,20 +54,13 @@ def _server(interaction: discord.Interaction[Any]) -> tuple[int, discord.Guild |
     return interaction.guild_id, guild, guild.name if guild is not None else "this server"
 
 
+@dataclass(eq=False)
 class ListeningCog(commands.Cog):
-    def __init__(
-        self,
-        history: ListeningLog,
-        server: ServerListening,
-        spotify: SpotifyListening,
-        privacy: PrivacyService,
-        recap_pictures: RecapPictures,
-    ) -> None:
-        self.history = history
-        self.server = server
-        self.spotify = spotify
-        self.privacy = privacy
-        self.recap_pictures = recap_pictures
+    history: ListeningLog
+    server: ServerListening
+    spotify: SpotifyListening
+    privacy: PrivacyService
+    recap_pictures: RecapPictures
 
     async def _target(
         self,
