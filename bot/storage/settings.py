@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from bot.storage.base import Store
+from bot.storage.base import Store, upsert_by_member
 from bot.storage.outbox import UNSENT_OF_MEMBER
 
 
@@ -94,13 +94,7 @@ class SettingsStore(Store):
         posts not sent yet in those servers, in the same transaction."""
         async with self._db.transaction() as tx:
             await tx.execute(
-                """
-                INSERT INTO member_settings (discord_user_id, autopost_opt_in, updated_at)
-                VALUES (?, ?, ?)
-                ON CONFLICT (discord_user_id) DO UPDATE SET
-                    autopost_opt_in = excluded.autopost_opt_in,
-                    updated_at = excluded.updated_at
-                """,
+                upsert_by_member("member_settings", "discord_user_id, autopost_opt_in, updated_at"),
                 (user_id, int(bool(enabled)), time.time() if now is None else now),
             )
             if not enabled:
