@@ -272,18 +272,28 @@ def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
 
 
 def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int:
-    """Copy the SQLite install (DATABASE_PATH) into an empty PostgreSQL database."""
+    """Copy the SQLite install (DATABASE_PATH) into an empty PostgreSQL database: --to, else
+    DATABASE_URL (so a container reads the URL, password included, from its own settings
+    and no shell on the host expands a password it does not have)."""
     from bot.config import check_database_url, redact_database_url
     from bot.storage.connect import CONNECT_ERRORS, refusal_line
     from bot.storage.transfer import TransferRefused, copy_sqlite_to_postgresql
 
-    target_url: str = args.to
+    env = invocation.environment()
+    target_url: str = args.to or env.get("DATABASE_URL", "")
+    named = "--to" if args.to else "DATABASE_URL"
+    if not target_url:
+        print(
+            "migrate-db: name the target with --to postgresql://user:password@host:5432/dbname "
+            "or set DATABASE_URL",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     shown = redact_database_url(target_url)
     problem = check_database_url(target_url)
     if problem:
-        print(f"migrate-db: --to '{shown}' {problem}", file=sys.stderr)
+        print(f"migrate-db: {named} '{shown}' {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    env = invocation.environment()
     source = Path(env.get("DATABASE_PATH") or "data/bot.db")
     if not source.is_file():
         print(
@@ -307,7 +317,10 @@ def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int
         "count matches. Secrets were copied still encrypted: keep the same "
         "TOKEN_ENCRYPTION_KEY."
     )
-    print(f"Next: set DATABASE_URL={shown} (with its password) and start the bot.")
+    if args.to:
+        print(f"Next: set DATABASE_URL={shown} (with its password) and start the bot.")
+    else:
+        print("Next: start the bot; it uses DATABASE_URL already.")
     return 0
 
 
@@ -361,7 +374,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--to",
         metavar="POSTGRESQL_URL",
-        help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...)",
+        help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...; "
+        "default: DATABASE_URL)",
     )
     parser.add_argument(
         "--env-file",
@@ -380,8 +394,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--skip-unreadable only goes with rotate-keys")
     if args.to is not None and args.command != "migrate-db":
         parser.error("--to only goes with migrate-db")
-    if args.command == "migrate-db" and not args.to:
-        parser.error("migrate-db needs --to postgresql://user:password@host:5432/dbname")
     invocation = Invocation(
         command=command,
         env_file=locate_env_file(args.env_file),
