@@ -276,7 +276,8 @@ async def test_database_folder_under_a_file(fakes: Fakes) -> None:
 
 
 @pytest.mark.skipif(
-    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders"
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="running as root, which may write into any folder: a read-only one cannot be made",
 )
 async def test_database_folder_not_writable(fakes: Fakes) -> None:
     folder = fakes.tmp_path / "data"

@@ -4,6 +4,7 @@ Read as data here; `.ci/run` builds the image, runs it and asks `docker compose 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -138,18 +139,23 @@ def _docker_compose() -> list[str] | None:
     if docker is None:
         return None
     found = subprocess.run(
-        [docker, "compose", "version"], capture_output=True, text=True, check=False
+        [docker, "compose", "version"], capture_output=True, text=True, check=False, timeout=30
     )
     return [docker, "compose"] if found.returncode == 0 else None
 
 
-@pytest.mark.skipif(_docker_compose() is None, reason="Docker Compose v2 is not installed")
+@pytest.mark.skipif(
+    _docker_compose() is None,
+    reason="Docker Compose v2 is not installed here (.ci/run installs it as root)",
+)
 @pytest.mark.parametrize("files", [["compose.yaml"], ["compose.yaml", "compose.postgres.yaml"]])
 def test_docker_compose_accepts_the_files(files: list[str], tmp_path: Path) -> None:
     command = _docker_compose()
     assert command is not None
     arguments = [argument for name in files for argument in ("-f", str(ROOT / name))]
     env = {"PATH": "/usr/bin:/bin", "POSTGRES_PASSWORD": "for-the-test", "HOME": str(tmp_path)}
+    if "DOCKER_CONFIG" in os.environ:  # where .ci/run put the Compose plugin
+        env["DOCKER_CONFIG"] = os.environ["DOCKER_CONFIG"]
     done = subprocess.run(
         [*command, "--project-directory", str(ROOT), *arguments, "config", "--quiet"],
         capture_output=True,
