@@ -52,7 +52,12 @@ def merged_services(*names: str) -> dict[str, dict[str, Any]]:
 
 
 def bot_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: s for name, s in services.items() if s.get("image") == "nowplaying-bot"}
+    """The services that run the bot: built here, or the image built here."""
+    return {
+        name: service
+        for name, service in services.items()
+        if "build" in service or service.get("image") == "nowplaying-bot"
+    }
 
 
 def dockerfile_env() -> dict[str, str]:
@@ -91,7 +96,9 @@ def test_the_postgresql_setup_starts_no_sqlite_bot() -> None:
 def test_every_bot_process_reads_the_settings_setup_wrote() -> None:
     """Issue 21 item 1: the shards had an empty /data, so no /data/.env: exit 2, restarts."""
     for files in (("compose.yaml",), ("compose.yaml", "compose.postgres.yaml")):
-        for name, bot in bot_services(merged_services(*files)).items():
+        bots = bot_services(merged_services(*files))
+        assert bots, files
+        for name, bot in bots.items():
             assert "botdata:/data" in bot["volumes"], (files, name)
             assert bot["env_file"] == [{"path": ".env", "required": False}], (files, name)
 
