@@ -17,6 +17,8 @@ class PaceConfig:
       and commands beyond their reserve. ``burst``: end checks are thinned when the day's room,
       spent no faster than this many times its average, cannot carry them (heavy listening:
       spread over the day rather than spent by noon and blind until the next morning).
+      Polls leave the listening log the recently-played calls of the next ``fills_ahead``
+      seconds: one of those is worth dozens of plays logged.
     * ``max_idle_interval``: the longest an idle member goes unchecked, however dear calls are.
     * ``min_skip_gap``: skip checks never closer than this, however cheap calls are.
     * ``skip_within_5s``, ``skip_within_30s``, ``skip_before_end``: the share of plays skipped
@@ -39,6 +41,7 @@ class PaceConfig:
     horizons: tuple[float, ...] = (3600.0, 3 * 3600.0, 8 * 3600.0, 24 * 3600.0)
     fill: float = 0.95
     burst: float = 3.0
+    fills_ahead: float = 8 * 3600.0
     repace_every: float = 60.0
     max_idle_interval: float = 2 * 3600.0
     min_skip_gap: float = 5.0

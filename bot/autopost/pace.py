@@ -253,7 +253,9 @@ class DailyPace:
             room = config.fill * (left + self._allowance.freed_within(horizon))
             need = self._need_function(hours, _hour_weights(at, horizon), per_second)
             if horizon == config.horizons[0]:
-                headroom, fills = need.fixed(), need.fills()
+                headroom = need.fixed()
+            if horizon <= config.fills_ahead:
+                fills = need.fills()
             # End checks are thinned only when the day's room, spent no faster than
             # ``burst`` times its average, cannot carry them (what a shorter stretch lacks
             # now, the headroom keeps for them).
