@@ -10,7 +10,8 @@ again or not (``due``, on a timer):
 * when the member has listened for ``fill_interval`` since the last call: 20 minutes until
   their pace is known, then the time 40 entries take at the pace of their last calls (at most
   two hours); the stretch counts from the last answer before the listening was seen, since it
-  may have begun right after it. A call that lists nothing new ends the stretch (they stopped);
+  may have begun right after it. A call whose latest entry is minutes old keeps the stretch
+  open whatever the poller saw; one that lists nothing new ends it (they stopped);
 * when an answer shows them stopped (nothing playing) after listening: the session's plays are
   all counted by then;
 * when nothing was asked for ``SWEEP_EVERY`` (a session between two rare idle checks);
@@ -24,6 +25,7 @@ are passed in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -32,7 +34,7 @@ ENTRIES: Final = 50  # what recently-played lists at most
 SAFE_ENTRIES: Final = 40  # asked before this many can have piled up
 FIRST_INTERVAL: Final = 20 * 60.0  # 50 plays of 30 s take 25 minutes: the worst case
 LONGEST_INTERVAL: Final = 2 * 3600.0
-SWEEP_EVERY: Final = 12 * 3600.0
+SWEEP_EVERY: Final = 6 * 3600.0  # a session between idle checks is under 2 hours: < 40 plays
 RETRY_AFTER: Final = 5 * 60.0
 OVERLAP: Final = 5 * 60.0
 _SHORTEST_SAMPLE = 10 * 60.0  # a pace learned from less listening says little
@@ -128,8 +130,12 @@ class FillPlan:
                 previous = member.per_second
                 member.per_second = sample if previous is None else (previous + sample) / 2.0
         member.asked_at = at
+        # Still listening, as far as we know: the last answer said so and this call found
+        # plays since the previous one; or a play ended minutes ago, after that answer.
         playing = member.state == "playing" and (new > 0 or member.seen_at > at - OVERLAP)
-        member.listening_from = at if playing else None
+        latest = max(played_at, default=-math.inf)
+        unseen = latest > max(member.seen_at, at - OVERLAP)
+        member.listening_from = at if playing or unseen else None
 
     def failed(self, member_id: int, at: float) -> None:
         member = self._members.get(member_id)

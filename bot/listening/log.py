@@ -21,7 +21,7 @@ which never delays the caller).
   an unmatched entry is logged with ``started_at = played_at - duration``.
 * **Recently-played without polling:** for polled members (linked, no status covering them),
   one recently-played call per stretch of listening, before 50 entries can pile up, when they
-  stop, and at least every 12 hours (``fills.FillPlan``); after a restart, one since the
+  stop, and at least every 6 hours (``fills.FillPlan``); after a restart, one since the
   member's latest logged play. The log stays complete however rarely the poller looks.
 * **Where a play counts:** the log remembers in which servers it saw each member (a command
   they ran there, a presence update from there). /recap of a server counts only members seen
