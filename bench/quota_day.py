@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python bench/quota_day.py`` (3 days at the defaults, the fake quota at 1,100;
 ``--quota 500`` for a Spotify that refuses sooner, ``--hours 10-20`` for heavy listeners,
-``--budget 0`` for no daily budget, ``--days``, ``--seed``). A few seconds a day.
+``--budget 0`` for no daily budget, ``--days``, ``--seed``; ``--seeds 1-10`` prints one line
+per seed). A few seconds a day.
 
 Like ``bench/autopost_replay.py`` it needs no network: the real ``PollScheduler`` with its
 daily pace and the real listening log (``ListeningLog`` on a SQLite file, its fill plan and
@@ -28,8 +29,8 @@ Figures per day (by the start of each play or session): the Web API calls of the
 24 hours ending that day, by purpose; QUOTA_EXCEEDED answers; natural change -> post and skip ->
 post (p50/p95, plays posted while current); a session's first play -> the session's first
 post; plays of 30 s or more never posted while current; and the listening log against the
-truth: plays of 30 s or more logged exactly once (those of sessions that ended an hour before
-the end of the run).
+truth: plays of 30 s or more logged exactly once (of the sessions that ended within the days
+measured: the run goes on three hours more, time for the log's last calls).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ STATUS_MEMBERS = tuple(range(1001, 1201))
 HABITS = ((7.0, 9.5), (12.0, 14.0), (18.5, 22.5))  # hours of the day a session may start near
 NP_PER_DAY = 4
 COUNTED = 30.0  # Spotify counts a play from 30 s: recently-played lists it
-SETTLED = HOUR  # the log is judged for sessions that ended this long before the end
+SETTLING = 3 * HOUR  # the run goes on this long after the days measured: the log settles
 PURPOSES = ("end", "skip", "idle", "first/error", "recently_played", "command")
 KIND_PURPOSE = {
     CheckKind.END: "end",
@@ -335,7 +336,7 @@ async def simulate(args: argparse.Namespace, storage: Storage) -> Run:
     answers: list[tuple[float, int, int, Observation, CurrentlyPlaying | None]] = []
     sequence = itertools.count()
     last_posted: dict[int, str] = {}
-    end = START + args.days * DAY
+    end = START + args.days * DAY + SETTLING
     now = next_tick = START
     try:
         while now < end:
@@ -395,7 +396,7 @@ async def simulate(args: argparse.Namespace, storage: Storage) -> Run:
     for member in LINKED:
         for play in await storage.listening.recent_plays(member, limit=100_000):
             run.logged[play.track_id] += 1
-    run.end = end
+    run.end = end - SETTLING
     return run
 
 
@@ -462,7 +463,7 @@ def figures(run: Run, begin: float, end: float) -> Figures:
                 found.sessions.append(min(posts) - start)
             elif finish < run.end:
                 found.sessions.append(finish - start)  # never posted: the whole session
-            settled = finish <= run.end - SETTLED
+            settled = finish <= run.end
             for play in plays:
                 post = run.posted.get(play.track_id)
                 current = post is not None and post < play.end
@@ -528,6 +529,25 @@ def hours_range(text: str) -> tuple[float, float]:
     return float(low), float(high or low)
 
 
+def summary(run: Run, args: argparse.Namespace) -> str:
+    """One line for a seed of ``--seeds``: the whole run."""
+    worst = max(
+        sum(worst_window(run.sender.calls, START + d * DAY).values()) for d in range(args.days)
+    )
+    every = figures(run, START, run.end)
+    on_time = sum(x <= 3.0 for x in every.natural) / max(1, len(every.natural))
+    return (
+        f"{args.seed:>4} {worst:>10} {len(run.sender.quota.refusals):>5} "
+        f"{every.row('')[5:]}  {on_time:>6.1%}"
+    )
+
+
+async def one_run(args: argparse.Namespace) -> Run:
+    with tempfile.TemporaryDirectory() as folder:
+        async with await Storage.open(Path(folder) / "bench.db") as storage:
+            return await simulate(args, storage)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=3)
@@ -536,12 +556,21 @@ async def main() -> None:
     parser.add_argument("--retry-after", type=float, default=13.6 * HOUR)
     parser.add_argument("--hours", type=hours_range, default=(2.0, 6.0))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", default=None, help="a range, e.g. 1-10: one line per seed")
     args = parser.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        async with await Storage.open(Path(folder) / "bench.db") as storage:
-            run = await simulate(args, storage)
-    report(run, args)
+    if args.seeds is None:
+        report(await one_run(args), args)
+    else:
+        first, _, last = args.seeds.partition("-")
+        print(
+            f"{'seed':>4} {'worst 24 h':>10} {'quota':>5} {'natural p50/95':>15}"
+            f" {'skip p50/95':>13} {'session p50/95':>15} {'not posted':>11}"
+            f" {'logged once':>17} {'dup':>3} {'listened':>9}  {'natural <= 3 s':>6}"
+        )
+        for seed in range(int(first), int(last or first) + 1):
+            args.seed = seed
+            print(summary(await one_run(args), args))
     print(f"({time.perf_counter() - started:.1f} s)")
 
 
