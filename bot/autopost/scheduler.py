@@ -60,6 +60,14 @@ The policy, with the defaults of ``SchedulerConfig`` and why they are what they 
   small random fraction (``jitter_fraction``), so checks never bunch up in the same second.
   Checks of playing members need no jitter: each follows its own track's timing.
 
+Under a daily budget of Web API calls (``SPOTIFY_DAILY_BUDGET``: a ``DailyAllowance`` handed to
+``use_daily_allowance``) the scheduler plans a day ahead with ``pace.DailyPace``: no poll starts
+that the allowance would refuse (``next_wakeup`` says when it frees), priced checks (skips, idle
+and long-paused members) leave the next hour's end checks their room, idle members wait as the
+pace's price and their usual hours say, and a playing track gets its end check and, before it,
+a skip check only where one pays (``skips.py``). Without a limit, nothing of this applies and
+the policy above is unchanged.
+
 ``record`` also says when an answer ends a stretch nobody observed that was long enough to hide
 a whole counted play (``RecordResult.unseen_since``): after a long idle or paused back-off, an
 error run, a hold or a stretched budget. Fetching recently-played after that moment is the one
