@@ -22,7 +22,7 @@ from bot.autopost.profile import DAY, HOUR, ListeningProfile
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.skips import SkipModel
 from tests.fakes.daily_budget import RollingAllowance, reserve_for
-from tests.helpers import ManualClock
+from tests.helpers import ManualClock, rolling_max
 
 MIDNIGHT = 20_600 * DAY  # a midnight UTC
 CONFIG = SchedulerConfig()
@@ -62,12 +62,7 @@ def run(
 
 
 def most_in_a_day(times: list[float]) -> int:
-    most = start = 0
-    for end, at in enumerate(times):
-        while times[start] + DAY <= at:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
+    return rolling_max(times, DAY)
 
 
 # --- no daily limit: nothing changes ----------------------------------------------------------
