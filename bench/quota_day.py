@@ -71,6 +71,7 @@ from bot.spotify.models import (
 from bot.storage import Storage
 from tests.fakes.daily_budget import RollingAllowance
 from tests.helpers import linked_account
+from tests.peek import log_idle
 
 DAY = 86_400.0
 HOUR = 3600.0
@@ -353,10 +354,10 @@ async def simulate(args: argparse.Namespace, storage: Storage) -> Run:
                         run.posted.setdefault(key, at + POST_TAKES)
                 await history.observe(member, playback, source="spotify")
                 history.gaps.polled(member, playback)
-                await history.wait_idle()
+                await log_idle(history)
             if now >= next_tick:  # the log's timer: recently-played whatever the poller sees
                 history.gaps.tick()
-                await history.wait_idle()
+                await log_idle(history)
                 next_tick += FILL_TICK
             while commands and commands[0][0] <= now:
                 sender.send("command", "command")

@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 
 from bot.config import (
+    DEFAULT_DISCORD_API_BASE,
     Settings,
+    database_url_passwords,
     decode_key,
     environment_with_dotenv,
     generate_key,
     load_settings,
     read_env_file,
+    redact_database_url,
 )
 from bot.errors import ConfigError
 
@@ -54,7 +57,7 @@ def test_defaults() -> None:
     assert settings.metrics_enabled is False
     assert settings.token_encryption_keys == (b"k" * 32,)
     assert settings.redirect_path == "/callback"
-    assert settings.uses_default_discord
+    assert settings.discord_api_base == DEFAULT_DISCORD_API_BASE
     assert not settings.redirect_is_loopback
     assert settings.listening_log_days == 90
 
@@ -85,7 +88,7 @@ def test_every_value_read() -> None:
     assert settings.web_port == 9000
     assert settings.discord_api_base == "http://127.0.0.1:5000/api/v10"
     assert settings.spotify_image_base == "http://127.0.0.1:5002/cdn"
-    assert not settings.uses_default_discord
+    assert settings.discord_api_base != DEFAULT_DISCORD_API_BASE
     assert settings.dev_guild_id == 123456789012345678
     assert settings.enable_presence is True
     assert settings.log_level == "DEBUG"
@@ -204,6 +207,17 @@ def test_localhost_redirect_explains_alternative() -> None:
 def test_bad_port(port: str) -> None:
     (problem,) = problems_for(WEB_PORT=port)
     assert problem.startswith("WEB_PORT:")
+
+
+@pytest.mark.parametrize(
+    "name", ["WEB_PORT", "DEV_GUILD_ID", "SPOTIFY_REQUEST_BUDGET", "LISTENING_LOG_DAYS"]
+)
+@pytest.mark.parametrize("value", ["²", "१२", "9" * 5000])
+def test_numbers_are_ascii_digits_only(name: str, value: str) -> None:
+    """``str.isdigit`` accepts "²" (``int`` refuses it) and 5,000 digits (``int`` refuses more
+    than 4,300): one line about the setting, never a traceback."""
+    (problem,) = problems_for(**{name: value})
+    assert problem.startswith(f"{name}:")
 
 
 def test_non_numeric_guild() -> None:
@@ -361,3 +375,24 @@ def test_shards() -> None:
     assert alone.startswith("SHARD_IDS: this process runs only some of the shards")
     assert "DATABASE_URL" in alone
     assert problems_for(SHARD_COUNT="0", SHARD_IDS="0")[0].startswith("SHARD_COUNT: '0'")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bot:s3cret@db:5432/np", "postgresql://bot:***@db:5432/np"),
+        ("postgresql://bot@db/np?password=s3cret", "postgresql://bot@db/np?password=***"),
+        (
+            "postgresql://bot@db/np?sslmode=require&PassWord=s3cret&sslpassword=s3cret",
+            "postgresql://bot@db/np?sslmode=require&PassWord=***&sslpassword=***",
+        ),
+        ("postgresql://:s3cret@db/np", "postgresql://:***@db/np"),
+        ("postgresql://bot:s3cret@[db/np", "postgresql://***"),
+        ("postgresql://db/np", "postgresql://db/np"),
+    ],
+)
+def test_every_form_of_a_database_password_is_redacted(url: str, shown: str) -> None:
+    assert redact_database_url(url) == shown
+    # The log masker knows each of them (a URL too broken to read carries none it could use).
+    parsable = "@[" not in url and "s3cret" in url
+    assert ("s3cret" in database_url_passwords(url)) is parsable

@@ -28,6 +28,7 @@ from bot.spotify.models import NothingPlaying, Playback, PlayedTrack, Track
 from bot.storage import Storage
 from tests.fakes.spotify import FakeSpotify, track_object
 from tests.helpers import ManualClock, linked_account, no_sleep
+from tests.peek import log_idle
 
 NOW = 1_800_000_000.0
 ALICE = 11
@@ -163,11 +164,11 @@ async def test_the_log_stays_complete_while_the_poller_looks_rarely(
     end = listen(fake, 1, 12, NOW - 1)  # 36 minutes of listening nobody watches
     clock.now = NOW + 21 * MINUTE
     log.gaps.tick()  # the log's own timer
-    await log.wait_idle()
+    await log_idle(log)
     assert calls == [int((NOW - OVERLAP) * 1000)]
     clock.now = end + 60
     log.gaps.polled(ALICE, NothingPlaying(received_at=clock.now))  # she stopped: once more
-    await log.wait_idle()
+    await log_idle(log)
     assert len(calls) == 2
     plays = await log.recent(ALICE, limit=50)
     assert sorted(p.track_id for p in plays) == sorted(f"s{n}" for n in range(1, 13))
@@ -175,7 +176,7 @@ async def test_the_log_stays_complete_while_the_poller_looks_rarely(
     clock.now += 30 * MINUTE
     log.gaps.tick()
     log.gaps.polled(ALICE, NothingPlaying(received_at=clock.now))
-    await log.wait_idle()
+    await log_idle(log)
     assert len(calls) == 2  # stopped: no more calls
 
 
@@ -189,7 +190,7 @@ async def test_a_play_the_poller_saw_is_logged_once(
     listen(fake, 1, 3, NOW - 5)
     clock.now = NOW + 10 * MINUTE
     log.gaps.polled(ALICE, NothingPlaying(received_at=clock.now))
-    await log.wait_idle()
+    await log_idle(log)
     plays = await log.recent(ALICE, limit=50)
     assert sorted((p.track_id, p.source) for p in plays) == [
         ("s1", "spotify"),
@@ -207,11 +208,11 @@ async def test_a_refused_call_leaves_the_gap_to_the_next(
     fake.fail_next("recently_played", 429, retry_after=0)
     clock.now = NOW + 25 * MINUTE
     log.gaps.tick()
-    await log.wait_idle()
+    await log_idle(log)
     assert len(calls) == 1
     assert await log.recent(ALICE) == []
     clock.now += RETRY_AFTER
     log.gaps.tick()
-    await log.wait_idle()
+    await log_idle(log)
     assert calls[-1] == int((NOW - OVERLAP) * 1000)  # the same stretch, still whole
     assert len(await log.recent(ALICE, limit=50)) == 8

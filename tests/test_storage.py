@@ -22,7 +22,15 @@ from bot.storage import (
 )
 from bot.storage import migrations as db
 from bot.storage.engines.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
-from bot.storage.migrate import create_database_at_version, migrate
+from bot.storage.migrate import migrate
+from bot.storage.sealed import SEALED_COLUMNS
+from tests.helpers import refresh_token_blobs
+from tests.peek import (
+    count_link_states,
+    database_at_version,
+    global_autopost_opt_in,
+    spotify_account_owner,
+)
 
 NOW = 1_750_000_000.0
 
@@ -235,6 +243,13 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
             ("seed-nonce", 100, "{}", NOW, 42),
         ),
     ],
+    8: [
+        (
+            "INSERT INTO autopost_outbox (nonce, guild_id, channel_id, discord_user_id, payload, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            ("owned-nonce", 10, 100, 1, "{}", NOW),
+        ),
+    ],
 }
 
 
@@ -256,7 +271,7 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         ) == LinkStateResult("ok", 1)
     if version >= 2:
         assert await storage.settings.get_guild_settings(10) == GuildSettings(10, 100, None)
-        assert await storage.settings.get_autopost_opt_in(1) is False
+        assert await global_autopost_opt_in(storage, 1) is False
         assert await storage.last_posts.get_last_post(1, 100) == LastPost(
             1, 100, "track-1", 555, NOW
         )
@@ -283,16 +298,19 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
     if version >= 6:
         [play] = await storage.listening.recent_plays(1)
         assert (play.track_id, play.artists, play.started_at) == ("track-1", ("A", "B"), NOW)
-        assert await storage.listening.list_listening_guilds() == [(10, 1)]
-    if version >= 7:
-        post = await storage.outbox.outbox_get("seed-nonce")
+        assert await storage.listening.list_listening_guilds() == [(10, 1, NOW)]
+    if version == 7:
+        # The outbox is made anew with its owners: rows of minutes, and nobody to check.
+        assert await storage.outbox.outbox_get("seed-nonce") is None
+    if version >= 8:
+        post = await storage.outbox.outbox_get("owned-nonce")
         assert post is not None
-        assert (post.channel_id, post.message_id) == (100, 42)
+        assert (post.guild_id, post.channel_id, post.member_id) == (10, 100, 1)
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))
 async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) -> None:
-    await create_database_at_version(db_path, version)
+    await database_at_version(db_path, version)
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == version
         for step in range(1, version + 1):
@@ -316,7 +334,7 @@ async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) ->
 
 
 async def test_database_newer_than_the_code_is_refused(db_path: Path) -> None:
-    await create_database_at_version(db_path, db.LATEST_SCHEMA_VERSION)
+    await database_at_version(db_path, db.LATEST_SCHEMA_VERSION)
     with sqlite3.connect(db_path) as raw:
         raw.execute(f"PRAGMA user_version = {db.LATEST_SCHEMA_VERSION + 1}")
     raw.close()
@@ -389,10 +407,10 @@ async def test_concurrent_writers_lose_nothing(database_target: str | Path) -> N
             assert await storage.links.count_links() == len(members)
             assert await storage.links.list_active_user_ids() == list(members)
             assert len(await storage.last_posts.load_last_posts()) == len(members)
-        secrets = dict(await first.links.list_encrypted_secrets())
+        secrets = dict(await refresh_token_blobs(first))
         assert secrets == {u: f"rotated-{u}".encode() for u in members}
         for user_id in members:
-            assert await second.settings.get_autopost_opt_in(user_id) is (user_id % 3 == 0)
+            assert await global_autopost_opt_in(second, user_id) is (user_id % 3 == 0)
     finally:
         await first.close()
         await second.close()
@@ -447,7 +465,7 @@ async def test_cancelled_writers_leave_no_open_transaction(database_target: str 
             # Neither this instance nor another connection is left behind a dangling write lock.
             await asyncio.wait_for(first.settings.set_autopost_opt_in(round_, True), timeout=10)
             await asyncio.wait_for(second.settings.set_autopost_opt_in(round_, False), timeout=10)
-        assert await first.settings.get_autopost_opt_in(19) is False
+        assert await global_autopost_opt_in(first, 19) is False
     finally:
         await first.close()
         await second.close()
@@ -485,7 +503,7 @@ async def test_save_link_never_moves_a_spotify_account(storage: Storage) -> None
         await storage.links.save_link(account(3, "shared"))
     assert await storage.links.get_link(1) == account(1, "shared")
     assert await storage.links.get_link(3) is None
-    assert await storage.links.spotify_account_owner("shared") == 1
+    assert await spotify_account_owner(storage, "shared") == 1
     assert await storage.links.list_active_user_ids() == [1, 2]
     # The same member again is a renewal; switching to another Spotify account keeps one row.
     assert await storage.links.save_link(account(1, "shared")) == "renewed"
@@ -500,8 +518,8 @@ async def test_at_most_a_few_states_per_member(storage: Storage) -> None:
             f"s{index}", 7, now=NOW + index, keep_per_member=3
         )
     await storage.link_states.create_link_state("other", 8, now=NOW, keep_per_member=3)
-    assert await storage.link_states.count_link_states(7) == 3
-    assert await storage.link_states.count_link_states() == 4
+    assert await count_link_states(storage, 7) == 3
+    assert await count_link_states(storage) == 4
     assert (await storage.link_states.peek_link_state("s2996", now=NOW + 3_000)).status == "unknown"
     assert (await storage.link_states.peek_link_state("s2997", now=NOW + 3_000)).status == "ok"
 
@@ -536,25 +554,47 @@ async def test_mark_link_broken_and_counts(storage: Storage) -> None:
     assert await storage.links.count_links() == 2
     assert await storage.links.count_links("broken") == 1
     assert await storage.links.list_active_user_ids() == [1, 3]
-    assert [user for user, _ in await storage.links.list_encrypted_secrets()] == [1, 3]
+    assert [user for user, _ in await refresh_token_blobs(storage)] == [1, 3]
 
     # Linking again makes it active.
     await storage.links.save_link(account(2))
     assert await storage.links.count_links() == 3
 
 
-async def test_replace_encrypted_secrets(storage: Storage) -> None:
+async def test_replace_sealed_swaps_only_what_it_read(storage: Storage) -> None:
     for user_id in (1, 2, 3):
         await storage.links.save_link(account(user_id))
-    assert await storage.links.replace_encrypted_secrets([]) == 0
-    changed = await storage.links.replace_encrypted_secrets([(1, b"a"), (2, b"b"), (404, b"x")])
-    assert changed == 2
-    # Compare-and-swap: only rows still holding the expected blob change.
-    changed = await storage.links.replace_encrypted_secrets(
-        [(1, b"a2"), (3, b"c2")], expected={1: b"stale", 3: b"secret-3"}
-    )
-    assert changed == 1
-    assert await storage.links.list_encrypted_secrets() == [(1, b"a"), (2, b"b"), (3, b"c2")]
+    assert await storage.sealed.replace_sealed([]) == 0
+    first, second, third = await storage.sealed.list_sealed()
+    assert await storage.sealed.replace_sealed([(first, b"a"), (second, b"b")]) == 2
+    # Compare-and-swap: a value changes only while it still holds the blob read before.
+    assert await storage.sealed.replace_sealed([(first, b"a2"), (third, b"c2")]) == 1
+    assert await refresh_token_blobs(storage) == [(1, b"a"), (2, b"b"), (3, b"c2")]
+
+
+async def test_every_encrypted_column_is_listed(storage: Storage) -> None:
+    """Key rotation and check read ``SEALED_COLUMNS``: every binary column of the schema is in
+    it, except the SHA-256 digests that stand in for link states and result tokens."""
+    digests = {
+        ("link_states", "state_hash"),
+        ("link_states", "result_hash"),
+        ("pending_links", "state_hash"),
+    }
+    database = storage.database
+    binary: set[tuple[str, str]] = set()
+    if storage.dialect == "sqlite":
+        tables = await database.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+        for (table,) in tables:
+            for column in await database.fetchall(f"PRAGMA table_info({table})"):
+                if str(column[2]).upper() == "BLOB":
+                    binary.add((str(table), str(column[1])))
+    else:
+        rows = await database.fetchall(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND data_type = 'bytea'"
+        )
+        binary = {(str(row[0]), str(row[1])) for row in rows}
+    assert binary - digests == {(c.table, c.column) for c in SEALED_COLUMNS}
 
 
 async def test_delete_member(storage: Storage) -> None:
@@ -567,7 +607,7 @@ async def test_delete_member(storage: Storage) -> None:
 
     assert await storage.links.delete_member(1) is True
     assert await storage.links.get_link(1) is None
-    assert await storage.settings.get_autopost_opt_in(1) is None
+    assert await global_autopost_opt_in(storage, 1) is None
     assert await storage.last_posts.get_last_post(1, 100) is None
     assert await storage.link_states.consume_link_state("pending", now=NOW + 1) == LinkStateResult(
         "unknown", None
@@ -725,11 +765,11 @@ async def test_changing_channel_forgets_its_last_posts(storage: Storage) -> None
 
 
 async def test_autopost_opt_in(storage: Storage) -> None:
-    assert await storage.settings.get_autopost_opt_in(1) is None
+    assert await global_autopost_opt_in(storage, 1) is None
     await storage.settings.set_autopost_opt_in(1, False)
-    assert await storage.settings.get_autopost_opt_in(1) is False
+    assert await global_autopost_opt_in(storage, 1) is False
     await storage.settings.set_autopost_opt_in(1, True)
-    assert await storage.settings.get_autopost_opt_in(1) is True
+    assert await global_autopost_opt_in(storage, 1) is True
 
 
 async def test_autopost_opt_in_per_server_falls_back_to_the_old_global_choice(

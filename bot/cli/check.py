@@ -1,7 +1,8 @@
 """``python -m bot check``: the setup doctor.
 
 It reads the same configuration as ``python -m bot`` (the environment over ``.env``) and prints
-one line per item with a verdict, ``ok``, ``problem`` or ``skipped``::
+one line per item with a verdict, ``ok``, ``problem``, ``skipped`` or ``warning`` (usable,
+but worth fixing: a ``.env`` other users can read)::
 
     ok       settings: every value is valid
     ok       database: ...
@@ -44,7 +45,8 @@ import discord
 
 from bot.cli.check_remote import check_discord, check_intents, check_redirect, check_spotify
 from bot.cli.check_storage import check_database, check_keys, check_postgresql
-from bot.cli.findings import OK, PROBLEM, SKIPPED, Finding
+from bot.cli.findings import OK, PROBLEM, SKIPPED, WARNING, Finding
+from bot.cli.invocation import EnvFile
 from bot.config import load_settings
 from bot.crypto import TokenCipher
 from bot.errors import (
@@ -108,11 +110,13 @@ def run_check(
     out: TextIO | None = None,
     command: str = "nowplaying-bot",
     source: str | None = None,
+    env_file: EnvFile | None = None,
 ) -> int:
     """Check the configuration in ``env``; print the report; return the exit status.
     ``command`` is how the user runs the bot, named in hints; ``source`` says where the
-    settings were read (which ``.env``), printed after the verdicts."""
-    return asyncio.run(check_async(env, out=out, command=command, source=source))
+    settings were read (which ``.env``), printed after the verdicts; ``env_file`` is that
+    file, whose permissions are checked."""
+    return asyncio.run(check_async(env, out=out, command=command, source=source, env_file=env_file))
 
 
 async def check_async(
@@ -122,6 +126,7 @@ async def check_async(
     timeout: float = REQUEST_TIMEOUT,
     command: str = "nowplaying-bot",
     source: str | None = None,
+    env_file: EnvFile | None = None,
 ) -> int:
     """:func:`run_check` for callers that already run an event loop (the tests)."""
     out = sys.stdout if out is None else out
@@ -144,6 +149,9 @@ async def check_async(
 
     report = _Report(out, masker_for_settings(settings))
     report.add(Finding(OK, "settings", "every value is valid"))
+    exposed = env_file.exposure() if env_file is not None else None
+    if exposed is not None:
+        report.add(Finding(WARNING, "env file", exposed))
     cipher = TokenCipher(settings.token_encryption_keys)
     if settings.database_url is not None:
         database, counts = await check_postgresql(settings.database_url, cipher)

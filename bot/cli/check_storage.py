@@ -120,7 +120,9 @@ async def check_postgresql(url: str, cipher: TokenCipher) -> tuple[Finding, Secr
         version = await storage.schema_version()
         counts = None
         if version >= 1:
-            current, older, undecryptable = await count_secrets_by_key(storage.links, cipher)
+            current, older, undecryptable = await count_secrets_by_key(
+                storage.sealed, cipher, version
+            )
             counts = SecretCounts(current, older, undecryptable)
     finally:
         await storage.close()
@@ -189,7 +191,7 @@ async def _read_database(path: Path, cipher: TokenCipher) -> tuple[int, SecretCo
         version = await storage.schema_version()
         if version < 1:  # no tables yet: nothing stored
             return version, None
-        current, older, undecryptable = await count_secrets_by_key(storage.links, cipher)
+        current, older, undecryptable = await count_secrets_by_key(storage.sealed, cipher, version)
         return version, SecretCounts(current, older, undecryptable)
     finally:
         await storage.close()

@@ -8,6 +8,7 @@ from typing import Final
 OK: Final = "ok"
 PROBLEM: Final = "problem"
 SKIPPED: Final = "skipped"
+WARNING: Final = "warning"  # usable, but worth fixing: not counted as a problem
 
 
 @dataclass(frozen=True, slots=True)

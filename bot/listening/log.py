@@ -25,7 +25,8 @@ which never delays the caller).
   member's latest logged play. The log stays complete however rarely the poller looks.
 * **Where a play counts:** the log remembers in which servers it saw each member (a command
   they ran there, a presence update from there). /recap of a server counts only members seen
-  there who are not private; /listening likewise.
+  there who are not private; /listening likewise (``bot.listening.server`` also checks that
+  they are still in the server).
 """
 
 from __future__ import annotations
@@ -49,12 +50,11 @@ from bot.listening.recorder import (
 )
 from bot.members.events import MemberEvents
 from bot.spotify.models import CurrentlyPlaying, Playback, Track
-from bot.storage import HasLinks, HasListening, HasPrivacy, HasSettings, Play, Recap
+from bot.storage import HasLinks, HasListening, HasPrivacy, HasSettings, Play
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
-RECAP_PERIODS: dict[str, float] = {"week": 7 * 86400.0, "month": 30 * 86400.0}
 
 
 class PrivacyView(Protocol):
@@ -122,13 +122,6 @@ class ListeningLog:
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
-    async def wait_idle(self, timeout: float = 5.0) -> None:
-        """Until every recording started by ``observe_soon`` has finished (tests, benches)."""
-        forever = ("listening-log-prune", "listening-log-fills")
-        pending = [t for t in self._tasks if t.get_name() not in forever]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
-
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coroutine)
         task.set_name(name)
@@ -153,11 +146,17 @@ class ListeningLog:
                 log.exception("listening log: the recently-played plan failed; going on")
 
     async def prune(self) -> int:
-        """Delete plays older than LISTENING_LOG_DAYS (every play when it is 0)."""
-        cutoff = self._clock() - self._keep_days * 86400.0 if self.enabled else float("inf")
+        """Delete plays older than LISTENING_LOG_DAYS (every play when it is 0), and where
+        members were seen when they were last seen there as long ago (at least a day:
+        /listening needs to know who is in a server even when no play is kept)."""
+        now = self._clock()
+        cutoff = now - self._keep_days * 86400.0 if self.enabled else float("inf")
         removed = await self._storage.listening.prune_plays(before=cutoff)
         if removed:
             log.info("listening log: deleted %d plays older than the retention", removed)
+        forgotten = await self.roster.prune(now - max(self._keep_days, 1) * 86400.0)
+        if forgotten:
+            log.info("listening log: forgot %d sightings of members in servers as old", forgotten)
         return removed
 
     # --- recording ------------------------------------------------------------------------
@@ -267,7 +266,7 @@ class ListeningLog:
         """The member was seen in the server: their plays count there. Never for a private
         member; with ``only_if_logged`` only for members whose plays are kept (a command such
         as /link, run before linking, passes False so the plays that follow count there)."""
-        if self.roster.knows(guild_id, member_id) or self._privacy.is_private_now(member_id):
+        if self.roster.seen_lately(guild_id, member_id) or self._privacy.is_private_now(member_id):
             return
         if only_if_logged and not self.keeps_plays_of(member_id):
             return
@@ -316,25 +315,14 @@ class ListeningLog:
 
         return self.now_listening.listening(include, self._clock())
 
-    async def recent(self, member_id: int, limit: int = 10) -> list[Play]:
+    async def recent(
+        self, member_id: int, limit: int = 10, *, seen_in: int | None = None
+    ) -> list[Play]:
+        """The member's latest plays; with ``seen_in``, only when the member was seen in that
+        server (the log answers nowhere else, whoever asks there)."""
+        if seen_in is not None and not self.roster.knows(seen_in, member_id):
+            return []
         return await self._storage.listening.recent_plays(member_id, limit=limit)
-
-    async def recap(
-        self,
-        guild_id: int,
-        period: str,
-        *,
-        still_member: Callable[[int], bool] | None = None,
-    ) -> Recap:
-        """The server's top tracks and artists from members seen there who are not private
-        (and, when the member cache can tell, still in the server)."""
-        members = [
-            m
-            for m in self.roster.members_of(guild_id)
-            if not self._privacy.is_private_now(m) and (still_member is None or still_member(m))
-        ]
-        since = self._clock() - RECAP_PERIODS[period]
-        return await self._storage.listening.recap(members, since=since)
 
 
 class PlaySources(Protocol):

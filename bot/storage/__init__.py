@@ -13,6 +13,8 @@ the ``Handle`` every store shares (``base.py``: the engine, transactions, reads)
 * ``storage.outbox``: the auto-post outbox (``outbox.py``)
 * ``storage.colours``: embed colours picked from album art (``colours.py``)
 * ``storage.listening``: the listening log and the recap (``listening.py``)
+* ``storage.sealed``: every encrypted value, whichever table holds it (``sealed.py``: key
+  rotation and ``check``)
 
 A consumer takes the store it uses, or a narrow Protocol of the stores and plumbing it calls,
 which ``Storage`` satisfies. Under the stores, ``engines`` runs the SQL (SQLite or PostgreSQL);
@@ -43,6 +45,7 @@ from bot.storage.links import LinkedAccount, LinksStore, LinkStatus, SpotifyAcco
 from bot.storage.listening import ListeningStore, Play, Recap, RecapAlbum, RecapEntry
 from bot.storage.outbox import OutboxPost, OutboxStore
 from bot.storage.privacy import PrivacyStore, Visibility
+from bot.storage.sealed import SealedStore, SealedValue
 from bot.storage.settings import GuildSettings, SettingsStore
 from bot.storage.storage import (
     HasLastPosts,
@@ -85,6 +88,8 @@ __all__ = [
     "RecapAlbum",
     "RecapEntry",
     "RecentLinkState",
+    "SealedStore",
+    "SealedValue",
     "SettingsStore",
     "SpotifyAccountTaken",
     "Storage",

@@ -21,6 +21,7 @@ from bot.storage.listening import ListeningStore
 from bot.storage.migrate import open_migrated
 from bot.storage.outbox import OutboxStore
 from bot.storage.privacy import PrivacyStore
+from bot.storage.sealed import SealedStore
 from bot.storage.settings import SettingsStore
 
 
@@ -91,6 +92,7 @@ class Storage:
         self.outbox = OutboxStore(db)
         self.colours = ColoursStore(db)
         self.listening = ListeningStore(db)
+        self.sealed = SealedStore(db)
 
     @classmethod
     async def open(cls, path_or_url: Path | str) -> Self:

@@ -3,24 +3,22 @@ offers exactly what its message says."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.crypto import TokenCipher
 from bot.storage import Storage
+from tests.clirun import run_cli
 from tests.harness import KEY, Stack
-from tests.helpers import linked_account
+from tests.helpers import linked_account, refresh_token_blobs
 
 # It seeds and reads the SQLite file itself.
 DATABASE_BACKENDS = ("sqlite",)
 
-PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 LOST_KEY = os.urandom(32)
 
 
@@ -51,28 +49,6 @@ async def test_start_up_logs_one_error_with_the_counts(
     assert errors[0].exc_info is None
 
 
-async def run_cli(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SPOTIFY_"))}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        cwd=cwd,
-        env={**clean, "PYTHONPATH": PROJECT_ROOT, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), 60)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, output.decode()
-
-
 async def test_rotate_keys_does_what_its_refusal_offers(tmp_path: Path) -> None:
     database = tmp_path / "data" / "bot.db"
     await seed(database, readable=3, unreadable=1)
@@ -98,7 +74,7 @@ async def test_rotate_keys_does_what_its_refusal_offers(tmp_path: Path) -> None:
     assert "Left 1 stored secret(s) that no configured key opens" in output
     new_only = TokenCipher([base64.urlsafe_b64decode(new_key)])
     async with await Storage.open(database) as storage:
-        secrets = dict(await storage.links.list_encrypted_secrets())
+        secrets = dict(await refresh_token_blobs(storage))
     assert {user_id for user_id in secrets if user_id < 100} == {1, 2, 3}
     for user_id in (1, 2, 3):
         assert new_only.decrypt(user_id, secrets[user_id]) == "r"
