@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -179,6 +179,15 @@ class FixedIntervalScheduler:
 
     def stretch(self, now: float) -> float:
         return 1.0  # it never stretches: it polls everyone, whatever the budget
+
+    def use_daily_allowance(self, allowance: object, *, wall_offset: float) -> None:
+        raise NotImplementedError("the baseline knows no daily budget")
+
+    def forget(self, member_id: int) -> bool:
+        return self.remove(member_id)
+
+    def per_member_state(self) -> dict[str, Collection[object]]:
+        return {"baseline members": self._due}
 
 
 # --- simulated listeners ---------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Small helpers several test modules share: a hand-moved clock, a sleep that returns at
-once, pictures as file bytes, waiting for a condition, a stored link as a finished /link
-leaves it, and a LinkService wired as the app wires it."""
+once, the most events in any rolling span, pictures as file bytes, waiting for a condition, a
+stored link as a finished /link leaves it, and a LinkService wired as the app wires it."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ class ManualClock:
 
 async def no_sleep(seconds: float) -> None:
     return None
+
+
+def rolling_max(times: list[float], span: float) -> int:
+    """Most entries of sorted ``times`` inside any span (an entry at ``at`` counts while
+    ``at + span > now``, the scheduler's own rule)."""
+    most = start = 0
+    for end, now in enumerate(times):
+        while times[start] + span <= now:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
 
 
 def encode_image(image: Image.Image, kind: str = "PNG") -> bytes:

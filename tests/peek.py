@@ -57,7 +57,8 @@ async def database_at_version(path: Path, version: int) -> None:
 
 async def log_idle(history: ListeningLog, timeout: float = 5.0) -> None:
     """Until every recording the log started in the background has finished."""
-    pending = [t for t in history._tasks if t.get_name() != "listening-log-prune"]
+    forever = ("listening-log-prune", "listening-log-fills")
+    pending = [t for t in history._tasks if t.get_name() not in forever]
     if pending:
         await asyncio.wait(pending, timeout=timeout)
 

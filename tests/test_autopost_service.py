@@ -35,6 +35,7 @@ from bot.spotify.models import (
     Track,
 )
 from bot.storage import LastPost, Storage
+from tests.fakes.daily_budget import RollingAllowance, reserve_for
 from tests.fakes.discord_side import FakeDiscordSide
 from tests.helpers import ManualClock, eventually, linked_account
 from tests.peek import global_autopost_opt_in
@@ -652,6 +653,35 @@ async def test_an_answer_after_an_unobserved_stretch_reports_the_gap(tmp_path: P
         member_id, since = gaps[0]
         assert member_id == ALICE
         assert started - 0.01 <= since <= time.time() - 0.1  # Unix time
+    finally:
+        await service.stop()
+        await storage.close()
+
+
+async def test_the_daily_allowance_reaches_the_scheduler(tmp_path: Path) -> None:
+    storage = await Storage.open(tmp_path / "bot.db")
+    await storage.links.save_link(linked_account(ALICE))
+    await storage.settings.set_music_channel(GUILD, MUSIC)
+    spotify = Spotify()
+    allowance = RollingAllowance(600, time.time)
+    allowance.count("poll", 600 - reserve_for(600))  # the day is spent: nothing for polling
+    service = AutopostService(
+        storage,
+        spotify.fetch,
+        side_with_members(),
+        config=AutopostConfig(scheduler=FAST),
+        renderer=NowPlayingRenderer(None),
+        daily_allowance=allowance,
+    )
+    try:
+        await service.start()
+        await service.settle()
+        assert service.is_followed(ALICE)
+        await loop_turns(service)
+        assert spotify.calls == {}  # followed, due, and not polled: no call the sender refuses
+        assert "listening profile" in service.per_member_state()
+        service.member_unlinked(ALICE)
+        assert not any(service.per_member_state().values())
     finally:
         await service.stop()
         await storage.close()

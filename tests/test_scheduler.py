@@ -35,6 +35,7 @@ from bot.errors import (
     SpotifyUnavailable,
 )
 from bot.spotify.models import NothingPlaying, Playback, parse_currently_playing
+from tests.helpers import rolling_max
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CONFIG = SchedulerConfig()
@@ -67,17 +68,6 @@ def check_now(scheduler: PollScheduler, now: float, member_id: int = MEMBER) -> 
 
 def playing(key: str, progress_s: float, duration_s: float, *, paused: bool = False) -> Playing:
     return Playing(key, int(progress_s * 1000), int(duration_s * 1000), is_playing=not paused)
-
-
-def rolling_max(times: list[float], span: float) -> int:
-    """Most entries of sorted ``times`` inside any span (an entry at ``at`` counts while
-    ``at + span > now``, the scheduler's own rule)."""
-    most = start = 0
-    for end, now in enumerate(times):
-        while times[start] + span <= now:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 # --- configuration ---------------------------------------------------------------------------

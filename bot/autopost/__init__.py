@@ -8,7 +8,9 @@ One concern per module; dependencies point down this list:
 * ``roster``: who is followed (membership cache, lookup workers, suspend/resume).
 * ``settings``: music channels, links and opt-in choices (``AutopostSettings``).
 * ``scheduler``: when to check each member (pure), on ``check_queue`` (per-member state and
-  heaps) and ``budget`` (the rolling window, the end checks' headroom, the hold).
+  heaps), ``budget`` (the rolling window, the end checks' headroom, the hold) and, under a
+  daily budget, ``pace`` (the day's plan) with ``profile`` (members' hours) and ``skips``
+  (where skips happen).
 * ``observations``: what a check found; ``config``: the tuning; ``ports``: what the auto-poster
   needs from Discord, Spotify and the app (``discord_side`` implements Discord over discord.py).
 """

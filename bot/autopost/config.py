@@ -7,6 +7,89 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
+class PaceConfig:
+    """Tuning of the daily pace (``bot.autopost.pace``), used only under a daily budget.
+
+    * ``horizons``: the stretches ahead (seconds) over which the planned spending must fit the
+      room polling has (what is left now plus what leaves the rolling 24 h by then): an hour
+      keeps a burst from spending tomorrow's room, a day makes the budget last the window.
+    * ``fill``: the share of that room the plan may use; the rest absorbs the forecast's errors
+      and commands beyond their reserve. ``burst``: end checks are thinned when the day's room,
+      spent no faster than this many times its average, cannot carry them (heavy listening:
+      spread over the day rather than spent by noon and blind until the next morning).
+      Polls leave the listening log the recently-played calls of the next ``fills_ahead``
+      seconds: one of those is worth dozens of plays logged.
+    * ``max_idle_interval``: the longest an idle member goes unchecked, however dear calls are.
+    * ``min_skip_gap``: skip checks never closer than this, however cheap calls are.
+    * ``skip_within_5s``, ``skip_within_30s``, ``skip_before_end``: the share of plays skipped
+      by then (Lamere, "The Skip", 2014: 24 %, 35 %, 49 % of billions of plays). Skip checks go
+      where those skips happen, densest in a track's first seconds.
+    * ``typical_track``: the length of a track (seconds) when planning skip checks ahead;
+      ``shortest_track``: no track that plays to its end is shorter. A skip long before the
+      end check leaves room for a whole track nobody sees (never posted, and the natural
+      change after it late): a check ``shortest_track`` before the end closes that room,
+      where the chance of it is worth the price (a play never posted costs its length).
+    * Until a member's own hours are known the profile assumes ``prior_listening_hours`` of
+      listening and ``prior_sessions`` sessions a day, spread evenly, weighted like
+      ``prior_days`` days of data; data fade with a half-life of ``half_life_days``. A member
+      listening now is expected to go on for ``session_hours`` on average.
+    * ``end_checks_per_hour``: the first guess at the calls a listening member-hour costs
+      that the pace does not trim (end checks and their rechecks), learned as checks are made;
+      ``fills_per_hour``: the listening log's recently-played calls per listening hour.
+    """
+
+    horizons: tuple[float, ...] = (3600.0, 3 * 3600.0, 8 * 3600.0, 24 * 3600.0)
+    fill: float = 0.95
+    burst: float = 3.0
+    fills_ahead: float = 8 * 3600.0
+    repace_every: float = 60.0
+    max_idle_interval: float = 2 * 3600.0
+    min_skip_gap: float = 5.0
+    skip_within_5s: float = 0.24
+    skip_within_30s: float = 0.35
+    skip_before_end: float = 0.49
+    typical_track: float = 210.0
+    shortest_track: float = 120.0
+    prior_listening_hours: float = 4.0
+    prior_sessions: float = 2.0
+    prior_days: float = 0.5
+    session_hours: float = 1.0
+    half_life_days: float = 7.0
+    end_checks_per_hour: float = 20.0
+    fills_per_hour: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not self.horizons or any(not h > 0 for h in self.horizons):
+            problems.append("horizons need at least one positive duration")
+        if not 0 < self.fill <= 1:
+            problems.append("fill must be in (0, 1]")
+        if self.burst < 1:
+            problems.append("burst must be at least 1")
+        for name in (
+            "repace_every",
+            "max_idle_interval",
+            "min_skip_gap",
+            "typical_track",
+            "shortest_track",
+            "prior_days",
+            "session_hours",
+            "half_life_days",
+            "end_checks_per_hour",
+        ):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive")
+        if not 0 <= self.skip_within_5s <= self.skip_within_30s <= self.skip_before_end < 1:
+            problems.append("the skip shares must rise from 5 s to the end and stay under 1")
+        if not 0 < self.prior_listening_hours < 24 or self.prior_sessions <= 0:
+            problems.append("the prior needs some listening and some sessions")
+        if self.fills_per_hour < 0:
+            problems.append("fills_per_hour must not be negative")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulerConfig:
     """Tuning of the poll scheduler. All durations are seconds.
 
@@ -81,6 +164,8 @@ class SchedulerConfig:
     # A change seen after an unobserved stretch at least this long may hide a whole play
     # (Spotify counts a play from 30 s), so ``record`` suggests a recently-played backfill.
     min_counted_play: float = 30.0
+    # Under a daily budget (SPOTIFY_DAILY_BUDGET), how the day is planned.
+    pace: PaceConfig = field(default_factory=PaceConfig)
 
     def __post_init__(self) -> None:
         problems: list[str] = []

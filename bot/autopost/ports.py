@@ -8,7 +8,7 @@ the sender's hold, the metrics hooks).
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -64,6 +64,31 @@ class PollScheduling(Protocol):
     def hold_all_until(self, until: float) -> None: ...
 
     def stretch(self, now: float) -> float: ...
+
+    def use_daily_allowance(self, allowance: DailyAllowance, *, wall_offset: float) -> None:
+        """Plan within a daily budget of Web API calls (``pace.py``)."""
+        ...
+
+    def forget(self, member_id: int) -> bool:
+        """``remove``, and nothing learned about the member is kept (unlinked, private)."""
+        ...
+
+    def per_member_state(self) -> dict[str, Collection[object]]: ...
+
+
+class DailyAllowance(Protocol):
+    """What the poller may spend of the daily Web API budget (bot.spotify.budget implements it)."""
+
+    def polling_left(self) -> float:
+        """Web API calls polling may still make now in the rolling 24 h: the effective budget,
+        less the command reserve, less every call counted in the last 24 h (all purposes);
+        0 while a hold lasts; math.inf when there is no daily limit."""
+        ...
+
+    def freed_within(self, seconds: float) -> int:
+        """How many of the calls counted in the window leave it (their 24 h are up) within
+        the next ``seconds``: the room that opens by itself."""
+        ...
 
 
 class SpotifyHold(Protocol):

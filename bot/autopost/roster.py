@@ -113,8 +113,10 @@ class Roster:
             self._wake.set()
 
     def stop_following(self, member_id: int) -> None:
-        """Unfollowed, and no longer suspended either (went private, unlinked)."""
+        """Unfollowed, and no longer suspended either (went private, unlinked): the
+        scheduler keeps nothing of them."""
         self.unfollow(member_id)
+        self.scheduler.forget(member_id)
         self._suspended.discard(member_id)
 
     def forget(self, member_id: int, guild_ids: list[int]) -> None:

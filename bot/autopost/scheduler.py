@@ -60,6 +60,14 @@ The policy, with the defaults of ``SchedulerConfig`` and why they are what they 
   small random fraction (``jitter_fraction``), so checks never bunch up in the same second.
   Checks of playing members need no jitter: each follows its own track's timing.
 
+Under a daily budget of Web API calls (``SPOTIFY_DAILY_BUDGET``: a ``DailyAllowance`` handed to
+``use_daily_allowance``) the scheduler plans a day ahead with ``pace.DailyPace``: no poll starts
+that the allowance would refuse (``next_wakeup`` says when it frees), priced checks (skips, idle
+and long-paused members) leave the next hour's end checks their room, idle members wait as the
+pace's price and their usual hours say, and a playing track gets its end check and, before it,
+a skip check only where one pays (``skips.py``). Without a limit, nothing of this applies and
+the policy above is unchanged.
+
 ``record`` also says when an answer ends a stretch nobody observed that was long enough to hide
 a whole counted play (``RecordResult.unseen_since``): after a long idle or paused back-off, an
 error run, a hold or a stretched budget. Fetching recently-played after that moment is the one
@@ -74,10 +82,16 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from bot.autopost.budget import PollBudget
-from bot.autopost.check_queue import CheckKind, CheckOutcome, CheckQueue, MemberState
+from bot.autopost.check_queue import (
+    URGENT_KINDS,
+    CheckKind,
+    CheckOutcome,
+    CheckQueue,
+    MemberState,
+)
 from bot.autopost.config import SchedulerConfig
 from bot.autopost.observations import (
     Gone,
@@ -88,6 +102,8 @@ from bot.autopost.observations import (
     RecordResult,
     TransientError,
 )
+from bot.autopost.pace import DailyPace
+from bot.autopost.ports import DailyAllowance
 
 __all__ = ["PollScheduler"]
 
@@ -99,7 +115,12 @@ class PollScheduler:
     """Plans the currently-playing checks of every followed member. See the module docstring."""
 
     def __init__(
-        self, config: SchedulerConfig | None = None, *, rng: random.Random | None = None
+        self,
+        config: SchedulerConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+        allowance: DailyAllowance | None = None,
+        wall_offset: float = 0.0,
     ) -> None:
         self.config = config or SchedulerConfig()
         self._rng = rng or random.Random()
@@ -108,6 +129,25 @@ class PollScheduler:
         self._demand = 0.0  # sum of MemberState.rate
         self._updates_since_resum = 0
         self._ramp_at = -math.inf  # next free slot for a first check
+        self.pace: DailyPace | None = None
+        if allowance is not None:
+            self.use_daily_allowance(allowance, wall_offset=wall_offset)
+
+    def use_daily_allowance(self, allowance: DailyAllowance, *, wall_offset: float) -> None:
+        """Plan the day within ``allowance`` (``pace.py``) whenever it has a limit; without
+        one (``polling_left()`` infinite) the scheduler plans exactly as it would without.
+        ``wall_offset``: Unix time minus this scheduler's clock (the hours of the day)."""
+        cfg = self.config
+        pace = self.pace = DailyPace(
+            allowance, cfg.pace, idle_floor=cfg.idle_backoff[-1], wall_offset=wall_offset
+        )
+        for member_id in self._queue:
+            pace.add(member_id)
+
+    def _paced(self) -> DailyPace | None:
+        """The pace, while the allowance has a limit."""
+        pace = self.pace
+        return pace if pace is not None and pace.limited else None
 
     # -- membership ---------------------------------------------------------------------
 
@@ -133,6 +173,8 @@ class PollScheduler:
         # an item that started well after that may hide a play since then.
         state = MemberState(token=0, due=due, kind=CheckKind.FIRST, rate=0.0, last_seen_at=now)
         self._queue.add(member_id, state)
+        if self.pace is not None:
+            self.pace.add(member_id)
         self._set_rate(state, 1.0 / cfg.skip_check_interval)
         self._plan(member_id, state, due, CheckKind.FIRST)
         return due
@@ -143,7 +185,20 @@ class PollScheduler:
         if state is None:
             return False
         self._demand -= state.rate
+        if self.pace is not None:
+            self.pace.remove(member_id)
         return True
+
+    def forget(self, member_id: int) -> bool:
+        """``remove``, and the pace keeps nothing of the member (unlinked, private)."""
+        removed = self.remove(member_id)
+        if self.pace is not None:
+            self.pace.forget(member_id)
+        return removed
+
+    def per_member_state(self) -> dict[str, Collection[object]]:
+        """What the scheduler keeps per member beyond its queue (the pace's hours)."""
+        return {} if self.pace is None else self.pace.per_member_state()
 
     def __contains__(self, member_id: object) -> bool:
         return member_id in self._queue
@@ -176,6 +231,11 @@ class PollScheduler:
     def is_in_flight(self, member_id: int) -> bool:
         state = self._queue.get(member_id)
         return state is not None and state.in_flight
+
+    def check_purpose(self, member_id: int) -> CheckKind | None:
+        """What the member's check in flight was planned as (None: none in flight)."""
+        state = self._queue.get(member_id)
+        return state.purpose if state is not None and state.in_flight else None
 
     @property
     def held_until(self) -> float | None:
@@ -230,6 +290,12 @@ class PollScheduler:
         left out by the hold or the budget stay due and come out of later calls.
         """
         left = math.inf if limit is None else limit
+        pace = self._paced()
+        # The daily allowance: no poll the sender would refuse, and the next hour's end
+        # checks keep their room when priced checks (skips, idle) would eat it.
+        urgent_room, routine_room = math.inf, math.inf
+        if pace is not None:
+            urgent_room, routine_room = pace.poll_room(now)
         popped: list[int] = []
         timeout = self.config.in_flight_timeout
         # Routine checks owed their floor go before end checks, which could fill it otherwise.
@@ -237,12 +303,24 @@ class PollScheduler:
         for urgent, most in ((False, owed), (True, math.inf), (False, math.inf)):
             if not most:
                 continue
-            allowance = min(left, most, self.poll_allowance(now, urgent=urgent))
+            daily = urgent_room if urgent else routine_room
+            allowance = min(left, most, daily, self.poll_allowance(now, urgent=urgent))
             batch = self._queue.pop_due(now, allowance, urgent=urgent, in_flight_timeout=timeout)
             self._budget.spend(now, len(batch), urgent=urgent)
             popped.extend(batch)
             left -= len(batch)
+            urgent_room -= len(batch)
+            routine_room -= len(batch)
+        if pace is not None:
+            pace.spent(now, sum(self._is_unpriced(member_id) for member_id in popped))
         return popped
+
+    def _is_unpriced(self, member_id: int) -> bool:
+        """A check the pace plans first (end checks and their kin, first checks)."""
+        state = self._queue.get(member_id)
+        return state is not None and (
+            state.purpose in URGENT_KINDS or state.purpose is CheckKind.FIRST
+        )
 
     def next_wakeup(self, now: float) -> float | None:
         """When ``pop_due`` may next return someone (<= ``now``: call it now). None: no one.
@@ -251,10 +329,13 @@ class PollScheduler:
         ``add`` or a ``record`` from outside the loop, ask again.
         """
         earliest: float | None = None
+        pace = self._paced()
         for urgent in (True, False):
             top = self._queue.peek(urgent=urgent)
             if top is not None:
                 due = max(top[0], self._budget.frees_at(now, urgent=urgent))
+                if pace is not None and due <= now + self.config.pace.repace_every:
+                    due = max(due, pace.frees_at(now, urgent=urgent))
                 earliest = due if earliest is None else min(earliest, due)
         return earliest
 
@@ -287,9 +368,14 @@ class PollScheduler:
 
         unseen_since = state.unseen_since(observation, now, self.config.min_counted_play)
         state.last_seen_at = now
+        pace = self._paced()
+        if pace is not None:
+            pace.observe(member_id, observation, now)
         if isinstance(observation, Idle):
             state.paused = False
             delay = self._ladder(state, CheckOutcome.IDLE, cfg.idle_backoff)
+            if pace is not None and state.streak >= len(cfg.idle_backoff):
+                delay = self._idle_paced(pace, member_id, state, now, delay)
             due = self._plan_routine(member_id, state, now, delay, CheckKind.IDLE)
             return RecordResult(due, unseen_since)
         if not observation.is_playing:
@@ -306,6 +392,8 @@ class PollScheduler:
                 delay = self._before_a_resumed_end(state, observation, now, delay)
                 due = self._plan(member_id, state, now + delay, CheckKind.RESUME)
             else:
+                if pace is not None:  # paused this long: like idle, as for the ladder
+                    delay = self._idle_paced(pace, member_id, state, now, delay)
                 due = self._plan_routine(member_id, state, now, delay, CheckKind.PAUSED)
             return RecordResult(due, unseen_since)
         due = self._plan_playing(member_id, state, observation, now, purpose)
@@ -323,9 +411,12 @@ class PollScheduler:
         cap = interval * self.stretch(now)
         duration = obs.duration_ms / 1000.0
         progress = obs.progress_ms / 1000.0
+        pace = self._paced()
         if duration <= 0:  # unknown length: just keep the skip-check cadence
             self._set_rate(state, 1.0 / interval)
             state.outcome, state.streak = CheckOutcome.PLAYING, 0
+            if pace is not None:  # (whose price the pace sets like an idle member's)
+                cap = self._idle_paced(pace, member_id, state, now, cap)
             return self._plan_routine(member_id, state, now, cap, CheckKind.SKIP, stretch=False)
         remaining = max(0.0, duration - progress)
         until_end = remaining + cfg.end_margin
@@ -346,6 +437,8 @@ class PollScheduler:
             delay = min(cap, max(until_end, delay))
             return self._plan(member_id, state, now + delay, CheckKind.STALE)
         state.outcome, state.streak = CheckOutcome.PLAYING, 0
+        if pace is not None:
+            return self._plan_paced(member_id, state, pace, (progress, duration), now)
         if until_end <= cap:
             delay = until_end + self._rng.uniform(0.0, cfg.end_jitter)
             return self._plan(member_id, state, now + delay, CheckKind.END)
@@ -358,6 +451,44 @@ class PollScheduler:
         end = now + until_end + self._rng.uniform(0.0, cfg.end_jitter)
         self._queue.plan_end_fallback(member_id, state, end)
         return due
+
+    def _plan_paced(
+        self,
+        member_id: int,
+        state: MemberState,
+        pace: DailyPace,
+        track: tuple[float, float],
+        now: float,
+    ) -> float:
+        """A playing track under the daily pace: its end check, and before it a skip check
+        only where the price says one pays (``skips.py``); when the budget cannot carry every
+        end check, the next look at least ``end_gap`` later, wherever the member is then."""
+        progress, duration = track
+        cfg = self.config
+        until_end = max(0.0, duration - progress) + cfg.end_margin
+        end = until_end + self._rng.uniform(0.0, cfg.end_jitter)
+        gap = pace.plan(now).end_gap
+        if gap > end and self._rng.random() * gap > end:
+            # Thinned: this end check only as often as it fits the gap on average; else a
+            # look one gap later, wherever the member is then.
+            self._set_rate(state, 0.0)
+            return self._plan(member_id, state, now + gap, CheckKind.END)
+        skip = pace.skip_check_in(progress, duration, now)
+        if skip is None or skip >= until_end:
+            self._set_rate(state, 0.0)
+            return self._plan(member_id, state, now + end, CheckKind.END)
+        self._set_rate(state, 1.0 / until_end)
+        due = self._plan(member_id, state, now + skip, CheckKind.SKIP)
+        self._queue.plan_end_fallback(member_id, state, now + end)
+        return due
+
+    def _idle_paced(
+        self, pace: DailyPace, member_id: int, state: MemberState, now: float, floor: float
+    ) -> float:
+        """The paced wait of a member with nothing to end soon (idle, long paused)."""
+        delay = pace.idle_interval(member_id, now, floor)
+        self._set_rate(state, 1.0 / delay)
+        return delay
 
     def _before_a_resumed_end(
         self, state: MemberState, obs: Playing, now: float, delay: float

@@ -30,6 +30,7 @@ from bot.autopost.coverage import PresenceCoverage
 from bot.autopost.leadership import LeaderLock, Leadership
 from bot.autopost.poll_loop import PollLoop
 from bot.autopost.ports import (
+    DailyAllowance,
     DiscordSide,
     Fetch,
     GapHook,
@@ -84,13 +85,18 @@ class AutopostService:
         is_private: Callable[[int], bool] | None = None,
         leadership: Leadership | None = None,
         serves_guild: Callable[[int], bool] | None = None,
+        daily_allowance: DailyAllowance | None = None,
     ) -> None:
         """``serves_guild``: whether this process runs the guild's shard (presence posts go
-        only there; None: every guild, one process)."""
+        only there; None: every guild, one process). ``daily_allowance``: what polling may
+        spend of the daily Web API budget (``SPOTIFY_DAILY_BUDGET``); the scheduler plans the
+        day within it (``pace.py``); None or no limit: it plans as without."""
         self.config = config = config or AutopostConfig()
         self.scheduler: PollScheduling = (
             scheduler if scheduler is not None else PollScheduler(config.scheduler)
         )
+        if daily_allowance is not None:
+            self.scheduler.use_daily_allowance(daily_allowance, wall_offset=wall_clock() - clock())
         self._discord = discord
         wake = asyncio.Event()
         self.settings = AutopostSettings(storage, is_private=is_private, wall_clock=wall_clock)
@@ -354,5 +360,6 @@ class AutopostService:
             **self.roster.per_member_state(),
             **self.poster.per_member_state(),
             **self.coverage.per_member_state(),
+            **self.scheduler.per_member_state(),
             "lookup queue": self.lookups.queued,
         }

@@ -19,9 +19,10 @@ which never delays the caller).
   its end (or when it was skipped after 30 s). It matches a logged play of that track that
   started between ``played_at - duration - MATCH_WINDOW`` and ``played_at + MATCH_WINDOW``;
   an unmatched entry is logged with ``started_at = played_at - duration``.
-* **Gaps:** when the poller reports a stretch that could hide a play of 30 s or more (idle
-  back-off, a 429 hold, errors) and after a restart (since the member's latest logged play),
-  one recently-played call for that member fills it.
+* **Recently-played without polling:** for polled members (linked, no status covering them),
+  one recently-played call per stretch of listening, before 50 entries can pile up, when they
+  stop, and at least every 6 hours (``fills.FillPlan``); after a restart, one since the
+  member's latest logged play. The log stays complete however rarely the poller looks.
 * **Where a play counts:** the log remembers in which servers it saw each member (a command
   they ran there, a presence update from there). /recap of a server counts only members seen
   there who are not private; /listening likewise (``bot.listening.server`` also checks that
@@ -40,6 +41,7 @@ from bot.aio.tasks import cancel_and_wait
 from bot.listening.guilds import GuildRoster
 from bot.listening.now import NowEntry, NowListening, started_at
 from bot.listening.recorder import (
+    FILL_TICK,
     MATCH_WINDOW,
     GapFiller,
     PlayRecorder,
@@ -114,6 +116,7 @@ class ListeningLog:
         await self.roster.load()
         await self.prune()
         self._spawn(self._prune_forever(), "listening-log-prune")
+        self._spawn(self._fill_forever(), "listening-log-fills")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
@@ -133,6 +136,14 @@ class ListeningLog:
                 await self.prune()
             except Exception:
                 log.exception("listening log: pruning failed; trying again in an hour")
+
+    async def _fill_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FILL_TICK)
+            try:
+                self.gaps.tick()
+            except Exception:
+                log.exception("listening log: the recently-played plan failed; going on")
 
     async def prune(self) -> int:
         """Delete plays older than LISTENING_LOG_DAYS (every play when it is 0), and where
@@ -283,6 +294,7 @@ class ListeningLog:
     def _forget_in_memory(self, member_id: int) -> None:
         self._kept.discard(member_id)
         self._recorder.forget(member_id)
+        self.gaps.plan.forget(member_id)
         self.now_listening.clear(member_id)
         self.roster.forget_member(member_id)
 
@@ -318,8 +330,6 @@ class PlaySources(Protocol):
 
     def add_play_listener(self, listener: Callable[[int, CurrentlyPlaying, str], None]) -> None: ...
 
-    def add_gap_listener(self, listener: Callable[[int, float], None]) -> None: ...
-
 
 class AnswerSource(Protocol):
     """Where /np's answers come from (``bot.nowplaying.service.PlaybackService``)."""
@@ -331,21 +341,21 @@ def feed_listening_log(
     history: ListeningLog, events: MemberEvents, plays: PlaySources, answers: AnswerSource
 ) -> None:
     """Everything the log hears: who links, unlinks or changes visibility (here or in another
-    process), every play the auto-poster observes, the stretches it could not watch, and every
-    /np answer."""
+    process), every play the auto-poster observes (its polls also say when to ask
+    recently-played), and every /np answer."""
     events.on("linked", history.member_linked)
     events.on("unlinked", history.member_unlinked)
     events.on("private", history.member_went_private)
     events.on("public", history.member_went_public)
     feed = AutopostFeed(history)
     plays.add_play_listener(feed.on_play)
-    plays.add_gap_listener(feed.on_gap)
     answers.add_listener(feed.on_np)
 
 
 class AutopostFeed:
     """Hands the auto-poster's and /np's observations to the log. A member's first poll after
-    start also fills the gap since their latest logged play (the bot was not running)."""
+    start also fills the gap since their latest logged play (the bot was not running); every
+    poll tells the fill plan whether the member listens (``fills.py``)."""
 
     def __init__(self, history: ListeningLog) -> None:
         self._history = history
@@ -356,9 +366,8 @@ class AutopostFeed:
         if first_poll:
             self._polled.add(member_id)
         self._history.observe_soon(member_id, playback, source=source, catch_up=first_poll)
-
-    def on_gap(self, member_id: int, since: float) -> None:
-        self._history.gaps.soon(member_id, since)
+        if source == "spotify":
+            self._history.gaps.polled(member_id, playback)
 
     def on_np(self, member_id: int, current: CurrentlyPlaying) -> None:
         self._history.observe_soon(member_id, current, source="np")

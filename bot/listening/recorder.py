@@ -8,13 +8,15 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from bot.errors import SpotifyError
-from bot.spotify.models import PlayedTrack, Track
+from bot.listening.fills import FillPlan, Listening
+from bot.spotify.models import CurrentlyPlaying, NothingPlaying, Playback, PlayedTrack, Track
 from bot.storage import ListeningStore, Play
 
 log = logging.getLogger(__name__)
 
 MATCH_WINDOW = 10.0  # seconds two observations of one play's start may differ
 FLUSH_DELAY = 0.25  # plays observed within this are written in one transaction
+FILL_TICK = 300.0  # seconds between two looks at whose recently-played is due
 
 # (member id, only plays after this Unix time in ms or None) -> recently-played, newest first
 RecentlyPlayedFetch = Callable[[int, int | None], Awaitable[Sequence[PlayedTrack]]]
@@ -37,6 +39,16 @@ def play_from(member_id: int, track: Track, started_at: float, source: str) -> P
         album_name=track.album_name,
         image_url=cover,
     )
+
+
+def listening_state(playback: CurrentlyPlaying) -> Listening:
+    """A poll's answer as the fill plan sees it: a track playing, nothing at all, or else
+    (paused, an episode, an ad: no track play is piling up, and none has ended)."""
+    if isinstance(playback, NothingPlaying):
+        return "stopped"
+    if isinstance(playback, Playback) and playback.is_playing and isinstance(playback.item, Track):
+        return "playing"
+    return "paused"
 
 
 class PlayRecorder:
@@ -119,8 +131,9 @@ class PlayRecorder:
 
 
 class GapFiller:
-    """Recently-played into the log: one call per stretch nobody watched (and per member after
-    a restart), each entry matched to a logged play by its ``played_at`` (see the module)."""
+    """Recently-played into the log: once per stretch of a polled member's listening
+    (``fills.FillPlan``), per member after a restart, and for /recent; each entry matched to a
+    logged play by its ``played_at`` (see the module)."""
 
     def __init__(
         self,
@@ -137,10 +150,41 @@ class GapFiller:
         self._recently_played = recently_played
         self._spawn = spawn
         self._clock = clock
+        self.plan = FillPlan()
 
-    def soon(self, member_id: int, since: float) -> None:
-        """The poller could not watch the member since ``since`` (Unix time): fill it."""
-        self._spawn(self._logged(self.fill(member_id, since), member_id), "listening-log-gap")
+    def polled(self, member_id: int, playback: CurrentlyPlaying) -> None:
+        """What a poll found: ask recently-played in the background when the plan says so."""
+        if self._recently_played is None or not self._keeps(member_id):
+            return
+        at = self._clock()
+        after = self.plan.observe(member_id, at, listening_state(playback))
+        if after is not None:
+            self._spawn(self._planned(member_id, after, at), "listening-log-fill")
+
+    def tick(self) -> None:
+        """Ask for the members whose listening may have piled up, however rarely the
+        poller looks at them (every ``FILL_TICK`` seconds)."""
+        if self._recently_played is None:
+            return
+        at = self._clock()
+        for member_id, after in self.plan.due(at):
+            if self._keeps(member_id):
+                self._spawn(self._planned(member_id, after, at), "listening-log-fill")
+            else:
+                self.plan.forget(member_id)
+
+    async def _planned(self, member_id: int, after: float, at: float) -> None:
+        try:
+            items = await self._fetch(member_id, after)
+            if items is not None:
+                await self.absorb(member_id, items)
+        except Exception:
+            log.exception("listening log: could not fill the log of member %s", member_id)
+            items = None
+        if items is None:
+            self.plan.failed(member_id, at)
+        else:
+            self.plan.asked(member_id, at, [item.played_at for item in items])
 
     def absorb_soon(self, member_id: int, items: Sequence[PlayedTrack]) -> None:
         """:meth:`absorb` in the background (a command answers first)."""
@@ -155,14 +199,19 @@ class GapFiller:
 
     async def fill(self, member_id: int, since: float) -> int:
         """One recently-played call for plays after ``since``; returns how many were new."""
+        items = await self._fetch(member_id, since)
+        return 0 if items is None else await self.absorb(member_id, items)
+
+    async def _fetch(self, member_id: int, since: float) -> Sequence[PlayedTrack] | None:
+        """One recently-played call for plays after ``since`` (None: Spotify did not
+        answer, or the member's plays are not kept)."""
         if self._recently_played is None or not self._keeps(member_id):
-            return 0
+            return None
         try:
-            items = await self._recently_played(member_id, int(since * 1000))
+            return await self._recently_played(member_id, int(since * 1000))
         except SpotifyError as exc:  # missing scope, 429, Spotify down: the gap stays
             log.debug("listening log: no recently-played for member %s (%s)", member_id, exc)
-            return 0
-        return await self.absorb(member_id, items)
+            return None
 
     async def catch_up(self, member_id: int) -> int:
         """After a restart: fill from the member's latest logged play on (if any)."""
