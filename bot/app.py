@@ -14,7 +14,6 @@ import contextlib
 import logging
 import math
 import signal
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -69,8 +68,7 @@ from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
-from bot.storage.connect import DatabaseRefused, connect_with_retry
-from bot.storage.migrations import SchemaVersionError
+from bot.storage.connect import open_storage
 from bot.storage.secrets import report_unreadable_secrets
 from bot.web.access import runner_options
 from bot.web.server import WebDependencies, create_app
@@ -80,12 +78,6 @@ log = logging.getLogger(__name__)
 # discord.py names the tasks that run slash commands and component/modal callbacks so.
 INTERACTION_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
 INTERACTION_DRAIN_SECONDS = 3.0
-
-
-class DatabaseSettingRejected(StartupError):
-    """The database refused DATABASE_URL (user, password, database name): a bad setting."""
-
-    exit_status = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,32 +427,6 @@ def stop_on_signals() -> Iterator[asyncio.Event]:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(sig)
-
-
-async def open_storage(settings: Settings) -> Storage:
-    """SQLite: open the file. PostgreSQL: keep trying while the server cannot be reached."""
-    if settings.database_url is not None:
-        shown = settings.database_shown
-        try:
-            return await connect_with_retry(
-                lambda: Storage.open(settings.database_target), shown_url=shown
-            )
-        except DatabaseRefused as exc:
-            raise DatabaseSettingRejected(str(exc)) from exc
-        except SchemaVersionError as exc:
-            raise StartupError(
-                f"DATABASE_URL: {shown} was written by a newer version of the bot; upgrade the "
-                "bot (or restore a backup)"
-            ) from exc
-    try:
-        return await Storage.open(settings.database_path)
-    except SchemaVersionError as exc:
-        raise StartupError(
-            f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
-            "bot; upgrade the bot (or restore a backup)"
-        ) from exc
-    except (OSError, sqlite3.Error) as exc:
-        raise StartupError(f"DATABASE_PATH: cannot open {settings.database_path} ({exc})") from exc
 
 
 def _autopost_metrics(metrics: Metrics) -> Callable[[PostAction, float], None]:
