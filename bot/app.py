@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -62,9 +63,11 @@ from bot.shards import (
     SharedRequestCount,
     SharedSpotifyHold,
 )
+from bot.shards.budget import BudgetSync
 from bot.shards.presence import PresenceCoverRelay, guild_filter
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
+from bot.spotify.budget import DailyBudget
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
@@ -160,7 +163,16 @@ class Application:
         cipher = TokenCipher(settings.token_encryption_keys)
         await report_unreadable_secrets(storage.links, cipher, options.command)
         metrics = Metrics() if settings.metrics_enabled else None
-        sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
+        budget = DailyBudget(settings.spotify_daily_budget)
+        sender = SpotifySender(
+            session, on_response=metrics.spotify_response if metrics else None, budget=budget
+        )
+        # Every process's count, and a hold kept from before a restart, before any call.
+        budget_sync = BudgetSync(
+            storage.spotify_budget, budget, sender, client_id=settings.spotify_client_id
+        )
+        await budget_sync.load()
+        await stack.enter_async_context(budget_sync.running())
         auth = SpotifyAuth(
             sender,
             client_id=settings.spotify_client_id,
@@ -201,7 +213,9 @@ class Application:
             await stack.enter_async_context(shared_count.listening())
             stack.push_async_callback(shared_count.close)
             note_request = shared_count.note_request
-        playback = PlaybackService(tokens, api, on_request=note_request)
+        playback = PlaybackService(
+            tokens, api, on_request=note_request, before_command=budget.before_command
+        )
 
         images = ImageFetcher(session, image_base=settings.spotify_image_base)
         colours = CoverColours(images, storage.colours)
@@ -210,8 +224,10 @@ class Application:
         stack.callback(charts.close)
         renderer = NowPlayingRenderer(colours)
 
+        poll_currently_playing = functools.partial(api.currently_playing, purpose="poll")
+
         async def poll(member_id: int) -> CurrentlyPlaying:
-            return await tokens.call(member_id, api.currently_playing)
+            return await tokens.call(member_id, poll_currently_playing, purpose="poll")
 
         # Posts go through the outbox: sent once, by whichever process can.
         posting_side = OutboxDiscordSide(DiscordPySide(discord), storage)
@@ -232,7 +248,13 @@ class Application:
         )
         autopost.follow_members(events)
 
-        member_spotify = MemberSpotify(tokens, api, storage.links, on_request=note_request)
+        member_spotify = MemberSpotify(
+            tokens,
+            api,
+            storage.links,
+            on_request=note_request,
+            before_command=budget.before_command,
+        )
         history = ListeningLog(
             storage,
             privacy,
@@ -249,12 +271,14 @@ class Application:
             )
             metrics.set_gateway_latency_source(discord.latency)
             metrics.watch_spotify(sender.requests_in_window, sender.hold_remaining)
+            metrics.watch_daily_budget(budget)
             metrics.watch_autopost_stretch(autopost.skip_check_stretch)
         return Services(
             settings=settings,
             storage=storage,
             cipher=cipher,
             spotify=sender,
+            budget=budget,
             discord=discord,
             events=events,
             tokens=tokens,
@@ -304,6 +328,8 @@ class Application:
                 redirect_path=settings.redirect_path,
                 database_ok=services.storage.ping,
                 gateway_ok=services.discord.gateway_connected,
+                spotify_state=services.budget.state,
+                presence=lambda: services.discord.presence,
                 metrics=services.metrics.render if services.metrics else None,
             )
         )

@@ -17,6 +17,7 @@ from bot.storage import (
     LinkedAccount,
     LinkStateResult,
     SpotifyAccountTaken,
+    SpotifyQuota,
     Storage,
     hash_link_state,
 )
@@ -235,6 +236,18 @@ SEED_SQL: dict[int, list[tuple[str, tuple[object, ...]]]] = {
             ("seed-nonce", 100, "{}", NOW, 42),
         ),
     ],
+    8: [
+        (
+            "INSERT INTO spotify_calls (client_id, minute, service, purpose, calls) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ("client", int(NOW // 60), "api", "poll", 7),
+        ),
+        (
+            "INSERT INTO spotify_quota (client_id, counting_since, hold_until, learned_budget, "
+            "learned_at) VALUES (?, ?, ?, ?, ?)",
+            ("client", NOW - 90_000, NOW + 3_600, 450, NOW),
+        ),
+    ],
 }
 
 
@@ -288,6 +301,14 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         post = await storage.outbox.outbox_get("seed-nonce")
         assert post is not None
         assert (post.channel_id, post.message_id) == (100, 42)
+    if version >= 8:
+        minute = int(NOW // 60)
+        assert await storage.spotify_budget.calls_since("client", minute) == [
+            (minute, "api", "poll", 7)
+        ]
+        assert await storage.spotify_budget.quota("client") == SpotifyQuota(
+            NOW - 90_000, NOW + 3_600, 450, NOW
+        )
 
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))

@@ -13,6 +13,7 @@ the ``Handle`` every store shares (``base.py``: the engine, transactions, reads)
 * ``storage.outbox``: the auto-post outbox (``outbox.py``)
 * ``storage.colours``: embed colours picked from album art (``colours.py``)
 * ``storage.listening``: the listening log and the recap (``listening.py``)
+* ``storage.spotify_budget``: Spotify calls per minute, the quota hold (``spotify_budget.py``)
 
 A consumer takes the store it uses, or a narrow Protocol of the stores and plumbing it calls,
 which ``Storage`` satisfies. Under the stores, ``engines`` runs the SQL (SQLite or PostgreSQL);
@@ -44,6 +45,7 @@ from bot.storage.listening import ListeningStore, Play, Recap, RecapAlbum, Recap
 from bot.storage.outbox import OutboxPost, OutboxStore
 from bot.storage.privacy import PrivacyStore, Visibility
 from bot.storage.settings import GuildSettings, SettingsStore
+from bot.storage.spotify_budget import CallCountRow, SpotifyBudgetStore, SpotifyQuota
 from bot.storage.storage import (
     HasLastPosts,
     HasLinks,
@@ -52,11 +54,13 @@ from bot.storage.storage import (
     HasOutbox,
     HasPrivacy,
     HasSettings,
+    HasSpotifyBudget,
     Notifications,
     Storage,
 )
 
 __all__ = [
+    "CallCountRow",
     "ColoursStore",
     "GuildSettings",
     "HasLastPosts",
@@ -66,6 +70,7 @@ __all__ = [
     "HasOutbox",
     "HasPrivacy",
     "HasSettings",
+    "HasSpotifyBudget",
     "LastPost",
     "LastPostsStore",
     "LinkResultView",
@@ -87,6 +92,8 @@ __all__ = [
     "RecentLinkState",
     "SettingsStore",
     "SpotifyAccountTaken",
+    "SpotifyBudgetStore",
+    "SpotifyQuota",
     "Storage",
     "Visibility",
     "hash_link_state",

@@ -22,6 +22,7 @@ from bot.storage.migrate import open_migrated
 from bot.storage.outbox import OutboxStore
 from bot.storage.privacy import PrivacyStore
 from bot.storage.settings import SettingsStore
+from bot.storage.spotify_budget import SpotifyBudgetStore
 
 
 class Notifications(Protocol):
@@ -73,6 +74,11 @@ class HasListening(Protocol):
     def listening(self) -> ListeningStore: ...
 
 
+class HasSpotifyBudget(Protocol):
+    @property
+    def spotify_budget(self) -> SpotifyBudgetStore: ...
+
+
 class Storage:
     """The bot's database. Open with ``await Storage.open(path_or_url)`` or ``async with``.
 
@@ -91,6 +97,7 @@ class Storage:
         self.outbox = OutboxStore(db)
         self.colours = ColoursStore(db)
         self.listening = ListeningStore(db)
+        self.spotify_budget = SpotifyBudgetStore(db)
 
     @classmethod
     async def open(cls, path_or_url: Path | str) -> Self:
