@@ -252,7 +252,12 @@ def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
     env = invocation.environment()
     if _is_unconfigured(env):
         return _not_configured(invocation)
-    return run_check(env, command=invocation.command, source=invocation.where_read())
+    return run_check(
+        env,
+        command=invocation.command,
+        source=invocation.where_read(),
+        reset_budget=args.reset_spotify_budget,
+    )
 
 
 def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int:
@@ -343,6 +348,12 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         help="rotate-keys: re-encrypt what the keys open; leave secrets no key opens as they are",
     )
     parser.add_argument(
+        "--reset-spotify-budget",
+        action="store_true",
+        help="check: first forget the daily Spotify budget (its count, a QUOTA_EXCEEDED hold, "
+        "what was learned from one)",
+    )
+    parser.add_argument(
         "--to",
         metavar="POSTGRESQL_URL",
         help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...)",
@@ -362,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.skip_unreadable and args.command != "rotate-keys":
         parser.error("--skip-unreadable only goes with rotate-keys")
+    if args.reset_spotify_budget and args.command != "check":
+        parser.error("--reset-spotify-budget only goes with check")
     if args.to is not None and args.command != "migrate-db":
         parser.error("--to only goes with migrate-db")
     if args.command == "migrate-db" and not args.to:

@@ -47,7 +47,7 @@ class Settings:
     spotify_api_base: str = DEFAULT_SPOTIFY_API_BASE
     spotify_image_base: str = DEFAULT_SPOTIFY_IMAGE_BASE
     dev_guild_id: int | None = None
-    enable_presence: bool = False
+    enable_presence: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_enabled: bool = False
@@ -347,7 +347,7 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
         else:
             problems.append(f"DEV_GUILD_ID: '{raw_guild}' is not a numeric Discord server id")
 
-    enable_presence = _bool("ENABLE_PRESENCE", get("ENABLE_PRESENCE"), False, problems)
+    enable_presence = _bool("ENABLE_PRESENCE", get("ENABLE_PRESENCE"), True, problems)
     metrics_enabled = _bool("METRICS_ENABLED", get("METRICS_ENABLED"), False, problems)
 
     log_level = (get("LOG_LEVEL") or "INFO").upper()

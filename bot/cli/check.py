@@ -1,7 +1,8 @@
 """``python -m bot check``: the setup doctor.
 
 It reads the same configuration as ``python -m bot`` (the environment over ``.env``) and prints
-one line per item with a verdict, ``ok``, ``problem`` or ``skipped``::
+one line per item with a verdict, ``ok``, ``warning`` (usable, not as well as it could be),
+``problem`` or ``skipped``::
 
     ok       settings: every value is valid
     ok       database: ...
@@ -18,7 +19,8 @@ usable or not. Hints name the command the user ran (``command``).
 
 What it does and does not touch:
 
-* the database is never created, migrated or written: when the file exists it is opened
+* the database is never created, migrated or written (unless ``--reset-spotify-budget`` asks
+  to forget the daily Spotify budget, before the report): when the file exists it is opened
   read-write without creating it (so SQLite cleans up its ``-wal``/``-shm`` files on close,
   which a read-only connection cannot do) and only read; when the folder does not exist yet,
   the check proves its nearest existing parent is writable and says the bot will create it;
@@ -42,9 +44,10 @@ from typing import Final, TextIO
 import aiohttp
 import discord
 
+from bot.cli.check_budget import BudgetLook, forget_daily_budget
 from bot.cli.check_remote import check_discord, check_intents, check_redirect, check_spotify
 from bot.cli.check_storage import check_database, check_keys, check_postgresql
-from bot.cli.findings import OK, PROBLEM, SKIPPED, Finding
+from bot.cli.findings import OK, PROBLEM, SKIPPED, WARNING, Finding
 from bot.config import load_settings
 from bot.crypto import TokenCipher
 from bot.errors import (
@@ -72,6 +75,7 @@ _ITEMS_AFTER_SETTINGS: Final = (
     "discord application",
     "privileged intents",
     "spotify credentials",
+    "spotify budget",
     "redirect uri",
 )
 
@@ -83,10 +87,13 @@ class _Report:
         self._out = out
         self.masker = masker
         self.problems = 0
+        self.warnings = 0
 
     def add(self, finding: Finding) -> None:
         if finding.verdict == PROBLEM:
             self.problems += 1
+        elif finding.verdict == WARNING:
+            self.warnings += 1
         self.say(finding.line())
 
     def say(self, text: str = "") -> None:
@@ -108,11 +115,15 @@ def run_check(
     out: TextIO | None = None,
     command: str = "nowplaying-bot",
     source: str | None = None,
+    reset_budget: bool = False,
 ) -> int:
     """Check the configuration in ``env``; print the report; return the exit status.
     ``command`` is how the user runs the bot, named in hints; ``source`` says where the
-    settings were read (which ``.env``), printed after the verdicts."""
-    return asyncio.run(check_async(env, out=out, command=command, source=source))
+    settings were read (which ``.env``), printed after the verdicts; ``reset_budget``: forget
+    the daily Spotify budget first."""
+    return asyncio.run(
+        check_async(env, out=out, command=command, source=source, reset_budget=reset_budget)
+    )
 
 
 async def check_async(
@@ -122,6 +133,7 @@ async def check_async(
     timeout: float = REQUEST_TIMEOUT,
     command: str = "nowplaying-bot",
     source: str | None = None,
+    reset_budget: bool = False,
 ) -> int:
     """:func:`run_check` for callers that already run an event loop (the tests)."""
     out = sys.stdout if out is None else out
@@ -143,12 +155,15 @@ async def check_async(
         return 1
 
     report = _Report(out, masker_for_settings(settings))
+    if reset_budget:
+        report.say(await forget_daily_budget(settings))
     report.add(Finding(OK, "settings", "every value is valid"))
     cipher = TokenCipher(settings.token_encryption_keys)
+    budget = BudgetLook(settings)
     if settings.database_url is not None:
-        database, counts = await check_postgresql(settings.database_url, cipher)
+        database, counts = await check_postgresql(settings.database_url, cipher, budget)
     else:
-        database, counts = await check_database(settings.database_path, cipher)
+        database, counts = await check_database(settings.database_path, cipher, budget)
     report.add(database)
     report.add(check_keys(len(settings.token_encryption_keys), counts, command))
 
@@ -162,6 +177,7 @@ async def check_async(
     report.add(discord_result.application)
     report.add(check_intents(settings, discord_result.flags))
     report.add(spotify)
+    report.add(budget.finding())
     report.add(check_redirect(settings))
 
     report.say()
@@ -184,5 +200,8 @@ async def check_async(
             f"run `{command} check` again."
         )
         return 1
-    report.say("Everything checked is usable.")
+    if report.warnings:
+        report.say(f"Everything checked is usable; {report.warnings} warning(s) above.")
+    else:
+        report.say("Everything checked is usable.")
     return 0

@@ -76,7 +76,7 @@ async def test_unlinked_member_without_spotify_status_is_told_about_link(tmp_pat
 async def test_presence_disabled_asks_for_no_privileged_intent_and_ignores_status(
     tmp_path: Path,
 ) -> None:
-    async with Stack.running(tmp_path) as stack:
+    async with Stack.running(tmp_path, env={"ENABLE_PRESENCE": "false"}) as stack:
         intents = stack.discord.identifies[-1]["intents"]
         assert intents & (1 << 1) == 0  # GUILD_MEMBERS
         assert intents & (1 << 8) == 0  # GUILD_PRESENCES
