@@ -52,6 +52,7 @@ from bot.members.tokens import TokenManager
 from bot.metrics import Metrics
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.nowplaying.service import PlaybackService
+from bot.nowplaying.status import spotify_activity
 from bot.pictures.charts import ChartRenderer
 from bot.pictures.colours import CoverColours
 from bot.pictures.images import ImageFetcher
@@ -229,6 +230,10 @@ class Application:
         async def poll(member_id: int) -> CurrentlyPlaying:
             return await tokens.call(member_id, poll_currently_playing, purpose="poll")
 
+        def shows_spotify(member_id: int) -> bool:
+            member = discord.cached_member(member_id)
+            return member is not None and spotify_activity(member.activities) is not None
+
         # Posts go through the outbox: sent once, by whichever process can.
         posting_side = OutboxDiscordSide(DiscordPySide(discord), storage)
         autopost = AutopostService(
@@ -245,6 +250,7 @@ class Application:
             leadership=leadership,
             # Presences are posted by the process they arrive in, in its own guilds.
             serves_guild=guild_filter(settings.shard_count, settings.shard_ids),
+            shows_spotify=shows_spotify,
         )
         autopost.follow_members(events)
 

@@ -84,9 +84,12 @@ class AutopostService:
         is_private: Callable[[int], bool] | None = None,
         leadership: Leadership | None = None,
         serves_guild: Callable[[int], bool] | None = None,
+        shows_spotify: Callable[[int], bool] | None = None,
     ) -> None:
         """``serves_guild``: whether this process runs the guild's shard (presence posts go
-        only there; None: every guild, one process)."""
+        only there; None: every guild, one process). ``shows_spotify``: whether a member's
+        Discord status shows Spotify now (the gateway cache), so that a member is covered
+        from the start: statuses arrive with the guilds, before the linked members are read."""
         self.config = config = config or AutopostConfig()
         self.scheduler: PollScheduling = (
             scheduler if scheduler is not None else PollScheduler(config.scheduler)
@@ -132,6 +135,7 @@ class AutopostService:
         self._wake = wake
         self.leadership = leadership if leadership is not None else Leadership(storage)
         self._clock = clock
+        self._shows_spotify = shows_spotify
         self._main: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -188,6 +192,7 @@ class AutopostService:
         self._ready.clear()
         await self.settings.load()
         await self.settings.load_members()
+        self._cover_from_statuses(self.settings.linked)
         await self.poster.load()
         self.lookups.start()
         self.lookups.everyone()
@@ -320,7 +325,17 @@ class AutopostService:
 
     async def member_linked(self, member_id: int) -> None:
         await self.settings.member_linked(member_id)
+        self._cover_from_statuses((member_id,))
         self.lookups.queue(member_id)
+
+    def _cover_from_statuses(self, member_ids: Collection[int]) -> None:
+        """Linked members whose status shows Spotify now are not polled: their presence
+        updates came before they were linked (or read), when no cover could start."""
+        if self._shows_spotify is None:
+            return
+        for member_id in member_ids:
+            if self._shows_spotify(member_id):
+                self.suspend_polling(member_id)
 
     def member_unlinked(self, member_id: int) -> None:
         """Unlinked: their settings and last posts are gone too."""
