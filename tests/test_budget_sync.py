@@ -113,3 +113,31 @@ async def test_old_rows_are_pruned_and_unknown_purposes_ignored(
         assert await store.calls_since("another-app", 0) == [(minute, "api", "poll", 9)]
         assert await store.forget(CLIENT) == 2
         assert await store.calls_since("another-app", 0) == [(minute, "api", "poll", 9)]
+
+
+async def test_the_last_minutes_are_read_back_every_sync_the_whole_day_every_minute(
+    database_target: str | Path, session: aiohttp.ClientSession
+) -> None:
+    wall = ManualClock(NOW)
+    minute = int(NOW // 60)
+    async with (
+        await Storage.open(database_target) as first_db,
+        await Storage.open(database_target) as second_db,
+    ):
+        first, second = Process(first_db, session, wall), Process(second_db, session, wall)
+        await second.sync.sync()  # the whole day, once
+        for _ in range(3):
+            first.budget.count("api", "poll")
+        await first.sync.sync()
+        await second.sync.sync()  # the last minutes: the new calls
+        assert second.budget.calls_by_purpose() == {"poll": 3}
+        # A write that failed and came late, for a minute an hour ago.
+        await first_db.spotify_budget.add_calls(
+            CLIENT, [(minute - 60, "api", "command", 5)], counting_since=NOW
+        )
+        await second.sync.sync()
+        assert second.budget.calls_by_purpose() == {"poll": 3}
+        wall.advance(60)
+        await second.sync.sync()
+        assert second.budget.calls_by_purpose() == {"poll": 3, "command": 5}
+        assert second.budget.polling_left() == 600 - 90 - 8

@@ -22,12 +22,16 @@ from typing import Final
 from bot.aio.tasks import cancel_and_wait
 from bot.spotify.budget import DailyBudget, QuotaState
 from bot.spotify.http import PURPOSES, SERVICES, SpotifySender
-from bot.spotify.rolling import CallRow, oldest_minute
+from bot.spotify.rolling import CallRow, minute_of, oldest_minute
 from bot.storage import CallCountRow, SpotifyBudgetStore, SpotifyQuota
 
 log = logging.getLogger(__name__)
 
 SYNC_SECONDS: Final = 2.0
+# Other processes only add to the last minutes (their writes are a few seconds old): those are
+# read back every sync, the whole day once a minute (a write that failed and came late).
+RECENT_MINUTES: Final = 2
+FULL_READ_SECONDS: Final = 60.0
 PRUNE_SECONDS: Final = 3_600.0
 
 
@@ -52,6 +56,7 @@ class BudgetSync:
         self._clock = clock
         self._wake = asyncio.Event()
         self._refusal: QuotaState | None = None
+        self._read_all_at = 0.0
         self._pruned_at = 0.0
         budget.add_refusal_listener(self._refused)
 
@@ -119,24 +124,33 @@ class BudgetSync:
 
     async def _read(self) -> None:
         now = self._clock()
-        await read_daily_budget(self._store, self._client_id, self._budget, now)
+        since: int | None = minute_of(now) - RECENT_MINUTES
+        if now - self._read_all_at >= FULL_READ_SECONDS:
+            self._read_all_at, since = now, None
+        await read_daily_budget(self._store, self._client_id, self._budget, now, since=since)
         end = self._budget.hold_end(now)
         if end > now:  # from a restart, or another process: no call before it ends
             self._sender.extend_hold("api", end - now, quota_exceeded=True)
 
 
 async def read_daily_budget(
-    store: SpotifyBudgetStore, client_id: str, budget: DailyBudget, now: float
+    store: SpotifyBudgetStore,
+    client_id: str,
+    budget: DailyBudget,
+    now: float,
+    *,
+    since: int | None = None,
 ) -> None:
-    """Load ``budget`` with what the database holds for ``client_id`` (also ``check``)."""
-    rows = await store.calls_since(client_id, oldest_minute(now))
+    """Load ``budget`` with what the database holds for ``client_id``: the last 24 hours, or
+    the minutes from ``since`` on (also ``check``)."""
+    rows = await store.calls_since(client_id, oldest_minute(now) if since is None else since)
     stored = await store.quota(client_id)
     quota = QuotaState()
     if stored is not None:
         quota = QuotaState(
             stored.counting_since, stored.hold_until, stored.learned_budget, stored.learned_at
         )
-    budget.load(_known(rows), quota)
+    budget.load(_known(rows), quota, since=since)
 
 
 def _stored(state: QuotaState, now: float) -> SpotifyQuota:

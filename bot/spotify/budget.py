@@ -248,18 +248,19 @@ class DailyBudget:
         """``listener(state)`` hears each QUOTA_EXCEEDED at once (to write it); no blocking."""
         self._refusal_listeners.append(listener)
 
-    def load(self, rows: list[CallRow], quota: QuotaState) -> None:
-        """What the database holds now: every process's counts and the shared quota state.
-        A hold or a count this process started and has not written yet is kept."""
-        self.counts.load(rows)
+    def load(self, rows: list[CallRow], quota: QuotaState, *, since: int | None = None) -> None:
+        """What the database holds now: every process's counts (of the minutes from ``since``
+        on, when given) and the shared quota state. A hold or a count this process started
+        and has not written yet is kept."""
+        self.counts.load(rows, since)
         mine = self._quota
-        since = [t for t in (quota.counting_since, mine.counting_since) if t is not None]
+        starts = [t for t in (quota.counting_since, mine.counting_since) if t is not None]
         newer = mine.learned_at is not None and (
             quota.learned_at is None or mine.learned_at > quota.learned_at
         )
         self._quota = replace(
             mine if newer else quota,
-            counting_since=min(since) if since else None,
+            counting_since=min(starts) if starts else None,
             hold_until=max(quota.hold_until, mine.hold_until),
         )
 

@@ -19,8 +19,8 @@ from bot.spotify.http import Purpose, SpotifyService
 WINDOW = 86_400.0  # Spotify's rolling window: 24 hours
 MINUTE = 60
 
-# (minute, service, purpose): calls in that minute (minute = Unix time // 60)
-CallKey = tuple[int, SpotifyService, Purpose]
+Kind = tuple[SpotifyService, Purpose]
+# (minute, service, purpose, calls): the calls of one kind in one minute (Unix time // 60)
 CallRow = tuple[int, SpotifyService, Purpose, int]
 
 
@@ -42,8 +42,8 @@ class RollingCounts:
     """The calls of the last 24 hours: stored (read back from the database) and pending."""
 
     def __init__(self) -> None:
-        self._stored: dict[CallKey, int] = {}
-        self._pending: Counter[CallKey] = Counter()
+        self._stored: dict[int, dict[Kind, int]] = {}  # minute -> (service, purpose) -> calls
+        self._pending: dict[int, dict[Kind, int]] = {}  # counted here, not written yet
         self._api: dict[int, int] = {}  # minute -> Web API calls, stored and pending
         self._minutes: list[int] = []  # the keys of _api, oldest first
         self._api_total = 0
@@ -52,7 +52,7 @@ class RollingCounts:
 
     def add(self, now: float, service: SpotifyService, purpose: Purpose) -> None:
         minute = minute_of(now)
-        self._pending[minute, service, purpose] += 1
+        _add(self._pending, minute, (service, purpose), 1)
         if service == "api":
             self._add_api(minute, 1)
 
@@ -76,31 +76,41 @@ class RollingCounts:
 
     def take_pending(self) -> list[CallRow]:
         """What this process counted since the last write, to write now."""
-        rows = [
-            (minute, service, purpose, n) for (minute, service, purpose), n in self._pending.items()
-        ]
-        self._pending = Counter()
-        for minute, service, purpose, calls in rows:
-            key = (minute, service, purpose)
-            self._stored[key] = self._stored.get(key, 0) + calls
+        pending, self._pending = self._pending, {}
+        rows: list[CallRow] = []
+        for minute, kinds in pending.items():
+            for (service, purpose), calls in kinds.items():
+                _add(self._stored, minute, (service, purpose), calls)
+                rows.append((minute, service, purpose, calls))
         return rows
 
     def put_back(self, rows: Iterable[CallRow]) -> None:
         """A write failed: count these again with the next one."""
         for minute, service, purpose, calls in rows:
-            key = (minute, service, purpose)
-            self._stored[key] = self._stored.get(key, 0) - calls
-            self._pending[key] += calls
+            _add(self._stored, minute, (service, purpose), -calls)
+            _add(self._pending, minute, (service, purpose), calls)
 
-    def load(self, rows: Iterable[CallRow]) -> None:
-        """What the database holds now (every process's calls); the pending ones stay."""
-        self._stored = {(minute, service, purpose): n for minute, service, purpose, n in rows}
-        self._api = {}
-        self._minutes = []
-        self._api_total = 0
-        for (minute, service, _), calls in [*self._stored.items(), *self._pending.items()]:
-            if service == "api":
-                self._add_api(minute, calls)
+    def load(self, rows: Iterable[CallRow], since: int | None = None) -> None:
+        """What the database holds now (every process's calls): of every minute, or of the
+        minutes from ``since`` on (the older ones stay as last read). Pending calls stay."""
+        if since is None:
+            self._stored = {}
+            self._api, self._minutes, self._api_total = {}, [], 0
+        else:
+            for minute in [m for m in self._stored if m >= since]:
+                del self._stored[minute]
+            while self._minutes and self._minutes[-1] >= since:
+                self._api_total -= self._api.pop(self._minutes.pop())
+        stored = self._stored
+        for minute, service, purpose, calls in rows:
+            _add(stored, minute, (service, purpose), calls)
+        for source in (self._stored, self._pending):
+            for minute, kinds in source.items():
+                if since is not None and minute < since:
+                    continue
+                calls = sum(n for (kind, _), n in kinds.items() if kind == "api")
+                if calls:
+                    self._add_api(minute, calls)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -138,20 +148,27 @@ class RollingCounts:
         """Calls to ``service`` in the last 24 hours, by purpose (reports: not per call)."""
         oldest = oldest_minute(now)
         counts: Counter[Purpose] = Counter()
-        for (minute, row_service, purpose), calls in [
-            *self._stored.items(),
-            *self._pending.items(),
-        ]:
-            if row_service == service and minute >= oldest:
-                counts[purpose] += calls
-        return counts
+        for source in (self._stored, self._pending):
+            for minute, kinds in source.items():
+                if minute >= oldest:
+                    for (kind, purpose), calls in kinds.items():
+                        if kind == service:
+                            counts[purpose] += calls
+        return +counts  # without the purposes at zero
+
+
+def _add(counts: dict[int, dict[Kind, int]], minute: int, kind: Kind, calls: int) -> None:
+    kinds = counts.get(minute)
+    if kinds is None:
+        counts[minute] = kinds = {}
+    kinds[kind] = kinds.get(kind, 0) + calls
 
 
 __all__ = [
     "MINUTE",
     "WINDOW",
-    "CallKey",
     "CallRow",
+    "Kind",
     "RollingCounts",
     "leaves_at",
     "minute_of",
