@@ -142,11 +142,6 @@ def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
     settings = _settings_or_exit(invocation, env)
     masker = masker_for_settings(settings)
     configure_logging(settings.log_level, settings.log_format, masker)
-    if settings.enable_presence:
-        log.info(
-            "Presence mode is on: the Presence and Server Members intents must be switched on "
-            "in the Discord Developer Portal (Bot -> Privileged Gateway Intents)."
-        )
 
     async def main() -> None:
         with stop_on_signals() as stop:
