@@ -128,6 +128,46 @@ class _Hold:
     quota_exceeded: bool = False
 
 
+class _ServiceHolds:
+    """The app-wide hold of each service after a 429 (``clock`` time), and who hears one
+    start; on the wall clock too, for the daily quota's hold (it names the moment it ends)."""
+
+    def __init__(self, clock: Clock, wall_clock: Clock) -> None:
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.of: dict[SpotifyService, _Hold] = {service: _Hold() for service in SERVICES}
+        self.listeners: list[HoldListener] = []
+
+    def check(self, service: SpotifyService) -> None:
+        hold = self.of[service]
+        if hold.until:
+            now = self.clock()
+            if now < hold.until:
+                left = hold.until - now
+                if hold.quota_exceeded and service == "api":
+                    until = self.wall_clock() + left
+                    raise SpotifyDailyLimit(left, hold.until, until=until, reason="quota")
+                raise SpotifyRateLimited(left, hold.until, quota_exceeded=hold.quota_exceeded)
+
+    def extend(self, service: SpotifyService, seconds: float, quota_exceeded: bool) -> bool:
+        hold = self.of[service]
+        until = self.clock() + seconds
+        if seconds <= 0 or until <= hold.until:
+            return False
+        hold.until = until
+        hold.quota_exceeded = quota_exceeded
+        return True
+
+    def started(self, service: SpotifyService, seconds: float, quota_exceeded: bool) -> None:
+        """A 429 answered here: hold (never shorter than a hold kept) and tell the listeners."""
+        self.extend(service, seconds, quota_exceeded)
+        for listener in self.listeners:
+            try:
+                listener(service, seconds, quota_exceeded)
+            except Exception:  # telling the other processes must not change this answer
+                log.exception("a Spotify hold listener failed")
+
+
 class RequestWindow:
     """When the recent HTTP attempts were sent, to count them in a rolling window."""
 
@@ -252,14 +292,12 @@ class SpotifySender:
     ) -> None:
         self._session = session
         self._clock = clock
-        self._wall_clock = wall_clock
         self._budget = budget
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._retry = retry
         self._on_response = on_response
-        self._holds: dict[SpotifyService, _Hold] = {service: _Hold() for service in SERVICES}
-        self._hold_listeners: list[HoldListener] = []
+        self._holds = _ServiceHolds(clock, wall_clock)
         self._window = RequestWindow()
 
     # --- what the scheduler reads ---------------------------------------------------------
@@ -272,33 +310,28 @@ class SpotifySender:
     @property
     def hold_until(self) -> float:
         """``clock()`` value before which every Web API request fails at once; 0.0 when none."""
-        return self._holds["api"].until
+        return self._holds.of["api"].until
 
     @property
     def hold_quota_exceeded(self) -> bool:
         """Whether the current (or last) Web API hold came from a QUOTA_EXCEEDED answer."""
-        return self._holds["api"].quota_exceeded
+        return self._holds.of["api"].quota_exceeded
 
     def hold_remaining(self, service: SpotifyService = "api") -> float:
-        return max(0.0, self._holds[service].until - self._clock())
+        return max(0.0, self._holds.of[service].until - self._clock())
 
     def add_hold_listener(self, listener: HoldListener) -> None:
         """``listener(service, seconds, quota_exceeded)`` hears each hold a 429 answered
         here starts (not the ones ``extend_hold`` applies); it must not block."""
-        self._hold_listeners.append(listener)
+        self._holds.listeners.append(listener)
 
     def extend_hold(
         self, service: SpotifyService, seconds: float, *, quota_exceeded: bool = False
     ) -> bool:
-        """Hold ``service`` for ``seconds`` from now (a 429 answered to another process);
-        a longer hold already kept stays as it is. True when the hold grew."""
-        hold = self._holds[service]
-        until = self._clock() + seconds
-        if seconds <= 0 or until <= hold.until:
-            return False
-        hold.until = until
-        hold.quota_exceeded = quota_exceeded
-        return True
+        """Hold ``service`` for ``seconds`` from now (a 429 answered to another process, the
+        daily quota's hold read from the database); a longer hold already kept stays as it
+        is. True when the hold grew."""
+        return self._holds.extend(service, seconds, quota_exceeded)
 
     def requests_in_window(self, window: float = RATE_WINDOW) -> int:
         """How many HTTP attempts were actually sent in the last ``window`` seconds."""
@@ -309,15 +342,7 @@ class SpotifySender:
     def check_hold(self, service: SpotifyService = "api") -> None:
         """Raise SpotifyRateLimited (seconds left) while the service's app-wide hold lasts:
         SpotifyDailyLimit when it is the Web API's QUOTA_EXCEEDED hold."""
-        hold = self._holds[service]
-        if hold.until:
-            now = self._clock()
-            if now < hold.until:
-                left = hold.until - now
-                if hold.quota_exceeded and service == "api":
-                    until = self._wall_clock() + left
-                    raise SpotifyDailyLimit(left, hold.until, until=until, reason="quota")
-                raise SpotifyRateLimited(left, hold.until, quota_exceeded=hold.quota_exceeded)
+        self._holds.check(service)
 
     def admit(self, purpose: Purpose) -> None:
         """Raise (SpotifyRateLimited, SpotifyDailyLimit) unless a Web API request for
@@ -431,16 +456,13 @@ class SpotifySender:
     ) -> SpotifyRateLimited:
         retry_after = parse_retry_after(retry_after_header)
         quota_exceeded = _is_quota_exceeded(body)
-        until = self._wall_clock() + retry_after
+        wall_now = self._holds.wall_clock()
+        until = wall_now + retry_after
         if quota_exceeded and request.service == "api" and self._budget is not None:
             # Held until Retry-After, or longer while the rolling count is over the budget.
             until = max(until, self._budget.quota_exceeded(retry_after))
-            retry_after = max(retry_after, until - self._wall_clock())
+            retry_after = max(retry_after, until - wall_now)
         retry_at = self._clock() + retry_after
-        hold = self._holds[request.service]
-        if retry_at >= hold.until:
-            hold.until = retry_at
-            hold.quota_exceeded = quota_exceeded
         log.warning(
             "spotify %s: rate limited, holding every %s request for %.0fs%s",
             request.endpoint,
@@ -448,11 +470,7 @@ class SpotifySender:
             retry_after,
             " (quota exceeded)" if quota_exceeded else "",
         )
-        for listener in self._hold_listeners:
-            try:
-                listener(request.service, retry_after, quota_exceeded)
-            except Exception:  # telling the other processes must not change this answer
-                log.exception("a Spotify hold listener failed")
+        self._holds.started(request.service, retry_after, quota_exceeded)
         if quota_exceeded and request.service == "api":
             return SpotifyDailyLimit(retry_after, retry_at, until=until, reason="quota")
         return SpotifyRateLimited(retry_after, retry_at, quota_exceeded=quota_exceeded)
