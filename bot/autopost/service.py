@@ -103,7 +103,7 @@ class AutopostService:
         self.lookups = MembershipLookups(
             self.roster, self.settings, discord, workers=config.membership_lookups
         )
-        self.coverage = PresenceCoverage(self.roster, clock=clock)
+        self.coverage = PresenceCoverage(self.roster, clock=clock, shows_spotify=shows_spotify)
         self.poster = Poster(
             storage.last_posts,
             discord,
@@ -135,7 +135,6 @@ class AutopostService:
         self._wake = wake
         self.leadership = leadership if leadership is not None else Leadership(storage)
         self._clock = clock
-        self._shows_spotify = shows_spotify
         self._main: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -192,7 +191,7 @@ class AutopostService:
         self._ready.clear()
         await self.settings.load()
         await self.settings.load_members()
-        self._cover_from_statuses(self.settings.linked)
+        self.coverage.cover_from_statuses(self.settings.linked)
         await self.poster.load()
         self.lookups.start()
         self.lookups.everyone()
@@ -325,17 +324,8 @@ class AutopostService:
 
     async def member_linked(self, member_id: int) -> None:
         await self.settings.member_linked(member_id)
-        self._cover_from_statuses((member_id,))
+        self.coverage.cover_from_statuses((member_id,))
         self.lookups.queue(member_id)
-
-    def _cover_from_statuses(self, member_ids: Collection[int]) -> None:
-        """Linked members whose status shows Spotify now are not polled: their presence
-        updates came before they were linked (or read), when no cover could start."""
-        if self._shows_spotify is None:
-            return
-        for member_id in member_ids:
-            if self._shows_spotify(member_id):
-                self.suspend_polling(member_id)
 
     def member_unlinked(self, member_id: int) -> None:
         """Unlinked: their settings and last posts are gone too."""
