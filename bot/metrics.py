@@ -157,16 +157,17 @@ class Metrics:
             "Discord gateway heartbeat latency (NaN while disconnected).",
             registry=registry,
         )
-        self.daily_calls = Gauge(
+        # The daily budget's gauges by name; "daily_calls" has a purpose label.
+        self.daily = {
+            name: Gauge(f"{PREFIX}_spotify_{name}", text, registry=registry)
+            for name, text in DAILY_GAUGES.items()
+        }
+        self.daily["daily_calls"] = Gauge(
             f"{PREFIX}_spotify_daily_calls",
             "Spotify Web API calls in the last 24 hours, every process, by purpose.",
             ["purpose"],
             registry=registry,
         )
-        self.daily_gauges = {
-            name: Gauge(f"{PREFIX}_spotify_{name}", text, registry=registry)
-            for name, text in DAILY_GAUGES.items()
-        }
         # Known label values start at 0, so rates and alerts work before the first event.
         for outcome in REFRESH_OUTCOMES:
             self.token_refreshes.labels(outcome=outcome)
@@ -221,7 +222,7 @@ class Metrics:
         for purpose in PURPOSES:
             name = f"daily:{purpose}"
             sources[name] = functools.partial(_purpose_calls, budget, purpose)
-            self.daily_calls.labels(purpose=purpose).set_function(
+            self.daily["daily_calls"].labels(purpose=purpose).set_function(
                 functools.partial(self._read, name)
             )
         sources["daily_token_requests"] = lambda: sum(budget.calls_by_purpose("accounts").values())
@@ -229,8 +230,8 @@ class Metrics:
         sources["daily_budget_learned"] = lambda: float(budget.is_learned())
         sources["daily_polling_left"] = budget.polling_left
         sources["quota_hold_seconds"] = budget.hold_seconds
-        for name, gauge in self.daily_gauges.items():
-            gauge.set_function(functools.partial(self._read, name))
+        for name in DAILY_GAUGES:
+            self.daily[name].set_function(functools.partial(self._read, name))
 
     def watch_autopost_stretch(self, stretch: Callable[[], float]) -> None:
         self._sources["stretch"] = stretch
