@@ -77,21 +77,17 @@ from bot.gateway.connection import DiscordConnection
 from bot.members.tokens import TokenManager
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.spotify.api import SpotifyApi
-from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying, NothingPlaying, parse_currently_playing
-from bot.storage import LinkedAccount, Storage
+from bot.storage import Storage
 from tests.fakes.discord import FakeDiscord, make_channel, make_guild, make_member, make_user
 from tests.fakes.discord import run_client as run_discord_client
 from tests.fakes.discord_side import FakeDiscordSide
 from tests.fakes.spotify import (
-    DEFAULT_CLIENT_ID,
-    DEFAULT_CLIENT_SECRET,
-    DEFAULT_REDIRECT_URI,
     FakeSpotify,
     track_payload,
 )
-from tests.helpers import link_fake_user
+from tests.helpers import fake_spotify_auth, link_fake_user, linked_account
 
 ALL_POLLERS = ("ours", "baseline")
 GUILD_IDS = {"ours": 710_000_000_000_000_001, "baseline": 720_000_000_000_000_001}
@@ -298,13 +294,7 @@ async def worker(config: dict[str, Any]) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         storage = await Storage.open(config["database"])
         sender = SpotifySender(session)
-        auth = SpotifyAuth(
-            sender,
-            client_id=DEFAULT_CLIENT_ID,
-            client_secret=DEFAULT_CLIENT_SECRET,
-            redirect_uri=DEFAULT_REDIRECT_URI,
-            accounts_base=config["spotify_base"],
-        )
+        auth = fake_spotify_auth(sender, config["spotify_base"])
         api = SpotifyApi(sender, api_base=f"{config['spotify_base']}/v1")
         tokens = TokenManager(storage, TokenCipher([base64.urlsafe_b64decode(KEY)]), auth)
 
@@ -821,17 +811,7 @@ async def run_scale(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-autopost-scale-") as folder:
         async with await Storage.open(Path(folder) / "scale.db") as storage:
             for index in range(members):
-                await storage.links.save_link(
-                    LinkedAccount(
-                        discord_user_id=900_000 + index,
-                        spotify_account_id=f"acct-{index}",
-                        spotify_user_id=f"user{index}",
-                        display_name=f"user{index}",
-                        refresh_token=os.urandom(120),
-                        scopes="user-read-currently-playing",
-                        linked_at=time.time(),
-                    )
-                )
+                await storage.links.save_link(linked_account(900_000 + index, os.urandom(120)))
             await storage.settings.set_music_channel(1, 2)
             idle = {900_000 + index for index in rng.sample(range(members), members // 5)}
             polls = Counter[str]()

@@ -45,6 +45,7 @@ from tests.fakes.discord_payloads import (
 )
 from tests.fakes.spotify import track_payload
 from tests.harness import ALICE_ID, GENERAL_ID, GUILD_ID, Stack
+from tests.peek import count_plays, log_idle
 
 FIRST_ID = 820_000_000_000_000_000
 
@@ -206,7 +207,7 @@ async def bench_np_with_recording(seconds: float, runs: int) -> bool:
             await np_latencies(stack, 1.0)  # warm-up
             quiet: list[float] = []
             loaded: list[float] = []
-            plays_before = await stack.app.services.storage.listening.count_plays()
+            plays_before = await count_plays(stack.app.services.storage)
             recorded = 0
             for _ in range(runs):
                 without: list[float] = []
@@ -217,10 +218,10 @@ async def bench_np_with_recording(seconds: float, runs: int) -> bool:
                     with_load += await np_latencies(stack, stretch)
                     load.cancel()
                     recorded += await load
-                    await log.wait_idle(10)
+                    await log_idle(log, 10)
                 quiet.append(percentile(without, 0.99))
                 loaded.append(percentile(with_load, 0.99))
-            plays = await stack.app.services.storage.listening.count_plays() - plays_before
+            plays = await count_plays(stack.app.services.storage) - plays_before
     base, busy = statistics.median(quiet), statistics.median(loaded)
     rise = (busy - base) / base * 100
     print(

@@ -22,16 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.crypto import TokenCipher
 from bot.members.tokens import TokenManager
-from bot.spotify.auth import SpotifyAuth
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import SpotifyUser, TokenGrant
 from bot.storage import Storage
 from tests.fakes.spotify import (
-    DEFAULT_CLIENT_ID,
-    DEFAULT_CLIENT_SECRET,
-    DEFAULT_REDIRECT_URI,
     FakeSpotify,
 )
+from tests.helpers import fake_spotify_auth
+from tests.peek import member_lock_count
 
 
 async def run(members: int, requests: int, rotate: bool) -> int:
@@ -42,13 +40,7 @@ async def run(members: int, requests: int, rotate: bool) -> int:
         with tempfile.TemporaryDirectory() as folder:
             async with await Storage.open(Path(folder) / "bench.db") as storage:
                 sender = SpotifySender(session)
-                auth = SpotifyAuth(
-                    sender,
-                    client_id=DEFAULT_CLIENT_ID,
-                    client_secret=DEFAULT_CLIENT_SECRET,
-                    redirect_uri=DEFAULT_REDIRECT_URI,
-                    accounts_base=fake.accounts_base,
-                )
+                auth = fake_spotify_auth(sender, fake)
                 tokens = TokenManager(storage, TokenCipher([os.urandom(32)]), auth)
 
                 # Link every member with an access token that expired just now.
@@ -79,9 +71,9 @@ async def run(members: int, requests: int, rotate: bool) -> int:
                 print(f"members: {members}, concurrent access_token requests: {requests}")
                 print(f"refresh calls at the fake: {refreshes} (expected {members})")
                 print(f"distinct access tokens handed out: {distinct}")
-                print(f"member locks left: {tokens.active_locks}")
+                print(f"member locks left: {member_lock_count(tokens)}")
                 print(f"wall time: {elapsed * 1000:.1f} ms")
-                ok = refreshes == members and distinct == members and tokens.active_locks == 0
+                ok = refreshes == members and distinct == members and member_lock_count(tokens) == 0
                 print("OK" if ok else "FAILED")
                 return 0 if ok else 1
 

@@ -141,10 +141,6 @@ class Application:
         assert isinstance(bot, NowPlayingBot), "the bot is built once the starter runs"
         return bot
 
-    @property
-    def bot_task(self) -> asyncio.Task[None] | None:
-        return self._bot_task
-
     # --- start-up ------------------------------------------------------------------------
 
     async def _start(self) -> None:

@@ -82,10 +82,6 @@ class Settings:
     def redirect_is_loopback(self) -> bool:
         return is_loopback_redirect(self.spotify_redirect_uri)
 
-    @property
-    def uses_default_discord(self) -> bool:
-        return self.discord_api_base.rstrip("/") == DEFAULT_DISCORD_API_BASE
-
     def __repr__(self) -> str:  # never print secrets, even by accident
         return (
             f"Settings(redirect_uri={self.spotify_redirect_uri!r}, "

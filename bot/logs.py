@@ -127,30 +127,23 @@ def _mask_auth_header(match: re.Match[str]) -> str:
 _Replacement = str | Callable[[re.Match[str]], str]
 # (pattern, replacement, hints): a pattern runs only when one of its hints occurs in the
 # lower-cased text. Substring tests cost far less than a regex scan, and most lines have none.
+
+
+def _quoted_names(escape: str) -> tuple[str, ...]:
+    """What a quoted secret's key looks like just before its value (``token"``, ``key\\'``
+    when the quotes come escaped)."""
+    names = ("token", "secret", "key", "password", "code", "authorization")
+    return tuple(f"{name}{escape}{quote}" for name in names for quote in "\"'")
+
+
 _RULES: Final[tuple[tuple[re.Pattern[str], _Replacement, tuple[str, ...]], ...]] = (
     (
         _ASSIGNMENT_RE,
         _mask_assignment,
         ("token=", "secret=", "key=", "password=", "code=", "state="),
     ),
-    (
-        _QUOTED_RE,
-        _mask_quoted,
-        tuple(
-            f"{name}{quote}"
-            for name in ("token", "secret", "key", "password", "code", "authorization")
-            for quote in "\"'"
-        ),
-    ),
-    (
-        _ESCAPED_QUOTED_RE,
-        _mask_quoted,
-        tuple(
-            f"{name}\\{quote}"
-            for name in ("token", "secret", "key", "password", "code", "authorization")
-            for quote in "\"'"
-        ),
-    ),
+    (_QUOTED_RE, _mask_quoted, _quoted_names("")),
+    (_ESCAPED_QUOTED_RE, _mask_quoted, _quoted_names("\\")),
     (_AUTH_HEADER_RE, _mask_auth_header, ("authorization",)),
     (_BEARER_RE, rf"\g<1>{MASK}", ("bearer",)),
     (_DISCORD_URL_TOKEN_RE, rf"\g<1>{MASK}", ("/webhooks/", "/interactions/")),
@@ -186,10 +179,6 @@ class SecretMasker(logging.Filter):
         self._unindexed: tuple[str, ...] = ()
         self._traceback_formatter = logging.Formatter()
         self._generation = 0  # bumped by every change to the secrets
-
-    @property
-    def secret_count(self) -> int:
-        return len(self._pinned) + len(self._runtime)
 
     def add_secret(self, value: str | None, *, pinned: bool = False) -> None:
         """Mask ``value`` wherever it appears from now on.

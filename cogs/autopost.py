@@ -8,6 +8,7 @@ the server side and refuse in plain words.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import discord
@@ -37,6 +38,7 @@ def _join(names: tuple[str, ...]) -> str:
     return "the " + ", ".join(names[:-1]) + f" and {names[-1]} permissions"
 
 
+@dataclass(eq=False)
 class AutopostCog(commands.Cog):
     autopost = app_commands.Group(
         name="autopost",
@@ -44,16 +46,9 @@ class AutopostCog(commands.Cog):
         guild_only=True,
     )
 
-    def __init__(
-        self,
-        service: AutopostService,
-        privacy: PrivacyService,
-        *,
-        presence_enabled: bool,
-    ) -> None:
-        self.service = service
-        self.presence_enabled = presence_enabled
-        self.privacy = privacy
+    service: AutopostService
+    privacy: PrivacyService
+    presence_enabled: bool = field(kw_only=True)
 
     async def _notice_for(self, interaction: discord.Interaction[Any]) -> str:
         """The notice left when auto-posting turned itself off, for admins, once."""

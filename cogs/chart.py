@@ -10,6 +10,7 @@ keeps the ephemerality chosen at defer time).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import discord
@@ -23,10 +24,10 @@ from bot.listening.chart import TopChart, chart_heading, render_chart_answer, re
 from bot.members.privacy import PrivacyService
 
 
+@dataclass(eq=False)
 class ChartCog(commands.Cog):
-    def __init__(self, charts: TopChart, privacy: PrivacyService) -> None:
-        self.charts = charts
-        self.privacy = privacy
+    charts: TopChart
+    privacy: PrivacyService
 
     @app_commands.command(name="chart", description="A picture of your (or a member's) top albums")
     @app_commands.describe(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -101,10 +102,10 @@ def discord_label(user: discord.abc.User) -> str:
     return f"@{user.name}"
 
 
+@dataclass(eq=False)
 class LinkingCog(commands.Cog):
-    def __init__(self, bot: NowPlayingBot, links: LinkService) -> None:
-        self.bot = bot
-        self.links = links
+    bot: NowPlayingBot
+    links: LinkService
 
     async def cog_load(self) -> None:
         self.bot.add_view(LinkButtons(self.links))

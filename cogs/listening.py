@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import discord
@@ -53,21 +54,13 @@ def _server(interaction: discord.Interaction[Any]) -> tuple[int, discord.Guild |
     return interaction.guild_id, guild, guild.name if guild is not None else "this server"
 
 
+@dataclass(eq=False)
 class ListeningCog(commands.Cog):
-    def __init__(
-        self,
-        history: ListeningLog,
-        spotify: SpotifyListening,
-        privacy: PrivacyService,
-        recap_pictures: RecapPictures,
-        *,
-        presence_enabled: bool,
-    ) -> None:
-        self.history = history
-        self.spotify = spotify
-        self.privacy = privacy
-        self.recap_pictures = recap_pictures
-        self.presence_enabled = presence_enabled
+    history: ListeningLog
+    spotify: SpotifyListening
+    privacy: PrivacyService
+    recap_pictures: RecapPictures
+    presence_enabled: bool = field(kw_only=True)
 
     async def _target(
         self,

@@ -10,6 +10,7 @@ when it is back).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import discord
@@ -40,23 +41,14 @@ from bot.spotify.models import CurrentlyPlaying
 COLOUR_WAIT_SECONDS = 0.3
 
 
+@dataclass(eq=False)
 class NowPlayingCog(commands.Cog):
-    def __init__(
-        self,
-        playback: PlaybackService,
-        links: LinkService,
-        privacy: PrivacyService,
-        renderer: NowPlayingRenderer,
-        connection: DiscordConnection,
-        *,
-        presence_enabled: bool,
-    ) -> None:
-        self.playback = playback
-        self.links = links
-        self.privacy = privacy
-        self.renderer = renderer
-        self.connection = connection
-        self.presence_enabled = presence_enabled
+    playback: PlaybackService
+    links: LinkService
+    privacy: PrivacyService
+    renderer: NowPlayingRenderer
+    connection: DiscordConnection
+    presence_enabled: bool = field(kw_only=True)
 
     @app_commands.command(
         name="np", description="Show what you, or another member, play on Spotify"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import discord
 from discord.ext import commands
@@ -24,9 +25,9 @@ from bot.nowplaying.status import playback_from_activity, spotify_activity
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class PresenceCog(commands.Cog):
-    def __init__(self, autopost: AutopostService) -> None:
-        self.autopost = autopost
+    autopost: AutopostService
 
     async def observe_member(self, member: discord.Member) -> None:
         if member.bot:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -29,9 +30,9 @@ def describe(visibility: Visibility) -> str:
     return f"You are visible to **your servers** (the default). {SERVER_TEXT}"
 
 
+@dataclass(eq=False)
 class PrivacyCog(commands.Cog):
-    def __init__(self, privacy: PrivacyService) -> None:
-        self.privacy = privacy
+    privacy: PrivacyService
 
     @app_commands.command(name="privacy", description="Choose who sees what you listen to")
     @app_commands.describe(

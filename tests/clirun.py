@@ -67,11 +67,12 @@ def env_for_fakes(tmp_path: Path, discord: FakeDiscord, spotify: FakeSpotify, **
     )
 
 
-async def run_command(
-    command: Sequence[str], env: dict[str, str], cwd: Path, *, timeout: float = 60
-) -> tuple[int, str]:
-    """Run to completion; return (exit status, stdout and stderr together)."""
-    process = await asyncio.create_subprocess_exec(
+async def _spawn(
+    command: Sequence[str], env: dict[str, str], cwd: Path
+) -> asyncio.subprocess.Process:
+    """``command`` in ``cwd`` with only ``env`` configuring the bot; output and errors on one
+    pipe, no input."""
+    return await asyncio.create_subprocess_exec(
         *command,
         cwd=cwd,
         env=clean_environment(**env),
@@ -79,6 +80,13 @@ async def run_command(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+
+
+async def run_command(
+    command: Sequence[str], env: dict[str, str], cwd: Path, *, timeout: float = 60
+) -> tuple[int, str]:
+    """Run to completion; return (exit status, stdout and stderr together)."""
+    process = await _spawn(command, env, cwd)
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
@@ -157,14 +165,7 @@ class BotProcess:
 async def bot_process(
     command: Sequence[str], env: dict[str, str], cwd: Path
 ) -> AsyncIterator[BotProcess]:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=cwd,
-        env=clean_environment(**env),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    process = await _spawn(command, env, cwd)
     running = BotProcess(process)
     try:
         yield running

@@ -61,14 +61,15 @@ def solid_image(rgb: tuple[int, int, int], kind: str = "PNG", size: int = 64) ->
     return encode_image(Image.new("RGB", (size, size), rgb), kind)
 
 
-def fake_spotify_auth(sender: SpotifySender, fake: FakeSpotify) -> SpotifyAuth:
-    """The app's SpotifyAuth with the fake's registered client, pointed at the fake."""
+def fake_spotify_auth(sender: SpotifySender, fake: FakeSpotify | str) -> SpotifyAuth:
+    """The app's SpotifyAuth with the fake's registered client, pointed at the fake (or at
+    its accounts base, for a benchmark whose fake runs in another process)."""
     return SpotifyAuth(
         sender,
         client_id=DEFAULT_CLIENT_ID,
         client_secret=DEFAULT_CLIENT_SECRET,
         redirect_uri=DEFAULT_REDIRECT_URI,
-        accounts_base=fake.accounts_base,
+        accounts_base=fake if isinstance(fake, str) else fake.accounts_base,
     )
 
 

@@ -37,6 +37,7 @@ from bot.spotify.models import (
 from bot.storage import LastPost, Storage
 from tests.fakes.discord_side import FakeDiscordSide
 from tests.helpers import ManualClock, eventually, linked_account
+from tests.peek import global_autopost_opt_in
 
 GUILD = 1001
 OTHER_GUILD = 1002
@@ -352,7 +353,7 @@ async def test_an_opted_out_member_is_not_posted(world: World) -> None:
     await world.service.set_opt_in(ALICE, False)
     await world.service.observe(ALICE, track("t1"))
     assert world.side.posts == []
-    assert await world.storage.settings.get_autopost_opt_in(ALICE) is False
+    assert await global_autopost_opt_in(world.storage, ALICE) is False
     await world.service.set_opt_in(ALICE, True)
     await world.service.observe(ALICE, track("t1"))
     assert world.side.titles() == ["Song t1"]

@@ -22,12 +22,12 @@ from bot.cli.check import check_async, invite_url
 from bot.crypto import TokenCipher
 from bot.storage import SpotifyQuota, Storage
 from bot.storage import migrations as db
-from bot.storage.migrate import create_database_at_version
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_payloads import INTENT_MESSAGE_CONTENT
 from tests.fakes.spotify import FakeSpotify
 from tests.harness import KEY, free_port
 from tests.helpers import linked_account
+from tests.peek import database_at_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OLD_KEY = base64.urlsafe_b64encode(b"old-key-for-check-tests-32-bytes"[:32]).decode()
@@ -178,7 +178,7 @@ async def test_current_database_is_read_not_changed(fakes: Fakes) -> None:
 
 
 async def test_older_schema_is_usable_and_left_alone(fakes: Fakes) -> None:
-    await create_database_at_version(fakes.db_path, 1)
+    await database_at_version(fakes.db_path, 1)
     status, lines, _ = await run(fakes.env())
     assert status == 0
     assert verdict_line(lines, "database") == (
@@ -190,7 +190,7 @@ async def test_older_schema_is_usable_and_left_alone(fakes: Fakes) -> None:
 
 
 async def test_newer_schema_is_a_problem(fakes: Fakes) -> None:
-    await create_database_at_version(fakes.db_path, db.LATEST_SCHEMA_VERSION)
+    await database_at_version(fakes.db_path, db.LATEST_SCHEMA_VERSION)
     with contextlib.closing(sqlite3.connect(fakes.db_path)) as connection:
         connection.execute("PRAGMA user_version = 99")
     status, lines, _ = await run(fakes.env())

@@ -17,7 +17,6 @@ from bot.pictures.colours import (
     MIN_LUMINANCE,
     CoverColours,
     colour_key,
-    contrast_ratio,
     cover_url,
     pick_colour,
     relative_luminance,
@@ -36,6 +35,16 @@ from bot.spotify.models import (
 from bot.storage import Storage
 from tests.fakes.cdn import FakeCdn, cover_colour
 from tests.helpers import encode_image, solid_image
+
+
+def contrast_ratio(first: int, second: int) -> float:
+    """WCAG's contrast ratio of two 0xRRGGBB colours."""
+    lum = sorted(
+        relative_luminance(((c >> 16 & 0xFF) / 255, (c >> 8 & 0xFF) / 255, (c & 0xFF) / 255))
+        for c in (first, second)
+    )
+    return (lum[1] + 0.05) / (lum[0] + 0.05)
+
 
 DISCORD_DARK = 0x313338
 DISCORD_LIGHT = 0xFFFFFF

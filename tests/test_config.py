@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import (
+    DEFAULT_DISCORD_API_BASE,
     Settings,
     decode_key,
     environment_with_dotenv,
@@ -55,7 +56,7 @@ def test_defaults() -> None:
     assert settings.metrics_enabled is False
     assert settings.token_encryption_keys == (b"k" * 32,)
     assert settings.redirect_path == "/callback"
-    assert settings.uses_default_discord
+    assert settings.discord_api_base == DEFAULT_DISCORD_API_BASE
     assert not settings.redirect_is_loopback
     assert settings.listening_log_days == 90
 
@@ -87,7 +88,7 @@ def test_every_value_read() -> None:
     assert settings.web_port == 9000
     assert settings.discord_api_base == "http://127.0.0.1:5000/api/v10"
     assert settings.spotify_image_base == "http://127.0.0.1:5002/cdn"
-    assert not settings.uses_default_discord
+    assert settings.discord_api_base != DEFAULT_DISCORD_API_BASE
     assert settings.dev_guild_id == 123456789012345678
     assert settings.enable_presence is True
     assert settings.log_level == "DEBUG"

@@ -13,6 +13,7 @@ from bot.listening.log import ListeningLog
 from bot.spotify.models import Artist, NothingPlaying, Playback, PlayedTrack, Track
 from bot.storage import Play, Storage
 from tests.helpers import ManualClock, linked_account
+from tests.peek import count_plays, log_idle
 
 NOW = 1_800_000_000.0
 ALICE = 11
@@ -154,7 +155,7 @@ async def test_batched_recording_writes_once(history: ListeningLog, storage: Sto
         history.observe_soon(ALICE, playing(track(), 30 + offset, NOW + offset), source="presence")
     history.observe_soon(BOB, playing(track("b"), 1, NOW), source="spotify")
     history.observe_soon(BOB, playing(track("b"), 2, NOW + 1), source="spotify")
-    await history.wait_idle()
+    await log_idle(history)
     assert len(await plays_of(storage, ALICE)) == 1
     assert len(await plays_of(storage, BOB)) == 1
 
@@ -211,7 +212,7 @@ async def test_retention_zero_keeps_nothing(storage: Storage, privacy: Privacy) 
     log = ListeningLog(storage, privacy, keep_days=0)
     await log.start()
     try:
-        assert await storage.listening.count_plays() == 0
+        assert await count_plays(storage) == 0
         assert not await log.observe(ALICE, playing(track(), 5, NOW), source="spotify")
     finally:
         await log.stop()
@@ -276,7 +277,7 @@ async def test_restart_catch_up_starts_at_the_latest_logged_play(
     await history.observe(ALICE, playing(track("a"), 10, NOW - 600), source="spotify")
     recent.items = [PlayedTrack(track("while-down", 100), NOW - 200)]
     history.observe_soon(ALICE, playing(track("b"), 1, NOW), source="spotify", catch_up=True)
-    await history.wait_idle()
+    await log_idle(history)
     assert recent.calls == [(ALICE, int((NOW - 610) * 1000))]
     assert [p[0] for p in await plays_of(storage, ALICE)] == ["b", "while-down", "a"]
 

@@ -11,7 +11,6 @@ import pytest
 from bot.crypto import TokenCipher
 from bot.storage import Storage
 from bot.storage.secrets import (
-    ROTATE_COMMAND,
     SKIP_UNREADABLE_FLAG,
     UndecryptableSecrets,
     report_unreadable_secrets,
@@ -79,8 +78,8 @@ async def test_the_refusal_names_what_the_command_line_offers(tmp_path: Path) ->
         with pytest.raises(UndecryptableSecrets) as caught:
             await rotate_keys(storage, TokenCipher([NEW_KEY, OLD_KEY]))
     message = str(caught.value)
-    assert f"`{ROTATE_COMMAND}` again" in message
-    assert f"`{ROTATE_COMMAND} {SKIP_UNREADABLE_FLAG}`" in message
+    assert "`nowplaying-bot rotate-keys` again" in message
+    assert f"`nowplaying-bot rotate-keys {SKIP_UNREADABLE_FLAG}`" in message
     assert "rotate with those secrets skipped" not in message
 
 

@@ -27,6 +27,7 @@ from bot.logs import (
     configure_logging,
     masker_for_settings,
 )
+from tests.peek import secret_count
 
 # configure_logging changes process-wide state: put it back after each test.
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -87,7 +88,7 @@ def test_short_values_are_not_registered() -> None:
     masker.add_secret("1234567")
     masker.add_secret("")
     masker.add_secret(None)
-    assert masker.secret_count == 0
+    assert secret_count(masker) == 0
     assert masker.mask("the bot has 1234567 members") == "the bot has 1234567 members"
 
 
@@ -251,7 +252,7 @@ def test_runtime_secrets_are_bounded_and_configuration_is_kept(
     masker.add_secret(tokens[2])
     masker.add_secret(tokens[0])  # seen again: most recent now
     masker.add_secret(tokens[3])  # evicts tokens[1], the least recently seen
-    assert masker.secret_count == 4
+    assert secret_count(masker) == 4
     assert tokens[1] in masker.mask(tokens[1])
     for value in (pinned, tokens[0], tokens[2], tokens[3]):
         assert masker.mask(value) == MASK

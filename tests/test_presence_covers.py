@@ -17,6 +17,7 @@ from bot.autopost.scheduler import PollScheduler
 from bot.shards.presence import COVERS_CHANNEL, PresenceCoverRelay, guild_filter
 from bot.storage import Storage
 from tests.helpers import eventually
+from tests.peek import is_covered
 
 ALICE = 800000000000000001
 BOB = 800000000000000002
@@ -101,7 +102,7 @@ async def test_a_forgotten_member_keeps_no_cover() -> None:
     process.roster.follow(ALICE)
     process.coverage.cover(ALICE)
     process.coverage.forget(ALICE)
-    assert not process.coverage.is_covered(ALICE)
+    assert not is_covered(process.coverage, ALICE)
     assert process.heard == [(ALICE, True), (ALICE, False)]
 
 
@@ -147,7 +148,7 @@ async def test_covers_reach_the_other_process_and_end_there(postgres_database: s
         await eventually(lambda: not leader.polled(ALICE))
         here.coverage.uncover(ALICE)
         await eventually(lambda: leader.polled(ALICE))
-        assert not leader.coverage.is_covered(ALICE)
+        assert not is_covered(leader.coverage, ALICE)
 
 
 @pytest.mark.postgresql
@@ -157,7 +158,7 @@ async def test_a_process_that_stops_cleanly_ends_its_covers_at_once(
     async with relays(postgres_database, 2) as [(here, _, own), (leader, _, _)]:
         leader.roster.follow(ALICE)
         here.coverage.cover(ALICE)
-        await eventually(lambda: leader.coverage.is_covered(ALICE))
+        await eventually(lambda: is_covered(leader.coverage, ALICE))
         await own.aclose()  # says "gone"
         await eventually(lambda: leader.polled(ALICE), timeout=2)
 
@@ -189,7 +190,7 @@ async def test_a_starting_process_learns_the_covers_at_once(postgres_database: s
         here.coverage.cover(ALICE)
         await asyncio.sleep(0.1)
         async with relays(postgres_database, 1) as [(newcomer, _, _)]:
-            await eventually(lambda: newcomer.coverage.is_covered(ALICE), timeout=2)
+            await eventually(lambda: is_covered(newcomer.coverage, ALICE), timeout=2)
 
 
 @pytest.mark.postgresql
@@ -205,6 +206,6 @@ async def test_malformed_cover_notifications_are_ignored(postgres_database: str)
         ):
             await storage.notify(COVERS_CHANNEL, payload)
         await storage.notify(COVERS_CHANNEL, f"other:cover:{BOB}")  # well formed: the last
-        await eventually(lambda: leader.coverage.is_covered(BOB))
+        await eventually(lambda: is_covered(leader.coverage, BOB))
         assert leader.polled(ALICE)
-        assert not leader.coverage.is_covered(ALICE)
+        assert not is_covered(leader.coverage, ALICE)

@@ -93,10 +93,7 @@ async def test_a_429_to_one_process_holds_the_service_in_the_other(
 ) -> None:
     async with (
         FakeSpotify.running() as spotify,
-        two_processes(postgres_database, spotify) as (
-            first,
-            second,
-        ),
+        two_processes(postgres_database, spotify) as (first, second),
     ):
         access_token, _ = spotify.grant_tokens("alice")
         spotify.set_playing("alice", track_payload("t1", "Song", 200_000, 1_000))
@@ -128,10 +125,7 @@ async def test_an_accounts_429_holds_the_accounts_service_everywhere(
 ) -> None:
     async with (
         FakeSpotify.running() as spotify,
-        two_processes(postgres_database, spotify) as (
-            first,
-            second,
-        ),
+        two_processes(postgres_database, spotify) as (first, second),
     ):
         spotify.fail_next("token", 429, retry_after=30)
         with pytest.raises(SpotifyRateLimited):
@@ -154,10 +148,7 @@ async def test_a_shorter_or_malformed_hold_never_shortens_one_kept(
 ) -> None:
     async with (
         FakeSpotify.running() as spotify,
-        two_processes(postgres_database, spotify) as (
-            first,
-            second,
-        ),
+        two_processes(postgres_database, spotify) as (first, second),
     ):
         access_token, _ = spotify.grant_tokens("alice")
         spotify.fail_next("currently_playing", 429, retry_after=30)

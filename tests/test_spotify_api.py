@@ -86,7 +86,8 @@ async def test_currently_playing_built_track(
     assert playback.item.images
     assert playback.item.url == "https://open.spotify.com/track/t9"
     assert not playback.is_playing
-    assert playback.remaining_ms == 90_000
+    assert playback.progress_ms is not None
+    assert playback.item.duration_ms - playback.progress_ms == 90_000
 
 
 async def test_currently_playing_episode(

@@ -23,7 +23,13 @@ from bot.storage import (
 )
 from bot.storage import migrations as db
 from bot.storage.engines.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
-from bot.storage.migrate import create_database_at_version, migrate
+from bot.storage.migrate import migrate
+from tests.peek import (
+    count_link_states,
+    database_at_version,
+    global_autopost_opt_in,
+    spotify_account_owner,
+)
 
 NOW = 1_750_000_000.0
 
@@ -269,7 +275,7 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
         ) == LinkStateResult("ok", 1)
     if version >= 2:
         assert await storage.settings.get_guild_settings(10) == GuildSettings(10, 100, None)
-        assert await storage.settings.get_autopost_opt_in(1) is False
+        assert await global_autopost_opt_in(storage, 1) is False
         assert await storage.last_posts.get_last_post(1, 100) == LastPost(
             1, 100, "track-1", 555, NOW
         )
@@ -313,7 +319,7 @@ async def assert_seeded_data_intact(storage: Storage, version: int) -> None:
 
 @pytest.mark.parametrize("version", range(db.LATEST_SCHEMA_VERSION))
 async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) -> None:
-    await create_database_at_version(db_path, version)
+    await database_at_version(db_path, version)
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == version
         for step in range(1, version + 1):
@@ -337,7 +343,7 @@ async def test_upgrade_from_each_earlier_version(db_path: Path, version: int) ->
 
 
 async def test_database_newer_than_the_code_is_refused(db_path: Path) -> None:
-    await create_database_at_version(db_path, db.LATEST_SCHEMA_VERSION)
+    await database_at_version(db_path, db.LATEST_SCHEMA_VERSION)
     with sqlite3.connect(db_path) as raw:
         raw.execute(f"PRAGMA user_version = {db.LATEST_SCHEMA_VERSION + 1}")
     raw.close()
@@ -413,7 +419,7 @@ async def test_concurrent_writers_lose_nothing(database_target: str | Path) -> N
         secrets = dict(await first.links.list_encrypted_secrets())
         assert secrets == {u: f"rotated-{u}".encode() for u in members}
         for user_id in members:
-            assert await second.settings.get_autopost_opt_in(user_id) is (user_id % 3 == 0)
+            assert await global_autopost_opt_in(second, user_id) is (user_id % 3 == 0)
     finally:
         await first.close()
         await second.close()
@@ -468,7 +474,7 @@ async def test_cancelled_writers_leave_no_open_transaction(database_target: str 
             # Neither this instance nor another connection is left behind a dangling write lock.
             await asyncio.wait_for(first.settings.set_autopost_opt_in(round_, True), timeout=10)
             await asyncio.wait_for(second.settings.set_autopost_opt_in(round_, False), timeout=10)
-        assert await first.settings.get_autopost_opt_in(19) is False
+        assert await global_autopost_opt_in(first, 19) is False
     finally:
         await first.close()
         await second.close()
@@ -506,7 +512,7 @@ async def test_save_link_never_moves_a_spotify_account(storage: Storage) -> None
         await storage.links.save_link(account(3, "shared"))
     assert await storage.links.get_link(1) == account(1, "shared")
     assert await storage.links.get_link(3) is None
-    assert await storage.links.spotify_account_owner("shared") == 1
+    assert await spotify_account_owner(storage, "shared") == 1
     assert await storage.links.list_active_user_ids() == [1, 2]
     # The same member again is a renewal; switching to another Spotify account keeps one row.
     assert await storage.links.save_link(account(1, "shared")) == "renewed"
@@ -521,8 +527,8 @@ async def test_at_most_a_few_states_per_member(storage: Storage) -> None:
             f"s{index}", 7, now=NOW + index, keep_per_member=3
         )
     await storage.link_states.create_link_state("other", 8, now=NOW, keep_per_member=3)
-    assert await storage.link_states.count_link_states(7) == 3
-    assert await storage.link_states.count_link_states() == 4
+    assert await count_link_states(storage, 7) == 3
+    assert await count_link_states(storage) == 4
     assert (await storage.link_states.peek_link_state("s2996", now=NOW + 3_000)).status == "unknown"
     assert (await storage.link_states.peek_link_state("s2997", now=NOW + 3_000)).status == "ok"
 
@@ -588,7 +594,7 @@ async def test_delete_member(storage: Storage) -> None:
 
     assert await storage.links.delete_member(1) is True
     assert await storage.links.get_link(1) is None
-    assert await storage.settings.get_autopost_opt_in(1) is None
+    assert await global_autopost_opt_in(storage, 1) is None
     assert await storage.last_posts.get_last_post(1, 100) is None
     assert await storage.link_states.consume_link_state("pending", now=NOW + 1) == LinkStateResult(
         "unknown", None
@@ -746,11 +752,11 @@ async def test_changing_channel_forgets_its_last_posts(storage: Storage) -> None
 
 
 async def test_autopost_opt_in(storage: Storage) -> None:
-    assert await storage.settings.get_autopost_opt_in(1) is None
+    assert await global_autopost_opt_in(storage, 1) is None
     await storage.settings.set_autopost_opt_in(1, False)
-    assert await storage.settings.get_autopost_opt_in(1) is False
+    assert await global_autopost_opt_in(storage, 1) is False
     await storage.settings.set_autopost_opt_in(1, True)
-    assert await storage.settings.get_autopost_opt_in(1) is True
+    assert await global_autopost_opt_in(storage, 1) is True
 
 
 async def test_autopost_opt_in_per_server_falls_back_to_the_old_global_choice(

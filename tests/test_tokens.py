@@ -33,6 +33,7 @@ from tests.fakes.spotify import (
     track_payload,
 )
 from tests.helpers import ManualClock, eventually, fake_spotify_auth, no_sleep
+from tests.peek import cached_token_count, member_lock_count
 
 ALICE = 111_111_111_111_111_111
 BOB = 222_222_222_222_222_222
@@ -154,7 +155,7 @@ async def test_concurrent_requests_for_one_member_refresh_once(world: World) -> 
     assert len(set(results)) == 2
     assert world.refreshes("alice") == 1
     assert world.refreshes("bob") == 1
-    assert world.tokens.active_locks == 0  # idle members keep no lock
+    assert member_lock_count(world.tokens) == 0  # idle members keep no lock
 
 
 async def test_forget_drops_the_cache(world: World) -> None:
@@ -176,7 +177,7 @@ async def test_forget_during_a_refresh_does_not_recache(world: World) -> None:
     world.tokens.forget(ALICE)
     with pytest.raises(NotLinked):
         await asyncio.wait_for(pending, 5)
-    assert world.tokens.cached_members == 0
+    assert cached_token_count(world.tokens) == 0
 
 
 # --- refresh tokens ------------------------------------------------------------------------
@@ -233,7 +234,7 @@ async def test_invalid_grant_marks_the_link_broken(world: World) -> None:
     assert link is not None
     assert link.status == "broken"
     assert link.refresh_token is None
-    assert world.tokens.cached_members == 0
+    assert cached_token_count(world.tokens) == 0
     with pytest.raises(LinkBroken):  # from the database now, without asking Spotify
         await world.tokens.access_token(ALICE)
     assert world.refreshes("alice") == 2
@@ -398,8 +399,8 @@ async def test_the_token_cache_drops_expired_tokens_as_it_grows(
     for discord_id, spotify_user in members[:4]:
         await world.link(discord_id, spotify_user)
         await world.tokens.access_token(discord_id)
-    assert world.tokens.cached_members == 4
+    assert cached_token_count(world.tokens) == 4
     world.clock.advance(4000)  # every cached token has expired
     await world.link(*members[4])
     await world.tokens.access_token(members[4][0])
-    assert world.tokens.cached_members == 1  # only the fresh one is kept
+    assert cached_token_count(world.tokens) == 1  # only the fresh one is kept

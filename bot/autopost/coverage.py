@@ -58,9 +58,6 @@ class PresenceCoverage:
     def per_member_state(self) -> dict[str, Collection[object]]:
         return {"presence covers": self._covers}
 
-    def is_covered(self, member_id: int) -> bool:
-        return member_id in self._covers
-
     def here(self) -> list[int]:
         """The members this process's presences cover (what it announces)."""
         return [member for member, origins in self._covers.items() if HERE in origins]

@@ -119,12 +119,6 @@ class ListeningLog:
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
-    async def wait_idle(self, timeout: float = 5.0) -> None:
-        """Until every recording started by ``observe_soon`` has finished (tests, benches)."""
-        pending = [t for t in self._tasks if t.get_name() != "listening-log-prune"]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
-
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coroutine)
         task.set_name(name)

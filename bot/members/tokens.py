@@ -130,14 +130,6 @@ class TokenManager:
                 del self._cache[other_id]
             self._sweep_at = max(SWEEP_MIN_ENTRIES, 2 * len(self._cache))
 
-    @property
-    def cached_members(self) -> int:
-        return len(self._cache)
-
-    @property
-    def active_locks(self) -> int:
-        return len(self._locks)
-
     def follow_members(self, events: MemberEvents) -> None:
         """A member who unlinks (here or in another process) has no token to keep."""
         events.on("unlinked", self.forget)

@@ -53,11 +53,6 @@ def relative_luminance(rgb: tuple[float, float, float]) -> float:
     return 0.2126 * red + 0.7152 * green + 0.0722 * blue
 
 
-def contrast_ratio(first: int, second: int) -> float:
-    lum = sorted((relative_luminance(_unpack(first)), relative_luminance(_unpack(second))))
-    return (lum[1] + 0.05) / (lum[0] + 0.05)
-
-
 def _unpack(colour: int) -> tuple[float, float, float]:
     return ((colour >> 16 & 255) / 255, (colour >> 8 & 255) / 255, (colour & 255) / 255)
 
@@ -332,7 +327,6 @@ __all__ = [
     "ColourStore",
     "CoverColours",
     "colour_key",
-    "contrast_ratio",
     "cover_url",
     "pick_colour",
     "readable",

@@ -94,10 +94,6 @@ class ByteBoundedLru:
             _, evicted = self._items.popitem(last=False)
             self._bytes -= len(evicted)
 
-    @property
-    def total_bytes(self) -> int:
-        return self._bytes
-
     def __len__(self) -> int:
         return len(self._items)
 

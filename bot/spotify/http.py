@@ -207,10 +207,6 @@ class SpotifyResponse:
     headers: Mapping[str, str] = field(repr=False)
     endpoint: str = ""
 
-    @property
-    def is_json(self) -> bool:
-        return self.content_type == "application/json" or self.content_type.endswith("+json")
-
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
 

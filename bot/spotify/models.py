@@ -93,12 +93,6 @@ class Playback:
     def item_key(self) -> str | None:
         return self.item.key if self.item is not None else None
 
-    @property
-    def remaining_ms(self) -> int | None:
-        if self.item is None or self.progress_ms is None:
-            return None
-        return max(0, self.item.duration_ms - self.progress_ms)
-
 
 @dataclass(frozen=True, slots=True)
 class NothingPlaying:

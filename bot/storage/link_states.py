@@ -126,15 +126,6 @@ class LinkStatesStore(Store):
             expires_at=float(row[2]),
         )
 
-    async def count_link_states(self, user_id: int | None = None) -> int:
-        if user_id is None:
-            row = await self._db.fetchone("SELECT COUNT(*) FROM link_states")
-        else:
-            row = await self._db.fetchone(
-                "SELECT COUNT(*) FROM link_states WHERE discord_user_id = ?", (user_id,)
-            )
-        return int(row[0]) if row is not None else 0
-
     async def consume_link_state(self, state: str, *, now: float) -> LinkStateResult:
         """Atomically use a state once.
 

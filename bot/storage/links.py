@@ -97,14 +97,6 @@ class LinksStore(Store):
         # Renewed: the same working link again. A broken one coming back is linked anew.
         return "renewed" if owner is not None and owner[1] == "active" else "linked"
 
-    async def spotify_account_owner(self, spotify_account_id: str) -> int | None:
-        """The member a Spotify account is linked to, if any."""
-        row = await self._db.fetchone(
-            "SELECT discord_user_id FROM linked_accounts WHERE spotify_account_id = ?",
-            (spotify_account_id,),
-        )
-        return int(row[0]) if row is not None else None
-
     async def update_refresh_token(self, user_id: int, encrypted: bytes) -> None:
         """Store a rotated refresh token. Does nothing when the member is no longer linked."""
         await self._db.write(

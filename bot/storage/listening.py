@@ -200,10 +200,6 @@ class ListeningStore(Store):
                 return total
             await asyncio.sleep(0)  # let other queries in between batches
 
-    async def count_plays(self) -> int:
-        row = await self._db.fetchone("SELECT count(*) FROM plays")
-        return int(row[0]) if row is not None else 0
-
     async def note_listening_guild(self, guild_id: int, user_id: int, *, now: float) -> None:
         """Remember that the member was seen in the server (their plays count there)."""
         await self._db.write(

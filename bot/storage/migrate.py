@@ -20,7 +20,6 @@ from pathlib import Path
 
 from bot.storage import migrations
 from bot.storage.engines import Database, Dialect, Migratable, SchemaTransaction, is_postgresql_url
-from bot.storage.engines.sqlite import is_memory_path
 from bot.storage.migrations import Migration, SchemaVersionError
 
 log = logging.getLogger(__name__)
@@ -99,20 +98,8 @@ async def open_migrated(
     return database, tuple(applied)
 
 
-async def create_database_at_version(path_or_url: Path | str, version: int) -> None:
-    """Create (or migrate) a database up to exactly ``version`` and close it.
-
-    For tests of upgrades from every earlier schema version.
-    """
-    if is_memory_path(path_or_url):
-        raise ValueError("an in-memory database disappears on close; pass a file path")
-    database, _ = await open_migrated(path_or_url, version)
-    await database.close()
-
-
 __all__ = [
     "apply_migration",
-    "create_database_at_version",
     "migrate",
     "open_migrated",
 ]

@@ -28,7 +28,6 @@ _SHOWN_IDS = 10
 # What the command line offers, named in every hint (one place to change the wording). Hints
 # name the command the user runs (``command``: ``nowplaying-bot`` or ``<python> -m bot``).
 DEFAULT_COMMAND = "nowplaying-bot"
-ROTATE_COMMAND = f"{DEFAULT_COMMAND} rotate-keys"
 SKIP_UNREADABLE_FLAG = "--skip-unreadable"
 
 
@@ -152,7 +151,6 @@ async def report_unreadable_secrets(
 
 
 __all__ = [
-    "ROTATE_COMMAND",
     "SKIP_UNREADABLE_FLAG",
     "UndecryptableSecrets",
     "count_secrets_by_key",

@@ -86,16 +86,6 @@ class SettingsStore(Store):
 
     # --- member settings -----------------------------------------------------------------------
 
-    async def get_autopost_opt_in(self, user_id: int) -> bool | None:
-        """True/False as the member chose; None when they never chose (callers apply the
-        default: linked members in, presence-only members out)."""
-        row = await self._db.fetchone(
-            "SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?", (user_id,)
-        )
-        if row is None or row[0] is None:
-            return None
-        return bool(row[0])
-
     async def set_autopost_opt_in(
         self, user_id: int, enabled: bool, *, now: float | None = None
     ) -> None:

@@ -3,24 +3,22 @@ offers exactly what its message says."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.crypto import TokenCipher
 from bot.storage import Storage
+from tests.clirun import run_cli
 from tests.harness import KEY, Stack
 from tests.helpers import linked_account
 
 # It seeds and reads the SQLite file itself.
 DATABASE_BACKENDS = ("sqlite",)
 
-PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 LOST_KEY = os.urandom(32)
 
 
@@ -49,28 +47,6 @@ async def test_start_up_logs_one_error_with_the_counts(
         .startswith("TOKEN_ENCRYPTION_KEY opens 2 of 12 stored secret(s); 10 cannot be read")
     )
     assert errors[0].exc_info is None
-
-
-async def run_cli(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SPOTIFY_"))}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        cwd=cwd,
-        env={**clean, "PYTHONPATH": PROJECT_ROOT, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), 60)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, output.decode()
 
 
 async def test_rotate_keys_does_what_its_refusal_offers(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.fakes.spotify import FakeSpotify, track_payload
 from tests.harness import ALICE_ID, BOB_ID, Stack, authorize_url_of, components_flat
 from tests.helpers import query_of
+from tests.peek import count_link_states
 
 
 async def callback_address(stack: Stack, authorize_url: str) -> str:
@@ -64,7 +65,7 @@ async def test_link_again_inside_the_cooldown_gets_the_same_button(tmp_path: Pat
         assert labels == {"Link Spotify", "Paste the link"}
         assert authorize_url_of(reply.components) == first_url
         assert len(stack.discord.dms_to(ALICE_ID)) == dms  # no second DM
-        assert await stack.app.services.storage.link_states.count_link_states(ALICE_ID) == 1
+        assert await count_link_states(stack.app.services.storage, ALICE_ID) == 1
         # The button works.
         stack.spotify.approve_as("alice")
         status, _, body = await stack.follow(first_url)

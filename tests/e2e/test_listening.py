@@ -37,6 +37,7 @@ from tests.harness import (
     guild_of,
     set_autopost_channel,
 )
+from tests.peek import count_plays, log_idle
 
 WAIT = 8.0
 PRESENCE = {"ENABLE_PRESENCE": "true"}
@@ -72,7 +73,7 @@ async def np_playing(stack: Stack, user_id: int, spotify_user: str, track_id: st
         track_payload(track_id, f"Song {track_id}", 200_000, 20_000, artists=(f"Band {track_id}",)),
     )
     await command(stack, "np", user_id=user_id)
-    await history(stack).wait_idle()
+    await log_idle(history(stack))
 
 
 # --- the log ---------------------------------------------------------------------------------
@@ -116,7 +117,7 @@ async def test_retention_zero_keeps_nothing(tmp_path: Path) -> None:
     async with Stack.running(tmp_path, env={"LISTENING_LOG_DAYS": "0"}) as stack:
         await stack.link(ALICE_ID, "alice")
         await np_playing(stack, ALICE_ID, "alice", "t1")
-        assert await stack.app.services.storage.listening.count_plays() == 0
+        assert await count_plays(stack.app.services.storage) == 0
 
 
 async def test_gap_is_filled_from_recently_played(tmp_path: Path) -> None:
@@ -210,7 +211,7 @@ async def test_recent_from_spotify_then_from_the_log_when_spotify_is_busy(tmp_pa
         assert lines[0].startswith("1. [Recent 0](https://open.spotify.com/")
         assert embed["footer"]["text"] == "Spotify"
         assert stack.spotify.call_count("recently_played") == 1
-        await history(stack).wait_idle()  # Spotify's answer is matched into the log
+        await log_idle(history(stack))  # Spotify's answer is matched into the log
 
         stack.spotify.fail_next("recently_played", 429, retry_after=30)
         reply = await command(stack, "recent", user_id=ALICE_ID)
@@ -431,7 +432,7 @@ async def polled_then_restarted(tmp_path: Path, spotify: FakeSpotify) -> None:
             }
 
         await eventually(caught_up)
-        assert await storage.listening.count_plays() == 4  # no play twice
+        assert await count_plays(storage) == 4  # no play twice
 
 
 async def test_presence_mode_logs_opted_in_members_only(tmp_path: Path) -> None:
@@ -457,7 +458,7 @@ async def test_presence_mode_logs_opted_in_members_only(tmp_path: Path) -> None:
             return len(await storage.listening.recent_plays(CAROL_ID)) == 1
 
         await eventually(carol_logged)
-        await history(stack).wait_idle()
+        await log_idle(history(stack))
         assert await storage.listening.recent_plays(BOB_ID) == []  # never opted in: not logged
         [play] = await storage.listening.recent_plays(CAROL_ID)
         assert play.source == "presence"
@@ -569,7 +570,7 @@ async def test_a_private_members_own_answers_and_a_dm(tmp_path: Path) -> None:
         reply = await command(stack, "recent", user_id=ALICE_ID)
         assert reply.ephemeral  # a private member's own answer is only for them
         assert "Mine Only" in text_of(reply)
-        await history(stack).wait_idle()
+        await log_idle(history(stack))
         assert await stack.app.services.storage.listening.recent_plays(ALICE_ID) == []  # not logged
         sent = await stack.discord.send_slash_command("recent", {}, user_id=str(BOB_ID), dm=True)
         reply = await sent.wait_for_reply(timeout=WAIT)

@@ -14,6 +14,7 @@ from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify, track_payload
 from tests.harness import ALICE_ID, MUSIC_ID, Stack, default_guild, free_port, listening
 from tests.helpers import eventually
+from tests.peek import is_covered
 from tests.shardrun import (
     FAST_AUTOPOST,
     IDENTIFY_INTERVAL,
@@ -67,7 +68,7 @@ async def test_each_presence_track_is_posted_once_in_each_music_channel(tmp_path
         # Discord sends the status once per shared guild: each process hears it in its own.
         await fake_discord.update_user_presence(ALICE_ID, [listening("t2", "Presence One")])
         await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "Presence One"))
-        await eventually(lambda: coverage.is_covered(ALICE_ID))
+        await eventually(lambda: is_covered(coverage, ALICE_ID))
         polls = polls_of_alice(spotify)
         await fake_discord.update_user_presence(ALICE_ID, [listening("t3", "Presence Two")])
         await fake_discord.wait_for(lambda: posted_in_both(fake_discord, "Presence Two"))
@@ -107,7 +108,7 @@ async def test_the_leader_polls_nobody_a_presence_in_another_process_covers(
         await fake_discord.wait_for(
             lambda: True if "Presence Song" in posted_titles(fake_discord, other_channel) else None
         )
-        await eventually(lambda: leader.app.services.autopost.coverage.is_covered(ALICE_ID))
+        await eventually(lambda: is_covered(leader.app.services.autopost.coverage, ALICE_ID))
         polls = polls_of_alice(spotify)
         await asyncio.sleep(SEVERAL_POLLS)
         assert polls_of_alice(spotify) == polls
@@ -151,7 +152,7 @@ async def test_a_killed_process_leaves_nobody_unpolled(tmp_path: Any) -> None:
             await fake_discord.update_presence(
                 guild_of_shard(0), ALICE_ID, [listening("t2", "Presence Song")]
             )
-            await eventually(lambda: autopost.coverage.is_covered(ALICE_ID), timeout=10)
+            await eventually(lambda: is_covered(autopost.coverage, ALICE_ID), timeout=10)
             polls = polls_of_alice(spotify)
             await asyncio.sleep(SEVERAL_POLLS)
             assert polls_of_alice(spotify) == polls
@@ -162,4 +163,4 @@ async def test_a_killed_process_leaves_nobody_unpolled(tmp_path: Any) -> None:
                 await process.wait()
             await eventually(lambda: polls_of_alice(spotify) > polls, timeout=30)
             assert time.monotonic() - killed_at < 21
-            assert not autopost.coverage.is_covered(ALICE_ID)
+            assert not is_covered(autopost.coverage, ALICE_ID)

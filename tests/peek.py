@@ -1,0 +1,82 @@
+"""What tests and benchmarks read of the bot's state that the bot itself never needs: row
+counts straight from the database, and the sizes of in-memory caches (read through private
+attributes on purpose: the production classes offer no such accessors)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bot.autopost.coverage import PresenceCoverage
+from bot.listening.log import ListeningLog
+from bot.logs import SecretMasker
+from bot.members.tokens import TokenManager
+from bot.pictures.images import ByteBoundedLru
+from bot.storage import Storage
+from bot.storage.migrate import open_migrated
+
+
+async def _count(storage: Storage, sql: str, parameters: tuple[object, ...] = ()) -> int:
+    rows = await storage.database.fetchall(sql, parameters)
+    return int(rows[0][0])
+
+
+async def count_link_states(storage: Storage, member_id: int | None = None) -> int:
+    if member_id is None:
+        return await _count(storage, "SELECT COUNT(*) FROM link_states")
+    return await _count(
+        storage, "SELECT COUNT(*) FROM link_states WHERE discord_user_id = ?", (member_id,)
+    )
+
+
+async def count_plays(storage: Storage) -> int:
+    return await _count(storage, "SELECT COUNT(*) FROM plays")
+
+
+async def spotify_account_owner(storage: Storage, spotify_account_id: str) -> int | None:
+    rows = await storage.database.fetchall(
+        "SELECT discord_user_id FROM linked_accounts WHERE spotify_account_id = ?",
+        (spotify_account_id,),
+    )
+    return int(rows[0][0]) if rows else None
+
+
+async def global_autopost_opt_in(storage: Storage, member_id: int) -> bool | None:
+    """The opt-in a member chose before it was per server (None: never chose)."""
+    rows = await storage.database.fetchall(
+        "SELECT autopost_opt_in FROM member_settings WHERE discord_user_id = ?", (member_id,)
+    )
+    return None if not rows or rows[0][0] is None else bool(rows[0][0])
+
+
+async def database_at_version(path: Path, version: int) -> None:
+    """Create (or migrate) an SQLite file up to exactly ``version`` and close it."""
+    database, _ = await open_migrated(path, version)
+    await database.close()
+
+
+async def log_idle(history: ListeningLog, timeout: float = 5.0) -> None:
+    """Until every recording the log started in the background has finished."""
+    pending = [t for t in history._tasks if t.get_name() != "listening-log-prune"]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
+
+
+def is_covered(coverage: PresenceCoverage, member_id: int) -> bool:
+    return member_id in coverage._covers
+
+
+def cached_token_count(tokens: TokenManager) -> int:
+    return len(tokens._cache)
+
+
+def member_lock_count(tokens: TokenManager) -> int:
+    return len(tokens._locks)
+
+
+def secret_count(masker: SecretMasker) -> int:
+    return len(masker._pinned) + len(masker._runtime)
+
+
+def cached_bytes(cache: ByteBoundedLru) -> int:
+    return cache._bytes
