@@ -26,6 +26,7 @@ from tests.harness import (
     set_autopost_channel,
 )
 from tests.helpers import eventually
+from tests.peek import is_covered
 
 TIMESTAMPS = re.compile(r"<t:(\d+):t> \(<t:\1:R>\)")
 STATUS_TRACK = "4uLU6hMCjMI75M1A2tKUQC"
@@ -215,4 +216,4 @@ async def test_a_linked_member_with_a_status_is_never_polled(tmp_path: Path) -> 
             await stack.app.services.autopost.settle()
             await asyncio.sleep(1.0)
             assert alice_calls(spotify) == (0, 1)
-            assert stack.app.services.autopost.coverage.is_covered(ALICE_ID)
+            assert is_covered(stack.app.services.autopost.coverage, ALICE_ID)
