@@ -28,6 +28,11 @@ REQUIRED = (
     "TOKEN_ENCRYPTION_KEY",
 )
 EXIT_CONFIG = 2
+MIGRATE_DB_NEEDS = (
+    "needs the PostgreSQL database to copy into: --to postgresql://user@host:5432/dbname, or "
+    "DATABASE_URL in the environment or .env (the password in PGPASSWORD keeps it off the "
+    "command line)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +143,15 @@ def _command_run(invocation: Invocation, args: argparse.Namespace) -> int:
 def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
     from bot.app import Application, stop_on_signals
     from bot.logs import configure_logging, masker_for_settings
+    from bot.web.connections import raise_open_file_limit
 
     settings = _settings_or_exit(invocation, env)
     masker = masker_for_settings(settings)
     configure_logging(settings.log_level, settings.log_format, masker)
+    raise_open_file_limit()  # before any socket: the web server's share is a quarter of it
+    exposed = invocation.env_file.exposure()
+    if exposed is not None:
+        log.warning("%s", exposed)
 
     async def main() -> None:
         with stop_on_signals() as stop:
@@ -179,7 +189,10 @@ def _setup_then_check(invocation: Invocation) -> int:
         return 1
     print(f"\nChecking the setup (`{invocation.hint('check')}`):")
     status = run_check(
-        invocation.environment(), command=invocation.command, source=invocation.where_read()
+        invocation.environment(),
+        command=invocation.command,
+        source=invocation.where_read(),
+        env_file=invocation.env_file,
     )
     if status != 0:
         print(
@@ -224,7 +237,7 @@ def _command_rotate_keys(invocation: Invocation, args: argparse.Namespace) -> in
                 skip_undecryptable=args.skip_unreadable,
                 command=invocation.command,
             )
-            _, _, unreadable = await count_secrets_by_key(storage.links, cipher)
+            _, _, unreadable = await count_secrets_by_key(storage.sealed, cipher)
             return changed, unreadable
 
     try:
@@ -251,23 +264,30 @@ def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
         env,
         command=invocation.command,
         source=invocation.where_read(),
+        env_file=invocation.env_file,
         reset_budget=args.reset_spotify_budget,
     )
 
 
 def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int:
-    """Copy the SQLite install (DATABASE_PATH) into an empty PostgreSQL database."""
-    from bot.config import check_database_url, redact_database_url
+    """Copy the SQLite install (DATABASE_PATH) into an empty PostgreSQL database: ``--to``,
+    else DATABASE_URL (so the password need not be on the command line: PGPASSWORD works too)."""
+    from bot.config import check_database_url, database_url_passwords, redact_database_url
     from bot.storage.connect import CONNECT_ERRORS, refusal_line
     from bot.storage.transfer import TransferRefused, copy_sqlite_to_postgresql
 
-    target_url: str = args.to
+    env = invocation.environment()
+    target_url: str = args.to or env.get("DATABASE_URL", "").strip()
+    if not target_url:
+        print(f"migrate-db: {MIGRATE_DB_NEEDS}", file=sys.stderr)
+        return EXIT_CONFIG
     shown = redact_database_url(target_url)
     problem = check_database_url(target_url)
     if problem:
-        print(f"migrate-db: --to '{shown}' {problem}", file=sys.stderr)
+        named = "--to" if args.to else "DATABASE_URL"
+        print(f"migrate-db: {named} '{shown}' {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    env = invocation.environment()
+    password = None if database_url_passwords(target_url) else env.get("PGPASSWORD") or None
     source = Path(env.get("DATABASE_PATH") or "data/bot.db")
     if not source.is_file():
         print(
@@ -276,7 +296,7 @@ def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int
         )
         return EXIT_CONFIG
     try:
-        report = asyncio.run(copy_sqlite_to_postgresql(source, target_url))
+        report = asyncio.run(copy_sqlite_to_postgresql(source, target_url, password=password))
     except TransferRefused as exc:
         print(f"migrate-db: {exc}; nothing was written", file=sys.stderr)
         return 1
@@ -351,7 +371,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--to",
         metavar="POSTGRESQL_URL",
-        help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...)",
+        help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...; "
+        "default: DATABASE_URL)",
     )
     parser.add_argument(
         "--env-file",
@@ -372,8 +393,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--reset-spotify-budget only goes with check")
     if args.to is not None and args.command != "migrate-db":
         parser.error("--to only goes with migrate-db")
-    if args.command == "migrate-db" and not args.to:
-        parser.error("migrate-db needs --to postgresql://user:password@host:5432/dbname")
     invocation = Invocation(
         command=command,
         env_file=locate_env_file(args.env_file),

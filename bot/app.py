@@ -22,7 +22,6 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from bot.aio.tasks import cancel_and_wait
 from bot.autopost.config import AutopostConfig, SchedulerConfig
@@ -39,11 +38,13 @@ from bot.errors import StartupError
 from bot.gateway.connect import DiscordStarter, fetch_gateway_info, point_discord_at
 from bot.gateway.connection import DiscordConnection
 from bot.gateway.direct_messages import DirectMessages
+from bot.gateway.members import GuildMembers
 from bot.linking.completion import PendingLinkCompleter
 from bot.linking.service import LinkService
 from bot.listening.chart import TopChart
 from bot.listening.log import ListeningLog, feed_listening_log
 from bot.listening.recap import RecapPictures
+from bot.listening.server import ServerListening
 from bot.listening.spotify import MemberSpotify, SpotifyListening
 from bot.logs import SecretMasker
 from bot.members.events import MemberEvents
@@ -75,6 +76,7 @@ from bot.storage import Storage
 from bot.storage.connect import open_storage
 from bot.storage.secrets import report_unreadable_secrets
 from bot.web.access import runner_options
+from bot.web.connections import WebListener, connection_limit
 from bot.web.server import WebDependencies, create_app
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ class Application:
         self._stack = contextlib.AsyncExitStack()
         self.services: Services
         self.web_port: int = settings.web_port
+        self.web: WebListener | None = None  # the web server, once it listens
         self._bot_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Application:
@@ -158,7 +161,7 @@ class Application:
     async def _build_services(self, session: aiohttp.ClientSession, storage: Storage) -> Services:
         settings, options, stack = self.settings, self._options, self._stack
         cipher = TokenCipher(settings.token_encryption_keys)
-        await report_unreadable_secrets(storage.links, cipher, options.command)
+        await report_unreadable_secrets(storage.sealed, cipher, options.command)
         metrics = Metrics() if settings.metrics_enabled else None
         budget = DailyBudget(settings.spotify_daily_budget)
         sender = SpotifySender(
@@ -293,6 +296,9 @@ class Application:
             autopost=autopost,
             outbox=OutboxSender(storage, posting_side),
             history=history,
+            server_listening=ServerListening(
+                history, storage.listening, privacy, GuildMembers(discord)
+            ),
             listening=listening,
             top_chart=TopChart(listening, images, charts),
             recap_pictures=RecapPictures(images, charts),
@@ -335,18 +341,19 @@ class Application:
                 metrics=services.metrics.render if services.metrics else None,
             )
         )
-        runner = web.AppRunner(app, handle_signals=False, **runner_options())
-        await runner.setup()
-        self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.web_host, settings.web_port)
+        # A quarter of the descriptors at most: the rest are for Discord, Spotify, the database.
+        listener = WebListener(
+            app, max_connections=connection_limit(), runner_options=runner_options()
+        )
+        self._stack.push_async_callback(listener.close)
+        self.web = listener
         try:
-            await site.start()
+            self.web_port = await listener.start(settings.web_host, settings.web_port)
         except OSError as exc:
             raise StartupError(
                 f"WEB_PORT: cannot listen on {settings.web_host}:{settings.web_port} "
                 f"({exc.strerror})"
             ) from exc
-        self.web_port = _bound_port(runner, settings.web_port)
         log.info("Web server listening on %s:%s", settings.web_host, self.web_port)
 
     def _connect_discord(self, session: aiohttp.ClientSession) -> None:
@@ -464,10 +471,3 @@ def _autopost_metrics(metrics: Metrics) -> Callable[[PostAction, float], None]:
             metrics.observe_autopost_lag(lag)
 
     return on_post
-
-
-def _bound_port(runner: web.AppRunner, fallback: int) -> int:
-    for site_address in runner.addresses:
-        if isinstance(site_address, tuple) and len(site_address) >= 2:
-            return int(site_address[1])
-    return fallback

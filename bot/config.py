@@ -10,10 +10,11 @@ import base64
 import binascii
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from bot.errors import ConfigError
 
@@ -90,14 +91,60 @@ class Settings:
         )
 
 
+# Query parameters of a PostgreSQL URL that carry a secret (asyncpg and libpq read both).
+_SECRET_URL_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,20}")
+
+
+def whole_number(text: str | None) -> int | None:
+    """``text`` as a number when it is 1 to 20 ASCII digits and nothing else, else None.
+
+    ``str.isdigit`` is no check: it accepts "²" and other digits ``int`` refuses, and
+    ``int`` refuses more than 4,300 digits; 20 digits hold any Discord id and any setting."""
+    if text is None or not _WHOLE_NUMBER.fullmatch(text):
+        return None
+    return int(text)
+
+
 def redact_database_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    """The URL with every password replaced by ``***``: in the user part
+    (``postgresql://user:***@host/db``) and as a query parameter (``?password=***``). A URL
+    too malformed to take apart shows only its scheme."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        scheme, sep, _ = url.partition("://")
+        return f"{scheme}://***" if sep and scheme.isalnum() else "***"
+    netloc = parts.netloc
+    if password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = "&".join(_redacted_parameter(pair) for pair in parts.query.split("&"))
+    return parts._replace(netloc=netloc, query=query if parts.query else "").geturl()
+
+
+def _redacted_parameter(pair: str) -> str:
+    name, sep, _ = pair.partition("=")
+    if sep and unquote_plus(name).strip().lower() in _SECRET_URL_PARAMETERS:
+        return f"{name}=***"
+    return pair
+
+
+def database_url_passwords(url: str) -> tuple[str, ...]:
+    """Every password a DATABASE_URL carries, as written and decoded (for the log masker)."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        return ()
+    for pair in parts.query.split("&"):
+        name, sep, value = pair.partition("=")
+        if sep and value and unquote_plus(name).strip().lower() in _SECRET_URL_PARAMETERS:
+            found.append(value)
+    decoded = [decode(p) for p in found for decode in (unquote, unquote_plus)]
+    return tuple(dict.fromkeys([*found, *decoded]))
 
 
 def check_database_url(url: str) -> str | None:
@@ -123,26 +170,26 @@ def _parse_shards(
 ) -> tuple[int | None, tuple[int, ...] | None]:
     if raw_count is None and raw_ids is None:
         return None, None
-    if raw_count is None or not raw_count.isdigit() or int(raw_count) < 1:
+    count = whole_number(raw_count)
+    if count is None or count < 1:
         problems.append(
             f"SHARD_COUNT: '{raw_count or ''}' is not a positive whole number "
             "(set it together with SHARD_IDS, e.g. SHARD_COUNT=4 SHARD_IDS=0,1)"
         )
         return None, None
-    count = int(raw_count)
     if raw_ids is None:
         return count, tuple(range(count))
     ids: list[int] = []
     for entry in raw_ids.split(","):
-        text = entry.strip()
-        if not text.isdigit() or int(text) >= count:
+        shard = whole_number(entry.strip())
+        if shard is None or shard >= count:
             problems.append(
                 f"SHARD_IDS: '{raw_ids}' must be shard numbers from 0 to {count - 1}, "
                 "comma-separated"
             )
             return None, None
-        if int(text) not in ids:
-            ids.append(int(text))
+        if shard not in ids:
+            ids.append(shard)
     return count, tuple(sorted(ids))
 
 
@@ -246,8 +293,9 @@ def _whole(
     """A whole-number setting from ``lowest`` to ``highest``; ``words`` say why not."""
     if raw is None:
         return default
-    if raw.isdigit() and lowest <= int(raw) and (highest is None or int(raw) <= highest):
-        return int(raw)
+    number = whole_number(raw)
+    if number is not None and lowest <= number and (highest is None or number <= highest):
+        return number
     problems.append(f"{name}: '{raw}' {words}")
     return default
 
@@ -314,8 +362,9 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
     web_port = 8080
     raw_port = get("WEB_PORT")
     if raw_port is not None:
-        if raw_port.isdigit() and 1 <= int(raw_port) <= 65535:
-            web_port = int(raw_port)
+        port = whole_number(raw_port)
+        if port is not None and 1 <= port <= 65535:
+            web_port = port
         else:
             problems.append(f"WEB_PORT: '{raw_port}' is not a port number (1-65535)")
 
@@ -338,9 +387,8 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
     dev_guild_id: int | None = None
     raw_guild = get("DEV_GUILD_ID")
     if raw_guild is not None:
-        if raw_guild.isdigit():
-            dev_guild_id = int(raw_guild)
-        else:
+        dev_guild_id = whole_number(raw_guild)
+        if dev_guild_id is None:
             problems.append(f"DEV_GUILD_ID: '{raw_guild}' is not a numeric Discord server id")
 
     enable_presence = _bool("ENABLE_PRESENCE", get("ENABLE_PRESENCE"), True, problems)

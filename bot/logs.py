@@ -44,9 +44,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
-from urllib.parse import unquote, urlsplit
 
-from bot.config import Settings
+from bot.config import Settings, database_url_passwords
 
 MASK: Final = "***"
 MIN_SECRET_LENGTH: Final = 8
@@ -332,9 +331,7 @@ def masker_for_settings(settings: Settings) -> SecretMasker:
     credentials = f"{settings.spotify_client_id}:{settings.spotify_client_secret}".encode()
     masker.add_secret(b64encode(credentials).decode("ascii"), pinned=True)
     if settings.database_url is not None:
-        password = urlsplit(settings.database_url).password
-        if password:
-            masker.add_secrets((password, unquote(password)), pinned=True)
+        masker.add_secrets(database_url_passwords(settings.database_url), pinned=True)
     for key in settings.token_encryption_keys:
         text = urlsafe_b64encode(key).decode("ascii")
         masker.add_secrets((text, text.rstrip("=")), pinned=True)

@@ -15,6 +15,7 @@ from bot.linking.service import LinkService
 from bot.listening.chart import TopChart
 from bot.listening.log import ListeningLog
 from bot.listening.recap import RecapPictures
+from bot.listening.server import ServerListening
 from bot.listening.spotify import SpotifyListening
 from bot.members.events import MemberEvents
 from bot.members.privacy import PrivacyService
@@ -47,6 +48,7 @@ class Services:
     autopost: AutopostService
     outbox: OutboxSender
     history: ListeningLog
+    server_listening: ServerListening  # /listening and /recap: current members only
     listening: SpotifyListening
     top_chart: TopChart
     recap_pictures: RecapPictures

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import discord
@@ -30,6 +29,7 @@ from bot.listening.embeds import (
 )
 from bot.listening.log import ListeningLog
 from bot.listening.recap import RecapPictures
+from bot.listening.server import ServerListening
 from bot.listening.spotify import SpotifyListening
 from bot.members.privacy import PrivacyService
 from bot.messages.message import BotMessage, with_picture
@@ -57,10 +57,10 @@ def _server(interaction: discord.Interaction[Any]) -> tuple[int, discord.Guild |
 @dataclass(eq=False)
 class ListeningCog(commands.Cog):
     history: ListeningLog
+    server: ServerListening
     spotify: SpotifyListening
     privacy: PrivacyService
     recap_pictures: RecapPictures
-    presence_enabled: bool = field(kw_only=True)
 
     async def _target(
         self,
@@ -78,20 +78,10 @@ class ListeningCog(commands.Cog):
     @app_commands.command(name="listening", description="Who in this server is listening now")
     @app_commands.guild_only()
     async def listening(self, interaction: discord.Interaction[Any]) -> None:
-        guild_id, guild, name = _server(interaction)
-        is_member: Callable[[int], bool] | None = None
-        if self.presence_enabled and guild is not None:
-            cached = guild
-            # With the members intent the cache knows everyone in the server.
-
-            def is_member(member_id: int) -> bool:
-                return cached.get_member(member_id) is not None
-
-        entries = self.history.listening_in(guild_id, is_member)
-        if is_member is not None:
-            entries = [e for e in entries if is_member(e.member_id)]
+        guild_id, _, name = _server(interaction)
 
         async def work() -> BotMessage:
+            entries = await self.server.listening(guild_id)
             return render_listening(entries, guild_name=name)
 
         await answer_in_time(interaction, work)
@@ -107,7 +97,9 @@ class ListeningCog(commands.Cog):
         is_self = target.id == interaction.user.id
 
         async def work() -> BotMessage:
-            answer = await self.spotify.recent(target.id, is_self=is_self)
+            answer = await self.spotify.recent(
+                target.id, is_self=is_self, guild_id=interaction.guild_id
+            )
             return render_recent(answer, member_name=_name(target), is_self=is_self)
 
         only_you = await self.privacy.answers_only_to_viewer(interaction, member)
@@ -144,18 +136,11 @@ class ListeningCog(commands.Cog):
         interaction: discord.Interaction[Any],
         period: Literal["week", "month"] = "week",
     ) -> None:
-        guild_id, guild, name = _server(interaction)
-        still_member: Callable[[int], bool] | None = None
-        if self.presence_enabled and guild is not None:
-            cached = guild
-
-            def still_member(member_id: int) -> bool:
-                return cached.get_member(member_id) is not None
-
+        guild_id, _, name = _server(interaction)
         recaps: list[Recap] = []
 
         async def work() -> BotMessage:
-            recap = await self.history.recap(guild_id, period, still_member=still_member)
+            recap = await self.server.recap(guild_id, period)
             recaps.append(recap)
             return render_recap(recap, guild_name=name, period=period)
 
@@ -214,9 +199,9 @@ async def setup(bot: commands.Bot) -> None:
     await bot.add_cog(
         ListeningCog(
             services.history,
+            services.server_listening,
             services.listening,
             services.privacy,
             services.recap_pictures,
-            presence_enabled=bot.sees_presence,
         )
     )

@@ -73,6 +73,15 @@ def fake_spotify_auth(sender: SpotifySender, fake: FakeSpotify | str) -> Spotify
     )
 
 
+async def refresh_token_blobs(storage: Storage) -> list[tuple[int, bytes]]:
+    """Every stored refresh token as (member, encrypted blob), as key rotation reads them."""
+    return [
+        (value.owner_id, value.blob)
+        for value in await storage.sealed.list_sealed()
+        if value.column.table == "linked_accounts"
+    ]
+
+
 def linked_account(user_id: int, refresh_token: bytes | None = b"encrypted") -> LinkedAccount:
     return LinkedAccount(
         discord_user_id=user_id,

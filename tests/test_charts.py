@@ -25,6 +25,7 @@ from bot.pictures.charts import (
     render_top_albums,
     track_tiles,
 )
+from bot.pictures.decode import open_cover
 from bot.pictures.images import ImageFetcher
 from tests.fakes.cdn import FakeCdn, cover_colour
 from tests.helpers import encode_image, solid_image
@@ -197,6 +198,19 @@ def test_decompression_bomb_is_a_neutral_tile() -> None:
     assert close_to(pixel(image, x + 5, y + 5), NEUTRAL_TILE, 2)
 
 
+@pytest.mark.parametrize("size", [(4096, 4096), (1281, 64), (64, 1281)])
+def test_a_cover_larger_than_album_art_is_never_decoded(size: tuple[int, int]) -> None:
+    """A 4096 x 4096 PNG is about 70 kB and took seconds to decode for a 200 px tile."""
+    huge = encode_image(Image.new("RGB", size, (240, 30, 30)), "PNG")
+    with pytest.raises(ValueError, match="too large"):
+        open_cover(huge, 200)
+    image = open_png(render_chart([ChartTile(huge, "Huge", "")], 5))
+    x, y = layout_for(5, heading=False).tile_origin(0)
+    assert close_to(pixel(image, x + 5, y + 5), NEUTRAL_TILE, 2)
+    largest = encode_image(Image.new("RGB", (1280, 1280), (240, 30, 30)), "PNG")
+    assert open_cover(largest, 200).size == (1280, 1280)
+
+
 def test_track_tiles_are_numbered_and_recap_counts_plays() -> None:
     tiles = track_tiles([(None, "Song", "Band"), (None, "Other", "Act")])
     assert [t.title for t in tiles] == ["1. Song", "2. Other"]
@@ -232,6 +246,8 @@ def test_latin_greek_cyrillic_are_drawn_other_scripts_fall_back() -> None:
     )
     assert drawable_text("坂本龍一 - Merry Christmas", font) == "\ufffd - Merry Christmas"
     assert drawable_text("🎵🎶", font) == "\ufffd"
+    # Bidirectional controls would reorder the line in the picture as in an embed.
+    assert drawable_text("Ann\u202egpj.exe\u2066x\u2069", font) == "Anngpj.exex"
     assert fit_text("x" * 500, font, 100).endswith("…")
     assert font.getlength(fit_text("x" * 500, font, 100)) <= 100
 

@@ -9,11 +9,13 @@ import pytest
 from bot.config import (
     DEFAULT_DISCORD_API_BASE,
     Settings,
+    database_url_passwords,
     decode_key,
     environment_with_dotenv,
     generate_key,
     load_settings,
     read_env_file,
+    redact_database_url,
 )
 from bot.errors import ConfigError
 
@@ -210,6 +212,17 @@ def test_bad_port(port: str) -> None:
     assert problem.startswith("WEB_PORT:")
 
 
+@pytest.mark.parametrize(
+    "name", ["WEB_PORT", "DEV_GUILD_ID", "SPOTIFY_REQUEST_BUDGET", "LISTENING_LOG_DAYS"]
+)
+@pytest.mark.parametrize("value", ["²", "१२", "9" * 5000])
+def test_numbers_are_ascii_digits_only(name: str, value: str) -> None:
+    """``str.isdigit`` accepts "²" (``int`` refuses it) and 5,000 digits (``int`` refuses more
+    than 4,300): one line about the setting, never a traceback."""
+    (problem,) = problems_for(**{name: value})
+    assert problem.startswith(f"{name}:")
+
+
 def test_non_numeric_guild() -> None:
     (problem,) = problems_for(DEV_GUILD_ID="my-server")
     assert problem.startswith("DEV_GUILD_ID:")
@@ -368,3 +381,24 @@ def test_shards() -> None:
     assert alone.startswith("SHARD_IDS: this process runs only some of the shards")
     assert "DATABASE_URL" in alone
     assert problems_for(SHARD_COUNT="0", SHARD_IDS="0")[0].startswith("SHARD_COUNT: '0'")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bot:s3cret@db:5432/np", "postgresql://bot:***@db:5432/np"),
+        ("postgresql://bot@db/np?password=s3cret", "postgresql://bot@db/np?password=***"),
+        (
+            "postgresql://bot@db/np?sslmode=require&PassWord=s3cret&sslpassword=s3cret",
+            "postgresql://bot@db/np?sslmode=require&PassWord=***&sslpassword=***",
+        ),
+        ("postgresql://:s3cret@db/np", "postgresql://:***@db/np"),
+        ("postgresql://bot:s3cret@[db/np", "postgresql://***"),
+        ("postgresql://db/np", "postgresql://db/np"),
+    ],
+)
+def test_every_form_of_a_database_password_is_redacted(url: str, shown: str) -> None:
+    assert redact_database_url(url) == shown
+    # The log masker knows each of them (a URL too broken to read carries none it could use).
+    parsable = "@[" not in url and "s3cret" in url
+    assert ("s3cret" in database_url_passwords(url)) is parsable

@@ -645,3 +645,21 @@ def test_nothing_playing_stays_green() -> None:
     )
     assert message.embed is not None
     assert message.embed.colour == discord.Colour(SPOTIFY_GREEN)
+
+
+def test_bidirectional_controls_never_reach_an_embed() -> None:
+    """A right-to-left override in a name ("Ann\u202egpj.exe" shows as "Annexe.jpg") would
+    reorder the rest of the line after it: every embedding, override and isolate is dropped."""
+    controls = "".join(map(chr, (*range(0x202A, 0x202F), *range(0x2066, 0x206A))))
+    payload = track_payload()
+    payload["item"]["name"] = f"Song{controls}\u202egpj.exe"
+    payload["item"]["artists"][0]["name"] = f"\u2067Band{controls}"
+    payload["item"]["album"]["name"] = f"Album\u202d{controls}"
+    parsed = parse(payload)
+    assert isinstance(parsed, Playback)
+    text = json.dumps(
+        embed_of(render(parsed, member_name=f"Ann\u202e{controls}")).to_dict(), ensure_ascii=False
+    )
+    assert not set(controls) & set(text)
+    assert "Songgpj.exe" in text
+    assert "Ann" in text

@@ -3,15 +3,17 @@ retention, deletion, and what /listening and /recap read."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 
 import pytest
 
 from bot.errors import SpotifyMissingScope, SpotifyRateLimited
+from bot.gateway.members import Membership
 from bot.listening.log import ListeningLog
+from bot.listening.server import ServerListening
 from bot.spotify.models import Artist, NothingPlaying, Playback, PlayedTrack, Track
-from bot.storage import Play, Storage
+from bot.storage import Play, Recap, Storage
 from tests.helpers import ManualClock, linked_account
 from tests.peek import count_plays, log_idle
 
@@ -19,6 +21,7 @@ NOW = 1_800_000_000.0
 ALICE = 11
 BOB = 12
 PRESENCE_ONLY = 13
+CAROL = 14
 GUILD = 100
 OTHER_GUILD = 200
 
@@ -300,11 +303,31 @@ async def test_listening_in_a_server_only_shows_members_seen_there(
     assert history.listening_in(OTHER_GUILD) == []
 
 
+class Members:
+    """Everyone is in every server, except ``gone``, whom Discord says left."""
+
+    def __init__(self) -> None:
+        self.gone: set[int] = set()
+        self.asked: list[set[int]] = []
+
+    def cached(self, guild_id: int) -> Callable[[int], bool] | None:
+        return None
+
+    async def check(self, guild_id: int, member_ids: Collection[int]) -> Membership:
+        self.asked.append(set(member_ids))
+        ids = set(member_ids)
+        return Membership(frozenset(ids - self.gone), frozenset(ids & self.gone))
+
+
 async def test_recap_counts_members_of_the_server_and_first_artists(
-    history: ListeningLog, privacy: Privacy, storage: Storage
+    history: ListeningLog, privacy: Privacy, storage: Storage, clock: ManualClock
 ) -> None:
-    await history.note_member(GUILD, ALICE)
-    await history.note_member(GUILD, BOB)
+    members = Members()
+    server = ServerListening(history, storage.listening, privacy, members, clock=clock)
+    await storage.links.save_link(linked_account(CAROL))
+    await history.member_linked(CAROL)
+    for member in (ALICE, BOB, CAROL):
+        await history.note_member(GUILD, member)
     await history.note_member(OTHER_GUILD, PRESENCE_ONLY)
     for n in range(3):
         await history.observe(
@@ -312,6 +335,7 @@ async def test_recap_counts_members_of_the_server_and_first_artists(
         )
     await history.observe(BOB, playing(track("hit", 100, "Star"), 1, NOW), source="np")
     await history.observe(BOB, playing(track("b2", 100, "Other"), 1, NOW - 500), source="np")
+    await history.observe(CAROL, playing(track("c", 100, "Other"), 1, NOW - 600), source="np")
     await storage.listening.record_play(
         Play(PRESENCE_ONLY, "else", NOW, "Elsewhere", ("Far",), 1000, "presence"),
         match_from=0,
@@ -320,16 +344,21 @@ async def test_recap_counts_members_of_the_server_and_first_artists(
     await storage.listening.record_play(
         Play(ALICE, "old", NOW - 9 * 86400, "Old", ("Past",), 1000, "np"), match_from=0, match_to=0
     )
-    recap = await history.recap(GUILD, "week")
+    recap = await server.recap(GUILD, "week")
     assert [(t.key, t.plays, t.artists) for t in recap.tracks] == [
         ("hit", 4, ("Star",)),  # named as in its latest play
         ("b2", 1, ("Other",)),
+        ("c", 1, ("Other",)),
     ]
-    assert [(a.name, a.plays) for a in recap.artists] == [("Star", 4), ("Other", 1)]
-    assert (recap.listeners, recap.plays) == (2, 5)
-    assert (await history.recap(GUILD, "month")).plays == 6
+    assert [(a.name, a.plays) for a in recap.artists] == [("Star", 4), ("Other", 2)]
+    assert (recap.listeners, recap.plays) == (3, 6)
+    assert members.asked[-1] == {ALICE, BOB, CAROL}  # only who played in the period
+    assert (await server.recap(GUILD, "month")).plays == 7
+    # Bob chose private, Carol left: one listener is no recap, and nothing of theirs shows.
     privacy.private.add(BOB)
-    assert (await history.recap(GUILD, "week")).listeners == 1
+    members.gone.add(CAROL)
+    assert await server.recap(GUILD, "week") == Recap((), (), 1, 0)
+    assert not history.roster.knows(GUILD, CAROL)  # dropped until seen there again
 
 
 async def test_recap_albums_sum_their_tracks(storage: Storage) -> None:
@@ -356,3 +385,26 @@ async def test_recap_albums_sum_their_tracks(storage: Storage) -> None:
         ("A", "Album A", "Star", 3, "https://i.scdn.co/image/A"),
         ("B", "Album B", "Star", 1, "https://i.scdn.co/image/B"),
     ]
+
+
+async def test_where_members_were_seen_is_forgotten_with_the_retention(
+    history: ListeningLog, storage: Storage, clock: ManualClock
+) -> None:
+    """A server a member was last seen in longer ago than LISTENING_LOG_DAYS (90 here) is
+    forgotten with the plays of that age; a member seen again is kept (the sighting is
+    written again, at most hourly)."""
+    await history.note_member(GUILD, ALICE)
+    await history.note_member(GUILD, BOB)
+    clock.advance(2 * 3600)
+    await history.note_member(GUILD, BOB)  # seen again: stored again
+    await history.note_member(OTHER_GUILD, ALICE)
+    clock.advance(90 * 86400 - 3600)  # Alice's first sighting is now over 90 days old
+    await history.prune()
+    rows = await storage.listening.list_listening_guilds()
+    assert sorted((row[0], row[1]) for row in rows) == [(GUILD, BOB), (OTHER_GUILD, ALICE)]
+    assert not history.roster.knows(GUILD, ALICE)
+    assert history.roster.knows(OTHER_GUILD, ALICE)
+    clock.advance(2 * 3600)
+    await history.prune()
+    assert await storage.listening.list_listening_guilds() == []
+    assert history.roster.members_of(GUILD) == frozenset()

@@ -16,7 +16,7 @@ from bot.storage.secrets import (
     report_unreadable_secrets,
     rotate_keys,
 )
-from tests.helpers import linked_account
+from tests.helpers import linked_account, refresh_token_blobs
 
 OLD_KEY = os.urandom(32)
 NEW_KEY = os.urandom(32)
@@ -50,14 +50,14 @@ async def test_rotation_leaves_no_old_ciphertext_in_any_database_file(tmp_path: 
             await bot.links.save_link(
                 linked_account(user_id, old.encrypt(user_id, f"refresh-{user_id}"))
             )
-        superseded = [blob for _, blob in await bot.links.list_encrypted_secrets()]
+        superseded = [blob for _, blob in await refresh_token_blobs(bot)]
         # Refreshes (of another length): the tokens they replace sit in free space and in
         # older page images in the WAL.
         for user_id in range(1, 41, 3):
             await bot.links.update_refresh_token(
                 user_id, old.encrypt(user_id, f"a-longer-refresh-token-{user_id}")
             )
-        old_blobs = superseded + [blob for _, blob in await bot.links.list_encrypted_secrets()]
+        old_blobs = superseded + [blob for _, blob in await refresh_token_blobs(bot)]
         assert files_holding(path, old_blobs), "the test must start with old ciphertext on disk"
 
         assert await rotate_keys(tool, TokenCipher([NEW_KEY, OLD_KEY])) == 40
@@ -66,7 +66,7 @@ async def test_rotation_leaves_no_old_ciphertext_in_any_database_file(tmp_path: 
         assert files_holding(path, old_blobs) == []
         assert len(database_bytes(path)["bot.db-wal"]) == 0  # truncated, not just reused
         new_only = TokenCipher([NEW_KEY])
-        secrets = dict(await bot.links.list_encrypted_secrets())
+        secrets = dict(await refresh_token_blobs(bot))
         assert new_only.decrypt(1, secrets[1]) == "a-longer-refresh-token-1"
         assert new_only.decrypt(2, secrets[2]) == "refresh-2"
 
@@ -95,7 +95,7 @@ async def test_one_error_line_with_the_counts(
         for user_id in range(10, 10 + unreadable):
             await storage.links.save_link(linked_account(user_id, lost.encrypt(user_id, "t")))
         with caplog.at_level(logging.INFO):
-            assert await report_unreadable_secrets(storage.links, configured) == (
+            assert await report_unreadable_secrets(storage.sealed, configured) == (
                 readable,
                 readable + unreadable,
             )

@@ -97,7 +97,7 @@ def test_a_picture_is_shown_in_the_embed() -> None:
     recap = Recap(
         tracks=(RecapEntry("id1", "Song", 3, ("Band",)),),
         artists=(RecapEntry("Band", "Band", 3),),
-        listeners=1,
+        listeners=3,
         plays=3,
     )
     rendered = with_picture(render_recap(recap, guild_name="Club", period="month"), "r.png", b"x")
@@ -106,3 +106,11 @@ def test_a_picture_is_shown_in_the_embed() -> None:
     assert rendered.picture == ("r.png", b"x")
     empty = render_recap(Recap((), (), 0, 0), guild_name="Club", period="week")
     assert with_picture(empty, "r.png", b"x").picture is None  # a sentence has no picture
+
+
+def test_a_recap_of_fewer_than_three_listeners_says_so_and_nothing_else() -> None:
+    few = render_recap(Recap((), (), 2, 0), guild_name="Club", period="week")
+    assert few.embed is None
+    assert few.content is not None
+    assert "Fewer than 3 members of Club" in few.content
+    assert "No plays" not in few.content

@@ -18,6 +18,8 @@ from bot.crypto import TokenCipher
 from bot.storage import LastPost, LinkedAccount, Storage, transfer
 from bot.storage import migrations as db
 from bot.storage.transfer import TransferRefused, copy_sqlite_to_postgresql
+from tests.harness import free_port
+from tests.helpers import refresh_token_blobs
 
 pytestmark = pytest.mark.postgresql
 
@@ -110,7 +112,7 @@ async def test_everything_is_copied_as_stored(tmp_path: Path, postgres_database:
 
     async with await Storage.open(postgres_database) as storage:
         assert storage.applied_migrations == ()  # already at the latest schema
-        assert dict(await storage.links.list_encrypted_secrets()) == {
+        assert dict(await refresh_token_blobs(storage)) == {
             user_id: blob for user_id, blob in secrets.items() if user_id != 800000000000000003
         }
         cipher = TokenCipher([KEY])
@@ -191,15 +193,27 @@ async def test_identity_sequences_continue_after_the_copied_ids(
 # --- the command ------------------------------------------------------------------------------
 
 
-def run_cli(tmp_path: Path, *args: str, database_path: Path) -> subprocess.CompletedProcess[str]:
+# Runs the command and reports the peak memory of its process (every other child of this one
+# runs in its own wrapper).
+PEAK_MEMORY = (
+    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+    "print('peak KiB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+    "sys.exit(done.returncode)"
+)
+
+
+def run_cli(
+    tmp_path: Path, *args: str, database_path: Path, **env_vars: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
         "DATABASE_PATH": str(database_path),
         "PYTHONPATH": PROJECT_ROOT,
+        **env_vars,
     }
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
+        [sys.executable, "-c", PEAK_MEMORY, sys.executable, "-m", "bot", *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -243,3 +257,89 @@ async def test_the_command_stops_with_one_line_on_a_wrong_user(
     missing = run_cli(tmp_path, "migrate-db", "--to", postgres_database, database_path=tmp_path)
     assert missing.returncode == 2
     assert "nothing to copy" in missing.stderr
+
+
+def peak_kib(done: subprocess.CompletedProcess[str]) -> int:
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("peak KiB "), done.stdout
+    return int(line.split()[-1])
+
+
+async def test_a_password_in_the_url_is_never_printed(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    """Every form a password takes in a PostgreSQL URL is redacted, on success and failure."""
+    source = tmp_path / "bot.db"
+    await seed(source)
+    with_query = f"{postgres_database}?password=hunter2"
+    done = run_cli(tmp_path, "migrate-db", "--to", with_query, database_path=source)
+    assert done.returncode == 0, done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "?password=***" in done.stdout
+    closed = (
+        f"postgresql://nowplaying:sesame@127.0.0.1:{free_port()}/x?sslmode=disable&password=hunter2"
+    )
+    refused = run_cli(tmp_path, "migrate-db", "--to", closed, database_path=source)
+    assert refused.returncode == 2
+    assert "hunter2" not in refused.stdout + refused.stderr
+    assert "sesame" not in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+async def test_the_target_can_come_from_the_environment(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    """DATABASE_URL (environment or .env) and PGPASSWORD keep the password off the command
+    line, where every user of the machine can read it."""
+    source = tmp_path / "bot.db"
+    await seed(source)
+    done = run_cli(
+        tmp_path,
+        "migrate-db",
+        database_path=source,
+        DATABASE_URL=postgres_database,
+        PGPASSWORD="hunter2",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "linked_accounts: 30 row(s)" in done.stdout
+    assert "hunter2" not in done.stdout + done.stderr
+    missing = run_cli(tmp_path, "migrate-db", database_path=source)
+    assert missing.returncode == 2
+    assert "DATABASE_URL" in missing.stderr
+    assert "PGPASSWORD" in missing.stderr
+
+
+async def test_a_large_listening_log_is_copied_in_batches(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    """200,000 plays copy in the memory of a few thousand: the whole table in memory took
+    about 240 MiB."""
+    source = tmp_path / "bot.db"
+    async with await Storage.open(source):
+        pass
+    with contextlib.closing(sqlite3.connect(source)) as raw, raw:
+        raw.executemany(
+            "INSERT INTO plays (discord_user_id, track_id, started_at, track_name, artist, "
+            "artists, album_id, album_name, image_url, duration_ms, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    800000000000000000 + n % 200,
+                    f"track{n:018d}",
+                    NOW + n,
+                    f"Track name {n}",
+                    "Artist",
+                    "Artist; Guest",
+                    f"album{n % 6000:018d}",
+                    f"Album {n % 6000}",
+                    f"https://i.scdn.co/image/ab67616d0000b273{n:024x}",
+                    200_000,
+                    "spotify",
+                )
+                for n in range(200_000)
+            ),
+        )
+    done = run_cli(tmp_path, "migrate-db", "--to", postgres_database, database_path=source)
+    assert done.returncode == 0, done.stderr
+    assert "plays: 200000 row(s)" in done.stdout
+    assert peak_kib(done) < 120 * 1024

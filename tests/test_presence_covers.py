@@ -203,6 +203,8 @@ async def test_malformed_cover_notifications_are_ignored(postgres_database: str)
             f"other:cover:-{ALICE}",
             f"other:nonsense:{ALICE}",
             f":cover:{ALICE}",
+            f"other:cover:{ALICE},²",  # str.isdigit says yes; int() raises
+            f"other:cover:{ALICE},{'1' * 21}",  # no Discord id is that long
         ):
             await storage.notify(COVERS_CHANNEL, payload)
         await storage.notify(COVERS_CHANNEL, f"other:cover:{BOB}")  # well formed: the last

@@ -23,6 +23,7 @@ from bot.autopost.ports import (
     ChannelUnusable,
     DiscordUnavailable,
     MemberView,
+    PostOwner,
 )
 from bot.gateway.connection import DiscordConnection
 from bot.messages.message import BotMessage, edit_arguments, send_arguments
@@ -121,7 +122,9 @@ class DiscordPySide:
             raise DiscordUnavailable(f"member lookup: {exc!r}") from exc
         return _view_of_payload(self._client, guild_id, data)
 
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
+    async def send(
+        self, channel_id: int, message: BotMessage, nonce: str | None = None, *, owner: PostOwner
+    ) -> int:
         channel = self._client.get_partial_messageable(channel_id)
         # With a nonce discord.py also sends enforce_nonce: Discord answers a second create
         # with the same nonce in the channel (within minutes) with the first message.

@@ -1,14 +1,19 @@
 """The auto-post outbox: posts any process may send, each landing once.
 
 The leader (``bot.autopost.leadership``) does not post straight to Discord: it queues the post
-in the database (``autopost_outbox``: channel, the message as JSON, a nonce) and then claims
-and sends it itself at once. When that fails in a way that may pass, or the leader dies in
-between, the row stays: the :class:`OutboxSender` of every process claims unsent rows (on
-PostgreSQL ``FOR UPDATE SKIP LOCKED``, so two never take the same row) when a notification
-wakes it and every ``poll_every`` seconds anyway (a notification nobody heard is not lost).
-Discord's ``nonce`` with ``enforce_nonce`` makes a post sent twice (a sender died after
-sending, before marking it sent) land once. Edits of the last post stay with the leader: an
-edit repeated is harmless.
+in the database (``autopost_outbox``: server, channel, member, the message as JSON, a nonce)
+and then claims and sends it itself at once. When that fails in a way that may pass, or the
+leader dies in between, the row stays: the :class:`OutboxSender` of every process claims
+unsent rows (on PostgreSQL ``FOR UPDATE SKIP LOCKED``, so two never take the same row) when a
+notification wakes it and every ``poll_every`` seconds anyway (a notification nobody heard is
+not lost). Discord's ``nonce`` with ``enforce_nonce`` makes a post sent twice (a sender died
+after sending, before marking it sent) land once. Edits of the last post stay with the leader:
+an edit repeated is harmless.
+
+A post sent late is a post the member may no longer want: going private, unlinking and opting
+out delete the member's unsent rows in the same transaction as the choice (``bot.storage``),
+and the sender reads the member's choices from the database and looks them up in the server
+again just before it sends (``still_wanted``); a row no longer wanted is dropped.
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ from bot.autopost.ports import (
     DiscordSide,
     DiscordUnavailable,
     MemberView,
+    PostOwner,
 )
+from bot.autopost.settings import wants_posts
 from bot.messages.message import BotMessage, LinkButton
-from bot.storage import HasOutbox, Notifications, OutboxPost
+from bot.storage import HasLinks, HasOutbox, HasPrivacy, HasSettings, Notifications, OutboxPost
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +52,9 @@ KEEP_FOR: Final = 600.0  # rows (sent or not) are dropped after this; unsent one
 SEND_AFTER_AT_MOST: Final = 300.0  # an unsent post older than this is not sent any more
 
 
-class OutboxStorage(HasOutbox, Notifications, Protocol):
-    """What the outbox uses of ``bot.storage.Storage``: its store, and the notification that
-    wakes every process's sender."""
+class OutboxStorage(HasOutbox, HasLinks, HasPrivacy, HasSettings, Notifications, Protocol):
+    """What the outbox uses of ``bot.storage.Storage``: its store, the members' choices read
+    again before a late send, and the notification that wakes every process's sender."""
 
 
 def encode_message(message: BotMessage) -> str:
@@ -101,14 +108,17 @@ class OutboxDiscordSide:
     async def last_message_id(self, channel_id: int) -> int | None:
         return await self._inner.last_message_id(channel_id)
 
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
+    async def send(
+        self, channel_id: int, message: BotMessage, nonce: str | None = None, *, owner: PostOwner
+    ) -> int:
         """Queue the post, then send it (or wait for the sender that claimed it)."""
         nonce = nonce or secrets.token_hex(12)
         now = self._wall_clock()
+        post = OutboxPost(
+            nonce, owner.guild_id, channel_id, owner.member_id, encode_message(message), now
+        )
         try:
-            await self._storage.outbox.outbox_put(
-                OutboxPost(nonce, channel_id, encode_message(message), now)
-            )
+            await self._storage.outbox.outbox_put(post)
             claimed = await self._storage.outbox.outbox_claim(now, self._lease, nonce=nonce)
         except Exception as exc:  # the database is away: try again with the next poll
             raise DiscordUnavailable(f"outbox: {exc!r}") from exc
@@ -120,7 +130,10 @@ class OutboxDiscordSide:
         """Send a claimed row and record the outcome."""
         try:
             message_id = await self._inner.send(
-                post.channel_id, decode_message(post.payload), post.nonce
+                post.channel_id,
+                decode_message(post.payload),
+                post.nonce,
+                owner=PostOwner(post.guild_id, post.member_id),
             )
         except ChannelUnusable as exc:
             await self._storage.outbox.outbox_failed(post.nonce, exc.reason)
@@ -214,9 +227,18 @@ class OutboxSender:
         now = self._wall_clock()
         await self._storage.outbox.outbox_prune(now - KEEP_FOR)
         sent = 0
-        for post in await self._storage.outbox.outbox_claim(now, self._lease):
-            if now - post.created_at > SEND_AFTER_AT_MOST:
-                await self._storage.outbox.outbox_failed(post.nonce, "stale")
+        outbox = self._storage.outbox
+        for post in await outbox.outbox_claim(now, self._lease):
+            try:
+                wanted = now - post.created_at <= SEND_AFTER_AT_MOST and await self.still_wanted(
+                    post
+                )
+            except DiscordUnavailable as exc:  # cannot look the member up: not now, maybe later
+                log.info("auto-post outbox: post to channel %s waits: %s", post.channel_id, exc)
+                await outbox.outbox_release(post.nonce)
+                continue
+            if not wanted:
+                await outbox.outbox_drop(post.nonce)
                 continue
             try:
                 await self._side.deliver(post)
@@ -226,6 +248,22 @@ class OutboxSender:
             sent += 1
         self.sent += sent
         return sent
+
+    async def still_wanted(self, post: OutboxPost) -> bool:
+        """Whether the post may still go out, from the database and Discord as they are now:
+        the member not private, still wanting posts in that server, still in it, and the
+        channel still its music channel. Raises DiscordUnavailable when Discord cannot say."""
+        storage, member_id, guild_id = self._storage, post.member_id, post.guild_id
+        if await storage.privacy.get_visibility(member_id) == "private":
+            return False
+        guild = await storage.settings.get_guild_settings(guild_id)
+        if guild is None or guild.music_channel_id != post.channel_id:
+            return False
+        link = await storage.links.get_link(member_id)
+        choice = await storage.settings.get_guild_autopost_opt_in(member_id, guild_id)
+        if not wants_posts(link is not None and link.status == "active", choice):
+            return False
+        return await self._side.fetch_member(guild_id, member_id) is not None
 
 
 __all__ = [

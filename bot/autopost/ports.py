@@ -88,6 +88,14 @@ class MemberView:
     avatar_url: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PostOwner:
+    """Whose auto-post it is, and for which server."""
+
+    guild_id: int
+    member_id: int
+
+
 class ChannelState(enum.Enum):
     OK = "ok"
     UNAVAILABLE = "unavailable"  # guild not (yet) in the cache, or an outage: skip quietly
@@ -126,9 +134,12 @@ class DiscordSide(Protocol):
         """The member as they are now; None when they are not in the guild."""
         ...
 
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
+    async def send(
+        self, channel_id: int, message: BotMessage, nonce: str | None = None, *, owner: PostOwner
+    ) -> int:
         """Post; return the new message's id. Raises ChannelUnusable or DiscordUnavailable.
-        ``nonce``: the same post sent again (a retry, another process) lands once."""
+        ``nonce``: the same post sent again (a retry, another process) lands once. ``owner``:
+        whose post it is (a post sent late is checked again for them)."""
         ...
 
     async def edit(self, channel_id: int, message_id: int, message: BotMessage) -> bool:

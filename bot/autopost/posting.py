@@ -51,6 +51,7 @@ from bot.autopost.ports import (
     PlayListener,
     PostAction,
     PostHook,
+    PostOwner,
     Renderer,
     Source,
 )
@@ -219,7 +220,7 @@ class Poster:
         try:
             nonce = post_nonce(member_id, channel_id, key, last)
             action, message_id = await self._send_or_edit(
-                channel_id, message, last, now_wall, nonce
+                channel_id, message, last, now_wall, nonce, PostOwner(guild_id, member_id)
             )
         except ChannelUnusable as exc:
             reason = (
@@ -251,6 +252,7 @@ class Poster:
         last: LastPost | None,
         now: float,
         nonce: str,
+        owner: PostOwner,
     ) -> tuple[PostAction, int]:
         if last is not None and now - last.posted_at < self._edit_window:
             try:
@@ -261,7 +263,7 @@ class Poster:
                     return "edited", last.message_id
             except DiscordUnavailable as exc:
                 log.debug("auto-post: cannot edit in channel %s (%s); posting", channel_id, exc)
-        return "posted", await self._discord.send(channel_id, message, nonce)
+        return "posted", await self._discord.send(channel_id, message, nonce, owner=owner)
 
     def _report(self, action: PostAction, playback: Playback, source: Source) -> None:
         if self.on_post is None:

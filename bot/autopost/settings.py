@@ -28,6 +28,12 @@ from bot.storage import HasLinks, HasSettings
 log = logging.getLogger(__name__)
 
 
+def wants_posts(linked: bool, choice: bool | None) -> bool:
+    """The opt-in rule: a linked member is posted unless they opted out; a member known only
+    through presence only when they opted in."""
+    return choice is not False if linked else choice is True
+
+
 class SettingsStorage(HasSettings, HasLinks, Protocol):
     """What the settings use of ``bot.storage.Storage``: the settings, and who is linked."""
 
@@ -112,19 +118,14 @@ class AutopostSettings:
         (members known only through presence). No database read, nothing cached."""
         if self._is_private(member_id):
             return False
-        choice = self._choices.get(member_id)
-        if member_id in self._linked:
-            return choice is not False
-        return choice is True
+        return wants_posts(member_id in self._linked, self._choices.get(member_id))
 
     async def may_post_in(self, guild_id: int, member_id: int) -> bool:
         """The member's own choice for this guild (asked of storage at post time)."""
         if not self.may_post_now(member_id):
             return False
         choice = await self._storage.settings.get_guild_autopost_opt_in(member_id, guild_id)
-        if member_id in self._linked:
-            return choice is not False
-        return choice is True
+        return wants_posts(member_id in self._linked, choice)
 
     # --- members -----------------------------------------------------------------------------
 

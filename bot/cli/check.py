@@ -1,8 +1,9 @@
 """``python -m bot check``: the setup doctor.
 
 It reads the same configuration as ``python -m bot`` (the environment over ``.env``) and prints
-one line per item with a verdict, ``ok``, ``warning`` (usable, not as well as it could be),
-``problem`` or ``skipped``::
+one line per item with a verdict, ``ok``, ``problem``, ``skipped`` or ``warning`` (usable,
+but worth fixing or knowing: a ``.env`` other users can read, statuses not seen, the daily
+Spotify limit spent)::
 
     ok       settings: every value is valid
     ok       database: ...
@@ -48,6 +49,7 @@ from bot.cli.check_budget import BudgetLook, forget_daily_budget
 from bot.cli.check_remote import check_discord, check_intents, check_redirect, check_spotify
 from bot.cli.check_storage import check_database, check_keys, check_postgresql
 from bot.cli.findings import OK, PROBLEM, SKIPPED, WARNING, Finding
+from bot.cli.invocation import EnvFile
 from bot.config import load_settings
 from bot.crypto import TokenCipher
 from bot.errors import (
@@ -115,14 +117,23 @@ def run_check(
     out: TextIO | None = None,
     command: str = "nowplaying-bot",
     source: str | None = None,
+    env_file: EnvFile | None = None,
     reset_budget: bool = False,
 ) -> int:
     """Check the configuration in ``env``; print the report; return the exit status.
     ``command`` is how the user runs the bot, named in hints; ``source`` says where the
-    settings were read (which ``.env``), printed after the verdicts; ``reset_budget``: forget
-    the daily Spotify budget first."""
+    settings were read (which ``.env``), printed after the verdicts; ``env_file`` is that
+    file, whose permissions are checked; ``reset_budget``: forget the daily Spotify budget
+    first."""
     return asyncio.run(
-        check_async(env, out=out, command=command, source=source, reset_budget=reset_budget)
+        check_async(
+            env,
+            out=out,
+            command=command,
+            source=source,
+            env_file=env_file,
+            reset_budget=reset_budget,
+        )
     )
 
 
@@ -133,6 +144,7 @@ async def check_async(
     timeout: float = REQUEST_TIMEOUT,
     command: str = "nowplaying-bot",
     source: str | None = None,
+    env_file: EnvFile | None = None,
     reset_budget: bool = False,
 ) -> int:
     """:func:`run_check` for callers that already run an event loop (the tests)."""
@@ -158,6 +170,9 @@ async def check_async(
     if reset_budget:
         report.say(await forget_daily_budget(settings))
     report.add(Finding(OK, "settings", "every value is valid"))
+    exposed = env_file.exposure() if env_file is not None else None
+    if exposed is not None:
+        report.add(Finding(WARNING, "env file", exposed))
     cipher = TokenCipher(settings.token_encryption_keys)
     budget = BudgetLook(settings)
     if settings.database_url is not None:

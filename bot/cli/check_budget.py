@@ -15,7 +15,7 @@ from bot.spotify.budget import RISE_AFTER_DAYS, DailyBudget
 from bot.spotify.http import Purpose
 from bot.storage import Storage
 
-BUDGET_SCHEMA_VERSION: Final = 8  # the migration that added the counts
+BUDGET_SCHEMA_VERSION: Final = 9  # the migration that added the counts
 ITEM: Final = "spotify budget"
 PURPOSE_WORDS: Final[tuple[tuple[Purpose, str], ...]] = (
     ("poll", "polls"),

@@ -127,7 +127,9 @@ async def check_postgresql(
         version = await storage.schema_version()
         counts = None
         if version >= 1:
-            current, older, undecryptable = await count_secrets_by_key(storage.links, cipher)
+            current, older, undecryptable = await count_secrets_by_key(
+                storage.sealed, cipher, version
+            )
             counts = SecretCounts(current, older, undecryptable)
         if also is not None and version <= latest:
             await also(storage, version)
@@ -200,7 +202,7 @@ async def _read_database(
         version = await storage.schema_version()
         if version < 1:  # no tables yet: nothing stored
             return version, None
-        current, older, undecryptable = await count_secrets_by_key(storage.links, cipher)
+        current, older, undecryptable = await count_secrets_by_key(storage.sealed, cipher, version)
         if also is not None and version <= db.LATEST_SCHEMA_VERSION:
             await also(storage, version)
         return version, SecretCounts(current, older, undecryptable)

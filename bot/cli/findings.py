@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Final
 
 OK: Final = "ok"
-# Usable, but not as well as it could be (statuses not seen, the daily Spotify limit spent):
-# never a problem, so the exit status stays 0.
-WARNING: Final = "warning"
 PROBLEM: Final = "problem"
 SKIPPED: Final = "skipped"
+# Usable, but worth fixing or knowing (a .env others can read, statuses not seen, the daily
+# Spotify limit spent): never counted as a problem, so the exit status stays 0.
+WARNING: Final = "warning"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,25 @@ class EnvFile:
     @property
     def explicit(self) -> bool:
         return self.named_by != "the working directory"
+
+    def exposure(self) -> str | None:
+        """Why other users of this machine can read the file's secrets, or None when they
+        cannot (or there is no file)."""
+        try:
+            mode = self.path.stat().st_mode
+        except OSError:
+            return None
+        readers = [
+            who
+            for who, bit in (("its group", stat.S_IRGRP), ("others", stat.S_IROTH))
+            if mode & bit
+        ]
+        if not readers:
+            return None
+        return (
+            f"{self.path} holds the bot's secrets and is readable by {' and '.join(readers)} "
+            f"(mode {stat.S_IMODE(mode):04o}): run `chmod 600 {shlex.quote(str(self.path))}`"
+        )
 
     def describe(self) -> str:
         """``/srv/np.env (named by --env-file)``, ``/srv/bot/.env (in the working directory)``."""

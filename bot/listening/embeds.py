@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import discord
 
 from bot.listening.now import NowEntry
+from bot.listening.server import MIN_RECAP_LISTENERS
 from bot.listening.spotify import RecentAnswer
 from bot.messages.message import BotMessage
 from bot.messages.text import (
@@ -162,10 +163,16 @@ def render_top(top: TopItems, *, member_name: str, period: str) -> BotMessage:
 def render_recap(recap: Recap, *, guild_name: str, period: str) -> BotMessage:
     guild_name = fit_markdown(guild_name, NAME_LIMIT)
     when = RECAP_PERIOD_WORDS.get(period, period)
-    if not recap.tracks:
+    if recap.listeners == 0:
         return BotMessage(
             content=f"No plays logged in {guild_name} in {when} yet. The recap counts what "
             "linked members (and members who opted in) play while the bot is running."
+        )
+    if recap.listeners < MIN_RECAP_LISTENERS or not recap.tracks:
+        return BotMessage(
+            content=f"Fewer than {MIN_RECAP_LISTENERS} members of {guild_name} who share their "
+            f"listening here played something in {when}. A recap needs at least "
+            f"{MIN_RECAP_LISTENERS}, so that it never shows one person's listening."
         )
     track_lines = []
     for number, entry in enumerate(recap.tracks, start=1):

@@ -24,7 +24,8 @@ which never delays the caller).
   one recently-played call for that member fills it.
 * **Where a play counts:** the log remembers in which servers it saw each member (a command
   they ran there, a presence update from there). /recap of a server counts only members seen
-  there who are not private; /listening likewise.
+  there who are not private; /listening likewise (``bot.listening.server`` also checks that
+  they are still in the server).
 """
 
 from __future__ import annotations
@@ -47,12 +48,11 @@ from bot.listening.recorder import (
 )
 from bot.members.events import MemberEvents
 from bot.spotify.models import CurrentlyPlaying, Playback, Track
-from bot.storage import HasLinks, HasListening, HasPrivacy, HasSettings, Play, Recap
+from bot.storage import HasLinks, HasListening, HasPrivacy, HasSettings, Play
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
-RECAP_PERIODS: dict[str, float] = {"week": 7 * 86400.0, "month": 30 * 86400.0}
 
 
 class PrivacyView(Protocol):
@@ -135,11 +135,17 @@ class ListeningLog:
                 log.exception("listening log: pruning failed; trying again in an hour")
 
     async def prune(self) -> int:
-        """Delete plays older than LISTENING_LOG_DAYS (every play when it is 0)."""
-        cutoff = self._clock() - self._keep_days * 86400.0 if self.enabled else float("inf")
+        """Delete plays older than LISTENING_LOG_DAYS (every play when it is 0), and where
+        members were seen when they were last seen there as long ago (at least a day:
+        /listening needs to know who is in a server even when no play is kept)."""
+        now = self._clock()
+        cutoff = now - self._keep_days * 86400.0 if self.enabled else float("inf")
         removed = await self._storage.listening.prune_plays(before=cutoff)
         if removed:
             log.info("listening log: deleted %d plays older than the retention", removed)
+        forgotten = await self.roster.prune(now - max(self._keep_days, 1) * 86400.0)
+        if forgotten:
+            log.info("listening log: forgot %d sightings of members in servers as old", forgotten)
         return removed
 
     # --- recording ------------------------------------------------------------------------
@@ -249,7 +255,7 @@ class ListeningLog:
         """The member was seen in the server: their plays count there. Never for a private
         member; with ``only_if_logged`` only for members whose plays are kept (a command such
         as /link, run before linking, passes False so the plays that follow count there)."""
-        if self.roster.knows(guild_id, member_id) or self._privacy.is_private_now(member_id):
+        if self.roster.seen_lately(guild_id, member_id) or self._privacy.is_private_now(member_id):
             return
         if only_if_logged and not self.keeps_plays_of(member_id):
             return
@@ -297,25 +303,14 @@ class ListeningLog:
 
         return self.now_listening.listening(include, self._clock())
 
-    async def recent(self, member_id: int, limit: int = 10) -> list[Play]:
+    async def recent(
+        self, member_id: int, limit: int = 10, *, seen_in: int | None = None
+    ) -> list[Play]:
+        """The member's latest plays; with ``seen_in``, only when the member was seen in that
+        server (the log answers nowhere else, whoever asks there)."""
+        if seen_in is not None and not self.roster.knows(seen_in, member_id):
+            return []
         return await self._storage.listening.recent_plays(member_id, limit=limit)
-
-    async def recap(
-        self,
-        guild_id: int,
-        period: str,
-        *,
-        still_member: Callable[[int], bool] | None = None,
-    ) -> Recap:
-        """The server's top tracks and artists from members seen there who are not private
-        (and, when the member cache can tell, still in the server)."""
-        members = [
-            m
-            for m in self.roster.members_of(guild_id)
-            if not self._privacy.is_private_now(m) and (still_member is None or still_member(m))
-        ]
-        since = self._clock() - RECAP_PERIODS[period]
-        return await self._storage.listening.recap(members, since=since)
 
 
 class PlaySources(Protocol):

@@ -144,14 +144,22 @@ class SpotifyListening:
         self._spotify = spotify
         self._history = history
 
-    async def recent(self, member_id: int, *, is_self: bool) -> RecentAnswer:
+    async def recent(
+        self, member_id: int, *, is_self: bool, guild_id: int | None = None
+    ) -> RecentAnswer:
         """The member's last 10 tracks: Spotify's recently-played when the link allows it,
-        else the listening log."""
+        else the listening log. Asked about someone else in a server (``guild_id``), the log
+        answers only when the member was seen there."""
+        seen_in = None if is_self else guild_id
+
+        async def from_log(note: str | None) -> RecentAnswer:
+            return await self._from_log(member_id, note, seen_in)
+
         granted = await self._spotify.granted(member_id)
         if granted is None:
-            return await self._from_log(member_id, LINK_HINT if is_self else None)
+            return await from_log(LINK_HINT if is_self else None)
         if not has_scope(granted, RECENTLY_PLAYED_SCOPE):
-            return await self._from_log(member_id, RELINK_HINT if is_self else None)
+            return await from_log(RELINK_HINT if is_self else None)
         api = self._spotify.api
 
         async def request(token: str) -> Sequence[PlayedTrack]:
@@ -160,18 +168,18 @@ class SpotifyListening:
         try:
             played = await self._spotify.call(member_id, request)
         except SpotifyMissingScope:
-            return await self._from_log(member_id, RELINK_HINT if is_self else None)
+            return await from_log(RELINK_HINT if is_self else None)
         except SpotifyDailyLimit as exc:
             note = f"The bot's daily Spotify limit is used up until {back_at(exc.until)}, so "
-            return await self._from_log(member_id, note + "this is what I logged myself.")
+            return await from_log(note + "this is what I logged myself.")
         except (SpotifyRateLimited, SpotifyUnavailable) as exc:
             log.info("/recent: Spotify unavailable for member %s (%s)", member_id, exc)
-            return await self._from_log(member_id, FROM_LOG_BUSY)
+            return await from_log(FROM_LOG_BUSY)
         except (LinkBroken, DecryptionError, SpotifyForbidden, SpotifyUnauthorized) as exc:
             # About someone else, say nothing about why; about yourself, what to do.
-            return await self._from_log(member_id, exc.user_message if is_self else None)
+            return await from_log(exc.user_message if is_self else None)
         except NotLinked:
-            return await self._from_log(member_id, None)
+            return await from_log(None)
         self._history.gaps.absorb_soon(member_id, played)
         tracks = tuple(
             RecentTrack(
@@ -184,8 +192,10 @@ class SpotifyListening:
         )
         return RecentAnswer(tracks, "spotify")
 
-    async def _from_log(self, member_id: int, note: str | None) -> RecentAnswer:
-        plays = await self._history.recent(member_id, RECENT_LIMIT)
+    async def _from_log(
+        self, member_id: int, note: str | None, seen_in: int | None
+    ) -> RecentAnswer:
+        plays = await self._history.recent(member_id, RECENT_LIMIT, seen_in=seen_in)
         tracks = tuple(
             RecentTrack(
                 name=play.track_name,

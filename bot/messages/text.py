@@ -1,7 +1,8 @@
 """Discord message text: the limits Discord enforces, and text that fits them safely.
 
 Pure functions. Every piece of text is cut on a character boundary with "…" before it is placed
-(a cut never splits a grapheme), markdown is escaped so a name cannot format, mention or link,
+(a cut never splits a grapheme), bidirectional controls are dropped so a name cannot reorder the
+line around it, markdown is escaped so a name cannot format, mention or link,
 masked links are never cut in half (the visible text is shortened, the link stays; a list of
 links drops trailing entries and says "and N more"), and :func:`embed_limit_problems` checks a
 finished embed the way Discord counts it.
@@ -91,9 +92,24 @@ _URL_COLON = re.compile(r":(?=//)")
 _LINE_START = re.compile(r"^(#|-|>|\+|\d+\.)")
 
 
+# Bidirectional embeddings, overrides and isolates: a name holding one reorders the text
+# after it (an override can make "…rab.exe" read as "…exe.bar"), beyond the name itself.
+BIDI_CONTROLS = frozenset(map(chr, (*range(0x202A, 0x202F), *range(0x2066, 0x206A))))
+
+
+def without_bidi_controls(text: str) -> str:
+    """``text`` without the characters that reorder what follows them (``BIDI_CONTROLS``)."""
+    if BIDI_CONTROLS.isdisjoint(text):
+        return text
+    return "".join(char for char in text if char not in BIDI_CONTROLS)
+
+
 def clean_line(text: str) -> str:
-    """One line of printable text: newlines, tabs and other control characters become spaces."""
-    cleaned = "".join(" " if unicodedata.category(char) == "Cc" else char for char in text)
+    """One line of printable text: newlines, tabs and other control characters become spaces;
+    bidirectional controls are dropped."""
+    cleaned = "".join(
+        " " if unicodedata.category(char) == "Cc" else char for char in without_bidi_controls(text)
+    )
     return " ".join(cleaned.split())
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from bot.messages.text import without_bidi_controls
 from bot.pictures.decode import open_cover
 
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
@@ -131,9 +132,10 @@ def _drawable(font: ImageFont.FreeTypeFont, char: str) -> bool:
 
 
 def drawable_text(text: str, font: ImageFont.FreeTypeFont) -> str:
-    """``text`` with each run of characters the font cannot draw replaced by one U+FFFD."""
+    """``text`` with each run of characters the font cannot draw replaced by one U+FFFD, and
+    no bidirectional control (as in embeds: they would reorder the rest of the line)."""
     pieces: list[str] = []
-    for char in text:
+    for char in without_bidi_controls(text):
         if _drawable(font, char):
             pieces.append(char)
         elif not pieces or pieces[-1] != REPLACEMENT:

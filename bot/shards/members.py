@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 from bot.aio.tasks import cancel_and_wait
+from bot.config import whole_number
 from bot.members.events import MemberEvents
 from bot.storage import Notifications
 
@@ -74,9 +75,9 @@ class MemberChangeRelay:
     def _received(self, payload: str) -> None:
         origin, _, rest = payload.partition(":")
         kind, _, raw_id = rest.partition(":")
-        if origin == self._origin or not raw_id.isdigit():
+        member_id = whole_number(raw_id)
+        if origin == self._origin or member_id is None:
             return
-        member_id = int(raw_id)
         if kind == "linked":
             self._spawn(self._events.emit("linked", member_id, here=False))
         elif kind == "unlinked":

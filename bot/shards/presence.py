@@ -22,6 +22,7 @@ from typing import Final
 
 from bot.aio.tasks import cancel_and_wait
 from bot.autopost.coverage import PresenceCoverage
+from bot.config import whole_number
 from bot.storage import Notifications
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,10 @@ class PresenceCoverRelay:
         kind, _, raw_ids = rest.partition(":")
         if not origin or origin == self._origin:
             return
-        ids = raw_ids.split(",") if raw_ids else []
-        if not all(raw.isdigit() for raw in ids):
+        parsed = [whole_number(raw) for raw in raw_ids.split(",")] if raw_ids else []
+        members = [m for m in parsed if m is not None]
+        if len(members) != len(parsed):
             return  # malformed: ignored whole
-        members = [int(raw) for raw in ids]
         coverage = self._coverage
         if kind == "cover":
             until = self._clock() + self._ttl

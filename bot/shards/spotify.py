@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Final
 
 from bot.aio.tasks import cancel_and_wait
+from bot.config import whole_number
 from bot.spotify.http import SERVICES, SpotifySender, SpotifyService
 from bot.storage import Notifications
 
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 
 REQUESTS_CHANNEL: Final = "nowplaying_spotify_requests"
 REQUESTS_FLUSH_SECONDS: Final = 0.5
+# A count above this is garbage: no process makes ten thousand requests in half a second,
+# and one huge count would fill the polling budget for good.
+MOST_REQUESTS_PER_COUNT: Final = 10_000
+# ``until`` of a hold: Unix time in seconds, ASCII digits with at most a fraction.
+_UNIX_TIME = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 
 
 class SharedRequestCount:
@@ -76,10 +82,13 @@ class SharedRequestCount:
 
     def _received(self, payload: str) -> None:
         origin, _, raw = payload.partition(":")
-        if origin == self._origin or not raw.isdigit() or not self._is_leader():
+        count = whole_number(raw)
+        if origin == self._origin or not self._is_leader():
             return
-        self.received += int(raw)
-        self._note(self._clock(), int(raw))
+        if count is None or not 0 < count <= MOST_REQUESTS_PER_COUNT:
+            return  # malformed, or more than any process sends: it would stop polling
+        self.received += count
+        self._note(self._clock(), count)
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -138,12 +147,9 @@ class SharedSpotifyHold:
         if len(parts) != 4 or parts[0] == self._origin or parts[3] not in ("0", "1"):
             return
         service = next((s for s in SERVICES if s == parts[1]), None)
-        try:
-            until = float(parts[2])
-        except ValueError:
+        if service is None or not _UNIX_TIME.fullmatch(parts[2]):
             return
-        if service is None or not math.isfinite(until):
-            return
+        until = float(parts[2])
         seconds = min(until - self._wall_clock(), LONGEST_HOLD_SECONDS)
         if self._sender.extend_hold(service, seconds, quota_exceeded=parts[3] == "1"):
             self.received += 1

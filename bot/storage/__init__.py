@@ -13,6 +13,8 @@ the ``Handle`` every store shares (``base.py``: the engine, transactions, reads)
 * ``storage.outbox``: the auto-post outbox (``outbox.py``)
 * ``storage.colours``: embed colours picked from album art (``colours.py``)
 * ``storage.listening``: the listening log and the recap (``listening.py``)
+* ``storage.sealed``: every encrypted value, whichever table holds it (``sealed.py``: key
+  rotation and ``check``)
 * ``storage.spotify_budget``: Spotify calls per minute, the quota hold (``spotify_budget.py``)
 
 A consumer takes the store it uses, or a narrow Protocol of the stores and plumbing it calls,
@@ -44,6 +46,7 @@ from bot.storage.links import LinkedAccount, LinksStore, LinkStatus, SpotifyAcco
 from bot.storage.listening import ListeningStore, Play, Recap, RecapAlbum, RecapEntry
 from bot.storage.outbox import OutboxPost, OutboxStore
 from bot.storage.privacy import PrivacyStore, Visibility
+from bot.storage.sealed import SealedStore, SealedValue
 from bot.storage.settings import GuildSettings, SettingsStore
 from bot.storage.spotify_budget import CallCountRow, SpotifyBudgetStore, SpotifyQuota
 from bot.storage.storage import (
@@ -90,6 +93,8 @@ __all__ = [
     "RecapAlbum",
     "RecapEntry",
     "RecentLinkState",
+    "SealedStore",
+    "SealedValue",
     "SettingsStore",
     "SpotifyAccountTaken",
     "SpotifyBudgetStore",

@@ -1,13 +1,13 @@
-"""Linked Spotify accounts and their encrypted refresh tokens (key rotation included)."""
+"""Linked Spotify accounts and their encrypted refresh tokens."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from bot.storage.base import Store, upsert_by_member
 from bot.storage.engines import Row
+from bot.storage.outbox import UNSENT_OF_MEMBER
 
 LinkStatus = Literal["active", "broken"]
 
@@ -55,7 +55,7 @@ def _account_from_row(row: Row) -> LinkedAccount:
 
 
 class LinksStore(Store):
-    """Linked Spotify accounts and their encrypted refresh tokens (key rotation included)."""
+    """Linked Spotify accounts and their encrypted refresh tokens."""
 
     # --- linked accounts -----------------------------------------------------------------------
 
@@ -113,7 +113,8 @@ class LinksStore(Store):
         )
 
     async def delete_member(self, user_id: int) -> bool:
-        """Forget everything about a member (link, settings, last posts, pending link states).
+        """Forget everything about a member (link, settings, last posts, posts not sent yet,
+        pending link states).
 
         The privacy choice (``member_privacy``) stays: a private member who unlinks must not
         become visible through their Discord status. Returns True when anything was stored.
@@ -144,6 +145,7 @@ class LinksStore(Store):
                 "DELETE FROM member_privacy WHERE discord_user_id = ? AND visibility = 'server'",
                 (user_id,),
             )
+            await tx.execute(UNSENT_OF_MEMBER, (user_id,))  # no post of theirs goes out later
         return removed > 0
 
     async def count_links(self, status: str = "active") -> int:
@@ -158,40 +160,3 @@ class LinksStore(Store):
             "ORDER BY discord_user_id"
         )
         return [int(row[0]) for row in rows]
-
-    async def list_encrypted_secrets(self) -> list[tuple[int, bytes]]:
-        """Every stored refresh token as (discord user id, encrypted blob)."""
-        rows = await self._db.fetchall(
-            "SELECT discord_user_id, refresh_token FROM linked_accounts "
-            "WHERE refresh_token IS NOT NULL ORDER BY discord_user_id"
-        )
-        return [(int(row[0]), bytes(row[1])) for row in rows]
-
-    async def replace_encrypted_secrets(
-        self,
-        updates: Sequence[tuple[int, bytes]],
-        *,
-        expected: Mapping[int, bytes] | None = None,
-    ) -> int:
-        """Write new encrypted refresh tokens in one transaction; return the rows changed.
-
-        With ``expected`` (user id -> the blob read before), a row changes only while it still
-        holds that blob, so a token refreshed meanwhile is never overwritten by a stale one.
-        """
-        if not updates:
-            return 0
-        changed = 0
-        async with self._db.transaction() as tx:
-            for user_id, blob in updates:
-                if expected is None:
-                    changed += await tx.execute(
-                        "UPDATE linked_accounts SET refresh_token = ? WHERE discord_user_id = ?",
-                        (blob, user_id),
-                    )
-                elif user_id in expected:
-                    changed += await tx.execute(
-                        "UPDATE linked_accounts SET refresh_token = ? "
-                        "WHERE discord_user_id = ? AND refresh_token = ?",
-                        (blob, user_id, expected[user_id]),
-                    )
-        return changed

@@ -216,10 +216,31 @@ class ListeningStore(Store):
             (guild_id, user_id),
         )
 
-    async def list_listening_guilds(self) -> list[tuple[int, int]]:
-        """Every (guild id, member id) pair the log knows."""
-        rows = await self._db.fetchall("SELECT guild_id, discord_user_id FROM listening_guilds")
-        return [(int(row[0]), int(row[1])) for row in rows]
+    async def list_listening_guilds(self) -> list[tuple[int, int, float]]:
+        """Every (guild id, member id, last seen there) the log knows."""
+        rows = await self._db.fetchall(
+            "SELECT guild_id, discord_user_id, seen_at FROM listening_guilds"
+        )
+        return [(int(row[0]), int(row[1]), float(row[2])) for row in rows]
+
+    async def prune_listening_guilds(self, *, before: float) -> int:
+        """Forget where members were seen when they were last seen there before ``before``."""
+        return await self._db.write("DELETE FROM listening_guilds WHERE seen_at < ?", (before,))
+
+    async def listeners_since(self, member_ids: Iterable[int], *, since: float) -> set[int]:
+        """Which of these members have a play that started at ``since`` or later (one seek
+        per member in the per-member index)."""
+        members = sorted(set(member_ids))
+        if not members:
+            return set()
+        marks = ", ".join("?" for _ in members)
+        hint = "INDEXED BY plays_member_cover " if self._db.dialect == "sqlite" else ""
+        rows = await self._db.fetchall(
+            f"SELECT DISTINCT discord_user_id FROM plays {hint}"  # noqa: S608
+            f"WHERE discord_user_id IN ({marks}) AND started_at >= ?",
+            (*members, since),
+        )
+        return {int(row[0]) for row in rows}
 
     async def recap(
         self, member_ids: Iterable[int], *, since: float, limit: int = 10, albums: int = 9

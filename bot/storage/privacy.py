@@ -6,6 +6,7 @@ import time
 from typing import Final, Literal
 
 from bot.storage.base import Store
+from bot.storage.outbox import UNSENT_OF_MEMBER
 
 Visibility = Literal["server", "private"]
 
@@ -36,7 +37,8 @@ class PrivacyStore(Store):
         self, user_id: int, value: Visibility, *, now: float | None = None
     ) -> None:
         """Store the member's choice. Choosing ``private`` also forgets the auto-poster's record
-        of what they last played (``last_posts``) in the same transaction."""
+        of what they last played (``last_posts``) and drops their posts not sent yet (the
+        outbox), in the same transaction."""
         if value not in VISIBILITIES:
             raise ValueError(f"visibility must be one of {VISIBILITIES}")
         async with self._db.transaction() as tx:
@@ -52,6 +54,7 @@ class PrivacyStore(Store):
             )
             if value == "private":
                 await tx.execute("DELETE FROM last_posts WHERE discord_user_id = ?", (user_id,))
+                await tx.execute(UNSENT_OF_MEMBER, (user_id,))
 
     async def list_explicit_server_user_ids(self) -> set[int]:
         """Members who chose ``server`` with /privacy (rather than never choosing)."""

@@ -1,6 +1,10 @@
 """Maintenance of stored secrets: key rotation (``rotate-keys``), per-key counts (``check``) and
 the start-up report of secrets the configured keys cannot open.
 
+A stored secret is every encrypted value the database holds (``bot.storage.sealed``): the
+linked members' refresh tokens, the grants of links waiting for a Spotify hold to end (a
+refresh and an access token each), and the link states /link may hand out again.
+
 Rotation is all or nothing. Every secret is decrypted first; if any secret decrypts with none
 of the configured keys, ``rotate_keys`` raises ``UndecryptableSecrets`` and writes nothing,
 because the likely cause is an old key removed from TOKEN_ENCRYPTION_KEY too early, and the fix
@@ -20,7 +24,7 @@ from collections.abc import Sequence
 
 from bot.crypto import TokenCipher
 from bot.errors import DecryptionError
-from bot.storage import LinksStore, Storage
+from bot.storage import SealedStore, SealedValue, Storage
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +49,18 @@ def unreadable_advice(command: str = DEFAULT_COMMAND) -> str:
 
 
 class UndecryptableSecrets(DecryptionError):
-    """Stored secrets that no configured key decrypts. ``user_ids`` names their members."""
+    """Stored secrets that no configured key decrypts. ``owner_ids`` has each secret's member
+    (a member may own several); ``user_ids`` names each member once."""
 
-    def __init__(self, user_ids: Sequence[int], command: str = DEFAULT_COMMAND) -> None:
-        self.user_ids = tuple(user_ids)
+    def __init__(self, owner_ids: Sequence[int], command: str = DEFAULT_COMMAND) -> None:
+        self.user_ids = tuple(dict.fromkeys(owner_ids))
         rotate = f"{command} rotate-keys"
         shown = ", ".join(str(user_id) for user_id in self.user_ids[:_SHOWN_IDS])
         more = len(self.user_ids) - _SHOWN_IDS
         if more > 0:
             shown += f", and {more} more"
         super().__init__(
-            f"{len(self.user_ids)} stored secret(s) could not be decrypted with any configured "
+            f"{len(owner_ids)} stored secret(s) could not be decrypted with any configured "
             f"key (Discord user ids: {shown}); nothing was changed. Either put the key that "
             f"encrypted them back into TOKEN_ENCRYPTION_KEY (after the first key) and run "
             f"`{rotate}` again, or run `{rotate} {SKIP_UNREADABLE_FLAG}` to "
@@ -79,19 +84,16 @@ async def rotate_keys(
     rows are left untouched and logged. A token refreshed by the running bot between the read
     and the write is not overwritten (compare-and-swap on the old blob).
     """
-    secrets = await storage.links.list_encrypted_secrets()
-    updates: list[tuple[int, bytes]] = []
-    expected: dict[int, bytes] = {}
+    updates: list[tuple[SealedValue, bytes]] = []
     undecryptable: list[int] = []
-    for user_id, blob in secrets:
+    for value in await storage.sealed.list_sealed():
         try:
-            new_blob = cipher.reencrypt(user_id, blob)
+            new_blob = cipher.reencrypt(value.owner_id, value.blob)
         except DecryptionError:
-            undecryptable.append(user_id)
+            undecryptable.append(value.owner_id)
             continue
         if new_blob is not None:
-            updates.append((user_id, new_blob))
-            expected[user_id] = blob
+            updates.append((value, new_blob))
     if undecryptable:
         if not skip_undecryptable:
             raise UndecryptableSecrets(undecryptable, command)
@@ -99,7 +101,7 @@ async def rotate_keys(
             "key rotation skipped %d secret(s) that no configured key decrypts", len(undecryptable)
         )
     async with storage.secure_delete():
-        changed = await storage.links.replace_encrypted_secrets(updates, expected=expected)
+        changed = await storage.sealed.replace_sealed(updates)
     if changed < len(updates):
         log.info(
             "%d secret(s) changed during rotation and were left as written by the bot",
@@ -114,15 +116,18 @@ async def rotate_keys(
     return changed
 
 
-async def count_secrets_by_key(links: LinksStore, cipher: TokenCipher) -> tuple[int, int, int]:
-    """(under the first key, under an older key, undecryptable) over every stored secret.
+async def count_secrets_by_key(
+    sealed: SealedStore, cipher: TokenCipher, schema_version: int | None = None
+) -> tuple[int, int, int]:
+    """(under the first key, under an older key, undecryptable) over every stored secret (of a
+    database at ``schema_version``, when ``check`` reads one not yet migrated).
 
     Each secret is authenticated, not just looked up by its key id.
     """
     current = older = undecryptable = 0
-    for user_id, blob in await links.list_encrypted_secrets():
+    for value in await sealed.list_sealed(schema_version):
         try:
-            index = cipher.key_index(user_id, blob)
+            index = cipher.key_index(value.owner_id, value.blob)
         except DecryptionError:
             undecryptable += 1
             continue
@@ -134,11 +139,11 @@ async def count_secrets_by_key(links: LinksStore, cipher: TokenCipher) -> tuple[
 
 
 async def report_unreadable_secrets(
-    links: LinksStore, cipher: TokenCipher, command: str = DEFAULT_COMMAND
+    sealed: SealedStore, cipher: TokenCipher, command: str = DEFAULT_COMMAND
 ) -> tuple[int, int]:
     """At start-up: one ERROR line when the configured keys open none or only some of the
     stored secrets. Returns (readable, total)."""
-    current, older, unreadable = await count_secrets_by_key(links, cipher)
+    current, older, unreadable = await count_secrets_by_key(sealed, cipher)
     total = current + older + unreadable
     if unreadable:
         log.error(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from bot.storage.base import Store
+from bot.storage.base import Store, upsert_by_member
+from bot.storage.outbox import UNSENT_OF_MEMBER
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +90,19 @@ class SettingsStore(Store):
     async def set_autopost_opt_in(
         self, user_id: int, enabled: bool, *, now: float | None = None
     ) -> None:
-        await self._db.write(
-            """
-            INSERT INTO member_settings (discord_user_id, autopost_opt_in, updated_at)
-            VALUES (?, ?, ?)
-            ON CONFLICT (discord_user_id) DO UPDATE SET
-                autopost_opt_in = excluded.autopost_opt_in,
-                updated_at = excluded.updated_at
-            """,
-            (user_id, int(bool(enabled)), time.time() if now is None else now),
-        )
+        """The choice for every server without one of its own. Opting out drops the member's
+        posts not sent yet in those servers, in the same transaction."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                upsert_by_member("member_settings", "discord_user_id, autopost_opt_in, updated_at"),
+                (user_id, int(bool(enabled)), time.time() if now is None else now),
+            )
+            if not enabled:
+                await tx.execute(
+                    f"{UNSENT_OF_MEMBER} AND guild_id NOT IN (SELECT guild_id FROM "  # noqa: S608
+                    "member_guild_settings WHERE discord_user_id = ? AND autopost_opt_in = 1)",
+                    (user_id, user_id),
+                )
 
     async def get_guild_autopost_opt_in(self, user_id: int, guild_id: int) -> bool | None:
         """The member's auto-post choice in one server: the choice made there, else the choice
@@ -120,18 +124,23 @@ class SettingsStore(Store):
     async def set_guild_autopost_opt_in(
         self, user_id: int, guild_id: int, enabled: bool, *, now: float | None = None
     ) -> None:
-        """``/autopost me`` in one server; other servers keep their own (or the old) choice."""
-        await self._db.write(
-            """
-            INSERT INTO member_guild_settings (discord_user_id, guild_id, autopost_opt_in,
-                                               updated_at)
-            VALUES (?, ?, ?, ?)
-            ON CONFLICT (discord_user_id, guild_id) DO UPDATE SET
-                autopost_opt_in = excluded.autopost_opt_in,
-                updated_at = excluded.updated_at
-            """,
-            (user_id, guild_id, int(bool(enabled)), time.time() if now is None else now),
-        )
+        """``/autopost me`` in one server; other servers keep their own (or the old) choice.
+        Opting out drops the member's posts not sent yet in that server, in the same
+        transaction."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                """
+                INSERT INTO member_guild_settings (discord_user_id, guild_id, autopost_opt_in,
+                                                   updated_at)
+                VALUES (?, ?, ?, ?)
+                ON CONFLICT (discord_user_id, guild_id) DO UPDATE SET
+                    autopost_opt_in = excluded.autopost_opt_in,
+                    updated_at = excluded.updated_at
+                """,
+                (user_id, guild_id, int(bool(enabled)), time.time() if now is None else now),
+            )
+            if not enabled:
+                await tx.execute(f"{UNSENT_OF_MEMBER} AND guild_id = ?", (user_id, guild_id))
 
     async def get_autopost_opt_in_anywhere(self, user_id: int) -> bool | None:
         """Summary over every server: True when the member opted in somewhere (here or before

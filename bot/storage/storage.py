@@ -21,6 +21,7 @@ from bot.storage.listening import ListeningStore
 from bot.storage.migrate import open_migrated
 from bot.storage.outbox import OutboxStore
 from bot.storage.privacy import PrivacyStore
+from bot.storage.sealed import SealedStore
 from bot.storage.settings import SettingsStore
 from bot.storage.spotify_budget import SpotifyBudgetStore
 
@@ -97,6 +98,7 @@ class Storage:
         self.outbox = OutboxStore(db)
         self.colours = ColoursStore(db)
         self.listening = ListeningStore(db)
+        self.sealed = SealedStore(db)
         self.spotify_budget = SpotifyBudgetStore(db)
 
     @classmethod

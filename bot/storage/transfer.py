@@ -3,7 +3,8 @@
 The copy reads the SQLite file inside one ``BEGIN IMMEDIATE`` transaction (a consistent
 snapshot that no other writer can change meanwhile) and writes PostgreSQL inside one transaction:
 the schema (the same numbered migrations, applied as ``bot.storage.migrate`` applies them), every
-row of every table with binary COPY, identity sequences moved past the copied ids, and the row
+row of every table with binary COPY (streamed ``COPY_BATCH`` rows at a time, so memory stays
+flat however large the listening log is), identity sequences moved past the copied ids, and the row
 counts compared table by table before COMMIT. Anything wrong rolls everything back, so the
 target is either a complete copy or untouched. A target that already has any of the bot's
 tables is refused. Secrets are copied as the stored ciphertext: nothing here holds a key, so
@@ -13,8 +14,7 @@ nothing can be decrypted.
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from bot.storage.engines.sqlite import SqliteDatabase, get_schema_version
 from bot.storage.migrate import apply_migration, migrate
 
 log = logging.getLogger(__name__)
+
+COPY_BATCH = 5000  # rows read from SQLite (and held in memory) at a time
 
 
 class TransferRefused(Exception):
@@ -100,14 +102,19 @@ async def _reset_identities(connection: asyncpg.Connection) -> None:
         )
 
 
-async def copy_sqlite_to_postgresql(source: Path, target_url: str) -> TransferReport:
+async def copy_sqlite_to_postgresql(
+    source: Path, target_url: str, *, password: str | None = None
+) -> TransferReport:
     """Copy everything; raise TransferRefused (target untouched) when it cannot or did not
-    verify. The caller checked that ``source`` is an existing file."""
+    verify. The caller checked that ``source`` is an existing file. ``password`` is used when
+    the URL carries none (asyncpg also reads PGPASSWORD from the environment itself)."""
     sqlite = await SqliteDatabase.open(source)
     try:
         await migrate(sqlite)  # brings it to the latest schema first
         sqlite_connection = sqlite.connection
-        target = await asyncpg.connect(target_url, timeout=postgresql.CONNECT_TIMEOUT)
+        target = await asyncpg.connect(
+            target_url, password=password, timeout=postgresql.CONNECT_TIMEOUT
+        )
         try:
             # The write lock for the whole copy: a bot still running cannot change the file
             # under us (it waits), and what we read is one consistent snapshot.
@@ -169,20 +176,23 @@ async def _copy_table(source: aiosqlite.Connection, target: asyncpg.Connection, 
         )
     coercers = [_coercer(types[column]) for column in columns]
     selected = ", ".join(_quoted(column) for column in columns)
-    rows: Sequence[sqlite3.Row] = list(
-        await source.execute_fetchall(f"SELECT {selected} FROM {_quoted(table)}")  # noqa: S608
-    )
-    records = [
-        tuple(
-            None if value is None else coerce(value)
-            for value, coerce in zip(row, coercers, strict=True)
-        )
-        for row in rows
-    ]
+    copied = 0
+
+    async def records() -> AsyncIterator[tuple[Any, ...]]:
+        # A batch at a time: a million plays never sit in memory at once.
+        nonlocal copied
+        async with source.execute(f"SELECT {selected} FROM {_quoted(table)}") as cursor:  # noqa: S608
+            while batch := list(await cursor.fetchmany(COPY_BATCH)):
+                for row in batch:
+                    yield tuple(
+                        None if value is None else coerce(value)
+                        for value, coerce in zip(row, coercers, strict=True)
+                    )
+                copied += len(batch)
+
     expected = await source.execute_fetchall(f"SELECT count(*) FROM {_quoted(table)}")  # noqa: S608
-    if records:
-        await target.copy_records_to_table(table, records=records, columns=columns)
-    log.info("copied %s: %d rows", table, len(records))
+    await target.copy_records_to_table(table, records=records(), columns=columns)
+    log.info("copied %s: %d rows", table, copied)
     return int(next(iter(expected))[0])
 
 

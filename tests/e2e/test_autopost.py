@@ -13,8 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.autopost.config import AutopostConfig
 from tests.fakes.discord import ChannelArg, FakeMessage
+from tests.fakes.discord_http import RecordedRequest
 from tests.fakes.discord_payloads import EMBED_LINKS, SEND_MESSAGES
 from tests.fakes.spotify import FakeSpotify, track_payload
 from tests.harness import (
@@ -242,6 +245,46 @@ async def test_a_member_who_left_the_guild_is_not_posted(tmp_path: Path) -> None
         await followed(stack, ALICE_ID, False)  # looked up at post time: 404 Unknown Member
         await polling_goes_on(stack)
         assert [title(m) for m in posts(stack)] == ["Song t1"]
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        ("privacy", None, {"visibility": "private"}),
+        ("unlink", None, {}),
+        ("autopost", "me", {"enabled": False}),
+    ],
+    ids=["private", "unlink", "opt-out"],
+)
+async def test_a_failed_post_never_goes_out_after_the_member_says_no(
+    tmp_path: Path, choice: tuple[str, str | None, dict[str, Any]]
+) -> None:
+    """A post Discord refused for now waits in the outbox. If the member then goes private,
+    unlinks or opts out, it is never sent, by any process's sender."""
+    async with running(tmp_path) as stack:
+        outbox = stack.app.services.outbox
+        await outbox.stop()  # this test runs the sender's rounds itself, below
+        await choose_music_channel(stack)
+        discord_down = [True]
+
+        def music_post(request: RecordedRequest) -> bool:
+            wanted = request.method == "POST" and request.path == f"/channels/{MUSIC_ID}/messages"
+            return wanted and discord_down[0]
+
+        stack.discord.fail_requests(music_post, status=503, times=10**6)
+        stack.spotify.set_playing("alice", playing("t1"))
+        await stack.link(ALICE_ID, "alice")
+        await stack.discord.wait_for_request(music_post)  # refused once: the row waits
+
+        name, subcommand, options = choice
+        sent = await stack.discord.send_slash_command(
+            name, options, subcommand=subcommand, user_id=str(ALICE_ID)
+        )
+        await sent.wait_for_reply(timeout=WAIT)
+        discord_down[0] = False
+        await outbox.send_due()  # what every process's sender does every 3 s
+        await outbox.send_due()
+        assert [title(m) for m in posts(stack)] == []
 
 
 # --- the commands --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from bot.crypto import TokenCipher
 from bot.storage import Storage
 from tests.clirun import run_cli
 from tests.harness import KEY, Stack
-from tests.helpers import linked_account
+from tests.helpers import linked_account, refresh_token_blobs
 
 # It seeds and reads the SQLite file itself.
 DATABASE_BACKENDS = ("sqlite",)
@@ -74,7 +74,7 @@ async def test_rotate_keys_does_what_its_refusal_offers(tmp_path: Path) -> None:
     assert "Left 1 stored secret(s) that no configured key opens" in output
     new_only = TokenCipher([base64.urlsafe_b64decode(new_key)])
     async with await Storage.open(database) as storage:
-        secrets = dict(await storage.links.list_encrypted_secrets())
+        secrets = dict(await refresh_token_blobs(storage))
     assert {user_id for user_id in secrets if user_id < 100} == {1, 2, 3}
     for user_id in (1, 2, 3):
         assert new_only.decrypt(user_id, secrets[user_id]) == "r"

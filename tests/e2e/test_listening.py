@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,16 @@ def text_of(message: FakeMessage) -> str:
         parts.extend(f"{f['name']}\n{f['value']}" for f in embed.get("fields", []))
         parts.append(embed.get("footer", {}).get("text", ""))
     return "\n".join(parts)
+
+
+async def link_and_play(stack: Stack, members: Sequence[tuple[int, str]], track: str = "") -> None:
+    """Link each (member, Spotify user) and log one /np of theirs in the default server: a
+    track of their own ("Song alices"), or ``track`` for all."""
+    for user_id, name in members:
+        if name not in stack.spotify.users:
+            stack.spotify.add_user(name)
+        await stack.link(user_id, name)
+        await np_playing(stack, user_id, name, track or f"{name}s")
 
 
 async def np_playing(stack: Stack, user_id: int, spotify_user: str, track_id: str) -> None:
@@ -318,17 +328,13 @@ async def test_top_unlinked_member(tmp_path: Path) -> None:
 
 async def test_recap_counts_visible_members_of_this_server_only(tmp_path: Path) -> None:
     async with Stack.running(tmp_path) as stack:
-        await stack.link(ALICE_ID, "alice")
-        await stack.link(BOB_ID, "bob")
+        await link_and_play(
+            stack, ((ALICE_ID, "alice"), (BOB_ID, "bob"), (ADMIN_ID, "admin")), "shared"
+        )
         await stack.link(CAROL_ID, "carol")
-        await np_playing(stack, ALICE_ID, "alice", "shared")
-        await np_playing(stack, BOB_ID, "bob", "shared")
-        await np_playing(stack, CAROL_ID, "carol", "secret")
         log = history(stack)
         # A member seen only in another server never counts here.
         storage = stack.app.services.storage
-        await storage.listening.delete_plays(CAROL_ID)
-        await log.roster.note(OTHER_GUILD_ID, CAROL_ID)
         track = Track(
             name="Elsewhere",
             uri="spotify:track:else",
@@ -338,6 +344,7 @@ async def test_recap_counts_visible_members_of_this_server_only(tmp_path: Path) 
         )
         playback = Playback("track", track, True, 1_000, received_at=time.time())
         log.roster.forget_member(CAROL_ID)
+        await storage.listening.forget_listening_guild(GUILD_ID, CAROL_ID)
         await log.roster.note(OTHER_GUILD_ID, CAROL_ID)
         await log.observe(CAROL_ID, playback, source="np")
 
@@ -345,8 +352,7 @@ async def test_recap_counts_visible_members_of_this_server_only(tmp_path: Path) 
         assert not reply.ephemeral
         text = text_of(reply)
         assert "Song shared" in text
-        assert "2 plays" in text
-        assert "2 members" in text
+        assert "3 plays from 3 members" in text
         assert "Band shared" in text
         assert "Elsewhere" not in text
         assert "Far Band" not in text
@@ -362,9 +368,43 @@ async def test_recap_counts_visible_members_of_this_server_only(tmp_path: Path) 
         assert posted
         assert posted[-1].data.startswith(b"\x89PNG")
 
+        # Bob goes private: two listeners are no recap (it would be one person's history).
         await stack.app.services.privacy.set_visibility(BOB_ID, "private")
-        text = text_of(await command(stack, "recap", {"period": "month"}, user_id=ALICE_ID))
-        assert "1 play from 1 member" in text
+        reply = await command(stack, "recap", {"period": "month"}, user_id=ALICE_ID)
+        assert "Fewer than 3 members of Listening Club" in reply.content
+        assert "Song shared" not in text_of(reply)
+        assert not reply.embeds
+
+
+async def test_members_who_left_are_gone_from_listening_and_recap(tmp_path: Path) -> None:
+    """Without the members intent Discord never says that someone left: /listening and
+    /recap check who is still in the server before they show anyone."""
+    everyone = ((ALICE_ID, "alice"), (BOB_ID, "bob"), (CAROL_ID, "carol"), (ADMIN_ID, "admin"))
+    async with Stack.running(tmp_path) as stack:
+        await link_and_play(stack, everyone)
+        await stack.discord.remove_member(GUILD_ID, CAROL_ID)  # no event without the intent
+
+        text = text_of(await command(stack, "listening", user_id=ALICE_ID))
+        assert "Song alices" in text
+        assert "Song carols" not in text
+        assert f"<@{CAROL_ID}>" not in text
+        assert "3 members are listening" in text
+
+        text = text_of(await command(stack, "recap", user_id=ALICE_ID))
+        assert "Song alices" in text
+        assert "Song carols" not in text
+        assert "3 plays from 3 members" in text
+        # Asked once: she is dropped from the server's listeners until seen there again.
+        assert not history(stack).roster.knows(GUILD_ID, CAROL_ID)
+
+
+async def test_a_recap_of_two_listeners_is_no_recap(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path) as stack:
+        await link_and_play(stack, ((ALICE_ID, "alice"), (BOB_ID, "bob")))
+        reply = await command(stack, "recap", user_id=ALICE_ID)
+        assert not reply.embeds
+        assert "Fewer than 3 members" in reply.content
+        assert "Song alices" not in reply.content
 
 
 async def test_recap_empty(tmp_path: Path) -> None:
@@ -485,8 +525,7 @@ def two_guilds() -> list[dict[str, Any]]:
 
 async def test_other_servers_never_see_a_member(tmp_path: Path) -> None:
     async with Stack.running(tmp_path, guilds=two_guilds()) as stack:
-        await stack.link(BOB_ID, "bob")
-        await np_playing(stack, BOB_ID, "bob", "bobs")
+        await link_and_play(stack, ((BOB_ID, "bob"), (CAROL_ID, "carol"), (ADMIN_ID, "admin")))
         stack.spotify.reset_calls()
         sent = await stack.discord.send_slash_command(
             "recent",
@@ -506,6 +545,35 @@ async def test_other_servers_never_see_a_member(tmp_path: Path) -> None:
         assert stack.spotify.call_count("recently_played") == 0
         # In Bob's own server the recap has his play.
         assert "Song bobs" in text_of(await command(stack, "recap", user_id=ALICE_ID))
+
+
+async def test_the_log_answers_only_in_a_server_where_the_member_was_seen(tmp_path: Path) -> None:
+    """Bob is in both servers but the bot saw him only in the first: when /recent falls back
+    to the listening log, the second server gets nothing of his."""
+    second = guild_of(
+        SECOND_GUILD_ID,
+        "Elsewhere",
+        [(700000000000000223, "general")],
+        [(ALICE_ID, "alice"), (BOB_ID, "bob"), (ADMIN_ID, "admin")],
+    )
+    async with Stack.running(tmp_path, guilds=[default_guild(), second]) as stack:
+        await stack.link(BOB_ID, "bob")
+        await np_playing(stack, BOB_ID, "bob", "bobs")  # seen in the first server only
+
+        async def recent_of_bob(guild_id: int) -> FakeMessage:
+            stack.spotify.fail_next("recently_played", 429, retry_after=30)  # the log answers
+            sent = await stack.discord.send_slash_command(
+                "recent",
+                {"member": UserArg(str(BOB_ID))},
+                user_id=str(ALICE_ID),
+                guild_id=str(guild_id),
+            )
+            return await sent.wait_for_reply(timeout=WAIT)
+
+        elsewhere = await recent_of_bob(SECOND_GUILD_ID)
+        assert "Song bobs" not in text_of(elsewhere)
+        assert "no recent tracks" in text_of(elsewhere)
+        assert "Song bobs" in text_of(await recent_of_bob(GUILD_ID))
 
 
 async def test_slow_spotify_defers_and_then_answers(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from bot.autopost.ports import ChannelCheck, ChannelState, MemberView
+from bot.autopost.ports import ChannelCheck, ChannelState, MemberView, PostOwner
 from bot.messages.message import BotMessage
 
 __all__ = ["Channels", "FakeDiscordSide", "Post"]
@@ -188,7 +188,9 @@ class FakeDiscordSide:
             return None
         return MemberView(self._name(user_id))
 
-    async def send(self, channel_id: int, message: BotMessage, nonce: str | None = None) -> int:
+    async def send(
+        self, channel_id: int, message: BotMessage, nonce: str | None = None, *, owner: PostOwner
+    ) -> int:
         await self._pause()
         if self.send_error is not None:
             raise self.send_error
