@@ -426,7 +426,7 @@ async def test_presence_with_intents_off(tmp_path: Path) -> None:
         "auto-posts spend Spotify's small daily quota of Web API calls instead (restart the bot "
         "after switching them on), or set ENABLE_PRESENCE=false to silence this"
     )
-    assert lines[-1] == "Everything checked is usable; 1 warning(s) above."
+    assert lines[-1] == "Everything checked is usable. 1 warning(s) above: worth a look."
 
 
 async def test_presence_switched_off_in_the_settings(fakes: Fakes) -> None:
@@ -503,7 +503,7 @@ async def test_a_quota_hold_and_the_learned_budget_are_a_warning(fakes: Fakes) -
         f"{utc(refused_at + 7 * 86400)} without another refusal); 11 token requests, counted "
         "apart"
     )
-    assert lines[-1] == "Everything checked is usable; 1 warning(s) above."
+    assert lines[-1] == "Everything checked is usable. 1 warning(s) above: worth a look."
 
 
 async def test_reset_spotify_budget_forgets_the_count_the_hold_and_what_was_learned(

@@ -215,8 +215,8 @@ async def check_async(
             f"run `{command} check` again."
         )
         return 1
+    usable = "Everything checked is usable."
     if report.warnings:
-        report.say(f"Everything checked is usable; {report.warnings} warning(s) above.")
-    else:
-        report.say("Everything checked is usable.")
+        usable += f" {report.warnings} warning(s) above: worth a look."
+    report.say(usable)
     return 0
