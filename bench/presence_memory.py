@@ -102,7 +102,8 @@ def deep_size(root: object) -> int:
 
 
 def caches(service: AutopostService, privacy: PrivacyService) -> dict[str, object]:
-    """Every per-member structure of ours on this path (see README, "Memory per member")."""
+    """Every per-member structure of ours on this path (docs/self-hosting.md, "Memory per
+    member")."""
     structures: dict[str, object] = {
         f"autopost {name}": value for name, value in service.per_member_state().items()
     }

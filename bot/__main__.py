@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from bot.cli.invocation import ENV_FILE_VARIABLE, EnvFile, command_name, locate_env_file
+from bot.cli.invocation import (
+    ENV_FILE_VARIABLE,
+    EnvFile,
+    command_name,
+    create_advice,
+    edit_advice,
+    in_container,
+    locate_env_file,
+)
 from bot.config import Settings, environment_with_dotenv, generate_key, load_settings
 from bot.errors import ConfigError, DecryptionError, StartupError
 
@@ -45,6 +53,8 @@ class Invocation:
 
     def hint(self, subcommand: str = "") -> str:
         """A command to paste: ``nowplaying-bot --env-file /etc/np.env check``."""
+        if not subcommand and in_container(self.command):
+            return "docker compose up -d"  # the bot runs as a service, not from `run`
         parts = [self.command]
         if self.env_file.named_by == "--env-file":
             parts.append(f"--env-file {shlex.quote(str(self.env_file.path))}")
@@ -87,7 +97,8 @@ def _settings_or_exit(invocation: Invocation, env: Mapping[str, str]) -> Setting
         print(invocation.where_read(), file=sys.stderr)
         print(
             f"Next: run `{invocation.hint('setup')}` to write a .env, or fix the values above "
-            f"(every setting is described in .env.example), then `{invocation.hint('check')}`.",
+            f"({edit_advice(invocation.command, invocation.env_file)}; every setting is "
+            f"described in .env.example), then `{invocation.hint('check')}`.",
             file=sys.stderr,
         )
         raise SystemExit(EXIT_CONFIG) from None
@@ -106,8 +117,9 @@ def _not_configured(invocation: Invocation) -> int:
         file=sys.stderr,
     )
     print(
-        f"Run `{invocation.hint('setup')}` in a terminal to create it, or copy .env.example to "
-        f"{invocation.env_file.path} and fill it in; then run `{invocation.hint()}` again.",
+        f"Run `{invocation.hint('setup')}` in a terminal to create it, "
+        f"{create_advice(invocation.command, invocation.env_file)}; then run "
+        f"`{invocation.hint()}` again.",
         file=sys.stderr,
     )
     return EXIT_CONFIG
@@ -182,9 +194,9 @@ def _setup_then_check(invocation: Invocation) -> int:
             command=invocation.command,
             environ=invocation.environment(),
         )
-    except SetupCancelled:
+    except SetupCancelled as cancelled:
         print("\nSetup cancelled; nothing was written.")
-        return 1
+        return cancelled.status
     if not written:
         return 1
     print(f"\nChecking the setup (`{invocation.hint('check')}`):")
@@ -196,8 +208,8 @@ def _setup_then_check(invocation: Invocation) -> int:
     )
     if status != 0:
         print(
-            f"Fix the problems above (edit {invocation.env_file.path}), then run "
-            f"`{invocation.hint('check')}` and `{invocation.hint()}`."
+            f"Fix the problems above ({edit_advice(invocation.command, invocation.env_file)}), "
+            f"then run `{invocation.hint('check')}` and `{invocation.hint()}`."
         )
     return status
 
@@ -205,8 +217,12 @@ def _setup_then_check(invocation: Invocation) -> int:
 def _command_setup(invocation: Invocation, args: argparse.Namespace) -> int:
     if not invocation.interactive:
         print(
-            "nowplaying-bot: setup asks for secrets and needs an interactive terminal; without "
-            f"one, copy .env.example to {invocation.env_file.path} and fill it in.",
+            "nowplaying-bot: setup asks for secrets and needs an interactive terminal.",
+            file=sys.stderr,
+        )
+        print(
+            f"Run `{invocation.hint('setup')}` in a terminal, "
+            f"{create_advice(invocation.command, invocation.env_file)}.",
             file=sys.stderr,
         )
         return EXIT_CONFIG
@@ -311,7 +327,10 @@ def _command_migrate_db(invocation: Invocation, args: argparse.Namespace) -> int
         "count matches. Secrets were copied still encrypted: keep the same "
         "TOKEN_ENCRYPTION_KEY."
     )
-    print(f"Next: set DATABASE_URL={shown} (with its password) and start the bot.")
+    if args.to:
+        print(f"Next: set DATABASE_URL={shown} (with its password) and start the bot.")
+    else:
+        print("Next: start the bot; it uses DATABASE_URL already.")
     return 0
 
 

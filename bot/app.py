@@ -70,6 +70,7 @@ from bot.shards.presence import PresenceCoverRelay, guild_filter
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.budget import DailyBudget
+from bot.spotify.credentials import report_refused_credentials
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
@@ -171,7 +172,6 @@ class Application:
         budget_sync = BudgetSync(
             storage.spotify_budget, budget, sender, client_id=settings.spotify_client_id
         )
-        await budget_sync.load()
         await stack.enter_async_context(budget_sync.running())
         auth = SpotifyAuth(
             sender,
@@ -180,6 +180,11 @@ class Application:
             redirect_uri=settings.spotify_redirect_uri,
             accounts_base=settings.spotify_accounts_base,
         )
+        # A wrong id or secret shows in the log now, not at a member's first /link.
+        check = asyncio.create_task(
+            report_refused_credentials(auth, settings.spotify_client_id), name="spotify-check"
+        )
+        stack.push_async_callback(cancel_and_wait, [check])
         api = SpotifyApi(sender, api_base=settings.spotify_api_base)
         events = MemberEvents()
         discord = DiscordConnection()

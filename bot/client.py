@@ -124,15 +124,21 @@ class NowPlayingBot(commands.AutoShardedBot):
             log.info("Synced %d commands to server %s", len(synced), guild_id)
         else:
             synced = await self.tree.sync()
-            log.info("Synced %d global commands (may take up to an hour to appear)", len(synced))
+            log.info(
+                "Synced %d global commands (Discord may take up to an hour to show them; set "
+                "DEV_GUILD_ID to a server's id to see them there at once)",
+                len(synced),
+            )
 
     async def on_ready(self) -> None:
         user = self.user
+        count = len(self.guilds)
         log.info(
-            "Connected to Discord as %s (%s) in %d servers",
+            "Connected to Discord as %s (%s) in %d %s",
             user,
             user.id if user else "?",
-            len(self.guilds),
+            count,
+            "server" if count == 1 else "servers",
         )
 
     async def on_app_command_completion(

@@ -449,4 +449,13 @@ def configure_logging(
     # Connect/resume lines are worth keeping at INFO: follow the root level, never quieter.
     for name in ("discord", "discord.client", "discord.gateway"):
         logging.getLogger(name).setLevel(logging.NOTSET)
+    # discord.py says this at every login attempt: beside each start-up retry's WARNING.
+    client = logging.getLogger("discord.client")
+    if not any(isinstance(existing, _DropLoginNotice) for existing in client.filters):
+        client.addFilter(_DropLoginNotice())
     logging.captureWarnings(capture_warnings)
+
+
+class _DropLoginNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "logging in using static token"

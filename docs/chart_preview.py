@@ -2,7 +2,7 @@
 
 The grid, the text under each cover, the neutral tile for a missing cover and the Spotify
 attribution all come from ``render_chart``; only the covers and names are invented
-(docs/sample_covers.py), since the README must not hotlink real album art.
+(docs/sample_covers.py), since the docs must not hotlink real album art.
 
 Run: .venv/bin/python docs/chart_preview.py
 """
@@ -26,7 +26,7 @@ def main() -> None:
     ]
     entries[7] = (None, entries[7][1], entries[7][2])  # a cover that could not be fetched
     png = render_chart(track_tiles(entries), 3, heading="Ann's top tracks · last 4 weeks")
-    # The bot encodes fast; for the README the same pixels are stored with the best compression.
+    # The bot encodes fast; for the docs the same pixels are stored with the best compression.
     image = Image.open(io.BytesIO(png))
     image.save(OUTPUT, format="PNG", optimize=True)
     size = OUTPUT.stat().st_size // 1024

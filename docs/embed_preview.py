@@ -1,4 +1,4 @@
-"""Draw the README's pictures from the bot's real builders, in a Discord-like dark theme.
+"""Draw the pictures of docs/pictures.md from the bot's real builders, in a Discord-like dark theme.
 
 - docs/np-embed.png: the /np answer, ``render_now_playing`` over
   tests/fixtures/currently_playing_track.json.
@@ -8,7 +8,7 @@
 
 So the pictures show exactly the fields, links, progress bar and buttons the bot sends. The embeds'
 colour is the one ``bot.pictures.colours.pick_colour`` picks from the cover shown; the covers are
-made up (docs/sample_covers.py: this machine has no internet, and the README must not hotlink).
+made up (docs/sample_covers.py: this machine has no internet, and the docs must not hotlink).
 docs/np-embed-themes.png shows the /np answer on Discord's dark and on its light theme.
 
 Run: .venv/bin/python docs/embed_preview.py   (needs Debian's chromium and playwright)

@@ -1,4 +1,4 @@
-"""Made-up album covers for the README pictures (the README must not hotlink real art, and
+"""Made-up album covers for the pictures of docs/ (the docs must not hotlink real art, and
 this machine has no internet): gradients, rings and stripes drawn with Pillow, as JPEG bytes."""
 
 from __future__ import annotations

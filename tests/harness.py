@@ -198,6 +198,7 @@ class Stack:
                     values["DATABASE_URL"] = database_url
                 values.update(env or {})
                 settings = load_settings(values)
+                checks = sp.call_count("token.client_credentials")
                 async with Application(
                     settings, guild_ready_timeout=0.05, **(app_options or {})
                 ) as app:
@@ -205,9 +206,20 @@ class Stack:
                     await asyncio.wait_for(app.services.discord.wait_until_ready(), 10)
                     if app.bot.syncs_commands:
                         await dc.wait_for_command_sync(str(GUILD_ID))
+                    # The start-up check of the Spotify client id runs in the background: once
+                    # it reached Spotify, every request counted from here on is the test's own.
+                    await _spotify_calls_above(sp, "token.client_credentials", checks)
                     yield stack
         finally:
             discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+    def member_spotify_calls(self) -> int:
+        """Every request Spotify saw but the start-up check of the bot's own client id."""
+        return sum(
+            count
+            for (endpoint, _), count in self.spotify.calls.items()
+            if endpoint != "token.client_credentials"
+        )
 
     # --- flows used by many tests ---------------------------------------------------------
 
@@ -280,6 +292,12 @@ class Stack:
         if member_id is not None:
             options["member"] = UserArg(str(member_id))
         return await self.discord.send_slash_command("np", options, user_id=str(user_id))
+
+
+async def _spotify_calls_above(spotify: FakeSpotify, endpoint: str, count: int) -> None:
+    async with asyncio.timeout(10):
+        while spotify.call_count(endpoint) <= count:  # noqa: ASYNC110 - the fake has no event
+            await asyncio.sleep(0.01)
 
 
 def components_flat(components: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

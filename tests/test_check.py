@@ -125,8 +125,8 @@ async def test_everything_usable(fakes: Fakes) -> None:
         "ok       privileged intents: ENABLE_PRESENCE=true needs the Presence and Server "
         "Members intents switched on in the Developer Portal (your application -> Bot -> "
         "Privileged Gateway Intents): both are on",
-        "ok       spotify credentials: client id fake-client-id and its secret accepted by "
-        f"{fakes.spotify.accounts_base}",
+        f"ok       spotify credentials: client id {fakes.spotify.client_id} and its secret "
+        f"accepted by {fakes.spotify.accounts_base}",
         "ok       spotify budget: nothing counted yet; a budget of 600 (SPOTIFY_DAILY_BUDGET) "
         "in any 24 hours",
         LOOPBACK_LINE,
@@ -146,7 +146,7 @@ async def test_everything_usable(fakes: Fakes) -> None:
     # It asked Discord exactly what it needed, with the bot token.
     asked = [(r.method, r.path) for r in fakes.discord.requests]
     assert asked == [("GET", "/users/@me"), ("GET", "/oauth2/applications/@me")]
-    assert fakes.spotify.call_count("token") == 1
+    assert fakes.spotify.call_count("token.client_credentials") == 1
 
 
 def test_invite_permissions_are_only_what_the_bot_uses() -> None:
@@ -240,7 +240,7 @@ async def test_bad_settings_are_problems_and_the_rest_is_skipped(fakes: Fakes) -
         "`nowplaying-bot check` again.",
     ]
     assert fakes.discord.requests == []
-    assert fakes.spotify.call_count("token") == 0
+    assert fakes.spotify.call_count("token.client_credentials") == 0
     assert fakes.discord.token not in text
 
 
@@ -282,7 +282,8 @@ async def test_database_folder_under_a_file(fakes: Fakes) -> None:
 
 
 @pytest.mark.skipif(
-    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders"
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="running as root, which may write into any folder: a read-only one cannot be made",
 )
 async def test_database_folder_not_writable(fakes: Fakes) -> None:
     folder = fakes.tmp_path / "data"
@@ -517,9 +518,9 @@ async def test_reset_spotify_budget_forgets_the_count_the_hold_and_what_was_lear
     assert code == 0, stdout + stderr
     lines = stdout.splitlines()
     assert lines[0] == (
-        "Forgot the daily Spotify budget of client id fake-client-id (7 row(s)): the count, the "
-        "hold and what was learned. A bot that is running keeps what it holds in memory until "
-        "it restarts."
+        f"Forgot the daily Spotify budget of client id {fakes.spotify.client_id} (7 row(s)): "
+        "the count, the hold and what was learned. A bot that is running keeps what it holds "
+        "in memory until it restarts."
     )
     assert verdict_line(lines, "spotify budget") == (
         "ok       spotify budget: 0 Web API calls in the last 24 hours (polls 0, commands 0, "
@@ -539,12 +540,15 @@ async def test_spotify_wrong_secret(fakes: Fakes) -> None:
     status, lines, text = await run(env)
     assert status == 1
     assert verdict_line(lines, "spotify credentials") == (
-        "problem  spotify credentials: Spotify rejected client id fake-client-id or its secret "
+        f"problem  spotify credentials: Spotify rejected client id {fakes.spotify.client_id} "
+        "or its secret "
         "(invalid_client: Invalid client secret); copy both again from the Spotify developer "
-        "dashboard into SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET"
+        "dashboard (developer.spotify.com/dashboard -> your app -> Settings) into "
+        "SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET"
     )
     assert "not-the-secret" not in text
-    assert fakes.spotify.call_count("token") == 1  # a refused credential is never retried
+    # A refused credential is never retried.
+    assert fakes.spotify.call_count("token.client_credentials") == 1
 
 
 async def test_spotify_unreachable(fakes: Fakes) -> None:
@@ -558,7 +562,7 @@ async def test_spotify_unreachable(fakes: Fakes) -> None:
 
 
 async def test_spotify_down(fakes: Fakes) -> None:
-    fakes.spotify.fail_next("token", 503)
+    fakes.spotify.fail_next("token.client_credentials", 503)
     status, lines, _ = await run(fakes.env())
     assert status == 1
     assert verdict_line(lines, "spotify credentials") == (

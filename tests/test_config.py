@@ -293,7 +293,9 @@ def test_dotenv_parsing_and_precedence(tmp_path: Path) -> None:
 
 
 def test_env_example_lists_every_variable() -> None:
-    example = read_env_file(Path(__file__).parent.parent / ".env.example")
+    text = (Path(__file__).parent.parent / ".env.example").read_text(encoding="utf-8")
+    # Set (required) or commented out at its default (optional): each on a line of its own.
+    example = {line.lstrip("# ").partition("=")[0] for line in text.splitlines() if "=" in line}
     for name in valid_env():
         assert name in example
     for name in [
@@ -318,20 +320,21 @@ def test_env_example_lists_every_variable() -> None:
 def test_the_web_server_is_not_exposed_unless_the_admin_chooses_to() -> None:
     root = Path(__file__).parent.parent
     example = read_env_file(root / ".env.example")
-    assert example["WEB_HOST"] == "127.0.0.1"
+    assert "WEB_HOST" not in example  # commented out: the default, or the image's choice
+    assert "# WEB_HOST=127.0.0.1" in (root / ".env.example").read_text(encoding="utf-8")
     settings = load_settings({**valid_env(), **{k: v for k, v in example.items() if v}})
     assert settings.web_host == "127.0.0.1"
     # The container listens on its own interfaces; the host publishes on loopback only.
-    compose = (root / "compose.yaml").read_text(encoding="utf-8")
-    assert "WEB_HOST: 0.0.0.0" in compose
+    assert "WEB_HOST=0.0.0.0" in (root / "Dockerfile").read_text(encoding="utf-8")
     published = [
         line.strip().strip("-").strip().strip('"')
-        for line in compose.splitlines()
+        for name in ("compose.yaml", "compose.postgres.yaml")
+        for line in (root / name).read_text(encoding="utf-8").splitlines()
         if line.strip().startswith("- ") and ":8080" in line
     ]
-    # The SQLite bot, and the proxy of the PostgreSQL profile: each on loopback only.
+    # The SQLite bot, and the proxy of the PostgreSQL setup: each on loopback only.
     assert published == ["127.0.0.1:8080:8080", "127.0.0.1:8080:8080"]
-    assert "reverse proxy" in compose
+    assert "reverse proxy" in (root / "compose.yaml").read_text(encoding="utf-8")
 
 
 # --- PostgreSQL and shards --------------------------------------------------------------------

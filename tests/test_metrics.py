@@ -218,7 +218,8 @@ async def test_metrics_after_link_and_np(tmp_path: Path) -> None:
         assert value(samples, daily, purpose="linking") == 1
         assert value(samples, daily, purpose="poll") == 0
         assert value(samples, daily, purpose="recently_played") == 0
-        assert value(samples, "nowplaying_spotify_daily_token_requests") == 2
+        # The exchange, the refresh, and the start-up check of the client id.
+        assert value(samples, "nowplaying_spotify_daily_token_requests") == 3
         assert value(samples, "nowplaying_spotify_daily_budget") == 600
         assert value(samples, "nowplaying_spotify_daily_budget_learned") == 0
         assert value(samples, "nowplaying_spotify_daily_polling_left") == 600 - 90 - 5

@@ -343,3 +343,36 @@ async def test_a_large_listening_log_is_copied_in_batches(
     assert done.returncode == 0, done.stderr
     assert "plays: 200000 row(s)" in done.stdout
     assert peak_kib(done) < 120 * 1024
+
+
+async def test_the_target_defaults_to_database_url(tmp_path: Path, postgres_database: str) -> None:
+    """Issue 21 item 2: in the container the URL, password included, is the service's own
+    DATABASE_URL; the README's command has nothing for the host's shell to expand."""
+    source = tmp_path / "bot.db"
+    await seed(source)
+    done = run_cli(tmp_path, "migrate-db", database_path=source, DATABASE_URL=postgres_database)
+    assert done.returncode == 0, done.stderr
+    assert "every table's row count matches" in done.stdout
+    assert "Next: start the bot; it uses DATABASE_URL already." in done.stdout
+
+
+def test_without_a_target_migrate_db_says_how_to_name_one(tmp_path: Path) -> None:
+    source = tmp_path / "bot.db"
+    done = run_cli(tmp_path, "migrate-db", database_path=source)
+    assert done.returncode == 2
+    assert done.stderr.startswith("migrate-db: needs the PostgreSQL database to copy into: --to")
+    wrong = run_cli(
+        tmp_path, "migrate-db", database_path=source, DATABASE_URL="mysql://u:hunter2@db/x"
+    )
+    assert wrong.returncode == 2
+    assert wrong.stderr.startswith("migrate-db: DATABASE_URL 'mysql://u:***@db/x' ")
+    assert "hunter2" not in wrong.stderr
+
+
+def test_the_readme_migrate_db_command_leaves_the_password_to_the_container() -> None:
+    readme = (Path(PROJECT_ROOT) / "README.md").read_text(encoding="utf-8")
+    commands = [line for line in readme.splitlines() if "migrate-db" in line and "docker" in line]
+    assert commands, "the README shows how to move a Docker install to PostgreSQL"
+    for command in commands:
+        assert "$" not in command  # no shell variable: the host's shell has no password
+        assert "--to" not in command

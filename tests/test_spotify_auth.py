@@ -266,7 +266,9 @@ async def test_other_oauth_errors_become_spotify_auth_error(
 
 
 async def test_non_json_token_error_is_a_bad_response(fake: FakeSpotify, auth: SpotifyAuth) -> None:
-    fake.fail_next("token", 400, body="<html>oops</html>", content_type="text/html")
+    fake.fail_next(
+        "token.client_credentials", 400, body="<html>oops</html>", content_type="text/html"
+    )
     with pytest.raises(SpotifyBadResponse):
         await auth.client_credentials()
 
@@ -274,7 +276,7 @@ async def test_non_json_token_error_is_a_bad_response(fake: FakeSpotify, auth: S
 async def test_token_answer_without_access_token_is_a_bad_response(
     fake: FakeSpotify, auth: SpotifyAuth
 ) -> None:
-    fake.fail_next("token", 200, body={"token_type": "Bearer"})
+    fake.fail_next("token.client_credentials", 200, body={"token_type": "Bearer"})
     with pytest.raises(SpotifyBadResponse):
         await auth.client_credentials()
 
@@ -341,7 +343,7 @@ async def test_client_credentials(auth: SpotifyAuth, fake: FakeSpotify) -> None:
     grant = await auth.client_credentials()
     assert grant.access_token
     assert grant.refresh_token is None
-    assert fake.call_count("token") == 1
+    assert fake.call_count("token.client_credentials") == 1
 
 
 async def test_token_endpoint_5xx_is_retried(auth: SpotifyAuth, fake: FakeSpotify) -> None:
@@ -355,7 +357,7 @@ async def test_token_endpoint_5xx_is_retried(auth: SpotifyAuth, fake: FakeSpotif
 
 
 async def test_token_endpoint_429_raises_at_once(auth: SpotifyAuth, fake: FakeSpotify) -> None:
-    fake.fail_next("token", 429, retry_after=60)
+    fake.fail_next("token.client_credentials", 429, retry_after=60)
     with pytest.raises(SpotifyRateLimited) as caught:
         await auth.client_credentials()
     assert caught.value.retry_after == 60

@@ -197,7 +197,7 @@ async def test_the_accounts_service_and_the_web_api_are_held_separately(
     )
     assert (await sender.send(token)).status in (200, 400)
     # ...and an accounts-service 429 holds only the accounts service.
-    fake.fail_next("token", 429, retry_after=60)
+    fake.fail_next("token.client_credentials", 429, retry_after=60)
     with pytest.raises(SpotifyRateLimited):
         await sender.send(token)
     assert sender.hold_remaining("accounts") == 60
@@ -205,7 +205,8 @@ async def test_the_accounts_service_and_the_web_api_are_held_separately(
     with pytest.raises(SpotifyRateLimited) as held:
         await sender.send(token)
     assert held.value.retry_after == 60
-    assert fake.call_count("token") == 2  # the held request never reached Spotify
+    # The held request never reached Spotify.
+    assert fake.call_count("token.client_credentials") == 2
 
 
 async def test_hold_lifts_after_retry_after(
@@ -364,7 +365,7 @@ async def test_non_idempotent_request_is_not_retried_after_a_timeout(
     sender = SpotifySender(
         session, sleep=sleeps, retry=RetryPolicy(timeout=aiohttp.ClientTimeout(total=0.2))
     )
-    fake.delay_next("token", 1.0)
+    fake.delay_next("token.client_credentials", 1.0)
     request = SpotifyRequest(
         "POST",
         f"{fake.accounts_base}/api/token",

@@ -526,6 +526,14 @@ async def test_healthz_ok(site: Web) -> None:
     assert headers["Cache-Control"] == "no-store"
 
 
+async def test_the_server_header_names_no_versions(site: Web) -> None:
+    for path in ("/healthz", "/callback", "/nope"):
+        async with site.client.get(path) as response:
+            assert response.headers["Server"] == "nowplaying-bot"
+    async with site.client.post("/callback", data={"code": "a"}) as response:
+        assert response.headers["Server"] == "nowplaying-bot"
+
+
 async def test_healthz_degraded_without_the_gateway(site: Web) -> None:
     site.health["gateway"] = False
     status, body, _ = await health_of(site)

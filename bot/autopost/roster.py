@@ -11,10 +11,10 @@ the last item seen per member); :class:`MembershipLookups` owns the queue and th
 decide, one member at a time, whether to follow: a member is followed where they are a member
 and have not opted out in that guild (the opt-in is read only where they are a member).
 
-Bounds (README, "Memory per member"): linked members L, members who opted in somewhere O, music
-guilds G. Followed, suspended, parked: <= L (only linked members are polled); the last items
-and the lookup queue: <= L + O; the membership cache: <= (L + O) x G. Members known only
-through presence who never opted in get no entry anywhere.
+Bounds (docs/self-hosting.md, "Memory per member"): linked members L, members who opted in
+somewhere O, music guilds G. Followed, suspended, parked: <= L (only linked members are
+polled); the last items and the lookup queue: <= L + O; the membership cache: <= (L + O) x G.
+Members known only through presence who never opted in get no entry anywhere.
 """
 
 from __future__ import annotations

@@ -352,7 +352,8 @@ class AutopostService:
         return self.poster.last_post(member_id, channel_id)
 
     def per_member_state(self) -> dict[str, Collection[object]]:
-        """Every structure that grows with members, by name (README, "Memory per member")."""
+        """Every structure that grows with members, by name (docs/self-hosting.md, "Memory
+        per member")."""
         return {
             **self.settings.per_member_state(),
             **self.roster.per_member_state(),

@@ -11,8 +11,8 @@ made before opt-in was per server). Kept here is only the summary over all guild
 members known only through presence who never opted in get no entry and cause no read. A
 private member (``is_private``) is never polled nor posted.
 
-Bounds (README, "Memory per member"): linked members L, members who opted in somewhere O:
-``_linked`` <= L, ``_choices`` <= L + O; channels: one per music guild.
+Bounds (docs/self-hosting.md, "Memory per member"): linked members L, members who opted in
+somewhere O: ``_linked`` <= L, ``_choices`` <= L + O; channels: one per music guild.
 """
 
 from __future__ import annotations

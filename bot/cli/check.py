@@ -14,8 +14,8 @@ The exit status is 0 when the bot is usable (no ``problem`` line) and 1 otherwis
 
 Invalid settings are reported here as ``problem`` lines with exit status **1**, like every
 other problem this command finds. Starting the bot with the same settings (``python -m bot``)
-exits with status **2** instead: that is the start-up contract (README, "Command line") for
-"cannot start, fix the configuration", while ``check`` is a report whose status only says
+exits with status **2** instead: that is the start-up contract (docs/commands.md, "Command
+line") for "cannot start, fix the configuration", while ``check`` is a report whose status only says
 usable or not. Hints name the command the user ran (``command``).
 
 What it does and does not touch:

@@ -21,6 +21,7 @@ from bot.errors import (
 )
 from bot.gateway.application import flags_of, presence_off, switches_advice, switches_off
 from bot.spotify.auth import SpotifyAuth
+from bot.spotify.credentials import rejected_credentials
 from bot.spotify.http import RetryPolicy, SpotifySender
 
 
@@ -171,13 +172,7 @@ async def check_spotify(
     try:
         await auth.client_credentials()
     except InvalidClient as exc:
-        return Finding(
-            PROBLEM,
-            item,
-            f"Spotify rejected client id {client_id} or its secret ({exc.error}: "
-            f"{exc.description or 'no description'}); copy both again from the Spotify "
-            "developer dashboard into SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET",
-        )
+        return Finding(PROBLEM, item, rejected_credentials(client_id, exc))
     except SpotifyRateLimited as exc:
         return Finding(
             PROBLEM,

@@ -19,6 +19,13 @@ from pathlib import Path
 
 DEFAULT_COMMAND = "nowplaying-bot"
 ENV_FILE_VARIABLE = "NOWPLAYING_ENV_FILE"
+# Set by the container image: hints then name the command run on the host (`docker compose run
+# --rm bot check`), not the one inside the container.
+COMMAND_VARIABLE = "NOWPLAYING_COMMAND"
+REQUIRED_NAMES = (
+    "DISCORD_TOKEN, SPOTIFY_CLIENT_ID, SPOTIFY_CLIENT_SECRET, SPOTIFY_REDIRECT_URI and "
+    "TOKEN_ENCRYPTION_KEY"
+)
 
 
 def command_name(
@@ -27,7 +34,11 @@ def command_name(
     path: str | None = None,
 ) -> str:
     """The command the user ran, for hints: ``nowplaying-bot``, ``.venv/bin/nowplaying-bot``
-    or ``python3 -m bot`` (arguments default to this process's)."""
+    or ``python3 -m bot`` (arguments default to this process's); the one the container image
+    names in ``NOWPLAYING_COMMAND``."""
+    named = os.environ.get(COMMAND_VARIABLE, "").strip()
+    if named:
+        return named
     argv0 = sys.argv[0] if argv0 is None else argv0
     orig_argv = sys.orig_argv if orig_argv is None else orig_argv
     script = Path(argv0)
@@ -98,3 +109,34 @@ def locate_env_file(option: str | None, environ: Mapping[str, str] | None = None
     if named:
         return EnvFile(Path(named).expanduser().absolute(), ENV_FILE_VARIABLE)
     return EnvFile(Path.cwd() / ".env", "the working directory")
+
+
+def in_container(command: str) -> bool:
+    """True when hints name a docker command: the ``.env`` is then in the container's volume."""
+    return command.startswith("docker ")
+
+
+def edit_advice(command: str, env_file: EnvFile) -> str:
+    """How to change a value of ``env_file``: the image has no editor, so from the host."""
+    if in_container(command):
+        return (
+            f"{env_file.path} is in the bot's volume: run `{command} setup` again to change the "
+            "Discord and Spotify values, or set any value in the .env beside compose.yaml, "
+            f"which wins over {env_file.path}"
+        )
+    return f"edit {env_file.path}"
+
+
+def create_advice(command: str, env_file: EnvFile, cwd: Path | None = None) -> str:
+    """How to write ``env_file`` without the wizard (no terminal), true where it is said."""
+    if in_container(command):
+        return (
+            "or put the values in the .env beside compose.yaml (copy .env.example there and "
+            "fill it in)"
+        )
+    if ((cwd or Path.cwd()) / ".env.example").is_file():
+        return f"or copy .env.example to {env_file.path} and fill it in"
+    return (
+        f"or write {env_file.path} with {REQUIRED_NAMES} (.env.example in the bot's "
+        "repository describes every setting)"
+    )

@@ -66,7 +66,9 @@ class BudgetSync:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Sync in the background for the block; the last counts are written at its end."""
+        """Loaded first (:meth:`load`), then synced in the background for the block; the
+        last counts are written at its end."""
+        await self.load()
         task = asyncio.create_task(self._run(), name="spotify-daily-budget")
         try:
             yield

@@ -48,6 +48,7 @@ DEPS_KEY = web.AppKey("deps", WebDependencies)
 
 def create_app(deps: WebDependencies) -> web.Application:
     app = web.Application(middlewares=[_friendly_errors])
+    app.on_response_prepare.append(_server_header)
     app[DEPS_KEY] = deps
     # No HEAD on the link routes: a HEAD must not complete a link or use up a result page.
     app.router.add_get(deps.redirect_path, _callback, allow_head=False)
@@ -55,6 +56,11 @@ def create_app(deps: WebDependencies) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     return app
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would name itself and Python with their versions: a gift to a scanner.
+    response.headers["Server"] = "nowplaying-bot"
 
 
 def result_route(redirect_path: str) -> str:

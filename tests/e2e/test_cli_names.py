@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import importlib.metadata
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,7 +15,13 @@ import pytest
 from bot.cli.invocation import command_name, locate_env_file
 from bot.crypto import TokenCipher
 from bot.storage import Storage
-from tests.clirun import CONSOLE_SCRIPT, PYTHON_M_BOT, env_for_fakes, run_command
+from tests.clirun import (
+    CONSOLE_SCRIPT,
+    PROJECT_ROOT,
+    PYTHON_M_BOT,
+    env_for_fakes,
+    run_command,
+)
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
 from tests.harness import KEY
@@ -192,15 +199,51 @@ async def test_an_env_file_variable_may_name_a_file_setup_has_not_written_yet(
     )
     assert status == 2
     assert f"no file at {missing} (named by NOWPLAYING_ENV_FILE)" in output
+    # No .env.example in this folder: the hint does not send the user looking for one here.
+    assert f"or write {missing} with DISCORD_TOKEN, SPOTIFY_CLIENT_ID" in output
+    assert "copy .env.example" not in output
+    shutil.copy(PROJECT_ROOT / ".env.example", tmp_path / ".env.example")
+    status, output = await run_command(
+        PYTHON_M_BOT, {"NOWPLAYING_ENV_FILE": str(missing)}, tmp_path
+    )
+    assert status == 2
     assert f"copy .env.example to {missing} and fill it in" in output
 
 
 async def test_setup_without_a_terminal_exits_2_and_says_what_to_do(tmp_path: Path) -> None:
+    shutil.copy(PROJECT_ROOT / ".env.example", tmp_path / ".env.example")
     status, output = await run_command((str(CONSOLE_SCRIPT), "setup"), {}, tmp_path)
     assert status == 2
-    assert "needs an interactive terminal" in output
-    assert f"copy .env.example to {tmp_path / '.env'}" in output
+    assert output.splitlines() == [
+        "nowplaying-bot: setup asks for secrets and needs an interactive terminal.",
+        f"Run `{CONSOLE_SCRIPT} setup` in a terminal, or copy .env.example to "
+        f"{tmp_path / '.env'} and fill it in.",
+    ]
     assert not (tmp_path / ".env").exists()
+
+
+async def test_inside_the_container_hints_name_the_commands_run_on_the_host(
+    tmp_path: Path,
+) -> None:
+    """The image names `docker compose run --rm bot` (NOWPLAYING_COMMAND); it has no editor."""
+    image = {"NOWPLAYING_COMMAND": "docker compose run --rm bot"}
+    env_file = tmp_path / "data" / ".env"
+    image["NOWPLAYING_ENV_FILE"] = str(env_file)
+    status, output = await run_command((*PYTHON_M_BOT, "setup"), image, tmp_path)
+    assert status == 2
+    assert output.splitlines()[1] == (
+        "Run `docker compose run --rm bot setup` in a terminal, or put the values in the .env "
+        "beside compose.yaml (copy .env.example there and fill it in)."
+    )
+    status, output = await run_command(PYTHON_M_BOT, image, tmp_path)
+    assert status == 2
+    assert "then run `docker compose up -d` again" in output
+    env_file.parent.mkdir()
+    env_file.write_text("DISCORD_TOKEN=a.b.c\n")
+    status, output = await run_command(PYTHON_M_BOT, image, tmp_path)
+    assert status == 2
+    assert f"({env_file} is in the bot's volume: run `docker compose run --rm bot setup` " in output
+    assert "then `docker compose run --rm bot check`" in output
 
 
 async def test_rotate_keys_refusal_names_the_console_script(tmp_path: Path) -> None:
@@ -221,3 +264,29 @@ async def test_rotate_keys_refusal_names_the_console_script(tmp_path: Path) -> N
     assert status == 1
     assert f"`{CONSOLE_SCRIPT} rotate-keys --skip-unreadable`" in output
     assert "python -m bot" not in output
+
+
+async def test_empty_values_in_the_environment_do_not_hide_the_env_file(tmp_path: Path) -> None:
+    """Issue 21 item 3: compose passes a .env copied from .env.example (`DISCORD_TOKEN=`) as
+    the environment; the values setup wrote in /data/.env must still count."""
+    env_file = tmp_path / "data" / ".env"
+    async with FakeSpotify.running() as spotify, FakeDiscord.running() as discord:
+        values = env_for_fakes(tmp_path, discord, spotify)
+        env_file.parent.mkdir()
+        env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+        empty = dict.fromkeys(
+            (
+                "DISCORD_TOKEN",
+                "SPOTIFY_CLIENT_ID",
+                "SPOTIFY_CLIENT_SECRET",
+                "TOKEN_ENCRYPTION_KEY",
+                "DATABASE_URL",
+                "SHARD_COUNT",
+            ),
+            "",
+        )
+        env = {**empty, "NOWPLAYING_ENV_FILE": str(env_file)}
+        status, output = await run_command((*PYTHON_M_BOT, "check"), env, tmp_path)
+    assert status == 0, output
+    assert "missing" not in output
+    assert "Everything checked is usable." in output

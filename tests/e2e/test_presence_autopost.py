@@ -101,7 +101,7 @@ async def test_presence_only_member_posts_after_opting_in_without_spotify_calls(
         assert post.embeds[0]["title"] == "After"
         assert "Discord status" in post.embeds[0]["footer"]["text"]
         assert post.created_at - sent_at < 2.0
-        assert sum(stack.spotify.calls.values()) == 0
+        assert stack.member_spotify_calls() == 0
 
 
 async def test_same_update_from_several_guilds_posts_once_per_music_channel(

@@ -249,7 +249,7 @@ async def test_a_private_member_status_is_not_shown_either(tmp_path: Path) -> No
         reply = await np(stack, CAROL_ID)  # her own status, for her eyes only
         assert reply.ephemeral
         assert reply.embeds[0]["title"] == "Status Song"
-        assert sum(stack.spotify.calls.values()) == 0
+        assert stack.member_spotify_calls() == 0
 
 
 # --- /autopost me is per server ------------------------------------------------------------

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from bot.cli.setup import env_file_text, write_private_file
-from bot.config import decode_key, read_env_file
+from bot.config import decode_key, generate_key, read_env_file
 from tests.clirun import CONSOLE_SCRIPT, PROJECT_ROOT, clean_environment
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
@@ -74,7 +74,7 @@ def assert_private_env_file(path: Path, discord: FakeDiscord, spotify: FakeSpoti
 def assert_no_secret_echoed(transcript: str, discord: FakeDiscord, spotify: FakeSpotify) -> None:
     """Nothing typed at the three prompts is shown; the token and the secret never are (check
     names the client id, which is not a secret, in its verdict)."""
-    answers = transcript.split("Wrote ")[0]
+    answers = re.split(r"(?:Wrote|Updated) /", transcript)[0]
     for typed in (discord.token, spotify.client_id, spotify.client_secret):
         assert typed not in answers
     for secret in (discord.token, spotify.client_secret):
@@ -102,6 +102,7 @@ async def test_first_run_on_a_fresh_clone_sets_up_checks_and_reaches_ready(
         terminal.type("")
         await answer_setup(terminal, discord, spotify)
         await terminal.expect(re.escape(f"Wrote {clone / '.env'} (mode 0600)"))
+        await terminal.expect(r"Privileged Gateway Intents\) and switch on Presence Intent")
         await terminal.expect(r"ok +discord token")
         await terminal.expect(re.escape(redirect))
         await terminal.expect("Everything checked is usable.")
@@ -114,6 +115,8 @@ async def test_first_run_on_a_fresh_clone_sets_up_checks_and_reaches_ready(
         assert await terminal.wait() == 0
     transcript = terminal.transcript
     assert "Traceback" not in transcript
+    assert transcript.count("Register this exact redirect URI") == 1
+    assert "as a redirect URI" not in transcript  # said once, by check
     assert_no_secret_echoed(transcript, discord, spotify)
     assert_private_env_file(clone / ".env", discord, spotify)
     assert (clone / "data" / "bot.db").exists()
@@ -128,14 +131,16 @@ async def test_setup_never_replaces_an_existing_env_without_asking(tmp_path: Pat
     ):
         env = fake_endpoints(discord, spotify, free_port())
         async with pty_session([str(CONSOLE_SCRIPT), "setup"], env=env, cwd=tmp_path) as terminal:
-            await terminal.expect(re.escape(f"{existing} already exists. Replace it? [y/N] "))
+            await terminal.expect(re.escape(f"{existing} already exists."))
+            await terminal.expect(re.escape(f"Warning: {existing} has no TOKEN_ENCRYPTION_KEY"))
+            await terminal.expect(re.escape("Update it? [y/N] "))
             terminal.type("")
             await terminal.expect(re.escape(f"Left {existing} as it is."))
             assert await terminal.wait() == 1
         assert existing.read_text() == "DISCORD_TOKEN=keep-me\n"
 
         async with pty_session([str(CONSOLE_SCRIPT), "setup"], env=env, cwd=tmp_path) as terminal:
-            await terminal.expect(r"Replace it\? \[y/N\] ")
+            await terminal.expect(r"Update it\? \[y/N\] ")
             terminal.type("y")
             await answer_setup(terminal, discord, spotify, redirect="http://localhost:8080/cb")
             await terminal.expect("uses 'localhost', which Spotify rejects")
@@ -151,19 +156,85 @@ async def test_setup_never_replaces_an_existing_env_without_asking(tmp_path: Pat
     assert values["WEB_PORT"] == "9090"
 
 
+def backups_in(folder: Path) -> list[Path]:
+    return [path for path in folder.iterdir() if path.name.startswith(".env.")]
+
+
+async def test_running_setup_again_keeps_the_key_and_every_setting_it_does_not_ask(
+    tmp_path: Path,
+) -> None:
+    """Issue 20 item 5: a new key would make every stored link unreadable."""
+    key = generate_key()
+    previous = (
+        "# my bot, set up by hand\n"
+        "DISCORD_TOKEN=old.token.value\n"
+        f"TOKEN_ENCRYPTION_KEY={key}\n"
+        "DATABASE_URL=postgresql://bot:pw@127.0.0.1:1/np\n"
+        "ENABLE_PRESENCE=false\n"
+        "LOG_LEVEL=DEBUG\n"
+    )
+    existing = tmp_path / ".env"
+    existing.write_text(previous)
+    async with FakeSpotify.running() as spotify, FakeDiscord.running() as discord:
+        env = fake_endpoints(discord, spotify, free_port())
+        async with pty_session([str(CONSOLE_SCRIPT), "setup"], env=env, cwd=tmp_path) as terminal:
+            await terminal.expect("it keeps the encryption key and every other setting")
+            await terminal.expect(r"Update it\? \[y/N\] ")
+            terminal.type("y")
+            await answer_setup(terminal, discord, spotify)
+            await terminal.expect(re.escape(f"Updated {existing} (mode 0600): kept its "))
+            await terminal.expect("problem(s)")  # check: nothing listens on that PostgreSQL
+            assert await terminal.wait() == 1
+    assert "Warning" not in terminal.transcript
+    values = read_env_file(existing)
+    assert values["TOKEN_ENCRYPTION_KEY"] == key
+    assert values["DATABASE_URL"] == "postgresql://bot:pw@127.0.0.1:1/np"
+    assert values["ENABLE_PRESENCE"] == "false"
+    assert values["LOG_LEVEL"] == "DEBUG"
+    assert values["DISCORD_TOKEN"] == discord.token
+    assert existing.read_text().startswith("# my bot, set up by hand\n")
+    [backup] = backups_in(tmp_path)
+    assert backup.read_text() == previous
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert str(backup) in terminal.transcript
+
+
+async def test_setup_refuses_a_value_that_cannot_be_a_token_or_a_client_id(
+    tmp_path: Path,
+) -> None:
+    """Issue 21 item 9: offline, a mistyped value must not look like a network problem."""
+    async with FakeSpotify.running() as spotify, FakeDiscord.running() as discord:
+        env = fake_endpoints(discord, spotify, free_port())
+        async with pty_session([str(CONSOLE_SCRIPT), "setup"], env=env, cwd=tmp_path) as terminal:
+            await terminal.expect(r"Discord bot token \(.*\): ")
+            terminal.type("abc")
+            await terminal.expect("That is not a bot token: a token has three parts")
+            await terminal.expect(r"Discord bot token \(.*\): ")
+            terminal.type(discord.token)
+            await terminal.expect(r"Spotify client id \(.*\): ")
+            terminal.type("xyz")
+            await terminal.expect("That is not a Spotify client id: it is 32 characters")
+            assert not (tmp_path / ".env").exists()
+            await terminal.expect(r"Spotify client id \(.*\): ")
+            terminal.press_ctrl_c()
+            await terminal.expect("Setup cancelled; nothing was written.")
+            assert await terminal.wait() == 130
+    assert not (tmp_path / ".env").exists()
+
+
 async def test_ctrl_c_during_setup_writes_nothing(tmp_path: Path) -> None:
     env = clean_environment(TERM="dumb")
     async with pty_session([str(CONSOLE_SCRIPT)], env=env, cwd=tmp_path) as terminal:
         await terminal.expect(r"Set up the bot now\? \[Y/n\] ")
         terminal.type("y")
         await terminal.expect(r"Discord bot token \(.*\): ")
-        terminal.type("typed-token")
+        terminal.type("typed.token.value")
         await terminal.expect(r"Spotify client id \(.*\): ")
         terminal.press_ctrl_c()
         await terminal.expect("Setup cancelled; nothing was written.")
-        assert await terminal.wait() == 1
+        assert await terminal.wait() == 130  # as shells report an interrupted command
     assert "Traceback" not in terminal.transcript
-    assert "typed-token" not in terminal.transcript
+    assert "typed.token.value" not in terminal.transcript
     assert not (tmp_path / ".env").exists()
 
 

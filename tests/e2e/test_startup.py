@@ -103,7 +103,33 @@ async def test_the_bot_waits_for_a_discord_that_comes_up_late(tmp_path: Path) ->
     retries = [line for line in bot.lines if "retrying in" in line]
     assert len(retries) >= 2
     assert all(line.count("WARNING") == 1 for line in retries)
+    # One line per retry: discord.py's own "logging in using static token" is not repeated.
+    assert "logging in using static token" not in bot.output
     assert len(fake.identifies) == 1
+
+
+async def test_a_wrong_spotify_secret_is_said_at_start_and_the_bot_stays_up(
+    tmp_path: Path,
+) -> None:
+    """Issue 21 item 8: not only `check` says invalid_client; the start-up log does too."""
+    async with (
+        FakeSpotify.running() as spotify,
+        FakeDiscord.running(guilds=[default_guild()]) as fake,
+    ):
+        env = env_for_fakes(tmp_path, fake, spotify, SPOTIFY_CLIENT_SECRET="not-the-secret")
+        async with bot_process(PYTHON_M_BOT, env, tmp_path) as bot:
+            refused = await bot.wait_for_line("invalid_client")
+            connected = await bot.wait_for_line("Connected to Discord as", timeout=30)
+            synced = await bot.wait_for_line("global commands")
+            status = await bot.stop()
+    assert status == 0, bot.output
+    assert connected.endswith(" in 1 server")
+    assert "set DEV_GUILD_ID to a server's id to see them there at once" in synced
+    assert " ERROR " in refused
+    assert f"Spotify rejected client id {spotify.client_id} or its secret" in refused
+    assert "developer.spotify.com/dashboard -> your app -> Settings" in refused
+    assert "not-the-secret" not in bot.output
+    assert spotify.call_count("token.client_credentials") == 1
 
 
 async def test_the_gateway_refusing_the_first_connection_is_retried_quietly(

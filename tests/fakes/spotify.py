@@ -42,7 +42,8 @@ from aiohttp import web
 from tests.fakes.cdn import FakeCdn
 from tests.fakes.spotify_quota import QUOTA_BODY, DailyQuota
 
-DEFAULT_CLIENT_ID = "fake-client-id"
+# Shaped like a real one (32 hexadecimal characters): the setup wizard checks the shape.
+DEFAULT_CLIENT_ID = "fa4ef00dfa4ef00dfa4ef00dfa4ef00d"
 DEFAULT_CLIENT_SECRET = "fake-client-secret"
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8080/callback"
 DEFAULT_USERS = ("alice", "bob", "carol")
@@ -77,6 +78,7 @@ _PATH_TO_ENDPOINT: dict[str, str] = {
 ENDPOINTS = (
     "authorize",
     "token",
+    "token.client_credentials",
     "me",
     "currently_playing",
     "recently_played",
@@ -817,11 +819,15 @@ class FakeSpotify:
 
     async def _handle_token(self, request: web.Request) -> web.StreamResponse:
         form = {key: str(value) for key, value in (await request.post()).items()}
+        # An app-only token (the bot's start-up check, `check`) is counted apart from the
+        # members' grants, so a test counting a member's token requests is not thrown off.
+        app_only = form.get("grant_type") == "client_credentials"
+        endpoint = "token.client_credentials" if app_only else "token"
         user: str | None = None
         try:
             user = self._token_owner(form)
-            self._count("token", user)
-            injected = await self._injected("token", user)
+            self._count(endpoint, user)
+            injected = await self._injected(endpoint, user)
             if injected is not None:
                 response: web.StreamResponse = injected
             else:
@@ -830,7 +836,7 @@ class FakeSpotify:
             response = failure.response
             user = failure.user or user
         safe_form = {k: v for k, v in form.items() if k in ("grant_type", "redirect_uri")}
-        self._record("token", request, user, response.status, safe_form)
+        self._record(endpoint, request, user, response.status, safe_form)
         return response
 
     def _token_owner(self, form: Mapping[str, str]) -> str | None:
