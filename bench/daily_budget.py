@@ -139,7 +139,8 @@ async def counted(tmp: Path) -> None:
         print(f"   budget, Web API calls by purpose     {dict(by_purpose)}")
         print(f"   budget, token requests by purpose    {dict(tokens)}")
         print(f"   fake, Web API calls by endpoint      {seen} = {sum(seen.values())}")
-        print(f"   fake, token requests                 {fake.call_count('token')}")
+        tokens_seen = fake.call_count("token") + fake.call_count("token.client_credentials")
+        print(f"   fake, token requests                 {tokens_seen} (with the start-up check)")
         carol = {e: fake.call_count(e, "carol") for e in ("currently_playing", "token")}
         print(f"   carol (status shows Spotify)         {carol} after linking")
         assert sum(by_purpose.values()) == sum(seen.values())
