@@ -164,11 +164,6 @@ def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
     exposed = invocation.env_file.exposure()
     if exposed is not None:
         log.warning("%s", exposed)
-    if settings.enable_presence:
-        log.info(
-            "Presence mode is on: the Presence and Server Members intents must be switched on "
-            "in the Discord Developer Portal (Bot -> Privileged Gateway Intents)."
-        )
 
     async def main() -> None:
         with stop_on_signals() as stop:
@@ -286,6 +281,7 @@ def _command_check(invocation: Invocation, args: argparse.Namespace) -> int:
         command=invocation.command,
         source=invocation.where_read(),
         env_file=invocation.env_file,
+        reset_budget=args.reset_spotify_budget,
     )
 
 
@@ -386,6 +382,12 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         help="rotate-keys: re-encrypt what the keys open; leave secrets no key opens as they are",
     )
     parser.add_argument(
+        "--reset-spotify-budget",
+        action="store_true",
+        help="check: first forget the daily Spotify budget (its count, a QUOTA_EXCEEDED hold, "
+        "what was learned from one)",
+    )
+    parser.add_argument(
         "--to",
         metavar="POSTGRESQL_URL",
         help="migrate-db: the empty PostgreSQL database to copy into (postgresql://...; "
@@ -406,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.skip_unreadable and args.command != "rotate-keys":
         parser.error("--skip-unreadable only goes with rotate-keys")
+    if args.reset_spotify_budget and args.command != "check":
+        parser.error("--reset-spotify-budget only goes with check")
     if args.to is not None and args.command != "migrate-db":
         parser.error("--to only goes with migrate-db")
     invocation = Invocation(

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import signal
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +53,7 @@ from bot.members.tokens import TokenManager
 from bot.metrics import Metrics
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.nowplaying.service import PlaybackService
+from bot.nowplaying.status import spotify_activity
 from bot.pictures.charts import ChartRenderer
 from bot.pictures.colours import CoverColours
 from bot.pictures.images import ImageFetcher
@@ -64,15 +65,16 @@ from bot.shards import (
     SharedRequestCount,
     SharedSpotifyHold,
 )
+from bot.shards.budget import BudgetSync
 from bot.shards.presence import PresenceCoverRelay, guild_filter
 from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
+from bot.spotify.budget import DailyBudget
 from bot.spotify.credentials import report_refused_credentials
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
-from bot.storage.connect import DatabaseRefused, connect_with_retry
-from bot.storage.migrations import SchemaVersionError
+from bot.storage.connect import open_storage
 from bot.storage.secrets import report_unreadable_secrets
 from bot.web.access import runner_options
 from bot.web.connections import WebListener, connection_limit
@@ -83,12 +85,6 @@ log = logging.getLogger(__name__)
 # discord.py names the tasks that run slash commands and component/modal callbacks so.
 INTERACTION_TASK_PREFIXES = ("CommandTree-invoker", "discord-ui-")
 INTERACTION_DRAIN_SECONDS = 3.0
-
-
-class DatabaseSettingRejected(StartupError):
-    """The database refused DATABASE_URL (user, password, database name): a bad setting."""
-
-    exit_status = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +164,15 @@ class Application:
         cipher = TokenCipher(settings.token_encryption_keys)
         await report_unreadable_secrets(storage.sealed, cipher, options.command)
         metrics = Metrics() if settings.metrics_enabled else None
-        sender = SpotifySender(session, on_response=metrics.spotify_response if metrics else None)
+        budget = DailyBudget(settings.spotify_daily_budget)
+        sender = SpotifySender(
+            session, on_response=metrics.spotify_response if metrics else None, budget=budget
+        )
+        # Every process's count, and a hold kept from before a restart, before any call.
+        budget_sync = BudgetSync(
+            storage.spotify_budget, budget, sender, client_id=settings.spotify_client_id
+        )
+        await stack.enter_async_context(budget_sync.running())
         auth = SpotifyAuth(
             sender,
             client_id=settings.spotify_client_id,
@@ -214,7 +218,9 @@ class Application:
             await stack.enter_async_context(shared_count.listening())
             stack.push_async_callback(shared_count.close)
             note_request = shared_count.note_request
-        playback = PlaybackService(tokens, api, on_request=note_request)
+        playback = PlaybackService(
+            tokens, api, on_request=note_request, before_command=budget.before_command
+        )
 
         images = ImageFetcher(session, image_base=settings.spotify_image_base)
         colours = CoverColours(images, storage.colours)
@@ -223,8 +229,14 @@ class Application:
         stack.callback(charts.close)
         renderer = NowPlayingRenderer(colours)
 
+        poll_currently_playing = functools.partial(api.currently_playing, purpose="poll")
+
         async def poll(member_id: int) -> CurrentlyPlaying:
-            return await tokens.call(member_id, api.currently_playing)
+            return await tokens.call(member_id, poll_currently_playing, purpose="poll")
+
+        def shows_spotify(member_id: int) -> bool:
+            member = discord.cached_member(member_id)
+            return member is not None and spotify_activity(member.activities) is not None
 
         # Posts go through the outbox: sent once, by whichever process can.
         posting_side = OutboxDiscordSide(DiscordPySide(discord), storage)
@@ -242,10 +254,18 @@ class Application:
             leadership=leadership,
             # Presences are posted by the process they arrive in, in its own guilds.
             serves_guild=guild_filter(settings.shard_count, settings.shard_ids),
+            shows_spotify=shows_spotify,
+            daily_allowance=budget,
         )
         autopost.follow_members(events)
 
-        member_spotify = MemberSpotify(tokens, api, storage.links, on_request=note_request)
+        member_spotify = MemberSpotify(
+            tokens,
+            api,
+            storage.links,
+            on_request=note_request,
+            before_command=budget.before_command,
+        )
         history = ListeningLog(
             storage,
             privacy,
@@ -262,12 +282,14 @@ class Application:
             )
             metrics.set_gateway_latency_source(discord.latency)
             metrics.watch_spotify(sender.requests_in_window, sender.hold_remaining)
+            metrics.watch_daily_budget(budget)
             metrics.watch_autopost_stretch(autopost.skip_check_stretch)
         return Services(
             settings=settings,
             storage=storage,
             cipher=cipher,
             spotify=sender,
+            budget=budget,
             discord=discord,
             events=events,
             tokens=tokens,
@@ -320,6 +342,8 @@ class Application:
                 redirect_path=settings.redirect_path,
                 database_ok=services.storage.ping,
                 gateway_ok=services.discord.gateway_connected,
+                spotify_state=services.budget.state,
+                presence=lambda: services.discord.presence,
                 metrics=services.metrics.render if services.metrics else None,
             )
         )
@@ -444,32 +468,6 @@ def stop_on_signals() -> Iterator[asyncio.Event]:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(sig)
-
-
-async def open_storage(settings: Settings) -> Storage:
-    """SQLite: open the file. PostgreSQL: keep trying while the server cannot be reached."""
-    if settings.database_url is not None:
-        shown = settings.database_shown
-        try:
-            return await connect_with_retry(
-                lambda: Storage.open(settings.database_target), shown_url=shown
-            )
-        except DatabaseRefused as exc:
-            raise DatabaseSettingRejected(str(exc)) from exc
-        except SchemaVersionError as exc:
-            raise StartupError(
-                f"DATABASE_URL: {shown} was written by a newer version of the bot; upgrade the "
-                "bot (or restore a backup)"
-            ) from exc
-    try:
-        return await Storage.open(settings.database_path)
-    except SchemaVersionError as exc:
-        raise StartupError(
-            f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
-            "bot; upgrade the bot (or restore a backup)"
-        ) from exc
-    except (OSError, sqlite3.Error) as exc:
-        raise StartupError(f"DATABASE_PATH: cannot open {settings.database_path} ({exc})") from exc
 
 
 def _autopost_metrics(metrics: Metrics) -> Callable[[PostAction, float], None]:

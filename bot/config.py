@@ -24,6 +24,8 @@ DEFAULT_SPOTIFY_API_BASE = "https://api.spotify.com/v1"
 DEFAULT_SPOTIFY_IMAGE_BASE = "https://i.scdn.co"
 # Loopback: only this machine reaches the web server unless the admin exposes it on purpose.
 DEFAULT_WEB_HOST = "127.0.0.1"
+# Development-mode apps are refused after roughly 800 to 2,600 calls a day (docs/spotify.md).
+DEFAULT_SPOTIFY_DAILY_BUDGET = 600
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 _TRUE = {"1", "true", "yes", "on"}
@@ -46,11 +48,13 @@ class Settings:
     spotify_api_base: str = DEFAULT_SPOTIFY_API_BASE
     spotify_image_base: str = DEFAULT_SPOTIFY_IMAGE_BASE
     dev_guild_id: int | None = None
-    enable_presence: bool = False
+    enable_presence: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_enabled: bool = False
     spotify_request_budget: int = 120
+    # The most Spotify Web API calls in any rolling 24 hours, all processes together; 0: none.
+    spotify_daily_budget: int = DEFAULT_SPOTIFY_DAILY_BUDGET
     listening_log_days: int = 90
     # PostgreSQL instead of SQLite (several processes share one bot); None: DATABASE_PATH.
     database_url: str | None = None
@@ -276,6 +280,26 @@ def _bool(name: str, raw: str | None, default: bool, problems: list[str]) -> boo
     return default
 
 
+def _whole(
+    name: str,
+    raw: str | None,
+    default: int,
+    problems: list[str],
+    *,
+    words: str,
+    lowest: int = 0,
+    highest: int | None = None,
+) -> int:
+    """A whole-number setting from ``lowest`` to ``highest``; ``words`` say why not."""
+    if raw is None:
+        return default
+    number = whole_number(raw)
+    if number is not None and lowest <= number and (highest is None or number <= highest):
+        return number
+    problems.append(f"{name}: '{raw}' {words}")
+    return default
+
+
 def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") -> Settings:
     """Build Settings from a mapping. Raises ConfigError listing every problem at once.
     ``command`` is how the user runs the bot, named in hints (``<command> gen-key``)."""
@@ -367,7 +391,7 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
         if dev_guild_id is None:
             problems.append(f"DEV_GUILD_ID: '{raw_guild}' is not a numeric Discord server id")
 
-    enable_presence = _bool("ENABLE_PRESENCE", get("ENABLE_PRESENCE"), False, problems)
+    enable_presence = _bool("ENABLE_PRESENCE", get("ENABLE_PRESENCE"), True, problems)
     metrics_enabled = _bool("METRICS_ENABLED", get("METRICS_ENABLED"), False, problems)
 
     log_level = (get("LOG_LEVEL") or "INFO").upper()
@@ -379,28 +403,31 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
         problems.append(f"LOG_FORMAT: '{log_format}' is not one of {', '.join(LOG_FORMATS)}")
         log_format = "text"
 
-    budget = 120
-    raw_budget = get("SPOTIFY_REQUEST_BUDGET")
-    if raw_budget is not None:
-        number = whole_number(raw_budget)
-        if number is not None and number >= 1:
-            budget = number
-        else:
-            problems.append(
-                f"SPOTIFY_REQUEST_BUDGET: '{raw_budget}' is not a positive whole number"
-            )
-
-    listening_log_days = 90
-    raw_days = get("LISTENING_LOG_DAYS")
-    if raw_days is not None:
-        days = whole_number(raw_days)
-        if days is not None and days <= 36500:
-            listening_log_days = days
-        else:
-            problems.append(
-                f"LISTENING_LOG_DAYS: '{raw_days}' is not a whole number of days "
-                "(0 keeps no listening history)"
-            )
+    budget = _whole(
+        "SPOTIFY_REQUEST_BUDGET",
+        get("SPOTIFY_REQUEST_BUDGET"),
+        120,
+        problems,
+        lowest=1,
+        words="is not a positive whole number",
+    )
+    daily_budget = _whole(
+        "SPOTIFY_DAILY_BUDGET",
+        get("SPOTIFY_DAILY_BUDGET"),
+        DEFAULT_SPOTIFY_DAILY_BUDGET,
+        problems,
+        highest=10_000_000,
+        words="is not a whole number of Web API calls a day (0: no daily limit, for an app "
+        "with an extended quota)",
+    )
+    listening_log_days = _whole(
+        "LISTENING_LOG_DAYS",
+        get("LISTENING_LOG_DAYS"),
+        90,
+        problems,
+        highest=36500,
+        words="is not a whole number of days (0 keeps no listening history)",
+    )
 
     if problems:
         raise ConfigError(problems)
@@ -423,6 +450,7 @@ def load_settings(env: Mapping[str, str], *, command: str = "nowplaying-bot") ->
         log_format=log_format,
         metrics_enabled=metrics_enabled,
         spotify_request_budget=budget,
+        spotify_daily_budget=daily_budget,
         database_url=database_url,
         shard_count=shard_count,
         shard_ids=shard_ids,

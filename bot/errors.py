@@ -6,6 +6,8 @@ anything else is logged with its traceback and the member gets a short apology.
 
 from __future__ import annotations
 
+import math
+
 
 class BotError(Exception):
     """Base of every error the bot expects; ``user_message`` is meant for the member."""
@@ -138,6 +140,38 @@ class SpotifyRateLimited(SpotifyError):
             status=429,
             user_message=f"Spotify asks us to wait, try again in {seconds} s.",
         )
+
+
+class SpotifyDailyLimit(SpotifyRateLimited):
+    """No Web API call until ``until`` (Unix time): the bot's daily budget is spent
+    (``reason="budget"``), or Spotify answered 429 QUOTA_EXCEEDED (``reason="quota"``).
+
+    Raised without touching the network; a subclass of SpotifyRateLimited so that everything
+    that holds on a 429 (the poll loop, a waiting link) holds on it the same way. The member is
+    told when it is back as Discord timestamps, never as a number of seconds (hours, often).
+    """
+
+    def __init__(
+        self, retry_after: float, retry_at: float, *, until: float, reason: str = "budget"
+    ) -> None:
+        super().__init__(retry_after, retry_at, quota_exceeded=True)
+        self.until = until
+        self.reason = reason
+        self.user_message = daily_limit_words(until)
+
+
+def back_at(until: float) -> str:
+    """A moment as Discord shows it to each member: their clock time, then "in 3 hours"."""
+    when = math.ceil(until)
+    return f"<t:{when}:t> (<t:{when}:R>)"
+
+
+def daily_limit_words(until: float) -> str:
+    """The sentence a command answers while the daily Spotify limit is used up."""
+    return (
+        f"The bot's daily Spotify limit is used up; it is back at {back_at(until)}. "
+        "Meanwhile /np still works for anyone whose Discord status shows Spotify."
+    )
 
 
 class SpotifyUnavailable(SpotifyError):

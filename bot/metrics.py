@@ -22,6 +22,13 @@ Families (all prefixed ``nowplaying_``):
   enough for a whole play to go unseen (a budget or hold too tight for the listeners);
 * ``spotify_requests_in_window`` (gauge): requests sent to Spotify in the last 30 s (compare
   with SPOTIFY_REQUEST_BUDGET); ``spotify_hold_seconds`` (gauge): what is left of a 429 hold;
+* ``spotify_daily_calls{purpose}`` (gauge): Web API calls in the last 24 hours, every process
+  together, by purpose (``poll``, ``command``, ``recently_played``, ``linking``);
+  ``spotify_daily_token_requests``: the accounts service's, counted apart (not limited);
+  ``spotify_daily_budget``: the effective budget (+Inf: no daily limit) and
+  ``spotify_daily_budget_learned`` (1 when a QUOTA_EXCEEDED made it smaller than the setting);
+  ``spotify_daily_polling_left``: what polling may still spend; ``spotify_quota_hold_seconds``:
+  what is left of the daily hold (0: none), all read at scrape time from memory;
 * ``linked_members`` (gauge): members with an active link, a cached count;
 * ``gateway_latency_seconds`` (gauge): Discord heartbeat latency, read at scrape time.
 
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -56,6 +64,8 @@ from prometheus_client import (
 
 from bot.aio.tasks import cancel_and_wait
 from bot.members.events import MemberEvents
+from bot.spotify.budget import DailyBudget
+from bot.spotify.http import PURPOSES, Purpose
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +76,13 @@ AUTOPOST_ACTIONS: Final = ("posted", "edited")
 # tens of seconds for skips; anything past a few minutes is "broken", not "slow".
 AUTOPOST_LAG_BUCKETS: Final = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300)
 LINKED_MEMBERS_REFRESH_SECONDS: Final = 60.0
+DAILY_GAUGES: Final = {
+    "daily_token_requests": "Spotify token requests in the last 24 hours (not limited).",
+    "daily_budget": "The effective daily budget of Web API calls (+Inf: no daily limit).",
+    "daily_budget_learned": "1 when a QUOTA_EXCEEDED made the daily budget smaller than set.",
+    "daily_polling_left": "Web API calls polling may still make in the rolling 24 hours.",
+    "quota_hold_seconds": "Seconds left of the hold after the daily quota ran out (0: none).",
+}
 
 
 class Metrics:
@@ -140,6 +157,17 @@ class Metrics:
             "Discord gateway heartbeat latency (NaN while disconnected).",
             registry=registry,
         )
+        # The daily budget's gauges by name; "daily_calls" has a purpose label.
+        self.daily = {
+            name: Gauge(f"{PREFIX}_spotify_{name}", text, registry=registry)
+            for name, text in DAILY_GAUGES.items()
+        }
+        self.daily["daily_calls"] = Gauge(
+            f"{PREFIX}_spotify_daily_calls",
+            "Spotify Web API calls in the last 24 hours, every process, by purpose.",
+            ["purpose"],
+            registry=registry,
+        )
         # Known label values start at 0, so rates and alerts work before the first event.
         for outcome in REFRESH_OUTCOMES:
             self.token_refreshes.labels(outcome=outcome)
@@ -187,6 +215,23 @@ class Metrics:
         """The sender's request count for the last 30 s and its hold, read at every scrape."""
         self._sources["window"] = requests_in_window
         self._sources["hold"] = hold
+
+    def watch_daily_budget(self, budget: DailyBudget) -> None:
+        """The daily budget's count, effective budget and hold, read at every scrape."""
+        sources = self._sources
+        for purpose in PURPOSES:
+            name = f"daily:{purpose}"
+            sources[name] = functools.partial(_purpose_calls, budget, purpose)
+            self.daily["daily_calls"].labels(purpose=purpose).set_function(
+                functools.partial(self._read, name)
+            )
+        sources["daily_token_requests"] = lambda: sum(budget.calls_by_purpose("accounts").values())
+        sources["daily_budget"] = budget.effective
+        sources["daily_budget_learned"] = lambda: float(budget.is_learned())
+        sources["daily_polling_left"] = budget.polling_left
+        sources["quota_hold_seconds"] = budget.hold_seconds
+        for name in DAILY_GAUGES:
+            self.daily[name].set_function(functools.partial(self._read, name))
 
     def watch_autopost_stretch(self, stretch: Callable[[], float]) -> None:
         self._sources["stretch"] = stretch
@@ -277,3 +322,7 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text format and its content type (``WebDependencies.metrics``)."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _purpose_calls(budget: DailyBudget, purpose: Purpose) -> float:
+    return float(budget.calls_by_purpose()[purpose])

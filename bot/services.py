@@ -24,6 +24,7 @@ from bot.metrics import Metrics
 from bot.nowplaying.renderer import NowPlayingRenderer
 from bot.nowplaying.service import PlaybackService
 from bot.pictures.colours import CoverColours
+from bot.spotify.budget import DailyBudget
 from bot.spotify.http import SpotifySender
 from bot.storage import Storage
 
@@ -34,6 +35,7 @@ class Services:
     storage: Storage
     cipher: TokenCipher
     spotify: SpotifySender  # the one way to Spotify: its holds and request counts
+    budget: DailyBudget  # the daily Web API budget: what polling may spend (DailyAllowance)
     discord: DiscordConnection  # the current bot, for whatever talks to Discord outside a command
     events: MemberEvents
     tokens: TokenManager

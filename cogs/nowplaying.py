@@ -1,7 +1,10 @@
 """/np [member]: the now-playing embed.
 
 Who may be shown is decided by ``bot.privacy`` before anything is looked up: another member only
-when the interaction resolved them as a member of this server and they are not private.
+when the interaction resolved them as a member of this server and they are not private. Then a
+Discord status that shows Spotify answers, linked member or not, at no Spotify cost; only
+without one is the Web API asked (and then, with the daily limit used up, the member is told
+when it is back).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from bot.errors import (
     SpotifyForbidden,
     SpotifyUnauthorized,
 )
+from bot.gateway.connection import DiscordConnection
 from bot.gateway.interactions import answer_in_time
 from bot.linking.service import LinkService
 from bot.linking.words import expiry_reminder
@@ -43,6 +47,7 @@ class NowPlayingCog(commands.Cog):
     links: LinkService
     privacy: PrivacyService
     renderer: NowPlayingRenderer
+    connection: DiscordConnection
     presence_enabled: bool = field(kw_only=True)
 
     @app_commands.command(
@@ -66,12 +71,16 @@ class NowPlayingCog(commands.Cog):
             )
             return
 
-        # The interaction's own user/member objects carry no activities: the cached member does.
-        cached_member = (
-            interaction.guild.get_member(target.id)
-            if self.presence_enabled and interaction.guild is not None
-            else None
-        )
+        # The interaction's own user/member objects carry no activities: the cached member does
+        # (in a DM, as any server the bot shares with them caches them).
+        cached_member: discord.Member | None = None
+        if self.presence_enabled:
+            guild = interaction.guild
+            cached_member = (
+                guild.get_member(target.id)
+                if guild is not None
+                else self.connection.cached_member(target.id)
+            )
 
         playback: CurrentlyPlaying | None = None
 
@@ -102,14 +111,14 @@ class NowPlayingCog(commands.Cog):
         is_self: bool,
         cached_member: discord.Member | None,
     ) -> CurrentlyPlaying:
+        # Statuses first, linked or not: a Discord status that shows Spotify costs no Spotify
+        # call (Spotify's daily quota is small); the Web API is asked only without one.
+        from_status = member_playback(cached_member, now=time.time())
+        if from_status is not None:
+            return from_status
         try:
             return await self.playback.now_playing(target.id)
         except NotLinked:
-            # Never linked: the Discord status may still show Spotify (presence mode), at no
-            # Spotify cost. A linked member keeps the API: it knows pause state and progress.
-            from_status = member_playback(cached_member, now=time.time())
-            if from_status is not None:
-                return from_status
             if is_self:
                 raise
             raise self._not_linked(target) from None
@@ -121,9 +130,6 @@ class NowPlayingCog(commands.Cog):
         ) as exc:
             if is_self:
                 raise
-            from_status = member_playback(cached_member, now=time.time())
-            if from_status is not None:
-                return from_status
             # About someone else, say only that there is nothing to show: never why.
             raise self._not_linked(target) from exc
 
@@ -146,6 +152,7 @@ async def setup(bot: commands.Bot) -> None:
             services.links,
             services.privacy,
             services.renderer,
+            services.discord,
             presence_enabled=bot.sees_presence,
         )
     )

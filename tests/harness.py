@@ -193,6 +193,9 @@ class Stack:
                     "SPOTIFY_API_BASE": sp.api_base,
                     "SPOTIFY_IMAGE_BASE": sp.image_base,  # album art from the fake CDN
                     "DEV_GUILD_ID": str(GUILD_ID),
+                    # Most tests watch posts within seconds (fast_autopost); the daily pace would
+                    # ration their checks. Tests of the daily budget name one in ``env``.
+                    "SPOTIFY_DAILY_BUDGET": "0",
                 }
                 if database_url is not None:
                     values["DATABASE_URL"] = database_url

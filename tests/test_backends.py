@@ -13,11 +13,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from bot.app import StartupError, open_storage
 from bot.config import Settings, load_settings
+from bot.errors import StartupError
 from bot.storage import Storage
 from bot.storage import migrations as db
-from bot.storage.connect import DatabaseRefused, connect_with_retry
+from bot.storage.connect import DatabaseRefused, connect_with_retry, open_storage
 from bot.storage.engines import postgresql
 from bot.storage.engines.postgresql import PostgresDatabase, rows_changed, to_numbered_placeholders
 from bot.storage.migrate import migrate

@@ -10,6 +10,7 @@ import os
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from bot.cli.check import check_async, invite_url
 from bot.crypto import TokenCipher
-from bot.storage import Storage
+from bot.storage import SpotifyQuota, Storage
 from bot.storage import migrations as db
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_payloads import INTENT_MESSAGE_CONTENT
@@ -121,9 +122,13 @@ async def test_everything_usable(fakes: Fakes) -> None:
         "ok       encryption keys: 1 key(s) valid; no stored secrets yet",
         f"ok       discord token: accepted; the bot is NowPlaying (id {bot_id})",
         "ok       discord application: id 900000000000000042 (NowPlaying)",
-        "skipped  privileged intents: none needed (ENABLE_PRESENCE is off)",
+        "ok       privileged intents: ENABLE_PRESENCE=true needs the Presence and Server "
+        "Members intents switched on in the Developer Portal (your application -> Bot -> "
+        "Privileged Gateway Intents): both are on",
         f"ok       spotify credentials: client id {fakes.spotify.client_id} and its secret "
         f"accepted by {fakes.spotify.accounts_base}",
+        "ok       spotify budget: nothing counted yet; a budget of 600 (SPOTIFY_DAILY_BUDGET) "
+        "in any 24 hours",
         LOOPBACK_LINE,
         "",
         "Register this exact redirect URI in the Spotify dashboard (app settings):",
@@ -228,6 +233,7 @@ async def test_bad_settings_are_problems_and_the_rest_is_skipped(fakes: Fakes) -
         "skipped  discord application: not checked until the settings are fixed",
         "skipped  privileged intents: not checked until the settings are fixed",
         "skipped  spotify credentials: not checked until the settings are fixed",
+        "skipped  spotify budget: not checked until the settings are fixed",
         "skipped  redirect uri: not checked until the settings are fixed",
         "",
         "3 problem(s) in the settings (see .env.example): fix them, then run "
@@ -410,14 +416,25 @@ async def test_presence_with_intents_off(tmp_path: Path) -> None:
         FakeDiscord.running(enabled_privileged_intents=INTENT_MESSAGE_CONTENT) as discord,
         FakeSpotify.running() as spotify,
     ):
-        env = Fakes(discord, spotify, tmp_path).env(ENABLE_PRESENCE="true")
+        env = Fakes(discord, spotify, tmp_path).env()  # ENABLE_PRESENCE is on by default
         status, lines, _ = await run(env)
-    assert status == 1
+    # Usable without statuses: what the bot's WARNING at start says, not a problem.
+    assert status == 0
     assert verdict_line(lines, "privileged intents") == (
-        "problem  privileged intents: ENABLE_PRESENCE=true needs the Presence and Server Members "
-        "intents switched on in the Developer Portal (your application -> Bot -> Privileged "
-        "Gateway Intents); Presence and Server Members are off, so Discord would refuse the "
-        "gateway connection (close code 4014)"
+        "warning  privileged intents: Presence is off: the Presence and Server Members intents "
+        "are off: switch them on in the Developer Portal -> your app -> Bot -> Privileged "
+        "Gateway Intents. Until then the bot sees no member's Spotify status, so /np and "
+        "auto-posts spend Spotify's small daily quota of Web API calls instead (restart the bot "
+        "after switching them on), or set ENABLE_PRESENCE=false to silence this"
+    )
+    assert lines[-1] == "Everything checked is usable. 1 warning(s) above: worth a look."
+
+
+async def test_presence_switched_off_in_the_settings(fakes: Fakes) -> None:
+    status, lines, _ = await run(fakes.env(ENABLE_PRESENCE="false"))
+    assert status == 0
+    assert verdict_line(lines, "privileged intents") == (
+        "skipped  privileged intents: none needed (ENABLE_PRESENCE is off)"
     )
 
 
@@ -429,6 +446,90 @@ async def test_presence_when_discord_cannot_say(fakes: Fakes) -> None:
         "skipped  privileged intents: ENABLE_PRESENCE=true needs the Presence and Server Members "
         "intents switched on"
     )
+
+
+# --- the daily Spotify budget ------------------------------------------------------------------
+
+
+async def seed_budget(fakes: Fakes, quota: SpotifyQuota | None = None) -> float:
+    """Calls of the last 24 hours (and one a day older) as the bot counted them; ``now``."""
+    now = time.time()
+    minute = int(now // 60)
+    async with await Storage.open(fakes.db_path) as storage:
+        await storage.spotify_budget.add_calls(
+            fakes.spotify.client_id,
+            [
+                (minute - 5, "api", "poll", 280),
+                (minute - 3, "api", "command", 25),
+                (minute - 2, "api", "recently_played", 5),
+                (minute - 1, "api", "linking", 2),
+                (minute - 1, "accounts", "command", 11),
+                (minute - 25 * 60, "api", "poll", 400),  # left the window
+            ],
+            counting_since=now - 100_000,
+        )
+        if quota is not None:
+            await storage.spotify_budget.save_refusal(fakes.spotify.client_id, quota)
+    return now
+
+
+async def test_the_daily_spotify_budget_by_purpose(fakes: Fakes) -> None:
+    await seed_budget(fakes)
+    status, lines, _ = await run(fakes.env())
+    assert status == 0
+    assert verdict_line(lines, "spotify budget") == (
+        "ok       spotify budget: 312 Web API calls in the last 24 hours (polls 280, commands "
+        "25, recently-played 5, linking 2) of a budget of 600 (SPOTIFY_DAILY_BUDGET); 11 token "
+        "requests, counted apart; polling may spend 198 more"
+    )
+
+
+async def test_a_quota_hold_and_the_learned_budget_are_a_warning(fakes: Fakes) -> None:
+    refused_at = time.time() - 60
+    held_until = refused_at + 3 * 3600 + 60
+    # Learned 400 from a refusal a minute ago; the 312 calls are under it: Retry-After decides.
+    await seed_budget(fakes, SpotifyQuota(refused_at - 100_000, held_until, 400, refused_at))
+    status, lines, _ = await run(fakes.env())
+    assert status == 0  # usable: statuses answer meanwhile
+
+    def utc(moment: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moment))
+
+    assert verdict_line(lines, "spotify budget") == (
+        f"warning  spotify budget: Spotify answered QUOTA_EXCEEDED: no Web API call until "
+        f"{utc(held_until)} (in 3 h 0 min); commands answer from members' Discord statuses "
+        "meanwhile. 312 Web API calls in the last 24 hours (polls 280, commands 25, "
+        "recently-played 5, linking 2) of an effective budget of 400, learned from Spotify's "
+        f"refusal at {utc(refused_at)} (SPOTIFY_DAILY_BUDGET=600; it rises 10 % a day from "
+        f"{utc(refused_at + 7 * 86400)} without another refusal); 11 token requests, counted "
+        "apart"
+    )
+    assert lines[-1] == "Everything checked is usable. 1 warning(s) above: worth a look."
+
+
+async def test_reset_spotify_budget_forgets_the_count_the_hold_and_what_was_learned(
+    fakes: Fakes,
+) -> None:
+    refused_at = time.time() - 60
+    await seed_budget(fakes, SpotifyQuota(refused_at - 100_000, refused_at + 3600, 280, refused_at))
+    workdir = fakes.tmp_path / "workdir"
+    workdir.mkdir()
+    code, stdout, stderr = await run_cli(fakes.env(), workdir, "--reset-spotify-budget")
+    assert code == 0, stdout + stderr
+    lines = stdout.splitlines()
+    assert lines[0] == (
+        f"Forgot the daily Spotify budget of client id {fakes.spotify.client_id} (7 row(s)): "
+        "the count, the hold and what was learned. A bot that is running keeps what it holds "
+        "in memory until it restarts."
+    )
+    assert verdict_line(lines, "spotify budget") == (
+        "ok       spotify budget: 0 Web API calls in the last 24 hours (polls 0, commands 0, "
+        "recently-played 0, linking 0) of a budget of 600 (SPOTIFY_DAILY_BUDGET); 0 token "
+        "requests, counted apart; polling may spend 510 more"
+    )
+    code, _, stderr = await run_cli(fakes.env(), workdir, "--reset-spotify-budget", "--to", "x")
+    assert code == 2
+    assert "--to only goes with migrate-db" in stderr
 
 
 # --- Spotify -----------------------------------------------------------------------------------
@@ -473,12 +574,13 @@ async def test_spotify_down(fakes: Fakes) -> None:
 # --- the real command line ---------------------------------------------------------------------
 
 
-async def run_cli(env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+async def run_cli(env: dict[str, str], cwd: Path, *flags: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot",
         "check",
+        *flags,
         cwd=cwd,
         env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT), **env},
         stdout=asyncio.subprocess.PIPE,
@@ -504,7 +606,7 @@ async def test_cli_check_against_the_fakes(fakes: Fakes) -> None:
     assert stderr == ""
     lines = stdout.splitlines()
     assert lines[0] == "ok       settings: every value is valid"
-    assert [line[:9] for line in lines[:8]] == ["ok       "] * 5 + ["skipped  "] + ["ok       "] * 2
+    assert [line[:9] for line in lines[:9]] == ["ok       "] * 9
     assert lines[-1] == "Everything checked is usable."
     assert f"  {invite_url('900000000000000042')}" in lines
     assert_no_secrets(stdout, env)

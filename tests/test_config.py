@@ -51,7 +51,8 @@ def test_defaults() -> None:
     assert settings.spotify_api_base == "https://api.spotify.com/v1"
     assert settings.spotify_image_base == "https://i.scdn.co"
     assert settings.dev_guild_id is None
-    assert settings.enable_presence is False
+    assert settings.enable_presence is True  # statuses first: they cost no Spotify call
+    assert settings.spotify_daily_budget == 600
     assert settings.log_level == "INFO"
     assert settings.log_format == "text"
     assert settings.metrics_enabled is False
@@ -80,6 +81,7 @@ def test_every_value_read() -> None:
             METRICS_ENABLED="1",
             SPOTIFY_REDIRECT_URI="http://127.0.0.1:8080/oauth/done",
             SPOTIFY_REQUEST_BUDGET="60",
+            SPOTIFY_DAILY_BUDGET="0",
             LISTENING_LOG_DAYS="0",
         )
     )
@@ -97,6 +99,7 @@ def test_every_value_read() -> None:
     assert settings.redirect_path == "/oauth/done"
     assert settings.redirect_is_loopback
     assert settings.spotify_request_budget == 60
+    assert settings.spotify_daily_budget == 0  # no daily limit: an extended-quota app
     assert settings.listening_log_days == 0
 
 
@@ -238,6 +241,8 @@ def test_non_numeric_guild() -> None:
         ("SPOTIFY_API_BASE", "nope"),
         ("SPOTIFY_IMAGE_BASE", "i.scdn.co"),
         ("SPOTIFY_REQUEST_BUDGET", "0"),
+        ("SPOTIFY_DAILY_BUDGET", "-1"),
+        ("SPOTIFY_DAILY_BUDGET", "600 a day"),
         ("LISTENING_LOG_DAYS", "-1"),
         ("LISTENING_LOG_DAYS", "a week"),
     ],
@@ -306,6 +311,7 @@ def test_env_example_lists_every_variable() -> None:
         "LOG_LEVEL",
         "LOG_FORMAT",
         "METRICS_ENABLED",
+        "SPOTIFY_DAILY_BUDGET",
     ]:
         assert name in example
     assert os.environ.get("NOWPLAYING_NEVER_SET") is None

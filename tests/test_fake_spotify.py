@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -80,7 +81,44 @@ async def test_quota_exceeded_body(fake: FakeSpotify, session: aiohttp.ClientSes
     status, headers, body = await get(session, f"{fake.api_base}/me", fake.grant_tokens("bob")[0])
     assert status == 429
     assert headers["Retry-After"] == "86400"
-    assert b'"reason": "QUOTA_EXCEEDED"' in body
+    assert json.loads(body) == {
+        "error": {"status": 429, "message": "Too many requests", "reason": "QUOTA_EXCEEDED"}
+    }
+
+
+async def test_the_daily_quota_refuses_until_the_oldest_call_leaves_the_window(
+    fake: FakeSpotify, session: aiohttp.ClientSession
+) -> None:
+    """Spotify's development-mode quota on the fake's own clock: three calls in 24 hours,
+    every endpoint of every user counted; then QUOTA_EXCEEDED with a Retry-After that points
+    at the oldest call's 24 h end (not midnight), and every call refused until then."""
+    quota = fake.set_daily_quota(3)
+    assert quota is not None
+    fake.expires_in = 3 * 86_400  # the tokens outlive the day this test lets pass
+    alice, bob = fake.grant_tokens("alice")[0], fake.grant_tokens("bob")[0]
+    me, playing = f"{fake.api_base}/me", f"{fake.api_base}/me/player/currently-playing"
+    assert (await get(session, me, alice))[0] == 200  # at t0
+    fake.advance(3600)
+    assert (await get(session, playing, bob))[0] == 204  # t0 + 1 h
+    assert (await get(session, me, bob))[0] == 200
+    fake.advance(3600)  # t0 + 2 h: the fourth call of the day
+    status, headers, body = await get(session, me, alice)
+    assert status == 429
+    assert json.loads(body)["error"]["reason"] == "QUOTA_EXCEEDED"
+    assert 22 * 3600 - 1 <= int(headers["Retry-After"]) <= 22 * 3600  # the first call's end
+    fake.advance(12 * 3600)  # still inside: refused, not counted, same end
+    status, headers, _ = await get(session, playing, bob)
+    assert (status, 10 * 3600 - 1 <= int(headers["Retry-After"]) <= 10 * 3600) == (429, True)
+    # The accounts service is not held by it.
+    async with session.post(
+        f"{fake.accounts_base}/api/token", data={"grant_type": "client_credentials"}, headers=BASIC
+    ) as response:
+        assert response.status == 200
+    fake.advance(10 * 3600)  # t0 + 24 h: the first call left the window, one call fits
+    assert (await get(session, me, alice))[0] == 200
+    assert (await get(session, me, alice))[0] == 429
+    assert quota.refusals == 3
+    assert fake.call_count("me") + fake.call_count("currently_playing") == 7
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,12 @@ FAMILIES = {
     "nowplaying_spotify_hold_seconds": "gauge",
     "nowplaying_linked_members": "gauge",
     "nowplaying_gateway_latency_seconds": "gauge",
+    "nowplaying_spotify_daily_calls": "gauge",
+    "nowplaying_spotify_daily_token_requests": "gauge",
+    "nowplaying_spotify_daily_budget": "gauge",
+    "nowplaying_spotify_daily_budget_learned": "gauge",
+    "nowplaying_spotify_daily_polling_left": "gauge",
+    "nowplaying_spotify_quota_hold_seconds": "gauge",
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -162,7 +168,9 @@ async def scrape_until(
 
 
 async def test_metrics_after_link_and_np(tmp_path: Path) -> None:
-    async with Stack.running(tmp_path, env={"METRICS_ENABLED": "true"}) as stack:
+    async with Stack.running(
+        tmp_path, env={"METRICS_ENABLED": "true", "SPOTIFY_DAILY_BUDGET": "600"}
+    ) as stack:
         status, content_type, text = await scrape(stack)
         assert status == 200
         assert content_type.startswith("text/plain; version=")
@@ -205,6 +213,19 @@ async def test_metrics_after_link_and_np(tmp_path: Path) -> None:
         # token exchange included); the 429 asked for 30 s.
         assert (value(samples, "nowplaying_spotify_requests_in_window") or 0) >= 7
         assert 25 <= (value(samples, "nowplaying_spotify_hold_seconds") or 0) <= 30
+        # The daily budget: Web API calls of the last 24 hours by purpose (the 401 and the 429
+        # count: Spotify counts them too), token requests apart; an ordinary 429 is no quota.
+        daily = "nowplaying_spotify_daily_calls"
+        assert value(samples, daily, purpose="command") == 4
+        assert value(samples, daily, purpose="linking") == 1
+        assert value(samples, daily, purpose="poll") == 0
+        assert value(samples, daily, purpose="recently_played") == 0
+        # The exchange, the refresh, and the start-up check of the client id.
+        assert value(samples, "nowplaying_spotify_daily_token_requests") == 3
+        assert value(samples, "nowplaying_spotify_daily_budget") == 600
+        assert value(samples, "nowplaying_spotify_daily_budget_learned") == 0
+        assert value(samples, "nowplaying_spotify_daily_polling_left") == 600 - 90 - 5
+        assert value(samples, "nowplaying_spotify_quota_hold_seconds") == 0
         latency = value(samples, "nowplaying_gateway_latency_seconds")
         assert latency is not None  # NaN/inf until the first heartbeat is acknowledged
         assert stack.app.services.metrics is not None

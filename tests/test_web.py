@@ -99,11 +99,19 @@ async def serve(
             raise value
         return bool(value)
 
+    def spotify_state() -> str:
+        value = health["spotify"]
+        if isinstance(value, BaseException):
+            raise value
+        return str(value)
+
     deps = WebDependencies(
         links=overrides.get("links", world.links),
         redirect_path="/callback",
         database_ok=database_ok,
         gateway_ok=gateway_ok,
+        spotify_state=spotify_state,
+        presence=lambda: bool(health["presence"]),
     )
     # The runner options bot.app uses: the access log that leaves the query out.
     server = await aiohttp_server(create_app(deps), **runner_options())
@@ -114,7 +122,7 @@ async def serve(
 async def site(
     world: LinkWorld, aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient
 ) -> Web:
-    health: dict[str, Any] = {"database": True, "gateway": True}
+    health: dict[str, Any] = {"database": True, "gateway": True, "spotify": "ok", "presence": True}
     client = await serve(world, aiohttp_server, aiohttp_client, health)
     return Web(world, client, health)
 
@@ -508,9 +516,12 @@ async def health_of(site: Web) -> tuple[int, Any, Mapping[str, str]]:
         return response.status, await response.json(), response.headers.copy()
 
 
+EXTRA = {"spotify": "ok", "presence": True}
+
+
 async def test_healthz_ok(site: Web) -> None:
     status, body, headers = await health_of(site)
-    assert (status, body) == (200, {"status": "ok", "database": True, "gateway": True})
+    assert (status, body) == (200, {"status": "ok", "database": True, "gateway": True, **EXTRA})
     assert headers["Content-Type"].startswith("application/json")
     assert headers["Cache-Control"] == "no-store"
 
@@ -526,22 +537,44 @@ async def test_the_server_header_names_no_versions(site: Web) -> None:
 async def test_healthz_degraded_without_the_gateway(site: Web) -> None:
     site.health["gateway"] = False
     status, body, _ = await health_of(site)
-    assert (status, body) == (200, {"status": "degraded", "database": True, "gateway": False})
+    assert (status, body) == (
+        200,
+        {"status": "degraded", "database": True, "gateway": False, **EXTRA},
+    )
 
 
 async def test_healthz_without_the_database(site: Web) -> None:
     await site.world.storage.close()
     status, body, _ = await health_of(site)
-    assert (status, body) == (503, {"status": "degraded", "database": False, "gateway": True})
+    assert (status, body) == (
+        503,
+        {"status": "degraded", "database": False, "gateway": True, **EXTRA},
+    )
 
 
-@pytest.mark.parametrize("broken", ["database", "gateway"])
+@pytest.mark.parametrize("spotify", ["budget_spent", "quota_spent"])
+async def test_healthz_says_the_daily_spotify_limit_is_spent_without_changing_its_status(
+    site: Web, spotify: str
+) -> None:
+    site.health.update(spotify=spotify, presence=False)
+    status, body, _ = await health_of(site)
+    # The bot is up: members get answers from statuses and the limit's end; no count is public.
+    assert (status, body) == (
+        200,
+        {"status": "ok", "database": True, "gateway": True, "spotify": spotify, "presence": False},
+    )
+
+
+@pytest.mark.parametrize("broken", ["database", "gateway", "spotify"])
 async def test_healthz_when_a_check_raises(
     site: Web, broken: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     site.health[broken] = RuntimeError("check failed")
     with caplog.at_level(logging.ERROR, logger="bot.web.server"):
         status, body, _ = await health_of(site)
+    if broken == "spotify":  # what members get is not whether the bot is up
+        assert (status, body["status"], body["spotify"]) == (200, "ok", "ok")
+        return
     assert body["status"] == "degraded"
     assert body[broken] is False
     assert status == (503 if broken == "database" else 200)

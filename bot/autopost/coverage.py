@@ -32,9 +32,18 @@ CoverListener = Callable[[int, bool], None]
 class PresenceCoverage:
     """Members covered, by origin, each cover with the moment it ends (``clock`` time)."""
 
-    def __init__(self, roster: Roster, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        roster: Roster,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        shows_spotify: Callable[[int], bool] | None = None,
+    ) -> None:
+        """``shows_spotify``: whether a member's Discord status shows Spotify now (the gateway
+        cache), for :meth:`cover_from_statuses`."""
         self._roster = roster
         self._clock = clock
+        self._shows_spotify = shows_spotify
         self._covers: dict[int, dict[str, float]] = {}  # member -> origin -> ends at
         self._listeners: list[CoverListener] = []
 
@@ -62,6 +71,15 @@ class PresenceCoverage:
         origins[origin] = until
         if started_here:
             self._tell(member_id, True)
+
+    def cover_from_statuses(self, linked: Collection[int]) -> None:
+        """Cover the ``linked`` members whose status shows Spotify now: their presence updates
+        came before they were linked (or read at a start), when no cover could start."""
+        if self._shows_spotify is None:
+            return
+        for member_id in linked:
+            if self._shows_spotify(member_id):
+                self.cover(member_id)
 
     def uncover(self, member_id: int, origin: str = HERE) -> None:
         origins = self._covers.get(member_id)

@@ -86,11 +86,15 @@ class AutopostService:
         leadership: Leadership | None = None,
         serves_guild: Callable[[int], bool] | None = None,
         daily_allowance: DailyAllowance | None = None,
+        shows_spotify: Callable[[int], bool] | None = None,
     ) -> None:
         """``serves_guild``: whether this process runs the guild's shard (presence posts go
         only there; None: every guild, one process). ``daily_allowance``: what polling may
         spend of the daily Web API budget (``SPOTIFY_DAILY_BUDGET``); the scheduler plans the
-        day within it (``pace.py``); None or no limit: it plans as without."""
+        day within it (``pace.py``); None or no limit: it plans as without. ``shows_spotify``:
+        whether a member's Discord status shows Spotify now (the gateway cache), so that a
+        member is covered from the start: statuses arrive with the guilds, before the linked
+        members are read."""
         self.config = config = config or AutopostConfig()
         self.scheduler: PollScheduling = (
             scheduler if scheduler is not None else PollScheduler(config.scheduler)
@@ -106,7 +110,7 @@ class AutopostService:
         self.lookups = MembershipLookups(
             self.roster, self.settings, discord, workers=config.membership_lookups
         )
-        self.coverage = PresenceCoverage(self.roster, clock=clock)
+        self.coverage = PresenceCoverage(self.roster, clock=clock, shows_spotify=shows_spotify)
         self.poster = Poster(
             storage.last_posts,
             discord,
@@ -194,6 +198,7 @@ class AutopostService:
         self._ready.clear()
         await self.settings.load()
         await self.settings.load_members()
+        self.coverage.cover_from_statuses(self.settings.linked)
         await self.poster.load()
         self.lookups.start()
         self.lookups.everyone()
@@ -326,6 +331,7 @@ class AutopostService:
 
     async def member_linked(self, member_id: int) -> None:
         await self.settings.member_linked(member_id)
+        self.coverage.cover_from_statuses((member_id,))
         self.lookups.queue(member_id)
 
     def member_unlinked(self, member_id: int) -> None:

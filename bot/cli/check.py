@@ -2,7 +2,8 @@
 
 It reads the same configuration as ``python -m bot`` (the environment over ``.env``) and prints
 one line per item with a verdict, ``ok``, ``problem``, ``skipped`` or ``warning`` (usable,
-but worth fixing: a ``.env`` other users can read)::
+but worth fixing or knowing: a ``.env`` other users can read, statuses not seen, the daily
+Spotify limit spent)::
 
     ok       settings: every value is valid
     ok       database: ...
@@ -19,7 +20,8 @@ usable or not. Hints name the command the user ran (``command``).
 
 What it does and does not touch:
 
-* the database is never created, migrated or written: when the file exists it is opened
+* the database is never created, migrated or written (unless ``--reset-spotify-budget`` asks
+  to forget the daily Spotify budget, before the report): when the file exists it is opened
   read-write without creating it (so SQLite cleans up its ``-wal``/``-shm`` files on close,
   which a read-only connection cannot do) and only read; when the folder does not exist yet,
   the check proves its nearest existing parent is writable and says the bot will create it;
@@ -43,6 +45,7 @@ from typing import Final, TextIO
 import aiohttp
 import discord
 
+from bot.cli.check_budget import BudgetLook, forget_daily_budget
 from bot.cli.check_remote import check_discord, check_intents, check_redirect, check_spotify
 from bot.cli.check_storage import check_database, check_keys, check_postgresql
 from bot.cli.findings import OK, PROBLEM, SKIPPED, WARNING, Finding
@@ -74,6 +77,7 @@ _ITEMS_AFTER_SETTINGS: Final = (
     "discord application",
     "privileged intents",
     "spotify credentials",
+    "spotify budget",
     "redirect uri",
 )
 
@@ -85,10 +89,13 @@ class _Report:
         self._out = out
         self.masker = masker
         self.problems = 0
+        self.warnings = 0
 
     def add(self, finding: Finding) -> None:
         if finding.verdict == PROBLEM:
             self.problems += 1
+        elif finding.verdict == WARNING:
+            self.warnings += 1
         self.say(finding.line())
 
     def say(self, text: str = "") -> None:
@@ -111,12 +118,23 @@ def run_check(
     command: str = "nowplaying-bot",
     source: str | None = None,
     env_file: EnvFile | None = None,
+    reset_budget: bool = False,
 ) -> int:
     """Check the configuration in ``env``; print the report; return the exit status.
     ``command`` is how the user runs the bot, named in hints; ``source`` says where the
     settings were read (which ``.env``), printed after the verdicts; ``env_file`` is that
-    file, whose permissions are checked."""
-    return asyncio.run(check_async(env, out=out, command=command, source=source, env_file=env_file))
+    file, whose permissions are checked; ``reset_budget``: forget the daily Spotify budget
+    first."""
+    return asyncio.run(
+        check_async(
+            env,
+            out=out,
+            command=command,
+            source=source,
+            env_file=env_file,
+            reset_budget=reset_budget,
+        )
+    )
 
 
 async def check_async(
@@ -127,6 +145,7 @@ async def check_async(
     command: str = "nowplaying-bot",
     source: str | None = None,
     env_file: EnvFile | None = None,
+    reset_budget: bool = False,
 ) -> int:
     """:func:`run_check` for callers that already run an event loop (the tests)."""
     out = sys.stdout if out is None else out
@@ -148,15 +167,18 @@ async def check_async(
         return 1
 
     report = _Report(out, masker_for_settings(settings))
+    if reset_budget:
+        report.say(await forget_daily_budget(settings))
     report.add(Finding(OK, "settings", "every value is valid"))
     exposed = env_file.exposure() if env_file is not None else None
     if exposed is not None:
         report.add(Finding(WARNING, "env file", exposed))
     cipher = TokenCipher(settings.token_encryption_keys)
+    budget = BudgetLook(settings)
     if settings.database_url is not None:
-        database, counts = await check_postgresql(settings.database_url, cipher)
+        database, counts = await check_postgresql(settings.database_url, cipher, budget)
     else:
-        database, counts = await check_database(settings.database_path, cipher)
+        database, counts = await check_database(settings.database_path, cipher, budget)
     report.add(database)
     report.add(check_keys(len(settings.token_encryption_keys), counts, command))
 
@@ -170,6 +192,7 @@ async def check_async(
     report.add(discord_result.application)
     report.add(check_intents(settings, discord_result.flags))
     report.add(spotify)
+    report.add(budget.finding())
     report.add(check_redirect(settings))
 
     report.say()
@@ -192,5 +215,8 @@ async def check_async(
             f"run `{command} check` again."
         )
         return 1
-    report.say("Everything checked is usable.")
+    usable = "Everything checked is usable."
+    if report.warnings:
+        usable += f" {report.warnings} warning(s) above: worth a look."
+    report.say(usable)
     return 0

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot.cli.findings import OK, PROBLEM, SKIPPED, Finding
+from bot.cli.findings import OK, PROBLEM, SKIPPED, WARNING, Finding
 from bot.config import Settings
 from bot.errors import (
     InvalidClient,
@@ -19,7 +19,7 @@ from bot.errors import (
     SpotifyRateLimited,
     SpotifyUnavailable,
 )
-from bot.gateway.application import flags_of, switches_off
+from bot.gateway.application import flags_of, presence_off, switches_advice, switches_off
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.credentials import rejected_credentials
 from bot.spotify.http import RetryPolicy, SpotifySender
@@ -147,12 +147,8 @@ def check_intents(settings: Settings, flags: int | None) -> Finding:
         return Finding(SKIPPED, item, f"{needed}; could not read them from Discord")
     missing = switches_off(flags)
     if missing:
-        return Finding(
-            PROBLEM,
-            item,
-            f"{needed}; {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} off, so "
-            "Discord would refuse the gateway connection (close code 4014)",
-        )
+        # The bot runs without statuses (it asks Discord for no privileged intent then).
+        return Finding(WARNING, item, presence_off(switches_advice(missing)))
     return Finding(OK, item, f"{needed}: both are on")
 
 

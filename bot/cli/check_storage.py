@@ -8,6 +8,7 @@ import contextlib
 import os
 import sqlite3
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -28,6 +29,8 @@ from bot.storage.secrets import (
 )
 
 POSTGRES_CHECK_TIMEOUT: Final = 10.0
+# Something else to read while the database is open: ``also(storage, schema_version)``.
+AlsoRead = Callable[[Storage, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +56,15 @@ def _writable_folder(folder: Path) -> str | None:
     return None
 
 
-async def check_database(path: Path, cipher: TokenCipher) -> tuple[Finding, SecretCounts | None]:
+async def check_database(
+    path: Path, cipher: TokenCipher, also: AlsoRead | None = None
+) -> tuple[Finding, SecretCounts | None]:
     located = _locate_database(path)
     if isinstance(located, Finding):
         return located, None
     item = "database"
     try:
-        version, counts = await _read_database(located, cipher)
+        version, counts = await _read_database(located, cipher, also)
     except (sqlite3.Error, OSError) as exc:
         detail = f"{located} cannot be read as a SQLite database ({exc})"
         return Finding(PROBLEM, item, detail), None
@@ -87,7 +92,9 @@ async def check_database(path: Path, cipher: TokenCipher) -> tuple[Finding, Secr
     return Finding(OK, item, f"{located} is writable, schema version {version} (current)"), counts
 
 
-async def check_postgresql(url: str, cipher: TokenCipher) -> tuple[Finding, SecretCounts | None]:
+async def check_postgresql(
+    url: str, cipher: TokenCipher, also: AlsoRead | None = None
+) -> tuple[Finding, SecretCounts | None]:
     """Connect once (no retry, no migration) and read the schema version and the secrets."""
     from bot.storage.connect import (
         CONNECT_ERRORS,
@@ -124,6 +131,8 @@ async def check_postgresql(url: str, cipher: TokenCipher) -> tuple[Finding, Secr
                 storage.sealed, cipher, version
             )
             counts = SecretCounts(current, older, undecryptable)
+        if also is not None and version <= latest:
+            await also(storage, version)
     finally:
         await storage.close()
     if version > latest:
@@ -179,7 +188,9 @@ def _locate_database(path: Path) -> Finding | Path:
     return shown
 
 
-async def _read_database(path: Path, cipher: TokenCipher) -> tuple[int, SecretCounts | None]:
+async def _read_database(
+    path: Path, cipher: TokenCipher, also: AlsoRead | None
+) -> tuple[int, SecretCounts | None]:
     # mode=rw: never creates the file. Not mode=ro: a read-only connection to a WAL database
     # leaves -wal and -shm files behind, which the last read-write connection removes on close.
     uri = f"file:{quote(str(path))}?mode=rw"
@@ -192,6 +203,8 @@ async def _read_database(path: Path, cipher: TokenCipher) -> tuple[int, SecretCo
         if version < 1:  # no tables yet: nothing stored
             return version, None
         current, older, undecryptable = await count_secrets_by_key(storage.sealed, cipher, version)
+        if also is not None and version <= db.LATEST_SCHEMA_VERSION:
+            await also(storage, version)
         return version, SecretCounts(current, older, undecryptable)
     finally:
         await storage.close()

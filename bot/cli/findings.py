@@ -8,7 +8,9 @@ from typing import Final
 OK: Final = "ok"
 PROBLEM: Final = "problem"
 SKIPPED: Final = "skipped"
-WARNING: Final = "warning"  # usable, but worth fixing: not counted as a problem
+# Usable, but worth fixing or knowing (a .env others can read, statuses not seen, the daily
+# Spotify limit spent): never counted as a problem, so the exit status stays 0.
+WARNING: Final = "warning"
 
 
 @dataclass(frozen=True, slots=True)

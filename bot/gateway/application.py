@@ -36,6 +36,15 @@ def switches_advice(missing: list[str]) -> str:
     )
 
 
+def presence_off(reason: str) -> str:
+    """What the bot (a WARNING at start) and ``check`` say when it cannot see statuses."""
+    return (
+        f"Presence is off: {reason}. Until then the bot sees no member's Spotify status, so /np "
+        "and auto-posts spend Spotify's small daily quota of Web API calls instead (restart "
+        "the bot after switching them on), or set ENABLE_PRESENCE=false to silence this"
+    )
+
+
 def flags_of(payload: Any) -> int | None:
     """The ``flags`` of an application payload, or None when it has none."""
     if not isinstance(payload, dict):
@@ -62,6 +71,7 @@ __all__ = [
     "WHERE_THE_SWITCHES_ARE",
     "fetch_application_flags",
     "flags_of",
+    "presence_off",
     "switches_advice",
     "switches_off",
 ]

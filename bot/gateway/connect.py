@@ -35,7 +35,12 @@ import yarl
 
 from bot.aio.retry import backoff_delays
 from bot.errors import StartupError
-from bot.gateway.application import fetch_application_flags, switches_advice, switches_off
+from bot.gateway.application import (
+    fetch_application_flags,
+    presence_off,
+    switches_advice,
+    switches_off,
+)
 from bot.gateway.connection import DiscordConnection
 from bot.gateway.rest import get_json
 
@@ -44,10 +49,6 @@ log = logging.getLogger(__name__)
 TOKEN_REJECTED = (
     "DISCORD_TOKEN was rejected by Discord; copy it again from the Developer Portal "
     "(your application -> Bot -> Reset Token)"
-)
-PRESENCE_OFF = (
-    "Presence is off: %s. Until then the bot does not see members' Spotify statuses "
-    "(restart it after switching them on), or set ENABLE_PRESENCE=false to silence this"
 )
 
 
@@ -219,8 +220,10 @@ class DiscordStarter:
                         "privileged intent"
                     ) from None
                 log.warning(
-                    PRESENCE_OFF,
-                    "Discord refused the privileged intents (4014): " + switches_advice([]),
+                    "%s",
+                    presence_off(
+                        "Discord refused the privileged intents (4014): " + switches_advice([])
+                    ),
                 )
                 presence = False
                 await bot.close()
@@ -241,7 +244,7 @@ class DiscordStarter:
             return True
         missing = switches_off(flags)
         if missing:
-            log.warning(PRESENCE_OFF, switches_advice(missing))
+            log.warning("%s", presence_off(switches_advice(missing)))
             return False
         return True
 

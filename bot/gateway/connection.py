@@ -53,6 +53,18 @@ class DiscordConnection:
             if bot is self._bot and bot.is_ready():
                 return bot
 
+    def cached_member(self, user_id: int) -> discord.Member | None:
+        """The member as the gateway cache of any server shows them (their status is the same
+        in each), or None: not cached, or no members intent."""
+        bot = self._bot
+        if bot is None or not bot.intents.members:
+            return None
+        for guild in bot.guilds:
+            member = guild.get_member(user_id)
+            if member is not None:
+                return member
+        return None
+
     def gateway_connected(self) -> bool:
         """Ready, and every gateway connection (shard) of the current bot open."""
         bot = self._bot

@@ -175,7 +175,7 @@ class PendingLinkCompleter:
 
     async def _refreshed(self, refresh_token: str) -> TokenGrant:
         try:
-            grant = await self._auth.refresh(refresh_token)
+            grant = await self._auth.refresh(refresh_token, purpose="linking")
         except (InvalidGrant, SpotifyBadResponse) as exc:
             raise _Permanent(
                 "Spotify no longer accepts the sign-in you approved earlier (it was revoked). "

@@ -21,16 +21,20 @@ from bot.errors import (
     DecryptionError,
     LinkBroken,
     NotLinked,
+    SpotifyDailyLimit,
     SpotifyForbidden,
     SpotifyMissingScope,
     SpotifyRateLimited,
     SpotifyUnauthorized,
     SpotifyUnavailable,
+    back_at,
 )
 from bot.listening.log import ListeningLog
 from bot.members.tokens import TokenManager
 from bot.spotify.api import TOP_ITEMS_LIMIT, SpotifyApi
 from bot.spotify.auth import RECENTLY_PLAYED_SCOPE, TOP_READ_SCOPE, has_scope
+from bot.spotify.budget import CommandCheck
+from bot.spotify.http import Purpose
 from bot.spotify.models import PlayedTrack, TimeRange, TopItems, TopKind
 from bot.storage import LinksStore
 
@@ -84,12 +88,14 @@ class MemberSpotify:
         storage: LinksStore,
         *,
         on_request: Callable[[float], None] | None = None,
+        before_command: CommandCheck | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tokens = tokens
         self.api = api
         self._storage = storage
         self._on_request = on_request
+        self._before_command = before_command
         self._clock = clock
 
     async def granted(self, member_id: int) -> str | None:
@@ -97,11 +103,20 @@ class MemberSpotify:
         link = await self._storage.get_link(member_id)
         return link.scopes if link is not None and link.status == "active" else None
 
-    async def call(self, member_id: int, request: Callable[[str], Awaitable[T]]) -> T:
-        """``request(access_token)`` for the member, counted."""
+    async def call(
+        self,
+        member_id: int,
+        request: Callable[[str], Awaitable[T]],
+        *,
+        purpose: Purpose = "command",
+    ) -> T:
+        """``request(access_token)`` for the member, a Web API call made for ``purpose``
+        (a command's is checked against the daily budget before its token), counted."""
+        if purpose == "command" and self._before_command is not None:
+            self._before_command(member_id)
         if self._on_request is not None:
             self._on_request(self._clock())
-        return await self._tokens.call(member_id, request)
+        return await self._tokens.call(member_id, request, purpose=purpose)
 
     async def recently_played(
         self, member_id: int, after_ms: int | None = None
@@ -115,9 +130,11 @@ class MemberSpotify:
             raise SpotifyMissingScope("the link predates user-read-recently-played")
 
         async def request(token: str) -> Sequence[PlayedTrack]:
-            return await self.api.recently_played(token, after_ms=after_ms)
+            return await self.api.recently_played(
+                token, after_ms=after_ms, purpose="recently_played"
+            )
 
-        return await self.call(member_id, request)
+        return await self.call(member_id, request, purpose="recently_played")
 
 
 class SpotifyListening:
@@ -152,6 +169,9 @@ class SpotifyListening:
             played = await self._spotify.call(member_id, request)
         except SpotifyMissingScope:
             return await from_log(RELINK_HINT if is_self else None)
+        except SpotifyDailyLimit as exc:
+            note = f"The bot's daily Spotify limit is used up until {back_at(exc.until)}, so "
+            return await from_log(note + "this is what I logged myself.")
         except (SpotifyRateLimited, SpotifyUnavailable) as exc:
             log.info("/recent: Spotify unavailable for member %s (%s)", member_id, exc)
             return await from_log(FROM_LOG_BUSY)
@@ -216,6 +236,11 @@ class SpotifyListening:
             return await self._spotify.call(member_id, request)
         except SpotifyMissingScope as exc:
             raise BotError(user_message=RELINK_HINT if is_self else NO_TOP_FOR_OTHERS) from exc
+        except SpotifyDailyLimit as exc:
+            raise BotError(
+                user_message="The bot's daily Spotify limit is used up: try "
+                f"{command} again at {back_at(exc.until)}."
+            ) from exc
         except SpotifyRateLimited as exc:
             raise BotError(
                 user_message=f"Spotify asks me to slow down: try {command} again in "

@@ -27,6 +27,7 @@ from bot.crypto import TokenCipher
 from bot.errors import InvalidGrant, LinkBroken, NotLinked, SpotifyBadResponse, SpotifyUnauthorized
 from bot.members.events import MemberEvents
 from bot.spotify.auth import SpotifyAuth
+from bot.spotify.http import Purpose
 from bot.spotify.models import SpotifyUser, TokenGrant
 from bot.storage import HasLinks, LinkedAccount
 
@@ -142,26 +143,36 @@ class TokenManager:
 
     # --- public API -----------------------------------------------------------------------
 
-    async def access_token(self, user_id: int, *, force_refresh: bool = False) -> str:
-        """A usable access token for the member. Raises NotLinked or LinkBroken.
+    async def access_token(
+        self, user_id: int, *, force_refresh: bool = False, purpose: Purpose = "command"
+    ) -> str:
+        """A usable access token for the member, for a Web API call made for ``purpose``.
+        Raises NotLinked or LinkBroken.
 
         Spotify errors of the refresh (SpotifyUnavailable, SpotifyRateLimited, InvalidClient)
         propagate unchanged; DecryptionError too (the keys changed: not the member's fault).
+        No refresh is asked while the Web API would refuse that call (a hold, the daily budget
+        spent): the refusal is raised instead.
         """
         if not force_refresh:
             cached = self._fresh(user_id)
             if cached is not None:
                 return cached.access_token
-        return await self._refreshed_token(user_id, rejected=None, force=force_refresh)
+        return await self._refreshed_token(
+            user_id, rejected=None, force=force_refresh, purpose=purpose
+        )
 
-    async def call(self, user_id: int, fn: Callable[[str], Awaitable[T]]) -> T:
-        """Run ``fn(access_token)``; after a 401, refresh once and retry exactly once."""
-        token = await self.access_token(user_id)
+    async def call(
+        self, user_id: int, fn: Callable[[str], Awaitable[T]], *, purpose: Purpose = "command"
+    ) -> T:
+        """Run ``fn(access_token)``, a Web API call made for ``purpose``; after a 401,
+        refresh once and retry exactly once."""
+        token = await self.access_token(user_id, purpose=purpose)
         try:
             return await fn(token)
         except SpotifyUnauthorized:
             log.info("spotify rejected the access token of member %s; refreshing once", user_id)
-        token = await self._refreshed_token(user_id, rejected=token, force=True)
+        token = await self._refreshed_token(user_id, rejected=token, force=True, purpose=purpose)
         return await fn(token)
 
     async def store_new_link(
@@ -198,7 +209,9 @@ class TokenManager:
 
     # --- refreshing -----------------------------------------------------------------------
 
-    async def _refreshed_token(self, user_id: int, *, rejected: str | None, force: bool) -> str:
+    async def _refreshed_token(
+        self, user_id: int, *, rejected: str | None, force: bool, purpose: Purpose
+    ) -> str:
         async with self._locks.hold(user_id) as entry:
             # Second check inside the lock: whoever held it before us may have refreshed.
             cached = self._fresh(user_id)
@@ -210,9 +223,9 @@ class TokenManager:
             # Other processes sharing the database refresh this member too: read, refresh and
             # store the refresh token under a lock they honour as well.
             async with self._storage.member_lock(user_id):
-                return await self._refresh(user_id, entry)
+                return await self._refresh(user_id, entry, purpose)
 
-    async def _refresh(self, user_id: int, entry: _LockEntry) -> str:
+    async def _refresh(self, user_id: int, entry: _LockEntry, purpose: Purpose) -> str:
         entry.forgotten = False
         link = await self._storage.links.get_link(user_id)
         if link is None:
@@ -224,7 +237,7 @@ class TokenManager:
         refresh_token = self._cipher.decrypt(user_id, link.refresh_token)
         self._announce(refresh_token)
         try:
-            grant = await self._auth.refresh(refresh_token)
+            grant = await self._auth.refresh(refresh_token, purpose=purpose)
         except InvalidGrant as exc:
             self._cache.pop(user_id, None)
             await self._storage.links.mark_link_broken(user_id)

@@ -18,7 +18,7 @@ from bot.errors import (
     SpotifyNotRegistered,
     SpotifyUnauthorized,
 )
-from bot.spotify.http import SpotifyRequest, SpotifyResponse, SpotifySender
+from bot.spotify.http import Purpose, SpotifyRequest, SpotifyResponse, SpotifySender
 from bot.spotify.models import (
     CurrentlyPlaying,
     NothingPlaying,
@@ -83,7 +83,13 @@ class SpotifyApi:
         self._wall_clock = wall_clock
 
     def _get(
-        self, endpoint: str, path: str, access_token: str, params: dict[str, str] | None = None
+        self,
+        endpoint: str,
+        path: str,
+        access_token: str,
+        params: dict[str, str] | None = None,
+        *,
+        purpose: Purpose,
     ) -> SpotifyRequest:
         return SpotifyRequest(
             method="GET",
@@ -91,19 +97,23 @@ class SpotifyApi:
             endpoint=endpoint,
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
             params=params,
+            purpose=purpose,
         )
 
-    async def me(self, access_token: str) -> SpotifyUser:
-        response = await self._sender.send(self._get("me", "/me", access_token))
+    async def me(self, access_token: str, *, purpose: Purpose = "linking") -> SpotifyUser:
+        response = await self._sender.send(self._get("me", "/me", access_token, purpose=purpose))
         raise_for_status(response)
         return parse_user(response.json())
 
-    async def currently_playing(self, access_token: str) -> CurrentlyPlaying:
+    async def currently_playing(
+        self, access_token: str, *, purpose: Purpose = "command"
+    ) -> CurrentlyPlaying:
         request = self._get(
             "currently_playing",
             "/me/player/currently-playing",
             access_token,
             {"additional_types": "episode"},
+            purpose=purpose,
         )
         response = await self._sender.send(request)
         raise_for_status(response)
@@ -114,14 +124,25 @@ class SpotifyApi:
         return parse_currently_playing(response.json(), received_at=received_at)
 
     async def recently_played(
-        self, access_token: str, *, after_ms: int | None = None, limit: int = RECENTLY_PLAYED_LIMIT
+        self,
+        access_token: str,
+        *,
+        after_ms: int | None = None,
+        limit: int = RECENTLY_PLAYED_LIMIT,
+        purpose: Purpose = "command",
     ) -> tuple[PlayedTrack, ...]:
         """The member's last played tracks (newest first); ``after_ms`` keeps only plays after
         that Unix time in milliseconds."""
         params = {"limit": str(max(1, min(limit, RECENTLY_PLAYED_LIMIT)))}
         if after_ms is not None:
             params["after"] = str(max(0, after_ms))
-        request = self._get("recently_played", "/me/player/recently-played", access_token, params)
+        request = self._get(
+            "recently_played",
+            "/me/player/recently-played",
+            access_token,
+            params,
+            purpose=purpose,
+        )
         response = await self._sender.send(request)
         raise_for_status(response)
         return parse_recently_played(response.json())
@@ -133,12 +154,14 @@ class SpotifyApi:
         time_range: TimeRange,
         *,
         limit: int = TOP_ITEMS_LIMIT,
+        purpose: Purpose = "command",
     ) -> TopItems:
         request = self._get(
             f"top_{kind}",
             f"/me/top/{kind}",
             access_token,
             {"time_range": time_range, "limit": str(max(1, min(limit, 50)))},
+            purpose=purpose,
         )
         response = await self._sender.send(request)
         raise_for_status(response)

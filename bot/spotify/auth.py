@@ -18,7 +18,7 @@ from bot.errors import (
     SpotifyBadResponse,
     SpotifyError,
 )
-from bot.spotify.http import SpotifyRequest, SpotifyResponse, SpotifySender
+from bot.spotify.http import Purpose, SpotifyRequest, SpotifyResponse, SpotifySender
 from bot.spotify.models import TokenGrant
 
 SCOPES: tuple[str, ...] = (
@@ -108,11 +108,17 @@ class SpotifyAuth:
             },
         )
 
-    async def refresh(self, refresh_token: str) -> TokenGrant:
-        """A new access token; ``refresh_token`` on the grant is None unless Spotify rotated it."""
+    async def refresh(self, refresh_token: str, *, purpose: Purpose = "command") -> TokenGrant:
+        """A new access token; ``refresh_token`` on the grant is None unless Spotify rotated it.
+
+        A refresh is only worth it just before a Web API call: while the Web API would refuse
+        the ``purpose`` it is for (a hold, the daily budget spent), this raises what that call
+        would (SpotifyRateLimited, SpotifyDailyLimit) and asks nothing."""
+        self._sender.admit(purpose)
         return await self._token_request(
             "token.refresh_token",
             {"grant_type": "refresh_token", "refresh_token": refresh_token},
+            purpose=purpose,
         )
 
     async def client_credentials(self) -> TokenGrant:
@@ -121,7 +127,9 @@ class SpotifyAuth:
             "token.client_credentials", {"grant_type": "client_credentials"}
         )
 
-    async def _token_request(self, endpoint: str, form: Mapping[str, str]) -> TokenGrant:
+    async def _token_request(
+        self, endpoint: str, form: Mapping[str, str], *, purpose: Purpose = "linking"
+    ) -> TokenGrant:
         request = SpotifyRequest(
             method="POST",
             url=f"{self._accounts_base}/api/token",
@@ -130,6 +138,7 @@ class SpotifyAuth:
             data=form,
             idempotent=False,
             service="accounts",
+            purpose=purpose,
         )
         response = await self._sender.send(request)
         received_at = self._clock()

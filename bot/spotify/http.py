@@ -12,7 +12,11 @@ Endpoints (``auth.py``, ``api.py``) only build a :class:`SpotifyRequest` and rea
   service (``/api/token``) and the Web API are held separately, because a Web API 429 does
   not stop the accounts service from exchanging a code (and the other way round). During a
   hold every request to that service fails at once without touching the network;
-* a rolling count of the requests actually sent, for the auto-poster's budget.
+* a rolling count of the requests actually sent, for the auto-poster's budget;
+* the daily budget (``CallBudget``, ``bot.spotify.budget``): every attempt is counted with the
+  purpose its caller gave, a Web API request the budget refuses is never sent
+  (:class:`SpotifyDailyLimit`), and a QUOTA_EXCEEDED answer holds the Web API until the
+  budget says (often hours).
 """
 
 from __future__ import annotations
@@ -27,11 +31,16 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 
-from bot.errors import SpotifyBadResponse, SpotifyRateLimited, SpotifyUnavailable
+from bot.errors import (
+    SpotifyBadResponse,
+    SpotifyDailyLimit,
+    SpotifyRateLimited,
+    SpotifyUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,11 @@ RATE_WINDOW = 30.0  # Spotify's rolling rate-limit window
 Clock = Callable[[], float]
 SpotifyService = Literal["accounts", "api"]
 SERVICES: tuple[SpotifyService, ...] = ("accounts", "api")
+# Why a request is sent, given by its caller: what the daily budget counts it as, and whether
+# it may use the reserve kept for commands ("command", "linking") or not ("poll",
+# "recently_played": background work).
+Purpose = Literal["poll", "command", "recently_played", "linking"]
+PURPOSES: tuple[Purpose, ...] = ("poll", "command", "recently_played", "linking")
 Sleep = Callable[[float], Awaitable[Any]]
 ResponseHook = Callable[[str, str], None]
 # (service, seconds from now, quota exceeded): a 429 just started (or lengthened) a hold.
@@ -63,7 +77,8 @@ class SpotifyRequest:
     ``idempotent=False`` (token requests) limits retries to failures where the server surely
     did not act on the request: a refused connection or a 5xx answer, never a timeout, since a
     retried refresh could present a refresh token the first attempt already rotated out.
-    ``service`` names whose 429 hold applies: the accounts service or the Web API.
+    ``service`` names whose 429 hold applies: the accounts service or the Web API;
+    ``purpose`` what the daily budget counts the request as.
     """
 
     method: str
@@ -74,6 +89,7 @@ class SpotifyRequest:
     data: Mapping[str, str] | None = field(default=None, repr=False)
     idempotent: bool = True
     service: SpotifyService = "api"
+    purpose: Purpose = "command"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +106,66 @@ class RetryPolicy:
     total_budget: float = RETRY_TOTAL_BUDGET
 
 
+class CallBudget(Protocol):
+    """The daily budget of Web API calls (``bot.spotify.budget.DailyBudget``)."""
+
+    def admit(self, purpose: Purpose) -> None:
+        """Raise SpotifyDailyLimit when no Web API call for ``purpose`` may go out now."""
+        ...
+
+    def count(self, service: SpotifyService, purpose: Purpose) -> None:
+        """One HTTP attempt to ``service`` is being sent."""
+        ...
+
+    def quota_exceeded(self, retry_after: float) -> float:
+        """Spotify answered 429 QUOTA_EXCEEDED: the Unix time the Web API hold ends."""
+        ...
+
+
 @dataclass(slots=True)
 class _Hold:
     until: float = 0.0
     quota_exceeded: bool = False
+
+
+class _ServiceHolds:
+    """The app-wide hold of each service after a 429 (``clock`` time), and who hears one
+    start; on the wall clock too, for the daily quota's hold (it names the moment it ends)."""
+
+    def __init__(self, clock: Clock, wall_clock: Clock) -> None:
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.of: dict[SpotifyService, _Hold] = {service: _Hold() for service in SERVICES}
+        self.listeners: list[HoldListener] = []
+
+    def check(self, service: SpotifyService) -> None:
+        hold = self.of[service]
+        if hold.until:
+            now = self.clock()
+            if now < hold.until:
+                left = hold.until - now
+                if hold.quota_exceeded and service == "api":
+                    until = self.wall_clock() + left
+                    raise SpotifyDailyLimit(left, hold.until, until=until, reason="quota")
+                raise SpotifyRateLimited(left, hold.until, quota_exceeded=hold.quota_exceeded)
+
+    def extend(self, service: SpotifyService, seconds: float, quota_exceeded: bool) -> bool:
+        hold = self.of[service]
+        until = self.clock() + seconds
+        if seconds <= 0 or until <= hold.until:
+            return False
+        hold.until = until
+        hold.quota_exceeded = quota_exceeded
+        return True
+
+    def started(self, service: SpotifyService, seconds: float, quota_exceeded: bool) -> None:
+        """A 429 answered here: hold (never shorter than a hold kept) and tell the listeners."""
+        self.extend(service, seconds, quota_exceeded)
+        for listener in self.listeners:
+            try:
+                listener(service, seconds, quota_exceeded)
+            except Exception:  # telling the other processes must not change this answer
+                log.exception("a Spotify hold listener failed")
 
 
 class RequestWindow:
@@ -211,15 +283,17 @@ class SpotifySender:
         rng: random.Random | None = None,
         retry: RetryPolicy = RetryPolicy(),
         on_response: ResponseHook | None = None,
+        budget: CallBudget | None = None,
+        wall_clock: Clock = time.time,
     ) -> None:
         self._session = session
         self._clock = clock
+        self._budget = budget
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._retry = retry
         self._on_response = on_response
-        self._holds: dict[SpotifyService, _Hold] = {service: _Hold() for service in SERVICES}
-        self._hold_listeners: list[HoldListener] = []
+        self._holds = _ServiceHolds(clock, wall_clock)
         self._window = RequestWindow()
 
     # --- what the scheduler reads ---------------------------------------------------------
@@ -232,33 +306,28 @@ class SpotifySender:
     @property
     def hold_until(self) -> float:
         """``clock()`` value before which every Web API request fails at once; 0.0 when none."""
-        return self._holds["api"].until
+        return self._holds.of["api"].until
 
     @property
     def hold_quota_exceeded(self) -> bool:
         """Whether the current (or last) Web API hold came from a QUOTA_EXCEEDED answer."""
-        return self._holds["api"].quota_exceeded
+        return self._holds.of["api"].quota_exceeded
 
     def hold_remaining(self, service: SpotifyService = "api") -> float:
-        return max(0.0, self._holds[service].until - self._clock())
+        return max(0.0, self._holds.of[service].until - self._clock())
 
     def add_hold_listener(self, listener: HoldListener) -> None:
         """``listener(service, seconds, quota_exceeded)`` hears each hold a 429 answered
         here starts (not the ones ``extend_hold`` applies); it must not block."""
-        self._hold_listeners.append(listener)
+        self._holds.listeners.append(listener)
 
     def extend_hold(
         self, service: SpotifyService, seconds: float, *, quota_exceeded: bool = False
     ) -> bool:
-        """Hold ``service`` for ``seconds`` from now (a 429 answered to another process);
-        a longer hold already kept stays as it is. True when the hold grew."""
-        hold = self._holds[service]
-        until = self._clock() + seconds
-        if seconds <= 0 or until <= hold.until:
-            return False
-        hold.until = until
-        hold.quota_exceeded = quota_exceeded
-        return True
+        """Hold ``service`` for ``seconds`` from now (a 429 answered to another process, the
+        daily quota's hold read from the database); a longer hold already kept stays as it
+        is. True when the hold grew."""
+        return self._holds.extend(service, seconds, quota_exceeded)
 
     def requests_in_window(self, window: float = RATE_WINDOW) -> int:
         """How many HTTP attempts were actually sent in the last ``window`` seconds."""
@@ -267,14 +336,17 @@ class SpotifySender:
     # --- sending --------------------------------------------------------------------------
 
     def check_hold(self, service: SpotifyService = "api") -> None:
-        """Raise SpotifyRateLimited (seconds left) while the service's app-wide hold lasts."""
-        hold = self._holds[service]
-        if hold.until:
-            now = self._clock()
-            if now < hold.until:
-                raise SpotifyRateLimited(
-                    hold.until - now, hold.until, quota_exceeded=hold.quota_exceeded
-                )
+        """Raise SpotifyRateLimited (seconds left) while the service's app-wide hold lasts:
+        SpotifyDailyLimit when it is the Web API's QUOTA_EXCEEDED hold."""
+        self._holds.check(service)
+
+    def admit(self, purpose: Purpose) -> None:
+        """Raise (SpotifyRateLimited, SpotifyDailyLimit) unless a Web API request for
+        ``purpose`` would go out now: asked before anything that is only worth doing for
+        such a request (a token refresh)."""
+        self.check_hold("api")
+        if self._budget is not None:
+            self._budget.admit(purpose)
 
     async def send(self, request: SpotifyRequest) -> SpotifyResponse:
         """Send with bounded retries. Raises SpotifyRateLimited or SpotifyUnavailable."""
@@ -282,8 +354,12 @@ class SpotifySender:
         attempt = 0
         started = self._clock()
         while True:
-            # Checked before every attempt: another request may have hit a 429 meanwhile.
-            self.check_hold(request.service)
+            # Checked before every attempt: another request may have hit a 429 meanwhile, or
+            # spent the last of the daily budget.
+            if request.service == "api":
+                self.admit(request.purpose)
+            else:
+                self.check_hold(request.service)
             try:
                 return await self._attempt(request)
             except _Retryable as failure:
@@ -328,6 +404,8 @@ class SpotifySender:
 
     async def _attempt(self, request: SpotifyRequest) -> SpotifyResponse:
         self._window.add(self._clock())
+        if self._budget is not None:
+            self._budget.count(request.service, request.purpose)
         try:
             async with self._session.request(
                 request.method,
@@ -374,11 +452,13 @@ class SpotifySender:
     ) -> SpotifyRateLimited:
         retry_after = parse_retry_after(retry_after_header)
         quota_exceeded = _is_quota_exceeded(body)
+        wall_now = self._holds.wall_clock()
+        until = wall_now + retry_after
+        if quota_exceeded and request.service == "api" and self._budget is not None:
+            # Held until Retry-After, or longer while the rolling count is over the budget.
+            until = max(until, self._budget.quota_exceeded(retry_after))
+            retry_after = max(retry_after, until - wall_now)
         retry_at = self._clock() + retry_after
-        hold = self._holds[request.service]
-        if retry_at >= hold.until:
-            hold.until = retry_at
-            hold.quota_exceeded = quota_exceeded
         log.warning(
             "spotify %s: rate limited, holding every %s request for %.0fs%s",
             request.endpoint,
@@ -386,9 +466,7 @@ class SpotifySender:
             retry_after,
             " (quota exceeded)" if quota_exceeded else "",
         )
-        for listener in self._hold_listeners:
-            try:
-                listener(request.service, retry_after, quota_exceeded)
-            except Exception:  # telling the other processes must not change this answer
-                log.exception("a Spotify hold listener failed")
+        self._holds.started(request.service, retry_after, quota_exceeded)
+        if quota_exceeded and request.service == "api":
+            return SpotifyDailyLimit(retry_after, retry_at, until=until, reason="quota")
         return SpotifyRateLimited(retry_after, retry_at, quota_exceeded=quota_exceeded)

@@ -15,6 +15,7 @@ the ``Handle`` every store shares (``base.py``: the engine, transactions, reads)
 * ``storage.listening``: the listening log and the recap (``listening.py``)
 * ``storage.sealed``: every encrypted value, whichever table holds it (``sealed.py``: key
   rotation and ``check``)
+* ``storage.spotify_budget``: Spotify calls per minute, the quota hold (``spotify_budget.py``)
 
 A consumer takes the store it uses, or a narrow Protocol of the stores and plumbing it calls,
 which ``Storage`` satisfies. Under the stores, ``engines`` runs the SQL (SQLite or PostgreSQL);
@@ -47,6 +48,7 @@ from bot.storage.outbox import OutboxPost, OutboxStore
 from bot.storage.privacy import PrivacyStore, Visibility
 from bot.storage.sealed import SealedStore, SealedValue
 from bot.storage.settings import GuildSettings, SettingsStore
+from bot.storage.spotify_budget import CallCountRow, SpotifyBudgetStore, SpotifyQuota
 from bot.storage.storage import (
     HasLastPosts,
     HasLinks,
@@ -55,11 +57,13 @@ from bot.storage.storage import (
     HasOutbox,
     HasPrivacy,
     HasSettings,
+    HasSpotifyBudget,
     Notifications,
     Storage,
 )
 
 __all__ = [
+    "CallCountRow",
     "ColoursStore",
     "GuildSettings",
     "HasLastPosts",
@@ -69,6 +73,7 @@ __all__ = [
     "HasOutbox",
     "HasPrivacy",
     "HasSettings",
+    "HasSpotifyBudget",
     "LastPost",
     "LastPostsStore",
     "LinkResultView",
@@ -92,6 +97,8 @@ __all__ = [
     "SealedValue",
     "SettingsStore",
     "SpotifyAccountTaken",
+    "SpotifyBudgetStore",
+    "SpotifyQuota",
     "Storage",
     "Visibility",
     "hash_link_state",

@@ -1,9 +1,10 @@
-"""Reaching PostgreSQL at start: wait for a server that is not up yet, stop on a refusal.
+"""Opening the database at start: wait for a PostgreSQL that is not up yet, stop on a refusal.
 
 A database container often starts after the bot. Until PostgreSQL accepts the connection the
 bot retries with a backoff capped at 20 s, one WARNING line per attempt and no traceback. Only
 a definitive answer stops it, with one line: a wrong user or password, a database that does not
-exist, or any other refusal by the server itself.
+exist, or any other refusal by the server itself. An SQLite file that cannot be opened, or a
+database newer than the code, stops it with one line too (:func:`open_storage`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import asyncpg
 
 from bot.aio.retry import backoff_delays
+from bot.config import Settings
+from bot.errors import StartupError
+from bot.storage.migrations import SchemaVersionError
+from bot.storage.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +110,41 @@ async def connect_with_retry(
             await sleep(delay)
 
 
+class DatabaseSettingRejected(StartupError):
+    """The database refused DATABASE_URL (user, password, database name): a bad setting."""
+
+    exit_status = 2
+
+
+async def open_storage(settings: Settings) -> Storage:
+    """SQLite: open the file. PostgreSQL: keep trying while the server cannot be reached."""
+    if settings.database_url is not None:
+        shown = settings.database_shown
+        try:
+            return await connect_with_retry(
+                lambda: Storage.open(settings.database_target), shown_url=shown
+            )
+        except DatabaseRefused as exc:
+            raise DatabaseSettingRejected(str(exc)) from exc
+        except SchemaVersionError as exc:
+            raise StartupError(
+                f"DATABASE_URL: {shown} was written by a newer version of the bot; upgrade the "
+                "bot (or restore a backup)"
+            ) from exc
+    try:
+        return await Storage.open(settings.database_path)
+    except SchemaVersionError as exc:
+        raise StartupError(
+            f"DATABASE_PATH: {settings.database_path} was written by a newer version of the "
+            "bot; upgrade the bot (or restore a backup)"
+        ) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"DATABASE_PATH: cannot open {settings.database_path} ({exc})") from exc
+
+
 __all__ = [
     "DatabaseRefused",
+    "DatabaseSettingRejected",
     "connect_with_retry",
+    "open_storage",
 ]

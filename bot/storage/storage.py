@@ -23,6 +23,7 @@ from bot.storage.outbox import OutboxStore
 from bot.storage.privacy import PrivacyStore
 from bot.storage.sealed import SealedStore
 from bot.storage.settings import SettingsStore
+from bot.storage.spotify_budget import SpotifyBudgetStore
 
 
 class Notifications(Protocol):
@@ -74,6 +75,11 @@ class HasListening(Protocol):
     def listening(self) -> ListeningStore: ...
 
 
+class HasSpotifyBudget(Protocol):
+    @property
+    def spotify_budget(self) -> SpotifyBudgetStore: ...
+
+
 class Storage:
     """The bot's database. Open with ``await Storage.open(path_or_url)`` or ``async with``.
 
@@ -93,6 +99,7 @@ class Storage:
         self.colours = ColoursStore(db)
         self.listening = ListeningStore(db)
         self.sealed = SealedStore(db)
+        self.spotify_budget = SpotifyBudgetStore(db)
 
     @classmethod
     async def open(cls, path_or_url: Path | str) -> Self:

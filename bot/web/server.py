@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -28,6 +28,8 @@ from bot.web.pages import SECURITY_HEADERS, Page, PageLink, page_response
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class WebDependencies:
@@ -35,6 +37,9 @@ class WebDependencies:
     redirect_path: str
     database_ok: Callable[[], Awaitable[bool]]
     gateway_ok: Callable[[], bool]
+    # "ok", "budget_spent" or "quota_spent" (the daily Spotify budget, no counts: it is public)
+    spotify_state: Callable[[], str] = lambda: "ok"
+    presence: Callable[[], bool] = lambda: False  # whether members' statuses are seen
     metrics: Callable[[], tuple[bytes, str]] | None = None
 
 
@@ -161,10 +166,21 @@ async def _healthz(request: web.Request) -> web.Response:
         "status": "ok" if database and gateway else "degraded",
         "database": database,
         "gateway": gateway,
+        # What members get, not whether the bot is up: neither changes the status above.
+        "spotify": _answer(deps.spotify_state, "ok"),
+        "presence": _answer(deps.presence, False),
     }
     return web.json_response(
         body, status=200 if database else 503, headers={"Cache-Control": "no-store"}
     )
+
+
+def _answer(source: Callable[[], T], fallback: T) -> T:
+    try:
+        return source()
+    except Exception:  # a health check answers with what it knows
+        log.exception("Health check could not read a state")
+        return fallback
 
 
 async def _metrics(request: web.Request) -> web.Response:

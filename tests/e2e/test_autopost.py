@@ -385,3 +385,18 @@ async def wait_for_post_in(stack: Stack, channel_id: int, track_title: str) -> F
     return await stack.discord.wait_for_message(
         channel_id, predicate=lambda m: title(m) == track_title, timeout=WAIT
     )
+
+
+async def test_under_the_default_daily_budget_natural_ends_are_still_posted(
+    tmp_path: Path,
+) -> None:
+    """SPOTIFY_DAILY_BUDGET=600 (the default) puts the daily pace in charge of the checks: the
+    check at a track's predicted end is never rationed, so a natural change is posted."""
+    async with running(tmp_path, env={"SPOTIFY_DAILY_BUDGET": "600"}) as stack:
+        assert stack.app.services.autopost.scheduler.pace is not None
+        await choose_music_channel(stack)
+        stack.spotify.set_playing("alice", timeline(("t1", 4.0), ("t2", 200.0)))
+        await stack.link(ALICE_ID, "alice")
+        await wait_for_post(stack, "Song t1")
+        await wait_for_post(stack, "Song t2")  # t1 ran out: the end check saw it
+        assert stack.app.services.budget.polling_left() < 600

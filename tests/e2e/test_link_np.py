@@ -19,7 +19,7 @@ import pytest
 from bot.app import Application
 from cogs.linking import PASTE_BUTTON_ID
 from tests.fakes.discord import FakeMessage, SentInteraction
-from tests.fakes.discord_payloads import PRIVILEGED_INTENTS
+from tests.fakes.discord_payloads import INTENT_GUILD_MEMBERS, INTENT_GUILD_PRESENCES
 from tests.fakes.spotify import (
     NOT_REGISTERED_TEXT,
     episode_payload,
@@ -102,12 +102,19 @@ async def test_start_up_syncs_the_commands_to_the_dev_guild(tmp_path: Path) -> N
         assert [s for s in stack.discord.command_syncs if s.guild_id is None] == []
         np_command = next(c for c in sync.commands if c["name"] == "np")
         assert [o["name"] for o in np_command.get("options", [])] == ["member"]
-        # No privileged intent without ENABLE_PRESENCE.
+        # Presence is on by default: the portal's switches are on, so both intents are asked.
         assert stack.discord.intents is not None
-        assert stack.discord.intents & PRIVILEGED_INTENTS == 0
+        presence = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES
+        assert stack.discord.intents & presence == presence
         async with stack.http.get(f"{stack.web_base}/healthz") as response:
             assert response.status == 200
-            assert await response.json() == {"status": "ok", "database": True, "gateway": True}
+            assert await response.json() == {
+                "status": "ok",
+                "database": True,
+                "gateway": True,
+                "spotify": "ok",
+                "presence": True,
+            }
 
 
 # --- /link through the browser -------------------------------------------------------------

@@ -173,7 +173,7 @@ async def test_opted_out_member_is_not_posted_from_presence(tmp_path: Path) -> N
 
 
 async def test_presence_disabled_posts_nothing_from_status(tmp_path: Path) -> None:
-    async with running(tmp_path, env={}) as stack:
+    async with running(tmp_path, env={"ENABLE_PRESENCE": "false"}) as stack:
         assert stack.app.bot.get_cog("PresenceCog") is None
         await set_music_channel(stack, GUILD_ID, MUSIC_ID)
         await command(stack, "me", {"enabled": True}, user_id=BOB_ID)

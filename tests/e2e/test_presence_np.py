@@ -1,4 +1,5 @@
-"""/np from a member's Discord status (ENABLE_PRESENCE): no Spotify call for the unlinked."""
+"""/np from a member's Discord status (ENABLE_PRESENCE): no Spotify call for the unlinked (for
+linked members too: tests/e2e/test_daily_quota.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import time
 from pathlib import Path
 
 from tests.fakes.discord_payloads import make_spotify_activity
-from tests.fakes.spotify import track_payload
 from tests.harness import ALICE_ID, BOB_ID, CAROL_ID, GUILD_ID, Stack
 from tests.helpers import eventually
 
@@ -48,23 +48,6 @@ async def test_unlinked_member_answered_from_status_without_spotify(tmp_path: Pa
         assert sum(stack.spotify.calls.values()) == calls_before
 
 
-async def test_linked_member_keeps_using_the_spotify_api(tmp_path: Path) -> None:
-    async with Stack.running(tmp_path, env=PRESENCE) as stack:
-        await stack.link(ALICE_ID, "alice")
-        stack.spotify.set_playing(
-            "alice", track_payload("t-api", "From The API", 180_000, 30_000, is_playing=False)
-        )
-        await stack.discord.update_user_presence(
-            ALICE_ID, [make_spotify_activity(title="From Status", track_id="statusid")]
-        )
-        await eventually(lambda: shows_spotify(stack, ALICE_ID))
-        before = stack.spotify.call_count("currently_playing")
-        reply = await (await stack.np(ALICE_ID)).wait_for_reply()
-        assert reply.embeds[0]["title"] == "From The API"
-        assert "Paused" in reply.embeds[0]["description"]
-        assert stack.spotify.call_count("currently_playing") == before + 1
-
-
 async def test_unlinked_member_without_spotify_status_is_told_about_link(tmp_path: Path) -> None:
     async with Stack.running(tmp_path, env=PRESENCE) as stack:
         reply = await (await stack.np(ALICE_ID, CAROL_ID)).wait_for_reply()
@@ -76,7 +59,7 @@ async def test_unlinked_member_without_spotify_status_is_told_about_link(tmp_pat
 async def test_presence_disabled_asks_for_no_privileged_intent_and_ignores_status(
     tmp_path: Path,
 ) -> None:
-    async with Stack.running(tmp_path) as stack:
+    async with Stack.running(tmp_path, env={"ENABLE_PRESENCE": "false"}) as stack:
         intents = stack.discord.identifies[-1]["intents"]
         assert intents & (1 << 1) == 0  # GUILD_MEMBERS
         assert intents & (1 << 8) == 0  # GUILD_PRESENCES

@@ -79,9 +79,8 @@ async def test_the_bot_waits_for_a_discord_that_comes_up_late(tmp_path: Path) ->
         async with bot_process(PYTHON_M_BOT, env, tmp_path) as bot:
             first = await bot.wait_for_line("retrying in")
             assert "WARNING" in first
-            assert (
-                f"Could not log in to Discord (cannot connect to 127.0.0.1:{discord_port}" in first
-            )
+            # Presence is on by default: the portal's switches are the first question.
+            assert f"Could not reach Discord (cannot connect to 127.0.0.1:{discord_port}" in first
             # The web server is up meanwhile, and says the bot is not connected.
             async with http.get(f"http://127.0.0.1:{env['WEB_PORT']}/healthz") as response:
                 assert response.status == 200
@@ -89,6 +88,8 @@ async def test_the_bot_waits_for_a_discord_that_comes_up_late(tmp_path: Path) ->
                     "status": "degraded",
                     "database": True,
                     "gateway": False,
+                    "spotify": "ok",
+                    "presence": False,
                 }
             await bot.wait_for_line("retrying in", after=bot.lines.index(first) + 1)
             async with FakeDiscord.running(guilds=[default_guild()], port=discord_port) as fake:

@@ -173,7 +173,9 @@ class FakeDiscord:
         application_id: defaults to the bot user's id, as for any modern application.
         bot_permissions: permissions of the bot's managed role.
         enabled_privileged_intents: privileged intents switched on in the "developer portal";
-            asking for another one at IDENTIFY closes the gateway with 4014.
+            asking for another one at IDENTIFY closes the gateway with 4014. ``GET
+            /applications/@me`` reports them as its ``flags`` unless a test sets
+            ``application_flags`` to something else.
         users: extra users that are not members of any guild (for DMs, fetch_user).
         validate: answer 400 (code 50035 / 50006) to bodies Discord would reject: every body
             is checked against its route's schema in Discord's OpenAPI description
@@ -412,6 +414,7 @@ class FakeDiscord:
     # --- REST (discord_rest) and waiting -------------------------------------------------------
 
     requests = _Part[list[RecordedRequest]]("rest")
+    application_flags = _Part[int | None]("rest")
     unknown_requests = _Part[list[RecordedRequest]]("rest")
     fail_requests = _Part[Any]("rest")
     wait_for_request = _Part[Any]("rest")

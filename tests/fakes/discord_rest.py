@@ -87,6 +87,9 @@ class FakeRest:
         self._waiters = waiters
         self.token = token
         self.validate = validate
+        # What GET /applications/@me reports as ``flags``; None: what the gateway enforces.
+        # A test sets it to make the portal's answer and the gateway disagree (a 4014 anyway).
+        self.application_flags: int | None = None
         self.requests: list[RecordedRequest] = []
         self.unknown_requests: list[RecordedRequest] = []
         self.handler_errors: list[BaseException] = []
@@ -259,6 +262,8 @@ class FakeRest:
     async def _get_application(self, request: web.Request, record: RecordedRequest) -> web.Response:
         enabled = self._gateway.enabled_privileged_intents
         flags = sum(flag for intent, flag in _INTENT_FLAGS.items() if enabled & intent)
+        if self.application_flags is not None:
+            flags = self.application_flags
         bot_user = self._world.bot_user
         return json_response(
             {

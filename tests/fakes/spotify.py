@@ -40,6 +40,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from tests.fakes.cdn import FakeCdn
+from tests.fakes.spotify_quota import QUOTA_BODY, DailyQuota
 
 # Shaped like a real one (32 hexadecimal characters): the setup wizard checks the shape.
 DEFAULT_CLIENT_ID = "fa4ef00dfa4ef00dfa4ef00dfa4ef00d"
@@ -415,7 +416,10 @@ class FakeSpotify:
         rotate_refresh_tokens: bool = False,
         unauthorized_style: Literal["new", "old"] = "new",
         record_requests: bool = True,
+        daily_quota: int | None = None,
     ) -> None:
+        """``daily_quota``: Web API calls allowed in any 24 hours of the fake's clock (see
+        :meth:`set_daily_quota`); None: no quota."""
         self.client_id = client_id
         self.client_secret = client_secret
         self.redirect_uris: list[str] = list(redirect_uris)
@@ -439,6 +443,7 @@ class FakeSpotify:
         self._injections: dict[str, deque[Injection]] = {name: deque() for name in ENDPOINTS}
         self._time_offset = 0.0
         self._rate_limit: tuple[int, float, int] | None = None
+        self.quota: DailyQuota | None = None if daily_quota is None else DailyQuota(daily_quota)
         self._api_hits: deque[float] = deque()
         self._counter = itertools.count(1)
 
@@ -579,10 +584,7 @@ class FakeSpotify:
         if label not in self._injections:
             raise ValueError(f"unknown endpoint {endpoint!r}; use one of {ENDPOINTS}")
         if quota_exceeded:
-            body = {
-                "error": {"status": 429, "message": "API rate limit exceeded"},
-                "reason": "QUOTA_EXCEEDED",
-            }
+            body = QUOTA_BODY
             status = 429 if status is None else status
         if isinstance(retry_after, float) and retry_after.is_integer():
             retry_after = int(retry_after)
@@ -612,6 +614,12 @@ class FakeSpotify:
         """Answer Web API calls with 429 once more than ``max_requests`` fall in ``window``."""
         self._rate_limit = None if max_requests is None else (max_requests, window, retry_after)
         self._api_hits.clear()
+
+    def set_daily_quota(self, calls: int | None, window: float = 86_400.0) -> DailyQuota | None:
+        """Spotify's daily quota: at most ``calls`` Web API calls in any ``window`` seconds of
+        the fake's clock, then 429 QUOTA_EXCEEDED until the oldest counted call leaves it."""
+        self.quota = None if calls is None else DailyQuota(calls, window)
+        return self.quota
 
     def issue_code(self, user_id: str, *, redirect_uri: str | None = None, scope: str = "") -> str:
         """Mint an authorization code as if ``user_id`` approved /authorize."""
@@ -974,6 +982,8 @@ class FakeSpotify:
         user_id = self._bearer_user_id(request)
         self._count(endpoint, user_id)
         response: web.StreamResponse | None = await self._injected(endpoint, user_id)
+        if response is None and self.quota is not None:
+            response = self.quota.admit(self.now())
         if response is None:
             response = self._rate_limited()
         if response is None:

@@ -25,7 +25,7 @@ statements; a statement ends on a line that ends with ``;``. Lines starting with
 statements are notes. Statements deliberately have no IF NOT EXISTS: re-running a migration
 must fail loudly.
 
-To change the schema, add the next file (``0008_<name>.sql``, numbers consecutive from 0001)
+To change the schema, add the next file (``0010_<name>.sql``, numbers consecutive from 0001)
 with both sections, and write the code that uses it; ``LATEST_SCHEMA_VERSION`` follows. Never
 edit a released migration: databases out there already ran it.
 """
