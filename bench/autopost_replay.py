@@ -38,6 +38,7 @@ from bot.autopost.check_queue import CheckKind
 from bot.autopost.config import SchedulerConfig
 from bot.autopost.observations import Idle, Observation, Playing, RateLimited
 from bot.autopost.scheduler import PollScheduler
+from tests.peek import next_check_kind
 
 ANSWER_AFTER = 0.03  # a check's answer arrives this long after it left
 POST_TAKES = 0.05  # from the answer to the post arriving at Discord
@@ -92,7 +93,7 @@ def replay(seed: int, config: SchedulerConfig, listeners: int, minutes: float) -
             at, member, observation = answers.pop(0)
             scheduler.record(member, observation, at)
         planned = {
-            member: (scheduler.next_check_at(member), scheduler.next_check_kind(member))
+            member: (scheduler.next_check_at(member), next_check_kind(scheduler, member))
             for member in range(listeners)
         }
         popped = scheduler.pop_due(now, limit=CONCURRENCY - len(answers))

@@ -71,7 +71,7 @@ from bot.spotify.models import (
 from bot.storage import Storage
 from tests.fakes.daily_budget import RollingAllowance
 from tests.helpers import linked_account
-from tests.peek import log_idle
+from tests.peek import check_purpose, log_idle
 
 DAY = 86_400.0
 HOUR = 3600.0
@@ -365,7 +365,7 @@ async def simulate(args: argparse.Namespace, storage: Storage) -> Run:
             popped = scheduler.pop_due(now, limit=CONCURRENCY - len(answers))
             run.polled.update(popped)
             for member in popped:
-                purpose = KIND_PURPOSE.get(scheduler.check_purpose(member), "first/error")
+                purpose = KIND_PURPOSE.get(check_purpose(scheduler, member), "first/error")
                 until = sender.send("poll", purpose)
                 if until is not None:
                     observation: Observation = RateLimited(until, quota_exceeded=True)

@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bot.autopost.check_queue import CheckKind
 from bot.autopost.coverage import PresenceCoverage
+from bot.autopost.scheduler import PollScheduler
+from bot.autopost.service import AutopostService
 from bot.listening.log import ListeningLog
 from bot.logs import SecretMasker
 from bot.members.tokens import TokenManager
 from bot.pictures.images import ByteBoundedLru
 from bot.storage import Storage
 from bot.storage.migrate import open_migrated
+from bot.web.connections import WebListener
 
 
 async def _count(storage: Storage, sql: str, parameters: tuple[object, ...] = ()) -> int:
@@ -81,3 +85,34 @@ def secret_count(masker: SecretMasker) -> int:
 
 def cached_bytes(cache: ByteBoundedLru) -> int:
     return cache._bytes
+
+
+def next_check_kind(scheduler: PollScheduler, member_id: int) -> CheckKind | None:
+    """What the member's next check is planned as."""
+    state = scheduler._queue.get(member_id)
+    return None if state is None else state.kind
+
+
+def check_purpose(scheduler: PollScheduler, member_id: int) -> CheckKind | None:
+    """What the member's check in flight was planned as (None: none in flight)."""
+    state = scheduler._queue.get(member_id)
+    return state.purpose if state is not None and state.in_flight else None
+
+
+def is_paused(scheduler: PollScheduler, member_id: int) -> bool:
+    state = scheduler._queue.get(member_id)
+    return state is not None and state.paused
+
+
+def is_in_flight(scheduler: PollScheduler, member_id: int) -> bool:
+    state = scheduler._queue.get(member_id)
+    return state is not None and state.in_flight
+
+
+def polls_in_flight(service: AutopostService) -> int:
+    return service.loop.in_flight
+
+
+def open_connections(listener: WebListener) -> int:
+    server = listener._runner.server
+    return 0 if server is None else sum(c.transport is not None for c in server.connections)

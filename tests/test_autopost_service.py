@@ -38,7 +38,7 @@ from bot.storage import LastPost, Storage
 from tests.fakes.daily_budget import RollingAllowance, reserve_for
 from tests.fakes.discord_side import FakeDiscordSide
 from tests.helpers import ManualClock, eventually, linked_account
-from tests.peek import global_autopost_opt_in
+from tests.peek import global_autopost_opt_in, polls_in_flight
 
 GUILD = 1001
 OTHER_GUILD = 1002
@@ -152,7 +152,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 async def polls_settled(service: AutopostService) -> None:
     """Until no poll is in flight: a poll started before a change has been counted."""
-    await eventually(lambda: service.polls_in_flight == 0)
+    await eventually(lambda: polls_in_flight(service) == 0)
 
 
 async def others_polled(world: World, member_id: int = BOB, times: int = 3) -> None:
@@ -719,7 +719,7 @@ async def test_polls_stay_under_the_concurrency_limit(tmp_path: Path) -> None:
         await eventually(lambda: running["now"] == 3)
         await loop_turns(service)  # a turn with everyone due and no slot free
         assert running["most"] == 3
-        assert service.polls_in_flight == 3
+        assert polls_in_flight(service) == 3
     finally:
         gate.set()
         await service.stop()

@@ -23,6 +23,7 @@ from bot.autopost.scheduler import PollScheduler
 from bot.autopost.skips import SkipModel
 from tests.fakes.daily_budget import RollingAllowance, reserve_for
 from tests.helpers import ManualClock, rolling_max
+from tests.peek import check_purpose, next_check_kind
 
 MIDNIGHT = 20_600 * DAY  # a midnight UTC
 CONFIG = SchedulerConfig()
@@ -89,7 +90,7 @@ def test_without_a_daily_limit_the_scheduler_plans_exactly_as_before() -> None:
         for member in (1, 2, 3):
             due = [s.record(member, observation, now).next_check_at for s in (unlimited, plain)]
             assert due[0] == due[1]
-            kinds = [s.next_check_kind(member) for s in (unlimited, plain)]
+            kinds = [next_check_kind(s, member) for s in (unlimited, plain)]
             assert kinds[0] == kinds[1]
         now += 40
         assert unlimited.pop_due(now) == plain.pop_due(now)
@@ -163,7 +164,7 @@ def test_end_checks_keep_their_room_when_the_allowance_runs_low() -> None:
     assert plan.headroom > left - plan.fills
     popped = scheduler.pop_due(clock.now)
     assert sorted(popped) == [1, 2, 3]  # the end checks; the idle check waits
-    assert all(scheduler.check_purpose(m) is CheckKind.END for m in popped)
+    assert all(check_purpose(scheduler, m) is CheckKind.END for m in popped)
 
 
 def test_no_poll_starts_when_the_allowance_is_spent_and_the_loop_sleeps_till_it_frees() -> None:
@@ -240,11 +241,11 @@ def test_under_a_budget_a_fresh_track_gets_an_early_skip_check_and_its_end_check
     scheduler.add(1, clock.now)
     due = scheduler.record(1, playing("a", 1, 210), clock.now).next_check_at
     assert due is not None
-    assert scheduler.next_check_kind(1) is CheckKind.SKIP
+    assert next_check_kind(scheduler, 1) is CheckKind.SKIP
     assert 4.0 <= due - clock.now <= 14.0  # today: ceil(210 / 28) even gaps of 26.4 s
     # Should the budget hold it, the skip check becomes the end check at the predicted end.
     assert scheduler.pop_due(clock.now + 210) == [1]
-    assert scheduler.check_purpose(1) is CheckKind.SKIP
+    assert check_purpose(scheduler, 1) is CheckKind.SKIP
 
 
 def test_natural_track_ends_stay_one_check_when_calls_are_dear() -> None:
@@ -254,7 +255,7 @@ def test_natural_track_ends_stay_one_check_when_calls_are_dear() -> None:
     allowance.count("poll", 380)  # most of the day spent: the price is high
     due = scheduler.record(1, playing("a", 1, 210), clock.now).next_check_at
     assert due is not None
-    assert scheduler.next_check_kind(1) is CheckKind.END
+    assert next_check_kind(scheduler, 1) is CheckKind.END
     assert 210.0 <= due - clock.now <= 210.5  # the predicted end, plus the margin
 
 

@@ -36,6 +36,7 @@ from bot.errors import (
 )
 from bot.spotify.models import NothingPlaying, Playback, parse_currently_playing
 from tests.helpers import rolling_max
+from tests.peek import is_in_flight, is_paused, next_check_kind
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CONFIG = SchedulerConfig()
@@ -129,10 +130,10 @@ def test_add_plans_a_first_check_soon_and_add_again_changes_nothing() -> None:
     assert MEMBER in scheduler
     assert len(scheduler) == 1
     assert scheduler.next_check_at(MEMBER) == due
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.FIRST
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.FIRST
     assert scheduler.pop_due(due - 0.001) == []
     assert scheduler.pop_due(due) == [MEMBER]
-    assert scheduler.is_in_flight(MEMBER)
+    assert is_in_flight(scheduler, MEMBER)
 
 
 def test_remove_before_the_check_drops_it() -> None:
@@ -169,7 +170,7 @@ def test_unknown_member_answers_are_ignored() -> None:
     scheduler = make_scheduler()
     assert scheduler.record(7, Idle(), 0.0).next_check_at is None
     assert scheduler.last_item_key(7) is None
-    assert not scheduler.is_paused(7)
+    assert not is_paused(scheduler, 7)
 
 
 def test_a_lost_answer_is_checked_again_after_the_in_flight_timeout() -> None:
@@ -190,7 +191,7 @@ def test_next_check_at_the_predicted_end_plus_margin() -> None:
     delay = delay_after(scheduler, playing("a", 100, 120), now)
     # 20 s left + 1 s margin, plus up to 0.5 s of jitter, never before the end.
     assert 21.0 <= delay <= 21.5
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.END
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.END
     assert scheduler.last_item_key(MEMBER) == "a"
 
 
@@ -222,7 +223,7 @@ def test_a_skip_is_seen_within_one_skip_check_interval() -> None:
     next_at = scheduler.record(MEMBER, playing("a", 5, 240), now).next_check_at
     assert next_at is not None
     assert next_at - now <= CONFIG.skip_check_interval
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.SKIP
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.SKIP
 
 
 def test_end_checks_are_not_jittered_early() -> None:
@@ -238,7 +239,7 @@ def test_unknown_duration_keeps_the_skip_cadence() -> None:
     now = first_check(scheduler)
     delay = delay_after(scheduler, Playing("a", 1000, 0), now)
     assert delay == CONFIG.skip_check_interval
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.SKIP
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.SKIP
 
 
 def test_old_track_at_the_predicted_end_is_rechecked_soon_then_less_often() -> None:
@@ -249,7 +250,7 @@ def test_old_track_at_the_predicted_end_is_rechecked_soon_then_less_often() -> N
     for _ in range(7):  # Spotify keeps saying the old track sits at its very end
         check_now(scheduler, now)
         delay = delay_after(scheduler, playing("a", 200, 200), now)
-        assert scheduler.next_check_kind(MEMBER) is CheckKind.STALE
+        assert next_check_kind(scheduler, MEMBER) is CheckKind.STALE
         delays.append(delay)
         now += delay
     cap = CONFIG.skip_check_interval  # never longer than a skip check's gap
@@ -265,7 +266,7 @@ def test_progress_reported_late_is_rechecked_at_its_new_end() -> None:
     assert delay == pytest.approx(3.0)
     check_now(scheduler, now + delay)
     delay = delay_after(scheduler, playing("b", 1, 180), now + delay)
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.SKIP
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.SKIP
     assert delay <= CONFIG.skip_check_interval
 
 
@@ -275,7 +276,7 @@ def test_a_repeated_track_is_not_taken_for_a_stale_answer() -> None:
     now += delay_after(scheduler, playing("a", 190, 200), now)
     check_now(scheduler, now)
     delay_after(scheduler, playing("a", 1, 200), now)  # repeat-one: same item, from the start
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.SKIP
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.SKIP
 
 
 # --- paused, idle, errors ----------------------------------------------------------------------
@@ -315,11 +316,11 @@ def test_idle_backs_off_step_by_step_to_the_ceiling_and_resets_on_play() -> None
     now = answer_and_check_next(scheduler, playing("a", 190, 200), now)  # then it stops
     delays, now = walk_ladder(scheduler, Idle(), now, 6)
     assert_ladder(delays, [30.0, 60.0, 90.0, 105.0, 105.0, 105.0])
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.IN_FLIGHT
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.IN_FLIGHT
     next_at = answer_and_check_next(scheduler, playing("a", 10, 200), now)
     assert next_at - now <= CONFIG.skip_check_interval
     assert_ladder([delay_after(scheduler, Idle(), next_at)], [30.0])
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.IDLE
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.IDLE
 
 
 def test_idle_at_the_first_check_starts_at_the_ceiling() -> None:
@@ -338,10 +339,10 @@ def test_paused_backs_off_and_keeps_the_item() -> None:
     # Under 30 s apart for the first minutes (a track left while paused is still seen).
     delays, now = walk_ladder(scheduler, playing("a", 60, 200, paused=True), now, 7)
     assert_ladder(delays, [15.0, 29.0, 29.0, 29.0, 60.0, 105.0, 105.0])
-    assert scheduler.is_paused(MEMBER)
+    assert is_paused(scheduler, MEMBER)
     assert scheduler.last_item_key(MEMBER) == "a"
     delay = delay_after(scheduler, playing("a", 61, 200), now)  # resumed: the same item
-    assert not scheduler.is_paused(MEMBER)
+    assert not is_paused(scheduler, MEMBER)
     assert scheduler.last_item_key(MEMBER) == "a"
     assert delay <= CONFIG.skip_check_interval
 
@@ -354,7 +355,7 @@ def test_a_track_paused_near_its_end_is_checked_before_it_could_end_after_a_resu
     # Paused with 5 s left: resumed just after a check, it would end long before the ladder's
     # 15 s; the checks come by its possible end instead (urgent), and the ladder waits.
     assert delay_after(scheduler, playing("a", 195, 200, paused=True), now) == 6.0
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.RESUME
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.RESUME
     now += 6.0
     check_now(scheduler, now)
     delays, now = walk_ladder(scheduler, playing("a", 195, 200, paused=True), now, 4)
@@ -362,7 +363,7 @@ def test_a_track_paused_near_its_end_is_checked_before_it_could_end_after_a_resu
     # Resumed 1 s before the last of those checks: it sees it playing and plans its end.
     delay = delay_after(scheduler, playing("a", 196, 200), now)
     assert 5.0 <= delay <= 5.5
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.END
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.END
     # Paused for good 4 s before the end: after resume_watch the ladder takes over.
     scheduler = make_scheduler()
     now = first_check(scheduler)
@@ -388,7 +389,7 @@ def test_transient_errors_back_off_and_success_resets() -> None:
     assert scheduler.last_item_key(MEMBER) == "a"  # an error forgets nothing
     now = answer_and_check_next(scheduler, playing("b", 0, 200), now)
     assert_ladder([delay_after(scheduler, TransientError(), now)], [5.0])
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.ERROR
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.ERROR
 
 
 def test_a_different_back_off_restarts_at_its_first_step() -> None:
@@ -429,7 +430,7 @@ def test_an_end_check_just_after_a_hold_does_not_wait_behind_the_routine_backlog
     # The member's track ends 12 s from now: its end check comes 1-1.5 s after that.
     end_at = scheduler.record(MEMBER, playing("a", 188, 200), now).next_check_at
     assert end_at is not None
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.END
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.END
     for member_id in range(100, 130):  # first checks (routine), all due within 9 s
         scheduler.add(member_id, now)
     hold_end = end_at - 0.3
@@ -450,7 +451,7 @@ def test_a_check_the_429_turned_away_comes_back_before_routine_checks() -> None:
     # It may have been the end check of a track: it must not queue behind routine ones.
     retry_at = now + 10.0
     scheduler.record(MEMBER, RateLimited(retry_at), now)
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.HOLD
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.HOLD
     scheduler.note_request(now + 5.0, 24)  # no routine room until now + 35
     at = scheduler.next_wakeup(now + 5.0)
     assert at is not None
@@ -471,7 +472,7 @@ def test_the_rate_limited_member_retries_just_after_the_hold() -> None:
     now = first_check(scheduler)
     due = delay_after(scheduler, RateLimited(now + 3600.0, quota_exceeded=True), now) + now
     assert now + 3600.0 <= due <= now + 3600.0 + CONFIG.initial_spread
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.HOLD
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.HOLD
 
 
 # --- the budget ----------------------------------------------------------------------------------
@@ -619,7 +620,7 @@ def test_routine_checks_keep_their_floor_when_end_checks_alone_would_fill_the_bu
     for member_id in ends:  # 40 tracks ending at about 99 s: more end checks than the budget
         scheduler.add(member_id, 0.0)
         scheduler.record(member_id, playing(f"t{member_id}", 181, 200), 80.0)
-        assert scheduler.next_check_kind(member_id) is CheckKind.END
+        assert next_check_kind(scheduler, member_id) is CheckKind.END
     for member_id in firsts:  # first checks (routine), all due by then
         scheduler.add(member_id, 0.0)
     popped = scheduler.pop_due(101.0)
@@ -636,7 +637,7 @@ def test_a_skip_check_held_back_past_the_predicted_end_comes_out_as_the_end_chec
     assert scheduler.pop_due(now) == [MEMBER]
     # 40 s left: a skip check half-way, then the end check.
     scheduler.record(MEMBER, playing("a", 160, 200), now)
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.SKIP
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.SKIP
     skip_at = scheduler.next_check_at(MEMBER)
     assert skip_at is not None
     # Interactive traffic leaves no routine room until now + 45; the headroom stays free.
@@ -650,7 +651,7 @@ def test_a_skip_check_held_back_past_the_predicted_end_comes_out_as_the_end_chec
     assert scheduler.pop_due(at) == [MEMBER]  # out of the urgent heap, before the routine
     # Still the old item just after its predicted end: a stale end check, rechecked soon.
     scheduler.record(MEMBER, playing("a", 200, 200), at + 0.1)
-    assert scheduler.next_check_kind(MEMBER) is CheckKind.STALE
+    assert next_check_kind(scheduler, MEMBER) is CheckKind.STALE
 
 
 def test_no_stretch_while_demand_fits() -> None:

@@ -215,27 +215,10 @@ class PollScheduler:
         state = self._queue.get(member_id)
         return None if state is None or state.in_flight else state.due
 
-    def next_check_kind(self, member_id: int) -> CheckKind | None:
-        state = self._queue.get(member_id)
-        return None if state is None else state.kind
-
     def last_item_key(self, member_id: int) -> str | None:
         """The item the member's last answer showed (kept across pauses, idle and errors)."""
         state = self._queue.get(member_id)
         return None if state is None else state.last_item_key
-
-    def is_paused(self, member_id: int) -> bool:
-        state = self._queue.get(member_id)
-        return state is not None and state.paused
-
-    def is_in_flight(self, member_id: int) -> bool:
-        state = self._queue.get(member_id)
-        return state is not None and state.in_flight
-
-    def check_purpose(self, member_id: int) -> CheckKind | None:
-        """What the member's check in flight was planned as (None: none in flight)."""
-        state = self._queue.get(member_id)
-        return state.purpose if state is not None and state.in_flight else None
 
     @property
     def held_until(self) -> float | None:

@@ -347,10 +347,6 @@ class AutopostService:
     def followed_count(self) -> int:
         return self.roster.followed_count
 
-    @property
-    def polls_in_flight(self) -> int:
-        return self.loop.in_flight
-
     def skip_check_stretch(self) -> float:
         """How much routine (skip) checks are stretched to fit the budget now (1.0: not)."""
         return self.scheduler.stretch(self._clock())

@@ -111,11 +111,6 @@ class WebListener:
             self._server.close()
         await self._runner.cleanup()
 
-    @property
-    def open_connections(self) -> int:
-        server = self._runner.server
-        return 0 if server is None else len(_open(server))
-
     def _accept(self, server: web.Server) -> asyncio.Protocol:
         now = time.monotonic()
         live = _open(server)

@@ -33,6 +33,7 @@ from tests.harness import (
     guild_of,
 )
 from tests.helpers import eventually
+from tests.peek import polls_in_flight
 
 OTHER_GUILD_ID = 700000000000000101
 OTHER_GENERAL_ID = 700000000000000110
@@ -217,7 +218,9 @@ async def test_private_stops_auto_posts_everywhere_and_forgets_them(tmp_path: Pa
         assert not service.is_followed(ALICE_ID)
         assert await storage.last_posts.get_last_post(ALICE_ID, MUSIC_ID) is None
         assert await storage.last_posts.get_last_post(ALICE_ID, OTHER_MUSIC_ID) is None
-        await eventually(lambda: service.polls_in_flight == 0, WAIT)  # a poll already started lands
+        await eventually(
+            lambda: polls_in_flight(service) == 0, WAIT
+        )  # a poll already started lands
         polled = stack.spotify.call_count("currently_playing", "alice")
         stack.spotify.set_playing("alice", track_payload("a2", "Song a2", 200_000, 1_000))
         await asyncio.sleep(1.5)  # more than one skip-check interval: a poll would be due
