@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from bot.cli.dotenv import environment_with_dotenv
 from bot.cli.invocation import (
     ENV_FILE_VARIABLE,
     EnvFile,
@@ -23,7 +24,7 @@ from bot.cli.invocation import (
     in_container,
     locate_env_file,
 )
-from bot.config import Settings, environment_with_dotenv, generate_key, load_settings
+from bot.config import Settings, generate_key, load_settings
 from bot.errors import ConfigError, DecryptionError, StartupError
 
 log = logging.getLogger("bot")

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli.dotenv import environment_with_dotenv, read_env_file
 from bot.config import (
     DEFAULT_DISCORD_API_BASE,
     Settings,
     database_url_passwords,
     decode_key,
-    environment_with_dotenv,
     generate_key,
     load_settings,
-    read_env_file,
     redact_database_url,
 )
 from bot.errors import ConfigError

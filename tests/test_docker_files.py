@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.config import read_env_file
+from bot.cli.dotenv import read_env_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

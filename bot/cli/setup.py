@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bot.config import generate_key, parse_env_line, read_env_file, redirect_uri_problem
+from bot.cli.dotenv import parse_env_line, read_env_file
+from bot.config import generate_key, redirect_uri_problem
 
 DEFAULT_WEB_PORT = 8080
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.cli.dotenv import read_env_file
 from bot.cli.setup import env_file_text, write_private_file
-from bot.config import decode_key, generate_key, read_env_file
+from bot.config import decode_key, generate_key
 from tests.clirun import CONSOLE_SCRIPT, PROJECT_ROOT, clean_environment
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.spotify import FakeSpotify
