@@ -55,8 +55,7 @@ from bot.autopost.ports import (
     Renderer,
     Source,
 )
-from bot.autopost.roster import MembershipLookups, Roster
-from bot.autopost.settings import AutopostSettings
+from bot.autopost.roster import Following
 from bot.messages.message import BotMessage
 from bot.spotify.models import CurrentlyPlaying, Playback
 from bot.storage import LastPost, LastPostsStore
@@ -74,9 +73,7 @@ class Poster:
         self,
         storage: LastPostsStore,
         discord: DiscordSide,
-        settings: AutopostSettings,
-        roster: Roster,
-        lookups: MembershipLookups,
+        following: Following,
         *,
         renderer: Renderer,
         edit_window: float,
@@ -86,9 +83,7 @@ class Poster:
         shared: bool = False,
     ) -> None:
         self._discord = discord
-        self._settings = settings
-        self._roster = roster
-        self._lookups = lookups
+        self._following = following
         self._edit_window = edit_window
         self.on_post = on_post
         self._renderer = renderer
@@ -128,10 +123,10 @@ class Poster:
                 log.exception("auto-post: a play listener failed")
         if not isinstance(playback, Playback) or playback.item is None:
             return
-        if not self._settings.may_post_now(member_id):
+        if not self._following.settings.may_post_now(member_id):
             return  # no database read: presence-only members who never opted in cost nothing
         key = playback.item.key
-        roster = self._roster
+        roster = self._following.roster
         if not roster.claim_item(member_id, key):
             return
         async with self._member_locks.hold(member_id):
@@ -143,9 +138,9 @@ class Poster:
 
     async def channel_gone(self, guild_id: int, channel_id: int, reason: str) -> None:
         """Turn auto-posting off in a guild whose channel stopped working."""
-        if await self._settings.disable(guild_id, channel_id, reason):
+        if await self._following.settings.disable(guild_id, channel_id, reason):
             self.forget_channel(channel_id)
-            self._lookups.everyone()
+            self._following.lookups.everyone()
 
     # --- one post ----------------------------------------------------------------------------
 
@@ -153,7 +148,7 @@ class Poster:
         self, member_id: int, playback: Playback, key: str, source: Source
     ) -> bool:
         """Post in every music channel that has not shown ``key`` last. False: retry later."""
-        channels = list(self._settings.channels.items())
+        channels = list(self._following.settings.channels.items())
         if source == "presence" and self._serves_guild is not None:
             channels = [(g, c) for g, c in channels if self._serves_guild(g)]
         if not await self._last_posts.refresh(member_id):
@@ -187,7 +182,7 @@ class Poster:
         if check.state is not ChannelState.OK:
             await self.channel_gone(guild_id, channel_id, _reason_for(check))
             return True
-        if self._roster.known_absent(guild_id, member_id):
+        if self._following.roster.known_absent(guild_id, member_id):
             return True  # not in this guild when last looked
         try:
             member = await self._discord.fetch_member(guild_id, member_id)
@@ -196,11 +191,11 @@ class Poster:
                 "auto-post: cannot look up member %s in guild %s: %s", member_id, guild_id, exc
             )
             return False
-        self._roster.note_membership(guild_id, member_id, member is not None)
+        self._following.roster.note_membership(guild_id, member_id, member is not None)
         if member is None:
-            self._lookups.queue(member_id)  # left: maybe in no music guild any more
+            self._following.lookups.queue(member_id)  # left: maybe in no music guild any more
             return True
-        if not await self._settings.may_post_in(guild_id, member_id):
+        if not await self._following.settings.may_post_in(guild_id, member_id):
             return True
         # Re-check everything the awaits may have changed: opt-out, unlink, channel change.
         if not self._still_wanted(member_id, guild_id, channel_id):
@@ -242,7 +237,7 @@ class Poster:
         return True
 
     def _still_wanted(self, member_id: int, guild_id: int, channel_id: int) -> bool:
-        settings = self._settings
+        settings = self._following.settings
         return settings.may_post_now(member_id) and settings.music_channel(guild_id) == channel_id
 
     async def _send_or_edit(

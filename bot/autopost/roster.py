@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from bot.autopost.ports import DiscordSide, DiscordUnavailable, PollScheduling
 from bot.autopost.settings import AutopostSettings
@@ -264,3 +265,13 @@ class MembershipLookups:
         view = await self._discord.fetch_member(guild_id, member_id)
         self._roster.note_membership(guild_id, member_id, view is not None)
         return view is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Following:
+    """Who is followed, as the parts that post and poll read it: the settings (channels,
+    links, opt-ins), the roster, and the lookups that keep it right."""
+
+    settings: AutopostSettings
+    roster: Roster
+    lookups: MembershipLookups

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot.aio.tasks import cancel_and_wait
@@ -43,7 +44,7 @@ from bot.autopost.ports import (
     SpotifyHold,
 )
 from bot.autopost.posting import Poster
-from bot.autopost.roster import MembershipLookups, Roster
+from bot.autopost.roster import Following, MembershipLookups, Roster
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.settings import AutopostSettings, SettingsStorage
 from bot.members.events import MemberEvents
@@ -59,6 +60,18 @@ class AutopostStorage(SettingsStorage, HasLastPosts, LeaderLock, Protocol):
 
     @property
     def dialect(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AutopostParts:
+    """The parts the service wires, each owning its state (see the module doc)."""
+
+    settings: AutopostSettings
+    roster: Roster
+    lookups: MembershipLookups
+    coverage: PresenceCoverage
+    poster: Poster
+    loop: PollLoop
 
 
 class AutopostService:
@@ -103,20 +116,13 @@ class AutopostService:
             self.scheduler.use_daily_allowance(daily_allowance, wall_offset=wall_clock() - clock())
         self._discord = discord
         wake = asyncio.Event()
-        self.settings = AutopostSettings(storage, is_private=is_private, wall_clock=wall_clock)
-        self.roster = Roster(
-            self.scheduler, wake, membership_ttl=config.membership_ttl, clock=clock
-        )
-        self.lookups = MembershipLookups(
-            self.roster, self.settings, discord, workers=config.membership_lookups
-        )
-        self.coverage = PresenceCoverage(self.roster, clock=clock, shows_spotify=shows_spotify)
-        self.poster = Poster(
+        settings = AutopostSettings(storage, is_private=is_private, wall_clock=wall_clock)
+        roster = Roster(self.scheduler, wake, membership_ttl=config.membership_ttl, clock=clock)
+        lookups = MembershipLookups(roster, settings, discord, workers=config.membership_lookups)
+        poster = Poster(
             storage.last_posts,
             discord,
-            self.settings,
-            self.roster,
-            self.lookups,
+            Following(settings, roster, lookups),
             edit_window=config.edit_window,
             renderer=renderer,
             on_post=on_post,
@@ -124,12 +130,12 @@ class AutopostService:
             serves_guild=serves_guild,
             shared=storage.dialect == "postgresql",
         )
-        self.loop = PollLoop(
+        loop = PollLoop(
             fetch,
-            self.roster,
-            self.lookups,
-            self.settings,
-            self.poster,
+            roster,
+            lookups,
+            settings,
+            poster,
             wake,
             max_concurrent_polls=config.max_concurrent_polls,
             sweep_every=min(60.0, config.membership_ttl / 4),
@@ -138,12 +144,39 @@ class AutopostService:
             wall_clock=wall_clock,
         )
         if on_gap is not None:
-            self.loop.add_gap_listener(on_gap)
-        self._wake = wake
+            loop.add_gap_listener(on_gap)
+        coverage = PresenceCoverage(roster, clock=clock, shows_spotify=shows_spotify)
+        self.parts = AutopostParts(settings, roster, lookups, coverage, poster, loop)
         self.leadership = leadership if leadership is not None else Leadership(storage)
         self._clock = clock
         self._main: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+
+    # The parts, by name (the record keeps this class to what it runs itself).
+
+    @property
+    def settings(self) -> AutopostSettings:
+        return self.parts.settings
+
+    @property
+    def roster(self) -> Roster:
+        return self.parts.roster
+
+    @property
+    def lookups(self) -> MembershipLookups:
+        return self.parts.lookups
+
+    @property
+    def coverage(self) -> PresenceCoverage:
+        return self.parts.coverage
+
+    @property
+    def poster(self) -> Poster:
+        return self.parts.poster
+
+    @property
+    def loop(self) -> PollLoop:
+        return self.parts.loop
 
     # --- lifecycle ---------------------------------------------------------------------------
 
