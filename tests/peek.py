@@ -110,7 +110,7 @@ def is_in_flight(scheduler: PollScheduler, member_id: int) -> bool:
 
 
 def polls_in_flight(service: AutopostService) -> int:
-    return service.loop.in_flight
+    return service.parts.loop.in_flight
 
 
 def open_connections(listener: WebListener) -> int:

@@ -164,7 +164,7 @@ async def others_polled(world: World, member_id: int = BOB, times: int = 3) -> N
 
 async def loop_turns(service: AutopostService) -> None:
     """Wake the loop and let it run its turn (and the tasks it starts) before going on."""
-    service.loop._wake.set()
+    service.parts.loop._wake.set()
     for _ in range(20):
         await asyncio.sleep(0)
 
@@ -332,7 +332,7 @@ async def test_a_failing_hook_does_not_stop_posting(world: World) -> None:
     def broken(action: str, lag: float) -> None:
         raise RuntimeError("metrics bug")
 
-    world.service.poster.on_post = broken
+    world.service.parts.poster.on_post = broken
     await world.service.observe(ALICE, track("t1"))
     assert world.side.titles() == ["Song t1"]
 
@@ -814,7 +814,7 @@ async def test_the_loop_survives_a_failing_turn(
         return original(now, limit)
 
     scheduler.pop_due = pop_due  # type: ignore[method-assign]
-    world.service.loop._wake.set()
+    world.service.parts.loop._wake.set()
     await eventually(lambda: failures["left"] == 0)
     calls = world.spotify.calls.get(BOB, 0)
     await eventually(lambda: world.spotify.calls.get(BOB, 0) > calls, timeout=3)

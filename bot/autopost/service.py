@@ -163,20 +163,8 @@ class AutopostService:
         return self.parts.roster
 
     @property
-    def lookups(self) -> MembershipLookups:
-        return self.parts.lookups
-
-    @property
     def coverage(self) -> PresenceCoverage:
         return self.parts.coverage
-
-    @property
-    def poster(self) -> Poster:
-        return self.parts.poster
-
-    @property
-    def loop(self) -> PollLoop:
-        return self.parts.loop
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -185,17 +173,17 @@ class AutopostService:
         if self._main is not None:
             return
         await self.settings.load()
-        await self.poster.load()
+        await self.parts.poster.load()
         self._main = asyncio.create_task(self._run(), name="autopost-loop")
 
     async def stop(self) -> None:
         """Stop polling, give posts in flight ``shutdown_grace`` to finish (a post whose record
         is lost would be posted again after the restart), then cancel whatever is left."""
-        first = [t for t in (self._main, *self.lookups.stop()) if t is not None]
-        self.loop.stopping = True
+        first = [t for t in (self._main, *self.parts.lookups.stop()) if t is not None]
+        self.parts.loop.stopping = True
         for task in first:
             task.cancel()  # at once: no new poll starts while the ones in flight finish
-        await self.loop.drain(self.config.shutdown_grace)
+        await self.parts.loop.drain(self.config.shutdown_grace)
         await cancel_and_wait(first)
         self._main = None
 
@@ -207,7 +195,7 @@ class AutopostService:
         """Until every queued membership lookup is done (tests and benchmarks)."""
         await self._ready.wait()
         if self.leadership.is_leader:  # elsewhere nobody works the queue
-            await self.lookups.join()
+            await self.parts.lookups.join()
 
     async def _run(self) -> None:
         await self._discord.wait_until_ready()
@@ -232,32 +220,32 @@ class AutopostService:
         await self.settings.load()
         await self.settings.load_members()
         self.coverage.cover_from_statuses(self.settings.linked)
-        await self.poster.load()
-        self.lookups.start()
-        self.lookups.everyone()
+        await self.parts.poster.load()
+        self.parts.lookups.start()
+        self.parts.lookups.everyone()
         self._ready.set()
         log.info(
             "auto-post started: %d linked members, %d music channels",
             len(self.settings.linked),
             len(self.settings.channels),
         )
-        polling = asyncio.create_task(self.loop.run(), name="autopost-poll-loop")
+        polling = asyncio.create_task(self.parts.loop.run(), name="autopost-poll-loop")
         watching = asyncio.create_task(lost.wait())
         try:
             await asyncio.wait({polling, watching}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await cancel_and_wait([watching, polling, *self.lookups.stop()])
+            await cancel_and_wait([watching, polling, *self.parts.lookups.stop()])
         # Lost: start no poll; the ones in flight may finish (a token refresh cut halfway
         # could lose a rotated refresh token; a post they make twice lands once: the nonce).
-        await self.loop.drain(self.config.shutdown_grace)
-        self.loop.stopping = False
+        await self.parts.loop.drain(self.config.shutdown_grace)
+        self.parts.loop.stopping = False
 
     async def reload_settings(self) -> None:
         """Another process changed music channels or opt-ins: read them again."""
         await self.settings.load()
         await self.settings.load_members()  # opt-ins judge presences in every process
         if self.leadership.is_leader:
-            self.lookups.everyone()
+            self.parts.lookups.everyone()
 
     # --- what sources call -------------------------------------------------------------------
 
@@ -265,17 +253,17 @@ class AutopostService:
         self, member_id: int, playback: CurrentlyPlaying, *, source: Source = "spotify"
     ) -> None:
         """A new fact about what a member plays, from any source: post it if it is new."""
-        await self.poster.observe(member_id, playback, source=source)
+        await self.parts.poster.observe(member_id, playback, source=source)
 
     def add_play_listener(self, listener: PlayListener) -> None:
         """``listener(member, playback, source)`` hears every observation, from any source,
         before the posting rules (must not block): the listening log."""
-        self.poster.add_play_listener(listener)
+        self.parts.poster.add_play_listener(listener)
 
     def add_gap_listener(self, listener: GapListener) -> None:
         """``listener(member, since)`` hears of stretches (since: Unix time) a poll found
         nobody watched, long enough to hide a play."""
-        self.loop.add_gap_listener(listener)
+        self.parts.loop.add_gap_listener(listener)
 
     def add_settings_listener(self, listener: Callable[[], None]) -> None:
         """``listener()`` hears that a music channel or an opt-in changed in this process."""
@@ -307,16 +295,16 @@ class AutopostService:
     async def set_channel(self, guild_id: int, channel_id: int) -> None:
         previous = await self.settings.set_channel(guild_id, channel_id)
         if previous is not None:
-            self.poster.forget_channel(previous)
-        self.lookups.everyone()
+            self.parts.poster.forget_channel(previous)
+        self.parts.lookups.everyone()
 
     async def turn_off(self, guild_id: int) -> bool:
         """``/autopost off``. False when it was not on."""
         previous = await self.settings.turn_off(guild_id)
         if previous is None:
             return False
-        self.poster.forget_channel(previous)
-        self.lookups.everyone()
+        self.parts.poster.forget_channel(previous)
+        self.parts.lookups.everyone()
         return True
 
     async def take_notice(self, guild_id: int) -> str | None:
@@ -331,7 +319,7 @@ class AutopostService:
             self.roster.unfollow(member_id)  # before the write: posts in flight stop now
         await self.settings.set_opt_in(member_id, enabled, guild_id)
         if self.settings.eligible_for_polling(member_id):
-            self.lookups.queue(member_id)
+            self.parts.lookups.queue(member_id)
         else:
             self.roster.unfollow(member_id)
 
@@ -347,32 +335,32 @@ class AutopostService:
         played is forgotten (the storage deleted its copy with the choice)."""
         self.coverage.forget(member_id)
         self.roster.stop_following(member_id)
-        self.poster.forget_member(member_id)
+        self.parts.poster.forget_member(member_id)
 
     def member_went_public(self, member_id: int) -> None:
         """A private member is visible again: follow them
         again where their opt-in allows it."""
         if self.settings.is_linked(member_id):
-            self.lookups.queue(member_id)
+            self.parts.lookups.queue(member_id)
 
     async def channel_deleted(
         self, guild_id: int, channel_id: int, *, name: str | None = None
     ) -> None:
         """CHANNEL_DELETE from the gateway."""
         where = f"#{name}" if name else "the music channel"
-        await self.poster.channel_gone(guild_id, channel_id, f"{where} was deleted")
+        await self.parts.poster.channel_gone(guild_id, channel_id, f"{where} was deleted")
 
     async def member_linked(self, member_id: int) -> None:
         await self.settings.member_linked(member_id)
         self.coverage.cover_from_statuses((member_id,))
-        self.lookups.queue(member_id)
+        self.parts.lookups.queue(member_id)
 
     def member_unlinked(self, member_id: int) -> None:
         """Unlinked: their settings and last posts are gone too."""
         self.settings.member_unlinked(member_id)
         self.coverage.forget(member_id)
         self.roster.forget(member_id, list(self.settings.channels))
-        self.poster.forget_member(member_id)
+        self.parts.poster.forget_member(member_id)
 
     # --- introspection (tests, benchmarks, metrics) ------------------------------------------
 
@@ -385,7 +373,7 @@ class AutopostService:
         return self.scheduler.stretch(self._clock())
 
     def last_post(self, member_id: int, channel_id: int) -> LastPost | None:
-        return self.poster.last_post(member_id, channel_id)
+        return self.parts.poster.last_post(member_id, channel_id)
 
     def per_member_state(self) -> dict[str, Collection[object]]:
         """Every structure that grows with members, by name (docs/self-hosting.md, "Memory
@@ -393,8 +381,8 @@ class AutopostService:
         return {
             **self.settings.per_member_state(),
             **self.roster.per_member_state(),
-            **self.poster.per_member_state(),
+            **self.parts.poster.per_member_state(),
             **self.coverage.per_member_state(),
             **self.scheduler.per_member_state(),
-            "lookup queue": self.lookups.queued,
+            "lookup queue": self.parts.lookups.queued,
         }
