@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +21,7 @@ from bot.storage import migrations as db
 from bot.storage.connect import DatabaseRefused, connect_with_retry, open_storage
 from bot.storage.engines import postgresql
 from bot.storage.engines.postgresql import PostgresDatabase, rows_changed, to_numbered_placeholders
+from bot.storage.engines.sqlite import SqliteDatabase
 from bot.storage.migrate import migrate
 from tests.harness import free_port
 
@@ -415,3 +417,47 @@ async def test_listening_goes_on_after_the_connection_is_lost(postgres_database:
         await asyncio.wait_for(notify_until_heard(), 15)
     assert received[0] == "before"
     assert received[-1] == "after"
+
+
+async def test_a_heavy_read_does_not_hold_up_writes_or_quick_reads(tmp_path: Path) -> None:
+    database = await SqliteDatabase.open(tmp_path / "bot.db")
+    try:
+        async with database.transaction() as tx:
+            await tx.execute("CREATE TABLE t (n INTEGER)")
+        heavy = asyncio.create_task(
+            database.read_heavy(
+                "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c "
+                "WHERE n < 3000000) SELECT count(*) FROM c"
+            )
+        )
+        await asyncio.sleep(0.05)  # the reader is counting
+        started = time.perf_counter()
+        async with database.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES (1)")
+        rows = await database.fetchall("SELECT count(*) FROM t")
+        quick = time.perf_counter() - started
+        assert rows[0][0] == 1
+        assert not heavy.done(), "the heavy read ended too soon to tell"
+        assert quick < 0.2
+        assert (await heavy)[0][0] == 3_000_000
+        # The reader is read-only: a write through it is refused.
+        with pytest.raises(Exception, match=r"readonly|read-only|attempt to write"):
+            await database.read_heavy("INSERT INTO t VALUES (2) RETURNING n")
+    finally:
+        await database.close()
+
+
+@pytest.mark.postgresql
+async def test_heavy_reads_take_at_most_a_quarter_of_the_pool(postgres_database: str) -> None:
+    database = await PostgresDatabase.open(postgres_database, max_size=8)  # two heavy slots
+    try:
+        started = time.perf_counter()
+        heavy = [asyncio.create_task(database.read_heavy("SELECT pg_sleep(0.4)")) for _ in range(4)]
+        await asyncio.sleep(0.1)
+        quick = time.perf_counter()
+        assert (await database.fetchall("SELECT 1"))[0][0] == 1
+        assert time.perf_counter() - quick < 0.2  # a connection was free for it
+        await asyncio.gather(*heavy)
+        assert time.perf_counter() - started >= 0.8  # two at a time, twice
+    finally:
+        await database.close()

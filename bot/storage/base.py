@@ -40,6 +40,10 @@ class Handle:
     async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
         return await self._database.fetchall(sql, parameters)
 
+    async def read_heavy(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
+        """A read that may take seconds, kept out of the way of the quick ones."""
+        return await self._database.read_heavy(sql, parameters)
+
     async def fetchone(self, sql: str, parameters: Iterable[Any] = ()) -> Row | None:
         rows = await self.fetchall(sql, parameters)
         return rows[0] if rows else None

@@ -235,7 +235,7 @@ class ListeningStore(Store):
             return set()
         marks = ", ".join("?" for _ in members)
         hint = "INDEXED BY plays_member_cover " if self._db.dialect == "sqlite" else ""
-        rows = await self._db.fetchall(
+        rows = await self._db.read_heavy(
             f"SELECT DISTINCT discord_user_id FROM plays {hint}"  # noqa: S608
             f"WHERE discord_user_id IN ({marks}) AND started_at >= ?",
             (*members, since),
@@ -259,11 +259,11 @@ class ListeningStore(Store):
         hint = "INDEXED BY plays_member_cover " if self._db.dialect == "sqlite" else ""
         where = f"discord_user_id IN ({marks}) AND started_at >= ?"
         # One seek per member in the per-member index: far cheaper than a DISTINCT pass.
-        listeners = await self._db.fetchall(
+        listeners = await self._db.read_heavy(
             f"SELECT count(DISTINCT discord_user_id) FROM plays {hint}WHERE {where}",  # noqa: S608
             (*members, since),
         )
-        per_track = await self._db.fetchall(
+        per_track = await self._db.read_heavy(
             "SELECT track_id, max(artist), count(*), max(id), max(album_id) FROM plays "  # noqa: S608
             f"{hint}WHERE {where} GROUP BY track_id",
             (*members, since),
@@ -281,7 +281,7 @@ class ListeningStore(Store):
         names: dict[int, Row] = {}
         wanted = [int(row[3]) for row in top] + [entry[1] for _, entry in top_albums]
         if wanted:
-            rows = await self._db.fetchall(
+            rows = await self._db.read_heavy(
                 "SELECT id, track_name, artists, album_name, image_url FROM plays "  # noqa: S608
                 f"WHERE id IN ({', '.join('?' for _ in wanted)})",
                 wanted,

@@ -80,6 +80,12 @@ class Database(Migratable, Protocol):
 
     async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]: ...
 
+    async def read_heavy(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
+        """A read that may take seconds (the listening log's aggregations): on a connection of
+        its own (SQLite) or on a bounded share of the pool (PostgreSQL), so a member's
+        /privacy or /link never waits behind it."""
+        ...
+
     async def ping(self, timeout: float) -> bool: ...
 
     def scrub_freed_content(self) -> AbstractAsyncContextManager[None]:

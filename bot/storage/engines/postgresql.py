@@ -154,6 +154,8 @@ class PostgresDatabase:
     def __init__(self, pool: asyncpg.Pool, *, max_size: int = POOL_MAX_SIZE) -> None:
         self._pool: asyncpg.Pool | None = pool
         self._lock_slots = asyncio.Semaphore(max(1, max_size // 2))
+        # Heavy reads take at most a quarter of the pool: quick ones always find a connection.
+        self._heavy_slots = asyncio.Semaphore(max(1, max_size // 4))
 
     @classmethod
     async def open(cls, url: str, *, max_size: int = POOL_MAX_SIZE) -> PostgresDatabase:
@@ -200,6 +202,11 @@ class PostgresDatabase:
 
     async def fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
         return list(await self._require_pool().fetch(to_numbered_placeholders(sql), *parameters))
+
+    async def read_heavy(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
+        """A long read on at most a quarter of the pool's connections at once."""
+        async with self._heavy_slots:
+            return await self.fetchall(sql, parameters)
 
     async def schema_version(self) -> int:
         async with self._require_pool().acquire() as connection:

@@ -5,6 +5,11 @@ coroutine's transaction. Every change runs in ``BEGIN IMMEDIATE ... COMMIT`` (ro
 error), which also serialises writers in other processes through SQLite's write lock and
 ``busy_timeout``. Reads are single statements under the same lock.
 
+Heavy reads (the listening log's aggregations over a million plays, seconds long) run on a
+second, read-only connection of their own, opened when first needed: aiosqlite runs one
+connection's statements in order on one thread, so on the main connection a /privacy would
+wait behind a /recap. WAL lets that reader see a consistent snapshot while writers go on.
+
 Opening creates the folder (0700) and the file (0600) when missing, tightens an existing file
 and its ``-wal``/``-shm`` companions to 0600, and sets the PRAGMAs (``busy_timeout``, foreign
 keys, ``synchronous = NORMAL``, ``secure_delete``, WAL). The schema version is
@@ -21,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -181,18 +187,37 @@ class SqliteTransaction:
             pass
 
 
+async def open_reader(path: Path) -> aiosqlite.Connection:
+    """A read-only connection to an existing database file (``query_only`` as well)."""
+    connection = await aiosqlite.connect(
+        f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None
+    )
+    try:
+        for pragma in (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA query_only = ON"):
+            async with connection.execute(pragma):
+                pass
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
 class SqliteDatabase:
     dialect: Literal["sqlite"] = "sqlite"
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, *, path: Path | None = None) -> None:
         self._connection: aiosqlite.Connection | None = connection
         self._lock = asyncio.Lock()
         self._named_locks: KeyedLocks[str, LockEntry] = KeyedLocks(LockEntry)
+        self._path = path  # None: in memory, heavy reads share the one connection
+        self._reader: aiosqlite.Connection | None = None
+        self._reader_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path | str) -> SqliteDatabase:
         """Open (creating folder and file when missing; see ``open_connection``)."""
-        return cls(await open_connection(path))
+        connection = await open_connection(path)
+        return cls(connection, path=None if is_memory_path(path) else Path(path))
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -205,6 +230,10 @@ class SqliteDatabase:
         return self._connection
 
     async def close(self) -> None:
+        async with self._reader_lock:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                await reader.close()
         async with self._lock:
             connection, self._connection = self._connection, None
             if connection is not None:
@@ -238,6 +267,17 @@ class SqliteDatabase:
         async with self._lock:
             connection = self._require_connection()
             return list(await connection.execute_fetchall(sql, tuple(parameters)))
+
+    async def read_heavy(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
+        """A long read on the read-only connection (one at a time), never in the way of the
+        main connection's writes and quick reads."""
+        if self._path is None:
+            return await self.fetchall(sql, parameters)
+        async with self._reader_lock:
+            self._require_connection()  # closed: no new reader
+            if self._reader is None:
+                self._reader = await open_reader(self._path)
+            return list(await self._reader.execute_fetchall(sql, tuple(parameters)))
 
     async def schema_version(self) -> int:
         async with self._lock:
@@ -304,6 +344,7 @@ __all__ = [
     "get_schema_version",
     "is_memory_path",
     "open_connection",
+    "open_reader",
     "prepare_database_file",
     "secure_database_files",
 ]
