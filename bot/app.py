@@ -71,6 +71,7 @@ from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.budget import DailyBudget
 from bot.spotify.credentials import report_refused_credentials
+from bot.spotify.fair_use import FairUse
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
@@ -218,9 +219,8 @@ class Application:
             await stack.enter_async_context(shared_count.listening())
             stack.push_async_callback(shared_count.close)
             note_request = shared_count.note_request
-        playback = PlaybackService(
-            tokens, api, on_request=note_request, before_command=budget.before_command
-        )
+        fair_use = FairUse(budget.effective)
+        playback = PlaybackService(tokens, api, on_request=note_request, fair_use=fair_use)
 
         images = ImageFetcher(session, image_base=settings.spotify_image_base)
         colours = CoverColours(images, storage.colours)
@@ -264,7 +264,7 @@ class Application:
             api,
             storage.links,
             on_request=note_request,
-            before_command=budget.before_command,
+            fair_use=fair_use,
         )
         history = ListeningLog(
             storage,

@@ -166,12 +166,39 @@ def back_at(until: float) -> str:
     return f"<t:{when}:t> (<t:{when}:R>)"
 
 
+def relative_at(until: float) -> str:
+    """A moment as "in 40 seconds", in each member's language."""
+    return f"<t:{math.ceil(until)}:R>"
+
+
 def daily_limit_words(until: float) -> str:
     """The sentence a command answers while the daily Spotify limit is used up."""
     return (
         f"The bot's daily Spotify limit is used up; it is back at {back_at(until)}. "
         "Meanwhile /np still works for anyone whose Discord status shows Spotify."
     )
+
+
+class MemberSpotifyLimit(BotError):
+    """A member's commands used their share of Spotify (``bot.spotify.fair_use``): no call is
+    made; ``until`` (Unix time) is when the next one may go. ``reason`` is ``"minute"`` (too
+    many in a minute) or ``"day"`` (their share of the daily budget)."""
+
+    def __init__(self, until: float, *, reason: str, limit: int) -> None:
+        self.until = until
+        self.reason = reason
+        if reason == "minute":
+            words = (
+                f"You asked Spotify {limit} times in the last minute, which is as often as I "
+                f"ask it for one member: try again {relative_at(until)}."
+            )
+        else:
+            words = (
+                f"Your commands used your share of the bot's daily Spotify calls ({limit} a "
+                f"day, so everyone gets some); the next one frees at {back_at(until)}. "
+                "Meanwhile /np still works while your Discord status shows Spotify."
+            )
+        super().__init__(f"member limit ({reason}) until {until:.0f}", user_message=words)
 
 
 class SpotifyUnavailable(SpotifyError):

@@ -51,7 +51,9 @@ class ChartCog(commands.Cog):
         only_you = await self.privacy.answers_only_to_viewer(interaction, member)
         await interaction.response.defer(thinking=True, ephemeral=only_you)
         try:
-            entries = await self.charts.entries(target.id, period, size, is_self=is_self)
+            entries = await self.charts.entries(
+                target.id, period, size, is_self=is_self, asker=interaction.user.id
+            )
             if not entries:
                 rendered = render_empty_chart(
                     member_name=target.display_name, period=period, is_self=is_self

@@ -98,7 +98,10 @@ class ListeningCog(commands.Cog):
 
         async def work() -> BotMessage:
             answer = await self.spotify.recent(
-                target.id, is_self=is_self, guild_id=interaction.guild_id
+                target.id,
+                is_self=is_self,
+                guild_id=interaction.guild_id,
+                asker=interaction.user.id,
             )
             return render_recent(answer, member_name=_name(target), is_self=is_self)
 
@@ -122,7 +125,9 @@ class ListeningCog(commands.Cog):
         is_self = target.id == interaction.user.id
 
         async def work() -> BotMessage:
-            items = await self.spotify.top(target.id, kind, period, is_self=is_self)
+            items = await self.spotify.top(
+                target.id, kind, period, is_self=is_self, asker=interaction.user.id
+            )
             return render_top(items, member_name=_name(target), period=period)
 
         only_you = await self.privacy.answers_only_to_viewer(interaction, member)

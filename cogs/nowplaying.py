@@ -86,7 +86,9 @@ class NowPlayingCog(commands.Cog):
 
         async def work() -> BotMessage:
             nonlocal playback
-            playback = await self._lookup(target, is_self=is_self, cached_member=cached_member)
+            playback = await self._lookup(
+                target, asker=interaction.user.id, cached_member=cached_member
+            )
             return await self.renderer.render_within(
                 playback,
                 member_name=target.display_name,
@@ -108,16 +110,17 @@ class NowPlayingCog(commands.Cog):
         self,
         target: discord.abc.User,
         *,
-        is_self: bool,
+        asker: int,
         cached_member: discord.Member | None,
     ) -> CurrentlyPlaying:
+        is_self = target.id == asker
         # Statuses first, linked or not: a Discord status that shows Spotify costs no Spotify
         # call (Spotify's daily quota is small); the Web API is asked only without one.
         from_status = member_playback(cached_member, now=time.time())
         if from_status is not None:
             return from_status
         try:
-            return await self.playback.now_playing(target.id)
+            return await self.playback.now_playing(target.id, asker=asker)
         except NotLinked:
             if is_self:
                 raise

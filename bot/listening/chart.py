@@ -159,7 +159,7 @@ class TopChart:
         self._charts = charts
 
     async def entries(
-        self, member_id: int, period: str, size: int, *, is_self: bool
+        self, member_id: int, period: str, size: int, *, is_self: bool, asker: int | None = None
     ) -> list[ChartEntry]:
         """The chart's albums. Raises BotError (not linked, old link, 429, 5xx) with the
         words for the member."""
@@ -170,6 +170,7 @@ class TopChart:
             is_self=is_self,
             limit=tracks_to_ask(size),
             command="/chart",
+            asker=asker,
         )
         return album_entries(top.tracks, size)
 

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -20,6 +21,7 @@ from bot.errors import (
     BotError,
     DecryptionError,
     LinkBroken,
+    MemberSpotifyLimit,
     NotLinked,
     SpotifyDailyLimit,
     SpotifyForbidden,
@@ -33,7 +35,7 @@ from bot.listening.log import ListeningLog
 from bot.members.tokens import TokenManager
 from bot.spotify.api import TOP_ITEMS_LIMIT, SpotifyApi
 from bot.spotify.auth import RECENTLY_PLAYED_SCOPE, TOP_READ_SCOPE, has_scope
-from bot.spotify.budget import CommandCheck
+from bot.spotify.fair_use import FairUse
 from bot.spotify.http import Purpose
 from bot.spotify.models import PlayedTrack, TimeRange, TopItems, TopKind
 from bot.storage import LinksStore
@@ -88,14 +90,14 @@ class MemberSpotify:
         storage: LinksStore,
         *,
         on_request: Callable[[float], None] | None = None,
-        before_command: CommandCheck | None = None,
+        fair_use: FairUse | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tokens = tokens
         self.api = api
         self._storage = storage
         self._on_request = on_request
-        self._before_command = before_command
+        self._fair_use = fair_use
         self._clock = clock
 
     async def granted(self, member_id: int) -> str | None:
@@ -109,14 +111,16 @@ class MemberSpotify:
         request: Callable[[str], Awaitable[T]],
         *,
         purpose: Purpose = "command",
+        asker: int | None = None,
     ) -> T:
-        """``request(access_token)`` for the member, a Web API call made for ``purpose``
-        (a command's is checked against the daily budget before its token), counted."""
-        if purpose == "command" and self._before_command is not None:
-            self._before_command(member_id)
-        if self._on_request is not None:
-            self._on_request(self._clock())
-        return await self._tokens.call(member_id, request, purpose=purpose)
+        """``request(access_token)`` for the member, a Web API call made for ``purpose``,
+        counted; a command's asker (default: the member) has their fair use checked first,
+        before any token refresh."""
+        gate = self._fair_use if purpose == "command" else None
+        with nullcontext() if gate is None else gate.command(member_id if asker is None else asker):
+            if self._on_request is not None:
+                self._on_request(self._clock())
+            return await self._tokens.call(member_id, request, purpose=purpose)
 
     async def recently_played(
         self, member_id: int, after_ms: int | None = None
@@ -145,7 +149,12 @@ class SpotifyListening:
         self._history = history
 
     async def recent(
-        self, member_id: int, *, is_self: bool, guild_id: int | None = None
+        self,
+        member_id: int,
+        *,
+        is_self: bool,
+        guild_id: int | None = None,
+        asker: int | None = None,
     ) -> RecentAnswer:
         """The member's last 10 tracks: Spotify's recently-played when the link allows it,
         else the listening log. Asked about someone else in a server (``guild_id``), the log
@@ -166,12 +175,14 @@ class SpotifyListening:
             return await api.recently_played(token, limit=RECENT_LIMIT)
 
         try:
-            played = await self._spotify.call(member_id, request)
+            played = await self._spotify.call(member_id, request, asker=asker)
         except SpotifyMissingScope:
             return await from_log(RELINK_HINT if is_self else None)
         except SpotifyDailyLimit as exc:
             note = f"The bot's daily Spotify limit is used up until {back_at(exc.until)}, so "
             return await from_log(note + "this is what I logged myself.")
+        except MemberSpotifyLimit as exc:
+            return await from_log(exc.user_message + " Here is what I logged myself.")
         except (SpotifyRateLimited, SpotifyUnavailable) as exc:
             log.info("/recent: Spotify unavailable for member %s (%s)", member_id, exc)
             return await from_log(FROM_LOG_BUSY)
@@ -216,6 +227,7 @@ class SpotifyListening:
         is_self: bool,
         limit: int = TOP_ITEMS_LIMIT,
         command: str = "/top",
+        asker: int | None = None,
     ) -> TopItems:
         """The member's top ``limit`` (10; at most 50) from Spotify. Raises BotError with the
         words for the member; ``command`` is what a 429 answer asks them to run again."""
@@ -233,7 +245,7 @@ class SpotifyListening:
             return await api.top_items(token, kind, time_range, limit=limit)
 
         try:
-            return await self._spotify.call(member_id, request)
+            return await self._spotify.call(member_id, request, asker=asker)
         except SpotifyMissingScope as exc:
             raise BotError(user_message=RELINK_HINT if is_self else NO_TOP_FOR_OTHERS) from exc
         except SpotifyDailyLimit as exc:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from bot.members.tokens import TokenManager
 from bot.spotify.api import SpotifyApi
-from bot.spotify.budget import CommandCheck
+from bot.spotify.fair_use import FairUse
 from bot.spotify.models import CurrentlyPlaying
 
 
@@ -22,13 +23,13 @@ class PlaybackService:
         api: SpotifyApi,
         *,
         on_request: Callable[[float], None] | None = None,
-        before_command: CommandCheck | None = None,
+        fair_use: FairUse | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tokens = tokens
         self._api = api
         self._on_request = on_request
-        self._before_command = before_command
+        self._fair_use = fair_use
         self._clock = clock
         self._listeners: list[Callable[[int, CurrentlyPlaying], None]] = []
 
@@ -36,13 +37,17 @@ class PlaybackService:
         """``listener(member, answer)`` hears every answer (the listening log); must not block."""
         self._listeners.append(listener)
 
-    async def now_playing(self, discord_user_id: int) -> CurrentlyPlaying:
-        if self._before_command is not None:
-            self._before_command(discord_user_id)  # before any token refresh, too
-        if self._on_request is not None:
-            # Interactive calls count toward the app-wide budget but never wait for it.
-            self._on_request(self._clock())
-        current = await self._tokens.call(discord_user_id, self._api.currently_playing)
+    async def now_playing(
+        self, discord_user_id: int, *, asker: int | None = None
+    ) -> CurrentlyPlaying:
+        """What ``discord_user_id`` plays, asked by ``asker`` (default: themselves): the asker's
+        fair use is checked before any token refresh, and counted."""
+        asking = discord_user_id if asker is None else asker
+        with nullcontext() if self._fair_use is None else self._fair_use.command(asking):
+            if self._on_request is not None:
+                # Interactive calls count toward the app-wide budget but never wait for it.
+                self._on_request(self._clock())
+            current = await self._tokens.call(discord_user_id, self._api.currently_playing)
         for listener in self._listeners:
             listener(discord_user_id, current)
         return current

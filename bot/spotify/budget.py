@@ -48,9 +48,6 @@ DAY: Final = 86_400.0
 COMMAND_PURPOSES: Final[frozenset[Purpose]] = frozenset({"command", "linking"})
 
 BudgetState = Literal["ok", "budget_spent", "quota_spent"]
-# Asked with the member's id before a command's Web API call (``DailyBudget.before_command``);
-# raises SpotifyDailyLimit when it may not go out.
-CommandCheck = Callable[[int], None]
 # Hears the quota state a QUOTA_EXCEEDED just made, to write it to the database at once.
 RefusalListener = Callable[["QuotaState"], None]
 
@@ -140,13 +137,6 @@ class DailyBudget:
         limit = budget if purpose in COMMAND_PURPOSES else budget - reserve_for(budget)
         if self.counts.api_calls(now) >= limit:
             raise self._refusal(self.counts.falls_below(limit, now), now, "budget")
-
-    def before_command(self, member_id: int) -> None:
-        """Asked with the member's id before a command's Web API call and its token refresh:
-        the seam for per-member limits (the trust issue), which raise SpotifyDailyLimit here
-        when a member has used their share. The bot-wide budget is not checked here but by the
-        sender before each attempt and before a refresh, after the link is read, so a member
-        who never linked hears that rather than about the budget."""
 
     def count(self, service: SpotifyService, purpose: Purpose) -> None:
         now = self._clock()
@@ -269,7 +259,6 @@ __all__ = [
     "COMMAND_PURPOSES",
     "RESERVE_MIN",
     "BudgetState",
-    "CommandCheck",
     "DailyBudget",
     "QuotaState",
     "reserve_for",

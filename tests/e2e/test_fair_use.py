@@ -1,0 +1,69 @@
+"""Fair use per member against the fakes: one member's /np, /top and /recent in a loop cost
+Spotify at most five calls a minute, counted against whoever asked; the others are answered;
+a status answer and a command that never reached Spotify cost nothing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.e2e.test_daily_quota import np_reply, show_status
+from tests.fakes.spotify import track_payload
+from tests.harness import ALICE_ID, BOB_ID, CAROL_ID, Stack
+
+RELATIVE = re.compile(r"<t:\d+:R>")
+
+
+def refused_for_a_minute(content: str) -> bool:
+    return "5 times in the last minute" in content and RELATIVE.search(content) is not None
+
+
+async def test_np_in_a_loop_costs_five_calls_a_minute_and_no_one_else_waits(
+    tmp_path: Path,
+) -> None:
+    async with Stack.running(tmp_path) as stack:
+        await stack.link(ALICE_ID, "alice")
+        await stack.link(BOB_ID, "bob")
+        for user in ("alice", "bob"):
+            stack.spotify.set_playing(user, track_payload(f"{user}1", "Song", 200_000, 5_000))
+        before = stack.spotify.call_count("currently_playing")
+        replies = [await np_reply(stack, ALICE_ID) for _ in range(8)]
+        assert [bool(r.embeds) for r in replies] == [True] * 5 + [False] * 3
+        for refused in replies[5:]:
+            assert refused.ephemeral
+            assert refused_for_a_minute(refused.content), refused.content
+            assert not re.search(r"\d+ s\b", refused.content)
+        assert stack.spotify.call_count("currently_playing") == before + 5
+        # Asking about someone else counts for the one who asks, not for them.
+        about_bob = await np_reply(stack, ALICE_ID, BOB_ID)
+        assert refused_for_a_minute(about_bob.content)
+        assert stack.spotify.call_count("currently_playing") == before + 5
+        # Bob is answered as ever; his own five are untouched.
+        for _ in range(5):
+            assert (await np_reply(stack, BOB_ID)).embeds
+        # /top and /recent of Alice are Spotify-calling commands too: /top says so privately,
+        # /recent answers from the log with the same words.
+        top = await (
+            await stack.discord.send_slash_command("top", {}, user_id=str(ALICE_ID))
+        ).wait_for_reply()
+        assert top.ephemeral
+        assert refused_for_a_minute(top.content)
+        recent = await (
+            await stack.discord.send_slash_command("recent", {}, user_id=str(ALICE_ID))
+        ).wait_for_reply()
+        assert "what I logged myself" in str(recent.embeds or recent.content)
+        assert stack.spotify.call_count("top_tracks") == 0
+        assert stack.spotify.call_count("recently_played") == 0
+        # A status answers at no cost, limit or not.
+        await show_status(stack, ALICE_ID)
+        for _ in range(3):
+            assert (await np_reply(stack, ALICE_ID)).embeds[0]["title"] == "From The Status"
+        assert stack.spotify.call_count("currently_playing") == before + 10
+
+
+async def test_commands_that_never_reach_spotify_are_not_counted(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path) as stack:
+        for _ in range(7):
+            reply = await np_reply(stack, CAROL_ID)  # never linked
+            assert "have not linked" in reply.content, reply.content
+        assert stack.spotify.call_count("currently_playing") == 0
