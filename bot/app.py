@@ -274,6 +274,10 @@ class Application:
         )
         feed_listening_log(history, events, autopost, playback)
         listening = SpotifyListening(member_spotify, history)
+        server_listening = ServerListening(
+            history, storage.listening, privacy, GuildMembers(discord)
+        )
+        server_listening.follow_members(events)
 
         if metrics is not None:
             metrics.watch_links(events)
@@ -302,9 +306,7 @@ class Application:
             autopost=autopost,
             outbox=OutboxSender(storage, posting_side),
             history=history,
-            server_listening=ServerListening(
-                history, storage.listening, privacy, GuildMembers(discord)
-            ),
+            server_listening=server_listening,
             listening=listening,
             top_chart=TopChart(listening, images, charts),
             recap_pictures=RecapPictures(images, charts),

@@ -49,26 +49,29 @@ class ChartCog(commands.Cog):
         if target.bot and not is_self:
             raise BotError(user_message=f"{target.display_name} is a bot and does not listen.")
         only_you = await self.privacy.answers_only_to_viewer(interaction, member)
-        await interaction.response.defer(thinking=True, ephemeral=only_you)
-        try:
-            entries = await self.charts.entries(
-                target.id, period, size, is_self=is_self, asker=interaction.user.id
-            )
-            if not entries:
-                rendered = render_empty_chart(
-                    member_name=target.display_name, period=period, is_self=is_self
+        # One chart on its way per member, a bounded queue for all: refused before anything
+        # is asked of Spotify (a busy answer is private, at once).
+        with self.charts.turn(interaction.user.id):
+            await interaction.response.defer(thinking=True, ephemeral=only_you)
+            try:
+                entries = await self.charts.entries(
+                    target.id, period, size, is_self=is_self, asker=interaction.user.id
                 )
-            else:
-                heading = chart_heading(target.display_name, period)
-                png = await self.charts.picture(entries, size, heading=heading)
-                rendered = render_chart_answer(
-                    entries, member_name=target.display_name, period=period, size=size, png=png
-                )
-        except Exception:
-            # The public "thinking" goes; the error handler answers privately.
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.delete_original_response()
-            raise
+                if not entries:
+                    rendered = render_empty_chart(
+                        member_name=target.display_name, period=period, is_self=is_self
+                    )
+                else:
+                    heading = chart_heading(target.display_name, period)
+                    png = await self.charts.picture(entries, size, heading=heading)
+                    rendered = render_chart_answer(
+                        entries, member_name=target.display_name, period=period, size=size, png=png
+                    )
+            except Exception:
+                # The public "thinking" goes; the error handler answers privately.
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.delete_original_response()
+                raise
         await send_message(interaction, rendered)
 
 

@@ -145,7 +145,7 @@ class ListeningCog(commands.Cog):
         recaps: list[Recap] = []
 
         async def work() -> BotMessage:
-            recap = await self.server.recap(guild_id, period)
+            recap = await self.server.recap(guild_id, period, asker=interaction.user.id)
             recaps.append(recap)
             return render_recap(recap, guild_name=name, period=period)
 
@@ -153,7 +153,9 @@ class ListeningCog(commands.Cog):
         # The numbers go out at once; the picture of the top albums follows in an edit.
         png = None
         if rendered.embed is not None:
-            png = await self.recap_pictures.picture(recaps[0], guild_name=name, period=period)
+            png = await self.recap_pictures.picture(
+                recaps[0], guild_id=guild_id, guild_name=name, period=period
+            )
         if png is not None:
             pictured = with_picture(rendered, RECAP_PICTURE_NAME, png)
             try:
@@ -182,6 +184,7 @@ class ListeningCog(commands.Cog):
     ) -> None:
         # These choices decide whether a member's plays are kept: read them again.
         if command.qualified_name in CHOICE_COMMANDS:
+            self.server.forget_member(interaction.user.id)  # a recap may no longer show them
             await self.history.refresh_member(interaction.user.id)
 
     @commands.Cog.listener()
@@ -195,6 +198,7 @@ class ListeningCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
+        self.server.forget_server_member(payload.guild_id, payload.user.id)
         await self.history.roster.forget(payload.guild_id, payload.user.id)
 
 

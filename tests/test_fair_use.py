@@ -1,5 +1,5 @@
 """Fair use per member: a minute's and a day's share of Spotify-calling commands, the asking
-member counted, nothing counted that never left."""
+member counted, nothing counted that never left; the render queue."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bot.errors import MemberSpotifyLimit, NotLinked, SpotifyDailyLimit, SpotifyUnavailable
+from bot.pictures.charts import ChartRenderer, RenderBusy
 from bot.spotify.fair_use import FairUse
 from tests.helpers import ManualClock
 
@@ -88,3 +89,26 @@ def test_commands_that_never_reached_spotify_are_not_counted() -> None:
             raise SpotifyUnavailable()
     with pytest.raises(MemberSpotifyLimit):
         fair.before_command(ALICE)
+
+
+async def test_the_render_queue_holds_one_per_owner_and_at_most_eight_waiting() -> None:
+    renderer = ChartRenderer()
+    try:
+        with renderer.turn(ALICE):
+            with pytest.raises(RenderBusy) as yours:
+                renderer.turn(ALICE).__enter__()
+            assert "still being drawn" in yours.value.user_message
+            with renderer.turn(BOB):
+                pass
+            others = [renderer.turn(100 + n) for n in range(8)]
+            for turn in others:
+                turn.__enter__()  # one drawn (Alice's) and eight waiting
+            with pytest.raises(RenderBusy) as full:
+                renderer.turn(999).__enter__()
+            assert "try again in a few seconds" in full.value.user_message
+            for turn in others:
+                turn.__exit__(None, None, None)
+        with renderer.turn(ALICE):
+            pass
+    finally:
+        renderer.close()

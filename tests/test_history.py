@@ -3,15 +3,17 @@ retention, deletion, and what /listening and /recap read."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.errors import SpotifyMissingScope, SpotifyRateLimited
 from bot.gateway.members import Membership
 from bot.listening.log import ListeningLog
-from bot.listening.server import ServerListening
+from bot.listening.server import ScanBusy, ServerListening
 from bot.spotify.models import Artist, NothingPlaying, Playback, PlayedTrack, Track
 from bot.storage import Play, Recap, Storage
 from tests.helpers import ManualClock, linked_account
@@ -344,7 +346,7 @@ async def test_recap_counts_members_of_the_server_and_first_artists(
     await storage.listening.record_play(
         Play(ALICE, "old", NOW - 9 * 86400, "Old", ("Past",), 1000, "np"), match_from=0, match_to=0
     )
-    recap = await server.recap(GUILD, "week")
+    recap = await server.recap(GUILD, "week", asker=ALICE)
     assert [(t.key, t.plays, t.artists) for t in recap.tracks] == [
         ("hit", 4, ("Star",)),  # named as in its latest play
         ("b2", 1, ("Other",)),
@@ -353,12 +355,88 @@ async def test_recap_counts_members_of_the_server_and_first_artists(
     assert [(a.name, a.plays) for a in recap.artists] == [("Star", 4), ("Other", 2)]
     assert (recap.listeners, recap.plays) == (3, 6)
     assert members.asked[-1] == {ALICE, BOB, CAROL}  # only who played in the period
-    assert (await server.recap(GUILD, "month")).plays == 7
-    # Bob chose private, Carol left: one listener is no recap, and nothing of theirs shows.
+    assert (await server.recap(GUILD, "month", asker=ALICE)).plays == 7
+    # Bob chose private, Carol left: one listener is no recap, and nothing of theirs shows
+    # (the privacy listener and the member-remove event drop the cached recaps).
     privacy.private.add(BOB)
+    server.forget_member(BOB)
     members.gone.add(CAROL)
-    assert await server.recap(GUILD, "week") == Recap((), (), 1, 0)
+    assert await server.recap(GUILD, "week", asker=ALICE) == Recap((), (), 1, 0)
     assert not history.roster.knows(GUILD, CAROL)  # dropped until seen there again
+
+
+class CountingListening:
+    """The listening store, counting the recap reads and able to hold them."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.reads = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def listeners_since(self, member_ids: Collection[int], *, since: float) -> set[int]:
+        self.reads += 1
+        await self.gate.wait()
+        return await self._store.listeners_since(member_ids, since=since)
+
+    async def recap(self, member_ids: Collection[int], *, since: float) -> Recap:
+        return await self._store.recap(member_ids, since=since)
+
+
+async def test_a_recap_is_read_once_per_minute_and_dropped_when_a_member_changes(
+    history: ListeningLog, privacy: Privacy, storage: Storage, clock: ManualClock
+) -> None:
+    members = Members()
+    counting = CountingListening(storage.listening)
+    minute = ManualClock(1000.0)
+    server = ServerListening(
+        history,
+        counting,
+        privacy,
+        members,
+        clock=clock,
+        monotonic=minute,  # type: ignore[arg-type]
+    )
+    for member in (ALICE, BOB, CAROL):
+        await history.note_member(GUILD, member, only_if_logged=False)
+        await storage.listening.record_play(
+            Play(member, f"t{member}", NOW - 60, "Song", ("Artist",), 1000, "np"),
+            match_from=0,
+            match_to=0,
+        )
+    # Twenty at once (all from one member): one read, one answer for all.
+    counting.gate.clear()
+    asked = [asyncio.create_task(server.recap(GUILD, "week", asker=ALICE)) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    # Meanwhile the same member asks for another period: one scan at a time each.
+    with pytest.raises(ScanBusy) as busy:
+        await server.recap(GUILD, "month", asker=ALICE)
+    assert "still reading" in busy.value.user_message
+    counting.gate.set()
+    recaps = await asyncio.gather(*asked)
+    assert counting.reads == 1
+    assert all(r == recaps[0] for r in recaps)
+    assert recaps[0].listeners == 3
+    # Within the minute, from anyone: the same recap, no read.
+    await server.recap(GUILD, "week", asker=BOB)
+    assert counting.reads == 1
+    # A member it counted goes private (or unlinks, or changes an opt-in): read again.
+    privacy.private.add(BOB)
+    server.forget_member(BOB)
+    assert (await server.recap(GUILD, "week", asker=ALICE)).listeners == 2
+    assert counting.reads == 2
+    # A member who is not in it changes nothing.
+    server.forget_member(PRESENCE_ONLY)
+    server.forget_server_member(OTHER_GUILD, ALICE)
+    await server.recap(GUILD, "week", asker=ALICE)
+    assert counting.reads == 2
+    # Leaving the server drops it too; and after a minute it is read again anyway.
+    server.forget_server_member(GUILD, CAROL)
+    await server.recap(GUILD, "week", asker=ALICE)
+    assert counting.reads == 3
+    minute.advance(61)
+    await server.recap(GUILD, "week", asker=ALICE)
+    assert counting.reads == 4
 
 
 async def test_recap_albums_sum_their_tracks(storage: Storage) -> None:

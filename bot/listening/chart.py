@@ -17,6 +17,7 @@ Three parts, the first two pure:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import discord
@@ -178,6 +179,12 @@ class TopChart:
         """Each entry's cover (None: missing, broken or late), fetched concurrently."""
         urls = [entry.cover_url for entry in entries]
         return await self._images.fetch_many(urls, wait=COVER_WAIT_SECONDS)
+
+    def turn(self, asker: int) -> AbstractContextManager[None]:
+        """The asking member's place in the render queue, taken before anything is asked of
+        Spotify or the CDN: RenderBusy, with the words for them, when they have a chart on
+        its way already or the queue is full."""
+        return self._charts.turn(asker)
 
     async def picture(self, entries: Sequence[ChartEntry], size: int, *, heading: str) -> bytes:
         covers = await self.covers(entries)

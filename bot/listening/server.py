@@ -7,21 +7,66 @@ exact, REST with a short cache otherwise); whoever Discord says is gone is dropp
 server's roster, and whoever cannot be checked is left out this time. /recap needs at least
 ``MIN_RECAP_LISTENERS`` such listeners in the period: with fewer it would be one person's
 history under the server's name.
+
+A /recap reads the log over every visible member's plays of the period (seconds, over a
+million plays), so it is kept per server and period for ``RECAP_CACHE_SECONDS``: everyone who
+asks meanwhile (twenty at once included) shares one read. A cached recap is dropped when one
+of the members it counted goes private, unlinks, changes an opt-in or leaves the server, so
+nothing of theirs is shown after that. Each member runs one log scan at a time
+(:class:`LogScans`): a second, while the first reads, is answered at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from bot.errors import BotError
 from bot.gateway.members import Membership
 from bot.listening.log import ListeningLog, PrivacyView
 from bot.listening.now import NowEntry
+from bot.members.events import MemberEvents
 from bot.storage import ListeningStore, Recap
 
 RECAP_PERIODS: Final[dict[str, float]] = {"week": 7 * 86400.0, "month": 30 * 86400.0}
 MIN_RECAP_LISTENERS: Final = 3
+RECAP_CACHE_SECONDS: Final = 60.0
+
+
+class ScanBusy(BotError):
+    user_message = (
+        "I'm still reading the listening log for your last command: try again in a few seconds."
+    )
+
+
+class LogScans:
+    """One scan of the listening log per member at a time (the member who asked)."""
+
+    def __init__(self) -> None:
+        self._running: set[int] = set()
+
+    @contextlib.asynccontextmanager
+    async def one(self, member_id: int) -> AsyncIterator[None]:
+        """Raise ScanBusy when ``member_id`` has a scan running already."""
+        if member_id in self._running:
+            raise ScanBusy()
+        self._running.add(member_id)
+        try:
+            yield
+        finally:
+            self._running.discard(member_id)
+
+
+@dataclass(eq=False)
+class _CachedRecap:
+    task: asyncio.Future[tuple[Recap, frozenset[int]]]
+    expires: float = math.inf  # until the read ends
+    counted: frozenset[int] = field(default_factory=frozenset)  # the members it may show
 
 
 class MemberCheck(Protocol):
@@ -42,13 +87,18 @@ class ServerListening:
         privacy: PrivacyView,
         members: MemberCheck,
         *,
+        scans: LogScans | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._history = history
         self._store = store
         self._privacy = privacy
         self._members = members
+        self._scans = scans or LogScans()
         self._clock = clock
+        self._monotonic = monotonic
+        self._recaps: dict[tuple[int, str], _CachedRecap] = {}
 
     async def listening(self, guild_id: int) -> list[NowEntry]:
         """Who in the server plays something now (newest first), never a private member."""
@@ -56,10 +106,49 @@ class ServerListening:
         present = await self._current(guild_id, [e.member_id for e in entries])
         return [e for e in entries if e.member_id in present]
 
-    async def recap(self, guild_id: int, period: str) -> Recap:
+    async def recap(self, guild_id: int, period: str, *, asker: int) -> Recap:
         """The server's top tracks and artists of the period from members seen there, not
         private and still in it. Below ``MIN_RECAP_LISTENERS`` of them only their number
-        comes back (no track, artist or album)."""
+        comes back (no track, artist or album). Shared with whoever asked in the last
+        ``RECAP_CACHE_SECONDS``; a new read counts as ``asker``'s scan."""
+        key = (guild_id, period)
+        cached = self._recaps.get(key)
+        if cached is not None and cached.expires > self._monotonic():
+            recap, _ = await asyncio.shield(cached.task)
+            return recap
+        async with self._scans.one(asker):
+            entry = _CachedRecap(asyncio.ensure_future(self._read_recap(guild_id, period)))
+            self._recaps[key] = entry
+            try:
+                recap, entry.counted = await asyncio.shield(entry.task)
+            except BaseException:
+                if self._recaps.get(key) is entry:
+                    del self._recaps[key]
+                raise
+            if self._recaps.get(key) is entry:  # not dropped while it read
+                entry.expires = self._monotonic() + RECAP_CACHE_SECONDS
+            return recap
+
+    def follow_members(self, events: MemberEvents) -> None:
+        """A member who goes private or unlinks, here or in another process, leaves every
+        cached recap at once."""
+        events.on("private", self.forget_member)
+        events.on("unlinked", self.forget_member)
+
+    def forget_member(self, member_id: int) -> None:
+        """Drop every cached recap that may show ``member_id`` (private, unlinked, opted out,
+        gone), and any still being read."""
+        for key, entry in list(self._recaps.items()):
+            if member_id in entry.counted or not entry.task.done():
+                del self._recaps[key]
+
+    def forget_server_member(self, guild_id: int, member_id: int) -> None:
+        """``member_id`` left ``guild_id``: its recaps that may show them go."""
+        for key, entry in list(self._recaps.items()):
+            if key[0] == guild_id and (member_id in entry.counted or not entry.task.done()):
+                del self._recaps[key]
+
+    async def _read_recap(self, guild_id: int, period: str) -> tuple[Recap, frozenset[int]]:
         since = self._clock() - RECAP_PERIODS[period]
         seen = [
             m
@@ -69,8 +158,8 @@ class ServerListening:
         listened = await self._store.listeners_since(seen, since=since)
         present = await self._current(guild_id, listened)
         if len(present) < MIN_RECAP_LISTENERS:
-            return Recap(tracks=(), artists=(), listeners=len(present), plays=0)
-        return await self._store.recap(present, since=since)
+            return Recap(tracks=(), artists=(), listeners=len(present), plays=0), present
+        return await self._store.recap(present, since=since), present
 
     async def _current(self, guild_id: int, member_ids: Collection[int]) -> frozenset[int]:
         if not member_ids:
@@ -81,4 +170,12 @@ class ServerListening:
         return membership.present
 
 
-__all__ = ["MIN_RECAP_LISTENERS", "RECAP_PERIODS", "MemberCheck", "ServerListening"]
+__all__ = [
+    "MIN_RECAP_LISTENERS",
+    "RECAP_CACHE_SECONDS",
+    "RECAP_PERIODS",
+    "LogScans",
+    "MemberCheck",
+    "ScanBusy",
+    "ServerListening",
+]

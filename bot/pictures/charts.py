@@ -24,12 +24,14 @@ import functools
 import io
 import unicodedata
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from bot.errors import BotError
 from bot.messages.text import without_bidi_controls
 from bot.pictures.decode import open_cover
 
@@ -288,16 +290,49 @@ def render_top_albums(
     return render_chart(tiles, size, heading=heading, attribution=RECAP_ATTRIBUTION)
 
 
+MAX_WAITING = 8  # renders waiting behind the one being drawn
+
+
+class RenderBusy(BotError):
+    """No place in the render queue: the owner has one already, or it is full."""
+
+
+YOURS_WAITING = "Your last chart is still being drawn: it will be here in a moment."
+QUEUE_FULL = "Many charts are being drawn right now: try again in a few seconds."
+
+
 class ChartRenderer:
     """Runs the renders above off the event loop, one at a time, on a thread of its own.
+
+    The queue is bounded and fair: a render takes a :meth:`turn` for its owner (the member
+    who asked; a server for its /recap picture) before anything is fetched for it, at most one
+    per owner and ``MAX_WAITING`` waiting behind the one being drawn. One member's forty
+    /chart at once cost everyone else at most one render's wait, not forty.
 
     One per app (``bot.app`` creates it and closes it at shutdown); commands await its methods.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_waiting: int = MAX_WAITING) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="chart-render"
         )
+        self._max_waiting = max_waiting
+        self._owners: set[int] = set()  # with a render waiting or being drawn
+
+    @contextmanager
+    def turn(self, owner: int) -> Iterator[None]:
+        """A place in the queue for ``owner``'s render, held for the block (the covers are
+        fetched inside it, the render awaited). Raises RenderBusy with the words for the
+        member when ``owner`` has a render queued already or the queue is full."""
+        if owner in self._owners:
+            raise RenderBusy(user_message=YOURS_WAITING)
+        if len(self._owners) > self._max_waiting:
+            raise RenderBusy(user_message=QUEUE_FULL)
+        self._owners.add(owner)
+        try:
+            yield
+        finally:
+            self._owners.discard(owner)
 
     async def chart(
         self,
@@ -325,9 +360,11 @@ class ChartRenderer:
 
 __all__ = [
     "CHART_SIZES",
+    "MAX_WAITING",
     "TILE_PIXELS",
     "ChartRenderer",
     "ChartTile",
+    "RenderBusy",
     "TopAlbum",
     "drawable_text",
     "fit_text",

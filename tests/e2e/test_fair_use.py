@@ -4,9 +4,11 @@ a status answer and a command that never reached Spotify cost nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
+from tests.e2e.test_chart import WAIT, top_tracks
 from tests.e2e.test_daily_quota import np_reply, show_status
 from tests.fakes.spotify import track_payload
 from tests.harness import ALICE_ID, BOB_ID, CAROL_ID, Stack
@@ -67,3 +69,32 @@ async def test_commands_that_never_reach_spotify_are_not_counted(tmp_path: Path)
             reply = await np_reply(stack, CAROL_ID)  # never linked
             assert "have not linked" in reply.content, reply.content
         assert stack.spotify.call_count("currently_playing") == 0
+
+
+async def test_a_members_charts_at_once_are_drawn_one_at_a_time(tmp_path: Path) -> None:
+    async with Stack.running(tmp_path) as stack:
+        await stack.link(ALICE_ID, "alice")
+        await stack.link(BOB_ID, "bob")
+        for user in ("alice", "bob"):
+            stack.spotify.set_top(user, "tracks", "short_term", top_tracks(25))
+        sent = await asyncio.gather(
+            *(
+                stack.discord.send_slash_command("chart", {"size": 5}, user_id=str(ALICE_ID))
+                for _ in range(4)
+            )
+        )
+        callbacks = [await s.wait_for_callback(timeout=WAIT) for s in sent]
+        # One is drawn; the other three are told at once, privately, before Spotify is asked.
+        assert sorted(c.type for c in callbacks) == [4, 4, 4, 5]
+        for s, callback in zip(sent, callbacks, strict=True):
+            if callback.type == 4:
+                reply = await s.wait_for_reply(timeout=WAIT)
+                assert reply.ephemeral
+                assert "still being drawn" in reply.content
+            else:
+                drawn = await s.wait_for_followup(timeout=WAIT)
+                assert drawn.attachments
+        assert stack.spotify.call_count("top_tracks") == 1
+        # Another member's chart is not held up.
+        other = await stack.discord.send_slash_command("chart", {"size": 5}, user_id=str(BOB_ID))
+        assert (await other.wait_for_followup(timeout=WAIT)).attachments
