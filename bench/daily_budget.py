@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.shards.budget import read_daily_budget
 from bot.spotify.budget import DailyBudget
+from bot.spotify.fair_use import FairUseLimits
 from bot.spotify.http import PURPOSES
 from bot.storage import Storage
 from tests.fakes.discord import UserArg
@@ -159,7 +160,10 @@ async def reply_text(stack: Stack, name: str, user_id: int, member: int | None =
 
 async def budget_spent(tmp: Path) -> None:
     print("\n3. what a member sees: SPOTIFY_DAILY_BUDGET=52 spent by commands")
-    async with Stack.running(tmp, env={"SPOTIFY_DAILY_BUDGET": "52"}) as stack:
+    # One member spends the whole budget here: their own limits (5 a minute, a tenth of the
+    # day) are lifted, so that what shows is the bot-wide answer.
+    lifted = {"fair_use": FairUseLimits(per_minute=1_000_000, daily_share=1.0)}
+    async with Stack.running(tmp, env={"SPOTIFY_DAILY_BUDGET": "52"}, app_options=lifted) as stack:
         await stack.link(ALICE_ID, "alice")  # 1 call (linking)
         stack.spotify.set_playing("alice", track_payload("a1", "From The API", 200_000, 60_000))
         for _ in range(51):

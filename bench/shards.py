@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.crypto import TokenCipher  # noqa: E402
+from bot.spotify.fair_use import FairUseLimits  # noqa: E402
 from bot.storage import Storage  # noqa: E402
 from tests import harness  # noqa: E402
 from tests.fakes.discord import FakeDiscord, shard_of  # noqa: E402
@@ -359,7 +360,11 @@ async def bench_np(database: str | None, count: int) -> list[float]:
     harness.database_url = database
     try:
         with tempfile.TemporaryDirectory() as folder:
-            async with harness.Stack.running(Path(folder)) as stack:
+            # One member's /np in a loop: the per-member limits are lifted (bench/fair_use.py).
+            lifted = FairUseLimits(per_minute=1_000_000, daily_share=1.0)
+            async with harness.Stack.running(
+                Path(folder), app_options={"fair_use": lifted}
+            ) as stack:
                 await stack.link(harness.ALICE_ID, "alice")
                 stack.spotify.set_playing("alice", track_payload("t1", "Song", 200_000, 10_000))
                 await (await stack.np(harness.ALICE_ID)).wait_for_reply()  # warm the token

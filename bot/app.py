@@ -71,7 +71,7 @@ from bot.spotify.api import SpotifyApi
 from bot.spotify.auth import SpotifyAuth
 from bot.spotify.budget import DailyBudget
 from bot.spotify.credentials import report_refused_credentials
-from bot.spotify.fair_use import FairUse
+from bot.spotify.fair_use import FairUse, FairUseLimits
 from bot.spotify.http import SpotifySender
 from bot.spotify.models import CurrentlyPlaying
 from bot.storage import Storage
@@ -96,6 +96,7 @@ class StartOptions:
     autopost: AutopostConfig | None = None  # None: the defaults with SPOTIFY_REQUEST_BUDGET
     command: str = "nowplaying-bot"  # how the self-hoster runs the CLI, named in log hints
     identify_interval: float = IDENTIFY_INTERVAL  # seconds an IDENTIFY keeps its bucket
+    fair_use: FairUseLimits = field(default_factory=FairUseLimits)  # benches of one path lift it
     bot_options: dict[str, Any] = field(default_factory=dict)  # for discord.py's constructor
 
 
@@ -111,11 +112,17 @@ class Application:
         autopost_config: AutopostConfig | None = None,
         command: str = "nowplaying-bot",
         identify_interval: float = IDENTIFY_INTERVAL,
+        fair_use: FairUseLimits | None = None,
         **bot_options: Any,
     ) -> None:
         self.settings = settings
         self._options = StartOptions(
-            masker, autopost_config, command, identify_interval, dict(bot_options)
+            masker,
+            autopost_config,
+            command,
+            identify_interval,
+            fair_use or FairUseLimits(),
+            dict(bot_options),
         )
         self._stack = contextlib.AsyncExitStack()
         self.services: Services
@@ -219,7 +226,7 @@ class Application:
             await stack.enter_async_context(shared_count.listening())
             stack.push_async_callback(shared_count.close)
             note_request = shared_count.note_request
-        fair_use = FairUse(budget.effective)
+        fair_use = FairUse(budget.effective, options.fair_use)
         playback = PlaybackService(tokens, api, on_request=note_request, fair_use=fair_use)
 
         images = ImageFetcher(session, image_base=settings.spotify_image_base)

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final
 
 from bot.errors import (
@@ -42,20 +43,25 @@ SWEEP_EVERY: Final = 1_000  # commands between sweeps of members not heard from 
 NOT_SENT: Final = (NotLinked, LinkBroken, DecryptionError, SpotifyDailyLimit)
 
 
+@dataclass(frozen=True, slots=True)
+class FairUseLimits:
+    per_minute: int = PER_MINUTE  # commands that call Spotify in any 60 s
+    daily_share: float = DAILY_SHARE  # of the effective daily budget, in any 24 h
+
+
 class FairUse:
     """Counts each member's Spotify-calling commands (:meth:`command` around each)."""
 
     def __init__(
         self,
         daily_budget: Callable[[], float],
+        limits: FairUseLimits = FairUseLimits(),
         *,
-        per_minute: int = PER_MINUTE,
-        daily_share: float = DAILY_SHARE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._daily_budget = daily_budget  # the effective budget now: math.inf for no limit
-        self._per_minute = per_minute
-        self._daily_share = daily_share
+        self._per_minute = limits.per_minute
+        self._daily_share = limits.daily_share
         self._clock = clock
         self._asked: dict[int, deque[float]] = {}  # member -> their commands' times, 24 h
         self._since_sweep = 0
@@ -118,4 +124,4 @@ class FairUse:
             del self._asked[member_id]
 
 
-__all__ = ["DAILY_SHARE", "PER_MINUTE", "FairUse"]
+__all__ = ["DAILY_SHARE", "PER_MINUTE", "FairUse", "FairUseLimits"]
