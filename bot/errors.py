@@ -189,8 +189,8 @@ class MemberSpotifyLimit(BotError):
         self.reason = reason
         if reason == "minute":
             words = (
-                f"You asked Spotify {limit} times in the last minute, which is as often as I "
-                f"ask it for one member: try again {relative_at(until)}."
+                f"You ran {limit} commands that ask Spotify in the last minute, the most one "
+                f"member may, so that everyone gets answers: try again {relative_at(until)}."
             )
         else:
             words = (

@@ -36,7 +36,7 @@ def test_five_commands_a_minute_then_a_friendly_refusal_naming_when() -> None:
     found = RELATIVE.search(words)
     assert found is not None
     assert int(found.group(1)) == 1_000_060
-    assert "5 times in the last minute" in words
+    assert "5 commands that ask Spotify in the last minute" in words
     assert not re.search(r"\d+ s\b", words)
     used(fair, BOB, 5)  # another member has their own five
     clock.advance(50)  # the first of Alice's five is a minute old

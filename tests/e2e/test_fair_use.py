@@ -17,7 +17,10 @@ RELATIVE = re.compile(r"<t:\d+:R>")
 
 
 def refused_for_a_minute(content: str) -> bool:
-    return "5 times in the last minute" in content and RELATIVE.search(content) is not None
+    return (
+        "5 commands that ask Spotify in the last minute" in content
+        and RELATIVE.search(content) is not None
+    )
 
 
 async def test_np_in_a_loop_costs_five_calls_a_minute_and_no_one_else_waits(
