@@ -7,11 +7,25 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.test_chart import WAIT, top_tracks
 from tests.e2e.test_daily_quota import np_reply, show_status
+from tests.e2e.test_listening import command, link_and_play, text_of
 from tests.fakes.spotify import track_payload
-from tests.harness import ALICE_ID, BOB_ID, CAROL_ID, Stack
+from tests.harness import (
+    ADMIN_ID,
+    ALICE_ID,
+    BOB_ID,
+    CAROL_ID,
+    GENERAL_ID,
+    GUILD_ID,
+    Stack,
+    guild_of,
+)
+from tests.helpers import eventually
+
+DAVE_ID = 800000000000000004
 
 RELATIVE = re.compile(r"<t:\d+:R>")
 
@@ -101,3 +115,45 @@ async def test_a_members_charts_at_once_are_drawn_one_at_a_time(tmp_path: Path) 
         # Another member's chart is not held up.
         other = await stack.discord.send_slash_command("chart", {"size": 5}, user_id=str(BOB_ID))
         assert (await other.wait_for_followup(timeout=WAIT)).attachments
+
+
+async def test_a_kept_recap_drops_whoever_goes_private_unlinks_or_leaves(tmp_path: Path) -> None:
+    """/recap is read once a minute per server and period, but nothing of a member it
+    counted is shown once they go private, unlink or leave the server."""
+    everyone = [(ALICE_ID, "alice"), (BOB_ID, "bob"), (CAROL_ID, "carol"), (ADMIN_ID, "admin")]
+    everyone.append((DAVE_ID, "dave"))
+    guild = guild_of(GUILD_ID, "Listening Club", [(GENERAL_ID, "general")], everyone)
+    async with Stack.running(tmp_path, guilds=[guild]) as stack:
+        await link_and_play(stack, everyone)
+        store = stack.app.services.storage.listening
+        reads = 0
+        read = store.listeners_since
+
+        async def counted(*args: Any, **kwargs: Any) -> set[int]:
+            nonlocal reads
+            reads += 1
+            return await read(*args, **kwargs)
+
+        store.listeners_since = counted  # type: ignore[method-assign]
+        first = text_of(await command(stack, "recap", user_id=ALICE_ID))
+        assert "5 plays from 5 members" in first
+        assert text_of(await command(stack, "recap", user_id=CAROL_ID)) == first
+        assert reads == 1  # kept: the second asker shares the first read
+        # Private, unlinked, gone: each drops it at once, and the next read leaves them out.
+        await stack.app.services.privacy.set_visibility(BOB_ID, "private")
+        text = text_of(await command(stack, "recap", user_id=ALICE_ID))
+        assert "Song bobs" not in text
+        assert "4 plays from 4 members" in text
+        unlinked = await stack.discord.send_slash_command("unlink", {}, user_id=str(CAROL_ID))
+        await unlinked.wait_for_reply(timeout=WAIT)
+        text = text_of(await command(stack, "recap", user_id=ALICE_ID))
+        assert "Song carols" not in text
+        assert "3 plays from 3 members" in text
+        await stack.discord.remove_member(GUILD_ID, DAVE_ID)
+        guild_cache = stack.app.bot.get_guild(GUILD_ID)
+        assert guild_cache is not None
+        await eventually(lambda: guild_cache.get_member(DAVE_ID) is None)
+        text = text_of(await command(stack, "recap", user_id=ALICE_ID))
+        assert "Song daves" not in text
+        assert "Fewer than 3 members" in text
+        assert reads == 4
