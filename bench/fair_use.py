@@ -43,15 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.autopost import Play, Timeline, display_events, percentile
 from bench.listening import FIRST_ID, fill_plays
+from tests import harness
 from tests.fakes.discord import FakeMessage, SentInteraction
 from tests.fakes.discord_payloads import make_member, make_user
 from tests.fakes.spotify import track_object, track_payload
 from tests.harness import (
-    ADMIN_ID,
     ALICE_ID,
     BOB_ID,
     CAROL_ID,
-    GENERAL_ID,
     GUILD_ID,
     MUSIC_ID,
     Stack,
@@ -70,8 +69,10 @@ WAIT = 60.0
 
 
 def bench_guild() -> dict[str, Any]:
-    named = [(ALICE_ID, "alice"), *LISTENERS.items(), (FRANK_ID, "frank"), (ADMIN_ID, "admin")]
-    guild = guild_of(GUILD_ID, "Fair Use", [(GENERAL_ID, "general"), (MUSIC_ID, "music")], named)
+    admin = (harness.ADMIN_ID, "admin")
+    named = [(ALICE_ID, "alice"), *LISTENERS.items(), (FRANK_ID, "frank"), admin]
+    channels = [(harness.GENERAL_ID, "general"), (MUSIC_ID, "music")]
+    guild = guild_of(GUILD_ID, "Fair Use", channels, named)
     # The members whose plays are seeded: /recap counts only members still in the server.
     guild["members"] += [
         make_member(make_user(FIRST_ID + n, f"member{n}")) for n in range(SEEDED_MEMBERS)

@@ -87,11 +87,8 @@ class OutboxDiscordSide:
         lease: float = CLAIM_LEASE,
         wait_step: float = 0.25,
     ) -> None:
-        self._inner = inner
-        self._storage = storage
-        self._wall_clock = wall_clock
-        self._lease = lease
-        self._wait_step = wait_step
+        self._inner, self._storage, self._wall_clock = inner, storage, wall_clock
+        self._lease, self._wait_step = lease, wait_step
 
     async def wait_until_ready(self) -> None:
         await self._inner.wait_until_ready()
@@ -176,11 +173,8 @@ class OutboxSender:
         lease: float = CLAIM_LEASE,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._storage = storage
-        self._side = side
-        self._poll_every = poll_every
-        self._lease = lease
-        self._wall_clock = wall_clock
+        self._storage, self._side, self._poll_every = storage, side, poll_every
+        self._lease, self._wall_clock = lease, wall_clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

@@ -149,12 +149,8 @@ class PollLoop:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._fetch = fetch
-        self._roster = roster
-        self._settings = settings
-        self._poster = poster
-        self._wake = wake
-        self._clock = clock
+        self._fetch, self._roster, self._settings = fetch, roster, settings
+        self._poster, self._wake, self._clock = poster, wake, clock
         self._tasks = PollTasks(max_concurrent_polls)
         self._holds = HoldWatch(hold, roster.scheduler)
         self._gaps = GapReport(clock, wall_clock)

@@ -82,12 +82,8 @@ class Poster:
         serves_guild: Callable[[int], bool] | None = None,
         shared: bool = False,
     ) -> None:
-        self._discord = discord
-        self._following = following
-        self._edit_window = edit_window
-        self.on_post = on_post
-        self._renderer = renderer
-        self._wall_clock = wall_clock
+        self._discord, self._following, self._edit_window = discord, following, edit_window
+        self.on_post, self._renderer, self._wall_clock = on_post, renderer, wall_clock
         self._serves_guild = serves_guild
         self._last_posts = LastPosts(storage, shared=shared)
         self._member_locks: KeyedLocks[int, LockEntry] = KeyedLocks(LockEntry)

@@ -196,12 +196,8 @@ class DiscordStarter:
         presence: bool,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.connection = connection
-        self.build = build
-        self.session = session
-        self.token = token
-        self.api_base = api_base
-        self.presence = presence
+        self.connection, self.build, self.session = connection, build, session
+        self.token, self.api_base, self.presence = token, api_base, presence
         self.sleep = sleep
 
     async def run(self) -> None:

@@ -62,14 +62,9 @@ class PendingLinkCompleter:
         clock: Callable[[], float] = time.time,
         retry_seconds: float = RETRY_SECONDS,
     ) -> None:
-        self._storage = storage
-        self._cipher = cipher
-        self._auth = auth
-        self._api = api
-        self._links = links
-        self._hold_remaining = hold_remaining
-        self._clock = clock
-        self._retry_seconds = retry_seconds
+        self._storage, self._cipher, self._auth = storage, cipher, auth
+        self._api, self._links, self._hold_remaining = api, links, hold_remaining
+        self._clock, self._retry_seconds = clock, retry_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         links.add_pending_listener(self.wake)

@@ -142,12 +142,8 @@ class LinkService:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._storage = storage
-        self._auth = auth
-        self._api = api
-        self._tokens = tokens
-        self._cipher = cipher
-        self._clock = clock
+        self._storage, self._auth, self._api = storage, auth, api
+        self._tokens, self._cipher, self._clock = tokens, cipher, clock
         self._events = events
         self._on_notice: list[NoticeCallback] = []
         self._on_pending: list[Callable[[], None]] = []

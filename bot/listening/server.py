@@ -91,13 +91,9 @@ class ServerListening:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._history = history
-        self._store = store
-        self._privacy = privacy
-        self._members = members
-        self._scans = scans or LogScans()
-        self._clock = clock
-        self._monotonic = monotonic
+        self._history, self._store, self._privacy = history, store, privacy
+        self._members, self._scans = members, scans or LogScans()
+        self._clock, self._monotonic = clock, monotonic
         self._recaps: dict[tuple[int, str], _CachedRecap] = {}
 
     async def listening(self, guild_id: int) -> list[NowEntry]:

@@ -93,12 +93,8 @@ class MemberSpotify:
         fair_use: FairUse | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._tokens = tokens
-        self.api = api
-        self._storage = storage
-        self._on_request = on_request
-        self._fair_use = fair_use
-        self._clock = clock
+        self._tokens, self.api, self._storage = tokens, api, storage
+        self._on_request, self._fair_use, self._clock = on_request, fair_use, clock
 
     async def granted(self, member_id: int) -> str | None:
         """The stored grant's scopes, or None when the member has no working link."""

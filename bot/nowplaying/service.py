@@ -26,11 +26,8 @@ class PlaybackService:
         fair_use: FairUse | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._tokens = tokens
-        self._api = api
-        self._on_request = on_request
-        self._fair_use = fair_use
-        self._clock = clock
+        self._tokens, self._api, self._on_request = tokens, api, on_request
+        self._fair_use, self._clock = fair_use, clock
         self._listeners: list[Callable[[int, CurrentlyPlaying], None]] = []
 
     def add_listener(self, listener: Callable[[int, CurrentlyPlaying], None]) -> None:

@@ -48,16 +48,11 @@ class BudgetSync:
         interval: float = SYNC_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
-        self._budget = budget
-        self._sender = sender
-        self._client_id = client_id
-        self._interval = interval
-        self._clock = clock
+        self._store, self._budget, self._sender = store, budget, sender
+        self._client_id, self._interval, self._clock = client_id, interval, clock
         self._wake = asyncio.Event()
         self._refusal: QuotaState | None = None
-        self._read_all_at = 0.0
-        self._pruned_at = 0.0
+        self._read_all_at = self._pruned_at = 0.0
         budget.add_refusal_listener(self._refused)
 
     async def load(self) -> None:

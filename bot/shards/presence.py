@@ -46,9 +46,7 @@ class PresenceCoverRelay:
         announce_every: float = ANNOUNCE_EVERY_SECONDS,
         ttl: float = COVER_TTL_SECONDS,
     ) -> None:
-        self._storage = storage
-        self._coverage = coverage
-        self._announce_every = announce_every
+        self._storage, self._coverage, self._announce_every = storage, coverage, announce_every
         self._ttl = ttl
         self._origin = secrets.token_hex(8)
         self._clock = coverage.clock

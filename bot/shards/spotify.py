@@ -49,11 +49,8 @@ class SharedRequestCount:
         clock: Callable[[], float],
         flush_every: float = REQUESTS_FLUSH_SECONDS,
     ) -> None:
-        self._storage = storage
-        self._note = note
-        self._is_leader = is_leader
-        self._clock = clock
-        self._flush_every = flush_every
+        self._storage, self._note, self._is_leader = storage, note, is_leader
+        self._clock, self._flush_every = clock, flush_every
         self._origin = secrets.token_hex(8)
         self._pending = 0
         self._flusher: asyncio.Task[None] | None = None

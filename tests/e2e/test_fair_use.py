@@ -9,20 +9,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tests import harness
 from tests.e2e.test_chart import WAIT, top_tracks
 from tests.e2e.test_daily_quota import np_reply, show_status
 from tests.e2e.test_listening import command, link_and_play, text_of
 from tests.fakes.spotify import track_payload
-from tests.harness import (
-    ADMIN_ID,
-    ALICE_ID,
-    BOB_ID,
-    CAROL_ID,
-    GENERAL_ID,
-    GUILD_ID,
-    Stack,
-    guild_of,
-)
+from tests.harness import ALICE_ID, BOB_ID, CAROL_ID, GUILD_ID, Stack
 from tests.helpers import eventually
 
 DAVE_ID = 800000000000000004
@@ -120,9 +112,12 @@ async def test_a_members_charts_at_once_are_drawn_one_at_a_time(tmp_path: Path) 
 async def test_a_kept_recap_drops_whoever_goes_private_unlinks_or_leaves(tmp_path: Path) -> None:
     """/recap is read once a minute per server and period, but nothing of a member it
     counted is shown once they go private, unlink or leave the server."""
-    everyone = [(ALICE_ID, "alice"), (BOB_ID, "bob"), (CAROL_ID, "carol"), (ADMIN_ID, "admin")]
+    everyone = [(ALICE_ID, "alice"), (BOB_ID, "bob"), (CAROL_ID, "carol")]
+    everyone.append((harness.ADMIN_ID, "admin"))
     everyone.append((DAVE_ID, "dave"))
-    guild = guild_of(GUILD_ID, "Listening Club", [(GENERAL_ID, "general")], everyone)
+    guild = harness.guild_of(
+        GUILD_ID, "Listening Club", [(harness.GENERAL_ID, "general")], everyone
+    )
     async with Stack.running(tmp_path, guilds=[guild]) as stack:
         await link_and_play(stack, everyone)
         store = stack.app.services.storage.listening
