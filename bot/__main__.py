@@ -154,7 +154,8 @@ def _command_run(invocation: Invocation, args: argparse.Namespace) -> int:
 
 
 def _start(invocation: Invocation, env: Mapping[str, str]) -> int:
-    from bot.app import Application, stop_on_signals
+    from bot.aio.signals import stop_on_signals
+    from bot.app import Application
     from bot.logs import configure_logging, masker_for_settings
     from bot.web.connections import raise_open_file_limit
 

@@ -13,22 +13,19 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
-import signal
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
+from bot.aio.signals import stop_on_signals
 from bot.aio.tasks import cancel_and_wait
 from bot.autopost.config import AutopostConfig, SchedulerConfig
 from bot.autopost.discord_side import DiscordPySide
 from bot.autopost.leadership import Leadership
 from bot.autopost.outbox import OutboxDiscordSide, OutboxSender
-from bot.autopost.ports import PostAction
 from bot.autopost.scheduler import PollScheduler
 from bot.autopost.service import AutopostService
 from bot.client import NowPlayingBot
@@ -255,7 +252,7 @@ class Application:
             scheduler=scheduler,
             config=autopost_config,
             hold=sender,
-            on_post=_autopost_metrics(metrics) if metrics is not None else None,
+            on_post=metrics.autopost_post_listener() if metrics is not None else None,
             on_gap=metrics.autopost_unseen_gap if metrics is not None else None,
             is_private=privacy.is_private_now,
             leadership=leadership,
@@ -460,29 +457,3 @@ class Application:
                     raise self._bot_task.exception()  # type: ignore[misc]
             finally:
                 await cancel_and_wait([waiter])
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[asyncio.Event]:
-    """An event SIGINT and SIGTERM set while the block runs (installed at once, so a signal
-    during start-up also stops the bot cleanly, once it has started)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        yield stop
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(sig)
-
-
-def _autopost_metrics(metrics: Metrics) -> Callable[[PostAction, float], None]:
-    def on_post(action: PostAction, lag: float) -> None:
-        metrics.autopost_post(action)
-        if not math.isnan(lag):
-            metrics.observe_autopost_lag(lag)
-
-    return on_post

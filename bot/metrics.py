@@ -63,6 +63,7 @@ from prometheus_client import (
 )
 
 from bot.aio.tasks import cancel_and_wait
+from bot.autopost.ports import PostAction
 from bot.members.events import MemberEvents
 from bot.spotify.budget import DailyBudget
 from bot.spotify.http import PURPOSES, Purpose
@@ -264,6 +265,17 @@ class Metrics:
     def autopost_post(self, action: str) -> None:
         """One auto-post message: ``posted`` (a new message) or ``edited`` (an existing one)."""
         self.autopost_posts.labels(action=action).inc()
+
+    def autopost_post_listener(self) -> Callable[[PostAction, float], None]:
+        """The auto-poster's ``on_post`` hook: each message posted or edited, and its lag
+        (NaN when unknown)."""
+
+        def on_post(action: PostAction, lag: float) -> None:
+            self.autopost_post(action)
+            if not math.isnan(lag):
+                self.observe_autopost_lag(lag)
+
+        return on_post
 
     def autopost_unseen_gap(self, member_id: int, since: float) -> None:
         """The auto-poster's ``on_gap`` hook: a play may have gone unseen since ``since``."""

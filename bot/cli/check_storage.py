@@ -122,7 +122,7 @@ async def check_postgresql(
                 None,
             )
         return Finding(PROBLEM, item, refusal_line(exc, shown)), None
-    storage = Storage(database)
+    storage = Storage.over(database)
     try:
         version = await storage.schema_version()
         counts = None
@@ -195,7 +195,7 @@ async def _read_database(
     # leaves -wal and -shm files behind, which the last read-write connection removes on close.
     uri = f"file:{quote(str(path))}?mode=rw"
     connection = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-    storage = Storage(SqliteDatabase(connection))
+    storage = Storage.over(SqliteDatabase(connection))
     try:
         async with connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"):
             pass

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
@@ -80,53 +81,64 @@ class HasSpotifyBudget(Protocol):
     def spotify_budget(self) -> SpotifyBudgetStore: ...
 
 
+@dataclass(frozen=True, eq=False, repr=False)
 class Storage:
     """The bot's database. Open with ``await Storage.open(path_or_url)`` or ``async with``.
 
-    ``path_or_url``: an SQLite file (or ``":memory:"``), or a ``postgresql://`` URL.
+    ``path_or_url``: an SQLite file (or ``":memory:"``), or a ``postgresql://`` URL. A frozen
+    record: the engine, one store per concern over it (:meth:`over` builds them), and the
+    migrations that opening applied (none when the database was current).
     """
 
-    def __init__(self, database: Database, *, applied_migrations: tuple[int, ...] = ()) -> None:
-        self._database = database
-        self._applied_migrations = applied_migrations
+    database: Database
+    links: LinksStore
+    link_states: LinkStatesStore
+    settings: SettingsStore
+    privacy: PrivacyStore
+    last_posts: LastPostsStore
+    outbox: OutboxStore
+    colours: ColoursStore
+    listening: ListeningStore
+    sealed: SealedStore
+    spotify_budget: SpotifyBudgetStore
+    applied_migrations: tuple[int, ...] = ()
+
+    @classmethod
+    def over(cls, database: Database, *, applied_migrations: tuple[int, ...] = ()) -> Self:
+        """Every store over one engine (already migrated, or only read by ``check``)."""
         db = Handle(database)
-        self.links = LinksStore(db)
-        self.link_states = LinkStatesStore(db)
-        self.settings = SettingsStore(db)
-        self.privacy = PrivacyStore(db)
-        self.last_posts = LastPostsStore(db)
-        self.outbox = OutboxStore(db)
-        self.colours = ColoursStore(db)
-        self.listening = ListeningStore(db)
-        self.sealed = SealedStore(db)
-        self.spotify_budget = SpotifyBudgetStore(db)
+        return cls(
+            database,
+            LinksStore(db),
+            LinkStatesStore(db),
+            SettingsStore(db),
+            PrivacyStore(db),
+            LastPostsStore(db),
+            OutboxStore(db),
+            ColoursStore(db),
+            ListeningStore(db),
+            SealedStore(db),
+            SpotifyBudgetStore(db),
+            applied_migrations=applied_migrations,
+        )
 
     @classmethod
     async def open(cls, path_or_url: Path | str) -> Self:
         """Open (creating the SQLite folder and file when missing) and migrate to the latest."""
         database, applied = await open_migrated(path_or_url)
-        return cls(database, applied_migrations=applied)
-
-    @property
-    def database(self) -> Database:
-        return self._database
+        return cls.over(database, applied_migrations=applied)
 
     @property
     def dialect(self) -> Dialect:
-        return self._database.dialect
-
-    @property
-    def applied_migrations(self) -> tuple[int, ...]:
-        """The migrations that opening this database applied (none when it was current)."""
-        return self._applied_migrations
+        return self.database.dialect
 
     async def close(self) -> None:
         """Close the connection after any running transaction finishes. Idempotent."""
-        await self._database.close()
+        await self.database.close()
 
     @property
     def closed(self) -> bool:
-        return self._database.closed
+        return self.database.closed
 
     async def __aenter__(self) -> Self:
         return self
@@ -145,44 +157,44 @@ class Storage:
     # --- health --------------------------------------------------------------------------------
 
     async def schema_version(self) -> int:
-        return await self._database.schema_version()
+        return await self.database.schema_version()
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when a trivial query answers within ``timeout`` seconds (for /healthz)."""
-        return await self._database.ping(timeout)
+        return await self.database.ping(timeout)
 
     @asynccontextmanager
     async def secure_delete(self) -> AsyncIterator[None]:
         """Within the block, content that statements free or overwrite is zeroed in the file
         (SQLite's ``PRAGMA secure_delete``), so replaced secrets leave no copy in free space."""
-        async with self._database.scrub_freed_content():
+        async with self.database.scrub_freed_content():
             yield
 
     def member_lock(self, user_id: int) -> AbstractAsyncContextManager[None]:
         """Held while a member's refresh token is read, refreshed and stored: across every
         process sharing the database, so a rotated refresh token is never lost to a race."""
-        return self._database.lock(f"member:{int(user_id)}")
+        return self.database.lock(f"member:{int(user_id)}")
 
     def named_lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """A lock across every process sharing the database (e.g. IDENTIFY turns)."""
-        return self._database.lock(name)
+        return self.database.lock(name)
 
     def try_named_lock(self, name: str) -> AbstractAsyncContextManager[asyncio.Event | None]:
         """Take a lock across every process sharing the database only if it is free: yields
         None when another process holds it, else an event set when it may have been lost
         (the database connection holding it went away). SQLite: always taken, never lost."""
-        return self._database.try_lock(name)
+        return self.database.try_lock(name)
 
     async def notify(self, channel: str, payload: str) -> None:
         """Wake the other processes sharing the database (nothing to do on SQLite)."""
-        await self._database.notify(channel, payload)
+        await self.database.notify(channel, payload)
 
     def listen(
         self, channel: str, callback: Callable[[str], None]
     ) -> AbstractAsyncContextManager[None]:
-        return self._database.listen(channel, callback)
+        return self.database.listen(channel, callback)
 
     async def checkpoint_truncate(self) -> bool:
         """SQLite: copy the WAL into the database and truncate it to zero bytes, so no old page
         image survives in the ``-wal`` file. False when another connection kept it busy."""
-        return await self._database.checkpoint_truncate()
+        return await self.database.checkpoint_truncate()
