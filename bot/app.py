@@ -42,10 +42,11 @@ from bot.listening.chart import TopChart
 from bot.listening.log import ListeningLog, feed_listening_log
 from bot.listening.recap import RecapPictures
 from bot.listening.server import ServerListening
-from bot.listening.spotify import MemberSpotify, SpotifyListening
+from bot.listening.spotify import SpotifyListening
 from bot.logs import SecretMasker
 from bot.members.events import MemberEvents
 from bot.members.privacy import PrivacyService
+from bot.members.spotify import MemberSpotify
 from bot.members.tokens import TokenManager
 from bot.metrics import Metrics
 from bot.nowplaying.renderer import NowPlayingRenderer
@@ -223,8 +224,15 @@ class Application:
             await stack.enter_async_context(shared_count.listening())
             stack.push_async_callback(shared_count.close)
             note_request = shared_count.note_request
-        fair_use = FairUse(budget.effective, options.fair_use)
-        playback = PlaybackService(tokens, api, on_request=note_request, fair_use=fair_use)
+        # Every call a command (or the listening log) makes for a member: one counted path.
+        member_spotify = MemberSpotify(
+            tokens,
+            api,
+            storage.links,
+            on_request=note_request,
+            fair_use=FairUse(budget.effective, options.fair_use),
+        )
+        playback = PlaybackService(member_spotify)
 
         images = ImageFetcher(session, image_base=settings.spotify_image_base)
         colours = CoverColours(images, storage.colours)
@@ -263,13 +271,6 @@ class Application:
         )
         autopost.follow_members(events)
 
-        member_spotify = MemberSpotify(
-            tokens,
-            api,
-            storage.links,
-            on_request=note_request,
-            fair_use=fair_use,
-        )
         history = ListeningLog(
             storage,
             privacy,

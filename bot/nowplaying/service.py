@@ -1,33 +1,20 @@
-"""Interactive "what is this member playing?" (/np): one Spotify call, the token refreshed if
-needed, checked against the daily budget first and counted toward the 30-second budget without
-ever waiting for either."""
+"""Interactive "what is this member playing?" (/np): one Spotify call through
+:class:`~bot.members.spotify.MemberSpotify` (the token refreshed if needed, the asker's fair use
+checked first, counted toward the 30-second budget without ever waiting for it)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
-from bot.members.tokens import TokenManager
-from bot.spotify.api import SpotifyApi
-from bot.spotify.fair_use import FairUse
+from bot.members.spotify import MemberSpotify
 from bot.spotify.models import CurrentlyPlaying
 
 
 class PlaybackService:
     """Interactive "what is this member playing?": one Spotify call, refreshed token if needed."""
 
-    def __init__(
-        self,
-        tokens: TokenManager,
-        api: SpotifyApi,
-        *,
-        on_request: Callable[[float], None] | None = None,
-        fair_use: FairUse | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._tokens, self._api, self._on_request = tokens, api, on_request
-        self._fair_use, self._clock = fair_use, clock
+    def __init__(self, spotify: MemberSpotify) -> None:
+        self._spotify = spotify
         self._listeners: list[Callable[[int, CurrentlyPlaying], None]] = []
 
     def add_listener(self, listener: Callable[[int, CurrentlyPlaying], None]) -> None:
@@ -39,12 +26,9 @@ class PlaybackService:
     ) -> CurrentlyPlaying:
         """What ``discord_user_id`` plays, asked by ``asker`` (default: themselves): the asker's
         fair use is checked before any token refresh, and counted."""
-        asking = discord_user_id if asker is None else asker
-        with nullcontext() if self._fair_use is None else self._fair_use.command(asking):
-            if self._on_request is not None:
-                # Interactive calls count toward the app-wide budget but never wait for it.
-                self._on_request(self._clock())
-            current = await self._tokens.call(discord_user_id, self._api.currently_playing)
+        current = await self._spotify.call(
+            discord_user_id, self._spotify.api.currently_playing, asker=asker
+        )
         for listener in self._listeners:
             listener(discord_user_id, current)
         return current
