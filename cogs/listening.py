@@ -198,7 +198,7 @@ class ListeningCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
-        self.server.forget_server_member(payload.guild_id, payload.user.id)
+        self.server.forget_member(payload.user.id, guild_id=payload.guild_id)
         await self.history.roster.forget(payload.guild_id, payload.user.id)
 
 

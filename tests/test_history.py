@@ -427,11 +427,11 @@ async def test_a_recap_is_read_once_per_minute_and_dropped_when_a_member_changes
     assert counting.reads == 2
     # A member who is not in it changes nothing.
     server.forget_member(PRESENCE_ONLY)
-    server.forget_server_member(OTHER_GUILD, ALICE)
+    server.forget_member(ALICE, guild_id=OTHER_GUILD)
     await server.recap(GUILD, "week", asker=ALICE)
     assert counting.reads == 2
     # Leaving the server drops it too; and after a minute it is read again anyway.
-    server.forget_server_member(GUILD, CAROL)
+    server.forget_member(CAROL, guild_id=GUILD)
     await server.recap(GUILD, "week", asker=ALICE)
     assert counting.reads == 3
     minute.advance(61)

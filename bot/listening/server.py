@@ -13,19 +13,19 @@ million plays), so it is kept per server and period for ``RECAP_CACHE_SECONDS``:
 asks meanwhile (twenty at once included) shares one read. A cached recap is dropped when one
 of the members it counted goes private, unlinks, changes an opt-in or leaves the server, so
 nothing of theirs is shown after that. Each member runs one log scan at a time
-(:class:`LogScans`): a second, while the first reads, is answered at once.
+(``bot.aio.turns``): a second, while the first reads, is answered at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from bot.aio.turns import Turns
 from bot.errors import BotError
 from bot.gateway.members import Membership
 from bot.listening.log import ListeningLog, PrivacyView
@@ -42,24 +42,6 @@ class ScanBusy(BotError):
     user_message = (
         "I'm still reading the listening log for your last command: try again in a few seconds."
     )
-
-
-class LogScans:
-    """One scan of the listening log per member at a time (the member who asked)."""
-
-    def __init__(self) -> None:
-        self._running: set[int] = set()
-
-    @contextlib.asynccontextmanager
-    async def one(self, member_id: int) -> AsyncIterator[None]:
-        """Raise ScanBusy when ``member_id`` has a scan running already."""
-        if member_id in self._running:
-            raise ScanBusy()
-        self._running.add(member_id)
-        try:
-            yield
-        finally:
-            self._running.discard(member_id)
 
 
 @dataclass(eq=False)
@@ -87,12 +69,12 @@ class ServerListening:
         privacy: PrivacyView,
         members: MemberCheck,
         *,
-        scans: LogScans | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._history, self._store, self._privacy = history, store, privacy
-        self._members, self._scans = members, scans or LogScans()
+        self._members = members
+        self._scans: Turns[int] = Turns()  # one log scan per asking member
         self._clock, self._monotonic = clock, monotonic
         self._recaps: dict[tuple[int, str], _CachedRecap] = {}
 
@@ -112,7 +94,7 @@ class ServerListening:
         if cached is not None and cached.expires > self._monotonic():
             recap, _ = await asyncio.shield(cached.task)
             return recap
-        async with self._scans.one(asker):
+        with self._scans.take(asker, lambda _: ScanBusy()):
             entry = _CachedRecap(asyncio.ensure_future(self._read_recap(guild_id, period)))
             self._recaps[key] = entry
             try:
@@ -131,17 +113,13 @@ class ServerListening:
         events.on("private", self.forget_member)
         events.on("unlinked", self.forget_member)
 
-    def forget_member(self, member_id: int) -> None:
-        """Drop every cached recap that may show ``member_id`` (private, unlinked, opted out,
-        gone), and any still being read."""
+    def forget_member(self, member_id: int, *, guild_id: int | None = None) -> None:
+        """Drop every cached recap (of ``guild_id`` only, when they left it) that may show
+        ``member_id`` (private, unlinked, opted out, gone), and any still being read."""
         for key, entry in list(self._recaps.items()):
+            if guild_id is not None and key[0] != guild_id:
+                continue
             if member_id in entry.counted or not entry.task.done():
-                del self._recaps[key]
-
-    def forget_server_member(self, guild_id: int, member_id: int) -> None:
-        """``member_id`` left ``guild_id``: its recaps that may show them go."""
-        for key, entry in list(self._recaps.items()):
-            if key[0] == guild_id and (member_id in entry.counted or not entry.task.done()):
                 del self._recaps[key]
 
     async def _read_recap(self, guild_id: int, period: str) -> tuple[Recap, frozenset[int]]:
@@ -170,7 +148,6 @@ __all__ = [
     "MIN_RECAP_LISTENERS",
     "RECAP_CACHE_SECONDS",
     "RECAP_PERIODS",
-    "LogScans",
     "MemberCheck",
     "ScanBusy",
     "ServerListening",

@@ -24,13 +24,14 @@ import functools
 import io
 import unicodedata
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from bot.aio.turns import Refusal, Turns
 from bot.errors import BotError
 from bot.messages.text import without_bidi_controls
 from bot.pictures.decode import open_cover
@@ -301,6 +302,10 @@ YOURS_WAITING = "Your last chart is still being drawn: it will be here in a mome
 QUEUE_FULL = "Many charts are being drawn right now: try again in a few seconds."
 
 
+def _render_busy(refusal: Refusal) -> RenderBusy:
+    return RenderBusy(user_message=YOURS_WAITING if refusal == "taken" else QUEUE_FULL)
+
+
 class ChartRenderer:
     """Runs the renders above off the event loop, one at a time, on a thread of its own.
 
@@ -316,23 +321,14 @@ class ChartRenderer:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="chart-render"
         )
-        self._max_waiting = max_waiting
-        self._owners: set[int] = set()  # with a render waiting or being drawn
+        # Owners with a render waiting or being drawn: the one drawn and ``max_waiting`` more.
+        self._turns: Turns[int] = Turns(at_most=max_waiting + 1)
 
-    @contextmanager
-    def turn(self, owner: int) -> Iterator[None]:
+    def turn(self, owner: int) -> AbstractContextManager[None]:
         """A place in the queue for ``owner``'s render, held for the block (the covers are
         fetched inside it, the render awaited). Raises RenderBusy with the words for the
         member when ``owner`` has a render queued already or the queue is full."""
-        if owner in self._owners:
-            raise RenderBusy(user_message=YOURS_WAITING)
-        if len(self._owners) > self._max_waiting:
-            raise RenderBusy(user_message=QUEUE_FULL)
-        self._owners.add(owner)
-        try:
-            yield
-        finally:
-            self._owners.discard(owner)
+        return self._turns.take(owner, _render_busy)
 
     async def chart(
         self,
