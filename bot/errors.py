@@ -160,15 +160,14 @@ class SpotifyDailyLimit(SpotifyRateLimited):
         self.user_message = daily_limit_words(until)
 
 
-def back_at(until: float) -> str:
-    """A moment as Discord shows it to each member: their clock time, then "in 3 hours"."""
-    when = math.ceil(until)
-    return f"<t:{when}:t> (<t:{when}:R>)"
-
-
 def relative_at(until: float) -> str:
     """A moment as "in 40 seconds", in each member's language."""
     return f"<t:{math.ceil(until)}:R>"
+
+
+def back_at(until: float) -> str:
+    """A moment as Discord shows it to each member: their clock time, then "in 3 hours"."""
+    return f"<t:{math.ceil(until)}:t> ({relative_at(until)})"
 
 
 def daily_limit_words(until: float) -> str:
